@@ -1,0 +1,269 @@
+//! The `node` command line (clap). Parsing only: [`crate::config`] turns the server
+//! arguments into a checked [`crate::config::NodeConfig`], [`crate::app`] runs things.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use shared::protocol::{validate_node_name, Role};
+
+/// The default cluster port.
+pub const DEFAULT_PORT: u16 = 4697;
+
+/// A node of the distributed counter cluster, or a client of one.
+///
+/// Without a subcommand, runs a node: a ractor_cluster NodeServer hosting counter actors.
+/// The coordinator also runs the aggregator, which collects every counter's stats across
+/// the cluster and logs the totals every --stats-interval. Nodes find each other through
+/// --join (any member will do: the cluster forms a full mesh). Ctrl-C or SIGTERM stops a
+/// node cleanly.
+///
+/// With a subcommand, connects to a member as a short-lived client (never counted as a
+/// cluster node) and runs one command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "node",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  node --role coordinator --name coordinator --listen 127.0.0.1:4697 --cookie s3cret\n  \
+                  node --name worker-1 --listen 127.0.0.1:4698 --join 127.0.0.1:4697 --cookie s3cret --load 500\n  \
+                  node stats --join 127.0.0.1:4697 --cookie s3cret\n  \
+                  node incr worker-1/0 --by 5 --join 127.0.0.1:4698 --cookie s3cret"
+)]
+pub struct Cli {
+    /// A client command; without one, run a node.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Node options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options of a running node.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// coordinator (runs the aggregator) or worker. Default: worker when --join is given,
+    /// coordinator otherwise.
+    #[arg(long, value_parser = role_parser())]
+    pub role: Option<Role>,
+
+    /// This node's name, unique in the cluster (letters, digits, '.', '_', '-'). Counters
+    /// are named NAME/0, NAME/1, ... Default: ROLE-PORT, e.g. worker-4698.
+    #[arg(long, env = "NODE_NAME", value_parser = parse_node_name)]
+    pub name: Option<String>,
+
+    /// Address the cluster port listens on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:4697", value_parser = parse_socket_addr)]
+    pub listen: SocketAddr,
+
+    /// Host (name or IP) other nodes use to dial this one, with the --listen port.
+    /// Default: the --listen IP, or this machine's hostname when listening on all
+    /// interfaces.
+    #[arg(long, value_name = "HOST", value_parser = parse_host)]
+    pub advertise: Option<String>,
+
+    /// A cluster member to join (repeatable; retried until reached).
+    #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub join: Vec<String>,
+
+    /// Number of counters this node hosts.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub counters: u32,
+
+    /// Shared secret every node and client of the cluster must present. Required when
+    /// listening on a non-loopback address; prefer NODE_COOKIE (it stays out of `ps`).
+    #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
+    pub cookie: Option<String>,
+
+    /// Run synthetic load clients on this node at this many operations per second,
+    /// spread over the counters of all nodes.
+    #[arg(long, value_name = "OPS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub load: Option<u32>,
+
+    /// Stop the load clients after this many operations.
+    #[arg(long, value_name = "N", requires = "load", value_parser = clap::value_parser!(u64).range(1..))]
+    pub load_ops: Option<u64>,
+
+    /// Seconds between the coordinator's logged cluster summaries.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    pub stats_interval: Duration,
+
+    /// Deadline of each collection, in seconds: a counter that has not answered by then
+    /// is reported missing.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+    pub collect_timeout: Duration,
+}
+
+/// Client commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a fresh collection over the whole cluster and print it.
+    Stats {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Print the coordinator aggregator's last periodic collection instead of
+        /// running a fresh one (only a coordinator can answer).
+        #[arg(long)]
+        last: bool,
+        /// Deadline of the collection, in seconds.
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
+        deadline: Duration,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Increment a counter and print its new value.
+    Incr {
+        /// Counter name, NODE/INDEX (e.g. worker-1/0).
+        counter: String,
+        /// Amount to add.
+        #[arg(long, default_value_t = 1)]
+        by: u64,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Decrement a counter and print its new value.
+    Decr {
+        /// Counter name, NODE/INDEX (e.g. worker-1/0).
+        counter: String,
+        /// Amount to subtract.
+        #[arg(long, default_value_t = 1)]
+        by: u64,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Print a counter's value.
+    Get {
+        /// Counter name, NODE/INDEX (e.g. worker-1/0).
+        counter: String,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+}
+
+/// How a client reaches the cluster.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Any cluster member.
+    #[arg(long = "join", value_name = "HOST:PORT", default_value = "127.0.0.1:4697", value_parser = parse_host_port)]
+    pub join: String,
+    /// The cluster's shared secret (default: the loopback development cookie).
+    #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
+    pub cookie: Option<String>,
+    /// Seconds to wait for the connection (and authentication).
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new(["coordinator", "worker"]).try_map(|s| s.parse::<Role>())
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    validate_node_name(s).map(|()| s.to_string())
+}
+
+fn parse_cookie(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the cookie must not be empty".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `HOST:PORT` resolved now: the address to bind.
+fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_host_port(s)?;
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// `HOST:PORT` checked for shape only (resolved when dialed, so a peer that is not up
+/// yet, or a name that appears later in DNS, is fine).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{s}' is not HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    parse_host(host)?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("'{port}' in '{s}' is not a port (1-65535)")),
+        Ok(_) => Ok(s.to_string()),
+    }
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if valid {
+        Ok(s.to_string())
+    } else {
+        Err(format!("'{s}' is not a host name or IP address"))
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.01..=86_400.0).contains(&secs) {
+        return Err(format!("{secs} s is out of range (0.01 to 86400)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_defaults() {
+        let cli = Cli::try_parse_from(["node"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen, "0.0.0.0:4697".parse().unwrap());
+        assert_eq!(cli.serve.counters, 4);
+        assert_eq!(cli.serve.stats_interval, Duration::from_secs(2));
+        assert_eq!(cli.serve.role, None);
+    }
+
+    #[test]
+    fn client_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["node", "incr", "w/1", "--by", "5", "--join", "h:1"]).unwrap();
+        match cli.command {
+            Some(Command::Incr { counter, by, conn }) => {
+                assert_eq!(
+                    (counter.as_str(), by, conn.join.as_str()),
+                    ("w/1", 5, "h:1")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        for args in [
+            vec!["node", "--role", "leader"],
+            vec!["node", "--listen", "nowhere"],
+            vec!["node", "--join", "host:99999"],
+            vec!["node", "--counters", "-1"],
+            vec!["node", "--name", "a/b"],
+            vec!["node", "--load-ops", "5"],
+            vec!["node", "--stats-interval", "0"],
+            vec!["node", "incr", "w/1", "--by", "-3"],
+        ] {
+            assert!(Cli::try_parse_from(&args).is_err(), "{args:?} was accepted");
+        }
+    }
+}

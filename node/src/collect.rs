@@ -1,0 +1,327 @@
+//! One collection: discover every node agent and counter through the process groups,
+//! ask all of them at once, and sum what answered before one shared deadline.
+//!
+//! The calls run concurrently (one task each) and every call's timeout is the time left
+//! until the same deadline, so a collection never takes much longer than its deadline
+//! whatever the peers do. Whoever does not answer in time is reported, never silently
+//! dropped: a missing counter is listed in `missing_counters` and makes the collection
+//! incomplete.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ractor::rpc::CallResult;
+use ractor::{pg, ActorCell, ActorRef, Message, RpcReplyPort};
+use shared::agent::{AgentMessage, NodeInfo};
+use shared::counter::{CounterMessage, CounterStats};
+use shared::protocol::{owner_node, COUNTERS_GROUP, NODES_GROUP};
+use shared::stats::{ClusterStats, CounterReport, NodeStats};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// What one probe of a collection produced.
+enum Probe {
+    Node(String, Option<NodeInfo>),
+    Counter(String, Option<CounterStats>),
+}
+
+/// Calls `actor` and waits at most until `until`. Any failure (timeout, dropped reply,
+/// a peer that went away) is `None`: the caller only needs to know it has no answer.
+pub async fn call_until<M, R>(
+    actor: ActorRef<M>,
+    build: impl FnOnce(RpcReplyPort<R>) -> M,
+    until: Instant,
+) -> Option<R>
+where
+    M: Message,
+    R: Send + 'static,
+{
+    let remaining = until.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return None;
+    }
+    match tokio::time::timeout_at(until, actor.call(build, Some(remaining))).await {
+        Ok(Ok(CallResult::Success(reply))) => Some(reply),
+        _ => None,
+    }
+}
+
+/// Process-group members that follow the naming scheme, one per name (a peer that is
+/// briefly connected twice shows its actors twice).
+fn named_members(group: &str) -> Vec<(String, ActorCell)> {
+    let mut seen = HashSet::new();
+    pg::get_members(&group.to_string())
+        .into_iter()
+        .filter_map(|cell| cell.get_name().map(|name| (name, cell)))
+        .filter(|(name, _)| seen.insert(name.clone()))
+        .collect()
+}
+
+/// Finds a counter, local or remote, by its cluster-wide name.
+pub fn find_counter(name: &str) -> Option<ActorRef<CounterMessage>> {
+    named_members(COUNTERS_GROUP)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, cell)| cell.into())
+}
+
+/// Names of every counter currently known, sorted.
+pub fn counter_names() -> Vec<String> {
+    let mut names: Vec<String> = named_members(COUNTERS_GROUP)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Remote node agents currently known, by node name.
+pub fn remote_agents() -> Vec<(String, ActorRef<AgentMessage>)> {
+    named_members(NODES_GROUP)
+        .into_iter()
+        .filter(|(_, cell)| !cell.get_id().is_local())
+        .filter_map(|(name, cell)| owner_node(&name).map(|n| (n.to_string(), cell.into())))
+        .collect()
+}
+
+/// Runs one collection with the given deadline. `collected_by` names this node.
+pub async fn collect(collected_by: &str, deadline: Duration) -> ClusterStats {
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let until = started + deadline;
+
+    let mut probes = JoinSet::new();
+    for (name, cell) in named_members(NODES_GROUP) {
+        let Some(node) = owner_node(&name).map(str::to_string) else {
+            continue;
+        };
+        let agent: ActorRef<AgentMessage> = cell.into();
+        probes.spawn(async move {
+            Probe::Node(node, call_until(agent, AgentMessage::GetInfo, until).await)
+        });
+    }
+    for (name, cell) in named_members(COUNTERS_GROUP) {
+        let counter: ActorRef<CounterMessage> = cell.into();
+        probes.spawn(async move {
+            Probe::Counter(
+                name,
+                call_until(counter, CounterMessage::GetStats, until).await,
+            )
+        });
+    }
+
+    let mut nodes = Vec::new();
+    let mut counters = Vec::new();
+    while let Some(joined) = probes.join_next().await {
+        match joined {
+            Ok(Probe::Node(name, info)) => nodes.push((name, info)),
+            Ok(Probe::Counter(name, stats)) => counters.push((name, stats)),
+            Err(error) => tracing::error!(%error, "a collection probe failed"),
+        }
+    }
+
+    let collected_at_ms = started_wall
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut stats = summarize(collected_by, nodes, counters);
+    stats.collected_at_ms = collected_at_ms;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    stats.deadline_ms = deadline.as_millis() as u64;
+    stats
+}
+
+/// Builds the cluster statistics from the probes' answers (`None` = no answer in time).
+/// Pure: timing fields are left at zero for the caller to fill.
+pub fn summarize(
+    collected_by: &str,
+    nodes: Vec<(String, Option<NodeInfo>)>,
+    counters: Vec<(String, Option<CounterStats>)>,
+) -> ClusterStats {
+    let mut by_node: BTreeMap<String, NodeStats> = BTreeMap::new();
+    let empty_node = |name: &str| NodeStats {
+        name: name.to_string(),
+        role: None,
+        advertise: None,
+        reachable: false,
+        issued_value: 0,
+        issued_operations: 0,
+        counter_restarts: 0,
+        counters: Vec::new(),
+        missing_counters: Vec::new(),
+    };
+
+    for (name, info) in nodes {
+        let entry = by_node
+            .entry(name.clone())
+            .or_insert_with(|| empty_node(&name));
+        if let Some(info) = info {
+            entry.role = Some(info.role);
+            entry.advertise = Some(info.advertise);
+            entry.reachable = true;
+            entry.issued_value = info.issued_value;
+            entry.issued_operations = info.issued_operations;
+            entry.counter_restarts = info.counter_restarts;
+        }
+    }
+
+    let mut missing_counters = Vec::new();
+    let mut total_value: i128 = 0;
+    let mut total_operations: u128 = 0;
+    let mut lifetime_rates = 0.0;
+    let mut recent_ops_per_sec = 0.0;
+    let mut answered = 0;
+    let known_counters = counters.len();
+    for (name, stats) in counters {
+        let node = owner_node(&name).unwrap_or("?").to_string();
+        let entry = by_node
+            .entry(node.clone())
+            .or_insert_with(|| empty_node(&node));
+        match stats {
+            Some(s) => {
+                answered += 1;
+                total_value += i128::from(s.value);
+                total_operations += u128::from(s.operations);
+                lifetime_rates += s.ops_per_sec;
+                recent_ops_per_sec += s.recent_ops_per_sec;
+                entry.counters.push(CounterReport {
+                    name,
+                    value: s.value,
+                    operations: s.operations,
+                    rejected: s.rejected,
+                    ops_per_sec: s.ops_per_sec,
+                    recent_ops_per_sec: s.recent_ops_per_sec,
+                });
+            }
+            None => {
+                entry.missing_counters.push(name.clone());
+                missing_counters.push(name);
+            }
+        }
+    }
+
+    let mut nodes: Vec<NodeStats> = by_node.into_values().collect();
+    for node in &mut nodes {
+        node.counters
+            .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        node.missing_counters
+            .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    }
+    missing_counters.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+
+    let reachable_nodes = nodes.iter().filter(|n| n.reachable).count();
+    ClusterStats {
+        collected_by: collected_by.to_string(),
+        collected_at_ms: 0,
+        duration_ms: 0,
+        deadline_ms: 0,
+        total_value,
+        total_operations,
+        num_counters: answered,
+        known_counters,
+        num_nodes: nodes.len(),
+        reachable_nodes,
+        complete: missing_counters.is_empty() && reachable_nodes == nodes.len(),
+        avg_ops_per_sec: if answered > 0 {
+            lifetime_rates / answered as f64
+        } else {
+            0.0
+        },
+        recent_ops_per_sec,
+        issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
+        issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
+        missing_counters,
+        nodes,
+    }
+}
+
+/// Sort key that puts `node/2` before `node/10`.
+fn natural_key(name: &str) -> (&str, u64, &str) {
+    match name.rsplit_once('/') {
+        Some((node, index)) => (node, index.parse().unwrap_or(u64::MAX), index),
+        None => (name, u64::MAX, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::protocol::{Role, PROTOCOL_VERSION};
+
+    fn info(name: &str, issued_value: i64, issued_operations: u64) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            role: Role::Worker,
+            advertise: format!("{name}:4697"),
+            protocol_version: PROTOCOL_VERSION,
+            counters: 2,
+            counter_restarts: 0,
+            issued_value,
+            issued_operations,
+            known_peers: vec![],
+        }
+    }
+
+    fn counter(name: &str, value: i64, operations: u64) -> CounterStats {
+        CounterStats {
+            name: name.into(),
+            value,
+            operations,
+            rejected: 0,
+            ops_per_sec: operations as f64,
+            recent_ops_per_sec: 1.0,
+            uptime_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn sums_complete_collection() {
+        let s = summarize(
+            "a",
+            vec![
+                ("a".into(), Some(info("a", 5, 3))),
+                ("b".into(), Some(info("b", -2, 4))),
+            ],
+            vec![
+                ("a/10".into(), Some(counter("a/10", 7, 2))),
+                ("a/2".into(), Some(counter("a/2", -1, 1))),
+                ("b/0".into(), Some(counter("b/0", 4, 6))),
+            ],
+        );
+        assert_eq!((s.total_value, s.total_operations), (10, 9));
+        assert_eq!((s.num_counters, s.known_counters), (3, 3));
+        assert_eq!((s.num_nodes, s.reachable_nodes), (2, 2));
+        assert_eq!((s.issued_value, s.issued_operations), (3, 7));
+        assert!(s.complete);
+        assert!((s.avg_ops_per_sec - 3.0).abs() < 1e-9);
+        assert!((s.recent_ops_per_sec - 3.0).abs() < 1e-9);
+        let a: Vec<_> = s.nodes[0]
+            .counters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(a, ["a/2", "a/10"]);
+    }
+
+    #[test]
+    fn missing_counters_and_nodes_make_it_incomplete() {
+        let s = summarize(
+            "a",
+            vec![("a".into(), Some(info("a", 0, 0))), ("b".into(), None)],
+            vec![
+                ("a/0".into(), Some(counter("a/0", 1, 1))),
+                ("b/0".into(), None),
+                ("c/0".into(), Some(counter("c/0", 2, 2))),
+            ],
+        );
+        assert!(!s.complete);
+        assert_eq!(s.missing_counters, ["b/0"]);
+        assert_eq!((s.num_counters, s.known_counters), (2, 3));
+        assert_eq!((s.total_value, s.total_operations), (3, 3));
+        // `c` has counters but no agent answered for it: it is a node, unreachable.
+        assert_eq!((s.num_nodes, s.reachable_nodes), (3, 1));
+        let b = &s.nodes[1];
+        assert_eq!((b.name.as_str(), b.reachable), ("b", false));
+        assert_eq!(b.missing_counters, ["b/0"]);
+    }
+}

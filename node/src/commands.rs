@@ -1,0 +1,87 @@
+//! The client commands: connect to a member, send one request, print the answer on
+//! stdout.
+
+use std::time::Duration;
+
+use shared::agent::{ClientAnswer, ClientRequest};
+use shared::counter::Delta;
+
+use crate::cli::{ClientArgs, Command};
+use crate::client::ClusterClient;
+use crate::config::DEV_COOKIE;
+use crate::error::CommandError;
+
+/// Extra time a client waits beyond a collection's deadline for the answer to travel.
+const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+
+/// Runs one client command.
+pub async fn run(command: Command) -> Result<(), CommandError> {
+    match command {
+        Command::Stats {
+            json,
+            last,
+            deadline,
+            conn,
+        } => {
+            let request = if last {
+                ClientRequest::LastStats
+            } else {
+                ClientRequest::Stats {
+                    deadline_ms: deadline.as_millis() as u64,
+                }
+            };
+            let answer = request_once(&conn, request, deadline + ANSWER_MARGIN).await?;
+            let ClientAnswer::Stats(stats) = answer else {
+                return Err(CommandError::Local("unexpected answer to stats".into()));
+            };
+            if json {
+                let text = serde_json::to_string_pretty(&stats)
+                    .map_err(|e| CommandError::Local(e.to_string()))?;
+                println!("{text}");
+            } else {
+                print!("{}", crate::output::stats_table(&stats));
+            }
+        }
+        Command::Incr { counter, by, conn } => {
+            let request = ClientRequest::Apply {
+                counter,
+                delta: Delta::Increment(by),
+            };
+            print_value(request_once(&conn, request, conn.timeout).await?)?;
+        }
+        Command::Decr { counter, by, conn } => {
+            let request = ClientRequest::Apply {
+                counter,
+                delta: Delta::Decrement(by),
+            };
+            print_value(request_once(&conn, request, conn.timeout).await?)?;
+        }
+        Command::Get { counter, conn } => {
+            let request = ClientRequest::Get { counter };
+            print_value(request_once(&conn, request, conn.timeout).await?)?;
+        }
+    }
+    Ok(())
+}
+
+async fn request_once(
+    conn: &ClientArgs,
+    request: ClientRequest,
+    answer_timeout: Duration,
+) -> Result<ClientAnswer, CommandError> {
+    let cookie = conn.cookie.as_deref().unwrap_or(DEV_COOKIE);
+    let client = ClusterClient::connect(&conn.join, cookie, conn.timeout).await?;
+    let answer = client.request(request, answer_timeout).await;
+    client.close().await;
+    answer
+}
+
+fn print_value(answer: ClientAnswer) -> Result<(), CommandError> {
+    match answer {
+        ClientAnswer::Value(value) => {
+            println!("{value}");
+            Ok(())
+        }
+        ClientAnswer::Stats(_) => Err(CommandError::Local("unexpected answer".into())),
+    }
+}

@@ -1,0 +1,183 @@
+//! A node's checked configuration, resolved from the command line with its defaults.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use shared::protocol::Role;
+
+use crate::cli::ServeArgs;
+use crate::error::NodeError;
+
+/// The cookie used when none is given and every address involved is loopback: fine for
+/// trying the cluster on one machine, refused for anything reachable from the network.
+pub const DEV_COOKIE: &str = "counter-cluster-dev-cookie";
+
+/// Load clients to run on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSpec {
+    /// Operations per second.
+    pub rate: u32,
+    /// Stop after this many operations.
+    pub max_ops: Option<u64>,
+}
+
+/// Everything a node needs to run, checked.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// Unique node name.
+    pub name: String,
+    /// Coordinator or worker.
+    pub role: Role,
+    /// Where the cluster port listens.
+    pub listen: SocketAddr,
+    /// Host other nodes dial (with the listen port).
+    pub advertise_host: String,
+    /// Members to join.
+    pub seeds: Vec<String>,
+    /// Counters to host.
+    pub counters: u32,
+    /// The cluster secret.
+    pub cookie: String,
+    /// Whether [`DEV_COOKIE`] is in use.
+    pub dev_cookie: bool,
+    /// Load clients, if any.
+    pub load: Option<LoadSpec>,
+    /// Time between the aggregator's collections.
+    pub stats_interval: Duration,
+    /// Deadline of a collection.
+    pub collect_timeout: Duration,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    // By hand, so the cookie never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise())
+            .field("seeds", &self.seeds)
+            .field("counters", &self.counters)
+            .field("load", &self.load)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// Resolves defaults and checks the combination of arguments.
+    pub fn from_args(args: ServeArgs) -> Result<Self, NodeError> {
+        let port = args.listen.port();
+        if port == 0 {
+            return Err(NodeError::Config(
+                "--listen needs a fixed port: other nodes dial it".into(),
+            ));
+        }
+        let role = args.role.unwrap_or(if args.join.is_empty() {
+            Role::Coordinator
+        } else {
+            Role::Worker
+        });
+        let name = args.name.unwrap_or_else(|| format!("{role}-{port}"));
+        let advertise_host = args
+            .advertise
+            .unwrap_or_else(|| default_advertise(args.listen.ip()));
+        let (cookie, dev_cookie) = match args.cookie {
+            Some(cookie) => (cookie, false),
+            None if args.listen.ip().is_loopback() => (DEV_COOKIE.to_string(), true),
+            None => {
+                return Err(NodeError::Config(format!(
+                    "refusing to listen on {} without a cookie: set NODE_COOKIE (or --cookie) \
+                     to the cluster's shared secret",
+                    args.listen
+                )))
+            }
+        };
+        Ok(Self {
+            name,
+            role,
+            listen: args.listen,
+            advertise_host,
+            seeds: args.join,
+            counters: args.counters,
+            cookie,
+            dev_cookie,
+            load: args.load.map(|rate| LoadSpec {
+                rate,
+                max_ops: args.load_ops,
+            }),
+            stats_interval: args.stats_interval,
+            collect_timeout: args.collect_timeout,
+        })
+    }
+
+    /// `host:port` other nodes dial.
+    pub fn advertise(&self) -> String {
+        host_port(&self.advertise_host, self.listen.port())
+    }
+}
+
+/// Joins a host and a port, bracketing IPv6 literals.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn default_advertise(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        gethostname::gethostname().to_string_lossy().into_owned()
+    } else {
+        ip.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<NodeConfig, NodeError> {
+        let mut argv = vec!["node"];
+        argv.extend_from_slice(args);
+        NodeConfig::from_args(Cli::try_parse_from(argv).unwrap().serve)
+    }
+
+    #[test]
+    fn role_follows_join() {
+        let c = config(&["--listen", "127.0.0.1:5000"]).unwrap();
+        assert_eq!(
+            (c.role, c.name.as_str()),
+            (Role::Coordinator, "coordinator-5000")
+        );
+        let w = config(&["--listen", "127.0.0.1:5001", "--join", "127.0.0.1:5000"]).unwrap();
+        assert_eq!((w.role, w.name.as_str()), (Role::Worker, "worker-5001"));
+        assert_eq!(w.advertise(), "127.0.0.1:5001");
+    }
+
+    #[test]
+    fn cookie_required_off_loopback() {
+        assert!(config(&["--listen", "127.0.0.1:5000"]).unwrap().dev_cookie);
+        let err = config(&["--listen", "0.0.0.0:5000"]).err().unwrap();
+        assert!(err.to_string().contains("NODE_COOKIE"), "{err}");
+        let c = config(&[
+            "--listen",
+            "0.0.0.0:5000",
+            "--cookie",
+            "x",
+            "--advertise",
+            "h",
+        ])
+        .unwrap();
+        assert_eq!((c.cookie.as_str(), c.advertise().as_str()), ("x", "h:5000"));
+        assert!(!format!("{c:?}").contains("\"x\""));
+    }
+
+    #[test]
+    fn ipv6_is_bracketed() {
+        assert_eq!(host_port("::1", 7), "[::1]:7");
+        assert_eq!(host_port("node-a", 7), "node-a:7");
+    }
+}

@@ -1,0 +1,226 @@
+//! The counter actor: a private value changed only by its own messages, one at a time.
+//!
+//! All arithmetic lives in [`CounterState`] (plain data, tested without actors); the
+//! actor only routes messages to it. Counters join [`COUNTERS_GROUP`] in `pre_start`,
+//! which is how the aggregator, the load clients and other nodes find them; ractor
+//! removes them from the group when they stop.
+
+use std::time::Instant;
+
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use shared::counter::{ApplyOutcome, CounterError, CounterMessage, CounterStats, Delta};
+use shared::protocol::COUNTERS_GROUP;
+use tracing::{info, warn};
+
+use crate::rate::RateWindow;
+
+/// The counter behaviour. Its argument is the counter's cluster-wide name.
+#[derive(Debug, Default)]
+pub struct Counter;
+
+/// A counter's private state.
+#[derive(Debug, Clone)]
+pub struct CounterState {
+    /// Cluster-wide name, `node/index`.
+    pub name: String,
+    /// Current value.
+    pub value: i64,
+    /// Applied operations.
+    pub operations: u64,
+    /// Refused (overflowing) operations.
+    pub rejected: u64,
+    /// When the counter started.
+    pub started: Instant,
+    rate: RateWindow,
+}
+
+impl CounterState {
+    /// A zeroed counter started at `now`.
+    pub fn new(name: String, now: Instant) -> Self {
+        Self {
+            name,
+            value: 0,
+            operations: 0,
+            rejected: 0,
+            started: now,
+            rate: RateWindow::new(now),
+        }
+    }
+
+    /// Applies `delta` at `now`. On overflow nothing changes except the rejection count.
+    pub fn apply(&mut self, delta: Delta, now: Instant) -> Result<i64, CounterError> {
+        let next = i128::from(self.value) + delta.signed();
+        match i64::try_from(next) {
+            Ok(value) => {
+                self.value = value;
+                self.operations += 1;
+                self.rate.record(now, 1);
+                Ok(value)
+            }
+            Err(_) => {
+                self.rejected += 1;
+                Err(CounterError::Overflow {
+                    value: self.value,
+                    delta,
+                })
+            }
+        }
+    }
+
+    /// The counter's statistics at `now`.
+    pub fn stats(&self, now: Instant) -> CounterStats {
+        let uptime = now.saturating_duration_since(self.started);
+        let secs = uptime.as_secs_f64();
+        CounterStats {
+            name: self.name.clone(),
+            value: self.value,
+            operations: self.operations,
+            rejected: self.rejected,
+            ops_per_sec: if secs > 0.0 {
+                self.operations as f64 / secs
+            } else {
+                0.0
+            },
+            recent_ops_per_sec: self.rate.rate(now),
+            uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn apply_logged(&mut self, delta: Delta) {
+        if let Err(error) = self.apply(delta, Instant::now()) {
+            warn!(counter = %self.name, %error, "change rejected");
+        }
+    }
+}
+
+impl Actor for Counter {
+    type Msg = CounterMessage;
+    type State = CounterState;
+    type Arguments = String;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        name: String,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        pg::join(COUNTERS_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(CounterState::new(name, Instant::now()))
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        info!(
+            counter = %state.name,
+            value = state.value,
+            operations = state.operations,
+            rejected = state.rejected,
+            "counter stopped with final value {}",
+            state.value
+        );
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A caller that gave up has dropped its reply port: failing to answer it is
+        // not the counter's problem, so send errors are ignored.
+        match message {
+            CounterMessage::Increment { amount } => state.apply_logged(Delta::Increment(amount)),
+            CounterMessage::Decrement { amount } => state.apply_logged(Delta::Decrement(amount)),
+            CounterMessage::Apply { delta, reply } => {
+                let _ = reply.send(ApplyOutcome(state.apply(delta, Instant::now())));
+            }
+            CounterMessage::GetValue(reply) => {
+                let _ = reply.send(state.value);
+            }
+            CounterMessage::GetStats(reply) => {
+                let _ = reply.send(state.stats(Instant::now()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn increments_and_decrements_are_exact() {
+        let t0 = Instant::now();
+        let mut c = CounterState::new("n/0".into(), t0);
+        assert_eq!(c.apply(Delta::Increment(5), t0), Ok(5));
+        assert_eq!(c.apply(Delta::Decrement(7), t0), Ok(-2));
+        assert_eq!(c.apply(Delta::Increment(0), t0), Ok(-2));
+        assert_eq!((c.value, c.operations, c.rejected), (-2, 3, 0));
+    }
+
+    #[test]
+    fn overflow_is_rejected_and_counted() {
+        let t0 = Instant::now();
+        let mut c = CounterState::new("n/0".into(), t0);
+        c.apply(Delta::Increment(i64::MAX as u64), t0).unwrap();
+        let err = c.apply(Delta::Increment(1), t0).unwrap_err();
+        assert_eq!(
+            err,
+            CounterError::Overflow {
+                value: i64::MAX,
+                delta: Delta::Increment(1)
+            }
+        );
+        assert_eq!(c.value, i64::MAX);
+        // i64::MAX - (2^64 - 1) = i64::MIN: the widest decrement still fits.
+        assert_eq!(c.apply(Delta::Decrement(u64::MAX), t0), Ok(i64::MIN));
+        let mut low = CounterState::new("n/1".into(), t0);
+        assert_eq!(low.apply(Delta::Decrement(1u64 << 63), t0), Ok(i64::MIN));
+        assert!(low.apply(Delta::Decrement(1), t0).is_err());
+        assert_eq!((low.value, low.operations, low.rejected), (i64::MIN, 1, 1));
+    }
+
+    #[test]
+    fn stats_report_rates() {
+        let t0 = Instant::now();
+        let mut c = CounterState::new("n/0".into(), t0);
+        for i in 0..40 {
+            c.apply(Delta::Increment(1), t0 + Duration::from_millis(i * 50))
+                .unwrap();
+        }
+        let s = c.stats(t0 + Duration::from_secs(2));
+        assert_eq!((s.value, s.operations, s.uptime_ms), (40, 40, 2000));
+        assert!((s.ops_per_sec - 20.0).abs() < 1e-9);
+        assert!((s.recent_ops_per_sec - 20.0).abs() < 1e-9);
+    }
+
+    #[tokio::test]
+    async fn actor_answers_in_order_and_joins_its_group() {
+        let (actor, handle) = Actor::spawn(None, Counter, "test-node/0".to_string())
+            .await
+            .unwrap();
+        assert!(pg::get_members(&COUNTERS_GROUP.to_string())
+            .iter()
+            .any(|c| c.get_id() == actor.get_id()));
+        actor
+            .cast(CounterMessage::Increment { amount: 10 })
+            .unwrap();
+        actor.cast(CounterMessage::Decrement { amount: 3 }).unwrap();
+        let out = ractor::call!(actor, |reply| CounterMessage::Apply {
+            delta: Delta::Increment(1),
+            reply
+        })
+        .unwrap();
+        assert_eq!(out, ApplyOutcome(Ok(8)));
+        assert_eq!(ractor::call!(actor, CounterMessage::GetValue).unwrap(), 8);
+        let stats = ractor::call!(actor, CounterMessage::GetStats).unwrap();
+        assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 3));
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+}

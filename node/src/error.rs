@@ -1,0 +1,56 @@
+//! Typed errors at the edges of the node: starting a node, and running a client command.
+
+use std::time::Duration;
+
+/// Why a node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is unusable (checked before anything starts).
+    #[error("{0}")]
+    Config(String),
+    /// The cluster port could not be opened.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// What the OS or ractor_cluster said.
+        reason: String,
+    },
+    /// A part of the node failed to start.
+    #[error("cannot start the {what}: {reason}")]
+    Spawn {
+        /// Which part.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a client command failed. Each prints as one line for stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The address did not resolve.
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    /// Nothing accepted the connection.
+    #[error("cannot reach {0}: {1}")]
+    Unreachable(String, String),
+    /// Connecting (and authenticating) took longer than allowed.
+    #[error("no answer from {0} within {1:?} (is a node listening there?)")]
+    ConnectTimeout(String, Duration),
+    /// The node closed the session during the handshake: the cookies differ.
+    #[error("authentication with {0} failed: the cookie does not match (set --cookie or NODE_COOKIE to the cluster's), or {0} is not a counter-cluster node")]
+    AuthFailed(String),
+    /// The peer authenticated but runs no node agent.
+    #[error("{0} is not a counter-cluster node")]
+    NotANode(String),
+    /// The node did not answer the command in time.
+    #[error("{0} did not answer within {1:?}")]
+    RequestTimeout(String, Duration),
+    /// The node answered with an error.
+    #[error("{0}")]
+    Rejected(shared::agent::ClientError),
+    /// The client itself failed.
+    #[error("{0}")]
+    Local(String),
+}

@@ -1,0 +1,40 @@
+//! # node: one process of the distributed counter cluster
+//!
+//! Read top-down: `cli` → `config` → `server` (what a node runs) → the actors it starts
+//! → `commands`/`client` (the short-lived clients).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`cli`] | the command line (clap): node options and client subcommands |
+//! | [`config`] | checked node configuration and its defaults (cookie rules, names) |
+//! | [`server`] | starting a node's actors in order and stopping them on shutdown |
+//! | [`shutdown`] | the Ctrl-C / SIGTERM signal |
+//! | [`counter`] | the counter actor and its arithmetic |
+//! | [`rate`] | the sliding-window ops/s behind a counter's recent rate |
+//! | [`supervisor`] | the per-node supervisor that spawns (and restarts) counters |
+//! | [`agent`] | the node agent: membership info and client requests |
+//! | [`collect`] | one concurrent collection over all counters, with one deadline |
+//! | [`aggregator`] | the coordinator's periodic collections and their log line |
+//! | [`load`] | synthetic load clients and the tally of what they issued |
+//! | [`mesh`] | dialing seeds and gossiped peers into a full mesh |
+//! | [`client`] | a client's short-lived connection to one member |
+//! | [`commands`] | `node stats|incr|decr|get` |
+//! | [`output`] | the stats table and the one-line summary |
+//! | [`error`] | typed errors at the node's and the client's edges |
+
+pub mod agent;
+pub mod aggregator;
+pub mod cli;
+pub mod client;
+pub mod collect;
+pub mod commands;
+pub mod config;
+pub mod counter;
+pub mod error;
+pub mod load;
+pub mod mesh;
+pub mod output;
+pub mod rate;
+pub mod server;
+pub mod shutdown;
+pub mod supervisor;

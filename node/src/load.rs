@@ -1,0 +1,199 @@
+//! Synthetic load clients (`--load R`): increments and decrements of known amounts at
+//! `R` operations per second, spread over the counters of *all* nodes.
+//!
+//! Every operation that was handed to the transport is added to an [`IssuedTally`],
+//! which the node reports in its stats: once the clients stop, the cluster's total value
+//! and operation count must equal the sum of all nodes' tallies exactly.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use shared::counter::CounterMessage;
+use shared::protocol::COUNTERS_GROUP;
+use tokio::time::Instant;
+use tracing::info;
+
+/// How often the load client wakes up to send its share of operations.
+const TICK: Duration = Duration::from_millis(10);
+
+/// What a node's load clients have sent: net value and operation count.
+#[derive(Debug, Default)]
+pub struct IssuedTally {
+    value: AtomicI64,
+    operations: AtomicU64,
+}
+
+impl IssuedTally {
+    /// Records one operation of signed `delta`.
+    pub fn record(&self, delta: i64) {
+        self.value.fetch_add(delta, Ordering::Relaxed);
+        self.operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(value, operations)` so far.
+    pub fn read(&self) -> (i64, u64) {
+        (
+            self.value.load(Ordering::Relaxed),
+            self.operations.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The `k`-th operation of a load client: increments of 1..=5, every fourth operation a
+/// decrement of 1..=3. Deterministic, so a run can be reasoned about; the net drift is
+/// upward so values visibly move.
+pub fn operation(k: u64) -> CounterMessage {
+    if k % 4 == 3 {
+        CounterMessage::Decrement { amount: 1 + k % 3 }
+    } else {
+        CounterMessage::Increment { amount: 1 + k % 5 }
+    }
+}
+
+fn signed(message: &CounterMessage) -> i64 {
+    match message {
+        CounterMessage::Increment { amount } => *amount as i64,
+        CounterMessage::Decrement { amount } => -(*amount as i64),
+        _ => 0,
+    }
+}
+
+/// The load client behaviour.
+#[derive(Debug, Default)]
+pub struct LoadClient;
+
+/// The load client's configuration.
+#[derive(Debug, Clone)]
+pub struct LoadArgs {
+    /// Target operations per second.
+    pub rate: u32,
+    /// Stop after this many operations (`None`: until the node stops).
+    pub max_ops: Option<u64>,
+    /// Where sent operations are counted.
+    pub tally: Arc<IssuedTally>,
+    /// Seed for the choice of counters (the node name's hash, so nodes differ).
+    pub seed: u64,
+}
+
+/// The load client's state: a token bucket and a random-number generator.
+pub struct LoadState {
+    args: LoadArgs,
+    sent: u64,
+    tokens: f64,
+    last_refill: Instant,
+    rng: u64,
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// The load client's only message.
+#[derive(RactorMessage)]
+pub enum LoadMessage {
+    /// Time to send the operations that are due.
+    Tick,
+}
+
+impl LoadState {
+    /// xorshift64*: fast, and good enough to spread operations over counters.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn finished(&self) -> bool {
+        self.args.max_ops.is_some_and(|max| self.sent >= max)
+    }
+}
+
+impl Actor for LoadClient {
+    type Msg = LoadMessage;
+    type State = LoadState;
+    type Arguments = LoadArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: LoadArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        info!(rate = args.rate, max_ops = ?args.max_ops, "load clients started");
+        Ok(LoadState {
+            rng: args.seed | 1,
+            args,
+            sent: 0,
+            tokens: 0.0,
+            last_refill: Instant::now(),
+            ticker: Some(myself.send_interval(TICK, || LoadMessage::Tick)),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        let (value, operations) = state.args.tally.read();
+        info!(value, operations, "load clients stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        LoadMessage::Tick: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        let rate = f64::from(state.args.rate);
+        // At most 100 ms of operations are saved up, so a pause is not followed by a burst.
+        state.tokens = (state.tokens + rate * now.duration_since(state.last_refill).as_secs_f64())
+            .min(rate / 10.0 + 1.0);
+        state.last_refill = now;
+
+        let counters = pg::get_members(&COUNTERS_GROUP.to_string());
+        if counters.is_empty() {
+            return Ok(());
+        }
+        while state.tokens >= 1.0 && !state.finished() {
+            let target = &counters[(state.next_random() % counters.len() as u64) as usize];
+            let message = operation(state.sent);
+            let delta = signed(&message);
+            if target.send_message(message).is_err() {
+                // The counter is going away (its node left); try again next tick.
+                break;
+            }
+            state.args.tally.record(delta);
+            state.sent += 1;
+            state.tokens -= 1.0;
+        }
+        if state.finished() {
+            let (value, operations) = state.args.tally.read();
+            info!(value, operations, "load clients finished their --load-ops");
+            myself.stop(Some("load finished".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_have_known_amounts() {
+        let net: i64 = (0..8).map(|k| signed(&operation(k))).sum();
+        // k = 0..7: +1 +2 +3 -1 +5 +1 +2 -2
+        assert_eq!(net, 11);
+        let tally = IssuedTally::default();
+        tally.record(5);
+        tally.record(-2);
+        assert_eq!(tally.read(), (3, 2));
+    }
+}

@@ -1,0 +1,196 @@
+//! Running a node: start its actors in dependency order, wait for the shutdown signal,
+//! stop them in reverse order.
+//!
+//! What runs on every node: the ractor_cluster `NodeServer` (sessions with peers), the
+//! [`CounterSupervisor`] and its counters, the [`NodeAgent`], the [`Mesh`] (dialing and
+//! gossip) and, with `--load`, a [`LoadClient`]. The coordinator adds the [`Aggregator`].
+
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::NodeServer;
+use shared::protocol::{agent_name, Role};
+use tracing::{info, warn};
+
+use crate::agent::{AgentArgs, NodeAgent};
+use crate::aggregator::{Aggregator, AggregatorArgs};
+use crate::config::NodeConfig;
+use crate::error::NodeError;
+use crate::load::{IssuedTally, LoadArgs, LoadClient};
+use crate::mesh::{Mesh, MeshArgs, PeerDirectory};
+use crate::supervisor::{CounterSupervisor, SupervisorArgs};
+
+/// How long each part may take to stop before the node moves on.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn spawn_err(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> NodeError {
+    move |e| NodeError::Spawn {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly: load clients first,
+/// counters last (each logs its final value), then the network.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    if config.dev_cookie {
+        warn!("no cookie given: using the development cookie (loopback only)");
+    }
+    let server = NodeServer::new(
+        config.listen.port(),
+        config.cookie.clone(),
+        config.name.clone(),
+        config.advertise_host.clone(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(config.listen.ip());
+    let (server, server_handle) =
+        Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| NodeError::Listen {
+                addr: config.listen.to_string(),
+                reason: root_cause(&e),
+            })?;
+
+    let restarts = Arc::default();
+    let (supervisor, _) = Actor::spawn(
+        None,
+        CounterSupervisor,
+        SupervisorArgs {
+            node_name: config.name.clone(),
+            counters: config.counters,
+            restarts: Arc::clone(&restarts),
+        },
+    )
+    .await
+    .map_err(spawn_err("counter supervisor"))?;
+
+    let aggregator = match config.role {
+        Role::Coordinator => Some(
+            Actor::spawn(
+                None,
+                Aggregator,
+                AggregatorArgs {
+                    node_name: config.name.clone(),
+                    interval: config.stats_interval,
+                    deadline: config.collect_timeout,
+                },
+            )
+            .await
+            .map_err(spawn_err("aggregator"))?
+            .0,
+        ),
+        Role::Worker => None,
+    };
+
+    let issued = Arc::new(IssuedTally::default());
+    let directory = PeerDirectory::default();
+    let (agent, _) = Actor::spawn(
+        Some(agent_name(&config.name)),
+        NodeAgent,
+        AgentArgs {
+            name: config.name.clone(),
+            role: config.role,
+            advertise: config.advertise(),
+            counters: config.counters,
+            restarts,
+            issued: Arc::clone(&issued),
+            peers: directory.clone(),
+            aggregator: aggregator.clone(),
+        },
+    )
+    .await
+    .map_err(spawn_err("node agent"))?;
+
+    let (mesh, _) = Actor::spawn(
+        None,
+        Mesh,
+        MeshArgs {
+            server: server.clone(),
+            name: config.name.clone(),
+            seeds: config.seeds.clone(),
+            directory,
+        },
+    )
+    .await
+    .map_err(spawn_err("mesh"))?;
+
+    let load = match config.load {
+        Some(spec) => Some(
+            Actor::spawn(
+                None,
+                LoadClient,
+                LoadArgs {
+                    rate: spec.rate,
+                    max_ops: spec.max_ops,
+                    tally: issued,
+                    seed: seed_of(&config.name),
+                },
+            )
+            .await
+            .map_err(spawn_err("load clients"))?
+            .0,
+        ),
+        None => None,
+    };
+
+    info!(
+        node = %config.name,
+        role = %config.role,
+        listen = %config.listen,
+        advertise = %config.advertise(),
+        counters = config.counters,
+        seeds = ?config.seeds,
+        "node started"
+    );
+
+    shutdown.await;
+
+    if let Some(load) = load {
+        stop(load.get_cell(), "load clients").await;
+    }
+    stop(mesh.get_cell(), "mesh").await;
+    if let Some(aggregator) = aggregator {
+        stop(aggregator.get_cell(), "aggregator").await;
+    }
+    stop(agent.get_cell(), "node agent").await;
+    supervisor
+        .stop_children_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
+        .await;
+    stop(supervisor.get_cell(), "counter supervisor").await;
+    stop(server.get_cell(), "cluster server").await;
+    let _ = server_handle.await;
+    info!(node = %config.name, "node stopped");
+    Ok(())
+}
+
+async fn stop(actor: ractor::ActorCell, what: &str) {
+    if let Err(error) = actor
+        .stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
+        .await
+    {
+        warn!(%error, "the {what} did not stop in time");
+    }
+}
+
+fn seed_of(name: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    std::process::id().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// ractor wraps a failed `pre_start` in layers; the innermost message is the useful one
+/// ("Address already in use").
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

@@ -1,0 +1,127 @@
+//! What a node's agent answers: membership gossip for other nodes, and requests from
+//! the short-lived clients (`node stats`, `node incr`, ...).
+
+use ractor::RpcReplyPort;
+use ractor_cluster_derive::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::counter::{CounterError, Delta};
+use crate::protocol::Role;
+use crate::stats::ClusterStats;
+
+/// A message to a node agent (one per node, in [`crate::protocol::NODES_GROUP`]).
+#[derive(RactorClusterMessage)]
+pub enum AgentMessage {
+    /// Describe this node: who it is, what its load clients issued, whom it knows.
+    #[rpc]
+    GetInfo(RpcReplyPort<NodeInfo>),
+    /// Serve a client command.
+    #[rpc]
+    Client(ClientRequest, RpcReplyPort<ClientReply>),
+}
+
+/// A peer as other nodes should dial it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PeerAddr {
+    /// The peer's node name.
+    pub name: String,
+    /// `host:port` the peer advertises.
+    pub addr: String,
+}
+
+/// A node's description of itself, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Coordinator or worker.
+    pub role: Role,
+    /// `host:port` other nodes dial to reach this node.
+    pub advertise: String,
+    /// The node's [`crate::protocol::PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// How many counters the node hosts.
+    pub counters: u32,
+    /// Counter restarts performed by the node's supervisor.
+    pub counter_restarts: u64,
+    /// Net value the node's load clients have successfully sent.
+    pub issued_value: i64,
+    /// Operations the node's load clients have successfully sent.
+    pub issued_operations: u64,
+    /// Every cluster node this node knows how to reach (itself excluded), for gossip.
+    pub known_peers: Vec<PeerAddr>,
+}
+
+/// A client command, served by whichever node the client connected to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Run a fresh collection over the whole cluster, within `deadline_ms`.
+    Stats {
+        /// The collection's deadline in milliseconds.
+        deadline_ms: u64,
+    },
+    /// The coordinator aggregator's most recent periodic collection.
+    LastStats,
+    /// Apply a change to the named counter and answer with the new value.
+    Apply {
+        /// Cluster-wide counter name.
+        counter: String,
+        /// The change.
+        delta: Delta,
+    },
+    /// Read the named counter's value.
+    Get {
+        /// Cluster-wide counter name.
+        counter: String,
+    },
+}
+
+/// What a served client command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientAnswer {
+    /// Cluster statistics.
+    Stats(Box<ClusterStats>),
+    /// A counter's value.
+    Value(i64),
+}
+
+/// Why a client command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClientError {
+    /// No counter of that name is known to the node.
+    #[error(
+        "no counter named '{name}' in the cluster (counters are named NODE/INDEX, e.g. {example})"
+    )]
+    UnknownCounter {
+        /// The name asked for.
+        name: String,
+        /// A name that does exist, to show the scheme.
+        example: String,
+    },
+    /// The counter refused the change.
+    #[error("counter '{counter}' refused the change: {error}")]
+    Refused {
+        /// The counter.
+        counter: String,
+        /// Why.
+        error: CounterError,
+    },
+    /// The counter exists but did not answer in time.
+    #[error("counter '{0}' did not answer in time")]
+    CounterTimeout(String),
+    /// The node has no aggregator (only the coordinator runs one).
+    #[error("node '{0}' runs no aggregator: ask the coordinator, or use a fresh collection")]
+    NoAggregator(String),
+    /// The aggregator has not finished its first collection yet.
+    #[error("the aggregator has not completed a collection yet")]
+    NotCollectedYet,
+    /// The node could not serve the request for an internal reason.
+    #[error("node failed to serve the request: {0}")]
+    Internal(String),
+}
+
+/// The answer to [`AgentMessage::Client`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
+
+crate::wire_type!(PeerAddr, NodeInfo, ClientRequest, ClientReply);

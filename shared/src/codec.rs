@@ -1,0 +1,73 @@
+//! The wire codec: serde + bincode 2, behind two functions.
+//!
+//! Every type that crosses the network is encoded here and nowhere else, so a change of
+//! format (bincode's development has stopped) touches one file. Decoding is bounded
+//! ([`MAX_MESSAGE_BYTES`]) and rejects trailing bytes, so a corrupt or hostile frame
+//! becomes an error instead of a huge allocation or a silently wrong value.
+
+use bincode::config::{self, Configuration, Limit};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Upper bound for one decoded value, the same as ractor_cluster's default frame cap.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why bytes could not be turned into a value (or a value into bytes).
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be encoded (a serde feature bincode does not support).
+    #[error("cannot encode: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// The bytes are not a valid encoding of the expected type.
+    #[error("cannot decode: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    /// The bytes hold a valid value followed by garbage.
+    #[error("{extra} unexpected trailing bytes after the value")]
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+    },
+}
+
+fn config() -> Configuration<config::LittleEndian, config::Varint, Limit<MAX_MESSAGE_BYTES>> {
+    config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
+/// Encodes `value` into a fresh buffer.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(bincode::serde::encode_to_vec(value, config())?)
+}
+
+/// Decodes exactly one `T` from `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            extra: bytes.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+/// Implements `ractor::BytesConvertable` for wire types through [`encode`] and [`decode`].
+///
+/// `BytesConvertable::from_bytes` cannot return an error, so an undecodable payload
+/// panics; ractor's generated deserializer runs it under `catch_unwind` and turns the
+/// panic into a dropped message (the caller of an RPC then sees a timeout). Encoding
+/// our plain serde types cannot fail.
+#[macro_export]
+macro_rules! wire_type {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            impl ::ractor::BytesConvertable for $ty {
+                fn into_bytes(self) -> Vec<u8> {
+                    $crate::codec::encode(&self)
+                        .unwrap_or_else(|e| panic!("{}: {e}", stringify!($ty)))
+                }
+                fn from_bytes(bytes: Vec<u8>) -> Self {
+                    $crate::codec::decode(&bytes)
+                        .unwrap_or_else(|e| panic!("undecodable {}: {e}", stringify!($ty)))
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,128 @@
+//! Names and rules every node agrees on: protocol version, process groups, naming.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
+/// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The process group every counter of every node joins; the aggregator and the load
+/// clients discover counters, local and remote, through it.
+pub const COUNTERS_GROUP: &str = "counter-cluster.counters";
+
+/// The process group of node agents, one per node. A connection that has no agent
+/// here (a short-lived client) is not a cluster member.
+pub const NODES_GROUP: &str = "counter-cluster.nodes";
+
+/// Longest accepted node name.
+pub const MAX_NODE_NAME_LEN: usize = 64;
+
+/// What a node does besides hosting counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Runs the aggregator that collects and logs the cluster-wide totals.
+    Coordinator,
+    /// Hosts counters (and optionally load clients) only.
+    Worker,
+}
+
+impl Role {
+    /// The lowercase name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "coordinator" => Ok(Role::Coordinator),
+            "worker" => Ok(Role::Worker),
+            other => Err(format!(
+                "unknown role '{other}' (expected coordinator or worker)"
+            )),
+        }
+    }
+}
+
+/// Checks a node name: 1 to 64 of `A-Z a-z 0-9 . _ -`. The restriction keeps `/`
+/// free to separate a node from its counters and keeps names safe in logs.
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NODE_NAME_LEN {
+        return Err(format!(
+            "node name must be 1 to {MAX_NODE_NAME_LEN} characters, got {}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "node name '{name}' contains '{bad}': use letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// The cluster-wide name of counter `index` on `node`, e.g. `worker-1/3`.
+pub fn counter_name(node: &str, index: u32) -> String {
+    format!("{node}/{index}")
+}
+
+/// The actor name of a node's agent, e.g. `worker-1/agent`.
+pub fn agent_name(node: &str) -> String {
+    format!("{node}/agent")
+}
+
+/// The node that owns a counter or agent, from its actor name (`None` for a name that
+/// does not follow the scheme).
+pub fn owner_node(actor_name: &str) -> Option<&str> {
+    actor_name
+        .rsplit_once('/')
+        .map(|(node, _)| node)
+        .filter(|node| !node.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_to_their_node() {
+        assert_eq!(counter_name("worker-1", 3), "worker-1/3");
+        assert_eq!(owner_node(&counter_name("worker-1", 3)), Some("worker-1"));
+        assert_eq!(owner_node(&agent_name("coordinator")), Some("coordinator"));
+        assert_eq!(owner_node("no-slash"), None);
+        assert_eq!(owner_node("/3"), None);
+    }
+
+    #[test]
+    fn node_names_are_validated() {
+        assert!(validate_node_name("worker-1.eu_west").is_ok());
+        assert!(validate_node_name("").is_err());
+        assert!(validate_node_name("a/b").is_err());
+        assert!(validate_node_name("a@b").is_err());
+        assert!(validate_node_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn roles_parse_and_print() {
+        for role in [Role::Coordinator, Role::Worker] {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+        }
+        assert!("leader".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! Cluster-wide statistics: what one collection found. This is also the JSON that
+//! `node stats --json` prints, so field names are part of the user interface.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Role;
+
+/// The result of one collection over the whole cluster.
+///
+/// Sums are `i128` so that adding many `i64` values can never overflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    /// Node that ran the collection.
+    pub collected_by: String,
+    /// Milliseconds since the Unix epoch when the collection started.
+    pub collected_at_ms: u64,
+    /// How long the collection took, in milliseconds.
+    pub duration_ms: u64,
+    /// The collection's deadline, in milliseconds.
+    pub deadline_ms: u64,
+    /// Sum of the values of the counters that answered.
+    pub total_value: i128,
+    /// Sum of the operation counts of the counters that answered.
+    pub total_operations: u128,
+    /// Counters that answered (and are in the sums).
+    pub num_counters: usize,
+    /// Counters discovered through the process group, answered or not.
+    pub known_counters: usize,
+    /// Cluster nodes known (reachable or not). Clients are never counted.
+    pub num_nodes: usize,
+    /// Nodes whose agent answered in time.
+    pub reachable_nodes: usize,
+    /// True when every known counter and every known node answered in time.
+    pub complete: bool,
+    /// Mean of the answering counters' lifetime ops/s.
+    pub avg_ops_per_sec: f64,
+    /// Sum of the answering counters' recent ops/s: the cluster's current throughput.
+    pub recent_ops_per_sec: f64,
+    /// Sum of what all nodes' load clients issued (value).
+    pub issued_value: i128,
+    /// Sum of what all nodes' load clients issued (operations).
+    pub issued_operations: u128,
+    /// Counters that were discovered but did not answer in time.
+    pub missing_counters: Vec<String>,
+    /// Per node, sorted by name.
+    pub nodes: Vec<NodeStats>,
+}
+
+/// One node's part of a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Node name.
+    pub name: String,
+    /// The node's role, when its agent answered.
+    pub role: Option<Role>,
+    /// `host:port` the node advertises, when its agent answered.
+    pub advertise: Option<String>,
+    /// Whether the node's agent answered within the deadline.
+    pub reachable: bool,
+    /// Net value the node's load clients issued (0 when unreachable).
+    pub issued_value: i64,
+    /// Operations the node's load clients issued (0 when unreachable).
+    pub issued_operations: u64,
+    /// Counter restarts on this node.
+    pub counter_restarts: u64,
+    /// Counters that answered, sorted by name.
+    pub counters: Vec<CounterReport>,
+    /// Counters of this node that did not answer in time.
+    pub missing_counters: Vec<String>,
+}
+
+/// One counter's line in a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterReport {
+    /// Cluster-wide counter name.
+    pub name: String,
+    /// Value.
+    pub value: i64,
+    /// Applied operations.
+    pub operations: u64,
+    /// Refused (overflowing) changes.
+    pub rejected: u64,
+    /// Lifetime operations per second.
+    pub ops_per_sec: f64,
+    /// Operations per second over the recent window.
+    pub recent_ops_per_sec: f64,
+}
+
+crate::wire_type!(ClusterStats);

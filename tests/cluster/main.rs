@@ -1,0 +1,14 @@
+//! Cluster tests: every node is a real `node` process on loopback (process groups are
+//! process-global, so nodes must not share a process), and every client command is a
+//! real `node stats|incr|decr|get` process.
+//!
+//! Built as the `node` package's `cluster` test target, so `cargo test` at the workspace
+//! root builds the binary first and runs these.
+
+mod util;
+
+mod cli_errors;
+mod load;
+mod membership;
+mod operations;
+mod shutdown;

@@ -1,0 +1,66 @@
+//! Known increments and decrements through different nodes add up exactly.
+
+use crate::util::{client, client_ok, Cluster};
+
+#[test]
+fn known_operations_through_any_node_sum_exactly() {
+    let cluster = Cluster::start(2, &["--counters", "3"]);
+    cluster.wait_mesh(9);
+
+    // (command, counter, amount, node to send through)
+    let ops: [(&str, &str, i64, usize); 9] = [
+        ("incr", "coordinator/0", 10, 1),
+        ("incr", "worker-1/2", 7, 2),
+        ("decr", "worker-2/1", 4, 0),
+        ("incr", "worker-2/1", 100, 1),
+        ("decr", "coordinator/0", 3, 2),
+        ("incr", "worker-1/0", 1, 0),
+        ("decr", "worker-1/2", 20, 1),
+        ("incr", "coordinator/2", 5, 0),
+        ("decr", "worker-2/0", 1, 2),
+    ];
+    let mut expected = std::collections::BTreeMap::<&str, i64>::new();
+    for (cmd, counter, amount, via) in ops {
+        let value = expected.entry(counter).or_default();
+        *value += if cmd == "incr" { amount } else { -amount };
+        let printed = client_ok(&[
+            cmd,
+            counter,
+            "--by",
+            &amount.to_string(),
+            "--join",
+            &cluster.nodes[via].addr,
+        ]);
+        assert_eq!(
+            printed,
+            value.to_string(),
+            "{cmd} {counter} printed the new value"
+        );
+    }
+
+    let s = cluster.wait_complete(1, 3, 9);
+    let total: i64 = expected.values().sum();
+    assert_eq!(s["total_value"], total);
+    assert_eq!(s["total_operations"], ops.len());
+    for (counter, value) in &expected {
+        let read = client_ok(&["get", counter, "--join", &cluster.nodes[2].addr]);
+        assert_eq!(read, value.to_string(), "get {counter}");
+    }
+    // Default amount is 1.
+    assert_eq!(
+        client_ok(&["incr", "worker-2/2", "--join", &cluster.nodes[0].addr]),
+        "1"
+    );
+}
+
+#[test]
+fn unknown_counter_is_a_clear_error() {
+    let cluster = Cluster::start(0, &["--counters", "2"]);
+    cluster.wait_complete(0, 1, 2);
+    let out = client(&["incr", "nobody/7", "--join", &cluster.nodes[0].addr]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("no counter named 'nobody/7'"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
