@@ -103,11 +103,9 @@ fn node_refuses_unsafe_or_impossible_starts() {
 
     // A port that is already taken.
     let first = NodeProc::start("first", &[]);
-    let wait_started =
-        crate::util::wait_for("first node to serve", Duration::from_secs(10), || {
-            crate::util::stats(&first.addr).map(|_| ())
-        });
-    let _ = wait_started;
+    crate::util::wait_for("the first node to serve", Duration::from_secs(10), || {
+        crate::util::stats(&first.addr).map(|_| ())
+    });
     let out = Command::new(node_bin())
         .args(["--listen", &first.addr, "--cookie", "x"])
         .output()

@@ -5,6 +5,8 @@
 //! Built as the `node` package's `cluster` test target, so `cargo test` at the workspace
 //! root builds the binary first and runs these.
 
+#![allow(clippy::unwrap_used)]
+
 mod util;
 
 mod cli_errors;

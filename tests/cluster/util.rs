@@ -157,10 +157,11 @@ impl Cluster {
     /// Waits until *every* node's own collection is complete: the mesh is full.
     pub fn wait_mesh(&self, counters: u64) -> Value {
         let n = self.nodes.len() as u64;
-        (0..self.nodes.len())
-            .map(|via| self.wait_complete(via, n, counters))
-            .last()
-            .expect("a cluster has nodes")
+        let mut last = Value::Null;
+        for via in 0..self.nodes.len() {
+            last = self.wait_complete(via, n, counters);
+        }
+        last
     }
 }
 
