@@ -13,4 +13,5 @@ mod cli_errors;
 mod load;
 mod membership;
 mod operations;
+mod partial;
 mod shutdown;
