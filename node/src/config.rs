@@ -139,10 +139,19 @@ mod tests {
     use crate::cli::Cli;
     use clap::Parser;
 
+    /// Parses `args` as the command line, ignoring NODE_COOKIE and NODE_NAME in the
+    /// environment of whoever runs the tests.
     fn config(args: &[&str]) -> Result<NodeConfig, NodeError> {
         let mut argv = vec!["node"];
         argv.extend_from_slice(args);
-        NodeConfig::from_args(Cli::try_parse_from(argv).unwrap().serve)
+        let mut serve = Cli::try_parse_from(argv).unwrap().serve;
+        if !args.contains(&"--cookie") {
+            serve.cookie = None;
+        }
+        if !args.contains(&"--name") {
+            serve.name = None;
+        }
+        NodeConfig::from_args(serve)
     }
 
     #[test]
