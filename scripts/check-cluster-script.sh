@@ -9,7 +9,8 @@ out=$(mktemp -d)
 # Job control puts cluster.sh in its own process group, as a terminal would, so the
 # Ctrl-C below reaches the script and its nodes the way a person's Ctrl-C does.
 set -m
-BASE_PORT=${BASE_PORT:-24697} LOG_DIR="$out" NODE_COOKIE=check-cookie \
+# COUNTERS and LOAD are pinned: the checks below count on 4 counters per node.
+BASE_PORT=${BASE_PORT:-24697} COUNTERS=4 LOAD=200 LOG_DIR="$out" NODE_COOKIE=check-cookie \
   bash scripts/cluster.sh >"$out/stdout" 2>"$out/coordinator.log" &
 script_pid=$!
 cleanup() { kill -TERM -- "-$script_pid" 2>/dev/null || true; }

@@ -27,20 +27,27 @@ NODE=target/release/node
 mkdir -p "$LOG_DIR"
 
 pids=()
+# Stops every node still running and exits with the first failure among them, or with
+# $1 (the status of a node that had already stopped on its own).
 stop_all() {
+  local status=${1:-0} rc pid
   trap - EXIT INT TERM
   if [ ${#pids[@]} -gt 0 ]; then
     echo "stopping the cluster..." >&2
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    status=0
     for pid in "${pids[@]}"; do
-      wait "$pid" || status=$?
+      # 127: already reaped by `wait -n` below; its status is in $1.
+      wait "$pid" 2>/dev/null && rc=0 || rc=$?
+      if [ "$rc" -ne 0 ] && [ "$rc" -ne 127 ] && [ "$status" -eq 0 ]; then
+        status=$rc
+      fi
     done
     echo "cluster stopped (worker logs: $LOG_DIR)" >&2
-    exit "$status"
   fi
+  exit "$status"
 }
-trap stop_all EXIT INT TERM
+trap stop_all INT TERM
+trap 'stop_all $?' EXIT
 
 coordinator=127.0.0.1:$BASE_PORT
 common=(--counters "$COUNTERS" --load "$LOAD")
@@ -58,5 +65,9 @@ three nodes running: coordinator $coordinator, workers 127.0.0.1:$((BASE_PORT + 
 the coordinator logs the cluster totals every 2 s below; Ctrl-C stops all three.
 in another terminal (same NODE_COOKIE):  target/release/node stats --join $coordinator
 MSG
-# Wait for any node to exit (a node that fails to start ends the run) or for Ctrl-C.
-wait -n "${pids[@]}" || true
+# Wait for Ctrl-C, or for a node to exit on its own (one that cannot start, say), which
+# ends the run with that node's status.
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "a node exited with status $status; see the log above or $LOG_DIR" >&2
+exit "$status"

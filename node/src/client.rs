@@ -87,11 +87,6 @@ impl ClusterClient {
             id: "client".to_string(),
             subscription: Box::new(Events(tx)),
         });
-        let client = |agent| ClusterClient {
-            server: server.clone(),
-            agent,
-            addr: addr.to_string(),
-        };
         if subscribed.is_err() {
             return Err(CommandError::Local("client node stopped".into()));
         }
@@ -137,7 +132,11 @@ impl ClusterClient {
         .await;
 
         match result {
-            Ok(agent) => Ok(client(agent)),
+            Ok(agent) => Ok(ClusterClient {
+                server,
+                agent,
+                addr: addr.to_string(),
+            }),
             Err(error) => {
                 server.stop(None);
                 Err(error)

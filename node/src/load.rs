@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use shared::counter::CounterMessage;
 use shared::protocol::COUNTERS_GROUP;
@@ -19,6 +19,10 @@ use tracing::info;
 
 /// How often the load client wakes up to send its share of operations.
 const TICK: Duration = Duration::from_millis(10);
+/// How often the load client re-reads the counters group (copying it every tick would
+/// cost more than the sends themselves with many counters). A failed send refreshes at
+/// once.
+const REFRESH: Duration = Duration::from_millis(250);
 
 /// What a node's load clients have sent: net value and operation count.
 #[derive(Debug, Default)]
@@ -87,6 +91,9 @@ pub struct LoadState {
     last_refill: Instant,
     rng: u64,
     ticker: Option<JoinHandle<()>>,
+    /// Counters of all nodes, as of `refreshed` (`None`: read them on the next tick).
+    counters: Vec<ActorCell>,
+    refreshed: Option<Instant>,
 }
 
 /// The load client's only message.
@@ -128,6 +135,8 @@ impl Actor for LoadClient {
             tokens: 0.0,
             last_refill: Instant::now(),
             ticker: Some(myself.send_interval(TICK, || LoadMessage::Tick)),
+            counters: Vec::new(),
+            refreshed: None,
         })
     }
 
@@ -157,16 +166,24 @@ impl Actor for LoadClient {
             .min(rate / 10.0 + 1.0);
         state.last_refill = now;
 
-        let counters = pg::get_members(&COUNTERS_GROUP.to_string());
-        if counters.is_empty() {
+        if state
+            .refreshed
+            .is_none_or(|at| now.duration_since(at) >= REFRESH)
+        {
+            state.counters = pg::get_members(&COUNTERS_GROUP.to_string());
+            state.refreshed = Some(now);
+        }
+        if state.counters.is_empty() {
             return Ok(());
         }
         while state.tokens >= 1.0 && !state.finished() {
-            let target = &counters[(state.next_random() % counters.len() as u64) as usize];
+            let pick = (state.next_random() % state.counters.len() as u64) as usize;
             let message = operation(state.sent);
             let delta = signed(&message);
-            if target.send_message(message).is_err() {
-                // The counter is going away (its node left); try again next tick.
+            if state.counters[pick].send_message(message).is_err() {
+                // The counter is going away (its node left): re-read the group and
+                // carry on next tick. Nothing was sent, so nothing is counted.
+                state.refreshed = None;
                 break;
             }
             state.args.tally.record(delta);

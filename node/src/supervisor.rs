@@ -90,9 +90,15 @@ impl Actor for CounterSupervisor {
                     return Ok(());
                 };
                 error!(counter = %name, %reason, "counter failed; restarting it from zero");
-                let id = spawn_counter(name.clone(), myself.get_cell()).await?;
-                state.names.insert(id, name);
-                state.restarts.fetch_add(1, Ordering::Relaxed);
+                // A failed restart leaves this one counter down; returning the error would
+                // stop the supervisor and every other counter with it.
+                match spawn_counter(name.clone(), myself.get_cell()).await {
+                    Ok(id) => {
+                        state.names.insert(id, name);
+                        state.restarts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => error!(counter = %name, %error, "cannot restart counter"),
+                }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 state.names.remove(&cell.get_id());
