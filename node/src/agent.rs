@@ -1,8 +1,9 @@
 //! The node agent: a node's public face, one per node, in [`NODES_GROUP`].
 //!
 //! Other nodes ask it who this node is and whom it knows (membership gossip, and the
-//! per-node part of a collection); short-lived clients send it their commands. A
-//! connection with no agent (a client) is therefore never counted as a cluster member.
+//! per-node part of a collection), and send it their heartbeats, which it records in
+//! the [`Membership`]; short-lived clients send it their commands. A connection with no
+//! agent (a client) is therefore never counted as a cluster member.
 //!
 //! Client commands wait on the network (a collection, a remote counter), so each is
 //! served in its own task: the agent keeps answering `GetInfo` meanwhile.
@@ -18,11 +19,12 @@ use shared::agent::{
 use shared::counter::{ApplyOutcome, CounterMessage};
 use shared::protocol::{Role, NODES_GROUP, PROTOCOL_VERSION};
 use tokio::time::Instant;
+use tracing::info;
 
 use crate::aggregator::AggregatorMessage;
 use crate::collect::{call_until, collect, counter_names, find_counter};
 use crate::load::IssuedTally;
-use crate::mesh::PeerDirectory;
+use crate::membership::{Heard, Membership};
 
 /// Longest collection deadline a client may ask for.
 pub const MAX_CLIENT_DEADLINE: Duration = Duration::from_secs(60);
@@ -41,6 +43,8 @@ pub struct AgentArgs {
     pub name: String,
     /// Node role.
     pub role: Role,
+    /// This run of the node.
+    pub incarnation: u64,
     /// `host:port` peers dial.
     pub advertise: String,
     /// Counters on this node.
@@ -49,10 +53,12 @@ pub struct AgentArgs {
     pub restarts: Arc<AtomicU64>,
     /// What this node's load clients issued.
     pub issued: Arc<IssuedTally>,
-    /// Peers this node knows, kept by the mesh.
-    pub peers: PeerDirectory,
+    /// The cluster as this node sees it.
+    pub membership: Membership,
     /// The local aggregator, on the coordinator.
     pub aggregator: Option<ActorRef<AggregatorMessage>>,
+    /// Whether `CrashCounter` requests are honoured (`--enable-fault-injection`).
+    pub fault_injection: bool,
 }
 
 impl AgentArgs {
@@ -63,11 +69,12 @@ impl AgentArgs {
             role: self.role,
             advertise: self.advertise.clone(),
             protocol_version: PROTOCOL_VERSION,
+            incarnation: self.incarnation,
             counters: self.counters,
             counter_restarts: self.restarts.load(Ordering::Relaxed),
             issued_value,
             issued_operations,
-            known_peers: self.peers.snapshot(),
+            known_peers: self.membership.gossip(),
         }
     }
 }
@@ -96,6 +103,20 @@ impl Actor for NodeAgent {
             AgentMessage::GetInfo(reply) => {
                 let _ = reply.send(state.info());
             }
+            AgentMessage::Heartbeat(beat) => {
+                let heard = state
+                    .membership
+                    .heard(&beat.from, beat.incarnation, Instant::now());
+                if heard == Heard::Restarted {
+                    info!(peer = %beat.from, "peer restarted (new incarnation)");
+                }
+            }
+            AgentMessage::Leaving(beat, reply) => {
+                if state.membership.left(&beat.from, Instant::now()) {
+                    info!(peer = %beat.from, "peer left the cluster");
+                }
+                let _ = reply.send(true);
+            }
             AgentMessage::Client(request, reply) => {
                 let args = state.clone();
                 tokio::spawn(async move {
@@ -122,7 +143,7 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 )
                 .await
                 .ok_or_else(|| ClientError::Internal("aggregator did not answer".into()))?,
-                None => collect(&args.name, deadline).await,
+                None => collect(&args.name, &args.membership, deadline).await,
             };
             Ok(ClientAnswer::Stats(Box::new(stats)))
         }
@@ -146,6 +167,22 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 Some(ApplyOutcome(Err(error))) => Err(ClientError::Refused { counter, error }),
                 None => Err(ClientError::CounterTimeout(counter)),
             }
+        }
+        ClientRequest::CrashCounter { counter } => {
+            if !args.fault_injection {
+                return Err(ClientError::FaultInjectionDisabled(args.name.clone()));
+            }
+            let actor = lookup(&counter)?;
+            if !actor.get_id().is_local() {
+                // The counter's own node decides whether it allows fault injection.
+                return Err(ClientError::Internal(format!(
+                    "ask the node that hosts '{counter}'"
+                )));
+            }
+            actor
+                .cast(CounterMessage::Crash)
+                .map_err(|_| ClientError::CounterTimeout(counter))?;
+            Ok(ClientAnswer::Done)
         }
         ClientRequest::Get { counter } => {
             let actor = lookup(&counter)?;

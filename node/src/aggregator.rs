@@ -15,6 +15,7 @@ use shared::stats::ClusterStats;
 use tracing::{info, warn};
 
 use crate::collect::collect;
+use crate::membership::Membership;
 use crate::output::summary_line;
 
 /// The aggregator behaviour.
@@ -30,6 +31,8 @@ pub struct AggregatorArgs {
     pub interval: Duration,
     /// Deadline of each periodic collection.
     pub deadline: Duration,
+    /// The cluster as this node sees it.
+    pub membership: Membership,
 }
 
 /// The aggregator's state.
@@ -143,8 +146,9 @@ fn spawn_collection(
 ) {
     let myself = myself.clone();
     let node_name = args.node_name.clone();
+    let membership = args.membership.clone();
     tokio::spawn(async move {
-        let stats = collect(&node_name, deadline).await;
+        let stats = collect(&node_name, &membership, deadline).await;
         let periodic = reply.is_none();
         if let Some(reply) = reply {
             let _ = reply.send(stats.clone());

@@ -93,6 +93,17 @@ pub struct ServeArgs {
     /// is reported missing.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
     pub collect_timeout: Duration,
+
+    /// Seconds within which a dead, frozen or cut-off peer is declared unreachable (its
+    /// session closed, its counters reported missing). Heartbeats go every tenth of it;
+    /// the peer is declared after 0.6 of it in silence. Every node should use the same.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_failure_timeout)]
+    pub failure_timeout: Duration,
+
+    /// Let `node debug crash-counter` make this node's counters fail (for supervision
+    /// tests and drills).
+    #[arg(long, hide = true)]
+    pub enable_fault_injection: bool,
 }
 
 /// Client commands.
@@ -135,6 +146,22 @@ pub enum Command {
     },
     /// Print a counter's value.
     Get {
+        /// Counter name, NODE/INDEX (e.g. worker-1/0).
+        counter: String,
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Fault injection for tests and drills.
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+/// Fault injection, honoured only by nodes started with --enable-fault-injection.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Make a counter fail so that its node's supervisor restarts it. Send it to the
+    /// node that hosts the counter.
+    CrashCounter {
         /// Counter name, NODE/INDEX (e.g. worker-1/0).
         counter: String,
         #[command(flatten)]
@@ -206,6 +233,14 @@ fn parse_host(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_failure_timeout(s: &str) -> Result<Duration, String> {
+    let timeout = parse_secs(s)?;
+    if timeout < Duration::from_millis(200) {
+        return Err("the failure timeout must be at least 0.2 s".into());
+    }
+    Ok(timeout)
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -234,6 +269,8 @@ mod tests {
         assert_eq!(cli.serve.counters, 4);
         assert_eq!(cli.serve.stats_interval, Duration::from_secs(2));
         assert_eq!(cli.serve.role, None);
+        assert_eq!(cli.serve.failure_timeout, Duration::from_secs(2));
+        assert!(!cli.serve.enable_fault_injection);
     }
 
     #[test]
@@ -261,6 +298,7 @@ mod tests {
             vec!["node", "--name", "a/b"],
             vec!["node", "--load-ops", "5"],
             vec!["node", "--stats-interval", "0"],
+            vec!["node", "--failure-timeout", "0.1"],
             vec!["node", "incr", "w/1", "--by", "-3"],
         ] {
             assert!(Cli::try_parse_from(&args).is_err(), "{args:?} was accepted");

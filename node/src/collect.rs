@@ -14,10 +14,12 @@ use ractor::rpc::CallResult;
 use ractor::{pg, ActorCell, ActorRef, Message, RpcReplyPort};
 use shared::agent::{AgentMessage, NodeInfo};
 use shared::counter::{CounterMessage, CounterStats};
-use shared::protocol::{owner_node, COUNTERS_GROUP, NODES_GROUP};
+use shared::protocol::{counter_name, owner_node, COUNTERS_GROUP, NODES_GROUP};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use crate::membership::{Membership, PeerStatus, PeerView};
 
 /// What one probe of a collection produced.
 enum Probe {
@@ -84,8 +86,13 @@ pub fn remote_agents() -> Vec<(String, ActorRef<AgentMessage>)> {
         .collect()
 }
 
-/// Runs one collection with the given deadline. `collected_by` names this node.
-pub async fn collect(collected_by: &str, deadline: Duration) -> ClusterStats {
+/// Runs one collection with the given deadline. `collected_by` names this node, and
+/// `membership` says which peers it expects (reachable or not).
+pub async fn collect(
+    collected_by: &str,
+    membership: &Membership,
+    deadline: Duration,
+) -> ClusterStats {
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let until = started + deadline;
@@ -124,32 +131,54 @@ pub async fn collect(collected_by: &str, deadline: Duration) -> ClusterStats {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let mut stats = summarize(collected_by, nodes, counters);
+    let mut stats = summarize(collected_by, membership.snapshot(), nodes, counters);
     stats.collected_at_ms = collected_at_ms;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     stats.deadline_ms = deadline.as_millis() as u64;
     stats
 }
 
-/// Builds the cluster statistics from the probes' answers (`None` = no answer in time).
-/// Pure: timing fields are left at zero for the caller to fill.
+/// Builds the cluster statistics from the membership view and the probes' answers
+/// (`None` = no answer in time). Every node in `peers` is reported, answered or not,
+/// and every counter a node is known to host but that did not answer is listed
+/// missing. Pure: timing fields are left at zero for the caller to fill.
 pub fn summarize(
     collected_by: &str,
+    peers: Vec<PeerView>,
     nodes: Vec<(String, Option<NodeInfo>)>,
     counters: Vec<(String, Option<CounterStats>)>,
 ) -> ClusterStats {
     let mut by_node: BTreeMap<String, NodeStats> = BTreeMap::new();
+    // How many counters each node is known to host (from the membership or its answer).
+    let mut hosts: BTreeMap<String, u32> = BTreeMap::new();
     let empty_node = |name: &str| NodeStats {
         name: name.to_string(),
         role: None,
         advertise: None,
-        reachable: false,
+        // Seen in the process groups but not (yet) in the membership: a session that
+        // has just come up. Reachable, as far as anyone knows.
+        reachable: true,
+        since_ms: 0,
+        answered: false,
         issued_value: 0,
         issued_operations: 0,
         counter_restarts: 0,
         counters: Vec::new(),
         missing_counters: Vec::new(),
     };
+
+    by_node.insert(collected_by.to_string(), empty_node(collected_by));
+    for peer in peers {
+        let mut entry = empty_node(&peer.name);
+        entry.role = peer.role;
+        entry.advertise = Some(peer.addr);
+        entry.reachable = peer.status == PeerStatus::Up;
+        entry.since_ms = peer.since_ms;
+        if let Some(n) = peer.counters {
+            hosts.insert(peer.name.clone(), n);
+        }
+        by_node.insert(peer.name, entry);
+    }
 
     for (name, info) in nodes {
         let entry = by_node
@@ -158,20 +187,19 @@ pub fn summarize(
         if let Some(info) = info {
             entry.role = Some(info.role);
             entry.advertise = Some(info.advertise);
-            entry.reachable = true;
+            entry.answered = true;
             entry.issued_value = info.issued_value;
             entry.issued_operations = info.issued_operations;
             entry.counter_restarts = info.counter_restarts;
+            hosts.insert(name, info.counters);
         }
     }
 
-    let mut missing_counters = Vec::new();
     let mut total_value: i128 = 0;
     let mut total_operations: u128 = 0;
     let mut lifetime_rates = 0.0;
     let mut recent_ops_per_sec = 0.0;
     let mut answered = 0;
-    let known_counters = counters.len();
     for (name, stats) in counters {
         let node = owner_node(&name).unwrap_or("?").to_string();
         let entry = by_node
@@ -193,23 +221,41 @@ pub fn summarize(
                     recent_ops_per_sec: s.recent_ops_per_sec,
                 });
             }
-            None => {
-                entry.missing_counters.push(name.clone());
-                missing_counters.push(name);
+            None => entry.missing_counters.push(name),
+        }
+    }
+
+    // Counters a node hosts that were not even discovered (its session is down) are
+    // missing too, by name.
+    for (node, count) in hosts {
+        let Some(entry) = by_node.get_mut(&node) else {
+            continue;
+        };
+        let seen: HashSet<String> = entry
+            .counters
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(entry.missing_counters.iter().cloned())
+            .collect();
+        for index in 0..count {
+            let name = counter_name(&node, index);
+            if !seen.contains(&name) {
+                entry.missing_counters.push(name);
             }
         }
     }
 
     let mut nodes: Vec<NodeStats> = by_node.into_values().collect();
+    let mut missing_counters = Vec::new();
     for node in &mut nodes {
         node.counters
             .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
         node.missing_counters
             .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        missing_counters.extend(node.missing_counters.iter().cloned());
     }
-    missing_counters.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
 
-    let reachable_nodes = nodes.iter().filter(|n| n.reachable).count();
+    let reachable_nodes = nodes.iter().filter(|n| n.reachable && n.answered).count();
     ClusterStats {
         collected_by: collected_by.to_string(),
         collected_at_ms: 0,
@@ -218,7 +264,7 @@ pub fn summarize(
         total_value,
         total_operations,
         num_counters: answered,
-        known_counters,
+        known_counters: answered + missing_counters.len(),
         num_nodes: nodes.len(),
         reachable_nodes,
         complete: missing_counters.is_empty() && reachable_nodes == nodes.len(),
@@ -254,6 +300,7 @@ mod tests {
             role: Role::Worker,
             advertise: format!("{name}:4697"),
             protocol_version: PROTOCOL_VERSION,
+            incarnation: 1,
             counters: 2,
             counter_restarts: 0,
             issued_value,
@@ -274,17 +321,35 @@ mod tests {
         }
     }
 
+    fn peer(name: &str, status: PeerStatus, counters: Option<u32>) -> PeerView {
+        PeerView {
+            name: name.into(),
+            addr: format!("{name}:4697"),
+            status,
+            since_ms: 42,
+            role: Some(Role::Worker),
+            counters,
+        }
+    }
+
     #[test]
     fn sums_complete_collection() {
         let s = summarize(
             "a",
+            vec![peer("b", PeerStatus::Up, Some(1))],
             vec![
                 ("a".into(), Some(info("a", 5, 3))),
-                ("b".into(), Some(info("b", -2, 4))),
+                (
+                    "b".into(),
+                    Some(NodeInfo {
+                        counters: 1,
+                        ..info("b", -2, 4)
+                    }),
+                ),
             ],
             vec![
-                ("a/10".into(), Some(counter("a/10", 7, 2))),
-                ("a/2".into(), Some(counter("a/2", -1, 1))),
+                ("a/1".into(), Some(counter("a/1", 7, 2))),
+                ("a/0".into(), Some(counter("a/0", -1, 1))),
                 ("b/0".into(), Some(counter("b/0", 4, 6))),
             ],
         );
@@ -292,7 +357,7 @@ mod tests {
         assert_eq!((s.num_counters, s.known_counters), (3, 3));
         assert_eq!((s.num_nodes, s.reachable_nodes), (2, 2));
         assert_eq!((s.issued_value, s.issued_operations), (3, 7));
-        assert!(s.complete);
+        assert!(s.complete, "{s:?}");
         assert!((s.avg_ops_per_sec - 3.0).abs() < 1e-9);
         assert!((s.recent_ops_per_sec - 3.0).abs() < 1e-9);
         let a: Vec<_> = s.nodes[0]
@@ -300,28 +365,74 @@ mod tests {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(a, ["a/2", "a/10"]);
+        assert_eq!(a, ["a/0", "a/1"]);
+        assert_eq!(s.nodes[1].since_ms, 42);
     }
 
     #[test]
-    fn missing_counters_and_nodes_make_it_incomplete() {
+    fn silent_counters_make_it_incomplete() {
+        // b is up but one of its counters did not answer; c's agent did not answer.
         let s = summarize(
             "a",
-            vec![("a".into(), Some(info("a", 0, 0))), ("b".into(), None)],
+            vec![
+                peer("b", PeerStatus::Up, None),
+                peer("c", PeerStatus::Up, None),
+            ],
+            vec![
+                (
+                    "a".into(),
+                    Some(NodeInfo {
+                        counters: 1,
+                        ..info("a", 0, 0)
+                    }),
+                ),
+                ("b".into(), Some(info("b", 0, 0))),
+                ("c".into(), None),
+            ],
             vec![
                 ("a/0".into(), Some(counter("a/0", 1, 1))),
-                ("b/0".into(), None),
-                ("c/0".into(), Some(counter("c/0", 2, 2))),
+                ("b/0".into(), Some(counter("b/0", 2, 2))),
+                ("b/1".into(), None),
             ],
         );
         assert!(!s.complete);
-        assert_eq!(s.missing_counters, ["b/0"]);
+        assert_eq!(s.missing_counters, ["b/1"]);
         assert_eq!((s.num_counters, s.known_counters), (2, 3));
         assert_eq!((s.total_value, s.total_operations), (3, 3));
-        // `c` has counters but no agent answered for it: it is a node, unreachable.
+        assert_eq!((s.num_nodes, s.reachable_nodes), (3, 2));
+        let c = &s.nodes[2];
+        assert_eq!(
+            (c.name.as_str(), c.reachable, c.answered),
+            ("c", true, false)
+        );
+    }
+
+    #[test]
+    fn unreachable_nodes_report_all_their_counters_missing() {
+        // c is unreachable: its session is gone, so none of its counters were even
+        // discovered; the membership remembers it hosts 3. d never described itself.
+        let s = summarize(
+            "a",
+            vec![
+                peer("c", PeerStatus::Unreachable, Some(3)),
+                peer("d", PeerStatus::Pending, None),
+            ],
+            vec![(
+                "a".into(),
+                Some(NodeInfo {
+                    counters: 1,
+                    ..info("a", 0, 0)
+                }),
+            )],
+            vec![("a/0".into(), Some(counter("a/0", 1, 1)))],
+        );
+        assert!(!s.complete);
+        assert_eq!(s.missing_counters, ["c/0", "c/1", "c/2"]);
+        assert_eq!((s.num_counters, s.known_counters), (1, 4));
         assert_eq!((s.num_nodes, s.reachable_nodes), (3, 1));
-        let b = &s.nodes[1];
-        assert_eq!((b.name.as_str(), b.reachable), ("b", false));
-        assert_eq!(b.missing_counters, ["b/0"]);
+        let c = &s.nodes[1];
+        assert_eq!((c.reachable, c.answered, c.since_ms), (false, false, 42));
+        assert_eq!(c.missing_counters, ["c/0", "c/1", "c/2"]);
+        assert!(!s.nodes[2].reachable);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use shared::agent::{ClientAnswer, ClientRequest};
 use shared::counter::Delta;
 
-use crate::cli::{ClientArgs, Command};
+use crate::cli::{ClientArgs, Command, DebugCommand};
 use crate::client::ClusterClient;
 use crate::config::DEV_COOKIE;
 use crate::error::CommandError;
@@ -60,6 +60,13 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             let request = ClientRequest::Get { counter };
             print_value(request_once(&conn, request, conn.timeout).await?)?;
         }
+        Command::Debug(DebugCommand::CrashCounter { counter, conn }) => {
+            let request = ClientRequest::CrashCounter {
+                counter: counter.clone(),
+            };
+            request_once(&conn, request, conn.timeout).await?;
+            println!("asked {counter} to fail");
+        }
     }
     Ok(())
 }
@@ -82,6 +89,8 @@ fn print_value(answer: ClientAnswer) -> Result<(), CommandError> {
             println!("{value}");
             Ok(())
         }
-        ClientAnswer::Stats(_) => Err(CommandError::Local("unexpected answer".into())),
+        ClientAnswer::Stats(_) | ClientAnswer::Done => {
+            Err(CommandError::Local("unexpected answer".into()))
+        }
     }
 }

@@ -46,6 +46,10 @@ pub struct NodeConfig {
     pub stats_interval: Duration,
     /// Deadline of a collection.
     pub collect_timeout: Duration,
+    /// Bound on failure detection.
+    pub failure_timeout: Duration,
+    /// Whether counters may be crashed on request.
+    pub fault_injection: bool,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -107,6 +111,8 @@ impl NodeConfig {
             }),
             stats_interval: args.stats_interval,
             collect_timeout: args.collect_timeout,
+            failure_timeout: args.failure_timeout,
+            fault_injection: args.enable_fault_injection,
         })
     }
 

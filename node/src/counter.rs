@@ -4,19 +4,95 @@
 //! actor only routes messages to it. Counters join [`COUNTERS_GROUP`] in `pre_start`,
 //! which is how the aggregator, the load clients and other nodes find them; ractor
 //! removes them from the group when they stop.
+//!
+//! After every message the counter commits its value, operation and rejection counts
+//! to a [`Checkpoint`] that its supervisor keeps, so a counter restarted after a
+//! failure carries on from the last message it completed (and keeps its start time).
+//! Only the recent-rate window starts afresh.
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::counter::{ApplyOutcome, CounterError, CounterMessage, CounterStats, Delta};
 use shared::protocol::COUNTERS_GROUP;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::rate::RateWindow;
 
-/// The counter behaviour. Its argument is the counter's cluster-wide name.
+/// The counter behaviour.
 #[derive(Debug, Default)]
 pub struct Counter;
+
+/// What a counter's restart keeps: the state as of the last completed message.
+#[derive(Debug)]
+pub struct Checkpoint {
+    value: AtomicI64,
+    operations: AtomicU64,
+    rejected: AtomicU64,
+    started: Instant,
+}
+
+impl Checkpoint {
+    /// A zeroed checkpoint for a counter starting now.
+    pub fn new() -> Self {
+        Self {
+            value: AtomicI64::new(0),
+            operations: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn save(&self, state: &CounterState) {
+        self.value.store(state.value, Ordering::Relaxed);
+        self.operations.store(state.operations, Ordering::Relaxed);
+        self.rejected.store(state.rejected, Ordering::Relaxed);
+    }
+
+    fn restore(&self, name: String) -> CounterState {
+        let mut state = CounterState::new(name, self.started);
+        state.value = self.value.load(Ordering::Relaxed);
+        state.operations = self.operations.load(Ordering::Relaxed);
+        state.rejected = self.rejected.load(Ordering::Relaxed);
+        state
+    }
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What a counter is started with.
+#[derive(Debug, Clone)]
+pub struct CounterArgs {
+    /// Cluster-wide name, `node/index`.
+    pub name: String,
+    /// Where its state is committed; the supervisor hands the same one to a restart.
+    pub checkpoint: Arc<Checkpoint>,
+    /// Whether [`CounterMessage::Crash`] makes it fail (`--enable-fault-injection`).
+    pub fault_injection: bool,
+}
+
+impl CounterArgs {
+    /// A fresh counter without fault injection.
+    pub fn new(name: String) -> Self {
+        Self {
+            name,
+            checkpoint: Arc::default(),
+            fault_injection: false,
+        }
+    }
+}
+
+/// The running counter: its state and where to commit it.
+pub struct CounterActorState {
+    state: CounterState,
+    args: CounterArgs,
+}
 
 /// A counter's private state.
 #[derive(Debug, Clone)]
@@ -95,22 +171,25 @@ impl CounterState {
 
 impl Actor for Counter {
     type Msg = CounterMessage;
-    type State = CounterState;
-    type Arguments = String;
+    type State = CounterActorState;
+    type Arguments = CounterArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        name: String,
+        args: CounterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         pg::join(COUNTERS_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(CounterState::new(name, Instant::now()))
+        Ok(CounterActorState {
+            state: args.checkpoint.restore(args.name.clone()),
+            args,
+        })
     }
 
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
+        CounterActorState { state, .. }: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         info!(
             counter = %state.name,
@@ -127,7 +206,7 @@ impl Actor for Counter {
         &self,
         _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
-        state: &mut Self::State,
+        CounterActorState { state, args }: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // A caller that gave up has dropped its reply port: failing to answer it is
         // not the counter's problem, so send errors are ignored.
@@ -143,7 +222,15 @@ impl Actor for Counter {
             CounterMessage::GetStats(reply) => {
                 let _ = reply.send(state.stats(Instant::now()));
             }
+            CounterMessage::Crash if args.fault_injection => {
+                error!(counter = %state.name, "failing on request (fault injection)");
+                return Err("injected failure".into());
+            }
+            CounterMessage::Crash => {
+                warn!(counter = %state.name, "ignored a crash request: fault injection is off");
+            }
         }
+        args.checkpoint.save(state);
         Ok(())
     }
 }
@@ -201,7 +288,7 @@ mod tests {
 
     #[tokio::test]
     async fn actor_answers_in_order_and_joins_its_group() {
-        let (actor, handle) = Actor::spawn(None, Counter, "test-node/0".to_string())
+        let (actor, handle) = Actor::spawn(None, Counter, CounterArgs::new("test-node/0".into()))
             .await
             .unwrap();
         assert!(pg::get_members(&COUNTERS_GROUP.to_string())
@@ -220,6 +307,9 @@ mod tests {
         assert_eq!(ractor::call!(actor, CounterMessage::GetValue).unwrap(), 8);
         let stats = ractor::call!(actor, CounterMessage::GetStats).unwrap();
         assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 3));
+        // Without fault injection a crash request changes nothing.
+        actor.cast(CounterMessage::Crash).unwrap();
+        assert_eq!(ractor::call!(actor, CounterMessage::GetValue).unwrap(), 8);
         actor.stop(None);
         handle.await.unwrap();
     }

@@ -16,7 +16,8 @@
 //! | [`collect`] | one concurrent collection over all counters, with one deadline |
 //! | [`aggregator`] | the coordinator's periodic collections and their log line |
 //! | [`load`] | synthetic load clients and the tally of what they issued |
-//! | [`mesh`] | dialing seeds and gossiped peers into a full mesh |
+//! | [`membership`] | the cluster as this node sees it: peers, reachability, since when |
+//! | [`mesh`] | dialing, heartbeats, the failure detector, gossip, leaving cleanly |
 //! | [`client`] | a client's short-lived connection to one member |
 //! | [`commands`] | `node stats|incr|decr|get` |
 //! | [`output`] | the stats table and the one-line summary |
@@ -32,6 +33,7 @@ pub mod config;
 pub mod counter;
 pub mod error;
 pub mod load;
+pub mod membership;
 pub mod mesh;
 pub mod output;
 pub mod rate;

@@ -1,76 +1,75 @@
-//! Cluster membership: dialing seeds and every peer the cluster knows, so that all
-//! nodes form a full mesh whichever node each one joined.
+//! Cluster membership in motion: dialing, heartbeats and the failure detector, so that
+//! all nodes form a full mesh, notice a lost peer within `--failure-timeout`, and form
+//! the mesh again by themselves once the fault is over.
 //!
-//! ractor_cluster runs in `Isolated` mode (its `Transitive` mode dials the peers of a
-//! peer only once, and only in plain TCP), and this actor does the dialing:
-//! - every seed (`--join`) is dialed until a session to it is authenticated, with
-//!   capped, jittered exponential backoff, and again if that session is lost;
-//! - every [`MESH_TICK`] it asks each connected peer's agent whom it knows (gossip)
-//!   and records them in the [`PeerDirectory`];
-//! - a known peer that is not connected is dialed by the node whose name sorts first.
-//!   Only one side dials, so two nodes never open two sessions to each other (which
-//!   ractor_cluster resolves by closing one, dropping whatever was in flight on it).
+//! ractor_cluster runs in `Isolated` mode and this actor does what it does not:
+//! - **Dialing.** Every seed (`--join`) is dialed until a session to it is
+//!   authenticated, and again whenever it is lost. A known peer that is not up is
+//!   dialed by the node whose name sorts first, so a pair never opens two sessions
+//!   (ractor_cluster would close one, dropping whatever was in flight on it). Failed
+//!   dials back off from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with ±20% jitter.
+//! - **Handshake deadlines.** A session that has not authenticated [`AUTH_GRACE`]
+//!   after it opened is closed: a frozen peer or a silent client cannot hold one open.
+//!   A dialed session that closes during authentication is reported once as a
+//!   probable wrong cookie.
+//! - **Heartbeats.** Every `failure_timeout / 10` the mesh casts a heartbeat to every
+//!   peer's agent, which records it in the [`Membership`]. A peer not heard from for
+//!   `0.6 × failure_timeout` is declared unreachable: logged once, its session is torn
+//!   down (so its counters leave the process groups at once), and it is redialed. A
+//!   closed session is noticed at once.
+//! - **Gossip.** Every [`GOSSIP_EVERY`] it asks each peer's agent whom it knows.
+//! - **Leaving.** When the node stops cleanly it tells its peers, which then forget it
+//!   instead of reporting it unreachable.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServerMessage, RactorMessage};
-use shared::agent::{AgentMessage, NodeInfo, PeerAddr};
+use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
+use shared::agent::{AgentMessage, Beat, NodeInfo};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::collect::{call_until, remote_agents};
+use crate::membership::{Membership, PeerStatus, FORGET_AFTER};
 
-/// How often the mesh gossips and checks its connections.
-pub const MESH_TICK: Duration = Duration::from_millis(500);
+/// How often the mesh asks its peers whom they know.
+pub const GOSSIP_EVERY: Duration = Duration::from_millis(500);
 /// First retry delay after a failed dial.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-/// Longest retry delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay (before jitter): a peer that comes back is redialed within
+/// about a second.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one dial (name resolution + TCP connect) may take.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an opened session may take to authenticate before the peer is dialed again.
-const AUTH_GRACE: Duration = Duration::from_secs(3);
+const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a session may take from TCP connect to authenticated.
+pub const AUTH_GRACE: Duration = Duration::from_secs(2);
+/// How long a clean leave waits for its peers to acknowledge.
+const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Failed inbound handshakes from one IP are logged at most this often.
+const INBOUND_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Node names of short-lived clients start with this (a character node names may not
-/// contain), so their sessions are told apart from cluster members in logs.
+/// contain), so their sessions are told apart from cluster members.
 pub const CLIENT_NAME_PREFIX: &str = "~client";
-
-/// The peers a node knows how to reach, by name. Shared between the mesh (which learns
-/// them) and the agent (which gossips them).
-#[derive(Debug, Clone, Default)]
-pub struct PeerDirectory(Arc<Mutex<BTreeMap<String, String>>>);
-
-impl PeerDirectory {
-    /// Records that `name` is reachable at `addr`; true if that is news.
-    pub fn learn(&self, name: &str, addr: &str) -> bool {
-        let mut peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        peers.insert(name.to_string(), addr.to_string()).as_deref() != Some(addr)
-    }
-
-    /// All known peers, sorted by name.
-    pub fn snapshot(&self) -> Vec<PeerAddr> {
-        let peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .iter()
-            .map(|(name, addr)| PeerAddr {
-                name: name.clone(),
-                addr: addr.clone(),
-            })
-            .collect()
-    }
-}
 
 /// The node-name part of ractor_cluster's `name@host` session names.
 pub fn session_node_name(session_name: &str) -> &str {
     session_name
         .split_once('@')
         .map_or(session_name, |(name, _)| name)
+}
+
+/// The heartbeat interval and the silence after which a peer is declared unreachable,
+/// for a given `--failure-timeout`. The silence leaves room for the detection tick
+/// and for a collection to report it, all within the timeout.
+pub fn detector_timing(failure_timeout: Duration) -> (Duration, Duration) {
+    let interval = (failure_timeout / 10).max(Duration::from_millis(10));
+    (interval, failure_timeout.mul_f64(0.6))
 }
 
 /// The mesh behaviour.
@@ -83,10 +82,14 @@ pub struct MeshArgs {
     pub server: ActorRef<NodeServerMessage>,
     /// This node's name.
     pub name: String,
+    /// This run of the node (see `NodeInfo::incarnation`).
+    pub incarnation: u64,
     /// Seed addresses (`--join`).
     pub seeds: Vec<String>,
-    /// Where learned peers are recorded.
-    pub directory: PeerDirectory,
+    /// The membership table this actor keeps.
+    pub membership: Membership,
+    /// Bound on failure detection (`--failure-timeout`).
+    pub failure_timeout: Duration,
 }
 
 /// Retry bookkeeping for one address.
@@ -96,7 +99,7 @@ struct DialState {
     next_attempt: Instant,
     backoff: Duration,
     failures: u32,
-    /// The address the last successful dial reached (to recognise its session).
+    /// The socket address the last dial reached (to recognise its session).
     resolved: Option<SocketAddr>,
 }
 
@@ -112,11 +115,23 @@ impl DialState {
     }
 }
 
+/// A session that has opened but not authenticated yet.
+struct Handshake {
+    session: ActorRef<NodeSessionMessage>,
+    opened: Instant,
+    peer_addr: String,
+    inbound: bool,
+}
+
 /// The mesh's state.
 pub struct MeshState {
     args: MeshArgs,
+    silence: Duration,
     dials: HashMap<String, DialState>,
+    handshakes: HashMap<ActorId, Handshake>,
+    inbound_failures_logged: HashMap<IpAddr, Instant>,
     gossip_in_flight: bool,
+    last_gossip: Option<Instant>,
     ticker: Option<JoinHandle<()>>,
     rng: u64,
 }
@@ -124,7 +139,7 @@ pub struct MeshState {
 /// Messages to the mesh (local only).
 #[derive(RactorMessage)]
 pub enum MeshMessage {
-    /// Time to gossip and check connections.
+    /// Time to send heartbeats, check deadlines, gossip and dial.
     Tick,
     /// Answers from peers' agents.
     Gossip(Vec<NodeInfo>),
@@ -135,63 +150,71 @@ pub enum MeshMessage {
         /// The socket address reached, or why not.
         result: Result<SocketAddr, String>,
     },
+    /// A TCP connection opened (inbound or dialed); authentication starts.
+    SessionOpened(Box<NodeServerSessionInformation>),
+    /// A session authenticated.
+    SessionAuthenticated(ActorId),
     /// A session finished its handshake and synchronised its process groups.
-    PeerUp {
-        /// ractor_cluster's `name@host` of the peer.
-        peer: String,
-        /// The socket address of the peer.
-        peer_addr: String,
-    },
+    PeerUp(Box<NodeServerSessionInformation>),
     /// A session ended.
-    PeerDown {
-        /// ractor_cluster's `name@host` of the peer, if it had authenticated.
-        peer: Option<String>,
-        /// The socket address of the peer.
-        peer_addr: String,
-    },
+    PeerDown(Box<NodeServerSessionInformation>),
 }
 
 /// Forwards `NodeServer` session events into the mesh's mailbox.
 struct SessionEvents(ActorRef<MeshMessage>);
 
 impl NodeEventSubscription for SessionEvents {
-    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(MeshMessage::SessionOpened(Box::new(ses)));
+    }
 
-    fn node_session_authenticated(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self
+            .0
+            .cast(MeshMessage::SessionAuthenticated(ses.actor.get_id()));
+    }
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.cast(MeshMessage::PeerUp {
-            peer: ses.peer_name.map(|p| p.name).unwrap_or_default(),
-            peer_addr: ses.peer_addr,
-        });
+        let _ = self.0.cast(MeshMessage::PeerUp(Box::new(ses)));
     }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.cast(MeshMessage::PeerDown {
-            peer: ses.peer_name.map(|p| p.name),
-            peer_addr: ses.peer_addr,
-        });
+        let _ = self.0.cast(MeshMessage::PeerDown(Box::new(ses)));
     }
 }
 
-/// What the `NodeServer` says is connected right now.
+/// Authenticated sessions, as the `NodeServer` lists them.
+async fn sessions(
+    server: &ActorRef<NodeServerMessage>,
+) -> Option<Vec<NodeServerSessionInformation>> {
+    ractor::call_t!(server, NodeServerMessage::GetSessions, 1000)
+        .ok()
+        .map(|s| s.into_values().collect())
+}
+
+/// What is connected right now: node names, and every address they are known by.
 struct Connected {
     names: HashSet<String>,
     addrs: HashSet<String>,
 }
 
-async fn connected(server: &ActorRef<NodeServerMessage>) -> Option<Connected> {
-    let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 1000).ok()?;
+fn connected(sessions: &[NodeServerSessionInformation]) -> Connected {
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
-    for ses in sessions.into_values() {
+    for ses in sessions {
         addrs.insert(ses.peer_addr.clone());
-        if let Some(peer) = ses.peer_name {
+        if let Some(peer) = &ses.peer_name {
             names.insert(session_node_name(&peer.name).to_string());
-            addrs.insert(peer.connection_string);
+            addrs.insert(peer.connection_string.clone());
         }
     }
-    Some(Connected { names, addrs })
+    Connected { names, addrs }
+}
+
+/// A peer's node name, if the session is a cluster member's (not a client's).
+fn member_name(ses: &NodeServerSessionInformation) -> Option<&str> {
+    let name = session_node_name(&ses.peer_name.as_ref()?.name);
+    (!name.starts_with(CLIENT_NAME_PREFIX)).then_some(name)
 }
 
 impl MeshState {
@@ -202,6 +225,13 @@ impl MeshState {
         self.rng ^= self.rng << 17;
         let factor = 0.8 + (self.rng % 401) as f64 / 1000.0;
         d.mul_f64(factor)
+    }
+
+    fn beat(&self) -> Beat {
+        Beat {
+            from: self.args.name.clone(),
+            incarnation: self.args.incarnation,
+        }
     }
 
     fn dial(&mut self, myself: &ActorRef<MeshMessage>, addr: String, now: Instant) {
@@ -223,30 +253,111 @@ impl MeshState {
         });
     }
 
+    /// Schedules the next attempt at `addr` after a failure; true if it is worth a log
+    /// line (the first failure, then every power of two).
+    fn dial_failed(&mut self, addr: &str, now: Instant) -> Option<u32> {
+        let backoff = self.dials.get(addr)?.backoff;
+        let delay = self.jitter(backoff);
+        let dial = self.dials.get_mut(addr)?;
+        dial.failures += 1;
+        dial.next_attempt = now + delay;
+        dial.backoff = (dial.backoff * 2).min(BACKOFF_MAX);
+        (dial.failures == 1 || dial.failures.is_power_of_two()).then_some(dial.failures)
+    }
+
+    /// The configured or gossiped address whose last dial reached `peer_addr`.
+    fn dialed_as(&self, peer_addr: &str) -> Option<String> {
+        self.dials
+            .iter()
+            .find(|(_, d)| d.resolved.is_some_and(|r| r.to_string() == peer_addr))
+            .map(|(addr, _)| addr.clone())
+    }
+
+    fn send_heartbeats(&self) {
+        for (_, agent) in remote_agents() {
+            let _ = agent.cast(AgentMessage::Heartbeat(self.beat()));
+        }
+    }
+
+    fn gossip(&mut self, myself: &ActorRef<MeshMessage>, now: Instant) {
+        if self.gossip_in_flight || self.last_gossip.is_some_and(|t| now - t < GOSSIP_EVERY) {
+            return;
+        }
+        self.gossip_in_flight = true;
+        self.last_gossip = Some(now);
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + GOSSIP_EVERY * 2;
+            let mut infos = Vec::new();
+            let mut set = JoinSet::new();
+            for (_, agent) in remote_agents() {
+                set.spawn(call_until(agent, AgentMessage::GetInfo, until));
+            }
+            while let Some(joined) = set.join_next().await {
+                if let Ok(Some(info)) = joined {
+                    infos.push(info);
+                }
+            }
+            let _ = myself.cast(MeshMessage::Gossip(infos));
+        });
+        for name in self.args.membership.forget_stale(FORGET_AFTER, now) {
+            info!(peer = %name, "forgetting peer: not reachable for {FORGET_AFTER:?}");
+        }
+    }
+
+    /// Closes every session with `name` (its remote actors leave the process groups).
+    fn tear_down(&self, sessions: &[NodeServerSessionInformation], name: &str, why: &str) {
+        for ses in sessions {
+            if member_name(ses) == Some(name) {
+                ses.actor.stop(Some(why.to_string()));
+            }
+        }
+    }
+
+    fn expire_handshakes(&mut self, now: Instant) {
+        let late: Vec<ActorId> = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| now.saturating_duration_since(h.opened) > AUTH_GRACE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let Some(h) = self.handshakes.remove(&id) else {
+                continue;
+            };
+            debug!(peer_addr = %h.peer_addr, inbound = h.inbound, "handshake deadline passed; closing the connection");
+            h.session.stop(Some("handshake timed out".into()));
+            if h.inbound {
+                continue;
+            }
+            if let Some(addr) = self.dialed_as(&h.peer_addr) {
+                if let Some(attempts) = self.dial_failed(&addr, now) {
+                    warn!(%addr, attempts, "peer accepted the connection but did not complete the handshake within {AUTH_GRACE:?}; retrying with backoff");
+                }
+            }
+        }
+    }
+
     async fn tick(&mut self, myself: &ActorRef<MeshMessage>) {
         let now = Instant::now();
-        if !self.gossip_in_flight {
-            self.gossip_in_flight = true;
-            let myself = myself.clone();
-            tokio::spawn(async move {
-                let until = Instant::now() + MESH_TICK * 2;
-                let mut infos = Vec::new();
-                let mut set = tokio::task::JoinSet::new();
-                for (_, agent) in remote_agents() {
-                    set.spawn(call_until(agent, AgentMessage::GetInfo, until));
-                }
-                while let Some(joined) = set.join_next().await {
-                    if let Ok(Some(info)) = joined {
-                        infos.push(info);
-                    }
-                }
-                let _ = myself.cast(MeshMessage::Gossip(infos));
-            });
-        }
+        self.send_heartbeats();
+        self.expire_handshakes(now);
+        self.gossip(myself, now);
 
-        let Some(connected) = connected(&self.args.server).await else {
+        let Some(sessions) = sessions(&self.args.server).await else {
             return;
         };
+        for (peer, quiet) in self.args.membership.expire_silent(self.silence, now) {
+            warn!(
+                peer = %peer.name,
+                addr = %peer.addr,
+                silent_ms = quiet.as_millis() as u64,
+                "peer unreachable: no heartbeat within the failure timeout; closing its session"
+            );
+            self.tear_down(&sessions, &peer.name, "peer unreachable");
+        }
+
+        let connected = connected(&sessions);
         for seed in self.args.seeds.clone() {
             let reached = self
                 .dials
@@ -258,11 +369,48 @@ impl MeshState {
                 self.dial(myself, seed, now);
             }
         }
-        for peer in self.args.directory.snapshot() {
+        for peer in self.args.membership.snapshot() {
             let my_turn = self.args.name < peer.name;
-            if my_turn && !connected.names.contains(&peer.name) {
+            if my_turn && peer.status != PeerStatus::Up && !connected.names.contains(&peer.name) {
                 self.dial(myself, peer.addr, now);
             }
+        }
+    }
+
+    /// A session closed before it authenticated.
+    async fn handshake_failed(&mut self, h: Handshake, now: Instant) {
+        if h.inbound {
+            let Ok(ip) = h.peer_addr.parse::<SocketAddr>().map(|a| a.ip()) else {
+                return;
+            };
+            let due = self
+                .inbound_failures_logged
+                .get(&ip)
+                .is_none_or(|t| now.saturating_duration_since(*t) > INBOUND_LOG_EVERY);
+            if due {
+                self.inbound_failures_logged.insert(ip, now);
+                warn!(peer_addr = %h.peer_addr, "refused a connection that failed to authenticate (wrong cookie, or not a cluster node); further ones from {ip} are logged at most once a minute");
+            }
+            return;
+        }
+        let Some(addr) = self.dialed_as(&h.peer_addr) else {
+            return;
+        };
+        // Lost a duplicate-connection election: the peer is connected another way.
+        let already = sessions(&self.args.server)
+            .await
+            .is_some_and(|s| connected(&s).addrs.contains(&h.peer_addr));
+        if already {
+            debug!(%addr, "a duplicate connection was closed during its handshake");
+            return;
+        }
+        if let Some(attempts) = self.dial_failed(&addr, now) {
+            error!(
+                %addr,
+                attempts,
+                "cannot join {addr}: the peer closed the connection during authentication \
+                 (wrong cookie, or not a counter-cluster node); retrying with backoff"
+            );
         }
     }
 }
@@ -276,7 +424,10 @@ async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) -> Result<Socket
         .ok_or_else(|| "name resolves to no address".to_string())?;
     ractor_cluster::client_connect(server, target)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
+            other => other.to_string(),
+        })?;
     Ok(target)
 }
 
@@ -296,13 +447,18 @@ impl Actor for Mesh {
         })?;
         let rng = args.name.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        }) ^ u64::from(std::process::id());
+        }) ^ args.incarnation;
+        let (interval, silence) = detector_timing(args.failure_timeout);
         let _ = myself.cast(MeshMessage::Tick);
         Ok(MeshState {
-            ticker: Some(myself.send_interval(MESH_TICK, || MeshMessage::Tick)),
+            ticker: Some(myself.send_interval(interval, || MeshMessage::Tick)),
             args,
+            silence,
             dials: HashMap::new(),
+            handshakes: HashMap::new(),
+            inbound_failures_logged: HashMap::new(),
             gossip_in_flight: false,
+            last_gossip: None,
             rng: rng | 1,
         })
     }
@@ -319,6 +475,19 @@ impl Actor for Mesh {
             .args
             .server
             .cast(NodeServerMessage::UnsubscribeToEvents("mesh".to_string()));
+        // Say goodbye, so peers forget this node rather than report it unreachable.
+        let until = Instant::now() + LEAVE_TIMEOUT;
+        let mut set = JoinSet::new();
+        for (_, agent) in remote_agents() {
+            let beat = state.beat();
+            set.spawn(call_until(
+                agent,
+                move |reply| AgentMessage::Leaving(beat, reply),
+                until,
+            ));
+        }
+        let told = set.join_all().await.into_iter().flatten().count();
+        info!(peers = told, "told peers this node is leaving");
         Ok(())
     }
 
@@ -328,19 +497,17 @@ impl Actor for Mesh {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
         match message {
             MeshMessage::Tick => state.tick(&myself).await,
             MeshMessage::Gossip(infos) => {
                 state.gossip_in_flight = false;
+                let membership = &state.args.membership;
                 for info in infos {
-                    let mut learned = vec![PeerAddr {
-                        name: info.name.clone(),
-                        addr: info.advertise.clone(),
-                    }];
-                    learned.extend(info.known_peers);
-                    for peer in learned {
+                    membership.describe(&info, now);
+                    for peer in info.known_peers {
                         if peer.name != state.args.name
-                            && state.args.directory.learn(&peer.name, &peer.addr)
+                            && membership.learn(&peer.name, &peer.addr, now)
                         {
                             debug!(peer = %peer.name, addr = %peer.addr, "learned peer");
                         }
@@ -348,8 +515,7 @@ impl Actor for Mesh {
                 }
             }
             MeshMessage::DialFinished { addr, result } => {
-                let now = Instant::now();
-                let Some(mut dial) = state.dials.remove(&addr) else {
+                let Some(dial) = state.dials.get_mut(&addr) else {
                     return Ok(());
                 };
                 dial.dialing = false;
@@ -357,36 +523,85 @@ impl Actor for Mesh {
                     Ok(reached) => {
                         debug!(%addr, %reached, "connection opened");
                         dial.resolved = Some(reached);
-                        dial.failures = 0;
-                        dial.backoff = BACKOFF_MIN;
-                        // Give the handshake time before this address is dialed again.
+                        // Whether this dial worked is decided by the handshake: the
+                        // session becoming ready resets the backoff; a failed
+                        // authentication or the handshake deadline counts a failure.
                         dial.next_attempt = now + AUTH_GRACE;
                     }
                     Err(error) => {
-                        dial.failures += 1;
-                        if dial.failures == 1 || dial.failures.is_power_of_two() {
-                            warn!(%addr, %error, attempts = dial.failures, "cannot reach peer; retrying with backoff");
+                        if let Some(attempts) = state.dial_failed(&addr, now) {
+                            warn!(%addr, %error, attempts, "cannot reach peer; retrying with backoff");
                         }
-                        dial.next_attempt = now + state.jitter(dial.backoff);
-                        dial.backoff = (dial.backoff * 2).min(BACKOFF_MAX);
                     }
                 }
-                state.dials.insert(addr, dial);
             }
-            MeshMessage::PeerUp { peer, peer_addr } => {
-                if peer.starts_with(CLIENT_NAME_PREFIX) {
-                    debug!(client = %peer, %peer_addr, "client connected");
-                } else {
-                    info!(peer = %session_node_name(&peer), %peer_addr, "peer connected");
+            MeshMessage::SessionOpened(ses) => {
+                state.handshakes.insert(
+                    ses.actor.get_id(),
+                    Handshake {
+                        session: ses.actor.clone(),
+                        opened: now,
+                        peer_addr: ses.peer_addr.clone(),
+                        inbound: ses.is_server,
+                    },
+                );
+            }
+            MeshMessage::SessionAuthenticated(id) => {
+                state.handshakes.remove(&id);
+            }
+            MeshMessage::PeerUp(ses) => {
+                let Some(peer) = ses.peer_name.as_ref() else {
+                    return Ok(());
+                };
+                let Some(name) = member_name(&ses) else {
+                    debug!(client = %peer.name, peer_addr = %ses.peer_addr, "client connected");
+                    return Ok(());
+                };
+                for dial in state.dials.values_mut() {
+                    if dial
+                        .resolved
+                        .is_some_and(|r| r.to_string() == ses.peer_addr)
+                    {
+                        dial.next_attempt = now;
+                        dial.failures = 0;
+                        dial.backoff = BACKOFF_MIN;
+                    }
+                }
+                match state
+                    .args
+                    .membership
+                    .session_up(name, &peer.connection_string, now)
+                {
+                    Some(PeerStatus::Unreachable) => {
+                        info!(peer = %name, addr = %peer.connection_string, "peer reachable again")
+                    }
+                    Some(_) => {
+                        info!(peer = %name, addr = %peer.connection_string, "peer connected")
+                    }
+                    None => {}
                 }
             }
-            MeshMessage::PeerDown { peer, peer_addr } => match peer {
-                Some(p) if p.starts_with(CLIENT_NAME_PREFIX) => {
-                    debug!(client = %p, %peer_addr, "client disconnected")
+            MeshMessage::PeerDown(ses) => {
+                let id = ses.actor.get_id();
+                if let Some(h) = state.handshakes.remove(&id) {
+                    state.handshake_failed(h, now).await;
+                    return Ok(());
                 }
-                Some(p) => warn!(peer = %session_node_name(&p), %peer_addr, "peer disconnected"),
-                None => debug!(%peer_addr, "connection closed before authentication"),
-            },
+                let Some(name) = member_name(&ses) else {
+                    return Ok(());
+                };
+                // Another session to the same peer may still be up (an election loser).
+                let still = sessions(&state.args.server)
+                    .await
+                    .is_some_and(|s| connected(&s).names.contains(name));
+                if !still && state.args.membership.lost(name, now) {
+                    let addr = ses
+                        .peer_name
+                        .as_ref()
+                        .map_or(ses.peer_addr.as_str(), |p| p.connection_string.as_str());
+                    warn!(peer = %name, %addr, "peer unreachable: connection closed");
+                }
+            }
         }
         Ok(())
     }
@@ -397,19 +612,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn directory_reports_news_once() {
-        let dir = PeerDirectory::default();
-        assert!(dir.learn("b", "h:2"));
-        assert!(!dir.learn("b", "h:2"));
-        assert!(dir.learn("a", "h:1"));
-        assert!(dir.learn("b", "h:3"));
-        let names: Vec<_> = dir.snapshot().into_iter().map(|p| p.addr).collect();
-        assert_eq!(names, ["h:1", "h:3"]);
-    }
-
-    #[test]
     fn session_names_map_to_node_names() {
         assert_eq!(session_node_name("worker-1@10.0.0.2"), "worker-1");
         assert_eq!(session_node_name("plain"), "plain");
+    }
+
+    #[test]
+    fn detection_fits_in_the_failure_timeout() {
+        let timeout = Duration::from_secs(2);
+        let (interval, silence) = detector_timing(timeout);
+        assert_eq!(interval, Duration::from_millis(200));
+        // Declared at most one tick after the silence, with room left to report it.
+        assert!(silence + interval <= timeout.mul_f64(0.75));
+        // Several heartbeats must be lost before a healthy peer is declared down.
+        assert!(silence >= interval * 5);
     }
 }

@@ -24,14 +24,26 @@ pub fn summary_line(s: &ClusterStats) -> String {
         s.complete,
         s.duration_ms,
     );
-    let unreachable: Vec<&str> = s
+    let unreachable: Vec<String> = s
         .nodes
         .iter()
         .filter(|n| !n.reachable)
-        .map(|n| n.name.as_str())
+        .map(|n| {
+            let secs = s.collected_at_ms.saturating_sub(n.since_ms) as f64 / 1000.0;
+            format!("{} for {secs:.1}s", n.name)
+        })
         .collect();
     if !unreachable.is_empty() {
         let _ = write!(line, " unreachable=[{}]", unreachable.join(","));
+    }
+    let silent: Vec<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| n.reachable && !n.answered)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !silent.is_empty() {
+        let _ = write!(line, " not_answering=[{}]", silent.join(","));
     }
     if !s.missing_counters.is_empty() {
         let _ = write!(line, " missing=[{}]", s.missing_counters.join(","));
@@ -73,7 +85,11 @@ pub fn stats_table(s: &ClusterStats) -> String {
             node.name,
             role,
             node.advertise.as_deref().unwrap_or("address unknown"),
-            if node.reachable { "" } else { "  UNREACHABLE" },
+            match (node.reachable, node.answered) {
+                (true, true) => "",
+                (true, false) => "  NOT ANSWERING",
+                (false, _) => "  UNREACHABLE",
+            },
             node.issued_value,
             node.issued_operations,
             node.counter_restarts

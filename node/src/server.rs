@@ -21,7 +21,8 @@ use crate::aggregator::{Aggregator, AggregatorArgs};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
 use crate::load::{IssuedTally, LoadArgs, LoadClient};
-use crate::mesh::{Mesh, MeshArgs, PeerDirectory};
+use crate::membership::Membership;
+use crate::mesh::{Mesh, MeshArgs};
 use crate::supervisor::{CounterSupervisor, SupervisorArgs};
 
 /// How long each part may take to stop before the node moves on.
@@ -57,6 +58,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 reason: root_cause(&e),
             })?;
 
+    // Identifies this run: peers tell a restart under the same name by it.
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let membership = Membership::default();
     let restarts = Arc::default();
     let (supervisor, _) = Actor::spawn(
         None,
@@ -65,6 +72,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             node_name: config.name.clone(),
             counters: config.counters,
             restarts: Arc::clone(&restarts),
+            fault_injection: config.fault_injection,
         },
     )
     .await
@@ -79,6 +87,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                     node_name: config.name.clone(),
                     interval: config.stats_interval,
                     deadline: config.collect_timeout,
+                    membership: membership.clone(),
                 },
             )
             .await
@@ -89,19 +98,20 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     };
 
     let issued = Arc::new(IssuedTally::default());
-    let directory = PeerDirectory::default();
     let (agent, _) = Actor::spawn(
         Some(agent_name(&config.name)),
         NodeAgent,
         AgentArgs {
             name: config.name.clone(),
             role: config.role,
+            incarnation,
             advertise: config.advertise(),
             counters: config.counters,
             restarts,
             issued: Arc::clone(&issued),
-            peers: directory.clone(),
+            membership: membership.clone(),
             aggregator: aggregator.clone(),
+            fault_injection: config.fault_injection,
         },
     )
     .await
@@ -113,8 +123,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         MeshArgs {
             server: server.clone(),
             name: config.name.clone(),
+            incarnation,
             seeds: config.seeds.clone(),
-            directory,
+            membership,
+            failure_timeout: config.failure_timeout,
         },
     )
     .await
@@ -146,6 +158,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         advertise = %config.advertise(),
         counters = config.counters,
         seeds = ?config.seeds,
+        failure_timeout = ?config.failure_timeout,
         "node started"
     );
 

@@ -1,8 +1,11 @@
 //! The per-node counter supervisor: spawns the node's counters linked to itself and
 //! restarts one that fails, under the same name (and so the same group membership).
 //!
-//! A restarted counter starts from zero: its state is private and lives only in the
-//! actor, so a failure loses it. Restarts are counted and reported in `node stats`.
+//! Each counter commits its state to a [`Checkpoint`] the supervisor keeps after every
+//! message, and a restart resumes from it: value, operation and rejection counts and
+//! start time survive; the message being handled when it failed is lost (its caller
+//! gets no answer), and so is the recent-rate window. Restarts are counted and reported
+//! in `node stats`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +16,7 @@ use ractor_cluster::RactorMessage;
 use shared::protocol::counter_name;
 use tracing::{error, info};
 
-use crate::counter::Counter;
+use crate::counter::{Checkpoint, Counter, CounterArgs};
 
 /// The supervisor behaviour.
 #[derive(Debug, Default)]
@@ -28,12 +31,14 @@ pub struct SupervisorArgs {
     pub counters: u32,
     /// Counter restarts so far, shared with the node agent that reports them.
     pub restarts: Arc<AtomicU64>,
+    /// Whether counters honour crash requests (`--enable-fault-injection`).
+    pub fault_injection: bool,
 }
 
 /// The supervisor's state: which child is which counter.
 #[derive(Debug)]
 pub struct SupervisorState {
-    names: HashMap<ActorId, String>,
+    children: HashMap<ActorId, CounterArgs>,
     restarts: Arc<AtomicU64>,
 }
 
@@ -41,8 +46,12 @@ pub struct SupervisorState {
 #[derive(RactorMessage)]
 pub enum SupervisorMessage {}
 
-async fn spawn_counter(name: String, supervisor: ActorCell) -> Result<ActorId, ActorProcessingErr> {
-    let (counter, _) = Actor::spawn_linked(Some(name.clone()), Counter, name, supervisor).await?;
+async fn spawn_counter(
+    args: CounterArgs,
+    supervisor: ActorCell,
+) -> Result<ActorId, ActorProcessingErr> {
+    let (counter, _) =
+        Actor::spawn_linked(Some(args.name.clone()), Counter, args, supervisor).await?;
     Ok(counter.get_id())
 }
 
@@ -56,15 +65,19 @@ impl Actor for CounterSupervisor {
         myself: ActorRef<Self::Msg>,
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut names = HashMap::new();
+        let mut children = HashMap::new();
         for index in 0..args.counters {
-            let name = counter_name(&args.node_name, index);
-            let id = spawn_counter(name.clone(), myself.get_cell()).await?;
-            names.insert(id, name);
+            let counter = CounterArgs {
+                name: counter_name(&args.node_name, index),
+                checkpoint: Arc::new(Checkpoint::new()),
+                fault_injection: args.fault_injection,
+            };
+            let id = spawn_counter(counter.clone(), myself.get_cell()).await?;
+            children.insert(id, counter);
         }
         info!(counters = args.counters, "counters started");
         Ok(SupervisorState {
-            names,
+            children,
             restarts: args.restarts,
         })
     }
@@ -86,25 +99,85 @@ impl Actor for CounterSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                let Some(name) = state.names.remove(&cell.get_id()) else {
+                let Some(counter) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                error!(counter = %name, %reason, "counter failed; restarting it from zero");
+                let name = counter.name.clone();
+                error!(counter = %name, %reason, "counter failed; restarting it from its last checkpoint");
                 // A failed restart leaves this one counter down; returning the error would
                 // stop the supervisor and every other counter with it.
-                match spawn_counter(name.clone(), myself.get_cell()).await {
+                match spawn_counter(counter.clone(), myself.get_cell()).await {
                     Ok(id) => {
-                        state.names.insert(id, name);
-                        state.restarts.fetch_add(1, Ordering::Relaxed);
+                        state.children.insert(id, counter);
+                        let restarts = state.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                        info!(counter = %name, restarts, "counter restarted");
                     }
                     Err(error) => error!(counter = %name, %error, "cannot restart counter"),
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.names.remove(&cell.get_id());
+                state.children.remove(&cell.get_id());
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::pg;
+    use shared::counter::CounterMessage;
+    use shared::protocol::COUNTERS_GROUP;
+    use std::time::Duration;
+
+    fn counter(name: &str) -> Option<ActorRef<CounterMessage>> {
+        pg::get_members(&COUNTERS_GROUP.to_string())
+            .into_iter()
+            .find(|c| c.get_name().as_deref() == Some(name))
+            .map(Into::into)
+    }
+
+    #[tokio::test]
+    async fn a_failed_counter_is_restarted_with_its_state() {
+        let restarts = Arc::new(AtomicU64::new(0));
+        let (supervisor, handle) = Actor::spawn(
+            None,
+            CounterSupervisor,
+            SupervisorArgs {
+                node_name: "sup-test".into(),
+                counters: 2,
+                restarts: Arc::clone(&restarts),
+                fault_injection: true,
+            },
+        )
+        .await
+        .unwrap();
+        let first = counter("sup-test/1").unwrap();
+        first
+            .cast(CounterMessage::Increment { amount: 40 })
+            .unwrap();
+        first.cast(CounterMessage::Decrement { amount: 2 }).unwrap();
+        first.cast(CounterMessage::Crash).unwrap();
+
+        // Wait (with a deadline) for a new actor under the same name, in the group.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let restarted = loop {
+            match counter("sup-test/1") {
+                Some(c) if c.get_id() != first.get_id() => break c,
+                _ if tokio::time::Instant::now() > deadline => panic!("no restart within 5 s"),
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        let stats = ractor::call!(restarted, CounterMessage::GetStats).unwrap();
+        assert_eq!((stats.value, stats.operations), (38, 2));
+        assert_eq!(restarts.load(Ordering::Relaxed), 1);
+        // The other counter was not disturbed.
+        let other = counter("sup-test/0").unwrap();
+        assert_eq!(ractor::call!(other, CounterMessage::GetValue).unwrap(), 0);
+
+        supervisor.stop(None);
+        handle.await.unwrap();
     }
 }

@@ -18,6 +18,23 @@ pub enum AgentMessage {
     /// Serve a client command.
     #[rpc]
     Client(ClientRequest, RpcReplyPort<ClientReply>),
+    /// "I am alive": every peer's mesh sends one every heartbeat interval. A peer not
+    /// heard from for long enough is declared unreachable.
+    Heartbeat(Beat),
+    /// "I am leaving the cluster": sent by a node that stops cleanly, so that its peers
+    /// forget it instead of reporting it unreachable. Answered, so the leaving node
+    /// knows the notice arrived before it closes its sessions.
+    #[rpc]
+    Leaving(Beat, RpcReplyPort<bool>),
+}
+
+/// Who sent a heartbeat or a leave notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The sender's node name.
+    pub from: String,
+    /// The sender's incarnation (see [`NodeInfo::incarnation`]).
+    pub incarnation: u64,
 }
 
 /// A peer as other nodes should dial it.
@@ -40,6 +57,9 @@ pub struct NodeInfo {
     pub advertise: String,
     /// The node's [`crate::protocol::PROTOCOL_VERSION`].
     pub protocol_version: u32,
+    /// Identifies one run of the node process (its start time in microseconds since
+    /// the Unix epoch): a node restarted under the same name has a new incarnation.
+    pub incarnation: u64,
     /// How many counters the node hosts.
     pub counters: u32,
     /// Counter restarts performed by the node's supervisor.
@@ -74,6 +94,13 @@ pub enum ClientRequest {
         /// Cluster-wide counter name.
         counter: String,
     },
+    /// Make the named counter fail, so that its supervisor restarts it. Fault
+    /// injection for tests and drills: refused unless the counter's node runs with
+    /// `--enable-fault-injection`.
+    CrashCounter {
+        /// Cluster-wide counter name.
+        counter: String,
+    },
 }
 
 /// What a served client command produced.
@@ -83,6 +110,8 @@ pub enum ClientAnswer {
     Stats(Box<ClusterStats>),
     /// A counter's value.
     Value(i64),
+    /// The request was carried out; there is nothing to report.
+    Done,
 }
 
 /// Why a client command failed.
@@ -115,6 +144,9 @@ pub enum ClientError {
     /// The aggregator has not finished its first collection yet.
     #[error("the aggregator has not completed a collection yet")]
     NotCollectedYet,
+    /// Fault injection was asked of a node that does not allow it.
+    #[error("node '{0}' does not allow fault injection (start it with --enable-fault-injection)")]
+    FaultInjectionDisabled(String),
     /// The node could not serve the request for an internal reason.
     #[error("node failed to serve the request: {0}")]
     Internal(String),
@@ -124,4 +156,4 @@ pub enum ClientError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
 
-crate::wire_type!(PeerAddr, NodeInfo, ClientRequest, ClientReply);
+crate::wire_type!(Beat, PeerAddr, NodeInfo, ClientRequest, ClientReply);

@@ -35,6 +35,9 @@ pub enum CounterMessage {
     /// Answer with the counter's statistics.
     #[rpc]
     GetStats(RpcReplyPort<CounterStats>),
+    /// Fail on purpose (fault injection, for supervision tests and drills). Ignored,
+    /// with a warning, unless the counter's node runs with `--enable-fault-injection`.
+    Crash,
 }
 
 /// One change to a counter.

@@ -26,11 +26,13 @@ pub struct ClusterStats {
     pub num_counters: usize,
     /// Counters discovered through the process group, answered or not.
     pub known_counters: usize,
-    /// Cluster nodes known (reachable or not). Clients are never counted.
+    /// Cluster nodes known to the collecting node, reachable or not (a node that left
+    /// cleanly is forgotten). Clients are never counted.
     pub num_nodes: usize,
-    /// Nodes whose agent answered in time.
+    /// Nodes that are reachable and whose agent answered in time.
     pub reachable_nodes: usize,
-    /// True when every known counter and every known node answered in time.
+    /// True when every known node is reachable and answered, and every counter of
+    /// every node answered in time.
     pub complete: bool,
     /// Mean of the answering counters' lifetime ops/s.
     pub avg_ops_per_sec: f64,
@@ -40,7 +42,7 @@ pub struct ClusterStats {
     pub issued_value: i128,
     /// Sum of what all nodes' load clients issued (operations).
     pub issued_operations: u128,
-    /// Counters that were discovered but did not answer in time.
+    /// Counters that did not answer in time, or whose node is unreachable.
     pub missing_counters: Vec<String>,
     /// Per node, sorted by name.
     pub nodes: Vec<NodeStats>,
@@ -55,8 +57,14 @@ pub struct NodeStats {
     pub role: Option<Role>,
     /// `host:port` the node advertises, when its agent answered.
     pub advertise: Option<String>,
-    /// Whether the node's agent answered within the deadline.
+    /// Whether the collecting node's failure detector considers this node reachable
+    /// (always true for the collecting node itself).
     pub reachable: bool,
+    /// When `reachable` last changed (or the node was first seen), in milliseconds
+    /// since the Unix epoch.
+    pub since_ms: u64,
+    /// Whether the node's agent answered within the deadline.
+    pub answered: bool,
     /// Net value the node's load clients issued (0 when unreachable).
     pub issued_value: i64,
     /// Operations the node's load clients issued (0 when unreachable).
@@ -65,7 +73,8 @@ pub struct NodeStats {
     pub counter_restarts: u64,
     /// Counters that answered, sorted by name.
     pub counters: Vec<CounterReport>,
-    /// Counters of this node that did not answer in time.
+    /// Counters of this node that did not answer in time (all of them, by name, when
+    /// the node is unreachable).
     pub missing_counters: Vec<String>,
 }
 

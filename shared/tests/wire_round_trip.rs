@@ -4,7 +4,7 @@
 use ractor::message::SerializedMessage;
 use ractor::{BytesConvertable, Message, RpcReplyPort};
 use serde::{de::DeserializeOwned, Serialize};
-use shared::agent::{AgentMessage, PeerAddr};
+use shared::agent::{AgentMessage, Beat, PeerAddr};
 use shared::codec::{decode, encode, CodecError};
 use shared::protocol::{Role, PROTOCOL_VERSION};
 use shared::*;
@@ -41,6 +41,8 @@ fn sample_stats() -> ClusterStats {
             role: Some(Role::Worker),
             advertise: Some("h:1".into()),
             reachable: true,
+            since_ms: 1_700_000_000_000,
+            answered: false,
             issued_value: -3,
             issued_operations: 4,
             counter_restarts: 1,
@@ -84,6 +86,7 @@ fn data_types_round_trip() {
         role: Role::Coordinator,
         advertise: "n:4697".into(),
         protocol_version: PROTOCOL_VERSION,
+        incarnation: u64::MAX,
         counters: 4,
         counter_restarts: 0,
         issued_value: -1,
@@ -103,10 +106,21 @@ fn data_types_round_trip() {
         ClientRequest::Get {
             counter: "n/1".into(),
         },
+        ClientRequest::CrashCounter {
+            counter: "n/2".into(),
+        },
     ] {
         round_trip(request);
     }
     round_trip(ClientReply(Ok(ClientAnswer::Value(3))));
+    round_trip(ClientReply(Ok(ClientAnswer::Done)));
+    round_trip(ClientReply(Err(ClientError::FaultInjectionDisabled(
+        "n".into(),
+    ))));
+    round_trip(Beat {
+        from: "n".into(),
+        incarnation: 9,
+    });
     round_trip(ClientReply(Ok(ClientAnswer::Stats(Box::new(
         sample_stats(),
     )))));
@@ -145,6 +159,20 @@ fn cast_messages_round_trip_and_garbage_is_refused() {
         CounterMessage::deserialize(serialized),
         Ok(CounterMessage::Decrement { amount: 3 })
     ));
+    let serialized = CounterMessage::Crash.serialize().unwrap();
+    assert!(matches!(
+        CounterMessage::deserialize(serialized),
+        Ok(CounterMessage::Crash)
+    ));
+    let beat = Beat {
+        from: "n".into(),
+        incarnation: 3,
+    };
+    let serialized = AgentMessage::Heartbeat(beat.clone()).serialize().unwrap();
+    match AgentMessage::deserialize(serialized).unwrap() {
+        AgentMessage::Heartbeat(b) => assert_eq!(b, beat),
+        _ => panic!("wrong variant"),
+    }
     let unknown = SerializedMessage::Cast {
         variant: "Explode".into(),
         args: vec![],
@@ -219,6 +247,7 @@ async fn rpc_messages_round_trip_through_bytes() {
             role: Role::Worker,
             advertise: "n:1".into(),
             protocol_version: PROTOCOL_VERSION,
+            incarnation: 1,
             counters: 0,
             counter_restarts: 0,
             issued_value: 0,

@@ -10,8 +10,10 @@
 mod util;
 
 mod cli_errors;
+mod faults;
 mod load;
 mod membership;
 mod operations;
 mod partial;
 mod shutdown;
+mod supervision;

@@ -39,29 +39,54 @@ pub struct NodeProc {
     pub addr: String,
     pub child: Child,
     pub log: PathBuf,
+    /// The full argument list, for [`NodeProc::restart`].
+    args: Vec<String>,
+    /// A command prefix (e.g. `ip netns exec NS`), if any.
+    prefix: Vec<String>,
 }
 
 impl NodeProc {
     /// Starts `node --name NAME --listen 127.0.0.1:PORT --cookie COOKIE EXTRA...`.
     pub fn start(name: &str, extra: &[&str]) -> NodeProc {
         let addr = format!("127.0.0.1:{}", free_port());
+        Self::start_at(name, &addr, extra, &[])
+    }
+
+    /// Starts a node listening on `addr`, run through `prefix` if not empty.
+    pub fn start_at(name: &str, addr: &str, extra: &[&str], prefix: &[&str]) -> NodeProc {
+        let mut args: Vec<String> = ["--name", name, "--listen", addr]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if !extra.contains(&"--cookie") {
+            args.extend(["--cookie".to_string(), COOKIE.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         let log = log_path(name);
-        let stderr = File::create(&log).expect("cannot create node log");
-        let child = Command::new(node_bin())
-            .args(["--name", name, "--listen", &addr, "--cookie", COOKIE])
-            .args(extra)
-            .env("RUST_LOG", "info,ractor_cluster=error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("cannot start node");
+        let child = spawn_node(&prefix, &args, &log);
         NodeProc {
             name: name.to_string(),
-            addr,
+            addr: addr.to_string(),
             child,
             log,
+            args,
+            prefix,
         }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the node again with the same name, address and arguments (a new
+    /// incarnation); the log continues in a new file.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.log = log_path(&self.name);
+        self.child = spawn_node(&self.prefix, &self.args, &self.log);
     }
 
     /// The node's log so far.
@@ -104,6 +129,26 @@ impl Drop for NodeProc {
             }
         }
     }
+}
+
+fn spawn_node(prefix: &[String], args: &[String], log: &PathBuf) -> Child {
+    let stderr = File::create(log).expect("cannot create node log");
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(node_bin());
+            c
+        }
+        None => Command::new(node_bin()),
+    };
+    command
+        .args(args)
+        .env("RUST_LOG", "info,ractor_cluster=error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("cannot start node")
 }
 
 /// A coordinator and workers, each its own process.
@@ -177,7 +222,19 @@ pub fn client(args: &[&str]) -> Output {
 
 /// `node stats --json` through `addr`, parsed.
 pub fn stats(addr: &str) -> Result<Value, String> {
-    let out = client(&["stats", "--json", "--join", addr]);
+    stats_within(addr, "1")
+}
+
+/// `node stats --json --deadline SECS` through `addr`, parsed.
+pub fn stats_within(addr: &str, deadline_secs: &str) -> Result<Value, String> {
+    let out = client(&[
+        "stats",
+        "--json",
+        "--deadline",
+        deadline_secs,
+        "--join",
+        addr,
+    ]);
     if !out.status.success() {
         return Err(format!(
             "stats exited with {:?}: {}",
@@ -221,4 +278,38 @@ pub fn wait_for<T>(
             }
         }
     }
+}
+
+/// The entry for node `name` in a collection.
+pub fn node_entry<'a>(stats: &'a Value, name: &str) -> Option<&'a Value> {
+    stats["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == name)
+}
+
+/// Like [`wait_for`] but polling steadily (every 20 ms), and also returns how long it
+/// took: for measuring how soon something happens.
+pub fn time_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> (T, Duration) {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return (value, started.elapsed()),
+            Err(last) if started.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Serialises the tests that measure detection and recovery times, so that they do
+/// not compete with each other for the machine's two cores.
+pub fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
