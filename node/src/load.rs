@@ -4,7 +4,17 @@
 //! Every operation that was handed to the transport is added to an [`IssuedTally`],
 //! which the node reports in its stats: once the clients stop, the cluster's total value
 //! and operation count must equal the sum of all nodes' tallies exactly.
+//!
+//! **Backpressure.** Sends are fire-and-forget casts, and ractor_cluster's queues are
+//! unbounded, so a client faster than its receivers would grow them without limit (and
+//! delay the heartbeats that share the connection). Each destination node therefore
+//! has a window of [`WINDOW`] operations: every [`FENCE_EVERY`] operations the client
+//! calls the counter it last sent to (`GetValue`), and the answer, which comes after
+//! everything sent before it on that connection, acknowledges them. A node whose window
+//! is full gets nothing more until it catches up, so `--load` above what the receivers
+//! sustain runs at what they sustain.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +23,11 @@ use ractor::concurrency::JoinHandle;
 use ractor::{pg, Actor, ActorCell, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use shared::counter::CounterMessage;
-use shared::protocol::COUNTERS_GROUP;
+use shared::protocol::{owner_node, COUNTERS_GROUP};
 use tokio::time::Instant;
 use tracing::info;
+
+use crate::collect::call_until;
 
 /// How often the load client wakes up to send its share of operations.
 const TICK: Duration = Duration::from_millis(10);
@@ -23,6 +35,13 @@ const TICK: Duration = Duration::from_millis(10);
 /// cost more than the sends themselves with many counters). A failed send refreshes at
 /// once.
 const REFRESH: Duration = Duration::from_millis(250);
+/// Unacknowledged operations allowed per destination node.
+pub const WINDOW: u64 = 4096;
+/// Operations between two acknowledgement requests to the same node.
+pub const FENCE_EVERY: u64 = 512;
+/// How long an acknowledgement may take before the node's window is released anyway
+/// (the node is then gone or going, and the failure detector will say so).
+const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a node's load clients have sent: net value and operation count.
 #[derive(Debug, Default)]
@@ -83,7 +102,19 @@ pub struct LoadArgs {
     pub seed: u64,
 }
 
-/// The load client's state: a token bucket and a random-number generator.
+/// One destination node's window of unacknowledged operations.
+#[derive(Debug, Default)]
+struct Window {
+    /// Operations sent to the node.
+    sent: u64,
+    /// Operations the node has acknowledged.
+    acked: u64,
+    /// `sent` when the last acknowledgement was requested.
+    fenced: u64,
+}
+
+/// The load client's state: a token bucket, per-node windows and a random-number
+/// generator.
 pub struct LoadState {
     args: LoadArgs,
     sent: u64,
@@ -91,16 +122,27 @@ pub struct LoadState {
     last_refill: Instant,
     rng: u64,
     ticker: Option<JoinHandle<()>>,
-    /// Counters of all nodes, as of `refreshed` (`None`: read them on the next tick).
-    counters: Vec<ActorCell>,
+    /// Counters of all nodes with their node's name, as of `refreshed` (`None`: read
+    /// them on the next tick).
+    counters: Vec<(String, ActorCell)>,
     refreshed: Option<Instant>,
+    windows: HashMap<String, Window>,
+    stopping: bool,
 }
 
-/// The load client's only message.
+/// Messages to the load client (local only).
 #[derive(RactorMessage)]
 pub enum LoadMessage {
     /// Time to send the operations that are due.
     Tick,
+    /// `node` has processed the first `upto` operations sent to it (or stopped
+    /// answering, which releases them too).
+    Acked {
+        /// Destination node.
+        node: String,
+        /// Operations acknowledged.
+        upto: u64,
+    },
 }
 
 impl LoadState {
@@ -115,6 +157,68 @@ impl LoadState {
     fn finished(&self) -> bool {
         self.args.max_ops.is_some_and(|max| self.sent >= max)
     }
+
+    fn refresh(&mut self, now: Instant) {
+        if self
+            .refreshed
+            .is_some_and(|at| now.duration_since(at) < REFRESH)
+        {
+            return;
+        }
+        self.counters = pg::get_members(&COUNTERS_GROUP.to_string())
+            .into_iter()
+            .filter_map(|cell| {
+                let node = owner_node(&cell.get_name()?)?.to_string();
+                Some((node, cell))
+            })
+            .collect();
+        self.refreshed = Some(now);
+    }
+
+    /// Sends what the token bucket and the windows allow.
+    fn pump(&mut self, myself: &ActorRef<LoadMessage>) {
+        if self.counters.is_empty() {
+            return;
+        }
+        while self.tokens >= 1.0 && !self.finished() {
+            let pick = (self.next_random() % self.counters.len() as u64) as usize;
+            let (node, cell) = &self.counters[pick];
+            let window = self.windows.entry(node.clone()).or_default();
+            if window.sent - window.acked >= WINDOW {
+                // That node is behind: wait for its acknowledgement (which pumps again).
+                break;
+            }
+            let message = operation(self.sent);
+            let delta = signed(&message);
+            if cell.send_message(message).is_err() {
+                // The counter is going away (its node left): re-read the group and
+                // carry on next tick. Nothing was sent, so nothing is counted.
+                self.refreshed = None;
+                break;
+            }
+            window.sent += 1;
+            if window.sent - window.fenced >= FENCE_EVERY {
+                window.fenced = window.sent;
+                request_ack(myself, node.clone(), cell.clone(), window.sent);
+            }
+            self.args.tally.record(delta);
+            self.sent += 1;
+            self.tokens -= 1.0;
+        }
+    }
+}
+
+/// Asks `counter` for its value; the answer acknowledges the first `upto` operations
+/// sent to its node (they were sent before this call on the same connection).
+fn request_ack(myself: &ActorRef<LoadMessage>, node: String, counter: ActorCell, upto: u64) {
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let until = Instant::now() + FENCE_TIMEOUT;
+        // Success or not, the window is released: a node that does not answer within
+        // the timeout is failing, and its operations are lost or late either way.
+        let _ = call_until(counter.into(), CounterMessage::GetValue, until).await;
+        let _ = myself.cast(LoadMessage::Acked { node, upto });
+    });
 }
 
 impl Actor for LoadClient {
@@ -137,6 +241,8 @@ impl Actor for LoadClient {
             ticker: Some(myself.send_interval(TICK, || LoadMessage::Tick)),
             counters: Vec::new(),
             refreshed: None,
+            windows: HashMap::new(),
+            stopping: false,
         })
     }
 
@@ -156,41 +262,30 @@ impl Actor for LoadClient {
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
-        LoadMessage::Tick: Self::Msg,
+        message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
-        let rate = f64::from(state.args.rate);
-        // At most 100 ms of operations are saved up, so a pause is not followed by a burst.
-        state.tokens = (state.tokens + rate * now.duration_since(state.last_refill).as_secs_f64())
-            .min(rate / 10.0 + 1.0);
-        state.last_refill = now;
-
-        if state
-            .refreshed
-            .is_none_or(|at| now.duration_since(at) >= REFRESH)
-        {
-            state.counters = pg::get_members(&COUNTERS_GROUP.to_string());
-            state.refreshed = Some(now);
-        }
-        if state.counters.is_empty() {
-            return Ok(());
-        }
-        while state.tokens >= 1.0 && !state.finished() {
-            let pick = (state.next_random() % state.counters.len() as u64) as usize;
-            let message = operation(state.sent);
-            let delta = signed(&message);
-            if state.counters[pick].send_message(message).is_err() {
-                // The counter is going away (its node left): re-read the group and
-                // carry on next tick. Nothing was sent, so nothing is counted.
-                state.refreshed = None;
-                break;
+        match message {
+            LoadMessage::Tick => {
+                let rate = f64::from(state.args.rate);
+                // At most 100 ms of operations are saved up, so a pause is not followed
+                // by a burst.
+                state.tokens = (state.tokens
+                    + rate * now.duration_since(state.last_refill).as_secs_f64())
+                .min(rate / 10.0 + 1.0);
+                state.last_refill = now;
+                state.refresh(now);
             }
-            state.args.tally.record(delta);
-            state.sent += 1;
-            state.tokens -= 1.0;
+            LoadMessage::Acked { node, upto } => {
+                if let Some(window) = state.windows.get_mut(&node) {
+                    window.acked = window.acked.max(upto);
+                }
+            }
         }
-        if state.finished() {
+        state.pump(&myself);
+        if state.finished() && !state.stopping {
+            state.stopping = true;
             let (value, operations) = state.args.tally.read();
             info!(value, operations, "load clients finished their --load-ops");
             myself.stop(Some("load finished".into()));
