@@ -225,3 +225,33 @@ fn a_wrong_cookie_is_reported_and_retried() {
         (Some(1), Some(true))
     );
 }
+
+#[test]
+fn an_unreachable_seed_is_logged_and_retried_until_it_comes_up() {
+    let seed = format!("127.0.0.1:{}", crate::util::free_port());
+    let worker = NodeProc::start("worker-1", &["--join", &seed, "--counters", "1"]);
+    wait_for(
+        "the worker to log the unreachable seed twice (backoff)",
+        Duration::from_secs(10),
+        || {
+            let log = worker.log();
+            let logged = log.lines().any(|l| {
+                l.contains("cannot reach peer") && l.contains(&seed) && l.contains("attempts=2")
+            });
+            logged
+                .then_some(())
+                .ok_or_else(|| format!("worker log so far:\n{log}"))
+        },
+    );
+    // The seed comes up later, on that address: the worker joins it by itself.
+    let coordinator = NodeProc::start_at(
+        "coordinator",
+        &seed,
+        &["--role", "coordinator", "--counters", "1"],
+        &[],
+    );
+    let cluster = Cluster {
+        nodes: vec![coordinator, worker],
+    };
+    cluster.wait_mesh(2);
+}
