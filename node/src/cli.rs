@@ -151,6 +151,12 @@ pub enum Command {
         #[command(flatten)]
         conn: ClientArgs,
     },
+    /// Check that one node is up and serving: connect, authenticate, ask it to describe
+    /// itself. Exits 0 and prints one line if so (a container healthcheck).
+    Health {
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
     /// Fault injection for tests and drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),

@@ -15,7 +15,7 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
-use shared::agent::{AgentMessage, ClientAnswer, ClientReply, ClientRequest};
+use shared::agent::{AgentMessage, ClientAnswer, ClientReply, ClientRequest, NodeInfo};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -159,6 +159,17 @@ impl ClusterClient {
         .await
         .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))?;
         answer.map_err(CommandError::Rejected)
+    }
+
+    /// Asks the member to describe itself (what `node health` prints).
+    pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, CommandError> {
+        call_until(
+            self.agent.clone(),
+            AgentMessage::GetInfo,
+            Instant::now() + timeout,
+        )
+        .await
+        .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))
     }
 
     /// Closes the connection.

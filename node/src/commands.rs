@@ -60,6 +60,21 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             let request = ClientRequest::Get { counter };
             print_value(request_once(&conn, request, conn.timeout).await?)?;
         }
+        Command::Health { conn } => {
+            let cookie = conn.cookie.as_deref().unwrap_or(DEV_COOKIE);
+            let client = ClusterClient::connect(&conn.join, cookie, conn.timeout).await?;
+            let info = client.info(conn.timeout).await;
+            client.close().await;
+            let info = info?;
+            println!(
+                "healthy: {} ({}) at {}, {} peer(s) up, {} counters",
+                info.name,
+                info.role,
+                info.advertise,
+                info.known_peers.len(),
+                info.counters
+            );
+        }
         Command::Debug(DebugCommand::CrashCounter { counter, conn }) => {
             let request = ClientRequest::CrashCounter {
                 counter: counter.clone(),

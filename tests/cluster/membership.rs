@@ -39,6 +39,13 @@ fn coordinator_and_two_workers_aggregate_all_counters() {
     // The stats command is itself a connected client: it is not counted as a node.
     assert_eq!(s["num_nodes"], 3);
 
+    // `node health` describes the one node it reaches (a container healthcheck).
+    let health = crate::util::client_ok(&["health", "--join", &cluster.nodes[0].addr]);
+    assert!(
+        health.starts_with("healthy: coordinator (coordinator)") && health.contains("2 peer(s) up"),
+        "{health}"
+    );
+
     // The coordinator's aggregator logs the totals periodically.
     let coordinator = &cluster.nodes[0];
     wait_for(
