@@ -78,7 +78,8 @@ pub struct ServeArgs {
 
     /// Run synthetic load clients on this node at this many operations per second,
     /// spread over the counters of all nodes.
-    #[arg(long, value_name = "OPS_PER_SEC", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    /// 0 means no load (handy where the flag is always present, as in the compose file).
+    #[arg(long, value_name = "OPS_PER_SEC", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub load: Option<u32>,
 
     /// Stop the load clients after this many operations.

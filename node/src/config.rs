@@ -105,7 +105,7 @@ impl NodeConfig {
             counters: args.counters,
             cookie,
             dev_cookie,
-            load: args.load.map(|rate| LoadSpec {
+            load: args.load.filter(|&rate| rate > 0).map(|rate| LoadSpec {
                 rate,
                 max_ops: args.load_ops,
             }),
@@ -188,6 +188,14 @@ mod tests {
         .unwrap();
         assert_eq!((c.cookie.as_str(), c.advertise().as_str()), ("x", "h:5000"));
         assert!(!format!("{c:?}").contains("\"x\""));
+    }
+
+    #[test]
+    fn load_zero_means_no_load() {
+        let c = config(&["--listen", "127.0.0.1:5000", "--load", "0"]).unwrap();
+        assert_eq!(c.load, None);
+        let c = config(&["--listen", "127.0.0.1:5000", "--load", "7"]).unwrap();
+        assert_eq!(c.load.map(|l| l.rate), Some(7));
     }
 
     #[test]

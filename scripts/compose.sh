@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the compose cluster with whichever Compose this machine has (`docker compose`
+# or `docker-compose`), making sure the cookie file exists first.
+#
+#   scripts/compose.sh up       # builds the image (scripts/build-image.sh), then `up`
+#   scripts/compose.sh down     # stops every node gracefully and removes the containers
+#   scripts/compose.sh ARGS...  # any other Compose command (ps, logs, kill, pause, ...)
+#
+# .env is created once, readable by you only, with NODE_COOKIE set to a random secret.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -f .env ]; then
+  (umask 077 && printf 'NODE_COOKIE=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > .env)
+  echo "compose: wrote a random NODE_COOKIE to .env" >&2
+fi
+
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+  compose=(docker-compose)
+else
+  echo "compose: neither 'docker compose' nor 'docker-compose' is installed" >&2
+  exit 1
+fi
+
+if [ "${1:-}" = up ]; then
+  scripts/build-image.sh
+fi
+exec "${compose[@]}" "$@"

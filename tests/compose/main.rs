@@ -1,0 +1,333 @@
+//! Compose tests: the three-node cluster of `docker-compose.yml`, in real containers,
+//! with faults injected through Compose and Docker. Each scenario runs under its own
+//! Compose project name and host port and takes it down when it ends, also on failure.
+//!
+//! They need Docker, Compose (`docker compose` or `docker-compose`) and the image
+//! (`scripts/build-image.sh`), so they are `#[ignore]`d; `.ci/run` builds the image and
+//! runs them with `cargo test --release --test compose -- --ignored --test-threads 1`.
+//! Each prints its detection and recovery times (see BENCHMARKS.md).
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../cluster/util.rs"]
+mod util;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{client_ok, free_port, node_entry, stats_within, time_until, wait_for, COOKIE};
+
+const DETECT: Duration = Duration::from_secs(2);
+const REJOIN: Duration = Duration::from_secs(5);
+
+fn compose_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml")
+}
+
+fn compose_tool() -> Vec<String> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One Compose project: the three-node cluster under a name of its own.
+struct Project {
+    name: String,
+    port: u16,
+    tool: Vec<String>,
+    load: &'static str,
+}
+
+impl Project {
+    /// `up -d` with `LOAD` ops/s per node and 2 counters per node; waits until the
+    /// coordinator sees the complete cluster.
+    fn up(scenario: &str, load: &'static str) -> Project {
+        let project = Project {
+            name: format!("cctest{}{scenario}", std::process::id()),
+            port: free_port(),
+            tool: compose_tool(),
+            load,
+        };
+        ok(project.compose(&["up", "-d"]), "compose up");
+        project.wait_complete(Duration::from_secs(30));
+        project
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        let file = compose_file();
+        let mut command = Command::new(&self.tool[0]);
+        command
+            .args(&self.tool[1..])
+            .args(["-p", &self.name, "-f"])
+            .arg(&file)
+            .args(args)
+            .env("NODE_COOKIE", COOKIE)
+            .env("CLUSTER_PORT", self.port.to_string())
+            .env("COUNTERS", "2")
+            .env("LOAD", self.load);
+        command.output().expect("cannot run compose")
+    }
+
+    /// The coordinator's address on the host.
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn container(&self, service: &str) -> String {
+        ok(self.compose(&["ps", "-q", service]), "compose ps")
+    }
+
+    fn network(&self) -> String {
+        format!("{}_cluster", self.name)
+    }
+
+    /// A collection run inside `service`'s container, through its own node.
+    fn stats_in(&self, service: &str) -> Result<Value, String> {
+        let out = self.compose(&[
+            "exec",
+            "-T",
+            service,
+            "/usr/local/bin/node",
+            "stats",
+            "--json",
+            "--deadline",
+            "0.3",
+        ]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    fn complete(&self) -> Result<Value, String> {
+        let s = stats_within(&self.addr(), "0.3")?;
+        if s["complete"] == true && s["num_nodes"] == 3 && s["num_counters"] == 6 {
+            Ok(s)
+        } else {
+            Err(format!("not complete: {s}"))
+        }
+    }
+
+    fn wait_complete(&self, timeout: Duration) -> Duration {
+        time_until(
+            "the complete cluster through the coordinator",
+            timeout,
+            || self.complete(),
+        )
+        .1
+    }
+
+    /// Every node's own view is complete: the full mesh.
+    fn wait_mesh(&self) {
+        for service in ["coordinator", "worker-1", "worker-2"] {
+            wait_for(&format!("{service}'s view to be complete"), REJOIN, || {
+                let s = self.stats_in(service)?;
+                (s["complete"] == true && s["num_nodes"] == 3)
+                    .then_some(())
+                    .ok_or_else(|| format!("{service} sees {s}"))
+            });
+        }
+    }
+
+    fn wait_unreachable(&self, name: &str) -> Duration {
+        time_until(&format!("{name} declared unreachable"), REJOIN, || {
+            let s = stats_within(&self.addr(), "0.3")?;
+            match node_entry(&s, name).map(|n| n["reachable"].clone()) {
+                Some(Value::Bool(false)) => Ok(()),
+                other => Err(format!("{name} reachable = {other:?}")),
+            }
+        })
+        .1
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.compose(&["logs", "--no-color", "--tail", "30"]);
+            eprintln!("{}", String::from_utf8_lossy(&logs.stdout));
+        }
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "-t", "10"]);
+    }
+}
+
+fn report(what: &str, detected: Duration, recovered: Duration) {
+    println!(
+        "compose {what}: detected in {} ms, complete again {} ms after the fault ended",
+        detected.as_millis(),
+        recovered.as_millis()
+    );
+    assert!(detected <= DETECT, "{what}: detection took {detected:?}");
+    assert!(recovered <= REJOIN, "{what}: recovery took {recovered:?}");
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn up_forms_the_cluster_with_exact_totals_and_healthy_containers() {
+    let p = Project::up("up", "0");
+    let addr = p.addr();
+    client_ok(&["incr", "worker-1/0", "--by", "5", "--join", &addr]);
+    client_ok(&["decr", "worker-2/1", "--by", "2", "--join", &addr]);
+    client_ok(&["incr", "coordinator/0", "--by", "10", "--join", &addr]);
+    let s = p.complete().unwrap();
+    assert_eq!(
+        (s["total_value"].as_i64(), s["total_operations"].as_u64()),
+        (Some(13), Some(3))
+    );
+    p.wait_mesh();
+    for service in ["coordinator", "worker-1", "worker-2"] {
+        let id = p.container(service);
+        wait_for(
+            &format!("{service} to be healthy"),
+            Duration::from_secs(30),
+            || {
+                let status = ok(
+                    run(
+                        "docker",
+                        &["inspect", "-f", "{{.State.Health.Status}}", &id],
+                    ),
+                    "docker inspect",
+                );
+                (status == "healthy").then_some(()).ok_or(status)
+            },
+        );
+        let user = ok(
+            run("docker", &["inspect", "-f", "{{.Config.User}}", &id]),
+            "inspect",
+        );
+        assert_eq!(user, "10001:10001", "{service} must not run as root");
+    }
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn killed_worker_is_reported_and_comes_back() {
+    let p = Project::up("kill", "20");
+    ok(p.compose(&["kill", "worker-2"]), "compose kill");
+    let detected = p.wait_unreachable("worker-2");
+    ok(p.compose(&["start", "worker-2"]), "compose start");
+    let recovered = p.wait_complete(2 * REJOIN);
+    report("kill/start worker", detected, recovered);
+    p.wait_mesh();
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn paused_worker_is_reported_while_stats_keep_answering() {
+    let p = Project::up("pause", "20");
+    ok(p.compose(&["pause", "worker-2"]), "compose pause");
+    let paused = Instant::now();
+    let started = Instant::now();
+    let s = stats_within(&p.addr(), "0.5").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stats took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s["complete"], false);
+    p.wait_unreachable("worker-2");
+    let detected = paused.elapsed();
+    ok(p.compose(&["unpause", "worker-2"]), "compose unpause");
+    let recovered = p.wait_complete(2 * REJOIN);
+    report("pause/unpause worker", detected, recovered);
+    p.wait_mesh();
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn disconnected_worker_is_reported_and_heals() {
+    let p = Project::up("net", "20");
+    let (net, id) = (p.network(), p.container("worker-2"));
+    ok(
+        run("docker", &["network", "disconnect", &net, &id]),
+        "network disconnect",
+    );
+    let detected = p.wait_unreachable("worker-2");
+    // Reconnect under the service's DNS name, which the other nodes dial.
+    ok(
+        run(
+            "docker",
+            &["network", "connect", "--alias", "worker-2", &net, &id],
+        ),
+        "network connect",
+    );
+    let recovered = p.wait_complete(2 * REJOIN);
+    report("network disconnect/connect worker", detected, recovered);
+    p.wait_mesh();
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn restarted_coordinator_gets_both_workers_back() {
+    let p = Project::up("restart", "20");
+    ok(p.compose(&["restart", "coordinator"]), "compose restart");
+    let recovered = p.wait_complete(2 * REJOIN);
+    println!(
+        "compose restart coordinator: complete {} ms after the restart",
+        recovered.as_millis()
+    );
+    assert!(recovered <= REJOIN, "took {recovered:?}");
+    p.wait_mesh();
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn down_is_graceful_and_logs_final_values() {
+    let p = Project::up("down", "20");
+    let ids: Vec<(String, String)> = ["coordinator", "worker-1", "worker-2"]
+        .iter()
+        .map(|s| (s.to_string(), p.container(s)))
+        .collect();
+    let started = Instant::now();
+    ok(p.compose(&["stop", "-t", "10"]), "compose stop");
+    let took = started.elapsed();
+    println!(
+        "compose stop: all three nodes stopped in {} ms",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stop took {took:?}: not graceful"
+    );
+    for (service, id) in ids {
+        let code = ok(
+            run("docker", &["inspect", "-f", "{{.State.ExitCode}}", &id]),
+            "inspect",
+        );
+        assert_eq!(code, "0", "{service} exit code");
+        let logs = run("docker", &["logs", &id]);
+        let text = String::from_utf8_lossy(&logs.stderr);
+        for i in 0..2 {
+            assert!(
+                text.contains(&format!("counter={service}/{i} ")) && text.contains("final value"),
+                "{service}/{i} did not log its final value:\n{text}"
+            );
+        }
+        assert!(text.contains("node stopped"), "{service}:\n{text}");
+    }
+}
