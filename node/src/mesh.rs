@@ -303,6 +303,19 @@ impl MeshState {
         for name in self.args.membership.forget_stale(FORGET_AFTER, now) {
             info!(peer = %name, "forgetting peer: not reachable for {FORGET_AFTER:?}");
         }
+        // Bookkeeping for addresses nobody needs any more goes too, so neither map
+        // grows with every peer or source address ever seen.
+        let wanted: HashSet<String> = self
+            .args
+            .seeds
+            .iter()
+            .cloned()
+            .chain(self.args.membership.snapshot().into_iter().map(|p| p.addr))
+            .collect();
+        self.dials
+            .retain(|addr, dial| dial.dialing || wanted.contains(addr));
+        self.inbound_failures_logged
+            .retain(|_, at| now.saturating_duration_since(*at) <= INBOUND_LOG_EVERY);
     }
 
     /// Closes every session with `name` (its remote actors leave the process groups).
