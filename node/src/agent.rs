@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::aggregator::AggregatorMessage;
-use crate::collect::{call_until, collect, counter_names, find_counter};
+use crate::collect::{call_until, collect, counter_names, find_counter, local_report};
 use crate::load::IssuedTally;
 use crate::membership::{Heard, Membership};
 
@@ -102,6 +102,14 @@ impl Actor for NodeAgent {
         match message {
             AgentMessage::GetInfo(reply) => {
                 let _ = reply.send(state.info());
+            }
+            AgentMessage::CollectLocal(deadline_ms, reply) => {
+                let info = state.info();
+                let until =
+                    Instant::now() + Duration::from_millis(deadline_ms).min(MAX_CLIENT_DEADLINE);
+                tokio::spawn(async move {
+                    let _ = reply.send(local_report(info, until).await);
+                });
             }
             AgentMessage::Heartbeat(beat) => {
                 let heard = state

@@ -1,18 +1,20 @@
 //! One collection: discover every node agent and counter through the process groups,
-//! ask all of them at once, and sum what answered before one shared deadline.
+//! ask every node at once for its part, and sum what answered before one shared deadline.
 //!
-//! The calls run concurrently (one task each) and every call's timeout is the time left
+//! Each node's agent answers `CollectLocal` by calling `GetStats` on all of its own
+//! counters at once ([`local_report`]), so the network carries one request and one
+//! answer per node instead of one per counter. Every call's timeout is the time left
 //! until the same deadline, so a collection never takes much longer than its deadline
 //! whatever the peers do. Whoever does not answer in time is reported, never silently
 //! dropped: a missing counter is listed in `missing_counters` and makes the collection
-//! incomplete.
+//! incomplete, and so is every counter of a node that is unreachable.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::rpc::CallResult;
 use ractor::{pg, ActorCell, ActorRef, Message, RpcReplyPort};
-use shared::agent::{AgentMessage, NodeInfo};
+use shared::agent::{AgentMessage, LocalReport, NodeInfo};
 use shared::counter::{CounterMessage, CounterStats};
 use shared::protocol::{counter_name, owner_node, COUNTERS_GROUP, NODES_GROUP};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
@@ -20,12 +22,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::membership::{Membership, PeerStatus, PeerView};
-
-/// What one probe of a collection produced.
-enum Probe {
-    Node(String, Option<NodeInfo>),
-    Counter(String, Option<CounterStats>),
-}
 
 /// Calls `actor` and waits at most until `until`. Any failure (timeout, dropped reply,
 /// a peer that went away) is `None`: the caller only needs to know it has no answer.
@@ -86,8 +82,44 @@ pub fn remote_agents() -> Vec<(String, ActorRef<AgentMessage>)> {
         .collect()
 }
 
+/// Share of a collection's remaining time a node gets for its own counters; the rest is
+/// for its answer to travel back.
+const NODE_SHARE: f64 = 0.8;
+
+/// This node's part of a collection: `GetStats` on every local counter at once, each
+/// call bounded by `until`.
+pub async fn local_report(info: NodeInfo, until: Instant) -> LocalReport {
+    let mut calls = JoinSet::new();
+    for (name, cell) in named_members(COUNTERS_GROUP) {
+        if !cell.get_id().is_local() {
+            continue;
+        }
+        let counter: ActorRef<CounterMessage> = cell.into();
+        calls.spawn(async move {
+            (
+                name,
+                call_until(counter, CounterMessage::GetStats, until).await,
+            )
+        });
+    }
+    let mut counters = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        match joined {
+            Ok(probe) => counters.push(probe),
+            Err(error) => tracing::error!(%error, "a counter probe failed"),
+        }
+    }
+    LocalReport { info, counters }
+}
+
 /// Runs one collection with the given deadline. `collected_by` names this node, and
 /// `membership` says which peers it expects (reachable or not).
+///
+/// Nodes and counters are discovered through the process groups. Each node's agent gets
+/// one `CollectLocal` call and answers for its own counters (each figure is still that
+/// counter's own `GetStats`), so a collection costs one round trip per node, not one
+/// per counter. A node that does not answer has every counter discovered for it listed
+/// missing.
 pub async fn collect(
     collected_by: &str,
     membership: &Membership,
@@ -96,6 +128,14 @@ pub async fn collect(
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let until = started + deadline;
+    let node_ms = deadline.mul_f64(NODE_SHARE).as_millis() as u64;
+
+    let mut discovered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, _) in named_members(COUNTERS_GROUP) {
+        if let Some(node) = owner_node(&name) {
+            discovered.entry(node.to_string()).or_default().push(name);
+        }
+    }
 
     let mut probes = JoinSet::new();
     for (name, cell) in named_members(NODES_GROUP) {
@@ -104,16 +144,13 @@ pub async fn collect(
         };
         let agent: ActorRef<AgentMessage> = cell.into();
         probes.spawn(async move {
-            Probe::Node(node, call_until(agent, AgentMessage::GetInfo, until).await)
-        });
-    }
-    for (name, cell) in named_members(COUNTERS_GROUP) {
-        let counter: ActorRef<CounterMessage> = cell.into();
-        probes.spawn(async move {
-            Probe::Counter(
-                name,
-                call_until(counter, CounterMessage::GetStats, until).await,
+            let report = call_until(
+                agent,
+                |reply| AgentMessage::CollectLocal(node_ms, reply),
+                until,
             )
+            .await;
+            (node, report)
         });
     }
 
@@ -121,10 +158,22 @@ pub async fn collect(
     let mut counters = Vec::new();
     while let Some(joined) = probes.join_next().await {
         match joined {
-            Ok(Probe::Node(name, info)) => nodes.push((name, info)),
-            Ok(Probe::Counter(name, stats)) => counters.push((name, stats)),
+            Ok((node, Some(report))) => {
+                discovered.remove(&node);
+                nodes.push((node, Some(report.info)));
+                counters.extend(report.counters);
+            }
+            Ok((node, None)) => {
+                let silent = discovered.remove(&node).unwrap_or_default();
+                counters.extend(silent.into_iter().map(|name| (name, None)));
+                nodes.push((node, None));
+            }
             Err(error) => tracing::error!(%error, "a collection probe failed"),
         }
+    }
+    // Counters of a node whose agent is not (yet) known: they exist, nobody answered.
+    for name in discovered.into_values().flatten() {
+        counters.push((name, None));
     }
 
     let collected_at_ms = started_wall

@@ -5,7 +5,7 @@ use ractor::RpcReplyPort;
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::counter::{CounterError, Delta};
+use crate::counter::{CounterError, CounterStats, Delta};
 use crate::protocol::Role;
 use crate::stats::ClusterStats;
 
@@ -18,6 +18,11 @@ pub enum AgentMessage {
     /// Serve a client command.
     #[rpc]
     Client(ClientRequest, RpcReplyPort<ClientReply>),
+    /// This node's part of a collection: describe the node and call `GetStats` on every
+    /// one of its own counters, answering within `deadline_ms`. One call per node
+    /// instead of one per counter across the network.
+    #[rpc]
+    CollectLocal(u64, RpcReplyPort<LocalReport>),
     /// "I am alive": every peer's mesh sends one every heartbeat interval. A peer not
     /// heard from for long enough is declared unreachable.
     Heartbeat(Beat),
@@ -35,6 +40,16 @@ pub struct Beat {
     pub from: String,
     /// The sender's incarnation (see [`NodeInfo::incarnation`]).
     pub incarnation: u64,
+}
+
+/// One node's part of a collection: what its agent and each of its counters said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalReport {
+    /// The node's description of itself.
+    pub info: NodeInfo,
+    /// Every counter of the node (found through the process group), with its own
+    /// `GetStats` answer, or `None` if it did not answer in time.
+    pub counters: Vec<(String, Option<CounterStats>)>,
 }
 
 /// A peer as other nodes should dial it.
@@ -156,4 +171,11 @@ pub enum ClientError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
 
-crate::wire_type!(Beat, PeerAddr, NodeInfo, ClientRequest, ClientReply);
+crate::wire_type!(
+    Beat,
+    PeerAddr,
+    NodeInfo,
+    LocalReport,
+    ClientRequest,
+    ClientReply
+);

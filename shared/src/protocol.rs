@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
 /// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The process group every counter of every node joins; the aggregator and the load
 /// clients discover counters, local and remote, through it.

@@ -59,6 +59,18 @@ fn sample_stats() -> ClusterStats {
     }
 }
 
+fn sample_counter() -> CounterStats {
+    CounterStats {
+        name: "n/0".into(),
+        value: 42,
+        operations: 7,
+        rejected: 1,
+        ops_per_sec: 3.5,
+        recent_ops_per_sec: 2.0,
+        uptime_ms: 2000,
+    }
+}
+
 #[test]
 fn data_types_round_trip() {
     round_trip(Delta::Increment(u64::MAX));
@@ -68,15 +80,7 @@ fn data_types_round_trip() {
         value: i64::MAX,
         delta: Delta::Increment(1),
     })));
-    round_trip(CounterStats {
-        name: "n/0".into(),
-        value: 42,
-        operations: 7,
-        rejected: 1,
-        ops_per_sec: 3.5,
-        recent_ops_per_sec: 2.0,
-        uptime_ms: 2000,
-    });
+    round_trip(sample_counter());
     round_trip(PeerAddr {
         name: "n".into(),
         addr: "[::1]:4697".into(),
@@ -117,6 +121,21 @@ fn data_types_round_trip() {
     round_trip(ClientReply(Err(ClientError::FaultInjectionDisabled(
         "n".into(),
     ))));
+    round_trip(shared::agent::LocalReport {
+        info: NodeInfo {
+            name: "n".into(),
+            role: Role::Worker,
+            advertise: "n:1".into(),
+            protocol_version: PROTOCOL_VERSION,
+            incarnation: 2,
+            counters: 2,
+            counter_restarts: 0,
+            issued_value: 0,
+            issued_operations: 0,
+            known_peers: vec![],
+        },
+        counters: vec![("n/0".into(), None), ("n/1".into(), Some(sample_counter()))],
+    });
     round_trip(Beat {
         from: "n".into(),
         incarnation: 9,
