@@ -181,6 +181,9 @@ pub async fn collect(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let mut stats = summarize(collected_by, membership.snapshot(), nodes, counters);
+    if let Some(me) = stats.nodes.iter_mut().find(|n| n.name == collected_by) {
+        me.since_ms = membership.started_ms();
+    }
     stats.collected_at_ms = collected_at_ms;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     stats.deadline_ms = deadline.as_millis() as u64;

@@ -81,8 +81,21 @@ pub enum Heard {
 }
 
 /// The shared membership table. Cloning shares it.
-#[derive(Debug, Clone, Default)]
-pub struct Membership(Arc<Mutex<BTreeMap<String, Peer>>>);
+#[derive(Debug, Clone)]
+pub struct Membership {
+    peers: Arc<Mutex<BTreeMap<String, Peer>>>,
+    /// When this node started (ms since the Unix epoch): its own "since".
+    started_ms: u64,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Self {
+            peers: Arc::default(),
+            started_ms: now_ms(),
+        }
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -96,7 +109,7 @@ impl Membership {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
         // A panic while holding the lock cannot leave the map half-updated in a way
         // that matters: every method changes one entry.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records that `name` can be dialed at `addr` (from gossip). A new peer starts
@@ -215,6 +228,11 @@ impl Membership {
             peers.remove(name);
         }
         stale
+    }
+
+    /// When this node started, in milliseconds since the Unix epoch.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
     }
 
     /// The status of `name`, if known.

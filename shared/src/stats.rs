@@ -60,8 +60,8 @@ pub struct NodeStats {
     /// Whether the collecting node's failure detector considers this node reachable
     /// (always true for the collecting node itself).
     pub reachable: bool,
-    /// When `reachable` last changed (or the node was first seen), in milliseconds
-    /// since the Unix epoch.
+    /// When `reachable` last changed (or the node was first seen; for the collecting
+    /// node, when it started), in milliseconds since the Unix epoch.
     pub since_ms: u64,
     /// Whether the node's agent answered within the deadline.
     pub answered: bool,

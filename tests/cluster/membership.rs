@@ -27,6 +27,13 @@ fn coordinator_and_two_workers_aggregate_all_counters() {
     );
     for node in s["nodes"].as_array().unwrap() {
         assert_eq!(node["reachable"], true, "{node}");
+        assert_eq!(node["answered"], true, "{node}");
+        let since = node["since_ms"].as_u64().unwrap();
+        let at = s["collected_at_ms"].as_u64().unwrap();
+        assert!(
+            since > 0 && since <= at,
+            "since_ms {since} vs collected_at_ms {at}"
+        );
         let counters = node["counters"].as_array().unwrap();
         assert_eq!(counters.len(), 4, "{node}");
         for c in counters {
