@@ -16,13 +16,16 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::agent::{
     AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, NodeInfo,
 };
-use shared::counter::{ApplyOutcome, CounterMessage};
-use shared::protocol::{Role, NODES_GROUP, PROTOCOL_VERSION};
+use shared::counter::{CounterError, ValueOutcome};
+use shared::host::HostMessage;
+use shared::protocol::{counter_name, parse_counter_name, Role, NODES_GROUP, PROTOCOL_VERSION};
+use shared::stats::ClusterStats;
 use tokio::time::Instant;
 use tracing::info;
 
 use crate::aggregator::AggregatorMessage;
-use crate::collect::{call_until, collect, counter_names, find_counter, local_report};
+use crate::collect::{call_until, collect, collect_sequential, find_host, hosts, local_report};
+use crate::counter::CounterMessage;
 use crate::load::IssuedTally;
 use crate::membership::{Heard, Membership};
 
@@ -140,9 +143,14 @@ impl Actor for NodeAgent {
 /// Serves one client command.
 async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer, ClientError> {
     match request {
-        ClientRequest::Stats { deadline_ms } => {
+        ClientRequest::Stats {
+            deadline_ms,
+            per_counter,
+            sequential,
+        } => {
             let deadline = Duration::from_millis(deadline_ms.max(1)).min(MAX_CLIENT_DEADLINE);
             let stats = match &args.aggregator {
+                _ if sequential => collect_sequential(&args.name, &args.membership, deadline).await,
                 // On the coordinator the aggregator runs it, so its view stays current.
                 Some(aggregator) => call_until(
                     aggregator.clone(),
@@ -153,9 +161,9 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 .ok_or_else(|| ClientError::Internal("aggregator did not answer".into()))?,
                 None => collect(&args.name, &args.membership, deadline).await,
             };
-            Ok(ClientAnswer::Stats(Box::new(stats)))
+            Ok(ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
         }
-        ClientRequest::LastStats => {
+        ClientRequest::LastStats { per_counter } => {
             let aggregator = args
                 .aggregator
                 .clone()
@@ -164,51 +172,91 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
             call_until(aggregator, AggregatorMessage::GetTotalStats, until)
                 .await
                 .ok_or_else(|| ClientError::Internal("aggregator did not answer".into()))?
-                .map(|stats| ClientAnswer::Stats(Box::new(stats)))
+                .map(|stats| ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
                 .ok_or(ClientError::NotCollectedYet)
         }
         ClientRequest::Apply { counter, delta } => {
-            let actor = lookup(&counter)?;
+            let (host, index) = lookup(args, &counter)?;
             let until = Instant::now() + COUNTER_CALL_TIMEOUT;
-            match call_until(actor, |reply| CounterMessage::Apply { delta, reply }, until).await {
-                Some(ApplyOutcome(Ok(value))) => Ok(ClientAnswer::Value(value)),
-                Some(ApplyOutcome(Err(error))) => Err(ClientError::Refused { counter, error }),
-                None => Err(ClientError::CounterTimeout(counter)),
-            }
+            let outcome = call_until(
+                host,
+                |reply| HostMessage::Apply {
+                    counter: index,
+                    delta,
+                    reply,
+                },
+                until,
+            )
+            .await;
+            value_answer(args, counter, outcome)
         }
         ClientRequest::CrashCounter { counter } => {
             if !args.fault_injection {
                 return Err(ClientError::FaultInjectionDisabled(args.name.clone()));
             }
-            let actor = lookup(&counter)?;
-            if !actor.get_id().is_local() {
+            lookup(args, &counter)?;
+            if parse_counter_name(&counter).map(|(node, _)| node) != Some(args.name.as_str()) {
                 // The counter's own node decides whether it allows fault injection.
                 return Err(ClientError::Internal(format!(
                     "ask the node that hosts '{counter}'"
                 )));
             }
-            actor
-                .cast(CounterMessage::Crash)
-                .map_err(|_| ClientError::CounterTimeout(counter))?;
+            ActorRef::<CounterMessage>::where_is(counter.clone())
+                .and_then(|actor| actor.cast(CounterMessage::Crash).ok())
+                .ok_or(ClientError::CounterTimeout(counter))?;
             Ok(ClientAnswer::Done)
         }
         ClientRequest::Get { counter } => {
-            let actor = lookup(&counter)?;
+            let (host, index) = lookup(args, &counter)?;
             let until = Instant::now() + COUNTER_CALL_TIMEOUT;
-            call_until(actor, CounterMessage::GetValue, until)
-                .await
-                .map(ClientAnswer::Value)
-                .ok_or(ClientError::CounterTimeout(counter))
+            let outcome =
+                call_until(host, |reply| HostMessage::GetValue(index, reply), until).await;
+            value_answer(args, counter, outcome)
         }
     }
 }
 
-fn lookup(counter: &str) -> Result<ActorRef<CounterMessage>, ClientError> {
-    find_counter(counter).ok_or_else(|| ClientError::UnknownCounter {
+/// Drops the per-counter lines unless the client asked for them.
+fn detail(mut stats: ClusterStats, per_counter: bool) -> ClusterStats {
+    if !per_counter {
+        for node in &mut stats.nodes {
+            node.counters = Vec::new();
+        }
+    }
+    stats
+}
+
+/// A counter's answer (or its absence) as the client's answer.
+fn value_answer(
+    args: &AgentArgs,
+    counter: String,
+    outcome: Option<ValueOutcome>,
+) -> Result<ClientAnswer, ClientError> {
+    match outcome {
+        Some(ValueOutcome(Ok(value))) => Ok(ClientAnswer::Value(value)),
+        Some(ValueOutcome(Err(CounterError::NoSuchCounter(_)))) => Err(unknown(args, &counter)),
+        Some(ValueOutcome(Err(CounterError::NotRunning(_)))) | None => {
+            Err(ClientError::CounterTimeout(counter))
+        }
+        Some(ValueOutcome(Err(error))) => Err(ClientError::Refused { counter, error }),
+    }
+}
+
+/// The host of the node that owns `counter`, and the counter's index there.
+fn lookup(args: &AgentArgs, counter: &str) -> Result<(ActorRef<HostMessage>, u32), ClientError> {
+    let (node, index) = parse_counter_name(counter).ok_or_else(|| unknown(args, counter))?;
+    let host = find_host(node).ok_or_else(|| unknown(args, counter))?;
+    Ok((host, index))
+}
+
+fn unknown(args: &AgentArgs, counter: &str) -> ClientError {
+    let example_node = hosts()
+        .into_iter()
+        .map(|(node, _)| node)
+        .next()
+        .unwrap_or_else(|| args.name.clone());
+    ClientError::UnknownCounter {
         name: counter.to_string(),
-        example: counter_names()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| "coordinator/0".to_string()),
-    })
+        example: counter_name(&example_node, 0),
+    }
 }

@@ -8,6 +8,9 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use shared::protocol::{validate_node_name, Role};
 
+use crate::bench::sender::Measure;
+use crate::push::Mode;
+
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4697;
 
@@ -86,6 +89,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", requires = "load", value_parser = clap::value_parser!(u64).range(1..))]
     pub load_ops: Option<u64>,
 
+    /// How the load clients send: `coalesced` sums changes per counter and sends one
+    /// batch per node every few milliseconds; `unbatched` sends one message per
+    /// operation (slower; for comparison).
+    #[arg(long, value_name = "MODE", requires = "load", value_enum, default_value_t = Mode::Coalesced)]
+    pub load_mode: Mode,
+
     /// Seconds between the coordinator's logged cluster summaries.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
     pub stats_interval: Duration,
@@ -119,6 +128,10 @@ pub enum Command {
         /// running a fresh one (only a coordinator can answer).
         #[arg(long)]
         last: bool,
+        /// Leave out the per-counter lines: totals, nodes and missing counters only
+        /// (for clusters with very many counters).
+        #[arg(long)]
+        totals: bool,
         /// Deadline of the collection, in seconds.
         #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
         deadline: Duration,
@@ -157,6 +170,61 @@ pub enum Command {
     Health {
         #[command(flatten)]
         conn: ClientArgs,
+    },
+    /// Measure this machine's cluster: start node processes on loopback, push
+    /// increments, time calls and collections, and print the figures beside their
+    /// goals (see BENCHMARKS.md). Takes about a minute.
+    Bench {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Instead: start 3 nodes with --scale-counters counters each, and report how
+        /// long they take to form, a full collection, and their memory.
+        #[arg(long)]
+        scale: bool,
+        /// Increments in the coalesced push.
+        #[arg(long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        ops: u64,
+        /// Increments in the unbatched push (one message each, so much slower).
+        #[arg(long, value_name = "N", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+        unbatched_ops: u64,
+        /// Sequential calls timed for the latency percentiles.
+        #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+        calls: u64,
+        /// Collections timed (the median is reported).
+        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+        collections: u32,
+        /// Counters spread over the 3 nodes the collections run on.
+        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(3..=1_000_000))]
+        counters: u32,
+        /// Counters on the node the pushes go to.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        push_counters: u32,
+        /// Counters per node with --scale.
+        #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        scale_counters: u32,
+        /// Frames sent for the raw TCP reference.
+        #[arg(long, value_name = "N", default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+        raw_frames: u64,
+    },
+    /// The client process `node bench` starts (one measurement, JSON on stdout).
+    #[command(hide = true)]
+    BenchSender {
+        /// The node to push to or call.
+        #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
+        join: String,
+        /// The cluster's shared secret (default: the loopback development cookie).
+        #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
+        cookie: Option<String>,
+        /// Push increments, or time calls.
+        #[arg(long, value_enum)]
+        measure: Measure,
+        /// How pushes are sent.
+        #[arg(long, value_enum, default_value_t = Mode::Coalesced)]
+        mode: Mode,
+        /// Operations (or calls).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        ops: u64,
     },
     /// Fault injection for tests and drills.
     #[command(subcommand, hide = true)]

@@ -15,12 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ractor::rpc::CallResult;
 use ractor::{pg, ActorCell, ActorRef, Message, RpcReplyPort};
 use shared::agent::{AgentMessage, LocalReport, NodeInfo};
-use shared::counter::{CounterMessage, CounterStats};
-use shared::protocol::{counter_name, owner_node, COUNTERS_GROUP, NODES_GROUP};
+use shared::counter::{CounterStats, StatsOutcome};
+use shared::host::HostMessage;
+use shared::protocol::{counter_name, owner_node, COUNTERS_GROUP, HOSTS_GROUP, NODES_GROUP};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::counter::CounterMessage;
 use crate::membership::{Membership, PeerStatus, PeerView};
 
 /// Calls `actor` and waits at most until `until`. Any failure (timeout, dropped reply,
@@ -55,22 +57,22 @@ fn named_members(group: &str) -> Vec<(String, ActorCell)> {
         .collect()
 }
 
-/// Finds a counter, local or remote, by its cluster-wide name.
-pub fn find_counter(name: &str) -> Option<ActorRef<CounterMessage>> {
-    named_members(COUNTERS_GROUP)
+/// Counter hosts currently known (this node's and its peers'), by node name, sorted.
+pub fn hosts() -> Vec<(String, ActorRef<HostMessage>)> {
+    let mut hosts: Vec<(String, ActorRef<HostMessage>)> = named_members(HOSTS_GROUP)
         .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, cell)| cell.into())
+        .filter_map(|(name, cell)| owner_node(&name).map(|n| (n.to_string(), cell.into())))
+        .collect();
+    hosts.sort_by(|a, b| a.0.cmp(&b.0));
+    hosts
 }
 
-/// Names of every counter currently known, sorted.
-pub fn counter_names() -> Vec<String> {
-    let mut names: Vec<String> = named_members(COUNTERS_GROUP)
+/// The counter host of `node`, if it is known.
+pub fn find_host(node: &str) -> Option<ActorRef<HostMessage>> {
+    hosts()
         .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    names.sort();
-    names
+        .find(|(n, _)| n == node)
+        .map(|(_, host)| host)
 }
 
 /// Remote node agents currently known, by node name.
@@ -86,20 +88,15 @@ pub fn remote_agents() -> Vec<(String, ActorRef<AgentMessage>)> {
 /// for its answer to travel back.
 const NODE_SHARE: f64 = 0.8;
 
-/// This node's part of a collection: `GetStats` on every local counter at once, each
-/// call bounded by `until`.
+/// This node's part of a collection: `GetStats` on every local counter (found through
+/// the counters group) at once, each call bounded by `until`.
 pub async fn local_report(info: NodeInfo, until: Instant) -> LocalReport {
     let mut calls = JoinSet::new();
     for (name, cell) in named_members(COUNTERS_GROUP) {
-        if !cell.get_id().is_local() {
-            continue;
-        }
         let counter: ActorRef<CounterMessage> = cell.into();
         calls.spawn(async move {
-            (
-                name,
-                call_until(counter, CounterMessage::GetStats, until).await,
-            )
+            let stats = call_until(counter, CounterMessage::GetStats, until).await;
+            (name, stats.and_then(|StatsOutcome(s)| s.ok()))
         });
     }
     let mut counters = Vec::new();
@@ -115,11 +112,11 @@ pub async fn local_report(info: NodeInfo, until: Instant) -> LocalReport {
 /// Runs one collection with the given deadline. `collected_by` names this node, and
 /// `membership` says which peers it expects (reachable or not).
 ///
-/// Nodes and counters are discovered through the process groups. Each node's agent gets
-/// one `CollectLocal` call and answers for its own counters (each figure is still that
-/// counter's own `GetStats`), so a collection costs one round trip per node, not one
-/// per counter. A node that does not answer has every counter discovered for it listed
-/// missing.
+/// Nodes are discovered through the nodes group. Each node's agent gets one
+/// `CollectLocal` call and answers for its own counters, which it discovers through its
+/// counters group (each figure is still that counter's own `GetStats`), so a collection
+/// costs one round trip per node, not one per counter. A node that does not answer has
+/// every counter it is known to host listed missing.
 pub async fn collect(
     collected_by: &str,
     membership: &Membership,
@@ -129,13 +126,6 @@ pub async fn collect(
     let started_wall = SystemTime::now();
     let until = started + deadline;
     let node_ms = deadline.mul_f64(NODE_SHARE).as_millis() as u64;
-
-    let mut discovered: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (name, _) in named_members(COUNTERS_GROUP) {
-        if let Some(node) = owner_node(&name) {
-            discovered.entry(node.to_string()).or_default().push(name);
-        }
-    }
 
     let mut probes = JoinSet::new();
     for (name, cell) in named_members(NODES_GROUP) {
@@ -159,23 +149,75 @@ pub async fn collect(
     while let Some(joined) = probes.join_next().await {
         match joined {
             Ok((node, Some(report))) => {
-                discovered.remove(&node);
                 nodes.push((node, Some(report.info)));
                 counters.extend(report.counters);
             }
-            Ok((node, None)) => {
-                let silent = discovered.remove(&node).unwrap_or_default();
-                counters.extend(silent.into_iter().map(|name| (name, None)));
-                nodes.push((node, None));
-            }
+            Ok((node, None)) => nodes.push((node, None)),
             Err(error) => tracing::error!(%error, "a collection probe failed"),
         }
     }
-    // Counters of a node whose agent is not (yet) known: they exist, nobody answered.
-    for name in discovered.into_values().flatten() {
-        counters.push((name, None));
-    }
 
+    finish(
+        collected_by,
+        membership,
+        (started, started_wall),
+        deadline,
+        nodes,
+        counters,
+    )
+}
+
+/// A collection the way the original article does it, kept as the baseline `node
+/// bench` measures against: every node's agent asked for its description, then every
+/// counter of every node (through its node's host) asked for its statistics, one call
+/// after another, all within `deadline`.
+pub async fn collect_sequential(
+    collected_by: &str,
+    membership: &Membership,
+    deadline: Duration,
+) -> ClusterStats {
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let until = started + deadline;
+    let mut nodes = Vec::new();
+    let mut counters = Vec::new();
+    let hosts = hosts();
+    for (name, cell) in named_members(NODES_GROUP) {
+        let Some(node) = owner_node(&name).map(str::to_string) else {
+            continue;
+        };
+        let agent: ActorRef<AgentMessage> = cell.into();
+        let info = call_until(agent, AgentMessage::GetInfo, until).await;
+        let host = hosts.iter().find(|(n, _)| *n == node).map(|(_, h)| h);
+        if let (Some(info), Some(host)) = (&info, host) {
+            for index in 0..info.counters {
+                let stats = call_until(host.clone(), |r| HostMessage::GetStats(index, r), until)
+                    .await
+                    .and_then(|StatsOutcome(s)| s.ok());
+                counters.push((counter_name(&node, index), stats));
+            }
+        }
+        nodes.push((node, info));
+    }
+    finish(
+        collected_by,
+        membership,
+        (started, started_wall),
+        deadline,
+        nodes,
+        counters,
+    )
+}
+
+/// Sums the answers and fills in the timing fields.
+fn finish(
+    collected_by: &str,
+    membership: &Membership,
+    (started, started_wall): (Instant, SystemTime),
+    deadline: Duration,
+    nodes: Vec<(String, Option<NodeInfo>)>,
+    counters: Vec<(String, Option<CounterStats>)>,
+) -> ClusterStats {
     let collected_at_ms = started_wall
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use shared::agent::{ClientAnswer, ClientRequest};
 use shared::counter::Delta;
 
+use crate::bench::BenchOptions;
 use crate::cli::{ClientArgs, Command, DebugCommand};
 use crate::client::ClusterClient;
 use crate::config::DEV_COOKIE;
@@ -20,14 +21,18 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
         Command::Stats {
             json,
             last,
+            totals,
             deadline,
             conn,
         } => {
+            let per_counter = !totals;
             let request = if last {
-                ClientRequest::LastStats
+                ClientRequest::LastStats { per_counter }
             } else {
                 ClientRequest::Stats {
                     deadline_ms: deadline.as_millis() as u64,
+                    per_counter,
+                    sequential: false,
                 }
             };
             let answer = request_once(&conn, request, deadline + ANSWER_MARGIN).await?;
@@ -74,6 +79,42 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
                 info.known_peers.len(),
                 info.counters
             );
+        }
+        Command::Bench {
+            json,
+            scale,
+            ops,
+            unbatched_ops,
+            calls,
+            collections,
+            counters,
+            push_counters,
+            scale_counters,
+            raw_frames,
+        } => {
+            crate::bench::run(BenchOptions {
+                json,
+                scale,
+                ops,
+                unbatched_ops,
+                calls,
+                collections,
+                counters,
+                push_counters,
+                scale_counters,
+                raw_frames,
+            })
+            .await?;
+        }
+        Command::BenchSender {
+            join,
+            cookie,
+            measure,
+            mode,
+            ops,
+        } => {
+            let cookie = cookie.as_deref().unwrap_or(DEV_COOKIE);
+            crate::bench::sender::run(&join, cookie, measure, mode, ops).await?;
         }
         Command::Debug(DebugCommand::CrashCounter { counter, conn }) => {
             let request = ClientRequest::CrashCounter {

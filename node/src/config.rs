@@ -7,6 +7,7 @@ use shared::protocol::Role;
 
 use crate::cli::ServeArgs;
 use crate::error::NodeError;
+use crate::push::Mode;
 
 /// The cookie used when none is given and every address involved is loopback: fine for
 /// trying the cluster on one machine, refused for anything reachable from the network.
@@ -19,6 +20,8 @@ pub struct LoadSpec {
     pub rate: u32,
     /// Stop after this many operations.
     pub max_ops: Option<u64>,
+    /// Coalesced or one message per operation.
+    pub mode: Mode,
 }
 
 /// Everything a node needs to run, checked.
@@ -108,6 +111,7 @@ impl NodeConfig {
             load: args.load.filter(|&rate| rate > 0).map(|rate| LoadSpec {
                 rate,
                 max_ops: args.load_ops,
+                mode: args.load_mode,
             }),
             stats_interval: args.stats_interval,
             collect_timeout: args.collect_timeout,

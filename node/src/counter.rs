@@ -2,8 +2,13 @@
 //!
 //! All arithmetic lives in [`CounterState`] (plain data, tested without actors); the
 //! actor only routes messages to it. Counters join [`COUNTERS_GROUP`] in `pre_start`,
-//! which is how the aggregator, the load clients and other nodes find them; ractor
-//! removes them from the group when they stop.
+//! which is how their node's agent (for collections) and host (for everything from
+//! other nodes) find them; ractor removes them from the group when they stop.
+//!
+//! [`CounterMessage`] is deliberately node-local: ractor_cluster mirrors every actor
+//! whose messages can cross the network onto every peer (about 11 KB per actor per
+//! peer), which at 100,000 counters per node would cost gigabytes. Other nodes reach a
+//! counter through its node's [`crate::host`].
 //!
 //! After every message the counter commits its value, operation and rejection counts
 //! to a [`Checkpoint`] that its supervisor keeps, so a counter restarted after a
@@ -14,12 +19,52 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
-use shared::counter::{ApplyOutcome, CounterError, CounterMessage, CounterStats, Delta};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use shared::counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
 use shared::protocol::COUNTERS_GROUP;
 use tracing::{error, info, warn};
 
 use crate::rate::RateWindow;
+
+/// A message to a counter (node-local). Counters handle them strictly one at a time.
+#[derive(RactorMessage)]
+pub enum CounterMessage {
+    /// Add `amount`, fire-and-forget. A change that would overflow is rejected,
+    /// counted in [`CounterStats::rejected`] and logged.
+    Increment {
+        /// How much to add.
+        amount: u64,
+    },
+    /// Subtract `amount`, fire-and-forget; rejected like [`CounterMessage::Increment`].
+    Decrement {
+        /// How much to subtract.
+        amount: u64,
+    },
+    /// Apply `operations` coalesced changes that sum to `delta`, as a whole: all of
+    /// them, or (on overflow) none, counted as `operations` rejections.
+    Add {
+        /// Net change.
+        delta: i128,
+        /// How many operations it stands for.
+        operations: u64,
+    },
+    /// Apply `delta` and answer with the new value or the reason it was rejected.
+    Apply {
+        /// The change to apply.
+        delta: Delta,
+        /// Where the outcome goes.
+        reply: RpcReplyPort<ValueOutcome>,
+    },
+    /// Answer with the current value (always `Ok`: the reply type is the host's, so
+    /// that the host can hand a remote caller's port straight to the counter).
+    GetValue(RpcReplyPort<ValueOutcome>),
+    /// Answer with the counter's statistics (always `Ok`, as for `GetValue`).
+    GetStats(RpcReplyPort<StatsOutcome>),
+    /// Fail on purpose (fault injection, for supervision tests and drills). Ignored,
+    /// with a warning, unless the node runs with `--enable-fault-injection`.
+    Crash,
+}
 
 /// The counter behaviour.
 #[derive(Debug, Default)]
@@ -125,20 +170,27 @@ impl CounterState {
 
     /// Applies `delta` at `now`. On overflow nothing changes except the rejection count.
     pub fn apply(&mut self, delta: Delta, now: Instant) -> Result<i64, CounterError> {
-        let next = i128::from(self.value) + delta.signed();
+        self.add(delta.signed(), 1, now)
+            .map_err(|value| CounterError::Overflow { value, delta })
+    }
+
+    /// Applies `operations` changes summing to `delta` at `now`, as a whole. On
+    /// overflow nothing changes except the rejection count (by `operations`), and the
+    /// unchanged value is the error.
+    pub fn add(&mut self, delta: i128, operations: u64, now: Instant) -> Result<i64, i64> {
+        let next = i128::from(self.value)
+            .checked_add(delta)
+            .unwrap_or(i128::MAX);
         match i64::try_from(next) {
             Ok(value) => {
                 self.value = value;
-                self.operations += 1;
-                self.rate.record(now, 1);
+                self.operations = self.operations.saturating_add(operations);
+                self.rate.record(now, operations);
                 Ok(value)
             }
             Err(_) => {
-                self.rejected += 1;
-                Err(CounterError::Overflow {
-                    value: self.value,
-                    delta,
-                })
+                self.rejected = self.rejected.saturating_add(operations);
+                Err(self.value)
             }
         }
     }
@@ -213,14 +265,20 @@ impl Actor for Counter {
         match message {
             CounterMessage::Increment { amount } => state.apply_logged(Delta::Increment(amount)),
             CounterMessage::Decrement { amount } => state.apply_logged(Delta::Decrement(amount)),
+            CounterMessage::Add { delta, operations } => {
+                if let Err(value) = state.add(delta, operations, Instant::now()) {
+                    warn!(counter = %state.name, value, delta, operations,
+                        "coalesced change rejected: it would overflow");
+                }
+            }
             CounterMessage::Apply { delta, reply } => {
-                let _ = reply.send(ApplyOutcome(state.apply(delta, Instant::now())));
+                let _ = reply.send(ValueOutcome(state.apply(delta, Instant::now())));
             }
             CounterMessage::GetValue(reply) => {
-                let _ = reply.send(state.value);
+                let _ = reply.send(ValueOutcome(Ok(state.value)));
             }
             CounterMessage::GetStats(reply) => {
-                let _ = reply.send(state.stats(Instant::now()));
+                let _ = reply.send(StatsOutcome(Ok(state.stats(Instant::now()))));
             }
             CounterMessage::Crash if args.fault_injection => {
                 error!(counter = %state.name, "failing on request (fault injection)");
@@ -273,6 +331,20 @@ mod tests {
     }
 
     #[test]
+    fn coalesced_changes_count_every_operation_or_none() {
+        let t0 = Instant::now();
+        let mut c = CounterState::new("n/0".into(), t0);
+        assert_eq!(c.add(12, 5, t0), Ok(12));
+        assert_eq!(c.add(-20, 3, t0), Ok(-8));
+        assert_eq!((c.value, c.operations, c.rejected), (-8, 8, 0));
+        // A sum beyond i64 is refused whole, and each of its operations is counted.
+        assert_eq!(c.add(i128::from(i64::MAX) + 9, 4, t0), Err(-8));
+        assert_eq!(c.add(i128::MIN, 2, t0), Err(-8));
+        assert_eq!((c.value, c.operations, c.rejected), (-8, 8, 6));
+        assert_eq!(c.stats(t0 + Duration::from_secs(1)).operations, 8);
+    }
+
+    #[test]
     fn stats_report_rates() {
         let t0 = Instant::now();
         let mut c = CounterState::new("n/0".into(), t0);
@@ -298,18 +370,31 @@ mod tests {
             .cast(CounterMessage::Increment { amount: 10 })
             .unwrap();
         actor.cast(CounterMessage::Decrement { amount: 3 }).unwrap();
+        actor
+            .cast(CounterMessage::Add {
+                delta: -4,
+                operations: 2,
+            })
+            .unwrap();
         let out = ractor::call!(actor, |reply| CounterMessage::Apply {
-            delta: Delta::Increment(1),
+            delta: Delta::Increment(5),
             reply
         })
         .unwrap();
-        assert_eq!(out, ApplyOutcome(Ok(8)));
-        assert_eq!(ractor::call!(actor, CounterMessage::GetValue).unwrap(), 8);
-        let stats = ractor::call!(actor, CounterMessage::GetStats).unwrap();
-        assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 3));
+        assert_eq!(out, ValueOutcome(Ok(8)));
+        assert_eq!(
+            ractor::call!(actor, CounterMessage::GetValue).unwrap(),
+            ValueOutcome(Ok(8))
+        );
+        let StatsOutcome(stats) = ractor::call!(actor, CounterMessage::GetStats).unwrap();
+        let stats = stats.unwrap();
+        assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 5));
         // Without fault injection a crash request changes nothing.
         actor.cast(CounterMessage::Crash).unwrap();
-        assert_eq!(ractor::call!(actor, CounterMessage::GetValue).unwrap(), 8);
+        assert_eq!(
+            ractor::call!(actor, CounterMessage::GetValue).unwrap(),
+            ValueOutcome(Ok(8))
+        );
         actor.stop(None);
         handle.await.unwrap();
     }

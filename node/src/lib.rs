@@ -12,19 +12,23 @@
 //! | [`counter`] | the counter actor and its arithmetic |
 //! | [`rate`] | the sliding-window ops/s behind a counter's recent rate |
 //! | [`supervisor`] | the per-node supervisor that spawns (and restarts) counters |
+//! | [`host`] | the counter host: how other nodes and clients reach this node's counters |
 //! | [`agent`] | the node agent: membership info and client requests |
 //! | [`collect`] | one concurrent collection over all counters, with one deadline |
 //! | [`aggregator`] | the coordinator's periodic collections and their log line |
-//! | [`load`] | synthetic load clients and the tally of what they issued |
+//! | [`push`] | coalesced, windowed sending of changes: batches, acknowledgements |
+//! | [`load`] | synthetic load clients (rate-limited, through a pusher) |
 //! | [`membership`] | the cluster as this node sees it: peers, reachability, since when |
 //! | [`mesh`] | dialing, heartbeats, the failure detector, gossip, leaving cleanly |
 //! | [`client`] | a client's short-lived connection to one member |
-//! | [`commands`] | `node stats|incr|decr|get` |
+//! | [`commands`] | `node stats|incr|decr|get|health|bench` |
+//! | [`bench`] | `node bench`: the figures, with real node processes |
 //! | [`output`] | the stats table and the one-line summary |
 //! | [`error`] | typed errors at the node's and the client's edges |
 
 pub mod agent;
 pub mod aggregator;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod collect;
@@ -32,10 +36,12 @@ pub mod commands;
 pub mod config;
 pub mod counter;
 pub mod error;
+pub mod host;
 pub mod load;
 pub mod membership;
 pub mod mesh;
 pub mod output;
+pub mod push;
 pub mod rate;
 pub mod server;
 pub mod shutdown;

@@ -458,6 +458,15 @@ impl Actor for Mesh {
             id: "mesh".to_string(),
             subscription: Box::new(SessionEvents(myself.clone())),
         })?;
+        // The server has been accepting connections since before this node's counters
+        // started: a peer that connected meanwhile sent its events to nobody. The
+        // server handles this call after the subscription, so every session is either
+        // listed here or reported by an event from now on.
+        for ses in sessions(&args.server).await.unwrap_or_default() {
+            if ses.peer_name.is_some() {
+                let _ = myself.cast(MeshMessage::PeerUp(Box::new(ses)));
+            }
+        }
         let rng = args.name.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         }) ^ args.incarnation;

@@ -2,7 +2,7 @@
 //! stop them in reverse order.
 //!
 //! What runs on every node: the ractor_cluster `NodeServer` (sessions with peers), the
-//! [`CounterSupervisor`] and its counters, the [`NodeAgent`], the [`Mesh`] (dialing and
+//! [`CounterSupervisor`] and its counters, the [`CounterHost`], the [`NodeAgent`], the [`Mesh`] (dialing and
 //! gossip) and, with `--load`, a [`LoadClient`]. The coordinator adds the [`Aggregator`].
 
 use std::future::Future;
@@ -13,13 +13,14 @@ use std::time::Duration;
 use ractor::Actor;
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::NodeServer;
-use shared::protocol::{agent_name, Role};
+use shared::protocol::{agent_name, host_name, Role};
 use tracing::{info, warn};
 
 use crate::agent::{AgentArgs, NodeAgent};
 use crate::aggregator::{Aggregator, AggregatorArgs};
 use crate::config::NodeConfig;
 use crate::error::NodeError;
+use crate::host::{CounterHost, HostArgs};
 use crate::load::{IssuedTally, LoadArgs, LoadClient};
 use crate::membership::Membership;
 use crate::mesh::{Mesh, MeshArgs};
@@ -78,6 +79,17 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     .await
     .map_err(spawn_err("counter supervisor"))?;
 
+    let (host, _) = Actor::spawn(
+        Some(host_name(&config.name)),
+        CounterHost,
+        HostArgs {
+            node_name: config.name.clone(),
+            counters: config.counters,
+        },
+    )
+    .await
+    .map_err(spawn_err("counter host"))?;
+
     let aggregator = match config.role {
         Role::Coordinator => Some(
             Actor::spawn(
@@ -125,7 +137,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             name: config.name.clone(),
             incarnation,
             seeds: config.seeds.clone(),
-            membership,
+            membership: membership.clone(),
             failure_timeout: config.failure_timeout,
         },
     )
@@ -140,8 +152,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 LoadArgs {
                     rate: spec.rate,
                     max_ops: spec.max_ops,
+                    mode: spec.mode,
                     tally: issued,
                     seed: seed_of(&config.name),
+                    node_name: config.name.clone(),
+                    counters: config.counters,
+                    membership: membership.clone(),
                 },
             )
             .await
@@ -172,6 +188,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         stop(aggregator.get_cell(), "aggregator").await;
     }
     stop(agent.get_cell(), "node agent").await;
+    stop(host.get_cell(), "counter host").await;
     supervisor
         .stop_children_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
         .await;

@@ -127,8 +127,9 @@ impl Actor for CounterSupervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter::CounterMessage;
     use ractor::pg;
-    use shared::counter::CounterMessage;
+    use shared::counter::{StatsOutcome, ValueOutcome};
     use shared::protocol::COUNTERS_GROUP;
     use std::time::Duration;
 
@@ -170,12 +171,16 @@ mod tests {
                 _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         };
-        let stats = ractor::call!(restarted, CounterMessage::GetStats).unwrap();
+        let StatsOutcome(stats) = ractor::call!(restarted, CounterMessage::GetStats).unwrap();
+        let stats = stats.unwrap();
         assert_eq!((stats.value, stats.operations), (38, 2));
         assert_eq!(restarts.load(Ordering::Relaxed), 1);
         // The other counter was not disturbed.
         let other = counter("sup-test/0").unwrap();
-        assert_eq!(ractor::call!(other, CounterMessage::GetValue).unwrap(), 0);
+        assert_eq!(
+            ractor::call!(other, CounterMessage::GetValue).unwrap(),
+            ValueOutcome(Ok(0))
+        );
 
         supervisor.stop(None);
         handle.await.unwrap();

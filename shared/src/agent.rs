@@ -94,9 +94,19 @@ pub enum ClientRequest {
     Stats {
         /// The collection's deadline in milliseconds.
         deadline_ms: u64,
+        /// Include one line per counter (false: totals, nodes and missing counters
+        /// only; what a cluster of 100,000s of counters needs to stay under the
+        /// 16 MiB frame limit).
+        per_counter: bool,
+        /// Call every counter one after another instead of one request per node (the
+        /// slow baseline `node bench` measures against).
+        sequential: bool,
     },
     /// The coordinator aggregator's most recent periodic collection.
-    LastStats,
+    LastStats {
+        /// As for [`ClientRequest::Stats`].
+        per_counter: bool,
+    },
     /// Apply a change to the named counter and answer with the new value.
     Apply {
         /// Cluster-wide counter name.

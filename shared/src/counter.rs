@@ -1,44 +1,10 @@
-//! What a counter actor answers, and what it answers with.
+//! A counter's wire vocabulary: changes, outcomes and statistics.
+//!
+//! Counter actors themselves are node-local (their messages never cross the network,
+//! so ractor does not mirror 100,000 counters onto every peer); other nodes and clients
+//! reach them through their node's counter host ([`crate::host::HostMessage`]).
 
-use ractor::RpcReplyPort;
-use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
-
-/// A message to a counter. Counters handle them strictly one at a time.
-///
-/// The variant names are the wire tags (ractor sends them as strings): renaming one
-/// is a protocol change.
-#[derive(RactorClusterMessage)]
-pub enum CounterMessage {
-    /// Add `amount`, fire-and-forget (what load clients send). An increment that would
-    /// overflow is rejected, counted in [`CounterStats::rejected`] and logged.
-    Increment {
-        /// How much to add.
-        amount: u64,
-    },
-    /// Subtract `amount`, fire-and-forget; rejected like [`CounterMessage::Increment`].
-    Decrement {
-        /// How much to subtract.
-        amount: u64,
-    },
-    /// Apply `delta` and answer with the new value or the reason it was rejected.
-    #[rpc]
-    Apply {
-        /// The change to apply.
-        delta: Delta,
-        /// Where the outcome goes.
-        reply: RpcReplyPort<ApplyOutcome>,
-    },
-    /// Answer with the current value.
-    #[rpc]
-    GetValue(RpcReplyPort<i64>),
-    /// Answer with the counter's statistics.
-    #[rpc]
-    GetStats(RpcReplyPort<CounterStats>),
-    /// Fail on purpose (fault injection, for supervision tests and drills). Ignored,
-    /// with a warning, unless the counter's node runs with `--enable-fault-injection`.
-    Crash,
-}
 
 /// One change to a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +25,15 @@ impl Delta {
     }
 }
 
-/// Why a counter refused a change. The value is left as it was.
+/// Why a counter operation failed. A refused change leaves the value as it was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CounterError {
+    /// The node has no counter with that index.
+    #[error("no counter '{0}' on its node")]
+    NoSuchCounter(String),
+    /// The counter exists but could not be reached (it is restarting or stopping).
+    #[error("counter '{0}' is not running")]
+    NotRunning(String),
     /// The result would not fit in an `i64`.
     #[error("{delta:?} would overflow counter value {value}")]
     Overflow {
@@ -72,9 +44,13 @@ pub enum CounterError {
     },
 }
 
-/// The answer to [`CounterMessage::Apply`]: the new value, or why nothing changed.
+/// A counter's value (after a change, or as read), or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyOutcome(pub Result<i64, CounterError>);
+pub struct ValueOutcome(pub Result<i64, CounterError>);
+
+/// A counter's statistics, or why there are none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsOutcome(pub Result<CounterStats, CounterError>);
 
 /// A counter's statistics at the moment it answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,4 +72,4 @@ pub struct CounterStats {
     pub uptime_ms: u64,
 }
 
-crate::wire_type!(Delta, ApplyOutcome, CounterStats);
+crate::wire_type!(Delta, ValueOutcome, StatsOutcome, CounterStats);

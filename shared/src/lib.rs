@@ -6,7 +6,10 @@
 //!   back, plus the macro that plugs a type into ractor's `BytesConvertable`.
 //! - [`protocol`]: the protocol version, process-group names and naming rules for nodes
 //!   and counters.
-//! - [`counter`]: messages a counter actor answers, and its replies.
+//! - [`counter`]: a counter's changes, outcomes and statistics.
+//! - [`host`]: messages a node's counter host answers: the remote entry point to the
+//!   node's counters, with coalesced batches and the acknowledgements behind
+//!   backpressure.
 //! - [`agent`]: messages a node's agent answers: membership gossip and client requests.
 //! - [`stats`]: the cluster-wide statistics a collection produces (also the `--json`
 //!   output of `node stats`).
@@ -14,10 +17,12 @@
 pub mod agent;
 pub mod codec;
 pub mod counter;
+pub mod host;
 pub mod protocol;
 pub mod stats;
 
 pub use agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, NodeInfo};
-pub use counter::{ApplyOutcome, CounterError, CounterMessage, CounterStats, Delta};
+pub use counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
+pub use host::{Change, Changes, HostMessage};
 pub use protocol::Role;
 pub use stats::{ClusterStats, CounterReport, NodeStats};

@@ -6,11 +6,16 @@ use std::str::FromStr;
 
 /// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
 /// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
-/// The process group every counter of every node joins; the aggregator and the load
-/// clients discover counters, local and remote, through it.
+/// The process group every counter joins. Counters are node-local actors, so ractor
+/// never mirrors them to peers: each node discovers its own counters through this
+/// group, and other nodes reach them through the node's host ([`HOSTS_GROUP`]).
 pub const COUNTERS_GROUP: &str = "counter-cluster.counters";
+
+/// The process group of counter hosts, one per node: the remote entry point to a
+/// node's counters (see [`crate::host::HostMessage`]).
+pub const HOSTS_GROUP: &str = "counter-cluster.hosts";
 
 /// The process group of node agents, one per node. A connection that has no agent
 /// here (a short-lived client) is not a cluster member.
@@ -87,6 +92,22 @@ pub fn agent_name(node: &str) -> String {
     format!("{node}/agent")
 }
 
+/// The actor name of a node's counter host, e.g. `worker-1/host`.
+pub fn host_name(node: &str) -> String {
+    format!("{node}/host")
+}
+
+/// Splits a counter name into its node and index (`None` unless it is `NODE/INDEX`
+/// with a valid node name and a decimal index).
+pub fn parse_counter_name(name: &str) -> Option<(&str, u32)> {
+    let (node, index) = name.rsplit_once('/')?;
+    validate_node_name(node).ok()?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((node, index.parse().ok()?))
+}
+
 /// The node that owns a counter or agent, from its actor name (`None` for a name that
 /// does not follow the scheme).
 pub fn owner_node(actor_name: &str) -> Option<&str> {
@@ -107,6 +128,12 @@ mod tests {
         assert_eq!(owner_node(&agent_name("coordinator")), Some("coordinator"));
         assert_eq!(owner_node("no-slash"), None);
         assert_eq!(owner_node("/3"), None);
+        assert_eq!(owner_node(&host_name("w")), Some("w"));
+        assert_eq!(parse_counter_name("worker-1/3"), Some(("worker-1", 3)));
+        assert_eq!(parse_counter_name("worker-1/+3"), None);
+        assert_eq!(parse_counter_name("worker-1/"), None);
+        assert_eq!(parse_counter_name("a b/1"), None);
+        assert_eq!(parse_counter_name("w/99999999999"), None);
     }
 
     #[test]

@@ -75,12 +75,27 @@ fn sample_counter() -> CounterStats {
 fn data_types_round_trip() {
     round_trip(Delta::Increment(u64::MAX));
     round_trip(Delta::Decrement(0));
-    round_trip(ApplyOutcome(Ok(-5)));
-    round_trip(ApplyOutcome(Err(CounterError::Overflow {
+    round_trip(ValueOutcome(Ok(-5)));
+    round_trip(ValueOutcome(Err(CounterError::Overflow {
         value: i64::MAX,
         delta: Delta::Increment(1),
     })));
+    round_trip(ValueOutcome(Err(CounterError::NoSuchCounter("n/9".into()))));
+    round_trip(StatsOutcome(Ok(sample_counter())));
+    round_trip(StatsOutcome(Err(CounterError::NotRunning("n/1".into()))));
     round_trip(sample_counter());
+    round_trip(Changes(vec![
+        Change {
+            counter: 0,
+            delta: i128::from(i64::MIN) * 3,
+            operations: u64::MAX,
+        },
+        Change {
+            counter: u32::MAX,
+            delta: 5,
+            operations: 2,
+        },
+    ]));
     round_trip(PeerAddr {
         name: "n".into(),
         addr: "[::1]:4697".into(),
@@ -101,8 +116,12 @@ fn data_types_round_trip() {
         }],
     });
     for request in [
-        ClientRequest::Stats { deadline_ms: 500 },
-        ClientRequest::LastStats,
+        ClientRequest::Stats {
+            deadline_ms: 500,
+            per_counter: true,
+            sequential: true,
+        },
+        ClientRequest::LastStats { per_counter: false },
         ClientRequest::Apply {
             counter: "n/1".into(),
             delta: Delta::Decrement(3),
@@ -166,23 +185,39 @@ fn bad_bytes_are_errors() {
 
 #[test]
 fn cast_messages_round_trip_and_garbage_is_refused() {
-    let serialized = CounterMessage::Increment { amount: 12 }
-        .serialize()
-        .unwrap();
-    match CounterMessage::deserialize(serialized).unwrap() {
-        CounterMessage::Increment { amount } => assert_eq!(amount, 12),
+    let serialized = HostMessage::Increment {
+        counter: 4,
+        amount: 12,
+    }
+    .serialize()
+    .unwrap();
+    match HostMessage::deserialize(serialized).unwrap() {
+        HostMessage::Increment { counter, amount } => assert_eq!((counter, amount), (4, 12)),
         _ => panic!("wrong variant"),
     }
-    let serialized = CounterMessage::Decrement { amount: 3 }.serialize().unwrap();
+    let serialized = HostMessage::Decrement {
+        counter: 0,
+        amount: 3,
+    }
+    .serialize()
+    .unwrap();
     assert!(matches!(
-        CounterMessage::deserialize(serialized),
-        Ok(CounterMessage::Decrement { amount: 3 })
+        HostMessage::deserialize(serialized),
+        Ok(HostMessage::Decrement {
+            counter: 0,
+            amount: 3
+        })
     ));
-    let serialized = CounterMessage::Crash.serialize().unwrap();
-    assert!(matches!(
-        CounterMessage::deserialize(serialized),
-        Ok(CounterMessage::Crash)
-    ));
+    let batch = Changes(vec![Change {
+        counter: 1,
+        delta: -7,
+        operations: 3,
+    }]);
+    let serialized = HostMessage::Changes(batch.clone()).serialize().unwrap();
+    match HostMessage::deserialize(serialized).unwrap() {
+        HostMessage::Changes(got) => assert_eq!(got, batch),
+        _ => panic!("wrong variant"),
+    }
     let beat = Beat {
         from: "n".into(),
         incarnation: 3,
@@ -197,13 +232,13 @@ fn cast_messages_round_trip_and_garbage_is_refused() {
         args: vec![],
         metadata: None,
     };
-    assert!(CounterMessage::deserialize(unknown).is_err());
+    assert!(HostMessage::deserialize(unknown).is_err());
     let garbage = SerializedMessage::Cast {
         variant: "Increment".into(),
         args: vec![1, 2, 3],
         metadata: None,
     };
-    assert!(CounterMessage::deserialize(garbage).is_err());
+    assert!(HostMessage::deserialize(garbage).is_err());
 }
 
 /// Serializes a call, deserializes it as the receiver would, answers through the
@@ -223,33 +258,58 @@ async fn rpc_round_trip<M: Message, R: Send + 'static + std::fmt::Debug + Partia
 #[tokio::test]
 async fn rpc_messages_round_trip_through_bytes() {
     rpc_round_trip(
-        |reply| CounterMessage::Apply {
+        |reply| HostMessage::Apply {
+            counter: 2,
             delta: Delta::Decrement(9),
             reply,
         },
         |m, r| match m {
-            CounterMessage::Apply { delta, reply } => {
-                assert_eq!(delta, Delta::Decrement(9));
+            HostMessage::Apply {
+                counter,
+                delta,
+                reply,
+            } => {
+                assert_eq!((counter, delta), (2, Delta::Decrement(9)));
                 reply.send(r).unwrap();
             }
             _ => panic!("wrong variant"),
         },
-        ApplyOutcome(Ok(-9)),
+        ValueOutcome(Ok(-9)),
     )
     .await;
     rpc_round_trip(
-        CounterMessage::GetValue,
+        |reply| HostMessage::GetValue(7, reply),
         |m, r| match m {
-            CounterMessage::GetValue(reply) => reply.send(r).unwrap(),
+            HostMessage::GetValue(7, reply) => reply.send(r).unwrap(),
             _ => panic!("wrong variant"),
         },
-        -17i64,
+        ValueOutcome(Ok(-17)),
     )
     .await;
     rpc_round_trip(
-        |reply| AgentMessage::Client(ClientRequest::LastStats, reply),
+        |reply| HostMessage::GetStats(0, reply),
         |m, r| match m {
-            AgentMessage::Client(ClientRequest::LastStats, reply) => reply.send(r).unwrap(),
+            HostMessage::GetStats(0, reply) => reply.send(r).unwrap(),
+            _ => panic!("wrong variant"),
+        },
+        StatsOutcome(Ok(sample_counter())),
+    )
+    .await;
+    rpc_round_trip(
+        |reply| HostMessage::Sync(41, reply),
+        |m, r| match m {
+            HostMessage::Sync(41, reply) => reply.send(r).unwrap(),
+            _ => panic!("wrong variant"),
+        },
+        41u64,
+    )
+    .await;
+    rpc_round_trip(
+        |reply| AgentMessage::Client(ClientRequest::LastStats { per_counter: true }, reply),
+        |m, r| match m {
+            AgentMessage::Client(ClientRequest::LastStats { per_counter: true }, reply) => {
+                reply.send(r).unwrap()
+            }
             _ => panic!("wrong variant"),
         },
         ClientReply(Ok(ClientAnswer::Stats(Box::new(sample_stats())))),

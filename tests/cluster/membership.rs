@@ -89,3 +89,23 @@ fn mesh_is_full_whichever_node_was_joined() {
         assert_eq!(s["collected_by"], node.name.as_str());
     }
 }
+
+#[test]
+fn a_peer_that_connects_while_a_node_is_starting_is_not_missed() {
+    // Starting 40,000 counters takes a while, and the cluster port is open meanwhile:
+    // the worker connects before the coordinator's mesh is listening for sessions.
+    // The coordinator must still count it as up (and gossip it to others).
+    let coordinator = NodeProc::start(
+        "coordinator",
+        &["--role", "coordinator", "--counters", "40000"],
+    );
+    let worker = NodeProc::start(
+        "worker-1",
+        &["--join", &coordinator.addr, "--counters", "1"],
+    );
+    let cluster = Cluster {
+        nodes: vec![coordinator, worker],
+    };
+    let s = cluster.wait_mesh(40_001);
+    assert_eq!(s["reachable_nodes"], 2, "{s}");
+}
