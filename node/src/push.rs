@@ -48,25 +48,36 @@ pub struct Limits {
     pub window: u64,
     /// Messages between two acknowledgement requests to the same node.
     pub fence_every: u64,
-    /// Pending operations that make a node's batch due (1: no coalescing).
+    /// Pending operations that make a node's batch due (1: no coalescing)...
     pub flush_ops: u64,
+    /// ...provided they average this many per counter in the batch: spread over many
+    /// counters, a batch waits until it carries several operations per change, since
+    /// the receiver's cost is one counter message per change, not per operation.
+    pub ops_per_change: u64,
+    /// Pending operations that make a batch due however they are spread.
+    pub max_batch_ops: u64,
 }
 
 impl Mode {
     /// The window and batch sizes used in this mode.
     pub fn limits(self) -> Limits {
         match self {
-            // Up to 32 batches of 4096 operations in flight per node: enough to keep a
-            // loopback link busy through a round trip, small enough to stay flat.
+            // Up to 32 batches in flight per node: enough to keep a loopback link busy
+            // through a round trip, small enough to stay flat. A batch carries 4096 to
+            // 65536 operations in at most as many changes (a few bytes each).
             Mode::Coalesced => Limits {
                 window: 32,
                 fence_every: 4,
                 flush_ops: 4096,
+                ops_per_change: 8,
+                max_batch_ops: 65536,
             },
             Mode::Unbatched => Limits {
                 window: 4096,
                 fence_every: 512,
                 flush_ops: 1,
+                ops_per_change: 1,
+                max_batch_ops: 1,
             },
         }
     }
@@ -160,6 +171,13 @@ impl Lane {
     fn window_full(&self, limits: Limits) -> bool {
         self.sent - self.acked >= limits.window
     }
+
+    /// Whether the pending batch should go now (see [`Limits`]).
+    fn due(&self, limits: Limits) -> bool {
+        self.pending_ops >= limits.max_batch_ops
+            || (self.pending_ops >= limits.flush_ops
+                && self.pending_ops >= limits.ops_per_change * self.dirty.len() as u64)
+    }
 }
 
 /// Sends changes to counters on many nodes; see the module documentation.
@@ -252,7 +270,7 @@ impl Pusher {
                 Offer::Accepted
             }
             Mode::Coalesced => {
-                if lane.pending_ops >= limits.flush_ops {
+                if lane.due(limits) {
                     match self.flush(lane_index) {
                         Offer::Accepted => {}
                         other => return other,
@@ -266,7 +284,7 @@ impl Pusher {
                 slot.0 += delta.signed();
                 slot.1 += 1;
                 lane.pending_ops += 1;
-                if lane.pending_ops >= limits.flush_ops {
+                if lane.due(limits) {
                     // Best effort: if the window is full the batch waits for the next
                     // offer or flush.
                     if self.flush(lane_index) == Offer::Failed {
@@ -559,6 +577,100 @@ mod tests {
             host.stop(None);
             handle.await.unwrap();
         }
+    }
+
+    /// A host that acknowledges at once and records the batches it receives.
+    struct Recorder;
+
+    #[derive(Default)]
+    struct Received {
+        operations: u64,
+        changes: u64,
+        batches: u64,
+    }
+
+    impl Actor for Recorder {
+        type Msg = HostMessage;
+        type State = Arc<std::sync::Mutex<Received>>;
+        type Arguments = Arc<std::sync::Mutex<Received>>;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            received: Self::Arguments,
+        ) -> Result<Self::State, ractor::ActorProcessingErr> {
+            Ok(received)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            received: &mut Self::State,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            match message {
+                HostMessage::Sync(upto, reply) => {
+                    let _ = reply.send(upto);
+                }
+                HostMessage::Changes(Changes(changes)) => {
+                    let mut r = received.lock().unwrap();
+                    r.batches += 1;
+                    r.changes += changes.len() as u64;
+                    r.operations += changes.iter().map(|c| c.operations).sum::<u64>();
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_spread_over_many_counters_still_coalesce() {
+        let received = Arc::new(std::sync::Mutex::new(Received::default()));
+        let (host, handle) = Actor::spawn(None, Recorder, Arc::clone(&received))
+            .await
+            .unwrap();
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let mut pusher = Pusher::new(
+            Mode::Coalesced,
+            Arc::default(),
+            Arc::new(move |ack| {
+                let _ = tx.send(ack);
+            }),
+        );
+        let counters = 10_000;
+        pusher.set_targets(vec![Target {
+            node: "many".into(),
+            host: host.clone(),
+            counters,
+        }]);
+        let ops = 1_000_000u64;
+        let mut k = 0;
+        while k < ops {
+            // Spread evenly: consecutive operations land far apart.
+            match pusher.offer(k * 7919 % u64::from(counters), Delta::Increment(1)) {
+                Offer::Accepted => k += 1,
+                Offer::Blocked => pusher.acked(acks.recv().await.unwrap()),
+                Offer::Failed => panic!("the host is running"),
+            }
+        }
+        while !pusher.settled() {
+            pusher.drain();
+            pusher.acked(acks.recv().await.unwrap());
+        }
+        let (operations, changes, batches) = {
+            let r = received.lock().unwrap();
+            (r.operations, r.changes, r.batches)
+        };
+        assert_eq!(operations, ops);
+        // Batches of 4096 operations over 10,000 counters would carry about 1.2 per
+        // change; waiting for several per change is what keeps the receiver's work down.
+        assert!(
+            operations >= 4 * changes,
+            "{operations} operations in {changes} changes ({batches} batches)"
+        );
+        host.stop(None);
+        handle.await.unwrap();
     }
 
     #[tokio::test]

@@ -42,22 +42,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     if config.dev_cookie {
         warn!("no cookie given: using the development cookie (loopback only)");
     }
-    let server = NodeServer::new(
-        config.listen.port(),
-        config.cookie.clone(),
-        config.name.clone(),
-        config.advertise_host.clone(),
-        None,
-        Some(NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr(config.listen.ip());
-    let (server, server_handle) =
-        Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| NodeError::Listen {
-                addr: config.listen.to_string(),
-                reason: root_cause(&e),
-            })?;
+    // Fail fast on a port that is taken, before starting (perhaps many) counters. The
+    // cluster server itself starts listening only once the counters, host and agent
+    // are up, so a peer never meets a node that cannot answer its heartbeats yet.
+    std::net::TcpListener::bind(config.listen).map_err(|e| NodeError::Listen {
+        addr: config.listen.to_string(),
+        reason: e.to_string(),
+    })?;
 
     // Identifies this run: peers tell a restart under the same name by it.
     let incarnation = std::time::SystemTime::now()
@@ -128,6 +119,23 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     )
     .await
     .map_err(spawn_err("node agent"))?;
+
+    let server = NodeServer::new(
+        config.listen.port(),
+        config.cookie.clone(),
+        config.name.clone(),
+        config.advertise_host.clone(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(config.listen.ip());
+    let (server, server_handle) =
+        Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| NodeError::Listen {
+                addr: config.listen.to_string(),
+                reason: root_cause(&e),
+            })?;
 
     let (mesh, _) = Actor::spawn(
         None,

@@ -63,6 +63,9 @@ fn bad_arguments_get_clap_errors() {
         vec!["--counters", "many"],
         vec!["incr", "w/1", "--by", "-5"],
         vec!["stats", "--join", "host:0"],
+        vec!["--load", "100", "--load-mode", "bursty"],
+        vec!["bench", "--scale-counters", "100001"],
+        vec!["bench", "--counters", "2"],
     ] {
         let out = Command::new(node_bin()).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -83,8 +86,10 @@ fn bad_arguments_get_clap_errors() {
         "--cookie",
         "--load",
         "--stats-interval",
+        "--load-mode",
         "stats",
         "incr",
+        "bench",
     ] {
         assert!(text.contains(flag), "--help does not explain {flag}");
     }

@@ -6,12 +6,30 @@ use std::time::Duration;
 use crate::util::{stats, wait_for, Cluster};
 
 #[test]
-fn load_totals_match_issued_exactly() {
+fn coalesced_load_totals_match_issued_exactly() {
+    load_totals_match_issued_exactly("coalesced");
+}
+
+#[test]
+fn unbatched_load_totals_match_issued_exactly() {
+    load_totals_match_issued_exactly("unbatched");
+}
+
+fn load_totals_match_issued_exactly(mode: &str) {
     const PER_NODE: u64 = 1500;
     let ops = PER_NODE.to_string();
     let cluster = Cluster::start(
         2,
-        &["--counters", "4", "--load", "1000", "--load-ops", &ops],
+        &[
+            "--counters",
+            "4",
+            "--load",
+            "1000",
+            "--load-ops",
+            &ops,
+            "--load-mode",
+            mode,
+        ],
     );
     let s = wait_for(
         "load clients to finish and every operation to be counted",

@@ -9,6 +9,7 @@
 
 mod util;
 
+mod bench;
 mod cli_errors;
 mod faults;
 mod load;

@@ -202,15 +202,17 @@ async fn figures(
     };
 
     step("collections over a 3-node cluster");
-    let per_node = options.counters / 3;
-    let shares = [options.counters - 2 * per_node, per_node, per_node];
+    // As even as it gets: no node gets more than a third, rounded up.
+    let shares: [u32; 3] = std::array::from_fn(|i| {
+        options.counters / 3 + u32::from((i as u32) < options.counters % 3)
+    });
     let nodes = start_cluster(dir, &shares)?;
     let seed = nodes[0].addr.clone();
     wait_for_cluster(&seed, 3, options.counters, Duration::from_secs(60)).await?;
-    let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum::<f64>() / 2.0;
-    if per_node > 0 {
-        report.rss_per_counter_kb = (worker_rss - empty_rss) * 1024.0 / f64::from(per_node);
-    }
+    // The workers' memory over their counters (the coordinator also aggregates).
+    let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum();
+    let worker_counters = f64::from(shares[1] + shares[2]);
+    report.rss_per_counter_kb = (worker_rss - 2.0 * empty_rss) * 1024.0 / worker_counters;
     let client = ClusterClient::connect(&seed, DEV_COOKIE, Duration::from_secs(10)).await?;
     let timed = async {
         let fast = time_collections(&client, options.collections, false, options.counters).await?;

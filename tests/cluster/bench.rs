@@ -1,0 +1,94 @@
+//! `node bench` end to end, small: it starts its own node processes, pushes, calls and
+//! collects, and reports every figure the benchmark promises. Only correctness is checked
+//! here (keys present, figures positive, pushes exact, collections complete); the speeds
+//! themselves are reported by the benchmark, never asserted in a test.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::util::node_bin;
+
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(node_bin())
+        .arg("bench")
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run node bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "node bench failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("node bench --json printed no JSON object ({e}):\n{stdout}"))
+}
+
+fn positive(report: &Value, key: &str) -> f64 {
+    let value = report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` is missing or not a number in {report}"));
+    assert!(value > 0.0, "`{key}` is {value}, expected > 0 in {report}");
+    value
+}
+
+#[test]
+fn bench_reports_every_figure_and_its_pushes_are_exact() {
+    let report = bench(&[
+        "--ops",
+        "200000",
+        "--unbatched-ops",
+        "20000",
+        "--calls",
+        "200",
+        "--collections",
+        "2",
+        "--counters",
+        "300",
+        "--raw-frames",
+        "100000",
+    ]);
+    for key in [
+        "raw_tcp_frames_per_sec",
+        "remote_increments_per_sec",
+        "remote_increments_per_sec_unbatched",
+        "remote_call_p50_us",
+        "remote_call_p99_us",
+        "aggregate_10k_ms",
+        "aggregate_10k_sequential_ms",
+        "sender_peak_rss_mb",
+        "rss_per_counter_kb",
+    ] {
+        positive(&report, key);
+    }
+    assert_eq!(
+        report["remote_increments_exact"], true,
+        "a push was not exact: {report}"
+    );
+    assert_eq!(report["aggregate_counters"], 300, "{report}");
+    assert_eq!(report["push_operations"], 200_000, "{report}");
+    assert!(
+        positive(&report, "remote_call_p99_us") >= positive(&report, "remote_call_p50_us"),
+        "p99 below p50: {report}"
+    );
+    // Coalescing is what the figure measures: a message must carry more than one operation.
+    assert!(
+        positive(&report, "remote_increments_ops_per_message") > 1.0,
+        "the coalesced push sent one operation per message: {report}"
+    );
+}
+
+#[test]
+fn bench_scale_forms_and_collects_every_counter() {
+    let report = bench(&["--scale", "--scale-counters", "2000"]);
+    assert_eq!(report["scale_nodes"], 3, "{report}");
+    assert_eq!(report["scale_counters_per_node"], 2000, "{report}");
+    assert_eq!(report["scale_collected_counters"], 6000, "{report}");
+    assert_eq!(report["scale_complete"], true, "{report}");
+    positive(&report, "scale_form_ms");
+    positive(&report, "scale_collect_ms");
+    positive(&report, "scale_rss_mb_max");
+}
