@@ -9,6 +9,7 @@
 //! is checked, so the client waits for the session's `ready` event and reports a
 //! session that closes first as an authentication failure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
@@ -68,7 +69,15 @@ impl ClusterClient {
         timeout: Duration,
     ) -> Result<Self, CommandError> {
         let deadline = Instant::now() + timeout;
-        let name = format!("{CLIENT_NAME_PREFIX}-{}", std::process::id());
+        // Unique per connection, not just per process: a node refuses a second session
+        // under a name that still has one open or closing (`auth_fail`),
+        // and `node bench` opens one connection after another.
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{CLIENT_NAME_PREFIX}-{}-{}",
+            std::process::id(),
+            CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+        );
         let server = NodeServer::new(
             0,
             cookie.to_string(),

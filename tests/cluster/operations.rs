@@ -64,3 +64,32 @@ fn unknown_counter_is_a_clear_error() {
     assert!(stderr.contains("no counter named 'nobody/7'"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+/// One process connecting again and again (as `node bench` does): every connection
+/// authenticates, whether the previous one was closed or is still open.
+#[test]
+fn back_to_back_connections_from_one_process_all_authenticate() {
+    use node::client::ClusterClient;
+    use std::time::Duration;
+
+    let cluster = Cluster::start(0, &[]);
+    cluster.wait_complete(0, 1, 4);
+    let addr = cluster.nodes[0].addr.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut open = Vec::new();
+        for i in 0..20 {
+            let client = ClusterClient::connect(&addr, crate::util::COOKIE, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            if i % 2 == 0 {
+                client.close().await;
+            } else {
+                open.push(client);
+            }
+        }
+        for client in open {
+            client.close().await;
+        }
+    });
+}
