@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use shared::protocol::{validate_node_name, Role};
 
 use crate::bench::sender::Measure;
+use crate::cookie::CookieArgs;
 use crate::push::Mode;
+use crate::tls::TlsArgs;
 
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4697;
@@ -29,10 +31,12 @@ pub const DEFAULT_PORT: u16 = 4697;
     name = "node",
     version,
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  node --role coordinator --name coordinator --listen 127.0.0.1:4697 --cookie s3cret\n  \
-                  node --name worker-1 --listen 127.0.0.1:4698 --join 127.0.0.1:4697 --cookie s3cret --load 500\n  \
-                  node stats --join 127.0.0.1:4697 --cookie s3cret\n  \
-                  node incr worker-1/0 --by 5 --join 127.0.0.1:4698 --cookie s3cret"
+    after_help = "Examples (the cookie from the environment, so it stays out of `ps`):\n  \
+                  export NODE_COOKIE=s3cret\n  \
+                  node --role coordinator --name coordinator --listen 127.0.0.1:4697\n  \
+                  node --name worker-1 --listen 127.0.0.1:4698 --join 127.0.0.1:4697 --load 500\n  \
+                  node stats --join 127.0.0.1:4697\n  \
+                  node incr worker-1/0 --by 5 --join 127.0.0.1:4698"
 )]
 pub struct Cli {
     /// A client command; without one, run a node.
@@ -74,10 +78,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub counters: u32,
 
-    /// Shared secret every node and client of the cluster must present. Required when
-    /// listening on a non-loopback address; prefer NODE_COOKIE (it stays out of `ps`).
-    #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
-    pub cookie: Option<String>,
+    #[command(flatten)]
+    pub cookie: CookieArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Run synthetic load clients on this node at this many operations per second,
     /// spread over the counters of all nodes.
@@ -214,9 +219,8 @@ pub enum Command {
         /// The node to push to or call.
         #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
         join: String,
-        /// The cluster's shared secret (default: the loopback development cookie).
-        #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
-        cookie: Option<String>,
+        #[command(flatten)]
+        cookie: CookieArgs,
         /// Push increments, or time calls.
         #[arg(long, value_enum)]
         measure: Measure,
@@ -251,9 +255,10 @@ pub struct ClientArgs {
     /// Any cluster member.
     #[arg(long = "join", value_name = "HOST:PORT", default_value = "127.0.0.1:4697", value_parser = parse_host_port)]
     pub join: String,
-    /// The cluster's shared secret (default: the loopback development cookie).
-    #[arg(long, env = "NODE_COOKIE", hide_env_values = true, value_parser = parse_cookie)]
-    pub cookie: Option<String>,
+    #[command(flatten)]
+    pub cookie: CookieArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Seconds to wait for the connection (and authentication).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,
@@ -265,13 +270,6 @@ fn role_parser() -> impl TypedValueParser<Value = Role> {
 
 fn parse_node_name(s: &str) -> Result<String, String> {
     validate_node_name(s).map(|()| s.to_string())
-}
-
-fn parse_cookie(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("the cookie must not be empty".into());
-    }
-    Ok(s.to_string())
 }
 
 /// `HOST:PORT` resolved now: the address to bind.

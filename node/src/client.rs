@@ -23,6 +23,8 @@ use tokio::time::Instant;
 use crate::collect::{call_until, remote_agents};
 use crate::error::CommandError;
 use crate::mesh::CLIENT_NAME_PREFIX;
+use crate::tls::Tls;
+use crate::transport::{self, DialError};
 
 /// A connection to one cluster member, ready to serve commands.
 pub struct ClusterClient {
@@ -52,20 +54,12 @@ impl NodeEventSubscription for Events {
     }
 }
 
-/// The OS's words for a failed connect ("Connection refused"), not a debug dump.
-fn connect_error(error: ractor_cluster::ClientConnectErr) -> String {
-    match error {
-        ractor_cluster::ClientConnectErr::Socket(e)
-        | ractor_cluster::ClientConnectErr::Encryption(e) => e.to_string(),
-        other => other.to_string(),
-    }
-}
-
 impl ClusterClient {
     /// Connects to the member at `addr` with `cookie`, within `timeout`.
     pub async fn connect(
         addr: &str,
         cookie: &str,
+        tls: Option<&Tls>,
         timeout: Duration,
     ) -> Result<Self, CommandError> {
         let deadline = Instant::now() + timeout;
@@ -101,16 +95,16 @@ impl ClusterClient {
         }
 
         let result = async {
-            let target = tokio::time::timeout_at(deadline, tokio::net::lookup_host(addr))
+            tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls))
                 .await
                 .map_err(|_| CommandError::ConnectTimeout(addr.to_string(), timeout))?
-                .map_err(|e| CommandError::Resolve(addr.to_string(), e.to_string()))?
-                .next()
-                .ok_or_else(|| CommandError::Resolve(addr.to_string(), "no address".into()))?;
-            tokio::time::timeout_at(deadline, ractor_cluster::client_connect(&server, target))
-                .await
-                .map_err(|_| CommandError::ConnectTimeout(addr.to_string(), timeout))?
-                .map_err(|e| CommandError::Unreachable(addr.to_string(), connect_error(e)))?;
+                .map_err(|e| match e {
+                    DialError::Resolve(e) => CommandError::Resolve(addr.to_string(), e),
+                    DialError::Connect(e) => {
+                        CommandError::Unreachable(addr.to_string(), e.to_string())
+                    }
+                    DialError::Tls(e) => CommandError::Tls(addr.to_string(), e),
+                })?;
             let mut authenticated = false;
             loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {

@@ -9,8 +9,8 @@ use shared::counter::Delta;
 use crate::bench::BenchOptions;
 use crate::cli::{ClientArgs, Command, DebugCommand};
 use crate::client::ClusterClient;
-use crate::config::DEV_COOKIE;
 use crate::error::CommandError;
+use crate::tls::Tls;
 
 /// Extra time a client waits beyond a collection's deadline for the answer to travel.
 const ANSWER_MARGIN: Duration = Duration::from_secs(2);
@@ -66,8 +66,7 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             print_value(request_once(&conn, request, conn.timeout).await?)?;
         }
         Command::Health { conn } => {
-            let cookie = conn.cookie.as_deref().unwrap_or(DEV_COOKIE);
-            let client = ClusterClient::connect(&conn.join, cookie, conn.timeout).await?;
+            let client = connect(&conn).await?;
             let info = client.info(conn.timeout).await;
             client.close().await;
             let info = info?;
@@ -113,8 +112,8 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             mode,
             ops,
         } => {
-            let cookie = cookie.as_deref().unwrap_or(DEV_COOKIE);
-            crate::bench::sender::run(&join, cookie, measure, mode, ops).await?;
+            let cookie = cookie.or_development().map_err(CommandError::Local)?;
+            crate::bench::sender::run(&join, cookie.secret(), measure, mode, ops).await?;
         }
         Command::Debug(DebugCommand::CrashCounter { counter, conn }) => {
             let request = ClientRequest::CrashCounter {
@@ -132,8 +131,7 @@ async fn request_once(
     request: ClientRequest,
     answer_timeout: Duration,
 ) -> Result<ClientAnswer, CommandError> {
-    let cookie = conn.cookie.as_deref().unwrap_or(DEV_COOKIE);
-    let client = ClusterClient::connect(&conn.join, cookie, conn.timeout).await?;
+    let client = connect(conn).await?;
     let answer = client.request(request, answer_timeout).await;
     client.close().await;
     answer
@@ -149,4 +147,11 @@ fn print_value(answer: ClientAnswer) -> Result<(), CommandError> {
             Err(CommandError::Local("unexpected answer".into()))
         }
     }
+}
+
+/// Connects to the member `conn` names, with its cookie and TLS settings.
+async fn connect(conn: &ClientArgs) -> Result<ClusterClient, CommandError> {
+    let cookie = conn.cookie.or_development().map_err(CommandError::Local)?;
+    let tls = Tls::from_args(&conn.tls).map_err(CommandError::Local)?;
+    ClusterClient::connect(&conn.join, cookie.secret(), tls.as_ref(), conn.timeout).await
 }

@@ -6,12 +6,10 @@ use std::time::Duration;
 use shared::protocol::Role;
 
 use crate::cli::ServeArgs;
+use crate::cookie::Cookie;
 use crate::error::NodeError;
 use crate::push::Mode;
-
-/// The cookie used when none is given and every address involved is loopback: fine for
-/// trying the cluster on one machine, refused for anything reachable from the network.
-pub const DEV_COOKIE: &str = "counter-cluster-dev-cookie";
+use crate::tls::Tls;
 
 /// Load clients to run on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +37,10 @@ pub struct NodeConfig {
     pub seeds: Vec<String>,
     /// Counters to host.
     pub counters: u32,
-    /// The cluster secret.
-    pub cookie: String,
-    /// Whether [`DEV_COOKIE`] is in use.
-    pub dev_cookie: bool,
+    /// The cluster secret (its `Debug` does not show it).
+    pub cookie: Cookie,
+    /// Mutual TLS on every link, if configured.
+    pub tls: Option<Tls>,
     /// Load clients, if any.
     pub load: Option<LoadSpec>,
     /// Time between the aggregator's collections.
@@ -66,6 +64,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("seeds", &self.seeds)
             .field("counters", &self.counters)
             .field("load", &self.load)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -88,18 +87,20 @@ impl NodeConfig {
         let advertise_host = args
             .advertise
             .unwrap_or_else(|| default_advertise(args.listen.ip()));
-        let (cookie, dev_cookie) = match args.cookie {
-            Some(cookie) => (cookie, false),
-            None if args.listen.ip().is_loopback() => (DEV_COOKIE.to_string(), true),
+        let cookie = match args.cookie.given().map_err(NodeError::Config)? {
+            Some(cookie) => cookie,
+            None if args.listen.ip().is_loopback() => Cookie::development(),
             None => {
                 return Err(NodeError::Config(format!(
-                    "refusing to listen on {} without a cookie: set NODE_COOKIE (or --cookie) \
-                     to the cluster's shared secret",
+                    "refusing to listen on {} without a cookie: set NODE_COOKIE, \
+                     --cookie-file or --cookie to the cluster's shared secret",
                     args.listen
                 )))
             }
         };
+        let tls = Tls::from_args(&args.tls).map_err(NodeError::Config)?;
         Ok(Self {
+            tls,
             name,
             role,
             listen: args.listen,
@@ -107,7 +108,6 @@ impl NodeConfig {
             seeds: args.join,
             counters: args.counters,
             cookie,
-            dev_cookie,
             load: args.load.filter(|&rate| rate > 0).map(|rate| LoadSpec {
                 rate,
                 max_ops: args.load_ops,
@@ -156,7 +156,10 @@ mod tests {
         argv.extend_from_slice(args);
         let mut serve = Cli::try_parse_from(argv).unwrap().serve;
         if !args.contains(&"--cookie") {
-            serve.cookie = None;
+            serve.cookie.cookie = None;
+        }
+        if !args.contains(&"--cookie-file") {
+            serve.cookie.cookie_file = None;
         }
         if !args.contains(&"--name") {
             serve.name = None;
@@ -178,7 +181,10 @@ mod tests {
 
     #[test]
     fn cookie_required_off_loopback() {
-        assert!(config(&["--listen", "127.0.0.1:5000"]).unwrap().dev_cookie);
+        assert!(config(&["--listen", "127.0.0.1:5000"])
+            .unwrap()
+            .cookie
+            .is_development());
         let err = config(&["--listen", "0.0.0.0:5000"]).err().unwrap();
         assert!(err.to_string().contains("NODE_COOKIE"), "{err}");
         let c = config(&[
@@ -190,7 +196,7 @@ mod tests {
             "h",
         ])
         .unwrap();
-        assert_eq!((c.cookie.as_str(), c.advertise().as_str()), ("x", "h:5000"));
+        assert_eq!((c.cookie.secret(), c.advertise().as_str()), ("x", "h:5000"));
         assert!(!format!("{c:?}").contains("\"x\""));
     }
 

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`cli`] | the command line (clap): node options and client subcommands |
 //! | [`config`] | checked node configuration and its defaults (cookie rules, names) |
+//! | [`cookie`] | the shared secret: `--cookie`, `NODE_COOKIE`, `--cookie-file` |
 //! | [`server`] | starting a node's actors in order and stopping them on shutdown |
 //! | [`shutdown`] | the Ctrl-C / SIGTERM signal |
 //! | [`counter`] | the counter actor and its arithmetic |
@@ -20,11 +21,15 @@
 //! | [`load`] | synthetic load clients (rate-limited, through a pusher) |
 //! | [`membership`] | the cluster as this node sees it: peers, reachability, since when |
 //! | [`mesh`] | dialing, heartbeats, the failure detector, gossip, leaving cleanly |
+//! | [`transport`] | accepting and dialing connections, plain or mutual TLS, with deadlines |
+//! | [`tls`] | certificate files into rustls configurations |
+//! | [`log_limit`] | at most one log line per source address per minute |
 //! | [`client`] | a client's short-lived connection to one member |
 //! | [`commands`] | `node stats|incr|decr|get|health|bench` |
 //! | [`bench`] | `node bench`: the figures, with real node processes |
 //! | [`output`] | the stats table and the one-line summary |
 //! | [`error`] | typed errors at the node's and the client's edges |
+//! | [`panic_hook`] | undecodable frames counted, not printed once each |
 
 pub mod agent;
 pub mod aggregator;
@@ -34,15 +39,20 @@ pub mod client;
 pub mod collect;
 pub mod commands;
 pub mod config;
+pub mod cookie;
 pub mod counter;
 pub mod error;
 pub mod host;
 pub mod load;
+pub mod log_limit;
 pub mod membership;
 pub mod mesh;
 pub mod output;
+pub mod panic_hook;
 pub mod push;
 pub mod rate;
 pub mod server;
 pub mod shutdown;
 pub mod supervisor;
+pub mod tls;
+pub mod transport;

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
         )
         .init();
 
+    // Undecodable frames from peers are counted, not printed one backtrace each.
+    node::panic_hook::install();
+
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -22,7 +22,7 @@
 //!   instead of reporting it unreachable.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ractor::concurrency::JoinHandle;
@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::collect::{call_until, remote_agents};
+use crate::log_limit::PerSource;
 use crate::membership::{Membership, PeerStatus, FORGET_AFTER};
 
 /// How often the mesh asks its peers whom they know.
@@ -64,6 +65,22 @@ pub fn session_node_name(session_name: &str) -> &str {
         .map_or(session_name, |(name, _)| name)
 }
 
+/// The `HOST:PORT` a peer advertises, from its session's name message. ractor_cluster
+/// builds `connection_string` as `{hostname}:{port}` from the peer's `NodeServer`
+/// settings and the port its own listener bound. Our nodes give their advertised
+/// `HOST:PORT` as the hostname, and accept connections themselves
+/// ([`crate::transport`]) while ractor_cluster's listener sits unused on an ephemeral
+/// port: so the address is what precedes the last `:`.
+pub fn advertised(peer: &NodeServerSessionInformation) -> Option<&str> {
+    Some(advertised_in(&peer.peer_name.as_ref()?.connection_string))
+}
+
+fn advertised_in(connection_string: &str) -> &str {
+    connection_string
+        .rsplit_once(':')
+        .map_or(connection_string, |(addr, _)| addr)
+}
+
 /// The heartbeat interval and the silence after which a peer is declared unreachable,
 /// for a given `--failure-timeout`. The silence leaves room for the detection tick
 /// and for a collection to report it, all within the timeout.
@@ -90,6 +107,11 @@ pub struct MeshArgs {
     pub membership: Membership,
     /// Bound on failure detection (`--failure-timeout`).
     pub failure_timeout: Duration,
+    /// Mutual TLS for the links this node dials, if on.
+    pub tls: Option<crate::tls::Tls>,
+    /// Inbound connections waiting to authenticate (settled here, admitted by the
+    /// accept loop).
+    pub admission: std::sync::Arc<crate::transport::Admission>,
 }
 
 /// Retry bookkeeping for one address.
@@ -129,7 +151,7 @@ pub struct MeshState {
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
-    inbound_failures_logged: HashMap<IpAddr, Instant>,
+    inbound_failures_logged: PerSource,
     gossip_in_flight: bool,
     last_gossip: Option<Instant>,
     ticker: Option<JoinHandle<()>>,
@@ -205,7 +227,11 @@ fn connected(sessions: &[NodeServerSessionInformation]) -> Connected {
         addrs.insert(ses.peer_addr.clone());
         if let Some(peer) = &ses.peer_name {
             names.insert(session_node_name(&peer.name).to_string());
-            addrs.insert(peer.connection_string.clone());
+            addrs.insert(
+                advertised(ses)
+                    .unwrap_or(&peer.connection_string)
+                    .to_string(),
+            );
         }
     }
     Connected { names, addrs }
@@ -244,11 +270,15 @@ impl MeshState {
         }
         state.dialing = true;
         let server = self.args.server.clone();
+        let tls = self.args.tls.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let result = tokio::time::timeout(DIAL_TIMEOUT, dial(&server, &addr))
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {DIAL_TIMEOUT:?}")));
+            let dialing = crate::transport::dial(&server, &addr, tls.as_ref());
+            let result = tokio::time::timeout(DIAL_TIMEOUT, async {
+                dialing.await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("timed out after {DIAL_TIMEOUT:?}")));
             let _ = myself.cast(MeshMessage::DialFinished { addr, result });
         });
     }
@@ -314,8 +344,7 @@ impl MeshState {
             .collect();
         self.dials
             .retain(|addr, dial| dial.dialing || wanted.contains(addr));
-        self.inbound_failures_logged
-            .retain(|_, at| now.saturating_duration_since(*at) <= INBOUND_LOG_EVERY);
+        self.inbound_failures_logged.prune(now);
     }
 
     /// Closes every session with `name` (its remote actors leave the process groups).
@@ -327,6 +356,16 @@ impl MeshState {
         }
     }
 
+    /// A session's handshake is over (authenticated, failed or timed out): an inbound
+    /// one no longer counts against the accept loop's admission bounds.
+    fn end_handshake(&mut self, id: ActorId) -> Option<Handshake> {
+        let h = self.handshakes.remove(&id)?;
+        if h.inbound {
+            self.args.admission.settled(&h.peer_addr);
+        }
+        Some(h)
+    }
+
     fn expire_handshakes(&mut self, now: Instant) {
         let late: Vec<ActorId> = self
             .handshakes
@@ -335,7 +374,7 @@ impl MeshState {
             .map(|(id, _)| *id)
             .collect();
         for id in late {
-            let Some(h) = self.handshakes.remove(&id) else {
+            let Some(h) = self.end_handshake(id) else {
                 continue;
             };
             debug!(peer_addr = %h.peer_addr, inbound = h.inbound, "handshake deadline passed; closing the connection");
@@ -396,12 +435,7 @@ impl MeshState {
             let Ok(ip) = h.peer_addr.parse::<SocketAddr>().map(|a| a.ip()) else {
                 return;
             };
-            let due = self
-                .inbound_failures_logged
-                .get(&ip)
-                .is_none_or(|t| now.saturating_duration_since(*t) > INBOUND_LOG_EVERY);
-            if due {
-                self.inbound_failures_logged.insert(ip, now);
+            if self.inbound_failures_logged.due(ip, now) {
                 warn!(peer_addr = %h.peer_addr, "refused a connection that failed to authenticate (wrong cookie, or not a cluster node); further ones from {ip} are logged at most once a minute");
             }
             return;
@@ -422,26 +456,11 @@ impl MeshState {
                 %addr,
                 attempts,
                 "cannot join {addr}: the peer closed the connection during authentication \
-                 (wrong cookie, or not a counter-cluster node); retrying with backoff"
+                 (wrong cookie, or it requires TLS, or not a counter-cluster node); retrying \
+                 with backoff"
             );
         }
     }
-}
-
-/// Resolves `addr` and opens a session to it through `server`.
-async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) -> Result<SocketAddr, String> {
-    let target = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .next()
-        .ok_or_else(|| "name resolves to no address".to_string())?;
-    ractor_cluster::client_connect(server, target)
-        .await
-        .map_err(|e| match e {
-            ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
-            other => other.to_string(),
-        })?;
-    Ok(target)
 }
 
 impl Actor for Mesh {
@@ -478,7 +497,7 @@ impl Actor for Mesh {
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
-            inbound_failures_logged: HashMap::new(),
+            inbound_failures_logged: PerSource::new(INBOUND_LOG_EVERY),
             gossip_in_flight: false,
             last_gossip: None,
             rng: rng | 1,
@@ -569,7 +588,7 @@ impl Actor for Mesh {
                 );
             }
             MeshMessage::SessionAuthenticated(id) => {
-                state.handshakes.remove(&id);
+                state.end_handshake(id);
             }
             MeshMessage::PeerUp(ses) => {
                 let Some(peer) = ses.peer_name.as_ref() else {
@@ -589,23 +608,20 @@ impl Actor for Mesh {
                         dial.backoff = BACKOFF_MIN;
                     }
                 }
-                match state
-                    .args
-                    .membership
-                    .session_up(name, &peer.connection_string, now)
-                {
+                let addr = advertised(&ses).unwrap_or(&peer.connection_string);
+                match state.args.membership.session_up(name, addr, now) {
                     Some(PeerStatus::Unreachable) => {
-                        info!(peer = %name, addr = %peer.connection_string, "peer reachable again")
+                        info!(peer = %name, %addr, "peer reachable again")
                     }
                     Some(_) => {
-                        info!(peer = %name, addr = %peer.connection_string, "peer connected")
+                        info!(peer = %name, %addr, "peer connected")
                     }
                     None => {}
                 }
             }
             MeshMessage::PeerDown(ses) => {
                 let id = ses.actor.get_id();
-                if let Some(h) = state.handshakes.remove(&id) {
+                if let Some(h) = state.end_handshake(id) {
                     state.handshake_failed(h, now).await;
                     return Ok(());
                 }
@@ -617,10 +633,7 @@ impl Actor for Mesh {
                     .await
                     .is_some_and(|s| connected(&s).names.contains(name));
                 if !still && state.args.membership.lost(name, now) {
-                    let addr = ses
-                        .peer_name
-                        .as_ref()
-                        .map_or(ses.peer_addr.as_str(), |p| p.connection_string.as_str());
+                    let addr = advertised(&ses).unwrap_or(ses.peer_addr.as_str());
                     warn!(peer = %name, %addr, "peer unreachable: connection closed");
                 }
             }
@@ -635,8 +648,15 @@ mod tests {
 
     #[test]
     fn session_names_map_to_node_names() {
-        assert_eq!(session_node_name("worker-1@10.0.0.2"), "worker-1");
+        assert_eq!(session_node_name("worker-1@10.0.0.2:4697"), "worker-1");
         assert_eq!(session_node_name("plain"), "plain");
+    }
+
+    #[test]
+    fn the_advertised_address_precedes_the_unused_port() {
+        assert_eq!(advertised_in("worker-1:4697:40111"), "worker-1:4697");
+        assert_eq!(advertised_in("[::1]:4697:40111"), "[::1]:4697");
+        assert_eq!(advertised_in("10.0.0.2:4698:0"), "10.0.0.2:4698");
     }
 
     #[test]

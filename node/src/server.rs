@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ractor::Actor;
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::NodeServer;
+use ractor_cluster::{IncomingEncryptionMode, NodeServer};
 use shared::protocol::{agent_name, host_name, Role};
 use tracing::{info, warn};
 
@@ -25,6 +25,7 @@ use crate::load::{IssuedTally, LoadArgs, LoadClient};
 use crate::membership::Membership;
 use crate::mesh::{Mesh, MeshArgs};
 use crate::supervisor::{CounterSupervisor, SupervisorArgs};
+use crate::transport;
 
 /// How long each part may take to stop before the node moves on.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,16 +40,19 @@ fn spawn_err(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> NodeError {
 /// Runs a node until `shutdown` completes, then stops it cleanly: load clients first,
 /// counters last (each logs its final value), then the network.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-    if config.dev_cookie {
+    if config.cookie.is_development() {
         warn!("no cookie given: using the development cookie (loopback only)");
     }
-    // Fail fast on a port that is taken, before starting (perhaps many) counters. The
-    // cluster server itself starts listening only once the counters, host and agent
-    // are up, so a peer never meets a node that cannot answer its heartbeats yet.
-    std::net::TcpListener::bind(config.listen).map_err(|e| NodeError::Listen {
-        addr: config.listen.to_string(),
-        reason: e.to_string(),
-    })?;
+    // Take the port first: a port that is taken fails the start before (perhaps many)
+    // counters start. Connections are accepted only once the counters, host and agent
+    // are up (until then they wait in the kernel's backlog), so a peer never meets a
+    // node that cannot answer its heartbeats yet.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::Listen {
+            addr: config.listen.to_string(),
+            reason: e.to_string(),
+        })?;
 
     // Identifies this run: peers tell a restart under the same name by it.
     let incarnation = std::time::SystemTime::now()
@@ -120,22 +124,30 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     .await
     .map_err(spawn_err("node agent"))?;
 
+    // Connections are accepted by `transport`, which hands them over; the server's own
+    // listener sits unused on an ephemeral loopback port (demanding TLS too, when on).
+    // Its "hostname" is our whole advertised address, since peers read it back as
+    // `HOST:PORT:0` (see `mesh::advertised`).
     let server = NodeServer::new(
-        config.listen.port(),
-        config.cookie.clone(),
+        0,
+        config.cookie.secret().to_string(),
         config.name.clone(),
-        config.advertise_host.clone(),
-        None,
+        config.advertise(),
+        config
+            .tls
+            .as_ref()
+            .map(|tls| IncomingEncryptionMode::Tls(tls.acceptor().clone())),
         Some(NodeConnectionMode::Isolated),
     )
-    .with_listen_addr(config.listen.ip());
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
     let (server, server_handle) =
         Actor::spawn(None, server, ())
             .await
-            .map_err(|e| NodeError::Listen {
-                addr: config.listen.to_string(),
+            .map_err(|e| NodeError::Spawn {
+                what: "cluster server",
                 reason: root_cause(&e),
             })?;
+    let admission = Arc::new(transport::Admission::default());
 
     let (mesh, _) = Actor::spawn(
         None,
@@ -147,10 +159,20 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             seeds: config.seeds.clone(),
             membership: membership.clone(),
             failure_timeout: config.failure_timeout,
+            tls: config.tls.clone(),
+            admission: Arc::clone(&admission),
         },
     )
     .await
     .map_err(spawn_err("mesh"))?;
+    // Only now: the mesh sees every session from its first moment (its handshake
+    // deadline, and settling its admission).
+    let accepting = transport::accept_loop(
+        listener,
+        server.clone(),
+        config.tls.clone(),
+        Arc::clone(&admission),
+    );
 
     let load = match config.load {
         Some(spec) => Some(
@@ -183,11 +205,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         counters = config.counters,
         seeds = ?config.seeds,
         failure_timeout = ?config.failure_timeout,
+        tls = config.tls.is_some(),
         "node started"
     );
 
     shutdown.await;
 
+    accepting.abort();
     if let Some(load) = load {
         stop(load.get_cell(), "load clients").await;
     }

@@ -48,11 +48,15 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// How the panic of an undecodable field starts (`node` keeps those out of its log).
+pub const UNDECODABLE: &str = "undecodable ";
+
 /// Implements `ractor::BytesConvertable` for wire types through [`encode`] and [`decode`].
 ///
 /// `BytesConvertable::from_bytes` cannot return an error, so an undecodable payload
-/// panics; ractor's generated deserializer runs it under `catch_unwind` and turns the
-/// panic into a dropped message (the caller of an RPC then sees a timeout). Encoding
+/// panics (with a message starting with [`UNDECODABLE`]); ractor's generated
+/// deserializer runs it under `catch_unwind` and turns the panic into a dropped message
+/// (the caller of an RPC then sees a timeout). Encoding
 /// our plain serde types cannot fail.
 #[macro_export]
 macro_rules! wire_type {
@@ -64,8 +68,9 @@ macro_rules! wire_type {
                         .unwrap_or_else(|e| panic!("{}: {e}", stringify!($ty)))
                 }
                 fn from_bytes(bytes: Vec<u8>) -> Self {
-                    $crate::codec::decode(&bytes)
-                        .unwrap_or_else(|e| panic!("undecodable {}: {e}", stringify!($ty)))
+                    $crate::codec::decode(&bytes).unwrap_or_else(|e| {
+                        panic!("{}{}: {e}", $crate::codec::UNDECODABLE, stringify!($ty))
+                    })
                 }
             }
         )+

@@ -72,6 +72,7 @@ fn back_to_back_connections_from_one_process_all_authenticate() {
     use node::client::ClusterClient;
     use std::time::Duration;
 
+    let _one_in_process_client = crate::util::in_process_client_lock();
     let cluster = Cluster::start(0, &[]);
     cluster.wait_complete(0, 1, 4);
     let addr = cluster.nodes[0].addr.clone();
@@ -79,9 +80,10 @@ fn back_to_back_connections_from_one_process_all_authenticate() {
     runtime.block_on(async {
         let mut open = Vec::new();
         for i in 0..20 {
-            let client = ClusterClient::connect(&addr, crate::util::COOKIE, Duration::from_secs(5))
-                .await
-                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            let client =
+                ClusterClient::connect(&addr, crate::util::COOKIE, None, Duration::from_secs(5))
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}"));
             if i % 2 == 0 {
                 client.close().await;
             } else {

@@ -14,26 +14,13 @@ use std::time::{Duration, Instant};
 
 use crate::faults::{freeze_worker, kill_coordinator, kill_worker, FaultTimes, DETECT, REJOIN};
 use crate::partition::partition;
-use crate::util::{stats, timing_lock, Cluster};
+use crate::util::{rss_mib, stats, timing_lock, Cluster};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Resident memory of a process, in MiB, from /proc.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 #[test]

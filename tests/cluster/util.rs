@@ -52,13 +52,17 @@ impl NodeProc {
         Self::start_at(name, &addr, extra, &[])
     }
 
-    /// Starts a node listening on `addr`, run through `prefix` if not empty.
+    /// Starts a node listening on `addr`, run through `prefix` if not empty (e.g.
+    /// `ip netns exec NS`, or `env NODE_COOKIE=...`). Without a cookie of its own in
+    /// `extra` or `prefix`, the node gets `--cookie COOKIE`.
     pub fn start_at(name: &str, addr: &str, extra: &[&str], prefix: &[&str]) -> NodeProc {
         let mut args: Vec<String> = ["--name", name, "--listen", addr]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        if !extra.contains(&"--cookie") {
+        let own_cookie = extra.iter().any(|a| a.starts_with("--cookie"))
+            || prefix.iter().any(|a| a.starts_with("NODE_COOKIE"));
+        if !own_cookie {
             args.extend(["--cookie".to_string(), COOKIE.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -144,6 +148,9 @@ fn spawn_node(prefix: &[String], args: &[String], log: &PathBuf) -> Child {
     command
         .args(args)
         .env("RUST_LOG", "info,ractor_cluster=error")
+        // Whatever the person running the tests has set must not leak in.
+        .env_remove("NODE_COOKIE")
+        .env_remove("NODE_COOKIE_FILE")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -216,6 +223,7 @@ pub fn client(args: &[&str]) -> Output {
         .args(args)
         .args(["--cookie", COOKIE])
         .env_remove("RUST_LOG")
+        .env_remove("NODE_COOKIE_FILE")
         .output()
         .expect("cannot run the node client")
 }
@@ -312,4 +320,38 @@ pub fn time_until<T>(
 pub fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resident memory of a process, in MiB, from /proc.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Serialises the tests that run a cluster client inside the test process: process
+/// groups are process-global, so two such clients would see each other's peers.
+pub fn in_process_client_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the other end has closed `stream` (a read sees the end, or a reset).
+pub fn is_closed(mut stream: &std::net::TcpStream) -> bool {
+    let _ = stream.set_nonblocking(true);
+    let mut buf = [0u8; 256];
+    loop {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
 }

@@ -23,7 +23,7 @@ use shared::stats::ClusterStats;
 use tokio::time::Instant;
 
 use crate::client::ClusterClient;
-use crate::config::DEV_COOKIE;
+use crate::cookie::DEV_COOKIE;
 use crate::error::CommandError;
 use crate::push::Mode;
 use nodes::BenchNode;
@@ -213,7 +213,7 @@ async fn figures(
     let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum();
     let worker_counters = f64::from(shares[1] + shares[2]);
     report.rss_per_counter_kb = (worker_rss - 2.0 * empty_rss) * 1024.0 / worker_counters;
-    let client = ClusterClient::connect(&seed, DEV_COOKIE, Duration::from_secs(10)).await?;
+    let client = ClusterClient::connect(&seed, DEV_COOKIE, None, Duration::from_secs(10)).await?;
     let timed = async {
         let fast = time_collections(&client, options.collections, false, options.counters).await?;
         let slow = time_collections(&client, 3, true, options.counters).await?;
@@ -247,7 +247,7 @@ async fn scale(options: &BenchOptions, dir: &std::path::Path) -> Result<ScaleRep
         ..ScaleReport::default()
     };
     step("timing full collections");
-    let client = ClusterClient::connect(&seed, DEV_COOKIE, Duration::from_secs(30)).await?;
+    let client = ClusterClient::connect(&seed, DEV_COOKIE, None, Duration::from_secs(30)).await?;
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..3 {
@@ -296,7 +296,7 @@ async fn wait_for_cluster(
     let deadline = Instant::now() + within;
     let mut last = String::from("no connection yet");
     while Instant::now() < deadline {
-        match ClusterClient::connect(addr, DEV_COOKIE, Duration::from_secs(5)).await {
+        match ClusterClient::connect(addr, DEV_COOKIE, None, Duration::from_secs(5)).await {
             Ok(client) => {
                 let stats = stats(&client, false, Duration::from_secs(30)).await;
                 client.close().await;

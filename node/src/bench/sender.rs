@@ -59,7 +59,7 @@ pub async fn run(
     mode: Mode,
     operations: u64,
 ) -> Result<(), CommandError> {
-    let client = ClusterClient::connect(addr, cookie, Duration::from_secs(10)).await?;
+    let client = ClusterClient::connect(addr, cookie, None, Duration::from_secs(10)).await?;
     let result = async {
         let info = client.info(Duration::from_secs(5)).await?;
         let host = find_host(&info.name)

@@ -1,0 +1,174 @@
+//! Mutual TLS: the certificate files a node or client is given, turned into rustls
+//! configurations for both ends of a link.
+//!
+//! Every link is mutual: the side that accepts demands a certificate signed by the
+//! cluster's CA (`--tls-ca`) and the side that dials checks that the certificate it is
+//! shown is signed by the same CA and names the host it dialed. Nodes and clients alike
+//! present their own certificate (`--tls-cert`, `--tls-key`). `scripts/make-certs.sh`
+//! makes a CA and such certificates. The three options go together: all or none.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The certificate options (shared by nodes and client commands).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Turn on mutual TLS with this certificate (PEM; the chain, leaf first). Every
+    /// link then needs a certificate signed by --tls-ca: other nodes and clients
+    /// without one, or speaking plain TCP, are refused. Needs --tls-key and --tls-ca.
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "NODE_TLS_CERT",
+        requires_all = ["tls_key", "tls_ca"]
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", env = "NODE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, value_name = "PEM", env = "NODE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Both ends of a mutual TLS link, ready to use.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(mutual)")
+    }
+}
+
+impl Tls {
+    /// Reads the certificate files, or `None` without `--tls-cert`.
+    pub fn from_args(args: &TlsArgs) -> Result<Option<Self>, String> {
+        match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Self::load(cert, key, ca).map(Some),
+            _ => Err("--tls-cert, --tls-key and --tls-ca go together".into()),
+        }
+    }
+
+    /// Reads a certificate chain, its key and the CA certificate.
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<Self, String> {
+        let chain = certificates(cert)?;
+        let roots = {
+            let mut roots = RootCertStore::empty();
+            for ca_cert in certificates(ca)? {
+                roots
+                    .add(ca_cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+            }
+            Arc::new(roots)
+        };
+        let private_key = || {
+            PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("{}: no private key in it: {e}", key.display()))
+        };
+
+        let verifier = WebPkiClientVerifier::builder(Arc::clone(&roots))
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        let server = ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), private_key()?)
+            .map_err(|e| {
+                format!(
+                    "{} and {} do not make a certificate and its key: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        let client = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private_key()?)
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+        })
+    }
+
+    /// The accepting end.
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    /// The dialing end.
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+}
+
+/// The name a dialed peer's certificate must carry: the host part of `HOST:PORT`.
+pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_string()).map_err(|e| format!("'{host}': {e}"))
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{shown}: no certificate in it"));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_the_dialed_host() {
+        assert_eq!(
+            server_name("coordinator:4697").unwrap(),
+            ServerName::try_from("coordinator").unwrap()
+        );
+        assert!(matches!(
+            server_name("127.0.0.1:4697").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]:4697").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+    }
+
+    #[test]
+    fn missing_or_wrong_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = Tls::load(&missing, &junk, &junk).unwrap_err();
+        assert!(
+            err.contains("cannot read") && err.contains("missing.pem"),
+            "{err}"
+        );
+        let err = Tls::load(&junk, &junk, &junk).unwrap_err();
+        assert!(err.contains("no certificate"), "{err}");
+        let half = TlsArgs {
+            tls_cert: Some(junk.clone()),
+            ..TlsArgs::default()
+        };
+        let err = Tls::from_args(&half).unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+    }
+}

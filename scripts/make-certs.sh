@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Makes a private CA and certificates for the cluster's mutual TLS (openssl).
+#
+#   scripts/make-certs.sh DIR NAME...
+#
+# writes DIR/ca.pem (every node and client gets it: --tls-ca), DIR/ca-key.pem (the CA's
+# key: keep it safe, it signs new members), and for each NAME DIR/NAME.pem and
+# DIR/NAME-key.pem (--tls-cert and --tls-key). A NAME is a node (its certificate names
+# the host other nodes dial, e.g. the compose service name) or a client ("client").
+# Each certificate names NAME, localhost, 127.0.0.1 and ::1; add more with
+# SAN="DNS:node1.example.com,IP:10.0.0.5". An existing CA in DIR is reused, so running
+# it again adds members to the same cluster. Keys are written readable by you only.
+#
+#   scripts/make-certs.sh certs coordinator worker-1 worker-2 client
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+fi
+command -v openssl >/dev/null || {
+  echo "make-certs: openssl is not installed (Debian: apt-get install openssl)" >&2
+  exit 1
+}
+dir=$1
+shift
+mkdir -p "$dir"
+umask 077
+days=825
+
+if [ ! -f "$dir/ca.pem" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" -days "$days" \
+    -subj "/CN=counter-cluster CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  chmod 644 "$dir/ca.pem"
+  echo "make-certs: new CA in $dir/ca.pem" >&2
+fi
+
+for name in "$@"; do
+  case "$name" in
+    *[!A-Za-z0-9._-]*|'') echo "make-certs: '$name' is not a host name" >&2; exit 2 ;;
+  esac
+  ext=$(mktemp)
+  trap 'rm -f "$ext" "$dir/$name.csr"' EXIT
+  {
+    printf 'subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1%s\n' "$name" "${SAN:+,$SAN}"
+    printf 'basicConstraints=critical,CA:FALSE\n'
+    printf 'keyUsage=critical,digitalSignature\n'
+    printf 'extendedKeyUsage=serverAuth,clientAuth\n'
+  } >"$ext"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$dir/$name-key.pem" -out "$dir/$name.csr" -subj "/CN=$name" 2>/dev/null
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+    -CAcreateserial -CAserial "$dir/ca.srl" -days "$days" -extfile "$ext" \
+    -out "$dir/$name.pem" 2>/dev/null
+  chmod 644 "$dir/$name.pem"
+  rm -f "$ext" "$dir/$name.csr"
+  trap - EXIT
+  echo "make-certs: $dir/$name.pem and $dir/$name-key.pem" >&2
+done

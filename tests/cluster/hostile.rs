@@ -1,0 +1,284 @@
+//! Hostile input to the cluster port, from outside the cluster (no cookie): random
+//! bytes, huge length prefixes, silent connections, and a flood of them. The node keeps
+//! serving the others, logs once per source instead of once per connection or frame,
+//! and its memory stays bounded.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::util::{is_closed, rss_mib, stats, wait_for, Cluster, NodeProc};
+
+/// Deterministic noise (xorshift), so a failure can be replayed.
+fn noise(len: usize, mut state: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Connects and writes `bytes` (the node may close the connection half-way: fine).
+fn send(addr: &str, bytes: &[u8]) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    let _ = stream.write_all(bytes);
+    Some(stream)
+}
+
+/// Lines of `log` that mention `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+fn assert_serving(cluster: &Cluster, what: &str) {
+    for node in &cluster.nodes {
+        let s = stats(&node.addr)
+            .unwrap_or_else(|e| panic!("{} stopped serving {what}: {e}", node.name));
+        assert_eq!(s["complete"], true, "{}: incomplete {what}: {s}", node.name);
+    }
+}
+
+#[test]
+fn garbage_and_huge_length_prefixes_are_shrugged_off() {
+    let cluster = Cluster::start(1, &["--counters", "2"]);
+    cluster.wait_mesh(4);
+    let target = &cluster.nodes[0];
+    let rss_before = rss_mib(target.child.id());
+
+    let mut held = Vec::new();
+    // Random bytes: 20 connections, 256 KiB each.
+    for i in 0..20 {
+        held.extend(send(&target.addr, &noise(256 * 1024, 0x9e37_79b9 + i)));
+    }
+    // Length prefixes (ractor_cluster frames are a big-endian u64 length, then the
+    // payload): far beyond any limit, just below the 16 MiB cap with nothing after it,
+    // and the cap with garbage after it.
+    for length in [u64::MAX, 1 << 40, 16 * 1024 * 1024 - 1] {
+        held.extend(send(&target.addr, &length.to_be_bytes()));
+    }
+    let mut frame = (16u64 * 1024 * 1024).to_be_bytes().to_vec();
+    frame.extend(noise(16 * 1024 * 1024, 7));
+    held.extend(send(&target.addr, &frame));
+    // A length prefix that promises a small frame, then a payload that is not one.
+    let mut small = 64u64.to_be_bytes().to_vec();
+    small.extend(noise(64, 11));
+    held.extend(send(&target.addr, &small));
+
+    assert_serving(&cluster, "after garbage");
+    // Every one of those connections is closed by the node, within the handshake deadline.
+    wait_for(
+        "the node to close every garbage connection",
+        Duration::from_secs(10),
+        || {
+            let open = held.iter().filter(|s| !is_closed(s)).count();
+            if open == 0 {
+                Ok(())
+            } else {
+                Err(format!("{open} of {} still open", held.len()))
+            }
+        },
+    );
+    assert_serving(&cluster, "after the garbage connections closed");
+
+    let log = target.log();
+    assert_eq!(
+        lines_with(&log, "panicked"),
+        0,
+        "a panic in the log:\n{log}"
+    );
+    // 25 bad connections from one address: one line, not 25.
+    let refused = lines_with(&log, "refused a connection");
+    assert_eq!(refused, 1, "lines about one bad source:\n{log}");
+    assert!(
+        log.lines().count() < 40,
+        "the log grew by a line per connection or frame:\n{log}"
+    );
+    let rss_after = rss_mib(target.child.id());
+    assert!(
+        rss_after < rss_before + 64.0,
+        "resident memory grew from {rss_before:.1} to {rss_after:.1} MiB"
+    );
+}
+
+#[test]
+fn a_flood_of_silent_connections_does_not_keep_a_node_from_joining() {
+    let mut cluster = Cluster::start(0, &["--counters", "2"]);
+    cluster.wait_mesh(2);
+    let addr = cluster.nodes[0].addr.clone();
+    let pid = cluster.nodes[0].child.id();
+    let rss_before = rss_mib(pid);
+
+    // 500 connections that never say a word, kept open.
+    let flood: Vec<TcpStream> = (0..500)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    assert!(
+        flood.len() >= 450,
+        "only {} connections opened",
+        flood.len()
+    );
+
+    // Meanwhile a worker joins and the cluster answers.
+    let started = Instant::now();
+    cluster.nodes.push(NodeProc::start(
+        "worker-1",
+        &["--counters", "2", "--join", &addr],
+    ));
+    cluster.wait_mesh(4);
+    let joined = started.elapsed();
+    assert!(
+        joined < Duration::from_secs(5),
+        "joining took {joined:?} under the flood"
+    );
+    let rss_during = rss_mib(pid);
+    drop(flood);
+    assert_serving(&cluster, "after the flood");
+    assert!(
+        rss_during < rss_before + 64.0,
+        "resident memory grew from {rss_before:.1} to {rss_during:.1} MiB under the flood"
+    );
+    let log = cluster.nodes[0].log();
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+    assert!(
+        lines_with(&log, "refused a connection") <= 1,
+        "a line per silent connection:\n{log}"
+    );
+}
+
+/// What a peer that knows the cookie could send a node's counter host instead of a
+/// `HostMessage`: unknown variants, and known ones whose fields do not decode.
+#[derive(ractor_cluster::RactorClusterMessage)]
+enum Forged {
+    /// No such variant.
+    Explode(u64),
+    /// `Increment` has two fields: this one has one.
+    Increment(u64),
+    /// Eight bytes that are not a batch of changes (a valid length, then trailing bytes).
+    Changes(u64),
+    /// `Sync` carries a u64: a single byte cannot be one.
+    #[rpc]
+    Sync(u8, ractor::RpcReplyPort<u64>),
+}
+
+/// A peer that authenticated with the cookie sends forged and out-of-range messages:
+/// each is dropped or refused, counters keep their values, the node keeps serving, and
+/// its log gets at most one line about it.
+#[test]
+fn forged_messages_after_a_valid_handshake_are_dropped() {
+    use node::client::ClusterClient;
+    use node::collect::find_host;
+    use shared::host::{Change, Changes, HostMessage};
+
+    let _one_in_process_client = crate::util::in_process_client_lock();
+    let cluster = Cluster::start(0, &["--counters", "2"]);
+    cluster.wait_mesh(2);
+    let addr = cluster.nodes[0].addr.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client =
+            ClusterClient::connect(&addr, crate::util::COOKIE, None, Duration::from_secs(5))
+                .await
+                .unwrap();
+        let host = find_host("coordinator").expect("the coordinator's counter host");
+        let forged: ractor::ActorRef<Forged> = host.get_cell().into();
+        for round in 0..50u64 {
+            forged.cast(Forged::Explode(round)).unwrap();
+            forged.cast(Forged::Increment(round)).unwrap();
+            forged.cast(Forged::Changes(0)).unwrap();
+            // Never answered: the node dropped it.
+            let answer = forged
+                .call(
+                    |reply| Forged::Sync(1, reply),
+                    Some(Duration::from_millis(20)),
+                )
+                .await;
+            assert!(
+                !matches!(answer, Ok(ractor::rpc::CallResult::Success(_))),
+                "a forged Sync was answered"
+            );
+        }
+        // Well-formed, but out of range: no such counter, and a delta no i64 can take.
+        host.cast(HostMessage::Changes(Changes(vec![
+            Change {
+                counter: u32::MAX,
+                delta: 1,
+                operations: 1,
+            },
+            Change {
+                counter: 0,
+                delta: i128::MAX,
+                operations: 1,
+            },
+        ])))
+        .unwrap();
+        // The host still answers, in order, after all of that.
+        let synced = ractor::call_t!(host, HostMessage::Sync, 5000, 7).unwrap();
+        assert_eq!(synced, 7);
+        client.close().await;
+    });
+
+    let s = stats(&addr).unwrap();
+    assert_eq!(s["complete"], true, "{s}");
+    assert_eq!(s["total_value"], 0, "a forged message moved a counter: {s}");
+    let counter = &s["nodes"][0]["counters"][0];
+    assert_eq!(counter["rejected"], 1, "the overflowing change: {counter}");
+    let log = cluster.nodes[0].log();
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+    // 100 undecodable messages: one line (and no panic report per message).
+    assert_eq!(
+        lines_with(&log, "did not decode"),
+        1,
+        "lines about undecodable messages:\n{log}"
+    );
+}
+
+/// Peak resident memory of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Before authenticating, a connection can still send one frame of up to 16 MiB, which
+/// the node buffers. 100 of them at once would be 1.6 GB: the accept loop admits at most
+/// 8 unauthenticated connections per address, so the node's peak stays far below.
+#[test]
+fn unauthenticated_connections_cannot_make_a_node_hold_much_memory() {
+    let cluster = Cluster::start(0, &["--counters", "2"]);
+    cluster.wait_mesh(2);
+    let target = &cluster.nodes[0];
+    let peak_before = peak_rss_mib(target.child.id());
+    let frame_len: u64 = 16 * 1024 * 1024 - 8;
+    let mut frame = frame_len.to_be_bytes().to_vec();
+    frame.resize(frame_len as usize, 1);
+    let attackers: Vec<_> = (0..100)
+        .map(|_| {
+            let addr = target.addr.clone();
+            let frame = frame.clone();
+            std::thread::spawn(move || {
+                let _ = send(&addr, &frame);
+            })
+        })
+        .collect();
+    for attacker in attackers {
+        let _ = attacker.join();
+    }
+    assert_serving(&cluster, "after the big frames");
+    let peak = peak_rss_mib(target.child.id());
+    assert!(
+        peak < peak_before + 256.0,
+        "peak resident memory went from {peak_before:.0} to {peak:.0} MiB"
+    );
+    let log = target.log();
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+    assert!(lines_with(&log, "refused a connection") <= 2, "{log}");
+}

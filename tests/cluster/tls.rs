@@ -1,0 +1,264 @@
+//! Mutual TLS: a cluster with certificates from `scripts/make-certs.sh` forms and
+//! serves clients; plain TCP, certificates from another CA and silent or stalled
+//! handshakes are refused without keeping anyone else out.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{is_closed, node_bin, wait_for, NodeProc, COOKIE};
+
+/// A CA and certificates made by the project's script, in a temporary directory.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn make(names: &[&str]) -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .args(names)
+            .output()
+            .expect("cannot run bash");
+        assert!(
+            out.status.success(),
+            "scripts/make-certs.sh failed (the TLS tests need openssl): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        let path: PathBuf = self.dir.path().join(file);
+        path.to_str().unwrap().to_string()
+    }
+
+    /// `--tls-cert NAME.pem --tls-key NAME-key.pem --tls-ca ca.pem`.
+    fn args(&self, name: &str) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.path(&format!("{name}.pem")),
+            "--tls-key".into(),
+            self.path(&format!("{name}-key.pem")),
+            "--tls-ca".into(),
+            self.path("ca.pem"),
+        ]
+    }
+}
+
+fn start(name: &str, certs: &Certs, extra: &[&str]) -> NodeProc {
+    let tls = certs.args(name);
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    NodeProc::start(name, &args)
+}
+
+/// A client command with `tls_args` (none: plain TCP).
+fn client(args: &[&str], tls_args: &[String]) -> Output {
+    Command::new(node_bin())
+        .args(args)
+        .args(tls_args)
+        .args(["--cookie", COOKIE, "--timeout", "3"])
+        .env_remove("RUST_LOG")
+        .env_remove("NODE_COOKIE_FILE")
+        .output()
+        .unwrap()
+}
+
+fn tls_stats(addr: &str, certs: &Certs) -> Result<Value, String> {
+    let out = client(&["stats", "--json", "--join", addr], &certs.args("client"));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn wait_complete(addr: &str, certs: &Certs, nodes: u64, counters: u64) -> Value {
+    wait_for(
+        &format!("{nodes} nodes and {counters} counters over TLS via {addr}"),
+        Duration::from_secs(20),
+        || {
+            let s = tls_stats(addr, certs)?;
+            let seen = (s["num_nodes"].as_u64(), s["num_counters"].as_u64());
+            if s["complete"] == true && seen == (Some(nodes), Some(counters)) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "saw (nodes, counters) = {seen:?}, complete {}",
+                    s["complete"]
+                ))
+            }
+        },
+    )
+}
+
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn a_tls_cluster_forms_and_serves_clients_with_certificates() {
+    let certs = Certs::make(&["coordinator", "worker-1", "worker-2", "client"]);
+    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    let workers: Vec<NodeProc> = ["worker-1", "worker-2"]
+        .iter()
+        .map(|name| {
+            start(
+                name,
+                &certs,
+                &["--counters", "2", "--join", &coordinator.addr],
+            )
+        })
+        .collect();
+    // The full mesh, every node's own view, every link over TLS.
+    for node in std::iter::once(&coordinator).chain(&workers) {
+        wait_complete(&node.addr, &certs, 3, 6);
+    }
+    let out = client(
+        &[
+            "incr",
+            "worker-2/1",
+            "--by",
+            "5",
+            "--join",
+            &coordinator.addr,
+        ],
+        &certs.args("client"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    for node in std::iter::once(&coordinator).chain(&workers) {
+        assert!(node.log().contains("tls=true"), "{}: TLS is off", node.name);
+        assert_eq!(
+            lines_with(&node.log(), "refused a connection"),
+            0,
+            "{}",
+            node.log()
+        );
+    }
+}
+
+#[test]
+fn links_without_a_certificate_from_the_cluster_ca_are_refused() {
+    let certs = Certs::make(&["coordinator", "client"]);
+    let strangers = Certs::make(&["worker-1", "client"]);
+    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+
+    // A client speaking plain TCP.
+    let out = client(&["stats", "--join", &coordinator.addr], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("requires TLS"), "{err}");
+    // A client whose certificate another CA signed: it does not trust the node either.
+    let out = client(
+        &["stats", "--join", &coordinator.addr],
+        &strangers.args("client"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS with") && err.contains("failed"), "{err}");
+
+    // Nodes: one without TLS, one with another CA's certificate. Neither gets in, and
+    // each says why in its own log.
+    let plain = NodeProc::start("plain", &["--counters", "1", "--join", &coordinator.addr]);
+    let stranger = start(
+        "worker-1",
+        &strangers,
+        &["--counters", "1", "--join", &coordinator.addr],
+    );
+    wait_for(
+        "the plain node to report that it cannot join",
+        Duration::from_secs(10),
+        || {
+            let log = plain.log();
+            (lines_with(&log, "cannot join") > 0)
+                .then_some(())
+                .ok_or(log)
+        },
+    );
+    wait_for(
+        "the stranger to report the TLS failure",
+        Duration::from_secs(10),
+        || {
+            let log = stranger.log();
+            (lines_with(&log, "TLS handshake failed") > 0)
+                .then_some(())
+                .ok_or(log)
+        },
+    );
+    let s = tls_stats(&coordinator.addr, &certs).unwrap();
+    assert_eq!(
+        s["num_nodes"], 1,
+        "a node without a valid certificate joined: {s}"
+    );
+    // Four refused sources, all from 127.0.0.1: one line, not one per attempt.
+    let log = coordinator.log();
+    assert_eq!(lines_with(&log, "refused a connection"), 1, "{log}");
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+}
+
+#[test]
+fn silent_and_stalled_handshakes_do_not_keep_a_node_from_joining() {
+    let certs = Certs::make(&["coordinator", "worker-1", "client"]);
+    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+
+    // 50 connections that say nothing, 20 that stop half-way through a TLS record
+    // header, and 5 that send noise.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..50 {
+        held.extend(TcpStream::connect(&coordinator.addr).ok());
+    }
+    for _ in 0..20 {
+        if let Ok(mut s) = TcpStream::connect(&coordinator.addr) {
+            let _ = s.write_all(&[0x16, 0x03, 0x01, 0x02]);
+            held.push(s);
+        }
+    }
+    for i in 0..5u8 {
+        if let Ok(mut s) = TcpStream::connect(&coordinator.addr) {
+            let _ = s.write_all(&[i.wrapping_mul(37); 4096]);
+            held.push(s);
+        }
+    }
+    assert!(held.len() >= 70, "only {} connections opened", held.len());
+
+    // With all of those pending, a worker joins and clients are served, promptly.
+    let started = Instant::now();
+    let worker = start(
+        "worker-1",
+        &certs,
+        &["--counters", "2", "--join", &coordinator.addr],
+    );
+    wait_complete(&coordinator.addr, &certs, 2, 4);
+    wait_complete(&worker.addr, &certs, 2, 4);
+    let joined = started.elapsed();
+    assert!(joined < Duration::from_secs(5), "joining took {joined:?}");
+
+    // Every stalled connection is closed by its handshake deadline.
+    wait_for(
+        "the node to close every stalled connection",
+        Duration::from_secs(10),
+        || {
+            let open = held.iter().filter(|s| !is_closed(s)).count();
+            (open == 0)
+                .then_some(())
+                .ok_or(format!("{open} of {} still open", held.len()))
+        },
+    );
+    let log = coordinator.log();
+    assert!(lines_with(&log, "refused a connection") <= 1, "{log}");
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+}
