@@ -5,14 +5,30 @@
 #   scripts/compose.sh up       # builds the image (scripts/build-image.sh), then `up`
 #   scripts/compose.sh down     # stops every node gracefully and removes the containers
 #   scripts/compose.sh ARGS...  # any other Compose command (ps, logs, kill, pause, ...)
+#   TLS=1 scripts/compose.sh up # the same with mutual TLS on every link
+#                               # (docker-compose.tls.yml; certificates in ./certs)
 #
 # .env is created once, readable by you only, with NODE_COOKIE set to a random secret.
+# With TLS=1, ./certs is created once by scripts/make-certs.sh (a CA, one certificate
+# per node, and one for clients), its keys readable by your group only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ ! -f .env ]; then
   (umask 077 && printf 'NODE_COOKIE=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > .env)
   echo "compose: wrote a random NODE_COOKIE to .env" >&2
+fi
+
+files=(-f docker-compose.yml)
+if [ "${TLS:-0}" = 1 ]; then
+  if [ ! -f certs/ca.pem ]; then
+    scripts/make-certs.sh certs coordinator worker-1 worker-2 client
+  fi
+  # The nodes run as uid 10001 in your group: they can read keys of mode 640.
+  chmod 640 certs/coordinator-key.pem certs/worker-1-key.pem certs/worker-2-key.pem
+  export HOST_GID
+  HOST_GID=$(id -g)
+  files+=(-f docker-compose.tls.yml)
 fi
 
 if docker compose version >/dev/null 2>&1; then
@@ -27,4 +43,4 @@ fi
 if [ "${1:-}" = up ]; then
   scripts/build-image.sh
 fi
-exec "${compose[@]}" "$@"
+exec "${compose[@]}" "${files[@]}" "$@"
