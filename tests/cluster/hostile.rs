@@ -274,6 +274,9 @@ fn unauthenticated_connections_cannot_make_a_node_hold_much_memory() {
     }
     assert_serving(&cluster, "after the big frames");
     let peak = peak_rss_mib(target.child.id());
+    println!(
+        "100 unauthenticated 16 MiB frames: peak resident memory {peak_before:.0} -> {peak:.0} MiB"
+    );
     assert!(
         peak < peak_before + 256.0,
         "peak resident memory went from {peak_before:.0} to {peak:.0} MiB"
@@ -281,4 +284,113 @@ fn unauthenticated_connections_cannot_make_a_node_hold_much_memory() {
     let log = target.log();
     assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
     assert!(lines_with(&log, "refused a connection") <= 2, "{log}");
+}
+
+/// A TCP stream whose write half the test can also write to: ractor_cluster runs the
+/// cookie handshake over it, then the test injects garbage into the same connection.
+struct Tapped {
+    read: tokio::net::tcp::OwnedReadHalf,
+    write: std::sync::Arc<std::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+}
+
+/// ractor_cluster's writer half of a [`Tapped`] stream.
+struct SharedWrite(std::sync::Arc<std::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>);
+
+impl tokio::io::AsyncWrite for SharedWrite {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let mut write = self.0.lock().unwrap();
+        std::pin::Pin::new(&mut *write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut write = self.0.lock().unwrap();
+        std::pin::Pin::new(&mut *write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut write = self.0.lock().unwrap();
+        std::pin::Pin::new(&mut *write).poll_shutdown(cx)
+    }
+}
+
+impl ractor_cluster::ClusterBidiStream for Tapped {
+    fn split(self: Box<Self>) -> (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) {
+        (Box::new(self.read), Box::new(SharedWrite(self.write)))
+    }
+}
+
+/// A client authenticates with the cookie, then its connection carries garbage: the
+/// node drops that connection and keeps serving, with one log line at most.
+#[test]
+fn a_valid_cookie_handshake_followed_by_garbage_is_dropped() {
+    use node::collect::remote_agents;
+    use ractor::Actor;
+    use ractor_cluster::NodeServer;
+
+    let _one_in_process_client = crate::util::in_process_client_lock();
+    let cluster = Cluster::start(0, &["--counters", "2"]);
+    cluster.wait_mesh(2);
+    let addr = cluster.nodes[0].addr.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = NodeServer::new(
+            0,
+            crate::util::COOKIE.to_string(),
+            format!("~client-tapped-{}", std::process::id()),
+            "127.0.0.1".to_string(),
+            None,
+            None,
+        )
+        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+        let (server, handle) = Actor::spawn(None, server, ()).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (read, write) = stream.into_split();
+        let write = std::sync::Arc::new(std::sync::Mutex::new(write));
+        let tapped = Tapped {
+            read,
+            write: std::sync::Arc::clone(&write),
+        };
+        ractor_cluster::client_connect_external(&server, Box::new(tapped))
+            .await
+            .unwrap();
+        // Authenticated and synchronised: the node's agent shows up here.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while remote_agents().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the cookie handshake never completed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Garbage frames: a plausible length, then bytes that are no message.
+        let mut garbage = 200u64.to_be_bytes().to_vec();
+        garbage.extend(noise(200, 99));
+        garbage.extend(noise(4096, 100));
+        write.lock().unwrap().try_write(&garbage).unwrap();
+        // The node closes the session: its agent leaves our process groups.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !remote_agents().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the node kept a session that sent garbage"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server.stop(None);
+        let _ = handle.await;
+    });
+    assert_serving(&cluster, "after garbage on an authenticated connection");
+    let log = cluster.nodes[0].log();
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+    assert!(log.lines().count() < 30, "{log}");
 }

@@ -92,12 +92,13 @@ fn mesh_is_full_whichever_node_was_joined() {
 
 #[test]
 fn a_peer_that_connects_while_a_node_is_starting_is_not_missed() {
-    // Starting 40,000 counters takes a while, and the cluster port is open meanwhile:
-    // the worker connects before the coordinator's mesh is listening for sessions.
-    // The coordinator must still count it as up (and gossip it to others).
+    // Starting 10,000 counters takes a while, and the cluster port is bound meanwhile:
+    // the worker connects while the coordinator is still starting (its connection
+    // waits until the coordinator accepts, once its mesh is running). The coordinator
+    // must still count it as up (and gossip it to others).
     let coordinator = NodeProc::start(
         "coordinator",
-        &["--role", "coordinator", "--counters", "40000"],
+        &["--role", "coordinator", "--counters", "10000"],
     );
     let worker = NodeProc::start(
         "worker-1",
@@ -106,6 +107,6 @@ fn a_peer_that_connects_while_a_node_is_starting_is_not_missed() {
     let cluster = Cluster {
         nodes: vec![coordinator, worker],
     };
-    let s = cluster.wait_mesh(40_001);
+    let s = cluster.wait_mesh(10_001);
     assert_eq!(s["reachable_nodes"], 2, "{s}");
 }

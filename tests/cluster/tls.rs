@@ -262,3 +262,51 @@ fn silent_and_stalled_handshakes_do_not_keep_a_node_from_joining() {
     assert!(lines_with(&log, "refused a connection") <= 1, "{log}");
     assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
 }
+
+/// A client completes the TLS handshake with a valid certificate, then sends garbage
+/// instead of the cookie handshake: the node closes that connection and keeps serving.
+#[test]
+fn a_valid_tls_handshake_followed_by_garbage_is_dropped() {
+    let certs = Certs::make(&["coordinator", "client"]);
+    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+    let tls = node::tls::Tls::load(
+        Path::new(&certs.path("client.pem")),
+        Path::new(&certs.path("client-key.pem")),
+        Path::new(&certs.path("ca.pem")),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(&coordinator.addr)
+            .await
+            .unwrap();
+        let name = node::tls::server_name(&coordinator.addr).unwrap();
+        let mut stream = tls.connector().connect(name, tcp).await.unwrap();
+        let mut garbage = 300u64.to_be_bytes().to_vec();
+        garbage.extend((0..300u32).map(|i| (i * 7 + 3) as u8));
+        stream.write_all(&garbage).await.unwrap();
+        stream.flush().await.unwrap();
+        // The node hangs up (end of stream or reset): at once if the garbage does not
+        // decode, at the latest at its 2 s authentication deadline.
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the node kept a TLS connection that sent garbage"
+        );
+    });
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+    let log = coordinator.log();
+    assert!(lines_with(&log, "refused a connection") <= 1, "{log}");
+    assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+}
