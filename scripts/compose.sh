@@ -10,7 +10,8 @@
 #
 # .env is created once, readable by you only, with NODE_COOKIE set to a random secret.
 # With TLS=1, ./certs is created once by scripts/make-certs.sh (a CA, one certificate
-# per node, and one for clients), its keys readable by your group only.
+# per node, and one for clients). The nodes' keys are made readable by your group (the
+# containers run as uid 10001 in it); each container mounts only its own key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,11 @@ fi
 
 files=(-f docker-compose.yml)
 if [ "${TLS:-0}" = 1 ]; then
-  if [ ! -f certs/ca.pem ]; then
-    scripts/make-certs.sh certs coordinator worker-1 worker-2 client
-  fi
+  for member in coordinator worker-1 worker-2 client; do
+    if [ ! -f "certs/$member.pem" ] || [ ! -f "certs/$member-key.pem" ]; then
+      scripts/make-certs.sh certs "$member"
+    fi
+  done
   # The nodes run as uid 10001 in your group: they can read keys of mode 640.
   chmod 640 certs/coordinator-key.pem certs/worker-1-key.pem certs/worker-2-key.pem
   export HOST_GID

@@ -28,20 +28,38 @@ mkdir -p "$dir"
 umask 077
 days=825
 
+for name in "$@"; do
+  case "$name" in
+    *[!A-Za-z0-9._-]*|'') echo "make-certs: '$name' is not a host name" >&2; exit 2 ;;
+    ca|*-key) echo "make-certs: '$name' would overwrite the CA's or another member's files" >&2; exit 2 ;;
+  esac
+done
+
+# openssl's chatter is shown only if it fails.
+quiet() {
+  local out
+  if ! out=$("$@" 2>&1); then
+    printf '%s\n' "$out" >&2
+    echo "make-certs: openssl failed" >&2
+    exit 1
+  fi
+}
+
+if [ -f "$dir/ca.pem" ] && [ ! -f "$dir/ca-key.pem" ]; then
+  echo "make-certs: $dir/ca.pem exists but its key $dir/ca-key.pem does not: cannot sign" >&2
+  exit 1
+fi
 if [ ! -f "$dir/ca.pem" ]; then
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" -days "$days" \
     -subj "/CN=counter-cluster CA" \
     -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    -addext "keyUsage=critical,keyCertSign,cRLSign"
   chmod 644 "$dir/ca.pem"
   echo "make-certs: new CA in $dir/ca.pem" >&2
 fi
 
 for name in "$@"; do
-  case "$name" in
-    *[!A-Za-z0-9._-]*|'') echo "make-certs: '$name' is not a host name" >&2; exit 2 ;;
-  esac
   ext=$(mktemp)
   trap 'rm -f "$ext" "$dir/$name.csr"' EXIT
   {
@@ -50,11 +68,11 @@ for name in "$@"; do
     printf 'keyUsage=critical,digitalSignature\n'
     printf 'extendedKeyUsage=serverAuth,clientAuth\n'
   } >"$ext"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$dir/$name-key.pem" -out "$dir/$name.csr" -subj "/CN=$name" 2>/dev/null
-  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+  quiet openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$dir/$name-key.pem" -out "$dir/$name.csr" -subj "/CN=$name"
+  quiet openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
     -CAcreateserial -CAserial "$dir/ca.srl" -days "$days" -extfile "$ext" \
-    -out "$dir/$name.pem" 2>/dev/null
+    -out "$dir/$name.pem"
   chmod 644 "$dir/$name.pem"
   rm -f "$ext" "$dir/$name.csr"
   trap - EXIT

@@ -19,7 +19,7 @@ pub const DEV_COOKIE: &str = "counter-cluster-dev-cookie";
 const MAX_COOKIE_FILE_BYTES: u64 = 4096;
 
 /// Where the secret may come from (shared by nodes and client commands).
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Clone, Default, Args)]
 pub struct CookieArgs {
     /// The cluster's shared secret, which every node and client must present. A node
     /// listening beyond loopback refuses to start without one; on loopback the default
@@ -31,6 +31,16 @@ pub struct CookieArgs {
     /// It should be readable by the node's user only.
     #[arg(long, value_name = "PATH", env = "NODE_COOKIE_FILE")]
     pub cookie_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for CookieArgs {
+    // By hand, so that printing the command line never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieArgs")
+            .field("cookie", &self.cookie.as_ref().map(|_| "<hidden>"))
+            .field("cookie_file", &self.cookie_file)
+            .finish()
+    }
 }
 
 /// A resolved secret.
@@ -166,6 +176,8 @@ mod tests {
         assert_eq!(cookie.secret(), "s3cret");
         assert!(!cookie.is_development());
         assert!(!format!("{cookie:?}").contains("s3cret"));
+        let given = args(Some("hush"), None);
+        assert!(!format!("{given:?}").contains("hush"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum CommandError {
     #[error("no answer from {0} within {1:?} (is a node listening there?)")]
     ConnectTimeout(String, Duration),
     /// The node closed the session during the handshake: the cookies differ.
-    #[error("authentication with {0} failed: the cookie does not match (set NODE_COOKIE, --cookie-file or --cookie to the cluster's), or {0} requires TLS (--tls-cert, --tls-key, --tls-ca), or is not a counter-cluster node")]
+    #[error("authentication with {0} failed: the cookie does not match (set NODE_COOKIE, --cookie-file or --cookie to the cluster's), or {0} requires TLS (--tls-cert, --tls-key, --tls-ca) or rejected our certificate, or is not a counter-cluster node")]
     AuthFailed(String),
     /// The TLS handshake failed.
     #[error("TLS with {0} failed: {1} (does {0} use TLS, with a certificate from the same CA that names the host you dialed?)")]

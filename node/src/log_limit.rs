@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Sources remembered at most: beyond this (many addresses at once, as an IPv6
+/// attacker can have), new sources are not logged until old ones age out.
+const MAX_SOURCES: usize = 4096;
+
 /// Remembers when each source address was last logged.
 #[derive(Debug)]
 pub struct PerSource {
     every: Duration,
     last: HashMap<IpAddr, Instant>,
+    pruned: Option<Instant>,
 }
 
 impl PerSource {
@@ -20,21 +25,29 @@ impl PerSource {
         Self {
             every,
             last: HashMap::new(),
+            pruned: None,
         }
     }
 
     /// Whether a line about `ip` may be logged now (and if so, records that it was).
     pub fn due(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let every = self.every;
-        // Forget sources not seen for a while, so the table stays small.
-        if self.last.len() > 1024 {
-            self.last
-                .retain(|_, at| now.saturating_duration_since(*at) <= every);
+        if self.last.len() >= MAX_SOURCES && !self.last.contains_key(&ip) {
+            // Full: forget sources not seen for a while (at most once a second, so a
+            // flood from many addresses costs no more than that), else stay quiet.
+            if self
+                .pruned
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+            {
+                self.prune(now);
+            }
+            if self.last.len() >= MAX_SOURCES {
+                return false;
+            }
         }
         let due = self
             .last
             .get(&ip)
-            .is_none_or(|at| now.saturating_duration_since(*at) > every);
+            .is_none_or(|at| now.saturating_duration_since(*at) > self.every);
         if due {
             self.last.insert(ip, now);
         }
@@ -46,6 +59,7 @@ impl PerSource {
         let every = self.every;
         self.last
             .retain(|_, at| now.saturating_duration_since(*at) <= every);
+        self.pruned = Some(now);
     }
 }
 
@@ -63,5 +77,19 @@ mod tests {
         assert!(!limit.due(a, t0 + Duration::from_secs(59)));
         assert!(limit.due(b, t0 + Duration::from_secs(1)));
         assert!(limit.due(a, t0 + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn the_table_stays_bounded() {
+        let mut limit = PerSource::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        for i in 0..(MAX_SOURCES as u32 + 100) {
+            limit.due(IpAddr::from(i.to_be_bytes()), t0);
+        }
+        assert_eq!(limit.last.len(), MAX_SOURCES);
+        // Once the old entries age out, new sources are logged again.
+        let later = t0 + Duration::from_secs(61);
+        assert!(limit.due(IpAddr::from([10, 9, 9, 9]), later));
+        assert_eq!(limit.last.len(), 1);
     }
 }

@@ -180,6 +180,10 @@ pub enum MeshMessage {
     PeerUp(Box<NodeServerSessionInformation>),
     /// A session ended.
     PeerDown(Box<NodeServerSessionInformation>),
+    /// [`AUTH_GRACE`] has passed since a session opened: close it unless it has
+    /// authenticated. (Scheduled per session, so the deadline holds whatever the
+    /// heartbeat interval.)
+    HandshakeDeadline,
 }
 
 /// Forwards `NodeServer` session events into the mesh's mailbox.
@@ -456,7 +460,8 @@ impl MeshState {
                 %addr,
                 attempts,
                 "cannot join {addr}: the peer closed the connection during authentication \
-                 (wrong cookie, or it requires TLS, or not a counter-cluster node); retrying \
+                 (wrong cookie, or it requires TLS or rejected our certificate, or not a \
+                 counter-cluster node); retrying \
                  with backoff"
             );
         }
@@ -541,6 +546,7 @@ impl Actor for Mesh {
         let now = Instant::now();
         match message {
             MeshMessage::Tick => state.tick(&myself).await,
+            MeshMessage::HandshakeDeadline => state.expire_handshakes(now),
             MeshMessage::Gossip(infos) => {
                 state.gossip_in_flight = false;
                 let membership = &state.args.membership;
@@ -577,6 +583,9 @@ impl Actor for Mesh {
                 }
             }
             MeshMessage::SessionOpened(ses) => {
+                myself.send_after(AUTH_GRACE + Duration::from_millis(10), || {
+                    MeshMessage::HandshakeDeadline
+                });
                 state.handshakes.insert(
                     ses.actor.get_id(),
                     Handshake {

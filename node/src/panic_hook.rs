@@ -41,7 +41,11 @@ pub fn dropped() -> u64 {
 fn record() {
     let total = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
     let now = Instant::now();
-    let mut last = LAST_REPORT.lock().unwrap_or_else(|e| e.into_inner());
+    // Never wait inside a panic hook: if another thread is reporting, this one is
+    // counted and that is enough.
+    let Ok(mut last) = LAST_REPORT.try_lock() else {
+        return;
+    };
     if last.is_none_or(|at| now.duration_since(at) >= REPORT_EVERY) {
         *last = Some(now);
         tracing::warn!(
@@ -63,7 +67,8 @@ fn is_undecodable_frame(info: &PanicHookInfo<'_>) -> bool {
     if message.starts_with(shared::codec::UNDECODABLE) {
         return true;
     }
-    // ractor's built-in `from_bytes` for integers, floats, bools and chars.
+    // ractor's built-in `from_bytes` for integers, floats, bools and chars (the only
+    // code in that file that can panic, all of it on bytes from the network).
     info.location().is_some_and(|location| {
         let file = location.file().replace('\\', "/");
         file.contains("/ractor-") && file.ends_with("/src/serialization.rs")

@@ -73,6 +73,7 @@ impl Tls {
             }
             Arc::new(roots)
         };
+        std::fs::File::open(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
         let private_key = || {
             PrivateKeyDer::from_pem_file(key)
                 .map_err(|e| format!("{}: no private key in it: {e}", key.display()))

@@ -42,15 +42,17 @@ use crate::tls::{server_name, Tls};
 pub const MAX_UNAUTHENTICATED: usize = 32;
 /// The same, from one address.
 pub const MAX_UNAUTHENTICATED_PER_IP: usize = 8;
-/// An admission the mesh never settles (it always should) lapses after this.
-const ADMISSION_TTL: Duration = Duration::from_secs(5);
+/// An admission the mesh never settles lapses after this: a backstop only (the mesh
+/// settles every session within its 2 s authentication deadline; this covers a session
+/// ractor_cluster failed to start, which the mesh never hears of).
+const ADMISSION_TTL: Duration = Duration::from_secs(30);
 /// How long a connecting peer has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// TLS handshakes in progress at once, from everyone.
 pub const MAX_HANDSHAKES: usize = 256;
 /// TLS handshakes in progress at once from one address.
 pub const MAX_HANDSHAKES_PER_IP: usize = 32;
-/// At most one log line per source address and reason in this time.
+/// At most one log line per source address in this time (whatever the reason).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Handshakes in progress, by source address.
@@ -99,30 +101,34 @@ impl Drop for Slot {
 /// loop admits them; the mesh settles each once it authenticates or closes.
 #[derive(Debug, Default)]
 pub struct Admission {
-    pending: Mutex<Vec<(IpAddr, Instant)>>,
+    pending: Mutex<Vec<(SocketAddr, Instant)>>,
 }
 
 impl Admission {
-    /// Admits a connection from `ip` if the bounds allow.
-    fn admit(&self, ip: IpAddr) -> bool {
+    /// Admits the connection from `peer` if the bounds allow.
+    fn admit(&self, peer: SocketAddr) -> bool {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.retain(|(_, at)| now.saturating_duration_since(*at) < ADMISSION_TTL);
-        let from_ip = pending.iter().filter(|(from, _)| *from == ip).count();
+        let from_ip = pending
+            .iter()
+            .filter(|(from, _)| from.ip() == peer.ip())
+            .count();
         if pending.len() >= MAX_UNAUTHENTICATED || from_ip >= MAX_UNAUTHENTICATED_PER_IP {
             return false;
         }
-        pending.push((ip, now));
+        pending.push((peer, now));
         true
     }
 
-    /// A connection from `peer_addr` authenticated or closed.
+    /// The connection from `peer_addr` (as ractor_cluster prints the accepted socket's
+    /// peer address) authenticated or closed.
     pub fn settled(&self, peer_addr: &str) {
-        let Ok(ip) = peer_addr.parse::<SocketAddr>().map(|a| a.ip()) else {
+        let Ok(peer) = peer_addr.parse::<SocketAddr>() else {
             return;
         };
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = pending.iter().position(|(from, _)| *from == ip) {
+        if let Some(i) = pending.iter().position(|(from, _)| *from == peer) {
             pending.swap_remove(i);
         }
     }
@@ -177,7 +183,7 @@ pub fn accept_loop(
             let Some(tls) = tls.clone() else {
                 // Plain TCP: nothing to wait for here; the cookie handshake runs in
                 // the session, under the mesh's authentication deadline.
-                if !admission.admit(peer_addr.ip()) {
+                if !admission.admit(peer_addr) {
                     log.refused(peer_addr, "too many connections waiting to authenticate");
                     continue;
                 }
@@ -199,7 +205,7 @@ pub fn accept_loop(
             tokio::spawn(async move {
                 let _slot = slot;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(_)) if !admission.admit(peer_addr.ip()) => {
+                    Ok(Ok(_)) if !admission.admit(peer_addr) => {
                         log.refused(peer_addr, "too many connections waiting to authenticate");
                     }
                     Ok(Ok(stream)) => {
@@ -318,15 +324,20 @@ mod tests {
     #[test]
     fn admissions_are_bounded_and_settled() {
         let admission = Admission::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        for _ in 0..MAX_UNAUTHENTICATED_PER_IP {
-            assert!(admission.admit(a));
+        let from = |port: u16| SocketAddr::from(([10, 0, 0, 1], port));
+        for port in 0..MAX_UNAUTHENTICATED_PER_IP as u16 {
+            assert!(admission.admit(from(port)));
         }
-        assert!(!admission.admit(a), "per-source bound");
+        assert!(!admission.admit(from(999)), "per-source bound");
         admission.settled("10.0.0.1:5555");
-        assert!(admission.admit(a), "settling frees a place");
+        assert!(
+            !admission.admit(from(999)),
+            "only that very connection settles"
+        );
+        admission.settled("10.0.0.1:3");
+        assert!(admission.admit(from(999)), "settling frees a place");
         let mut ip = 0u32;
-        while admission.admit(IpAddr::from(ip.to_be_bytes())) {
+        while admission.admit(SocketAddr::from((ip.to_be_bytes(), 1))) {
             ip += 1;
         }
         assert_eq!(

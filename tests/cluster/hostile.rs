@@ -394,3 +394,27 @@ fn a_valid_cookie_handshake_followed_by_garbage_is_dropped() {
     assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
     assert!(log.lines().count() < 30, "{log}");
 }
+
+/// The 2 s authentication deadline holds whatever the failure timeout (heartbeats go
+/// every tenth of it, and the deadline must not wait for them).
+#[test]
+fn a_silent_connection_is_closed_at_the_deadline_even_with_slow_heartbeats() {
+    let cluster = Cluster::start(0, &["--counters", "1", "--failure-timeout", "60"]);
+    cluster.wait_mesh(1);
+    let silent = TcpStream::connect(&cluster.nodes[0].addr).unwrap();
+    let opened = Instant::now();
+    wait_for(
+        "the node to close a connection that never authenticated",
+        Duration::from_secs(10),
+        || {
+            is_closed(&silent)
+                .then_some(())
+                .ok_or("still open".to_string())
+        },
+    );
+    let took = opened.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "closed after {took:?}, not at the 2 s deadline"
+    );
+}
