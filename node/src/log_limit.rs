@@ -55,7 +55,7 @@ impl PerSource {
     }
 
     /// Drops entries older than the period.
-    pub fn prune(&mut self, now: Instant) {
+    fn prune(&mut self, now: Instant) {
         let every = self.every;
         self.last
             .retain(|_, at| now.saturating_duration_since(*at) <= every);

@@ -35,7 +35,6 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::collect::{call_until, remote_agents};
-use crate::log_limit::PerSource;
 use crate::membership::{Membership, PeerStatus, FORGET_AFTER};
 
 /// How often the mesh asks its peers whom they know.
@@ -51,8 +50,6 @@ const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const AUTH_GRACE: Duration = Duration::from_secs(2);
 /// How long a clean leave waits for its peers to acknowledge.
 const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Failed inbound handshakes from one IP are logged at most this often.
-const INBOUND_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Node names of short-lived clients start with this (a character node names may not
 /// contain), so their sessions are told apart from cluster members.
@@ -109,9 +106,9 @@ pub struct MeshArgs {
     pub failure_timeout: Duration,
     /// Mutual TLS for the links this node dials, if on.
     pub tls: Option<crate::tls::Tls>,
-    /// Inbound connections waiting to authenticate (settled here, admitted by the
-    /// accept loop).
-    pub admission: std::sync::Arc<crate::transport::Admission>,
+    /// Inbound connections, shared with the accept loop: the mesh settles those that
+    /// were waiting to authenticate, and logs refusals through it.
+    pub inbound: std::sync::Arc<crate::transport::Inbound>,
 }
 
 /// Retry bookkeeping for one address.
@@ -151,7 +148,6 @@ pub struct MeshState {
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
-    inbound_failures_logged: PerSource,
     gossip_in_flight: bool,
     last_gossip: Option<Instant>,
     ticker: Option<JoinHandle<()>>,
@@ -348,7 +344,6 @@ impl MeshState {
             .collect();
         self.dials
             .retain(|addr, dial| dial.dialing || wanted.contains(addr));
-        self.inbound_failures_logged.prune(now);
     }
 
     /// Closes every session with `name` (its remote actors leave the process groups).
@@ -361,11 +356,12 @@ impl MeshState {
     }
 
     /// A session's handshake is over (authenticated, failed or timed out): an inbound
-    /// one no longer counts against the accept loop's admission bounds.
+    /// one no longer counts against the accept loop's bound on unauthenticated
+    /// connections.
     fn end_handshake(&mut self, id: ActorId) -> Option<Handshake> {
         let h = self.handshakes.remove(&id)?;
         if h.inbound {
-            self.args.admission.settled(&h.peer_addr);
+            self.args.inbound.settled(&h.peer_addr);
         }
         Some(h)
     }
@@ -397,7 +393,6 @@ impl MeshState {
     async fn tick(&mut self, myself: &ActorRef<MeshMessage>) {
         let now = Instant::now();
         self.send_heartbeats();
-        self.expire_handshakes(now);
         self.gossip(myself, now);
 
         let Some(sessions) = sessions(&self.args.server).await else {
@@ -436,11 +431,11 @@ impl MeshState {
     /// A session closed before it authenticated.
     async fn handshake_failed(&mut self, h: Handshake, now: Instant) {
         if h.inbound {
-            let Ok(ip) = h.peer_addr.parse::<SocketAddr>().map(|a| a.ip()) else {
-                return;
-            };
-            if self.inbound_failures_logged.due(ip, now) {
-                warn!(peer_addr = %h.peer_addr, "refused a connection that failed to authenticate (wrong cookie, or not a cluster node); further ones from {ip} are logged at most once a minute");
+            if let Ok(peer) = h.peer_addr.parse() {
+                self.args.inbound.refused(
+                    peer,
+                    "it failed to authenticate (wrong cookie, or not a cluster node)",
+                );
             }
             return;
         }
@@ -461,8 +456,7 @@ impl MeshState {
                 attempts,
                 "cannot join {addr}: the peer closed the connection during authentication \
                  (wrong cookie, or it requires TLS or rejected our certificate, or not a \
-                 counter-cluster node); retrying \
-                 with backoff"
+                 counter-cluster node); retrying with backoff"
             );
         }
     }
@@ -502,7 +496,6 @@ impl Actor for Mesh {
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
-            inbound_failures_logged: PerSource::new(INBOUND_LOG_EVERY),
             gossip_in_flight: false,
             last_gossip: None,
             rng: rng | 1,

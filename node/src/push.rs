@@ -613,7 +613,7 @@ mod tests {
                     let _ = reply.send(upto);
                 }
                 HostMessage::Changes(Changes(changes)) => {
-                    let mut r = received.lock().unwrap();
+                    let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
                     r.batches += 1;
                     r.changes += changes.len() as u64;
                     r.operations += changes.iter().map(|c| c.operations).sum::<u64>();

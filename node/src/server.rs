@@ -126,8 +126,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     // Connections are accepted by `transport`, which hands them over; the server's own
     // listener sits unused on an ephemeral loopback port (demanding TLS too, when on).
-    // Its "hostname" is our whole advertised address, since peers read it back as
-    // `HOST:PORT:0` (see `mesh::advertised`).
+    // Its "hostname" is our whole advertised address: peers read it back as
+    // `HOST:PORT:EPHEMERAL` and take what precedes the last `:` (`mesh::advertised`).
     let server = NodeServer::new(
         0,
         config.cookie.secret().to_string(),
@@ -147,7 +147,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 what: "cluster server",
                 reason: root_cause(&e),
             })?;
-    let admission = Arc::new(transport::Admission::default());
+    let inbound = Arc::new(transport::Inbound::default());
 
     let (mesh, _) = Actor::spawn(
         None,
@@ -160,19 +160,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             membership: membership.clone(),
             failure_timeout: config.failure_timeout,
             tls: config.tls.clone(),
-            admission: Arc::clone(&admission),
+            inbound: Arc::clone(&inbound),
         },
     )
     .await
     .map_err(spawn_err("mesh"))?;
     // Only now: the mesh sees every session from its first moment (its handshake
-    // deadline, and settling its admission).
-    let accepting = transport::accept_loop(
-        listener,
-        server.clone(),
-        config.tls.clone(),
-        Arc::clone(&admission),
-    );
+    // deadline, and settling its place among those waiting to authenticate).
+    let accepting = transport::accept_loop(listener, server.clone(), config.tls.clone(), inbound);
 
     let load = match config.load {
         Some(spec) => Some(

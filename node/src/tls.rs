@@ -73,18 +73,16 @@ impl Tls {
             }
             Arc::new(roots)
         };
-        std::fs::File::open(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-        let private_key = || {
-            PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("{}: no private key in it: {e}", key.display()))
-        };
+        // Read once; each of the two configurations takes its own copy.
+        let private_key = PrivateKeyDer::from_pem_slice(&read(key)?)
+            .map_err(|e| format!("{}: no private key in it: {e}", key.display()))?;
 
         let verifier = WebPkiClientVerifier::builder(Arc::clone(&roots))
             .build()
             .map_err(|e| format!("{}: {e}", ca.display()))?;
         let server = ServerConfig::builder()
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), private_key()?)
+            .with_single_cert(chain.clone(), private_key.clone_key())
             .map_err(|e| {
                 format!(
                     "{} and {} do not make a certificate and its key: {e}",
@@ -94,7 +92,7 @@ impl Tls {
             })?;
         let client = ClientConfig::builder()
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, private_key()?)
+            .with_client_auth_cert(chain, private_key)
             .map_err(|e| format!("{}: {e}", cert.display()))?;
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
@@ -120,10 +118,13 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string()).map_err(|e| format!("'{host}': {e}"))
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
+    let certs = CertificateDer::pem_slice_iter(&read(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{shown}: {e}"))?;
     if certs.is_empty() {

@@ -21,8 +21,7 @@
 //! The `NodeServer` itself is told to listen on an ephemeral loopback port that nothing
 //! uses (it always listens somewhere); with TLS on, that port demands TLS too.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,10 +41,11 @@ use crate::tls::{server_name, Tls};
 pub const MAX_UNAUTHENTICATED: usize = 32;
 /// The same, from one address.
 pub const MAX_UNAUTHENTICATED_PER_IP: usize = 8;
-/// An admission the mesh never settles lapses after this: a backstop only (the mesh
-/// settles every session within its 2 s authentication deadline; this covers a session
-/// ractor_cluster failed to start, which the mesh never hears of).
-const ADMISSION_TTL: Duration = Duration::from_secs(30);
+/// A place for an unauthenticated connection that the mesh never gives back lapses
+/// after this: a backstop only (the mesh settles every session within its 2 s
+/// authentication deadline; this covers a session ractor_cluster failed to start,
+/// which the mesh never hears of).
+const UNAUTHENTICATED_TTL: Duration = Duration::from_secs(30);
 /// How long a connecting peer has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// TLS handshakes in progress at once, from everyone.
@@ -55,93 +55,109 @@ pub const MAX_HANDSHAKES_PER_IP: usize = 32;
 /// At most one log line per source address in this time (whatever the reason).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Handshakes in progress, by source address.
-#[derive(Default)]
-struct InFlight {
+/// Places for connections: at most `total` taken at once, `per_ip` from one address.
+/// A place not given back lapses after `ttl`.
+#[derive(Debug)]
+struct Places {
     total: usize,
-    by_ip: HashMap<IpAddr, usize>,
+    per_ip: usize,
+    ttl: Duration,
+    taken: Mutex<Vec<(SocketAddr, Instant)>>,
 }
 
-/// A slot in [`InFlight`], given back when dropped.
-struct Slot {
-    in_flight: Arc<Mutex<InFlight>>,
-    ip: IpAddr,
-}
-
-impl Slot {
-    fn take(in_flight: &Arc<Mutex<InFlight>>, ip: IpAddr) -> Option<Slot> {
-        let mut table = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let from_ip = table.by_ip.get(&ip).copied().unwrap_or(0);
-        if table.total >= MAX_HANDSHAKES || from_ip >= MAX_HANDSHAKES_PER_IP {
-            return None;
+impl Places {
+    fn new(total: usize, per_ip: usize, ttl: Duration) -> Self {
+        Self {
+            total,
+            per_ip,
+            ttl,
+            taken: Mutex::new(Vec::new()),
         }
-        table.total += 1;
-        *table.by_ip.entry(ip).or_default() += 1;
-        Some(Slot {
-            in_flight: Arc::clone(in_flight),
-            ip,
+    }
+
+    /// Takes a place for the connection from `peer`, if the bounds allow.
+    fn take(&self, peer: SocketAddr) -> bool {
+        let now = Instant::now();
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.retain(|(_, at)| now.saturating_duration_since(*at) < self.ttl);
+        let from_ip = taken
+            .iter()
+            .filter(|(from, _)| from.ip() == peer.ip())
+            .count();
+        if taken.len() >= self.total || from_ip >= self.per_ip {
+            return false;
+        }
+        taken.push((peer, now));
+        true
+    }
+
+    /// Gives back the place of the connection from `peer` (that very connection).
+    fn give_back(&self, peer: SocketAddr) {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = taken.iter().position(|(from, _)| *from == peer) {
+            taken.swap_remove(i);
+        }
+    }
+}
+
+/// A TLS handshake's place, given back when its task ends however it ends.
+struct HandshakePlace {
+    places: Arc<Places>,
+    peer: SocketAddr,
+}
+
+impl HandshakePlace {
+    fn take(places: &Arc<Places>, peer: SocketAddr) -> Option<Self> {
+        places.take(peer).then(|| Self {
+            places: Arc::clone(places),
+            peer,
         })
     }
 }
 
-impl Drop for Slot {
+impl Drop for HandshakePlace {
     fn drop(&mut self) {
-        let mut table = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        table.total -= 1;
-        if let Some(n) = table.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                table.by_ip.remove(&self.ip);
-            }
+        self.places.give_back(self.peer);
+    }
+}
+
+/// What the accept loop and the mesh share about inbound connections: which ones are
+/// waiting to authenticate (the accept loop admits them, the mesh settles each once it
+/// authenticates or closes), and the log of refusals, at most one line per source
+/// address a minute whoever refuses and why.
+#[derive(Debug)]
+pub struct Inbound {
+    unauthenticated: Places,
+    refusals: Mutex<PerSource>,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Self {
+            unauthenticated: Places::new(
+                MAX_UNAUTHENTICATED,
+                MAX_UNAUTHENTICATED_PER_IP,
+                UNAUTHENTICATED_TTL,
+            ),
+            refusals: Mutex::new(PerSource::new(LOG_EVERY)),
         }
     }
 }
 
-/// Connections handed to the `NodeServer` that have not authenticated yet. The accept
-/// loop admits them; the mesh settles each once it authenticates or closes.
-#[derive(Debug, Default)]
-pub struct Admission {
-    pending: Mutex<Vec<(SocketAddr, Instant)>>,
-}
-
-impl Admission {
-    /// Admits the connection from `peer` if the bounds allow.
-    fn admit(&self, peer: SocketAddr) -> bool {
-        let now = Instant::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|(_, at)| now.saturating_duration_since(*at) < ADMISSION_TTL);
-        let from_ip = pending
-            .iter()
-            .filter(|(from, _)| from.ip() == peer.ip())
-            .count();
-        if pending.len() >= MAX_UNAUTHENTICATED || from_ip >= MAX_UNAUTHENTICATED_PER_IP {
-            return false;
-        }
-        pending.push((peer, now));
-        true
-    }
-
+impl Inbound {
     /// The connection from `peer_addr` (as ractor_cluster prints the accepted socket's
     /// peer address) authenticated or closed.
     pub fn settled(&self, peer_addr: &str) {
-        let Ok(peer) = peer_addr.parse::<SocketAddr>() else {
-            return;
-        };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = pending.iter().position(|(from, _)| *from == peer) {
-            pending.swap_remove(i);
+        if let Ok(peer) = peer_addr.parse() {
+            self.unauthenticated.give_back(peer);
         }
     }
-}
 
-/// Logs a refused connection at most once per source per [`LOG_EVERY`].
-#[derive(Clone)]
-struct RefusalLog(Arc<Mutex<PerSource>>);
-
-impl RefusalLog {
-    fn refused(&self, peer: SocketAddr, why: &str) {
+    /// Logs that the connection from `peer` was refused, unless its source was logged
+    /// less than a minute ago.
+    pub fn refused(&self, peer: SocketAddr, why: &str) {
         let due = self
-            .0
+            .refusals
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .due(peer.ip(), Instant::now());
@@ -153,19 +169,32 @@ impl RefusalLog {
             );
         }
     }
+
+    /// Admits the connection from `peer` to the authentication handshake, or refuses
+    /// it (and says so) when too many are waiting.
+    fn admit(&self, peer: SocketAddr) -> bool {
+        let admitted = self.unauthenticated.take(peer);
+        if !admitted {
+            self.refused(peer, "too many connections waiting to authenticate");
+        }
+        admitted
+    }
 }
 
 /// Accepts connections on `listener` until the returned task is aborted, and hands
-/// each one (after its TLS handshake, with `tls`) to `server`, as far as `admission`
-/// allows.
+/// each one (after its TLS handshake, with `tls`) to `server`, as far as `inbound`
+/// admits it.
 pub fn accept_loop(
     listener: TcpListener,
     server: ActorRef<NodeServerMessage>,
     tls: Option<Tls>,
-    admission: Arc<Admission>,
+    inbound: Arc<Inbound>,
 ) -> JoinHandle<()> {
-    let in_flight = Arc::new(Mutex::new(InFlight::default()));
-    let log = RefusalLog(Arc::new(Mutex::new(PerSource::new(LOG_EVERY))));
+    let handshakes = Arc::new(Places::new(
+        MAX_HANDSHAKES,
+        MAX_HANDSHAKES_PER_IP,
+        HANDSHAKE_TIMEOUT * 2,
+    ));
     tokio::spawn(async move {
         loop {
             let (stream, peer_addr) = match listener.accept().await {
@@ -183,43 +212,39 @@ pub fn accept_loop(
             let Some(tls) = tls.clone() else {
                 // Plain TCP: nothing to wait for here; the cookie handshake runs in
                 // the session, under the mesh's authentication deadline.
-                if !admission.admit(peer_addr) {
-                    log.refused(peer_addr, "too many connections waiting to authenticate");
-                    continue;
+                if inbound.admit(peer_addr) {
+                    let opened = NetworkStream::Raw {
+                        peer_addr,
+                        local_addr,
+                        stream,
+                    };
+                    hand_over(&server, opened, true);
                 }
-                let opened = NetworkStream::Raw {
-                    peer_addr,
-                    local_addr,
-                    stream,
-                };
-                hand_over(&server, opened, true);
                 continue;
             };
-            let Some(slot) = Slot::take(&in_flight, peer_addr.ip()) else {
-                log.refused(peer_addr, "too many TLS handshakes in progress");
+            let Some(place) = HandshakePlace::take(&handshakes, peer_addr) else {
+                inbound.refused(peer_addr, "too many TLS handshakes in progress");
                 continue;
             };
             let server = server.clone();
-            let log = log.clone();
-            let admission = Arc::clone(&admission);
+            let inbound = Arc::clone(&inbound);
             tokio::spawn(async move {
-                let _slot = slot;
+                let _place = place;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(_)) if !admission.admit(peer_addr) => {
-                        log.refused(peer_addr, "too many connections waiting to authenticate");
-                    }
                     Ok(Ok(stream)) => {
-                        let opened = NetworkStream::TlsServer {
-                            peer_addr,
-                            local_addr,
-                            stream,
-                        };
-                        hand_over(&server, opened, true);
+                        if inbound.admit(peer_addr) {
+                            let opened = NetworkStream::TlsServer {
+                                peer_addr,
+                                local_addr,
+                                stream,
+                            };
+                            hand_over(&server, opened, true);
+                        }
                     }
                     Ok(Err(error)) => {
-                        log.refused(peer_addr, &format!("TLS handshake failed: {error}"))
+                        inbound.refused(peer_addr, &format!("TLS handshake failed: {error}"))
                     }
-                    Err(_) => log.refused(
+                    Err(_) => inbound.refused(
                         peer_addr,
                         &format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
                     ),
@@ -299,51 +324,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handshake_slots_are_bounded_per_source_and_in_total() {
-        let in_flight = Arc::new(Mutex::new(InFlight::default()));
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut held: Vec<Slot> = (0..MAX_HANDSHAKES_PER_IP)
-            .map(|_| Slot::take(&in_flight, a).unwrap())
-            .collect();
-        assert!(Slot::take(&in_flight, a).is_none(), "per-source bound");
-        held.pop();
+    fn places_are_bounded_per_source_and_in_total() {
+        let places = Places::new(8, 3, Duration::from_secs(30));
+        let from = |port: u16| SocketAddr::from(([10, 0, 0, 1], port));
+        for port in 0..3 {
+            assert!(places.take(from(port)));
+        }
+        assert!(!places.take(from(99)), "per-source bound");
+        places.give_back(from(5555));
         assert!(
-            Slot::take(&in_flight, a).is_some(),
-            "a slot comes back when dropped"
+            !places.take(from(99)),
+            "only that very connection gives back"
         );
-        let mut others = Vec::new();
+        places.give_back(from(1));
+        assert!(places.take(from(99)), "giving back frees a place");
         let mut ip = 0u32;
-        while let Some(slot) = Slot::take(&in_flight, IpAddr::from(ip.to_be_bytes())) {
-            others.push(slot);
+        while places.take(SocketAddr::from((ip.to_be_bytes(), 1))) {
             ip += 1;
         }
-        let table = in_flight.lock().unwrap();
-        assert_eq!(table.total, MAX_HANDSHAKES, "total bound");
+        assert_eq!(places.taken.lock().unwrap().len(), 8, "total bound");
     }
 
     #[test]
-    fn admissions_are_bounded_and_settled() {
-        let admission = Admission::default();
+    fn a_handshake_place_comes_back_when_dropped() {
+        let places = Arc::new(Places::new(1, 1, Duration::from_secs(30)));
+        let peer = SocketAddr::from(([10, 0, 0, 1], 1));
+        let held = HandshakePlace::take(&places, peer).unwrap();
+        assert!(HandshakePlace::take(&places, peer).is_none());
+        drop(held);
+        assert!(HandshakePlace::take(&places, peer).is_some());
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_bounded_and_settled() {
+        let inbound = Inbound::default();
         let from = |port: u16| SocketAddr::from(([10, 0, 0, 1], port));
         for port in 0..MAX_UNAUTHENTICATED_PER_IP as u16 {
-            assert!(admission.admit(from(port)));
+            assert!(inbound.admit(from(port)));
         }
-        assert!(!admission.admit(from(999)), "per-source bound");
-        admission.settled("10.0.0.1:5555");
-        assert!(
-            !admission.admit(from(999)),
-            "only that very connection settles"
-        );
-        admission.settled("10.0.0.1:3");
-        assert!(admission.admit(from(999)), "settling frees a place");
-        let mut ip = 0u32;
-        while admission.admit(SocketAddr::from((ip.to_be_bytes(), 1))) {
-            ip += 1;
-        }
-        assert_eq!(
-            admission.pending.lock().unwrap().len(),
-            MAX_UNAUTHENTICATED,
-            "total bound"
-        );
+        assert!(!inbound.admit(from(999)), "per-source bound");
+        inbound.settled("10.0.0.1:3");
+        assert!(inbound.admit(from(999)), "settling frees a place");
     }
 }

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::util::{is_closed, rss_mib, stats, wait_for, Cluster, NodeProc};
+use crate::util::{
+    is_closed, lines_with, peak_rss_mib, rss_mib, stats, wait_for, Cluster, NodeProc,
+};
 
 /// Deterministic noise (xorshift), so a failure can be replayed.
 fn noise(len: usize, mut state: u64) -> Vec<u8> {
@@ -26,11 +28,6 @@ fn send(addr: &str, bytes: &[u8]) -> Option<TcpStream> {
     let mut stream = TcpStream::connect(addr).ok()?;
     let _ = stream.write_all(bytes);
     Some(stream)
-}
-
-/// Lines of `log` that mention `needle`.
-fn lines_with(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 fn assert_serving(cluster: &Cluster, what: &str) {
@@ -235,19 +232,6 @@ fn forged_messages_after_a_valid_handshake_are_dropped() {
     );
 }
 
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Before authenticating, a connection can still send one frame of up to 16 MiB, which
 /// the node buffers. 100 of them at once would be 1.6 GB: the accept loop admits at most
 /// 8 unauthenticated connections per address, so the node's peak stays far below.
@@ -364,28 +348,33 @@ fn a_valid_cookie_handshake_followed_by_garbage_is_dropped() {
             .await
             .unwrap();
         // Authenticated and synchronised: the node's agent shows up here.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while remote_agents().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the cookie handshake never completed"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let agent_known = |known: bool| {
+            move || {
+                (remote_agents().is_empty() != known)
+                    .then_some(())
+                    .ok_or_else(|| format!("the node's agent is known: {}", !known))
+            }
+        };
+        tokio::task::block_in_place(|| {
+            wait_for(
+                "the cookie handshake to complete",
+                Duration::from_secs(10),
+                agent_known(true),
+            )
+        });
         // Garbage frames: a plausible length, then bytes that are no message.
         let mut garbage = 200u64.to_be_bytes().to_vec();
         garbage.extend(noise(200, 99));
         garbage.extend(noise(4096, 100));
         write.lock().unwrap().try_write(&garbage).unwrap();
         // The node closes the session: its agent leaves our process groups.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !remote_agents().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the node kept a session that sent garbage"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        tokio::task::block_in_place(|| {
+            wait_for(
+                "the node to close the session that sent garbage",
+                Duration::from_secs(10),
+                agent_known(false),
+            )
+        });
         server.stop(None);
         let _ = handle.await;
     });

@@ -109,28 +109,23 @@ fn a_cookie_that_cannot_be_used_is_a_clear_error() {
         (&["--cookie-file", empty], "is empty"),
         (&["--cookie-file", empty, "--cookie", "x"], "given twice"),
     ];
+    // A node, and a client command: both resolve the cookie the same way.
+    let node: &[&str] = &["--listen", &listen];
+    let client: &[&str] = &["stats", "--join", &listen];
     for (args, expected) in cases {
-        let out = Command::new(node_bin())
-            .args(["--listen", &listen])
-            .args(args)
-            .env_remove("NODE_COOKIE")
-            .env_remove("NODE_COOKIE_FILE")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(expected), "{args:?}: {stderr}");
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        // The same for a client command.
-        let out = Command::new(node_bin())
-            .args(["stats", "--join", &listen])
-            .args(args)
-            .env_remove("NODE_COOKIE")
-            .env_remove("NODE_COOKIE_FILE")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "client {args:?}: {stderr}");
-        assert!(stderr.contains(expected), "client {args:?}: {stderr}");
+        for command in [node, client] {
+            let out = Command::new(node_bin())
+                .args(command)
+                .args(args)
+                .env_remove("NODE_COOKIE")
+                .env_remove("NODE_COOKIE_FILE")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{command:?} {args:?}");
+            assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+            assert!(stderr.contains(expected), "{what}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        }
     }
 }

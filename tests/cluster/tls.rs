@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{is_closed, node_bin, wait_for, NodeProc, COOKIE};
+use crate::util::{is_closed, lines_with, node_bin, wait_for, NodeProc, COOKIE};
 
 /// A CA and certificates made by the project's script, in a temporary directory.
 struct Certs {
@@ -99,10 +99,6 @@ fn wait_complete(addr: &str, certs: &Certs, nodes: u64, counters: u64) -> Value 
     )
 }
 
-fn lines_with(log: &str, needle: &str) -> usize {
-    log.lines().filter(|l| l.contains(needle)).count()
-}
-
 #[test]
 fn a_tls_cluster_forms_and_serves_clients_with_certificates() {
     let certs = Certs::make(&["coordinator", "worker-1", "worker-2", "client"]);
@@ -178,25 +174,15 @@ fn links_without_a_certificate_from_the_cluster_ca_are_refused() {
         &strangers,
         &["--counters", "1", "--join", &coordinator.addr],
     );
-    wait_for(
+    plain.wait_for_log(
         "the plain node to report that it cannot join",
+        "cannot join",
         Duration::from_secs(10),
-        || {
-            let log = plain.log();
-            (lines_with(&log, "cannot join") > 0)
-                .then_some(())
-                .ok_or(log)
-        },
     );
-    wait_for(
+    stranger.wait_for_log(
         "the stranger to report the TLS failure",
+        "TLS handshake failed",
         Duration::from_secs(10),
-        || {
-            let log = stranger.log();
-            (lines_with(&log, "TLS handshake failed") > 0)
-                .then_some(())
-                .ok_or(log)
-        },
     );
     let s = tls_stats(&coordinator.addr, &certs).unwrap();
     assert_eq!(

@@ -98,6 +98,14 @@ impl NodeProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the node's log mentions `needle`.
+    pub fn wait_for_log(&self, what: &str, needle: &str, timeout: Duration) {
+        wait_for(what, timeout, || {
+            let log = self.log();
+            (lines_with(&log, needle) > 0).then_some(()).ok_or(log)
+        });
+    }
+
     /// Sends a signal with the system's `kill` (no unsafe code in tests).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -322,17 +330,35 @@ pub fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Resident memory of a process, in MiB, from /proc.
-pub fn rss_mib(pid: u32) -> f64 {
+/// A `kB` line of `/proc/PID/status` in MiB (0 if the process is gone).
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| {
+                    l.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                })
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resident memory of a process, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS")
+}
+
+/// Peak resident memory of a process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM")
+}
+
+/// Lines of `log` that mention `needle`.
+pub fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
 }
 
 /// Serialises the tests that run a cluster client inside the test process: process
