@@ -1,5 +1,6 @@
 //! The `node` command line (clap). Parsing only: [`crate::config`] turns the server
-//! arguments into a checked [`crate::config::NodeConfig`], [`crate::app`] runs things.
+//! arguments into a checked [`crate::config::NodeConfig`], [`crate::server`] runs a
+//! node and [`crate::client`] runs a client command.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -8,10 +9,12 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use shared::protocol::{validate_node_name, Role};
 
-use crate::bench::sender::Measure;
-use crate::cookie::CookieArgs;
-use crate::push::Mode;
-use crate::tls::TlsArgs;
+use shared::agent::CrashTarget;
+
+use crate::error::CommandError;
+use crate::load::push::Mode;
+use crate::net::cookie::CookieArgs;
+use crate::net::tls::TlsArgs;
 
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4697;
@@ -78,9 +81,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub counters: u32,
 
+    /// The cluster's shared secret.
     #[command(flatten)]
     pub cookie: CookieArgs,
 
+    /// Mutual TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
 
@@ -115,8 +120,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_failure_timeout)]
     pub failure_timeout: Duration,
 
-    /// Let `node debug crash-counter` make this node's counters fail (for supervision
-    /// tests and drills).
+    /// Let `node debug crash` make this node's actors fail (for supervision tests and
+    /// drills).
     #[arg(long, hide = true)]
     pub enable_fault_injection: bool,
 }
@@ -140,6 +145,7 @@ pub enum Command {
         /// Deadline of the collection, in seconds.
         #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_secs)]
         deadline: Duration,
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
@@ -150,6 +156,7 @@ pub enum Command {
         /// Amount to add.
         #[arg(long, default_value_t = 1)]
         by: u64,
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
@@ -160,6 +167,7 @@ pub enum Command {
         /// Amount to subtract.
         #[arg(long, default_value_t = 1)]
         by: u64,
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
@@ -167,69 +175,16 @@ pub enum Command {
     Get {
         /// Counter name, NODE/INDEX (e.g. worker-1/0).
         counter: String,
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
     /// Check that one node is up and serving: connect, authenticate, ask it to describe
     /// itself. Exits 0 and prints one line if so (a container healthcheck).
     Health {
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
-    },
-    /// Measure this machine's cluster: start node processes on loopback, push
-    /// increments, time calls and collections, and print the figures beside their
-    /// goals (see BENCHMARKS.md). Takes 10 to 30 seconds; with --scale, about as long but
-    /// several GB of memory.
-    Bench {
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Instead: start 3 nodes with --scale-counters counters each, and report how
-        /// long they take to form, a full collection, and their memory.
-        #[arg(long)]
-        scale: bool,
-        /// Increments in the coalesced push.
-        #[arg(long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-        ops: u64,
-        /// Increments in the unbatched push (one message each, so much slower).
-        #[arg(long, value_name = "N", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
-        unbatched_ops: u64,
-        /// Sequential calls timed for the latency percentiles.
-        #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
-        calls: u64,
-        /// Collections timed (the median is reported).
-        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
-        collections: u32,
-        /// Counters spread evenly over the 3 nodes the collections run on.
-        #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(3..=300_000))]
-        counters: u32,
-        /// Counters on the node the pushes go to.
-        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        push_counters: u32,
-        /// Counters per node with --scale.
-        #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        scale_counters: u32,
-        /// Frames sent for the raw TCP reference.
-        #[arg(long, value_name = "N", default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-        raw_frames: u64,
-    },
-    /// The client process `node bench` starts (one measurement, JSON on stdout).
-    #[command(hide = true)]
-    BenchSender {
-        /// The node to push to or call.
-        #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
-        join: String,
-        #[command(flatten)]
-        cookie: CookieArgs,
-        /// Push increments, or time calls.
-        #[arg(long, value_enum)]
-        measure: Measure,
-        /// How pushes are sent.
-        #[arg(long, value_enum, default_value_t = Mode::Coalesced)]
-        mode: Mode,
-        /// Operations (or calls).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-        ops: u64,
     },
     /// Fault injection for tests and drills.
     #[command(subcommand, hide = true)]
@@ -239,14 +194,70 @@ pub enum Command {
 /// Fault injection, honoured only by nodes started with --enable-fault-injection.
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
-    /// Make a counter fail so that its node's supervisor restarts it. Send it to the
-    /// node that hosts the counter.
-    CrashCounter {
-        /// Counter name, NODE/INDEX (e.g. worker-1/0).
-        counter: String,
+    /// Make one of the node's actors fail, so that its supervisor deals with it (see
+    /// the supervision tree in the README). Always about the node --join names.
+    Crash {
+        /// Which actor.
+        #[arg(value_enum)]
+        target: CrashKind,
+        /// With `counter`: the counter's name, NODE/INDEX (on the node --join names).
+        counter: Option<String>,
+        /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
+}
+
+/// The kinds of actor `node debug crash` can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrashKind {
+    /// One counter (give its name).
+    Counter,
+    /// The supervisor of the node's counters.
+    CounterSupervisor,
+    /// The counter host.
+    Host,
+    /// The node agent.
+    Agent,
+    /// The mesh.
+    Mesh,
+    /// The aggregator (coordinator only).
+    Aggregator,
+    /// The load clients (with --load only).
+    LoadClient,
+    /// The accept loop of the cluster port.
+    Listener,
+    /// ractor_cluster's NodeServer.
+    ClusterServer,
+}
+
+impl CrashKind {
+    /// The wire form, with the counter's name for `counter` (required there, refused
+    /// elsewhere).
+    pub fn with_counter(self, counter: Option<String>) -> Result<CrashTarget, CommandError> {
+        let target = match (self, counter) {
+            (CrashKind::Counter, Some(name)) => return Ok(CrashTarget::Counter(name)),
+            (CrashKind::Counter, None) => {
+                return Err(CommandError::Local(
+                    "crash counter: name the counter".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(CommandError::Local(
+                    "only `crash counter` takes a counter name".into(),
+                ))
+            }
+            (CrashKind::CounterSupervisor, None) => CrashTarget::CounterSupervisor,
+            (CrashKind::Host, None) => CrashTarget::Host,
+            (CrashKind::Agent, None) => CrashTarget::Agent,
+            (CrashKind::Mesh, None) => CrashTarget::Mesh,
+            (CrashKind::Aggregator, None) => CrashTarget::Aggregator,
+            (CrashKind::LoadClient, None) => CrashTarget::LoadClient,
+            (CrashKind::Listener, None) => CrashTarget::Listener,
+            (CrashKind::ClusterServer, None) => CrashTarget::ClusterServer,
+        };
+        Ok(target)
+    }
 }
 
 /// How a client reaches the cluster.
@@ -255,8 +266,10 @@ pub struct ClientArgs {
     /// Any cluster member.
     #[arg(long = "join", value_name = "HOST:PORT", default_value = "127.0.0.1:4697", value_parser = parse_host_port)]
     pub join: String,
+    /// The cluster's shared secret.
     #[command(flatten)]
     pub cookie: CookieArgs,
+    /// Mutual TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Seconds to wait for the connection (and authentication).

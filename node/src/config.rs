@@ -6,21 +6,10 @@ use std::time::Duration;
 use shared::protocol::Role;
 
 use crate::cli::ServeArgs;
-use crate::cookie::Cookie;
 use crate::error::NodeError;
-use crate::push::Mode;
-use crate::tls::Tls;
-
-/// Load clients to run on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadSpec {
-    /// Operations per second.
-    pub rate: u32,
-    /// Stop after this many operations.
-    pub max_ops: Option<u64>,
-    /// Coalesced or one message per operation.
-    pub mode: Mode,
-}
+use crate::load::client::LoadSpec;
+use crate::net::cookie::Cookie;
+use crate::net::tls::Tls;
 
 /// Everything a node needs to run, checked.
 #[derive(Clone)]

@@ -24,6 +24,13 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The node failed to start (the first part that failed says why).
+    #[error("{0}")]
+    Start(String),
+    /// A part of the node failed and could not be restarted: the node stopped. Already
+    /// logged when it happened.
+    #[error("{0}; the node stopped")]
+    Failed(String),
 }
 
 /// Why a client command failed. Each prints as one line for stderr.
@@ -38,6 +45,10 @@ pub enum CommandError {
     /// Connecting (and authenticating) took longer than allowed.
     #[error("no answer from {0} within {1:?} (is a node listening there?)")]
     ConnectTimeout(String, Duration),
+    /// The node kept refusing the connection because it was busy (too many connections
+    /// waiting to authenticate), until the timeout.
+    #[error("{0} is busy (too many connections waiting to authenticate) and refused the connection until the timeout; try again")]
+    Busy(String),
     /// The node closed the session during the handshake: the cookies differ.
     #[error("authentication with {0} failed: the cookie does not match (set NODE_COOKIE, --cookie-file or --cookie to the cluster's), or {0} requires TLS (--tls-cert, --tls-key, --tls-ca) or rejected our certificate, or is not a counter-cluster node")]
     AuthFailed(String),

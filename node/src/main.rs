@@ -1,34 +1,18 @@
 //! The `node` binary: parse the command line, set up logging, run, map errors to an exit
 //! code. Everything else lives in the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use node::cli::Cli;
 use node::config::NodeConfig;
-use tracing_subscriber::EnvFilter;
+use node::error::NodeError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Nodes log their life at info; clients keep stderr for errors unless RUST_LOG says.
-    let default_filter = if cli.command.is_some() {
-        "warn,ractor_cluster=error"
-    } else {
-        // ractor_cluster warns about routine session teardown; our mesh logs peers
-        // joining and leaving itself.
-        "info,ractor_cluster=error"
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .init();
-
+    node::logging::init(cli.command.is_some());
     // Undecodable frames from peers are counted, not printed one backtrace each.
-    node::panic_hook::install();
+    node::net::panic_hook::install();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -39,14 +23,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Some(command) => node::commands::run(command)
+            Some(command) => node::client::commands::run(command)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| Some(e.to_string())),
             None => {
-                let config = NodeConfig::from_args(cli.serve).map_err(|e| e.to_string())?;
+                let config = NodeConfig::from_args(cli.serve).map_err(|e| Some(e.to_string()))?;
                 node::server::run(config, node::shutdown::shutdown_signal())
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| match e {
+                        // Logged when it happened, as the node's last error line.
+                        NodeError::Failed(_) => None,
+                        other => Some(other.to_string()),
+                    })
             }
         }
     });
@@ -55,7 +43,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("node: error: {message}");
+            if let Some(message) = message {
+                eprintln!("node: error: {message}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,52 +1,34 @@
-//! Running a node: start its actors in dependency order, wait for the shutdown signal,
-//! stop them in reverse order.
-//!
-//! What runs on every node: the ractor_cluster `NodeServer` (sessions with peers), the
-//! [`CounterSupervisor`] and its counters, the [`CounterHost`], the [`NodeAgent`], the [`Mesh`] (dialing and
-//! gossip) and, with `--load`, a [`LoadClient`]. The coordinator adds the [`Aggregator`].
+//! Running a node: bind the cluster port, start the supervision tree
+//! ([`root`](crate::root)), wait for the shutdown signal or for the node to fail, then
+//! stop it in order.
 
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::Actor;
-use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{IncomingEncryptionMode, NodeServer};
-use shared::protocol::{agent_name, host_name, Role};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::agent::{AgentArgs, NodeAgent};
-use crate::aggregator::{Aggregator, AggregatorArgs};
+use crate::clock::unix_micros;
+use crate::cluster::facts::NodeFacts;
+use crate::cluster::membership::Membership;
 use crate::config::NodeConfig;
+use crate::counters::table::CounterTable;
 use crate::error::NodeError;
-use crate::host::{CounterHost, HostArgs};
-use crate::load::{IssuedTally, LoadArgs, LoadClient};
-use crate::membership::Membership;
-use crate::mesh::{Mesh, MeshArgs};
-use crate::supervisor::{CounterSupervisor, SupervisorArgs};
-use crate::transport;
+use crate::root::{root_cause, NodeRoot, RootArgs, RootMessage};
 
-/// How long each part may take to stop before the node moves on.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the ordered stop of every part may take in all.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn spawn_err(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> NodeError {
-    move |e| NodeError::Spawn {
-        what,
-        reason: e.to_string(),
-    }
-}
-
-/// Runs a node until `shutdown` completes, then stops it cleanly: load clients first,
-/// counters last (each logs its final value), then the network.
+/// Runs a node until `shutdown` completes (then stops it cleanly and returns `Ok`), or
+/// until a part of it fails for good (then stops it cleanly and returns the failure).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
     if config.cookie.is_development() {
         warn!("no cookie given: using the development cookie (loopback only)");
     }
     // Take the port first: a port that is taken fails the start before (perhaps many)
-    // counters start. Connections are accepted only once the counters, host and agent
-    // are up (until then they wait in the kernel's backlog), so a peer never meets a
-    // node that cannot answer its heartbeats yet.
+    // counters start.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| NodeError::Listen {
@@ -54,143 +36,26 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             reason: e.to_string(),
         })?;
 
-    // Identifies this run: peers tell a restart under the same name by it.
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let membership = Membership::default();
-    let restarts = Arc::default();
-    let (supervisor, _) = Actor::spawn(
-        None,
-        CounterSupervisor,
-        SupervisorArgs {
-            node_name: config.name.clone(),
-            counters: config.counters,
-            restarts: Arc::clone(&restarts),
-            fault_injection: config.fault_injection,
-        },
-    )
-    .await
-    .map_err(spawn_err("counter supervisor"))?;
-
-    let (host, _) = Actor::spawn(
-        Some(host_name(&config.name)),
-        CounterHost,
-        HostArgs {
-            node_name: config.name.clone(),
-            counters: config.counters,
-        },
-    )
-    .await
-    .map_err(spawn_err("counter host"))?;
-
-    let aggregator = match config.role {
-        Role::Coordinator => Some(
-            Actor::spawn(
-                None,
-                Aggregator,
-                AggregatorArgs {
-                    node_name: config.name.clone(),
-                    interval: config.stats_interval,
-                    deadline: config.collect_timeout,
-                    membership: membership.clone(),
-                },
-            )
-            .await
-            .map_err(spawn_err("aggregator"))?
-            .0,
-        ),
-        Role::Worker => None,
+    let facts = Arc::new(NodeFacts {
+        name: config.name.clone(),
+        role: config.role,
+        // Identifies this run: peers tell a restart under the same name by it.
+        incarnation: unix_micros(),
+        advertise: config.advertise(),
+        table: Arc::new(CounterTable::new(&config.name, config.counters)),
+        issued: Arc::default(),
+        membership: Membership::default(),
+    });
+    let (fatal, mut failures) = mpsc::unbounded_channel();
+    let args = RootArgs {
+        config: config.clone(),
+        listener: Arc::new(listener),
+        facts,
+        fatal,
     };
-
-    let issued = Arc::new(IssuedTally::default());
-    let (agent, _) = Actor::spawn(
-        Some(agent_name(&config.name)),
-        NodeAgent,
-        AgentArgs {
-            name: config.name.clone(),
-            role: config.role,
-            incarnation,
-            advertise: config.advertise(),
-            counters: config.counters,
-            restarts,
-            issued: Arc::clone(&issued),
-            membership: membership.clone(),
-            aggregator: aggregator.clone(),
-            fault_injection: config.fault_injection,
-        },
-    )
-    .await
-    .map_err(spawn_err("node agent"))?;
-
-    // Connections are accepted by `transport`, which hands them over; the server's own
-    // listener sits unused on an ephemeral loopback port (demanding TLS too, when on).
-    // Its "hostname" is our whole advertised address: peers read it back as
-    // `HOST:PORT:EPHEMERAL` and take what precedes the last `:` (`mesh::advertised`).
-    let server = NodeServer::new(
-        0,
-        config.cookie.secret().to_string(),
-        config.name.clone(),
-        config.advertise(),
-        config
-            .tls
-            .as_ref()
-            .map(|tls| IncomingEncryptionMode::Tls(tls.acceptor().clone())),
-        Some(NodeConnectionMode::Isolated),
-    )
-    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
-    let (server, server_handle) =
-        Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| NodeError::Spawn {
-                what: "cluster server",
-                reason: root_cause(&e),
-            })?;
-    let inbound = Arc::new(transport::Inbound::default());
-
-    let (mesh, _) = Actor::spawn(
-        None,
-        Mesh,
-        MeshArgs {
-            server: server.clone(),
-            name: config.name.clone(),
-            incarnation,
-            seeds: config.seeds.clone(),
-            membership: membership.clone(),
-            failure_timeout: config.failure_timeout,
-            tls: config.tls.clone(),
-            inbound: Arc::clone(&inbound),
-        },
-    )
-    .await
-    .map_err(spawn_err("mesh"))?;
-    // Only now: the mesh sees every session from its first moment (its handshake
-    // deadline, and settling its place among those waiting to authenticate).
-    let accepting = transport::accept_loop(listener, server.clone(), config.tls.clone(), inbound);
-
-    let load = match config.load {
-        Some(spec) => Some(
-            Actor::spawn(
-                None,
-                LoadClient,
-                LoadArgs {
-                    rate: spec.rate,
-                    max_ops: spec.max_ops,
-                    mode: spec.mode,
-                    tally: issued,
-                    seed: seed_of(&config.name),
-                    node_name: config.name.clone(),
-                    counters: config.counters,
-                    membership: membership.clone(),
-                },
-            )
-            .await
-            .map_err(spawn_err("load clients"))?
-            .0,
-        ),
-        None => None,
-    };
+    let (root, root_handle) = Actor::spawn(None, NodeRoot, args)
+        .await
+        .map_err(|e| NodeError::Start(startup_failure(&e)))?;
 
     info!(
         node = %config.name,
@@ -204,50 +69,32 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         "node started"
     );
 
-    shutdown.await;
-
-    accepting.abort();
-    if let Some(load) = load {
-        stop(load.get_cell(), "load clients").await;
-    }
-    stop(mesh.get_cell(), "mesh").await;
-    if let Some(aggregator) = aggregator {
-        stop(aggregator.get_cell(), "aggregator").await;
-    }
-    stop(agent.get_cell(), "node agent").await;
-    stop(host.get_cell(), "counter host").await;
-    supervisor
-        .stop_children_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
-        .await;
-    stop(supervisor.get_cell(), "counter supervisor").await;
-    stop(server.get_cell(), "cluster server").await;
-    let _ = server_handle.await;
-    info!(node = %config.name, "node stopped");
-    Ok(())
-}
-
-async fn stop(actor: ractor::ActorCell, what: &str) {
-    if let Err(error) = actor
-        .stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
-        .await
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Some(failure) = failures.recv() => Some(failure),
+    };
+    if ractor::call_t!(
+        root,
+        RootMessage::Shutdown,
+        SHUTDOWN_TIMEOUT.as_millis() as u64
+    )
+    .is_err()
     {
-        warn!(%error, "the {what} did not stop in time");
+        warn!("the node did not stop in order within {SHUTDOWN_TIMEOUT:?}");
     }
+    root.stop(Some("node stopped".into()));
+    let _ = root_handle.await;
+    info!(node = %config.name, "node stopped");
+    failure.map_or(Ok(()), Err)
 }
 
-fn seed_of(name: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    std::process::id().hash(&mut hasher);
-    hasher.finish()
-}
-
-/// ractor wraps a failed `pre_start` in layers; the innermost message is the useful one
-/// ("Address already in use").
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(next) = current.source() {
-        current = next;
+/// The most useful line from a failed start: our own error if a part reported one,
+/// else the innermost cause.
+fn startup_failure(error: &ractor::SpawnErr) -> String {
+    if let ractor::SpawnErr::StartupFailed(inner) = error {
+        if let Some(ours) = inner.downcast_ref::<NodeError>() {
+            return ours.to_string();
+        }
     }
-    current.to_string()
+    root_cause(error)
 }

@@ -1,11 +1,13 @@
-//! What a node's agent answers: membership gossip for other nodes, and requests from
-//! the short-lived clients (`node stats`, `node incr`, ...).
+//! What a node's agent answers: membership gossip and heartbeats for other nodes, and
+//! requests from the short-lived clients (`node stats`, `node incr`, ...). Counters are
+//! not reached through the agent: their one remote face is the node's counter host
+//! ([`crate::host`]).
 
 use ractor::RpcReplyPort;
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::counter::{CounterError, CounterStats, Delta};
+use crate::counter::{CounterError, Delta};
 use crate::protocol::Role;
 use crate::stats::ClusterStats;
 
@@ -18,11 +20,6 @@ pub enum AgentMessage {
     /// Serve a client command.
     #[rpc]
     Client(ClientRequest, RpcReplyPort<ClientReply>),
-    /// This node's part of a collection: describe the node and call `GetStats` on every
-    /// one of its own counters, answering within `deadline_ms`. One call per node
-    /// instead of one per counter across the network.
-    #[rpc]
-    CollectLocal(u64, RpcReplyPort<LocalReport>),
     /// "I am alive": every peer's mesh sends one every heartbeat interval. A peer not
     /// heard from for long enough is declared unreachable.
     Heartbeat(Beat),
@@ -40,16 +37,6 @@ pub struct Beat {
     pub from: String,
     /// The sender's incarnation (see [`NodeInfo::incarnation`]).
     pub incarnation: u64,
-}
-
-/// One node's part of a collection: what its agent and each of its counters said.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocalReport {
-    /// The node's description of itself.
-    pub info: NodeInfo,
-    /// Every counter of the node (found through the process group), with its own
-    /// `GetStats` answer, or `None` if it did not answer in time.
-    pub counters: Vec<(String, Option<CounterStats>)>,
 }
 
 /// A peer as other nodes should dial it.
@@ -98,9 +85,6 @@ pub enum ClientRequest {
         /// only; what a cluster of 100,000s of counters needs to stay under the
         /// 16 MiB frame limit).
         per_counter: bool,
-        /// Call every counter one after another instead of one request per node (the
-        /// slow baseline `node bench` measures against).
-        sequential: bool,
     },
     /// The coordinator aggregator's most recent periodic collection.
     LastStats {
@@ -119,13 +103,34 @@ pub enum ClientRequest {
         /// Cluster-wide counter name.
         counter: String,
     },
-    /// Make the named counter fail, so that its supervisor restarts it. Fault
-    /// injection for tests and drills: refused unless the counter's node runs with
-    /// `--enable-fault-injection`.
-    CrashCounter {
-        /// Cluster-wide counter name.
-        counter: String,
-    },
+    /// Make one of the node's actors fail, so that its supervisor deals with it (see
+    /// the supervision tree in the README). Fault injection for tests and drills:
+    /// refused unless the node runs with `--enable-fault-injection`, and only ever
+    /// about the node that receives it.
+    Crash(CrashTarget),
+}
+
+/// Which actor a [`ClientRequest::Crash`] makes fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CrashTarget {
+    /// One counter, by its cluster-wide name (it must be on the receiving node).
+    Counter(String),
+    /// The supervisor of the node's counters.
+    CounterSupervisor,
+    /// The counter host.
+    Host,
+    /// The node agent.
+    Agent,
+    /// The mesh (dialing, heartbeats, failure detection).
+    Mesh,
+    /// The aggregator (coordinator only).
+    Aggregator,
+    /// The load clients (with `--load` only).
+    LoadClient,
+    /// The accept loop of the cluster port.
+    Listener,
+    /// ractor_cluster's `NodeServer`, which owns every session.
+    ClusterServer,
 }
 
 /// What a served client command produced.
@@ -169,6 +174,9 @@ pub enum ClientError {
     /// The aggregator has not finished its first collection yet.
     #[error("the aggregator has not completed a collection yet")]
     NotCollectedYet,
+    /// The node is serving as many requests as it allows at once; try again.
+    #[error("node '{0}' is busy (too many requests at once); try again")]
+    Busy(String),
     /// Fault injection was asked of a node that does not allow it.
     #[error("node '{0}' does not allow fault injection (start it with --enable-fault-injection)")]
     FaultInjectionDisabled(String),
@@ -181,11 +189,4 @@ pub enum ClientError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
 
-crate::wire_type!(
-    Beat,
-    PeerAddr,
-    NodeInfo,
-    LocalReport,
-    ClientRequest,
-    ClientReply
-);
+crate::wire_type!(Beat, PeerAddr, NodeInfo, ClientRequest, ClientReply);

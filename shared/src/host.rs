@@ -4,12 +4,15 @@
 //! Counters are addressed by their index on the node (`worker-1/3` is index 3 on
 //! `worker-1`). The host forwards each message to that counter, in arrival order, and
 //! the counter handles it like any other: every figure still comes from the counter.
+//! A collection asks each node's host once ([`HostMessage::Collect`]) for all of its
+//! counters' `GetStats`, so the network carries one request per node, not per counter.
 
 use ractor::RpcReplyPort;
 use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::counter::{Delta, StatsOutcome, ValueOutcome};
+use crate::agent::NodeInfo;
+use crate::counter::{CounterStats, Delta, StatsOutcome, ValueOutcome};
 
 /// A message to a node's counter host.
 ///
@@ -56,7 +59,28 @@ pub enum HostMessage {
     /// Answer with the counter's own statistics.
     #[rpc]
     GetStats(u32, RpcReplyPort<StatsOutcome>),
+    /// This node's part of a collection: describe the node and ask every one of its
+    /// counters for its `GetStats`, answering within the given milliseconds.
+    #[rpc]
+    Collect(u64, RpcReplyPort<CollectReply>),
 }
+
+/// One node's part of a collection: the node's description and each counter's own
+/// `GetStats` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalReport {
+    /// The node's description of itself.
+    pub info: NodeInfo,
+    /// Every counter of the node with its `GetStats` answer, or `None` if it did not
+    /// answer in time.
+    pub counters: Vec<(String, Option<CounterStats>)>,
+}
+
+/// The answer to [`HostMessage::Collect`]: the report, or `None` when the host is
+/// already running as many collections as it allows at once (the collector then
+/// counts the node as not answering, so the collection says it is incomplete).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectReply(pub Option<LocalReport>);
 
 /// One counter's share of a coalesced batch: `operations` changes that sum to `delta`.
 ///
@@ -76,4 +100,4 @@ pub struct Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Changes(pub Vec<Change>);
 
-crate::wire_type!(Change, Changes);
+crate::wire_type!(Change, Changes, LocalReport, CollectReply);

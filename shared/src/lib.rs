@@ -7,10 +7,11 @@
 //! - [`protocol`]: the protocol version, process-group names and naming rules for nodes
 //!   and counters.
 //! - [`counter`]: a counter's changes, outcomes and statistics.
-//! - [`host`]: messages a node's counter host answers: the remote entry point to the
-//!   node's counters, with coalesced batches and the acknowledgements behind
-//!   backpressure.
-//! - [`agent`]: messages a node's agent answers: membership gossip and client requests.
+//! - [`host`]: messages a node's counter host answers: the one remote entry point to
+//!   the node's counters, with coalesced batches, the acknowledgements behind
+//!   backpressure, and a node's part of a collection.
+//! - [`agent`]: messages a node's agent answers: membership gossip, heartbeats and
+//!   client requests.
 //! - [`stats`]: the cluster-wide statistics a collection produces (also the `--json`
 //!   output of `node stats`).
 
@@ -21,8 +22,10 @@ pub mod host;
 pub mod protocol;
 pub mod stats;
 
-pub use agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, NodeInfo};
+pub use agent::{
+    AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, CrashTarget, NodeInfo,
+};
 pub use counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
-pub use host::{Change, Changes, HostMessage};
+pub use host::{Change, Changes, CollectReply, HostMessage, LocalReport};
 pub use protocol::Role;
 pub use stats::{ClusterStats, CounterReport, NodeStats};

@@ -6,15 +6,11 @@ use std::str::FromStr;
 
 /// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
 /// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
-/// The process group every counter joins. Counters are node-local actors, so ractor
-/// never mirrors them to peers: each node discovers its own counters through this
-/// group, and other nodes reach them through the node's host ([`HOSTS_GROUP`]).
-pub const COUNTERS_GROUP: &str = "counter-cluster.counters";
-
-/// The process group of counter hosts, one per node: the remote entry point to a
-/// node's counters (see [`crate::host::HostMessage`]).
+/// The process group of counter hosts, one per node: the one remote entry point to a
+/// node's counters, for changes and reads alike (see [`crate::host::HostMessage`]).
+/// Counters themselves are node-local actors, so ractor never mirrors them to peers.
 pub const HOSTS_GROUP: &str = "counter-cluster.hosts";
 
 /// The process group of node agents, one per node. A connection that has no agent

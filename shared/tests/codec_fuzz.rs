@@ -10,12 +10,10 @@ use proptest::prelude::*;
 use ractor::message::SerializedMessage;
 use ractor::Message;
 use serde::de::DeserializeOwned;
-use shared::agent::{
-    AgentMessage, Beat, ClientReply, ClientRequest, LocalReport, NodeInfo, PeerAddr,
-};
+use shared::agent::{AgentMessage, Beat, ClientReply, ClientRequest, NodeInfo, PeerAddr};
 use shared::codec::{decode, encode};
 use shared::counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
-use shared::host::{Change, Changes, HostMessage};
+use shared::host::{Change, Changes, CollectReply, HostMessage, LocalReport};
 use shared::ClusterStats;
 
 /// Decodes `bytes` as `T`; if that succeeds, the value must survive the codec again
@@ -49,6 +47,7 @@ fn decode_every_type(bytes: &[u8]) {
     decode_checked::<PeerAddr>(bytes);
     decode_checked::<NodeInfo>(bytes);
     decode_checked::<LocalReport>(bytes);
+    decode_checked::<CollectReply>(bytes);
     decode_checked::<ClientRequest>(bytes);
     decode_checked::<ClientReply>(bytes);
     decode_checked::<ClusterStats>(bytes);
@@ -102,7 +101,6 @@ fn seeds() -> Vec<Vec<u8>> {
         encode(&ClientRequest::Stats {
             deadline_ms: 1000,
             per_counter: true,
-            sequential: false,
         })
         .unwrap(),
     ]
@@ -119,7 +117,7 @@ const VARIANTS: &[&str] = &[
     "GetStats",
     "Heartbeat",
     "GetInfo",
-    "CollectLocal",
+    "Collect",
     "Client",
     "Leaving",
     "",

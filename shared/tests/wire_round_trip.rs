@@ -119,7 +119,6 @@ fn data_types_round_trip() {
         ClientRequest::Stats {
             deadline_ms: 500,
             per_counter: true,
-            sequential: true,
         },
         ClientRequest::LastStats { per_counter: false },
         ClientRequest::Apply {
@@ -129,9 +128,8 @@ fn data_types_round_trip() {
         ClientRequest::Get {
             counter: "n/1".into(),
         },
-        ClientRequest::CrashCounter {
-            counter: "n/2".into(),
-        },
+        ClientRequest::Crash(CrashTarget::Counter("n/2".into())),
+        ClientRequest::Crash(CrashTarget::ClusterServer),
     ] {
         round_trip(request);
     }
@@ -140,7 +138,9 @@ fn data_types_round_trip() {
     round_trip(ClientReply(Err(ClientError::FaultInjectionDisabled(
         "n".into(),
     ))));
-    round_trip(shared::agent::LocalReport {
+    round_trip(ClientReply(Err(ClientError::Busy("n".into()))));
+    round_trip(CollectReply(None));
+    round_trip(LocalReport {
         info: NodeInfo {
             name: "n".into(),
             role: Role::Worker,
@@ -155,6 +155,10 @@ fn data_types_round_trip() {
         },
         counters: vec![("n/0".into(), None), ("n/1".into(), Some(sample_counter()))],
     });
+    round_trip(CollectReply(Some(LocalReport {
+        info: sample_info(),
+        counters: vec![("n/0".into(), Some(sample_counter()))],
+    })));
     round_trip(Beat {
         from: "n".into(),
         incarnation: 9,
@@ -321,18 +325,34 @@ async fn rpc_messages_round_trip_through_bytes() {
             AgentMessage::GetInfo(reply) => reply.send(r).unwrap(),
             _ => panic!("wrong variant"),
         },
-        NodeInfo {
-            name: "n".into(),
-            role: Role::Worker,
-            advertise: "n:1".into(),
-            protocol_version: PROTOCOL_VERSION,
-            incarnation: 1,
-            counters: 0,
-            counter_restarts: 0,
-            issued_value: 0,
-            issued_operations: 0,
-            known_peers: vec![],
-        },
+        sample_info(),
     )
     .await;
+    rpc_round_trip(
+        |reply| HostMessage::Collect(250, reply),
+        |m, r| match m {
+            HostMessage::Collect(250, reply) => reply.send(r).unwrap(),
+            _ => panic!("wrong variant"),
+        },
+        CollectReply(Some(LocalReport {
+            info: sample_info(),
+            counters: vec![("n/0".into(), None)],
+        })),
+    )
+    .await;
+}
+
+fn sample_info() -> NodeInfo {
+    NodeInfo {
+        name: "n".into(),
+        role: Role::Worker,
+        advertise: "n:1".into(),
+        protocol_version: PROTOCOL_VERSION,
+        incarnation: 1,
+        counters: 1,
+        counter_restarts: 0,
+        issued_value: 0,
+        issued_operations: 0,
+        known_peers: vec![],
+    }
 }

@@ -1,4 +1,4 @@
-//! `node bench` end to end, small: it starts its own node processes, pushes, calls and
+//! `node-bench` end to end, small: it starts its own node processes, pushes, calls and
 //! collects, and reports every figure the benchmark promises. Only correctness is checked
 //! here (keys present, figures positive, pushes exact, collections complete); the speeds
 //! themselves are reported by the benchmark, never asserted in a test.
@@ -7,24 +7,21 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::node_bin;
-
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(node_bin())
-        .arg("bench")
+    let out = Command::new(env!("CARGO_BIN_EXE_node-bench"))
         .arg("--json")
         .args(args)
         .output()
-        .expect("run node bench");
+        .expect("run node-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "node bench failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        "node-bench failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
     serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("node bench --json printed no JSON object ({e}):\n{stdout}"))
+        .unwrap_or_else(|e| panic!("node-bench --json printed no JSON object ({e}):\n{stdout}"))
 }
 
 fn positive(report: &Value, key: &str) -> f64 {

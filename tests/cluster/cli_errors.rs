@@ -79,8 +79,7 @@ fn bad_arguments_get_clap_errors() {
         vec!["get", "w/1", "--timeout", "-1"],
         vec!["--tls-cert", "a.pem"],
         vec!["stats", "--tls-ca", "ca.pem"],
-        vec!["bench", "--scale-counters", "100001"],
-        vec!["bench", "--counters", "2"],
+        vec!["debug", "crash", "meteor"],
     ] {
         let out = Command::new(node_bin())
             .args(&args)
@@ -114,10 +113,32 @@ fn bad_arguments_get_clap_errors() {
         "--load-mode",
         "stats",
         "incr",
-        "bench",
+        "health",
     ] {
         assert!(text.contains(flag), "--help does not explain {flag}");
     }
+    // The benchmark is its own program, with its own checked options.
+    let bench = env!("CARGO_BIN_EXE_node-bench");
+    for args in [
+        vec!["--scale-counters", "100001"],
+        vec!["--counters", "2"],
+        vec!["--ops", "0"],
+    ] {
+        let out = Command::new(bench).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "node-bench {args:?}");
+    }
+    let help = Command::new(bench).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--json", "--scale", "--ops", "--counters", "BENCHMARKS.md"] {
+        assert!(
+            text.contains(flag),
+            "node-bench --help does not explain {flag}"
+        );
+    }
+    assert!(
+        !text.contains("sender"),
+        "the internal sender is hidden: {text}"
+    );
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! root builds the binary first and runs these.
 
 #![allow(clippy::unwrap_used)]
+// Test helpers are `pub` for the test modules; the test binary has no public API.
+#![allow(unreachable_pub)]
 
 mod util;
 
@@ -19,6 +21,7 @@ mod netns;
 mod operations;
 mod partial;
 mod partition;
+mod quiet;
 mod security;
 mod shutdown;
 mod slow;

@@ -65,7 +65,7 @@ fn unknown_counter_is_a_clear_error() {
     assert!(out.stdout.is_empty());
 }
 
-/// One process connecting again and again (as `node bench` does): every connection
+/// One process connecting again and again (as `node-bench` does): every connection
 /// authenticates, whether the previous one was closed or is still open.
 #[test]
 fn back_to_back_connections_from_one_process_all_authenticate() {
@@ -91,6 +91,67 @@ fn back_to_back_connections_from_one_process_all_authenticate() {
             }
         }
         for client in open {
+            client.close().await;
+        }
+    });
+}
+
+/// A process that holds connections to several nodes at once (as `node-bench` does):
+/// each client's requests are served by the node it connected to, whatever else the
+/// process knows.
+#[test]
+fn each_client_talks_to_the_node_it_connected_to() {
+    use node::client::ClusterClient;
+    use shared::agent::{ClientAnswer, ClientRequest};
+    use std::time::Duration;
+
+    let _one_in_process_client = crate::util::in_process_client_lock();
+    let cluster = Cluster::start(2, &["--counters", "1"]);
+    cluster.wait_mesh(3);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut clients = Vec::new();
+        // Connected in an order where the first-known agent is never the right one for
+        // the later clients.
+        for node in cluster.nodes.iter().rev() {
+            let client = ClusterClient::connect(
+                &node.addr,
+                crate::util::COOKIE,
+                None,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            clients.push((node.name.clone(), client));
+        }
+        for (name, client) in &clients {
+            assert_eq!(client.node(), name);
+            let info = client.info(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(&info.name, name, "GetInfo answered by another node");
+            let request = ClientRequest::Stats {
+                deadline_ms: 1000,
+                per_counter: false,
+            };
+            match client
+                .request(request, Duration::from_secs(5))
+                .await
+                .unwrap()
+            {
+                ClientAnswer::Stats(s) => {
+                    assert_eq!(&s.collected_by, name, "collected by another node")
+                }
+                other => panic!("{other:?}"),
+            }
+            let host = client.host().expect("the node's counter host");
+            let counter =
+                ractor::call_t!(host, shared::host::HostMessage::GetStats, 5000, 0).unwrap();
+            assert_eq!(
+                counter.0.unwrap().name,
+                format!("{name}/0"),
+                "the counter host of another node"
+            );
+        }
+        for (_, client) in clients {
             client.close().await;
         }
     });

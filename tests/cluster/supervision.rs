@@ -12,7 +12,7 @@ fn a_crashed_counter_is_restarted_with_its_value() {
     let worker = cluster.nodes[1].addr.clone();
     client_ok(&["incr", "worker-1/0", "--by", "42", "--join", &worker]);
 
-    let out = client_ok(&["debug", "crash-counter", "worker-1/0", "--join", &worker]);
+    let out = client_ok(&["debug", "crash", "counter", "worker-1/0", "--join", &worker]);
     assert!(out.contains("worker-1/0"), "{out}");
 
     let s = wait_for(
@@ -45,7 +45,8 @@ fn fault_injection_is_off_by_default() {
     cluster.wait_complete(0, 1, 1);
     let out = client(&[
         "debug",
-        "crash-counter",
+        "crash",
+        "counter",
         "coordinator/0",
         "--join",
         &cluster.nodes[0].addr,
@@ -55,4 +56,169 @@ fn fault_injection_is_off_by_default() {
     assert!(err.contains("--enable-fault-injection"), "{err}");
     let s = stats(&cluster.nodes[0].addr).unwrap();
     assert_eq!(s["nodes"][0]["counter_restarts"], 0);
+}
+
+/// Makes `part` of the node at `addr` fail (fault injection), and waits for its root to
+/// log that it restarted it.
+fn crash_and_wait_restart(node: &crate::util::NodeProc, part: &str, what: &str) {
+    let before = crate::util::lines_with(&node.log(), &format!("the {what} restarted"));
+    client_ok(&["debug", "crash", part, "--join", &node.addr]);
+    wait_for(
+        &format!("the {what} of {} to be restarted", node.name),
+        Duration::from_secs(10),
+        || {
+            let log = node.log();
+            (crate::util::lines_with(&log, &format!("the {what} restarted")) > before)
+                .then_some(())
+                .ok_or(log)
+        },
+    );
+}
+
+/// Every part the root restarts comes back, and the node goes on as before: counters
+/// keep their values, clients and peers are served, heartbeats never stop long enough
+/// for a peer to declare it unreachable, and the load's totals stay exact.
+#[test]
+fn every_restartable_part_comes_back_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            "--counters",
+            "2",
+            "--enable-fault-injection",
+            "--load",
+            "200",
+            "--stats-interval",
+            "0.5",
+        ],
+    );
+    cluster.wait_mesh(4);
+    let coordinator = &cluster.nodes[0];
+    let worker = &cluster.nodes[1];
+    // The load moves every counter a little (a few thousand in all); these steps of a
+    // million show whether a counter kept its value through each failure.
+    const STEP: i64 = 1_000_000;
+    let value_after_step = |k: i64, via: &str| {
+        let by = STEP.to_string();
+        let value: i64 = client_ok(&["incr", "coordinator/1", "--by", &by, "--join", via])
+            .parse()
+            .unwrap();
+        assert!(
+            (k * STEP..k * STEP + STEP / 10).contains(&value),
+            "step {k}: coordinator/1 is {value}"
+        );
+    };
+    value_after_step(1, &worker.addr);
+
+    for (k, (part, what)) in (2..).zip([
+        ("host", "counter host"),
+        ("agent", "node agent"),
+        ("mesh", "mesh"),
+        ("aggregator", "aggregator"),
+        ("load-client", "load clients"),
+        ("listener", "accept loop"),
+        ("counter-supervisor", "counter supervisor"),
+    ]) {
+        crash_and_wait_restart(coordinator, part, what);
+        // Changes reach the restarted part, through either node, and the value moves
+        // on from where it was.
+        let via = [&coordinator.addr, &worker.addr][k as usize % 2];
+        value_after_step(k, via);
+        cluster.wait_mesh(4);
+    }
+
+    // The load went on throughout (a restarted load client carries on from the tally).
+    let issued = |s: &serde_json::Value| s["issued_operations"].as_u64().unwrap_or(0);
+    let before = issued(&stats(&coordinator.addr).unwrap());
+    wait_for("the load to go on", Duration::from_secs(10), || {
+        let s = stats(&coordinator.addr)?;
+        (issued(&s) > before).then_some(()).ok_or(format!("{s}"))
+    });
+    let log = coordinator.log();
+    assert_eq!(
+        crate::util::lines_with(&log, "restarting it"),
+        7,
+        "one line per failure:\n{log}"
+    );
+    // No peer ever saw the coordinator as gone.
+    let worker_log = worker.log();
+    assert_eq!(
+        crate::util::lines_with(&worker_log, "peer unreachable"),
+        0,
+        "{worker_log}"
+    );
+}
+
+/// A part the node cannot do without (ractor_cluster's NodeServer owns every session)
+/// stops the node cleanly: one error line, counters' final values, exit code 1.
+#[test]
+fn a_failed_cluster_server_stops_the_node_with_an_error() {
+    let mut cluster = Cluster::start(1, &["--counters", "2", "--enable-fault-injection"]);
+    cluster.wait_mesh(4);
+    let out = client(&[
+        "debug",
+        "crash",
+        "cluster-server",
+        "--join",
+        &cluster.nodes[1].addr,
+    ]);
+    // The node may close the connection before the answer gets out: either is fine.
+    let _ = out;
+    let code = cluster.nodes[1].wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(1), "the exit code of a node that failed");
+    let log = cluster.nodes[1].log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one clear line:\n{log}");
+    assert!(
+        errors[0].contains("the cluster server failed") && errors[0].contains("stopping the node"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        crate::util::lines_with(&log, "final value"),
+        2,
+        "a clean stop:\n{log}"
+    );
+    assert!(log.contains("node stopped"), "{log}");
+    // The rest of the cluster notices (the node could not say goodbye: its sessions
+    // went with the server) and goes on.
+    let coordinator = cluster.nodes[0].addr.clone();
+    wait_for(
+        "the coordinator to see worker-1 gone",
+        Duration::from_secs(10),
+        || {
+            let s = stats(&coordinator)?;
+            let reachable = node_entry(&s, "worker-1").map(|n| n["reachable"].clone());
+            (reachable == Some(false.into()))
+                .then_some(())
+                .ok_or(format!("{s}"))
+        },
+    );
+    assert_eq!(
+        client_ok(&["get", "coordinator/0", "--join", &coordinator]),
+        "0"
+    );
+}
+
+/// A part that keeps failing is a node that does not work: past the restart budget the
+/// node stops instead of restarting it forever.
+#[test]
+fn a_part_that_keeps_failing_stops_the_node() {
+    let mut cluster = Cluster::start(0, &["--counters", "1", "--enable-fault-injection"]);
+    cluster.wait_complete(0, 1, 1);
+    let addr = cluster.nodes[0].addr.clone();
+    for _ in 0..11 {
+        if cluster.nodes[0].child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let _ = client(&["debug", "crash", "host", "--join", &addr]);
+    }
+    let code = cluster.nodes[0].wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(1));
+    let log = cluster.nodes[0].log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("more than 10 times")),
+        "{log}"
+    );
 }

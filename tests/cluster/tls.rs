@@ -256,7 +256,7 @@ fn a_valid_tls_handshake_followed_by_garbage_is_dropped() {
     let certs = Certs::make(&["coordinator", "client"]);
     let coordinator = start("coordinator", &certs, &["--counters", "2"]);
     wait_complete(&coordinator.addr, &certs, 1, 2);
-    let tls = node::tls::Tls::load(
+    let tls = node::net::tls::Tls::load(
         Path::new(&certs.path("client.pem")),
         Path::new(&certs.path("client-key.pem")),
         Path::new(&certs.path("ca.pem")),
@@ -268,7 +268,7 @@ fn a_valid_tls_handshake_followed_by_garbage_is_dropped() {
         let tcp = tokio::net::TcpStream::connect(&coordinator.addr)
             .await
             .unwrap();
-        let name = node::tls::server_name(&coordinator.addr).unwrap();
+        let name = node::net::tls::server_name(&coordinator.addr).unwrap();
         let mut stream = tls.connector().connect(name, tcp).await.unwrap();
         let mut garbage = 300u64.to_be_bytes().to_vec();
         garbage.extend((0..300u32).map(|i| (i * 7 + 3) as u8));

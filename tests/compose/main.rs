@@ -8,6 +8,8 @@
 //! Each prints its detection and recovery times (see BENCHMARKS.md).
 
 #![allow(clippy::unwrap_used)]
+// Test helpers are `pub` for the test modules; the test binary has no public API.
+#![allow(unreachable_pub)]
 
 #[allow(dead_code)]
 #[path = "../cluster/util.rs"]

@@ -1,0 +1,454 @@
+//! `node-bench`: measures this machine's cluster against its own raw TCP, with real
+//! node processes (one per node, the `node` binary beside this one) on loopback, and
+//! prints a table or one JSON object. Figures are reported, never asserted: the goals
+//! are printed beside them. What each figure means is in `BENCHMARKS.md`.
+//!
+//! | module | what it does |
+//! | --- | --- |
+//! | [`raw_tcp`] | the reference: length-prefixed bincode frames over one loopback connection |
+//! | [`nodes`] | starting node processes and reading their memory |
+//! | [`sender`] | the client process that pushes increments or times calls |
+//! | [`sequential`] | the baseline collection: one remote call per counter, one after another |
+//! | [`report`] | the figures, as a table or JSON |
+//!
+//! Nothing here is part of a running node: the one-call-after-another baseline in
+//! particular runs in this process, over its own connections to every node.
+
+mod nodes;
+mod raw_tcp;
+mod report;
+mod sender;
+mod sequential;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use node::client::ClusterClient;
+use node::error::CommandError;
+use node::load::push::Mode;
+use node::net::cookie::DEV_COOKIE;
+use serde::Serialize;
+use shared::agent::{ClientAnswer, ClientRequest};
+use shared::stats::ClusterStats;
+use tokio::time::Instant;
+
+use nodes::BenchNode;
+use report::{scale_table, table, BenchReport, ScaleReport};
+use sender::{Measure, SenderReport};
+
+/// Measure this machine's cluster: start node processes on loopback, push increments,
+/// time calls and collections, and print the figures beside their goals (see
+/// BENCHMARKS.md). Takes 10 to 30 seconds; with --scale, about as long but several GB
+/// of memory. Needs the `node` binary beside this one (`cargo build --release` builds
+/// both).
+#[derive(Debug, Parser)]
+#[command(name = "node-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The client process the benchmark starts (internal).
+    #[command(subcommand)]
+    sender: Option<Internal>,
+    #[command(flatten)]
+    options: BenchOptions,
+}
+
+/// What `node-bench` was asked to do.
+#[derive(Debug, Clone, clap::Args)]
+struct BenchOptions {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Instead: start 3 nodes with --scale-counters counters each, and report how long
+    /// they take to form, a full collection, and their memory.
+    #[arg(long)]
+    scale: bool,
+    /// Increments in the coalesced push.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    ops: u64,
+    /// Increments in the unbatched push (one message each, so much slower).
+    #[arg(long, value_name = "N", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    unbatched_ops: u64,
+    /// Sequential calls timed for the latency percentiles.
+    #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+    /// Collections timed (the median is reported).
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
+    collections: u32,
+    /// Counters spread evenly over the 3 nodes the collections run on.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(3..=300_000))]
+    counters: u32,
+    /// Counters on the node the pushes go to.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    push_counters: u32,
+    /// Counters per node with --scale.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    scale_counters: u32,
+    /// Frames sent for the raw TCP reference.
+    #[arg(long, value_name = "N", default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    raw_frames: u64,
+}
+
+/// The benchmark's own helper processes.
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// One measurement against one node, its report as JSON on stdout.
+    #[command(hide = true)]
+    Sender {
+        /// The node to push to or call.
+        #[arg(long = "join", value_name = "HOST:PORT")]
+        join: String,
+        /// Push increments, or time calls.
+        #[arg(long, value_enum)]
+        measure: Measure,
+        /// How pushes are sent.
+        #[arg(long, value_enum, default_value_t = Mode::Coalesced)]
+        mode: Mode,
+        /// Operations (or calls).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        ops: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    node::logging::init(true);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("node-bench: error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.sender {
+            Some(Internal::Sender {
+                join,
+                measure,
+                mode,
+                ops,
+            }) => sender::run(&join, DEV_COOKIE, measure, mode, ops).await,
+            None => run(cli.options).await,
+        }
+    });
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("node-bench: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the benchmark and prints its figures.
+async fn run(options: BenchOptions) -> Result<(), CommandError> {
+    let dir = std::env::temp_dir().join(format!("node-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
+    eprintln!("node-bench: node logs in {}", dir.display());
+    let text = if options.scale {
+        let report = scale(&options, &dir).await?;
+        if options.json {
+            json(&report)?
+        } else {
+            scale_table(&report)
+        }
+    } else {
+        let report = figures(&options, &dir).await?;
+        if options.json {
+            json(&report)?
+        } else {
+            table(&report)
+        }
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn json(value: &impl Serialize) -> Result<String, CommandError> {
+    serde_json::to_string_pretty(value).map_err(|e| CommandError::Local(e.to_string()))
+}
+
+fn step(what: &str) {
+    eprintln!("node-bench: {what}");
+}
+
+async fn figures(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+) -> Result<BenchReport, CommandError> {
+    let mut report = BenchReport {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        push_operations: options.ops,
+        push_counters: options.push_counters,
+        aggregate_counters: options.counters,
+        ..BenchReport::default()
+    };
+
+    step("raw TCP reference");
+    report.raw_tcp_frames_per_sec = raw_tcp::frames_per_sec(options.raw_frames).await?;
+
+    step("pushes and calls to a single node");
+    {
+        let sink = BenchNode::start(dir, "sink", options.push_counters, None)?;
+        wait_for_cluster(
+            &sink.addr,
+            1,
+            options.push_counters,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
+        report.remote_increments_per_sec = per_sec(&coalesced);
+        report.remote_increments_ops_per_message =
+            coalesced.operations as f64 / coalesced.messages.max(1) as f64;
+        report.sender_peak_rss_mb = coalesced.peak_rss_kb as f64 / 1024.0;
+        let unbatched = run_sender(
+            &sink.addr,
+            Measure::Push,
+            Mode::Unbatched,
+            options.unbatched_ops,
+        )
+        .await?;
+        report.remote_increments_per_sec_unbatched = per_sec(&unbatched);
+        report.remote_increments_exact = coalesced.exact && unbatched.exact;
+        let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
+        report.remote_call_p50_us = calls.p50_us;
+        report.remote_call_p99_us = calls.p99_us;
+    }
+    if report.raw_tcp_frames_per_sec > 0.0 {
+        report.remote_increments_vs_raw_tcp =
+            report.remote_increments_per_sec / report.raw_tcp_frames_per_sec;
+    }
+
+    step("memory of an empty node");
+    let empty_rss = {
+        let empty = BenchNode::start(dir, "empty", 0, None)?;
+        wait_for_cluster(&empty.addr, 1, 0, Duration::from_secs(30)).await?;
+        empty.rss_mb()
+    };
+
+    step("collections over a 3-node cluster");
+    // As even as it gets: no node gets more than a third, rounded up.
+    let shares: [u32; 3] = std::array::from_fn(|i| {
+        options.counters / 3 + u32::from((i as u32) < options.counters % 3)
+    });
+    let nodes = start_cluster(dir, &shares)?;
+    let seed = nodes[0].addr.clone();
+    wait_for_cluster(&seed, 3, options.counters, Duration::from_secs(60)).await?;
+    // The workers' memory over their counters (the coordinator also aggregates).
+    let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum();
+    let worker_counters = f64::from(shares[1] + shares[2]);
+    report.rss_per_counter_kb = (worker_rss - 2.0 * empty_rss) * 1024.0 / worker_counters;
+    let client = ClusterClient::connect(&seed, DEV_COOKIE, None, Duration::from_secs(10)).await?;
+    let fast = time_collections(&client, options.collections, options.counters).await;
+    client.close().await;
+    report.aggregate_10k_ms = fast?;
+    step("the same, one call per counter, one after another");
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    report.aggregate_10k_sequential_ms = sequential::median_ms(&addrs, 3, options.counters).await?;
+    drop(nodes);
+    Ok(report)
+}
+
+async fn scale(options: &BenchOptions, dir: &std::path::Path) -> Result<ScaleReport, CommandError> {
+    let per_node = options.scale_counters;
+    let total = per_node * 3;
+    step(&format!("3 nodes x {per_node} counters"));
+    let started = Instant::now();
+    let mut nodes = start_cluster(dir, &[per_node; 3])?;
+    let seed = nodes[0].addr.clone();
+    let formed = wait_for_cluster(&seed, 3, total, Duration::from_secs(900)).await;
+    for node in &mut nodes {
+        node.check_running()?;
+    }
+    formed?;
+    let mut report = ScaleReport {
+        scale_nodes: 3,
+        scale_counters_per_node: per_node,
+        scale_form_ms: started.elapsed().as_secs_f64() * 1e3,
+        ..ScaleReport::default()
+    };
+    step("timing full collections");
+    let client = ClusterClient::connect(&seed, DEV_COOKIE, None, Duration::from_secs(30)).await?;
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let at = Instant::now();
+        let stats = stats(&client, Duration::from_secs(60)).await;
+        times.push(at.elapsed().as_secs_f64() * 1e3);
+        last = Some(stats);
+    }
+    client.close().await;
+    let last = last.ok_or_else(|| CommandError::Local("no collection ran".into()))??;
+    report.scale_collect_ms = median(&mut times);
+    report.scale_collected_counters = last.num_counters;
+    report.scale_complete = last.complete;
+    report.scale_rss_mb_max = nodes.iter().map(BenchNode::rss_mb).fold(0.0, f64::max);
+    report.scale_peak_rss_mb_max = nodes.iter().map(BenchNode::peak_rss_mb).fold(0.0, f64::max);
+    Ok(report)
+}
+
+/// A coordinator and two workers joined to it, with these counter counts.
+fn start_cluster(
+    dir: &std::path::Path,
+    counters: &[u32; 3],
+) -> Result<Vec<BenchNode>, CommandError> {
+    let coordinator = BenchNode::start(dir, "coordinator", counters[0], None)?;
+    let seed = coordinator.addr.clone();
+    let mut nodes = vec![coordinator];
+    for (i, &n) in counters[1..].iter().enumerate() {
+        nodes.push(BenchNode::start(
+            dir,
+            &format!("worker-{}", i + 1),
+            n,
+            Some(&seed),
+        )?);
+    }
+    Ok(nodes)
+}
+
+/// Waits until a collection through `addr` sees `nodes` nodes and `counters` counters,
+/// all answering.
+async fn wait_for_cluster(
+    addr: &str,
+    nodes: usize,
+    counters: u32,
+    within: Duration,
+) -> Result<(), CommandError> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("no connection yet");
+    while Instant::now() < deadline {
+        match ClusterClient::connect(addr, DEV_COOKIE, None, Duration::from_secs(5)).await {
+            Ok(client) => {
+                let stats = stats(&client, Duration::from_secs(30)).await;
+                client.close().await;
+                match stats {
+                    Ok(s)
+                        if s.complete
+                            && s.num_nodes == nodes
+                            && s.num_counters == counters as usize =>
+                    {
+                        return Ok(())
+                    }
+                    Ok(s) => {
+                        last = format!(
+                            "{} of {nodes} nodes, {} of {counters} counters, complete={}",
+                            s.num_nodes, s.num_counters, s.complete
+                        )
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(CommandError::Local(format!(
+        "the cluster at {addr} did not form within {within:?}: {last}"
+    )))
+}
+
+async fn stats(client: &ClusterClient, deadline: Duration) -> Result<ClusterStats, CommandError> {
+    let request = ClientRequest::Stats {
+        deadline_ms: deadline.as_millis() as u64,
+        per_counter: false,
+    };
+    match client
+        .request(request, deadline + Duration::from_secs(5))
+        .await?
+    {
+        ClientAnswer::Stats(stats) => Ok(*stats),
+        _ => Err(CommandError::Local("unexpected answer to stats".into())),
+    }
+}
+
+/// Median milliseconds of `runs` complete collections (after one unmeasured run).
+async fn time_collections(
+    client: &ClusterClient,
+    runs: u32,
+    counters: u32,
+) -> Result<f64, CommandError> {
+    let deadline = Duration::from_secs(10);
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        let at = Instant::now();
+        let stats = stats(client, deadline).await?;
+        let took = at.elapsed().as_secs_f64() * 1e3;
+        if !stats.complete || stats.num_counters != counters as usize {
+            return Err(CommandError::Local(format!(
+                "an incomplete collection ({} of {counters} counters)",
+                stats.num_counters
+            )));
+        }
+        if run > 0 {
+            times.push(took);
+        }
+    }
+    Ok(median(&mut times))
+}
+
+pub(crate) fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn per_sec(report: &SenderReport) -> f64 {
+    report.operations as f64 / (report.elapsed_us.max(1) as f64 / 1e6)
+}
+
+/// Starts `node-bench sender` against `addr` and reads its report.
+async fn run_sender(
+    addr: &str,
+    measure: Measure,
+    mode: Mode,
+    operations: u64,
+) -> Result<SenderReport, CommandError> {
+    let what = format!("{measure:?} {mode:?} x {operations}").to_lowercase();
+    step(&what);
+    let exe: PathBuf = std::env::current_exe()
+        .map_err(|e| CommandError::Local(format!("cannot find this program: {e}")))?;
+    let measure = if measure == Measure::Push {
+        "push"
+    } else {
+        "calls"
+    };
+    let mode = if mode == Mode::Coalesced {
+        "coalesced"
+    } else {
+        "unbatched"
+    };
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args([
+            "sender",
+            "--join",
+            addr,
+            "--measure",
+            measure,
+            "--mode",
+            mode,
+        ])
+        .args(["--ops", &operations.to_string()])
+        .env_remove("NODE_COOKIE")
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .map_err(|_| CommandError::Local(format!("{what} took over 10 minutes")))?
+        .map_err(|e| CommandError::Local(format!("cannot run the sender: {e}")))?;
+    if !output.status.success() {
+        return Err(CommandError::Local(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let report: SenderReport = serde_json::from_slice(&output.stdout)
+        .map_err(|e| CommandError::Local(format!("{what}: unreadable report: {e}")))?;
+    if !report.exact {
+        return Err(CommandError::Local(format!(
+            "{what}: the counters did not move by exactly what was sent"
+        )));
+    }
+    Ok(report)
+}

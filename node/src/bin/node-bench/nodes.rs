@@ -1,0 +1,112 @@
+//! Real node processes for `node-bench`: the `node` binary beside this one, started
+//! once per node on loopback, with its log in a file, killed when dropped.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use node::error::CommandError;
+use node::sys::status_mib;
+
+/// One running node process.
+pub(crate) struct BenchNode {
+    /// Node name.
+    pub(crate) name: String,
+    /// `127.0.0.1:PORT` it listens on.
+    pub(crate) addr: String,
+    /// Where its log goes.
+    pub(crate) log: PathBuf,
+    child: Child,
+}
+
+impl BenchNode {
+    /// Starts `node --name NAME --listen ADDR --counters N [--join SEED]` with no load
+    /// and no periodic collections (they would compete with what is measured).
+    pub(crate) fn start(
+        dir: &Path,
+        name: &str,
+        counters: u32,
+        join: Option<&str>,
+    ) -> Result<Self, CommandError> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let log = dir.join(format!("{name}.log"));
+        let stderr = File::create(&log)
+            .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", log.display())))?;
+        let mut command = Command::new(node_binary()?);
+        command
+            .args(["--name", name, "--listen", &addr])
+            .args(["--counters", &counters.to_string()])
+            .args(["--stats-interval", "3600", "--load", "0"])
+            .env_remove("NODE_COOKIE")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        match join {
+            Some(seed) => command.args(["--join", seed]),
+            None => command.args(["--role", "coordinator"]),
+        };
+        let child = command
+            .spawn()
+            .map_err(|e| CommandError::Local(format!("cannot start node {name}: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            addr,
+            log,
+            child,
+        })
+    }
+
+    /// The process's current resident memory, in MiB.
+    pub(crate) fn rss_mb(&self) -> f64 {
+        status_mib(self.child.id(), "VmRSS")
+    }
+
+    /// The process's peak resident memory, in MiB.
+    pub(crate) fn peak_rss_mb(&self) -> f64 {
+        status_mib(self.child.id(), "VmHWM")
+    }
+
+    /// Fails with a pointer to the log if the process has exited.
+    pub(crate) fn check_running(&mut self) -> Result<(), CommandError> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(CommandError::Local(format!(
+                "node {} exited ({status}); see {}",
+                self.name,
+                self.log.display()
+            ))),
+            Err(e) => Err(CommandError::Local(format!("node {}: {e}", self.name))),
+        }
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `node` binary: beside this one (cargo builds both into the same directory).
+fn node_binary() -> Result<PathBuf, CommandError> {
+    let me = std::env::current_exe()
+        .map_err(|e| CommandError::Local(format!("cannot find this program: {e}")))?;
+    let node = me.with_file_name(format!("node{}", std::env::consts::EXE_SUFFIX));
+    if node.is_file() {
+        Ok(node)
+    } else {
+        Err(CommandError::Local(format!(
+            "{} is missing: build it with `cargo build --release` (it builds node and node-bench)",
+            node.display()
+        )))
+    }
+}
+
+/// A loopback port nobody is listening on right now.
+fn free_port() -> Result<u16, CommandError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CommandError::Local(format!("no free loopback port: {e}")))
+}

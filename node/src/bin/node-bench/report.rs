@@ -1,0 +1,146 @@
+//! The figures `node-bench` reports, and how they are printed: a table beside the
+//! goals, or one JSON object with the same keys.
+
+use serde::Serialize;
+
+/// The figures of one `node-bench` run (the `--json` output).
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct BenchReport {
+    /// Logical CPUs the machine offers.
+    pub(crate) cpus: usize,
+    /// Length-prefixed bincode frames per second over one loopback TCP connection.
+    pub(crate) raw_tcp_frames_per_sec: f64,
+    /// Coalesced increments per second from a client process to a node, checked exact.
+    pub(crate) remote_increments_per_sec: f64,
+    /// `remote_increments_per_sec / raw_tcp_frames_per_sec`.
+    pub(crate) remote_increments_vs_raw_tcp: f64,
+    /// Operations carried per network message in the coalesced push.
+    pub(crate) remote_increments_ops_per_message: f64,
+    /// Whether every counter moved by exactly what was pushed (both pushes).
+    pub(crate) remote_increments_exact: bool,
+    /// Increments per second, one network message each.
+    pub(crate) remote_increments_per_sec_unbatched: f64,
+    /// Median round trip of a `GetStats` call from a client process to a node.
+    pub(crate) remote_call_p50_us: f64,
+    /// 99th percentile of the same.
+    pub(crate) remote_call_p99_us: f64,
+    /// Median time of one collection of all counters (one request per node).
+    pub(crate) aggregate_10k_ms: f64,
+    /// Median time of one collection calling every counter one after another.
+    pub(crate) aggregate_10k_sequential_ms: f64,
+    /// Counters the collections covered (3 nodes).
+    pub(crate) aggregate_counters: u32,
+    /// The pushing client's peak resident memory, in MiB.
+    pub(crate) sender_peak_rss_mb: f64,
+    /// Increments in the coalesced push.
+    pub(crate) push_operations: u64,
+    /// Counters on the node the pushes went to.
+    pub(crate) push_counters: u32,
+    /// Resident memory per counter, in KiB: (a cluster node's RSS minus an empty
+    /// node's) over its counters.
+    pub(crate) rss_per_counter_kb: f64,
+}
+
+/// The figures of `node-bench --scale`.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ScaleReport {
+    /// Nodes started.
+    pub(crate) scale_nodes: u32,
+    /// Counters per node.
+    pub(crate) scale_counters_per_node: u32,
+    /// From starting the processes to the first complete collection.
+    pub(crate) scale_form_ms: f64,
+    /// Median time of a full collection of every counter (totals only).
+    pub(crate) scale_collect_ms: f64,
+    /// Counters in the last collection.
+    pub(crate) scale_collected_counters: usize,
+    /// Whether the last collection was complete.
+    pub(crate) scale_complete: bool,
+    /// Largest resident memory of any node after the collections, in MiB.
+    pub(crate) scale_rss_mb_max: f64,
+    /// Largest peak resident memory of any node, in MiB.
+    pub(crate) scale_peak_rss_mb_max: f64,
+}
+
+pub(crate) fn table(r: &BenchReport) -> String {
+    let rows = [
+        (
+            "raw_tcp_frames_per_sec",
+            format!("{:.0}", r.raw_tcp_frames_per_sec),
+            "reference".to_string(),
+        ),
+        (
+            "remote_increments_per_sec",
+            format!(
+                "{:.0} ({:.0}% of raw TCP, {:.0} ops/message)",
+                r.remote_increments_per_sec,
+                100.0 * r.remote_increments_vs_raw_tcp,
+                r.remote_increments_ops_per_message
+            ),
+            ">= 5,000,000 and >= 30% of raw TCP".to_string(),
+        ),
+        (
+            "remote_increments_per_sec_unbatched",
+            format!("{:.0}", r.remote_increments_per_sec_unbatched),
+            "baseline".to_string(),
+        ),
+        (
+            "remote_call_p50_us",
+            format!("{:.0}", r.remote_call_p50_us),
+            "<= 150".to_string(),
+        ),
+        (
+            "remote_call_p99_us",
+            format!("{:.0}", r.remote_call_p99_us),
+            "<= 500".to_string(),
+        ),
+        (
+            "aggregate_10k_ms",
+            format!("{:.1}", r.aggregate_10k_ms),
+            "<= 50".to_string(),
+        ),
+        (
+            "aggregate_10k_sequential_ms",
+            format!("{:.1}", r.aggregate_10k_sequential_ms),
+            "baseline".to_string(),
+        ),
+        (
+            "sender_peak_rss_mb",
+            format!("{:.1}", r.sender_peak_rss_mb),
+            "<= 64".to_string(),
+        ),
+        (
+            "rss_per_counter_kb",
+            format!("{:.1}", r.rss_per_counter_kb),
+            "reported".to_string(),
+        ),
+    ];
+    let mut out = format!(
+        "{} cpus; push: {} ops to {} counters (exact: {}); collections over {} counters on 3 nodes\n",
+        r.cpus, r.push_operations, r.push_counters, r.remote_increments_exact, r.aggregate_counters
+    );
+    out.push_str(&format!("{:<38} {:<52} {}\n", "figure", "value", "goal"));
+    for (name, value, goal) in rows {
+        out.push_str(&format!("{name:<38} {value:<52} {goal}\n"));
+    }
+    out
+}
+
+pub(crate) fn scale_table(r: &ScaleReport) -> String {
+    format!(
+        "{} nodes x {} counters\n\
+         {:<28} {:.0} ms\n{:<28} {:.0} ms ({} counters, complete: {})\n\
+         {:<28} {:.0} MiB (peak {:.0} MiB; goal <= 2048)\n",
+        r.scale_nodes,
+        r.scale_counters_per_node,
+        "formed (all answering) in",
+        r.scale_form_ms,
+        "full collection",
+        r.scale_collect_ms,
+        r.scale_collected_counters,
+        r.scale_complete,
+        "largest node RSS",
+        r.scale_rss_mb_max,
+        r.scale_peak_rss_mb_max,
+    )
+}

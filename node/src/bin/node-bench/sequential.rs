@@ -1,0 +1,76 @@
+//! The baseline that `aggregate_10k_sequential_ms` measures: a collection the way the
+//! original article does it, every counter's `GetStats` asked across the network, one
+//! call after another. It runs here, in the benchmark's own process, over one client
+//! connection per node (each reaching its node's counter host): a running cluster
+//! offers no way to make a node do this.
+
+use std::time::Duration;
+
+use node::client::ClusterClient;
+use node::cluster::rpc::call_until;
+use node::error::CommandError;
+use node::net::cookie::DEV_COOKIE;
+use shared::counter::StatsOutcome;
+use shared::host::HostMessage;
+use tokio::time::Instant;
+
+use crate::median;
+
+/// How long one counter may take to answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Median milliseconds of `runs` sequential collections of all `counters` counters of
+/// the nodes at `addrs` (after one unmeasured run).
+pub(crate) async fn median_ms(
+    addrs: &[String],
+    runs: u32,
+    counters: u32,
+) -> Result<f64, CommandError> {
+    let mut clients = Vec::new();
+    for addr in addrs {
+        clients.push(ClusterClient::connect(addr, DEV_COOKIE, None, CALL_TIMEOUT).await?);
+    }
+    let result = timed(&clients, runs, counters).await;
+    for client in clients {
+        client.close().await;
+    }
+    result
+}
+
+async fn timed(clients: &[ClusterClient], runs: u32, counters: u32) -> Result<f64, CommandError> {
+    let mut nodes = Vec::new();
+    for client in clients {
+        let info = client.info(CALL_TIMEOUT).await?;
+        let host = client
+            .host()
+            .ok_or_else(|| CommandError::Local(format!("{} has no counter host", info.name)))?;
+        nodes.push((host, info.counters));
+    }
+    let mut times = Vec::new();
+    for run in 0..=runs {
+        let at = Instant::now();
+        let mut answered = 0;
+        for (host, count) in &nodes {
+            for index in 0..*count {
+                let stats = call_until(
+                    host.clone(),
+                    |reply| HostMessage::GetStats(index, reply),
+                    Instant::now() + CALL_TIMEOUT,
+                )
+                .await;
+                if matches!(stats, Some(StatsOutcome(Ok(_)))) {
+                    answered += 1;
+                }
+            }
+        }
+        if answered != counters {
+            return Err(CommandError::Local(format!(
+                "a sequential collection got {answered} of {counters} counters"
+            )));
+        }
+        if run > 0 {
+            times.push(at.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(median(&mut times))
+}

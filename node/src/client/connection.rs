@@ -1,0 +1,264 @@
+//! The client side of `node stats|incr|decr|get|health`: a short-lived connection to
+//! one cluster member, which serves the command.
+//!
+//! The client runs its own `NodeServer` (ractor_cluster needs one to own a session),
+//! listening on an ephemeral loopback port, under a `~client-…` name. It joins no
+//! process group, so no node counts it as a member, and nobody dials it back.
+//!
+//! `ractor_cluster::client_connect` returns as soon as TCP connects, before the cookie
+//! is checked, so the client waits for the session's `ready` event and reports a
+//! session that closes first as an authentication failure, unless the node said it was
+//! busy (then the client tries again, with a new connection, until its timeout).
+//!
+//! Requests go to the agent of the node this client connected to, found among the
+//! remote actors of the session itself (never through the process-wide groups): a
+//! process may hold several clients at once (a benchmark connects to every node), each
+//! with its own `NodeServer`, whose remote actor ids can coincide, so a process group
+//! may show one node's actor in place of another's. A client talks to the node it
+//! dialed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::NodeSessionMessage;
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use shared::agent::{AgentMessage, ClientAnswer, ClientReply, ClientRequest, NodeInfo};
+use shared::host::HostMessage;
+use shared::protocol::{agent_name, host_name};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cluster::mesh::{session_node_name, CLIENT_NAME_PREFIX};
+use crate::cluster::rpc::call_until;
+use crate::error::CommandError;
+use crate::net::tls::Tls;
+use crate::net::transport::{self, DialError};
+
+/// Pause before trying again after a node said it was busy (jittered up to twice).
+const BUSY_RETRY: Duration = Duration::from_millis(20);
+
+/// A connection to one cluster member, ready to serve commands.
+pub struct ClusterClient {
+    server: ActorRef<NodeServerMessage>,
+    agent: ActorRef<AgentMessage>,
+    host: Option<ActorRef<HostMessage>>,
+    node: String,
+    addr: String,
+}
+
+enum SessionEvent {
+    Authenticated,
+    /// Ready: the session, and the name of the node at its other end.
+    Ready(ActorRef<NodeSessionMessage>, String),
+    Closed,
+}
+
+struct Events(mpsc::UnboundedSender<SessionEvent>);
+
+impl NodeEventSubscription for Events {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, _ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Authenticated);
+    }
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let node = ses
+            .peer_name
+            .as_ref()
+            .map(|peer| session_node_name(&peer.name).to_string())
+            .unwrap_or_default();
+        let _ = self.0.send(SessionEvent::Ready(ses.actor, node));
+    }
+    fn node_session_disconnected(&self, _ses: NodeServerSessionInformation) {
+        let _ = self.0.send(SessionEvent::Closed);
+    }
+}
+
+/// Why one connection attempt failed: busy (worth another attempt) or for good.
+enum Attempt {
+    Busy,
+    Failed(CommandError),
+}
+
+impl ClusterClient {
+    /// Connects to the member at `addr` with `cookie`, within `timeout`. A node that is
+    /// busy (too many connections waiting to authenticate) is tried again until then.
+    pub async fn connect(
+        addr: &str,
+        cookie: &str,
+        tls: Option<&Tls>,
+        timeout: Duration,
+    ) -> Result<Self, CommandError> {
+        let deadline = Instant::now() + timeout;
+        let mut rng = fastrand::Rng::new();
+        loop {
+            match Self::attempt(addr, cookie, tls, timeout, deadline).await {
+                Ok(client) => return Ok(client),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::Busy) => {
+                    let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
+                    if Instant::now() + pause >= deadline {
+                        return Err(CommandError::Busy(addr.to_string()));
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// One connection attempt, with its own client node (a fresh name each time: a
+    /// node refuses a second session under a name that still has one open or
+    /// closing, and `node-bench` opens one connection after another).
+    async fn attempt(
+        addr: &str,
+        cookie: &str,
+        tls: Option<&Tls>,
+        timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Self, Attempt> {
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "{CLIENT_NAME_PREFIX}-{}-{}",
+            std::process::id(),
+            CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+        );
+        let failed = |e| Attempt::Failed(e);
+        let server = NodeServer::new(
+            0,
+            cookie.to_string(),
+            name,
+            "127.0.0.1".to_string(),
+            None,
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| failed(CommandError::Local(format!("cannot start the client: {e}"))))?;
+
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let subscribed = server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "client".to_string(),
+            subscription: Box::new(Events(tx)),
+        });
+        if subscribed.is_err() {
+            return Err(failed(CommandError::Local("client node stopped".into())));
+        }
+
+        let result = async {
+            let timed_out = || failed(CommandError::ConnectTimeout(addr.to_string(), timeout));
+            let (_, probe) = tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| match e {
+                    DialError::Busy => Attempt::Busy,
+                    DialError::Resolve(e) => failed(CommandError::Resolve(addr.to_string(), e)),
+                    DialError::Connect(e) => {
+                        failed(CommandError::Unreachable(addr.to_string(), e.to_string()))
+                    }
+                    DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
+                    DialError::TimedOut(_) => timed_out(),
+                })?;
+            let mut authenticated = false;
+            let (session, node) = loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(None) => {
+                        return Err(failed(CommandError::Local("client node stopped".into())))
+                    }
+                    Ok(Some(SessionEvent::Authenticated)) => authenticated = true,
+                    Ok(Some(SessionEvent::Ready(session, node))) => break (session, node),
+                    Ok(Some(SessionEvent::Closed)) if probe.refused_busy() => {
+                        return Err(Attempt::Busy)
+                    }
+                    // The node hangs up during the handshake when the cookies differ.
+                    Ok(Some(SessionEvent::Closed)) if !authenticated => {
+                        return Err(failed(CommandError::AuthFailed(addr.to_string())))
+                    }
+                    Ok(Some(SessionEvent::Closed)) => {
+                        return Err(failed(CommandError::Unreachable(
+                            addr.to_string(),
+                            "the node closed the connection".into(),
+                        )))
+                    }
+                }
+            };
+            // The peer announces its actors before it reports ready, so its agent is a
+            // remote actor of this session by now; a peer without one is not a node.
+            let remote = |name: String| {
+                session
+                    .get_cell()
+                    .get_children()
+                    .into_iter()
+                    .find(|cell| cell.get_name().as_deref() == Some(name.as_str()))
+            };
+            let agent = remote(agent_name(&node))
+                .ok_or_else(|| failed(CommandError::NotANode(addr.to_string())))?;
+            let host = remote(host_name(&node)).map(Into::into);
+            Ok((agent.into(), host, node))
+        }
+        .await;
+
+        match result {
+            Ok((agent, host, node)) => Ok(ClusterClient {
+                server,
+                agent,
+                host,
+                node,
+                addr: addr.to_string(),
+            }),
+            Err(error) => {
+                server.stop(None);
+                Err(error)
+            }
+        }
+    }
+
+    /// Sends `request` and waits at most `timeout` for the answer.
+    pub async fn request(
+        &self,
+        request: ClientRequest,
+        timeout: Duration,
+    ) -> Result<ClientAnswer, CommandError> {
+        let until = Instant::now() + timeout;
+        let ClientReply(answer) = call_until(
+            self.agent.clone(),
+            |reply| AgentMessage::Client(request, reply),
+            until,
+        )
+        .await
+        .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))?;
+        answer.map_err(CommandError::Rejected)
+    }
+
+    /// Asks the member to describe itself (what `node health` prints).
+    pub async fn info(&self, timeout: Duration) -> Result<NodeInfo, CommandError> {
+        call_until(
+            self.agent.clone(),
+            AgentMessage::GetInfo,
+            Instant::now() + timeout,
+        )
+        .await
+        .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))
+    }
+
+    /// The name of the node this client is connected to.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// That node's counter host, as this client's session reaches it.
+    pub fn host(&self) -> Option<ActorRef<HostMessage>> {
+        self.host.clone()
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self
+            .server
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
+            .await;
+    }
+}

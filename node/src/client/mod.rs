@@ -1,0 +1,12 @@
+//! The short-lived clients: `node stats|incr|decr|get|health` (and the hidden `node
+//! debug crash`), each one connection to one member.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`connection`] | a client's connection to the node it dialed, and its requests |
+//! | [`commands`] | running a command and printing its answer |
+
+pub mod commands;
+pub mod connection;
+
+pub use connection::ClusterClient;

@@ -1,0 +1,324 @@
+//! The node agent: the node's face towards other nodes (who it is, whom it knows, that
+//! it is alive or leaving) and towards clients (their commands). One per node, in
+//! [`NODES_GROUP`], named `NODE/agent`. A connection with no agent (a client) is never
+//! counted as a cluster member. Counters are not reached through the agent: their one
+//! remote face is the [counter host](crate::counters::host).
+//!
+//! `GetInfo`, heartbeats and leave notices are answered in the handler at once. A
+//! client command may wait on the network (a collection, a counter on another node),
+//! so each runs in its own task: at most [`MAX_CLIENT_REQUESTS`] at once (a semaphore
+//! whose permits free themselves when a task ends); beyond that the client is told the
+//! node is busy. The agent never waits itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use shared::agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest};
+use shared::counter::{CounterError, ValueOutcome};
+use shared::host::HostMessage;
+use shared::protocol::{counter_name, parse_counter_name, NODES_GROUP};
+use shared::stats::ClusterStats;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::discovery::{find_host, hosts};
+use super::facts::NodeFacts;
+use super::membership::Heard;
+use super::rpc::call_until;
+use crate::root::RootMessage;
+use crate::stats::aggregator::AggregatorMessage;
+use crate::stats::collect::collect;
+
+/// Client commands served at once.
+pub(crate) const MAX_CLIENT_REQUESTS: usize = 64;
+
+/// Longest collection deadline a client may ask for.
+pub(crate) const MAX_CLIENT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a single counter call made for a client may take.
+const COUNTER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The agent behaviour.
+#[derive(Debug, Default)]
+pub(crate) struct NodeAgent;
+
+/// What the agent works with; shared by its client tasks.
+#[derive(Clone)]
+pub(crate) struct AgentArgs {
+    /// This node.
+    pub(crate) facts: Arc<NodeFacts>,
+    /// The registry name of the local aggregator, on the coordinator (looked up at
+    /// each use, so a restarted aggregator is found).
+    pub(crate) aggregator: Option<String>,
+    /// The node's root, which carries out fault injection; `None` unless the node runs
+    /// with `--enable-fault-injection`.
+    pub(crate) fault_injection: Option<ActorRef<RootMessage>>,
+}
+
+/// The agent's state.
+pub(crate) struct AgentState {
+    args: AgentArgs,
+    requests: Arc<Semaphore>,
+}
+
+impl Actor for NodeAgent {
+    type Msg = AgentMessage;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: AgentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        pg::join(NODES_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(AgentState {
+            args,
+            requests: Arc::new(Semaphore::new(MAX_CLIENT_REQUESTS)),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let facts = &state.args.facts;
+        match message {
+            AgentMessage::GetInfo(reply) => {
+                let _ = reply.send(facts.info());
+            }
+            AgentMessage::Heartbeat(beat) => {
+                let heard = facts
+                    .membership
+                    .heard(&beat.from, beat.incarnation, Instant::now());
+                if heard == Heard::Restarted {
+                    info!(peer = %beat.from, "peer restarted (new incarnation)");
+                }
+            }
+            AgentMessage::Leaving(beat, reply) => {
+                if facts.membership.left(&beat.from, Instant::now()) {
+                    info!(peer = %beat.from, "peer left the cluster");
+                }
+                let _ = reply.send(true);
+            }
+            AgentMessage::Client(request, reply) => {
+                let Ok(permit) = Arc::clone(&state.requests).try_acquire_owned() else {
+                    let _ = reply.send(ClientReply(Err(ClientError::Busy(facts.name.clone()))));
+                    return Ok(());
+                };
+                let args = state.args.clone();
+                tokio::spawn(async move {
+                    let answer = serve(&args, request).await;
+                    let _ = reply.send(ClientReply(answer));
+                    drop(permit);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serves one client command.
+async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer, ClientError> {
+    let facts = &args.facts;
+    match request {
+        ClientRequest::Stats {
+            deadline_ms,
+            per_counter,
+        } => {
+            let deadline = Duration::from_millis(deadline_ms.max(1)).min(MAX_CLIENT_DEADLINE);
+            let stats = collect(facts, deadline).await;
+            if let Some(aggregator) = aggregator(args) {
+                // The coordinator's view stays current with every fresh collection.
+                let _ = aggregator.cast(AggregatorMessage::Collected {
+                    stats: Box::new(stats.clone()),
+                    periodic: false,
+                });
+            }
+            Ok(ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
+        }
+        ClientRequest::LastStats { per_counter } => {
+            if args.aggregator.is_none() {
+                return Err(ClientError::NoAggregator(facts.name.clone()));
+            }
+            let aggregator = aggregator(args)
+                .ok_or_else(|| ClientError::Internal("the aggregator is restarting".into()))?;
+            let until = Instant::now() + Duration::from_secs(1);
+            call_until(aggregator, AggregatorMessage::GetTotalStats, until)
+                .await
+                .ok_or_else(|| ClientError::Internal("aggregator did not answer".into()))?
+                .map(|stats| ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
+                .ok_or(ClientError::NotCollectedYet)
+        }
+        ClientRequest::Apply { counter, delta } => {
+            let (host, index) = lookup(facts, &counter)?;
+            let until = Instant::now() + COUNTER_CALL_TIMEOUT;
+            let outcome = call_until(
+                host,
+                |reply| HostMessage::Apply {
+                    counter: index,
+                    delta,
+                    reply,
+                },
+                until,
+            )
+            .await;
+            value_answer(facts, counter, outcome)
+        }
+        ClientRequest::Get { counter } => {
+            let (host, index) = lookup(facts, &counter)?;
+            let until = Instant::now() + COUNTER_CALL_TIMEOUT;
+            let outcome =
+                call_until(host, |reply| HostMessage::GetValue(index, reply), until).await;
+            value_answer(facts, counter, outcome)
+        }
+        ClientRequest::Crash(target) => {
+            let root = args
+                .fault_injection
+                .clone()
+                .ok_or_else(|| ClientError::FaultInjectionDisabled(facts.name.clone()))?;
+            let until = Instant::now() + COUNTER_CALL_TIMEOUT;
+            call_until(root, |reply| RootMessage::Crash(target, reply), until)
+                .await
+                .ok_or_else(|| ClientError::Internal("the node's root did not answer".into()))?
+                .map(|()| ClientAnswer::Done)
+        }
+    }
+}
+
+/// The local aggregator, if this node runs one and it is up.
+fn aggregator(args: &AgentArgs) -> Option<ActorRef<AggregatorMessage>> {
+    ActorRef::where_is(args.aggregator.clone()?)
+}
+
+/// Drops the per-counter lines unless the client asked for them.
+fn detail(mut stats: ClusterStats, per_counter: bool) -> ClusterStats {
+    if !per_counter {
+        for node in &mut stats.nodes {
+            node.counters = Vec::new();
+        }
+    }
+    stats
+}
+
+/// A counter's answer (or its absence) as the client's answer.
+fn value_answer(
+    facts: &NodeFacts,
+    counter: String,
+    outcome: Option<ValueOutcome>,
+) -> Result<ClientAnswer, ClientError> {
+    match outcome {
+        Some(ValueOutcome(Ok(value))) => Ok(ClientAnswer::Value(value)),
+        Some(ValueOutcome(Err(CounterError::NoSuchCounter(_)))) => Err(unknown(facts, &counter)),
+        Some(ValueOutcome(Err(CounterError::NotRunning(_)))) | None => {
+            Err(ClientError::CounterTimeout(counter))
+        }
+        Some(ValueOutcome(Err(error))) => Err(ClientError::Refused { counter, error }),
+    }
+}
+
+/// The host of the node that owns `counter`, and the counter's index there.
+fn lookup(facts: &NodeFacts, counter: &str) -> Result<(ActorRef<HostMessage>, u32), ClientError> {
+    let (node, index) = parse_counter_name(counter).ok_or_else(|| unknown(facts, counter))?;
+    let host = find_host(node).ok_or_else(|| unknown(facts, counter))?;
+    Ok((host, index))
+}
+
+fn unknown(facts: &NodeFacts, counter: &str) -> ClientError {
+    let example_node = hosts()
+        .into_iter()
+        .map(|(node, _)| node)
+        .next()
+        .unwrap_or_else(|| facts.name.clone());
+    ClientError::UnknownCounter {
+        name: counter.to_string(),
+        example: counter_name(&example_node, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::ActorProcessingErr;
+    use shared::protocol::HOSTS_GROUP;
+
+    /// A counter host that takes every message and answers none.
+    struct SilentHost;
+
+    impl Actor for SilentHost {
+        type Msg = HostMessage;
+        type State = Vec<HostMessage>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            myself: ActorRef<Self::Msg>,
+            _args: (),
+        ) -> Result<Self::State, ActorProcessingErr> {
+            pg::join(HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
+            Ok(Vec::new())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            held: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            held.push(message);
+            Ok(())
+        }
+    }
+
+    /// Client commands run in tasks, at most [`MAX_CLIENT_REQUESTS`] at once: one more
+    /// is told the node is busy, and the agent itself goes on answering meanwhile.
+    #[tokio::test]
+    async fn client_requests_beyond_the_bound_are_told_busy() {
+        // Every collection waits for this host until its deadline.
+        let (silent, silent_handle) =
+            Actor::spawn(Some("agent-busy-silent/host".into()), SilentHost, ())
+                .await
+                .unwrap();
+        let facts = Arc::new(NodeFacts::for_tests("agent-busy", 0));
+        let args = AgentArgs {
+            facts,
+            aggregator: None,
+            fault_injection: None,
+        };
+        let (agent, agent_handle) = Actor::spawn(None, NodeAgent, args).await.unwrap();
+        let stats = || ClientRequest::Stats {
+            deadline_ms: 60_000,
+            per_counter: false,
+        };
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_CLIENT_REQUESTS {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            agent
+                .cast(AgentMessage::Client(stats(), tx.into()))
+                .unwrap();
+            waiting.push(rx);
+        }
+        let ClientReply(answer) =
+            ractor::call_t!(agent, |r| AgentMessage::Client(stats(), r), 5000).unwrap();
+        assert_eq!(answer, Err(ClientError::Busy("agent-busy".into())));
+        let info = ractor::call_t!(agent, AgentMessage::GetInfo, 5000).unwrap();
+        assert_eq!(info.name, "agent-busy");
+        // Once the host goes, the waiting collections end (incomplete) and free their
+        // places.
+        silent.stop(None);
+        silent_handle.await.unwrap();
+        for rx in waiting {
+            let ClientReply(answer) = rx.await.unwrap();
+            assert!(matches!(answer, Ok(ClientAnswer::Stats(_))));
+        }
+        let ClientReply(answer) =
+            ractor::call_t!(agent, |r| AgentMessage::Client(stats(), r), 5000).unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+        agent.stop(None);
+        agent_handle.await.unwrap();
+    }
+}

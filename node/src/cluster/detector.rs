@@ -1,0 +1,1005 @@
+//! The mesh's decisions, as a plain type: whom to dial and when, which session to
+//! close, when a peer is declared unreachable, and what is worth a log line. Time and
+//! events go in through [`Detector::step`]; [`Action`]s come out. No actor, socket or
+//! clock is involved, so every rule is tested on a fake clock (`t0 + n ms`), the way
+//! raft-rs drives `RawNode` with ticks.
+//!
+//! The rules:
+//! - **Dialing.** Every seed is dialed until a session to it is up, and again whenever
+//!   it is lost. A known peer that is not up is dialed by whichever of the two nodes
+//!   has the smaller name, so a pair never opens two sessions. Failed attempts back off
+//!   from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with ±20% jitter; a session that becomes
+//!   ready resets the backoff.
+//! - **Handshake deadlines.** A session that has not authenticated [`AUTH_GRACE`] after
+//!   it opened is closed. For a dialed one that counts as a failed attempt.
+//! - **Heartbeats and silence.** Every tick sends heartbeats; a peer not heard from for
+//!   the silence is declared unreachable (in the [`Membership`]) and its sessions are
+//!   closed. A closed session of a member is a loss at once, unless another session to
+//!   the same node is still up.
+//! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once; peers
+//!   gone for [`FORGET_AFTER`] are forgotten then.
+//!
+//! A log line is a [`Report`]: the first failure of an address and then every
+//! power-of-two attempt, so a peer that stays away does not fill the log.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ractor::ActorId;
+use shared::agent::NodeInfo;
+use tokio::time::Instant;
+
+use super::membership::{Membership, PeerStatus, PeerView, FORGET_AFTER};
+
+/// How often peers are asked whom they know.
+pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(500);
+/// First retry delay after a failed dial.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay (before jitter): a peer that comes back is redialed within
+/// about a second.
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a session may take from TCP connect to authenticated.
+pub(crate) const AUTH_GRACE: Duration = Duration::from_secs(2);
+
+/// The heartbeat interval and the silence after which a peer is declared unreachable,
+/// for a given `--failure-timeout`. The silence leaves room for the detection tick and
+/// for a collection to report it, all within the timeout.
+pub(crate) fn detector_timing(failure_timeout: Duration) -> (Duration, Duration) {
+    let interval = (failure_timeout / 10).max(Duration::from_millis(10));
+    (interval, failure_timeout.mul_f64(0.6))
+}
+
+/// Who is at the other end of a ready session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SessionPeer {
+    /// The peer's node name; `None` for a short-lived client.
+    pub(crate) member: Option<String>,
+    /// The socket address the session runs over (as ractor_cluster reports it).
+    pub(crate) peer_addr: String,
+    /// The `HOST:PORT` the peer advertises.
+    pub(crate) advertised: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Input {
+    /// Time passed: the heartbeat tick.
+    Tick,
+    /// A per-session handshake timer fired: check the handshake deadlines only.
+    Deadlines,
+    /// A connection opened, inbound or dialed; authentication starts.
+    Opened {
+        /// The session.
+        session: ActorId,
+        /// Its socket address, as ractor_cluster reports it.
+        peer_addr: String,
+        /// Whether the peer dialed us.
+        inbound: bool,
+    },
+    /// A session authenticated.
+    Authenticated(ActorId),
+    /// A session finished its handshake and synchronised its process groups.
+    Ready {
+        /// The session.
+        session: ActorId,
+        /// Who is at the other end.
+        peer: SessionPeer,
+    },
+    /// A session ended.
+    Closed {
+        /// The session.
+        session: ActorId,
+        /// The peer refused it before answering because it was busy (a dialed
+        /// session only: see `net::conn`).
+        busy: bool,
+    },
+    /// A dial attempt ended: the socket address reached, or why not.
+    Dialed {
+        /// The address as configured or gossiped.
+        addr: String,
+        /// The socket address reached, or the error.
+        result: Result<SocketAddr, String>,
+    },
+    /// Peers described themselves (a gossip round ended).
+    Gossip(Vec<NodeInfo>),
+}
+
+/// What the mesh should do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Action {
+    /// Dial this address.
+    Dial(String),
+    /// Close this session.
+    Close {
+        /// The session.
+        session: ActorId,
+        /// Why (ractor's stop reason).
+        reason: &'static str,
+    },
+    /// Send every peer a heartbeat.
+    SendHeartbeats,
+    /// Ask every peer whom it knows, then report back with [`Input::Gossip`].
+    AskGossip,
+    /// Log this.
+    Report(Report),
+}
+
+/// Something worth a log line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Report {
+    /// A peer's session is up for the first time.
+    Connected {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A peer that was unreachable is up again.
+    Back {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A peer's session closed.
+    Lost {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+    },
+    /// A peer went silent: declared unreachable, its sessions closed.
+    Silent {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+        /// How long it had been silent.
+        silent: Duration,
+    },
+    /// A dial failed to connect.
+    CannotReach {
+        /// The address.
+        addr: String,
+        /// Why.
+        error: String,
+        /// Failures in a row.
+        attempts: u32,
+    },
+    /// A dialed peer closed the connection during authentication.
+    AuthFailed {
+        /// The address.
+        addr: String,
+        /// Failures in a row.
+        attempts: u32,
+    },
+    /// A dialed peer refused the connection because it was busy.
+    Busy {
+        /// The address.
+        addr: String,
+        /// Failures in a row.
+        attempts: u32,
+    },
+    /// A dialed peer accepted the connection but did not authenticate in time.
+    HandshakeTimeout {
+        /// The address.
+        addr: String,
+        /// Failures in a row.
+        attempts: u32,
+    },
+    /// A peer not reachable for [`FORGET_AFTER`] was forgotten.
+    Forgotten {
+        /// Node name.
+        peer: String,
+    },
+    /// Gossip named a peer (or a new address) not known before.
+    Learned {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+    },
+}
+
+/// Retry bookkeeping for one address.
+#[derive(Debug)]
+struct DialState {
+    dialing: bool,
+    next_attempt: Instant,
+    backoff: Duration,
+    failures: u32,
+    /// The socket address the last dial reached (to recognise its session).
+    resolved: Option<SocketAddr>,
+}
+
+/// A session that opened and has not authenticated yet.
+#[derive(Debug)]
+struct Handshake {
+    opened: Instant,
+    peer_addr: String,
+    inbound: bool,
+}
+
+/// The mesh's bookkeeping; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Detector {
+    name: String,
+    seeds: Vec<String>,
+    silence: Duration,
+    dials: HashMap<String, DialState>,
+    handshakes: HashMap<ActorId, Handshake>,
+    /// Ready sessions of cluster members.
+    sessions: HashMap<ActorId, SessionPeer>,
+    gossip_in_flight: bool,
+    last_gossip: Option<Instant>,
+    rng: fastrand::Rng,
+}
+
+impl Detector {
+    /// A detector for node `name` that joins `seeds` and declares a peer unreachable
+    /// after `silence`. `seed` seeds the jitter (so restarted nodes differ).
+    pub(crate) fn new(name: String, seeds: Vec<String>, silence: Duration, seed: u64) -> Self {
+        Self {
+            name,
+            seeds,
+            silence,
+            dials: HashMap::new(),
+            handshakes: HashMap::new(),
+            sessions: HashMap::new(),
+            gossip_in_flight: false,
+            last_gossip: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// Takes in what happened at `now`, updates `membership`, and says what to do.
+    pub(crate) fn step(
+        &mut self,
+        now: Instant,
+        input: Input,
+        membership: &Membership,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => self.tick(now, membership, &mut out),
+            Input::Deadlines => self.expire_handshakes(now, &mut out),
+            Input::Opened {
+                session,
+                peer_addr,
+                inbound,
+            } => {
+                self.handshakes.insert(
+                    session,
+                    Handshake {
+                        opened: now,
+                        peer_addr,
+                        inbound,
+                    },
+                );
+            }
+            Input::Authenticated(session) => {
+                self.handshakes.remove(&session);
+            }
+            Input::Ready { session, peer } => self.ready(now, session, peer, membership, &mut out),
+            Input::Closed { session, busy } => {
+                self.closed(now, session, busy, membership, &mut out)
+            }
+            Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
+            Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
+        }
+        out
+    }
+
+    fn tick(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
+        out.push(Action::SendHeartbeats);
+        self.gossip(now, membership, out);
+        self.expire_handshakes(now, out);
+
+        for (peer, silent) in membership.expire_silent(self.silence, now) {
+            for (session, _) in self.sessions_of(&peer.name) {
+                out.push(Action::Close {
+                    session,
+                    reason: "peer unreachable",
+                });
+            }
+            out.push(Action::Report(Report::Silent {
+                peer: peer.name,
+                addr: peer.addr,
+                silent,
+            }));
+        }
+
+        let (names, addrs) = self.connected();
+        for seed in self.seeds.clone() {
+            let reached = self
+                .dials
+                .get(&seed)
+                .and_then(|d| d.resolved)
+                .is_some_and(|sa| addrs.contains(&sa.to_string()))
+                || addrs.contains(&seed);
+            if !reached {
+                self.dial(now, seed, out);
+            }
+        }
+        for peer in membership.snapshot() {
+            let my_turn = self.name < peer.name;
+            if my_turn && peer.status != PeerStatus::Up && !names.contains(&peer.name) {
+                self.dial(now, peer.addr, out);
+            }
+        }
+    }
+
+    fn gossip(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
+        if self.gossip_in_flight || self.last_gossip.is_some_and(|t| now - t < GOSSIP_EVERY) {
+            return;
+        }
+        self.gossip_in_flight = true;
+        self.last_gossip = Some(now);
+        out.push(Action::AskGossip);
+        for peer in membership.forget_stale(FORGET_AFTER, now) {
+            out.push(Action::Report(Report::Forgotten { peer }));
+        }
+        // Bookkeeping for addresses nobody needs any more goes too, so the map does
+        // not grow with every address ever gossiped.
+        let wanted: HashSet<String> = self
+            .seeds
+            .iter()
+            .cloned()
+            .chain(membership.snapshot().into_iter().map(|p: PeerView| p.addr))
+            .collect();
+        self.dials
+            .retain(|addr, dial| dial.dialing || wanted.contains(addr));
+    }
+
+    fn dial(&mut self, now: Instant, addr: String, out: &mut Vec<Action>) {
+        let state = self.dials.entry(addr.clone()).or_insert_with(|| DialState {
+            dialing: false,
+            next_attempt: now,
+            backoff: BACKOFF_MIN,
+            failures: 0,
+            resolved: None,
+        });
+        if state.dialing || state.next_attempt > now {
+            return;
+        }
+        state.dialing = true;
+        out.push(Action::Dial(addr));
+    }
+
+    /// Schedules the next attempt at `addr` after a failure; `Some(attempts)` if it is
+    /// worth a log line (the first failure, then every power of two).
+    fn dial_failed(&mut self, addr: &str, now: Instant) -> Option<u32> {
+        let factor = 0.8 + self.rng.f64() * 0.4;
+        let dial = self.dials.get_mut(addr)?;
+        dial.failures += 1;
+        dial.next_attempt = now + dial.backoff.mul_f64(factor);
+        dial.backoff = (dial.backoff * 2).min(BACKOFF_MAX);
+        (dial.failures == 1 || dial.failures.is_power_of_two()).then_some(dial.failures)
+    }
+
+    /// The configured or gossiped address whose last dial reached `peer_addr`.
+    fn dialed_as(&self, peer_addr: &str) -> Option<String> {
+        self.dials
+            .iter()
+            .find(|(_, d)| d.resolved.is_some_and(|r| r.to_string() == peer_addr))
+            .map(|(addr, _)| addr.clone())
+    }
+
+    /// Node names connected right now, and every address they are known by.
+    fn connected(&self) -> (HashSet<String>, HashSet<String>) {
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for peer in self.sessions.values() {
+            if let Some(name) = &peer.member {
+                names.insert(name.clone());
+            }
+            addrs.insert(peer.peer_addr.clone());
+            addrs.insert(peer.advertised.clone());
+        }
+        (names, addrs)
+    }
+
+    fn sessions_of(&self, name: &str) -> Vec<(ActorId, &SessionPeer)> {
+        self.sessions
+            .iter()
+            .filter(|(_, p)| p.member.as_deref() == Some(name))
+            .map(|(id, p)| (*id, p))
+            .collect()
+    }
+
+    fn expire_handshakes(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let late: Vec<ActorId> = self
+            .handshakes
+            .iter()
+            .filter(|(_, h)| now.saturating_duration_since(h.opened) > AUTH_GRACE)
+            .map(|(id, _)| *id)
+            .collect();
+        for session in late {
+            let Some(h) = self.handshakes.remove(&session) else {
+                continue;
+            };
+            out.push(Action::Close {
+                session,
+                reason: "handshake timed out",
+            });
+            if h.inbound {
+                continue;
+            }
+            if let Some(addr) = self.dialed_as(&h.peer_addr) {
+                if let Some(attempts) = self.dial_failed(&addr, now) {
+                    out.push(Action::Report(Report::HandshakeTimeout { addr, attempts }));
+                }
+            }
+        }
+    }
+
+    fn ready(
+        &mut self,
+        now: Instant,
+        session: ActorId,
+        peer: SessionPeer,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        self.handshakes.remove(&session);
+        let Some(name) = peer.member.clone() else {
+            // A client: not a member, nothing to track.
+            return;
+        };
+        for dial in self.dials.values_mut() {
+            if dial
+                .resolved
+                .is_some_and(|r| r.to_string() == peer.peer_addr)
+            {
+                dial.next_attempt = now;
+                dial.failures = 0;
+                dial.backoff = BACKOFF_MIN;
+            }
+        }
+        let addr = peer.advertised.clone();
+        self.sessions.insert(session, peer);
+        match membership.session_up(&name, &addr, now) {
+            Some(PeerStatus::Unreachable) => {
+                out.push(Action::Report(Report::Back { peer: name, addr }))
+            }
+            Some(_) => out.push(Action::Report(Report::Connected { peer: name, addr })),
+            None => {}
+        }
+    }
+
+    fn closed(
+        &mut self,
+        now: Instant,
+        session: ActorId,
+        busy: bool,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(h) = self.handshakes.remove(&session) {
+            self.handshake_failed(now, h, busy, out);
+            return;
+        }
+        let Some(peer) = self.sessions.remove(&session) else {
+            return;
+        };
+        let Some(name) = peer.member else {
+            return;
+        };
+        // Another session to the same peer may still be up (an election loser closed).
+        let still = self
+            .sessions
+            .values()
+            .any(|p| p.member.as_deref() == Some(&name));
+        if !still && membership.lost(&name, now) {
+            out.push(Action::Report(Report::Lost {
+                peer: name,
+                addr: peer.advertised,
+            }));
+        }
+    }
+
+    /// A session closed before it authenticated. Inbound ones are the accept side's
+    /// business (it logs refusals); a dialed one is a failed attempt.
+    fn handshake_failed(&mut self, now: Instant, h: Handshake, busy: bool, out: &mut Vec<Action>) {
+        if h.inbound {
+            return;
+        }
+        let Some(addr) = self.dialed_as(&h.peer_addr) else {
+            return;
+        };
+        // Lost a duplicate-connection election: the peer is connected another way.
+        if self.sessions.values().any(|p| p.peer_addr == h.peer_addr) {
+            return;
+        }
+        if let Some(attempts) = self.dial_failed(&addr, now) {
+            let report = if busy {
+                Report::Busy { addr, attempts }
+            } else {
+                Report::AuthFailed { addr, attempts }
+            };
+            out.push(Action::Report(report));
+        }
+    }
+
+    fn dialed(
+        &mut self,
+        now: Instant,
+        addr: String,
+        result: Result<SocketAddr, String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(dial) = self.dials.get_mut(&addr) else {
+            return;
+        };
+        dial.dialing = false;
+        match result {
+            Ok(reached) => {
+                dial.resolved = Some(reached);
+                // Whether this dial worked is decided by the handshake: the session
+                // becoming ready resets the backoff; a failed authentication or the
+                // handshake deadline counts a failure.
+                dial.next_attempt = now + AUTH_GRACE;
+            }
+            Err(error) => {
+                if let Some(attempts) = self.dial_failed(&addr, now) {
+                    out.push(Action::Report(Report::CannotReach {
+                        addr,
+                        error,
+                        attempts,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn gossiped(
+        &mut self,
+        now: Instant,
+        infos: Vec<NodeInfo>,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        self.gossip_in_flight = false;
+        for info in infos {
+            membership.describe(&info, now);
+            for peer in info.known_peers {
+                if peer.name != self.name && membership.learn(&peer.name, &peer.addr, now) {
+                    out.push(Action::Report(Report::Learned {
+                        peer: peer.name,
+                        addr: peer.addr,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::agent::PeerAddr;
+    use shared::protocol::{Role, PROTOCOL_VERSION};
+
+    const MS: Duration = Duration::from_millis(1);
+    const SILENCE: Duration = Duration::from_millis(1200);
+
+    fn id(n: u64) -> ActorId {
+        ActorId::Local(n)
+    }
+
+    fn detector(name: &str, seeds: &[&str]) -> (Detector, Membership) {
+        let seeds = seeds.iter().map(|s| s.to_string()).collect();
+        (
+            Detector::new(name.into(), seeds, SILENCE, 7),
+            Membership::default(),
+        )
+    }
+
+    fn dials(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dial(addr) => Some(addr.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reports(actions: &[Action]) -> Vec<&Report> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Report(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closes(actions: &[Action]) -> Vec<ActorId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Close { session, .. } => Some(*session),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn member(name: &str, port: u16) -> SessionPeer {
+        SessionPeer {
+            member: Some(name.into()),
+            peer_addr: format!("127.0.0.1:{port}"),
+            advertised: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn info(name: &str, peers: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            role: Role::Worker,
+            advertise: format!("{name}:1"),
+            protocol_version: PROTOCOL_VERSION,
+            incarnation: 1,
+            counters: 2,
+            counter_restarts: 0,
+            issued_value: 0,
+            issued_operations: 0,
+            known_peers: peers
+                .iter()
+                .map(|(n, a)| PeerAddr {
+                    name: n.to_string(),
+                    addr: a.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A seed that refuses connections is redialed with growing, jittered, capped
+    /// delays, and logged at the 1st, 2nd, 4th, 8th... failure.
+    #[test]
+    fn an_unreachable_seed_is_retried_with_backoff() {
+        let (mut d, m) = detector("a", &["seed:1"]);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut attempts = Vec::new();
+        let mut logged = Vec::new();
+        while now < t0 + Duration::from_secs(10) {
+            let out = d.step(now, Input::Tick, &m);
+            if dials(&out) == ["seed:1"] {
+                attempts.push(now - t0);
+                let out = d.step(
+                    now,
+                    Input::Dialed {
+                        addr: "seed:1".into(),
+                        result: Err("connection refused".into()),
+                    },
+                    &m,
+                );
+                for r in reports(&out) {
+                    if let Report::CannotReach { attempts, .. } = r {
+                        logged.push(*attempts);
+                    }
+                }
+            }
+            now += 10 * MS;
+        }
+        assert_eq!(attempts[0], Duration::ZERO, "the first dial is immediate");
+        let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[0] >= 80 * MS && gaps[0] <= 130 * MS, "{gaps:?}");
+        assert!(gaps[1] >= 160 * MS && gaps[1] <= 250 * MS, "{gaps:?}");
+        for gap in &gaps {
+            assert!(*gap <= 1210 * MS, "capped at 1 s + 20%: {gaps:?}");
+        }
+        assert!(
+            gaps.iter().rev().take(3).all(|g| *g >= 790 * MS),
+            "{gaps:?}"
+        );
+        assert_eq!(&logged[..4], [1, 2, 4, 8]);
+        // While a dial is in flight, no second one starts.
+        let (mut d, m) = detector("a", &["seed:1"]);
+        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["seed:1"]);
+        assert!(dials(&d.step(t0 + 500 * MS, Input::Tick, &m)).is_empty());
+    }
+
+    /// A connected seed is not dialed again; a lost one is, and a ready session
+    /// resets the backoff.
+    #[test]
+    fn a_seed_is_dialed_until_its_session_is_up_and_again_when_lost() {
+        let (mut d, m) = detector("b", &["127.0.0.1:1"]);
+        let t0 = Instant::now();
+        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:1"]);
+        d.step(
+            t0,
+            Input::Dialed {
+                addr: "127.0.0.1:1".into(),
+                result: Ok("127.0.0.1:1".parse().unwrap()),
+            },
+            &m,
+        );
+        let opened = Input::Opened {
+            session: id(1),
+            peer_addr: "127.0.0.1:1".into(),
+            inbound: false,
+        };
+        d.step(t0, opened, &m);
+        d.step(t0 + MS, Input::Authenticated(id(1)), &m);
+        let out = d.step(
+            t0 + 2 * MS,
+            Input::Ready {
+                session: id(1),
+                peer: member("a", 1),
+            },
+            &m,
+        );
+        assert_eq!(
+            reports(&out),
+            [&Report::Connected {
+                peer: "a".into(),
+                addr: "127.0.0.1:1".into()
+            }]
+        );
+        assert!(dials(&d.step(t0 + 1000 * MS, Input::Tick, &m)).is_empty());
+        let out = d.step(
+            t0 + 1001 * MS,
+            Input::Closed {
+                session: id(1),
+                busy: false,
+            },
+            &m,
+        );
+        assert_eq!(
+            reports(&out),
+            [&Report::Lost {
+                peer: "a".into(),
+                addr: "127.0.0.1:1".into()
+            }]
+        );
+        assert_eq!(m.status("a"), Some(PeerStatus::Unreachable));
+        assert_eq!(
+            dials(&d.step(t0 + 1002 * MS, Input::Tick, &m)),
+            ["127.0.0.1:1"]
+        );
+    }
+
+    /// Heartbeats go every tick; a peer silent for longer than the silence is declared
+    /// once, and its sessions are closed.
+    #[test]
+    fn a_silent_peer_is_declared_once_and_its_session_closed() {
+        let (mut d, m) = detector("a", &[]);
+        let t0 = Instant::now();
+        d.step(
+            t0,
+            Input::Ready {
+                session: id(5),
+                peer: member("b", 2),
+            },
+            &m,
+        );
+        let mut now = t0;
+        let mut declared = Vec::new();
+        while now <= t0 + 3 * SILENCE {
+            // b's heartbeats stop after 1 s.
+            if now <= t0 + Duration::from_secs(1) {
+                m.heard("b", 1, now);
+            }
+            let out = d.step(now, Input::Tick, &m);
+            assert!(out.contains(&Action::SendHeartbeats));
+            for r in reports(&out) {
+                if let Report::Silent { peer, silent, .. } = r {
+                    declared.push((now - t0, peer.clone(), *silent));
+                    assert_eq!(closes(&out), [id(5)]);
+                }
+            }
+            now += 200 * MS;
+        }
+        assert_eq!(declared.len(), 1, "{declared:?}");
+        let (at, peer, silent) = &declared[0];
+        assert_eq!(peer, "b");
+        assert!(*silent > SILENCE && *at <= Duration::from_secs(1) + SILENCE + 200 * MS);
+        assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+    }
+
+    /// A handshake that does not finish in time is closed; for a dialed one that is a
+    /// failed attempt. A dialed session closed during authentication is a failed
+    /// authentication, or "busy" when the peer said so; an inbound one is not logged
+    /// here.
+    #[test]
+    fn handshakes_have_a_deadline_and_failed_ones_are_told_apart() {
+        let (mut d, m) = detector("a", &["s:1"]);
+        let t0 = Instant::now();
+        d.step(t0, Input::Tick, &m);
+        d.step(
+            t0,
+            Input::Dialed {
+                addr: "s:1".into(),
+                result: Ok("10.0.0.1:1".parse().unwrap()),
+            },
+            &m,
+        );
+        d.step(
+            t0,
+            Input::Opened {
+                session: id(1),
+                peer_addr: "10.0.0.1:1".into(),
+                inbound: false,
+            },
+            &m,
+        );
+        d.step(
+            t0,
+            Input::Opened {
+                session: id(2),
+                peer_addr: "10.9.9.9:5".into(),
+                inbound: true,
+            },
+            &m,
+        );
+        assert!(closes(&d.step(t0 + AUTH_GRACE, Input::Deadlines, &m)).is_empty());
+        let out = d.step(t0 + AUTH_GRACE + MS, Input::Deadlines, &m);
+        let mut closed = closes(&out);
+        closed.sort_by_key(|id| id.pid());
+        assert_eq!(closed, [id(1), id(2)]);
+        assert_eq!(
+            reports(&out),
+            [&Report::HandshakeTimeout {
+                addr: "s:1".into(),
+                attempts: 1
+            }]
+        );
+
+        // The next dials end in a closed handshake: a wrong cookie, then a busy peer.
+        for (n, busy) in [(3, false), (4, true)] {
+            let now = t0 + Duration::from_secs(10 * n);
+            assert_eq!(dials(&d.step(now, Input::Tick, &m)), ["s:1"]);
+            d.step(
+                now,
+                Input::Dialed {
+                    addr: "s:1".into(),
+                    result: Ok("10.0.0.1:1".parse().unwrap()),
+                },
+                &m,
+            );
+            d.step(
+                now,
+                Input::Opened {
+                    session: id(n),
+                    peer_addr: "10.0.0.1:1".into(),
+                    inbound: false,
+                },
+                &m,
+            );
+            let out = d.step(
+                now,
+                Input::Closed {
+                    session: id(n),
+                    busy,
+                },
+                &m,
+            );
+            let want = if busy {
+                Report::Busy {
+                    addr: "s:1".into(),
+                    attempts: 2 + u32::from(busy),
+                }
+            } else {
+                Report::AuthFailed {
+                    addr: "s:1".into(),
+                    attempts: 2,
+                }
+            };
+            // Attempt 3 is not a power of two: not logged.
+            if busy {
+                assert!(reports(&out).is_empty(), "{out:?}");
+            } else {
+                assert_eq!(reports(&out), [&want]);
+            }
+        }
+        // An inbound handshake that fails is not the mesh's to log.
+        d.step(
+            t0,
+            Input::Opened {
+                session: id(9),
+                peer_addr: "10.9.9.9:6".into(),
+                inbound: true,
+            },
+            &m,
+        );
+        assert!(d
+            .step(
+                t0,
+                Input::Closed {
+                    session: id(9),
+                    busy: false
+                },
+                &m
+            )
+            .is_empty());
+    }
+
+    /// Gossip runs at most every 500 ms and one round at a time; what it names is
+    /// learned, and the lower name of a pair dials the other.
+    #[test]
+    fn gossip_is_paced_and_the_lower_name_dials() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        let asked = |out: &[Action]| out.contains(&Action::AskGossip);
+        assert!(asked(&d.step(t0, Input::Tick, &m)));
+        assert!(
+            !asked(&d.step(t0 + 600 * MS, Input::Tick, &m)),
+            "one round at a time"
+        );
+        let out = d.step(
+            t0 + 700 * MS,
+            Input::Gossip(vec![info("x", &[("a", "a:1"), ("c", "c:1"), ("b", "b:1")])]),
+            &m,
+        );
+        let learned: Vec<_> = reports(&out)
+            .into_iter()
+            .map(|r| match r {
+                Report::Learned { peer, .. } => peer.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // x described itself (learned without a line); b does not learn itself.
+        assert_eq!(learned, ["a", "c"]);
+        // The next round comes 500 ms after the last one started, not before.
+        let out = d.step(t0 + 800 * MS, Input::Tick, &m);
+        assert!(asked(&out));
+        d.step(t0 + 900 * MS, Input::Gossip(vec![]), &m);
+        assert!(!asked(&d.step(t0 + 1200 * MS, Input::Tick, &m)), "paced");
+        assert!(asked(&d.step(t0 + 1300 * MS, Input::Tick, &m)));
+        // b dials c (b < c) and x (b < x), not a (a < b: a dials b).
+        let mut dialed = dials(&out);
+        dialed.sort();
+        assert_eq!(dialed, ["c:1", "x:1"]);
+    }
+
+    /// A closed duplicate session does not make a connected peer unreachable.
+    #[test]
+    fn a_second_session_keeps_the_peer_up() {
+        let (mut d, m) = detector("a", &[]);
+        let t0 = Instant::now();
+        for n in [1, 2] {
+            d.step(
+                t0,
+                Input::Ready {
+                    session: id(n),
+                    peer: member("b", 2),
+                },
+                &m,
+            );
+        }
+        assert!(reports(&d.step(
+            t0,
+            Input::Closed {
+                session: id(1),
+                busy: false
+            },
+            &m
+        ))
+        .is_empty());
+        assert_eq!(m.status("b"), Some(PeerStatus::Up));
+        let out = d.step(
+            t0,
+            Input::Closed {
+                session: id(2),
+                busy: false,
+            },
+            &m,
+        );
+        assert_eq!(reports(&out).len(), 1);
+        assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+    }
+
+    #[test]
+    fn detection_fits_in_the_failure_timeout() {
+        let timeout = Duration::from_secs(2);
+        let (interval, silence) = detector_timing(timeout);
+        assert_eq!(interval, Duration::from_millis(200));
+        // Declared at most one tick after the silence, with room left to report it.
+        assert!(silence + interval <= timeout.mul_f64(0.75));
+        // Several heartbeats must be lost before a healthy peer is declared down.
+        assert!(silence >= interval * 5);
+    }
+}

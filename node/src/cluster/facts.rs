@@ -1,0 +1,65 @@
+//! What a node says about itself ([`NodeInfo`]): fixed facts (name, role, address,
+//! incarnation) and live figures (counter restarts, what its load clients issued, whom
+//! it knows). One value per node, shared by the agent (gossip, `node health`) and the
+//! counter host (every collection report), and outliving both.
+
+use std::sync::Arc;
+
+use shared::agent::NodeInfo;
+use shared::protocol::{Role, PROTOCOL_VERSION};
+
+use super::membership::Membership;
+use crate::counters::table::CounterTable;
+use crate::load::tally::IssuedTally;
+
+/// The node as it describes itself; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct NodeFacts {
+    /// Node name.
+    pub(crate) name: String,
+    /// Node role.
+    pub(crate) role: Role,
+    /// This run of the node (see [`NodeInfo::incarnation`]).
+    pub(crate) incarnation: u64,
+    /// `host:port` peers dial.
+    pub(crate) advertise: String,
+    /// The node's counters (how many, and their restarts).
+    pub(crate) table: Arc<CounterTable>,
+    /// What this node's load clients have issued.
+    pub(crate) issued: Arc<IssuedTally>,
+    /// The cluster as this node sees it.
+    pub(crate) membership: Membership,
+}
+
+impl NodeFacts {
+    /// The node's description right now.
+    pub(crate) fn info(&self) -> NodeInfo {
+        let (issued_value, issued_operations) = self.issued.read();
+        NodeInfo {
+            name: self.name.clone(),
+            role: self.role,
+            advertise: self.advertise.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            incarnation: self.incarnation,
+            counters: self.table.len(),
+            counter_restarts: self.table.restarts(),
+            issued_value,
+            issued_operations,
+            known_peers: self.membership.gossip(),
+        }
+    }
+
+    /// A worker named `name` with `counters` counters, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(name: &str, counters: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            role: Role::Worker,
+            incarnation: 1,
+            advertise: format!("{name}:4697"),
+            table: Arc::new(CounterTable::new(name, counters)),
+            issued: Arc::default(),
+            membership: Membership::default(),
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The cluster as this node sees it: every peer it knows of, how to dial it, whether it
+//! is reachable right now, since when, and when it was last heard from.
+//!
+//! The [`mesh`](super::mesh) writes it (through its [`detector`](super::detector):
+//! sessions opening and closing, heartbeats going silent, gossip); the
+//! [`agent`](super::agent) records heartbeats as they arrive; collections read it to
+//! say which nodes they cover. It is plain data behind a mutex that outlives every
+//! actor of the node (a restarted mesh finds it as it was), and every rule here is
+//! tested without a network.
+//!
+//! A peer is in one of four states:
+//! - `Pending`: known (a seed's gossip named it) but no session has been up yet;
+//! - `Up`: a session is up and heartbeats arrive;
+//! - `Unreachable`: it was up, then its session closed or it went silent;
+//! - `Left`: it said it was leaving. It is hidden from everything but kept as a
+//!   tombstone, so that stale gossip cannot bring it back; only a new session can.
+//!
+//! A peer that stays in any state but `Up` for [`FORGET_AFTER`] is forgotten, so a
+//! node that is gone for good stops making every collection incomplete.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shared::agent::{NodeInfo, PeerAddr};
+use shared::protocol::Role;
+use tokio::time::Instant;
+
+use crate::clock::unix_millis as now_ms;
+
+/// How long a peer may stay pending or unreachable before it is forgotten.
+pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Whether a peer can be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerStatus {
+    /// Known, never connected yet.
+    Pending,
+    /// Connected and heard from.
+    Up,
+    /// Was connected; lost.
+    Unreachable,
+    /// Left cleanly (hidden).
+    Left,
+}
+
+/// One peer as the rest of the node reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PeerView {
+    /// Node name.
+    pub(crate) name: String,
+    /// `host:port` to dial.
+    pub(crate) addr: String,
+    /// Reachability.
+    pub(crate) status: PeerStatus,
+    /// When `status` last changed, milliseconds since the Unix epoch.
+    pub(crate) since_ms: u64,
+    /// Its role, once it has described itself.
+    pub(crate) role: Option<Role>,
+    /// How many counters it hosts, once it has described itself.
+    pub(crate) counters: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: String,
+    status: PeerStatus,
+    since_ms: u64,
+    changed: Instant,
+    last_heard: Instant,
+    incarnation: Option<u64>,
+    role: Option<Role>,
+    counters: Option<u32>,
+}
+
+/// What recording a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heard {
+    /// From a peer that is up: its deadline moves on.
+    Alive,
+    /// From a peer that is up under a new incarnation: it restarted.
+    Restarted,
+    /// From a peer that is not up (yet): ignored until its session is ready.
+    Ignored,
+}
+
+/// The shared membership table. Cloning shares it.
+#[derive(Debug, Clone)]
+pub(crate) struct Membership {
+    peers: Arc<Mutex<BTreeMap<String, Peer>>>,
+    /// When this node started (ms since the Unix epoch): its own "since".
+    started_ms: u64,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Self {
+            peers: Arc::default(),
+            started_ms: now_ms(),
+        }
+    }
+}
+
+impl Membership {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
+        // A panic while holding the lock cannot leave the map half-updated in a way
+        // that matters: every method changes one entry.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `name` can be dialed at `addr` (from gossip). A new peer starts
+    /// pending. True if that is news (a new peer or a new address).
+    pub(crate) fn learn(&self, name: &str, addr: &str, now: Instant) -> bool {
+        let mut peers = self.lock();
+        match peers.get_mut(name) {
+            Some(peer) if peer.addr == addr || peer.status == PeerStatus::Left => false,
+            Some(peer) => {
+                peer.addr = addr.to_string();
+                true
+            }
+            None => {
+                peers.insert(
+                    name.to_string(),
+                    Peer {
+                        addr: addr.to_string(),
+                        status: PeerStatus::Pending,
+                        since_ms: now_ms(),
+                        changed: now,
+                        last_heard: now,
+                        incarnation: None,
+                        role: None,
+                        counters: None,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Records what a peer said about itself (its agent's `GetInfo`).
+    pub(crate) fn describe(&self, info: &NodeInfo, now: Instant) {
+        self.learn(&info.name, &info.advertise, now);
+        if let Some(peer) = self.lock().get_mut(&info.name) {
+            peer.role = Some(info.role);
+            peer.counters = Some(info.counters);
+        }
+    }
+
+    /// A session to `name` is ready: the peer is up, and its heartbeat deadline starts
+    /// now. Returns the previous status if this is a change.
+    pub(crate) fn session_up(&self, name: &str, addr: &str, now: Instant) -> Option<PeerStatus> {
+        self.learn(name, addr, now);
+        let mut peers = self.lock();
+        let peer = peers.get_mut(name)?;
+        peer.last_heard = now;
+        (peer.status != PeerStatus::Up).then(|| set_status(peer, PeerStatus::Up, now))
+    }
+
+    /// A heartbeat from `name` (incarnation `incarnation`) arrived.
+    pub(crate) fn heard(&self, name: &str, incarnation: u64, now: Instant) -> Heard {
+        let mut peers = self.lock();
+        let Some(peer) = peers.get_mut(name) else {
+            return Heard::Ignored;
+        };
+        if peer.status != PeerStatus::Up {
+            return Heard::Ignored;
+        }
+        peer.last_heard = now;
+        match peer.incarnation.replace(incarnation) {
+            Some(old) if old != incarnation => Heard::Restarted,
+            _ => Heard::Alive,
+        }
+    }
+
+    /// `name` is lost (its session closed, or it went silent). True if it was up.
+    pub(crate) fn lost(&self, name: &str, now: Instant) -> bool {
+        let mut peers = self.lock();
+        match peers.get_mut(name) {
+            Some(peer) if peer.status == PeerStatus::Up => {
+                set_status(peer, PeerStatus::Unreachable, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Up peers not heard from for longer than `silence`, marked unreachable; with
+    /// how long each was silent.
+    pub(crate) fn expire_silent(
+        &self,
+        silence: Duration,
+        now: Instant,
+    ) -> Vec<(PeerView, Duration)> {
+        let mut peers = self.lock();
+        let mut expired = Vec::new();
+        for (name, peer) in peers.iter_mut() {
+            let quiet = now.saturating_duration_since(peer.last_heard);
+            if peer.status == PeerStatus::Up && quiet > silence {
+                set_status(peer, PeerStatus::Unreachable, now);
+                expired.push((view(name, peer), quiet));
+            }
+        }
+        expired
+    }
+
+    /// `name` left the cluster cleanly: hide it. True if it was known and not left.
+    pub(crate) fn left(&self, name: &str, now: Instant) -> bool {
+        match self.lock().get_mut(name) {
+            Some(peer) if peer.status != PeerStatus::Left => {
+                set_status(peer, PeerStatus::Left, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets peers that have been pending or unreachable for longer than `after`.
+    pub(crate) fn forget_stale(&self, after: Duration, now: Instant) -> Vec<String> {
+        let mut peers = self.lock();
+        let stale: Vec<String> = peers
+            .iter()
+            .filter(|(_, p)| {
+                p.status != PeerStatus::Up && now.saturating_duration_since(p.changed) > after
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &stale {
+            peers.remove(name);
+        }
+        stale
+    }
+
+    /// When this node started, in milliseconds since the Unix epoch.
+    pub(crate) fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The status of `name`, if known.
+    #[cfg(test)]
+    pub(crate) fn status(&self, name: &str) -> Option<PeerStatus> {
+        self.lock().get(name).map(|p| p.status)
+    }
+
+    /// Every known peer that has not left, sorted by name.
+    pub(crate) fn snapshot(&self) -> Vec<PeerView> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.status != PeerStatus::Left)
+            .map(|(n, p)| view(n, p))
+            .collect()
+    }
+
+    /// The peers worth telling others about: those that are up.
+    pub(crate) fn gossip(&self) -> Vec<PeerAddr> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Up)
+            .map(|(name, p)| PeerAddr {
+                name: name.clone(),
+                addr: p.addr.clone(),
+            })
+            .collect()
+    }
+}
+
+fn set_status(peer: &mut Peer, status: PeerStatus, now: Instant) -> PeerStatus {
+    let old = std::mem::replace(&mut peer.status, status);
+    peer.since_ms = now_ms();
+    peer.changed = now;
+    old
+}
+
+fn view(name: &str, peer: &Peer) -> PeerView {
+    PeerView {
+        name: name.to_string(),
+        addr: peer.addr.clone(),
+        status: peer.status,
+        since_ms: peer.since_ms,
+        role: peer.role,
+        counters: peer.counters,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_peer_goes_pending_up_unreachable_up() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        assert!(m.learn("b", "h:2", t0));
+        assert!(!m.learn("b", "h:2", t0));
+        assert_eq!(m.status("b"), Some(PeerStatus::Pending));
+        // Heartbeats before the session is ready do not count.
+        assert_eq!(m.heard("b", 7, t0), Heard::Ignored);
+        assert_eq!(m.session_up("b", "h:2", t0), Some(PeerStatus::Pending));
+        assert_eq!(m.session_up("b", "h:2", t0), None);
+        assert_eq!(m.heard("b", 7, t0 + S), Heard::Alive);
+        assert!(m.lost("b", t0 + 2 * S));
+        assert!(!m.lost("b", t0 + 2 * S), "reported once");
+        assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+        assert_eq!(
+            m.session_up("b", "h:2", t0 + 3 * S),
+            Some(PeerStatus::Unreachable)
+        );
+        assert_eq!(m.heard("b", 8, t0 + 3 * S), Heard::Restarted);
+    }
+
+    #[test]
+    fn silence_expires_only_up_peers_once() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        m.session_up("a", "h:1", t0);
+        m.session_up("b", "h:2", t0);
+        m.learn("c", "h:3", t0);
+        m.heard("b", 1, t0 + S);
+        let expired = m.expire_silent(Duration::from_millis(1500), t0 + 2 * S);
+        let names: Vec<_> = expired.iter().map(|(v, _)| v.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
+        assert_eq!(expired[0].1, 2 * S);
+        assert!(m
+            .expire_silent(Duration::from_millis(1500), t0 + 2 * S)
+            .is_empty());
+        assert_eq!(m.status("b"), Some(PeerStatus::Up));
+        assert_eq!(m.status("c"), Some(PeerStatus::Pending));
+    }
+
+    #[test]
+    fn leaving_and_staleness_forget_a_peer() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        m.session_up("a", "h:1", t0);
+        m.learn("b", "h:2", t0);
+        m.session_up("c", "h:3", t0);
+        assert!(m.left("c", t0));
+        assert!(!m.left("c", t0));
+        // Gossip cannot bring back a peer that left; a new session can.
+        assert!(!m.learn("c", "h:9", t0));
+        let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        m.session_up("c", "h:3", t0);
+        assert_eq!(m.status("c"), Some(PeerStatus::Up));
+        m.left("c", t0);
+        assert_eq!(m.forget_stale(10 * S, t0 + 11 * S), ["b", "c"]);
+        let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["a"]);
+    }
+
+    #[test]
+    fn gossip_tells_only_of_peers_that_are_up() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        m.session_up("a", "h:1", t0);
+        m.learn("b", "h:2", t0);
+        m.session_up("c", "h:3", t0);
+        m.lost("c", t0);
+        let told: Vec<_> = m.gossip().into_iter().map(|p| p.name).collect();
+        assert_eq!(told, ["a"]);
+    }
+}

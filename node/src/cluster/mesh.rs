@@ -1,0 +1,541 @@
+//! The mesh: cluster membership in motion. All nodes form a full mesh, notice a lost
+//! peer within `--failure-timeout`, and form the mesh again by themselves once the
+//! fault is over.
+//!
+//! ractor_cluster runs in `Isolated` mode and this actor does what it does not. Its
+//! decisions are the [`Detector`]'s (a plain type, tested on a fake clock); the actor
+//! only turns session events, timers and finished tasks into the detector's inputs and
+//! carries out its actions:
+//! - dialing (each dial in a task that reports back, one per address at most);
+//! - closing sessions (stopping their `NodeSession`);
+//! - heartbeats to every peer's agent, which records them in the [`Membership`];
+//! - gossip rounds (in a task that asks every peer's agent `GetInfo` and reports back);
+//! - log lines.
+//!
+//! **No handler waits.** The session view comes from the `NodeServer`'s session events,
+//! never from asking it; dials, gossip and the leave notice run in tasks that report
+//! back with a message, so a tick is handled in microseconds and ticks never pile up.
+//!
+//! **Restarts.** The membership table outlives the mesh. A restarted mesh subscribes
+//! again and asks the `NodeServer` (in a task) which sessions are up; dial backoffs
+//! start afresh. The leave notice is sent only when the node stops cleanly
+//! ([`MeshMessage::Leave`], from the node's root), never when the mesh fails.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
+use shared::agent::{AgentMessage, Beat, NodeInfo};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::detector::{
+    detector_timing, Action, Detector, Input, Report, SessionPeer, AUTH_GRACE, GOSSIP_EVERY,
+};
+use super::discovery::remote_agents;
+use super::facts::NodeFacts;
+use super::rpc::{ask, gather};
+use crate::net::conn::DialProbe;
+use crate::net::tls::Tls;
+use crate::net::transport::{self, Inbound};
+
+/// How long one dial (name resolution, TCP connect, TLS) may take.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a clean leave waits for its peers to acknowledge.
+pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Node names of short-lived clients start with this (a character node names may not
+/// contain), so their sessions are told apart from cluster members.
+pub(crate) const CLIENT_NAME_PREFIX: &str = "~client";
+
+/// The node-name part of ractor_cluster's `name@host` session names.
+pub(crate) fn session_node_name(session_name: &str) -> &str {
+    session_name
+        .split_once('@')
+        .map_or(session_name, |(name, _)| name)
+}
+
+/// The `HOST:PORT` a peer advertises, from its session's name message. ractor_cluster
+/// builds `connection_string` as `{hostname}:{port}` from the peer's `NodeServer`
+/// settings and the port its own listener bound. Our nodes give their advertised
+/// `HOST:PORT` as the hostname, and accept connections themselves
+/// ([`transport`]) while ractor_cluster's listener sits unused on an ephemeral port:
+/// so the address is what precedes the last `:`.
+pub(crate) fn advertised(peer: &NodeServerSessionInformation) -> Option<&str> {
+    Some(advertised_in(&peer.peer_name.as_ref()?.connection_string))
+}
+
+fn advertised_in(connection_string: &str) -> &str {
+    connection_string
+        .rsplit_once(':')
+        .map_or(connection_string, |(addr, _)| addr)
+}
+
+/// Who is at the other end of a session, once it has named itself.
+fn session_peer(ses: &NodeServerSessionInformation) -> Option<SessionPeer> {
+    let peer = ses.peer_name.as_ref()?;
+    let name = session_node_name(&peer.name);
+    Some(SessionPeer {
+        member: (!name.starts_with(CLIENT_NAME_PREFIX)).then(|| name.to_string()),
+        peer_addr: ses.peer_addr.clone(),
+        advertised: advertised(ses)
+            .unwrap_or(&peer.connection_string)
+            .to_string(),
+    })
+}
+
+/// The mesh behaviour.
+#[derive(Debug, Default)]
+pub(crate) struct Mesh;
+
+/// The mesh's fixed configuration.
+#[derive(Clone)]
+pub(crate) struct MeshArgs {
+    /// The local `NodeServer`, which owns every session.
+    pub(crate) server: ActorRef<NodeServerMessage>,
+    /// This node (its name, incarnation and membership table).
+    pub(crate) facts: Arc<NodeFacts>,
+    /// Seed addresses (`--join`).
+    pub(crate) seeds: Vec<String>,
+    /// Bound on failure detection (`--failure-timeout`).
+    pub(crate) failure_timeout: Duration,
+    /// Mutual TLS for the links this node dials, if on.
+    pub(crate) tls: Option<Tls>,
+    /// Inbound connections waiting to authenticate, shared with the accept loop: a
+    /// session that authenticates is let through at once, from the session event.
+    pub(crate) inbound: Arc<Inbound>,
+}
+
+/// The mesh's state.
+pub(crate) struct MeshState {
+    args: MeshArgs,
+    detector: Detector,
+    /// Every session the detector knows of, to close one when it says so.
+    sessions: HashMap<ActorId, ActorRef<NodeSessionMessage>>,
+    /// Dialed connections still in their handshake, by socket address: whether the
+    /// peer refused one because it was busy.
+    probes: HashMap<String, Arc<DialProbe>>,
+    /// Sessions that closed before the start-up snapshot arrived (a restarted mesh).
+    closed_early: Option<HashSet<ActorId>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// A `NodeServer` session event.
+pub(crate) enum SessionEvent {
+    /// A TCP connection opened (inbound or dialed); authentication starts.
+    Opened,
+    /// The session authenticated.
+    Authenticated,
+    /// The session finished its handshake and synchronised its process groups.
+    Ready,
+    /// The session ended.
+    Closed,
+}
+
+/// Messages to the mesh (local only).
+#[derive(RactorMessage)]
+pub(crate) enum MeshMessage {
+    /// Time to send heartbeats, check deadlines and silence, gossip and dial.
+    Tick,
+    /// [`AUTH_GRACE`] has passed since a session opened: check handshake deadlines.
+    /// (Scheduled per session, so the deadline holds whatever the heartbeat interval.)
+    Deadlines,
+    /// A session event from the `NodeServer`.
+    Session(SessionEvent, Box<NodeServerSessionInformation>),
+    /// The sessions already up when this mesh started.
+    Snapshot(Vec<NodeServerSessionInformation>),
+    /// A dial attempt ended.
+    DialFinished {
+        /// The address as configured or gossiped.
+        addr: String,
+        /// The socket address reached and its probe, or why not.
+        result: Result<(SocketAddr, Arc<DialProbe>), String>,
+    },
+    /// A gossip round ended: what the peers said about themselves.
+    Gossip(Vec<NodeInfo>),
+    /// The node is stopping cleanly: tell every peer, then answer with how many
+    /// acknowledged (within [`LEAVE_TIMEOUT`]).
+    Leave(RpcReplyPort<usize>),
+}
+
+/// Forwards `NodeServer` session events into the mesh's mailbox, and lets an inbound
+/// connection out of the accept side's pre-authentication limits the moment it
+/// authenticates.
+struct SessionEvents {
+    mesh: ActorRef<MeshMessage>,
+    inbound: Arc<Inbound>,
+}
+
+impl SessionEvents {
+    fn send(&self, event: SessionEvent, ses: NodeServerSessionInformation) {
+        let _ = self.mesh.cast(MeshMessage::Session(event, Box::new(ses)));
+    }
+}
+
+impl NodeEventSubscription for SessionEvents {
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Opened, ses);
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if ses.is_server {
+            self.inbound.authenticated(&ses.peer_addr);
+        }
+        self.send(SessionEvent::Authenticated, ses);
+    }
+
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Ready, ses);
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.send(SessionEvent::Closed, ses);
+    }
+}
+
+impl MeshState {
+    fn beat(&self) -> Beat {
+        Beat {
+            from: self.args.facts.name.clone(),
+            incarnation: self.args.facts.incarnation,
+        }
+    }
+
+    fn step(&mut self, myself: &ActorRef<MeshMessage>, input: Input) {
+        let actions = self
+            .detector
+            .step(Instant::now(), input, &self.args.facts.membership);
+        for action in actions {
+            self.act(myself, action);
+        }
+    }
+
+    fn act(&mut self, myself: &ActorRef<MeshMessage>, action: Action) {
+        match action {
+            Action::Dial(addr) => self.dial(myself, addr),
+            Action::Close { session, reason } => {
+                if let Some(ses) = self.sessions.get(&session) {
+                    ses.stop(Some(reason.to_string()));
+                }
+            }
+            Action::SendHeartbeats => {
+                for (_, agent) in remote_agents() {
+                    let _ = agent.cast(AgentMessage::Heartbeat(self.beat()));
+                }
+            }
+            Action::AskGossip => {
+                let myself = myself.clone();
+                tokio::spawn(async move {
+                    let pending = remote_agents()
+                        .into_iter()
+                        .map(|(node, agent)| {
+                            (node, ask(&agent, AgentMessage::GetInfo, GOSSIP_EVERY * 2))
+                        })
+                        .collect();
+                    let answers = gather(pending, Instant::now() + GOSSIP_EVERY * 2).await;
+                    let infos = answers.into_iter().filter_map(|(_, info)| info).collect();
+                    let _ = myself.cast(MeshMessage::Gossip(infos));
+                });
+            }
+            Action::Report(report) => log(report),
+        }
+    }
+
+    fn dial(&self, myself: &ActorRef<MeshMessage>, addr: String) {
+        let server = self.args.server.clone();
+        let tls = self.args.tls.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let dialing = transport::dial(&server, &addr, tls.as_ref());
+            let result = tokio::time::timeout(DIAL_TIMEOUT, dialing)
+                .await
+                .unwrap_or(Err(transport::DialError::TimedOut(DIAL_TIMEOUT)))
+                .map_err(|e| e.to_string());
+            let _ = myself.cast(MeshMessage::DialFinished { addr, result });
+        });
+    }
+
+    fn session_event(
+        &mut self,
+        myself: &ActorRef<MeshMessage>,
+        event: SessionEvent,
+        ses: NodeServerSessionInformation,
+    ) {
+        let session = ses.actor.get_id();
+        match event {
+            SessionEvent::Opened => {
+                myself.send_after(AUTH_GRACE + Duration::from_millis(10), || {
+                    MeshMessage::Deadlines
+                });
+                self.sessions.insert(session, ses.actor.clone());
+                self.step(
+                    myself,
+                    Input::Opened {
+                        session,
+                        peer_addr: ses.peer_addr,
+                        inbound: ses.is_server,
+                    },
+                );
+            }
+            SessionEvent::Authenticated => self.step(myself, Input::Authenticated(session)),
+            SessionEvent::Ready => {
+                self.probes.remove(&ses.peer_addr);
+                let Some(peer) = session_peer(&ses) else {
+                    return;
+                };
+                if peer.member.is_none() {
+                    debug!(peer_addr = %ses.peer_addr, "client connected");
+                }
+                self.sessions.insert(session, ses.actor.clone());
+                self.step(myself, Input::Ready { session, peer });
+            }
+            SessionEvent::Closed => {
+                self.sessions.remove(&session);
+                if let Some(early) = &mut self.closed_early {
+                    early.insert(session);
+                }
+                let busy = self
+                    .probes
+                    .remove(&ses.peer_addr)
+                    .is_some_and(|probe| probe.refused_busy());
+                self.step(myself, Input::Closed { session, busy });
+            }
+        }
+    }
+}
+
+/// One log line per report, at the level it deserves.
+fn log(report: Report) {
+    match report {
+        Report::Connected { peer, addr } => info!(%peer, %addr, "peer connected"),
+        Report::Back { peer, addr } => info!(%peer, %addr, "peer reachable again"),
+        Report::Lost { peer, addr } => warn!(%peer, %addr, "peer unreachable: connection closed"),
+        Report::Silent { peer, addr, silent } => warn!(
+            %peer,
+            %addr,
+            silent_ms = silent.as_millis() as u64,
+            "peer unreachable: no heartbeat within the failure timeout; closing its session"
+        ),
+        Report::CannotReach {
+            addr,
+            error,
+            attempts,
+        } => warn!(%addr, %error, attempts, "cannot reach peer; retrying with backoff"),
+        Report::AuthFailed { addr, attempts } => error!(
+            %addr,
+            attempts,
+            "cannot join {addr}: the peer closed the connection during authentication \
+             (wrong cookie, or it requires TLS or rejected our certificate, or not a \
+             counter-cluster node); retrying with backoff"
+        ),
+        Report::Busy { addr, attempts } => warn!(
+            %addr,
+            attempts,
+            "{addr} is busy (too many connections waiting to authenticate) and refused the \
+             connection; retrying with backoff"
+        ),
+        Report::HandshakeTimeout { addr, attempts } => warn!(
+            %addr,
+            attempts,
+            "peer accepted the connection but did not complete the handshake within \
+             {AUTH_GRACE:?}; retrying with backoff"
+        ),
+        Report::Forgotten { peer } => {
+            info!(%peer, "forgetting peer: not reachable for {:?}", super::membership::FORGET_AFTER)
+        }
+        Report::Learned { peer, addr } => debug!(%peer, %addr, "learned peer"),
+    }
+}
+
+impl Actor for Mesh {
+    type Msg = MeshMessage;
+    type State = MeshState;
+    type Arguments = MeshArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MeshArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        args.server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "mesh".to_string(),
+            subscription: Box::new(SessionEvents {
+                mesh: myself.clone(),
+                inbound: Arc::clone(&args.inbound),
+            }),
+        })?;
+        // Sessions already up (this mesh may be a restarted one). The server answers
+        // after it has registered the subscription, so every session is either in the
+        // answer or reported by an event; asked from a task, so nothing here waits.
+        let server = args.server.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 5000)
+                .map(|s| s.into_values().collect())
+                .unwrap_or_default();
+            let _ = me.cast(MeshMessage::Snapshot(sessions));
+        });
+        let (interval, silence) = detector_timing(args.failure_timeout);
+        let seed = args
+            .facts
+            .name
+            .bytes()
+            .fold(args.facts.incarnation, |h, b| {
+                h.rotate_left(5) ^ u64::from(b)
+            });
+        let detector = Detector::new(args.facts.name.clone(), args.seeds.clone(), silence, seed);
+        let _ = myself.cast(MeshMessage::Tick);
+        Ok(MeshState {
+            ticker: Some(myself.send_interval(interval, || MeshMessage::Tick)),
+            args,
+            detector,
+            sessions: HashMap::new(),
+            probes: HashMap::new(),
+            closed_early: Some(HashSet::new()),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        let _ = state
+            .args
+            .server
+            .cast(NodeServerMessage::UnsubscribeToEvents("mesh".to_string()));
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MeshMessage::Tick => state.step(&myself, Input::Tick),
+            MeshMessage::Deadlines => state.step(&myself, Input::Deadlines),
+            MeshMessage::Session(event, ses) => state.session_event(&myself, event, *ses),
+            MeshMessage::Snapshot(sessions) => {
+                let early = state.closed_early.take().unwrap_or_default();
+                for ses in sessions {
+                    let id = ses.actor.get_id();
+                    if !early.contains(&id) && !state.sessions.contains_key(&id) {
+                        state.session_event(&myself, SessionEvent::Ready, ses);
+                    }
+                }
+            }
+            MeshMessage::DialFinished { addr, result } => {
+                let result = result.map(|(reached, probe)| {
+                    state.probes.insert(reached.to_string(), probe);
+                    reached
+                });
+                state.step(&myself, Input::Dialed { addr, result });
+            }
+            MeshMessage::Gossip(infos) => state.step(&myself, Input::Gossip(infos)),
+            MeshMessage::Leave(reply) => {
+                let beat = state.beat();
+                tokio::spawn(async move {
+                    let pending = remote_agents()
+                        .into_iter()
+                        .map(|(node, agent)| {
+                            let beat = beat.clone();
+                            (
+                                node,
+                                ask(&agent, |r| AgentMessage::Leaving(beat, r), LEAVE_TIMEOUT),
+                            )
+                        })
+                        .collect();
+                    let answers = gather(pending, Instant::now() + LEAVE_TIMEOUT).await;
+                    let told = answers.iter().filter(|(_, a)| a.is_some()).count();
+                    info!(peers = told, "told peers this node is leaving");
+                    let _ = reply.send(told);
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_map_to_node_names() {
+        assert_eq!(session_node_name("worker-1@10.0.0.2:4697"), "worker-1");
+        assert_eq!(session_node_name("plain"), "plain");
+    }
+
+    /// A `NodeServer` that takes every message and answers none.
+    struct Deaf;
+
+    impl Actor for Deaf {
+        type Msg = NodeServerMessage;
+        type State = Vec<NodeServerMessage>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _args: (),
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(Vec::new())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            held: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            held.push(message);
+            Ok(())
+        }
+    }
+
+    /// The mesh never waits on the `NodeServer` (or anything else) in a handler: with a
+    /// server that never answers, ten thousand ticks are still handled at once.
+    #[tokio::test]
+    async fn a_server_that_never_answers_never_stalls_the_mesh() {
+        let (server, server_handle) = Actor::spawn(None, Deaf, ()).await.unwrap();
+        let args = MeshArgs {
+            server: server.clone(),
+            facts: Arc::new(NodeFacts::for_tests("mesh-deaf", 0)),
+            seeds: vec!["127.0.0.1:1".into()],
+            failure_timeout: Duration::from_millis(200),
+            tls: None,
+            inbound: Arc::default(),
+        };
+        let (mesh, mesh_handle) = Actor::spawn(None, Mesh, args).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..10_000 {
+            mesh.cast(MeshMessage::Tick).unwrap();
+        }
+        // Answered after every tick before it has been handled.
+        let told = ractor::call_t!(mesh, MeshMessage::Leave, 5000).unwrap();
+        assert_eq!(told, 0);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "10,000 ticks took {took:?}");
+        mesh.stop(None);
+        mesh_handle.await.unwrap();
+        server.stop(None);
+        server_handle.await.unwrap();
+    }
+
+    #[test]
+    fn the_advertised_address_precedes_the_unused_port() {
+        assert_eq!(advertised_in("worker-1:4697:40111"), "worker-1:4697");
+        assert_eq!(advertised_in("[::1]:4697:40111"), "[::1]:4697");
+        assert_eq!(advertised_in("10.0.0.2:4698:0"), "10.0.0.2:4698");
+    }
+}

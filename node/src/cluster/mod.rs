@@ -1,0 +1,20 @@
+//! The control plane: who is in the cluster, who is reachable, and how nodes and clients
+//! find each other's actors.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`mesh`] | the actor: dialing, heartbeats, gossip, closing sessions, leaving cleanly |
+//! | [`detector`] | the mesh's decisions as a pure type driven by `step(now, input)` |
+//! | [`membership`] | the table of peers: reachable or not, since when, last heard |
+//! | [`agent`] | the node's face to peers (info, heartbeats, leaving) and to clients |
+//! | [`facts`] | what a node says about itself (`NodeInfo`) |
+//! | [`discovery`] | finding hosts and agents through the process groups |
+//! | [`rpc`] | calls with a deadline, and fan-outs without a task per call |
+
+pub(crate) mod agent;
+pub(crate) mod detector;
+pub mod discovery;
+pub(crate) mod facts;
+pub(crate) mod membership;
+pub(crate) mod mesh;
+pub mod rpc;

@@ -1,0 +1,351 @@
+//! The counter host: the one actor through which other nodes and clients reach this
+//! node's counters, for changes and reads alike (one per node, in [`HOSTS_GROUP`],
+//! named `NODE/host`).
+//!
+//! Counters are node-local actors (see [`counter`](super::counter)), so the host
+//! forwards each [`HostMessage`] to the counter it names, in arrival order, handing
+//! over the caller's reply port: the counter answers the caller itself. Because the
+//! host is one actor, answering `Sync(n)` proves every earlier message from that sender
+//! has been handed to its counter, which is the acknowledgement behind the senders'
+//! windows ([`crate::load`]).
+//!
+//! A collection asks the host once (`Collect`) for every counter's `GetStats`. The host
+//! never waits for them itself: it starts the fan-out in a task and goes on forwarding
+//! changes. At most [`MAX_COLLECTIONS`] such tasks run at once (a semaphore whose
+//! permits free themselves when a task ends); beyond that the host answers at once
+//! that it is busy, and the collector reports this node as not answering.
+//!
+//! Counter references come from the node's [`CounterTable`](super::table::CounterTable)
+//! and are cached; a counter that was restarted by its supervisor is looked up again
+//! on the first failed send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use shared::counter::{CounterError, StatsOutcome, ValueOutcome};
+use shared::host::{Change, CollectReply, HostMessage, LocalReport};
+use shared::protocol::{counter_name, HOSTS_GROUP};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::counter::CounterMessage;
+use crate::cluster::facts::NodeFacts;
+
+/// Collections this host runs at once.
+pub(crate) const MAX_COLLECTIONS: usize = 8;
+
+/// The longest a collection may take, whatever the caller asks.
+pub(crate) const MAX_COLLECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The counter host behaviour.
+#[derive(Debug, Default)]
+pub(crate) struct CounterHost;
+
+/// The host's state: a cache of counter references by index.
+pub(crate) struct HostState {
+    /// The node: its counters' table, and its description for collection reports.
+    facts: Arc<NodeFacts>,
+    cache: Vec<Option<ActorRef<CounterMessage>>>,
+    collections: Arc<Semaphore>,
+    /// Operations in changes that named no counter of this node (logged per batch).
+    unknown: u64,
+}
+
+impl HostState {
+    fn name(&self, index: u32) -> String {
+        counter_name(&self.facts.name, index)
+    }
+
+    /// Hands `message` to counter `index`; on failure gives the message back with the
+    /// reason, so a reply port inside can still be answered.
+    fn forward(
+        &mut self,
+        index: u32,
+        message: CounterMessage,
+    ) -> Result<(), (Option<CounterMessage>, CounterError)> {
+        let Some(slot) = self.cache.get_mut(index as usize) else {
+            return Err((Some(message), CounterError::NoSuchCounter(self.name(index))));
+        };
+        let mut message = message;
+        // Twice: a cached reference may belong to a counter that was restarted since.
+        for fresh in [false, true] {
+            if fresh || slot.is_none() {
+                *slot = self.facts.table.actor(index);
+            }
+            let Some(counter) = slot.as_ref() else {
+                break;
+            };
+            match counter.send_message(message) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(back)) => message = back,
+                Err(_) => return Err((None, self.not_running(index))),
+            }
+        }
+        Err((Some(message), self.not_running(index)))
+    }
+
+    fn not_running(&self, index: u32) -> CounterError {
+        CounterError::NotRunning(self.name(index))
+    }
+
+    fn apply_changes(&mut self, changes: Vec<Change>) {
+        let mut lost = 0u64;
+        for Change {
+            counter,
+            delta,
+            operations,
+        } in changes
+        {
+            if let Err((_, error)) =
+                self.forward(counter, CounterMessage::Add { delta, operations })
+            {
+                lost += operations;
+                if matches!(error, CounterError::NoSuchCounter(_)) {
+                    self.unknown += operations;
+                }
+            }
+        }
+        if lost > 0 {
+            warn!(
+                operations = lost,
+                unknown_total = self.unknown,
+                "dropped changes for counters that are not running or do not exist"
+            );
+        }
+    }
+
+    /// Starts this node's part of a collection in a task, or answers `None` at once if
+    /// [`MAX_COLLECTIONS`] are already running.
+    fn collect(&self, deadline: Duration, reply: ractor::RpcReplyPort<CollectReply>) {
+        let Ok(permit) = Arc::clone(&self.collections).try_acquire_owned() else {
+            let _ = reply.send(CollectReply(None));
+            return;
+        };
+        let until = Instant::now() + deadline.min(MAX_COLLECT_DEADLINE);
+        let info = self.facts.info();
+        let table = Arc::clone(&self.facts.table);
+        tokio::spawn(async move {
+            let counters = table.ask_all_stats(until).await;
+            let _ = reply.send(CollectReply(Some(LocalReport { info, counters })));
+            drop(permit);
+        });
+    }
+}
+
+impl Actor for CounterHost {
+    type Msg = HostMessage;
+    type State = HostState;
+    type Arguments = Arc<NodeFacts>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        facts: Arc<NodeFacts>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        pg::join(HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(HostState {
+            cache: vec![None; facts.table.len() as usize],
+            facts,
+            collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
+            unknown: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A caller that gave up has dropped its reply port: failing to answer it is not
+        // the host's problem, so send errors on reply ports are ignored.
+        match message {
+            HostMessage::Changes(changes) => state.apply_changes(changes.0),
+            HostMessage::Increment { counter, amount } => {
+                let _ = state.forward(counter, CounterMessage::Increment { amount });
+            }
+            HostMessage::Decrement { counter, amount } => {
+                let _ = state.forward(counter, CounterMessage::Decrement { amount });
+            }
+            HostMessage::Sync(n, reply) => {
+                let _ = reply.send(n);
+            }
+            HostMessage::Apply {
+                counter,
+                delta,
+                reply,
+            } => {
+                if let Err((Some(CounterMessage::Apply { reply, .. }), error)) =
+                    state.forward(counter, CounterMessage::Apply { delta, reply })
+                {
+                    let _ = reply.send(ValueOutcome(Err(error)));
+                }
+            }
+            HostMessage::GetValue(counter, reply) => {
+                if let Err((Some(CounterMessage::GetValue(reply)), error)) =
+                    state.forward(counter, CounterMessage::GetValue(reply))
+                {
+                    let _ = reply.send(ValueOutcome(Err(error)));
+                }
+            }
+            HostMessage::GetStats(counter, reply) => {
+                if let Err((Some(CounterMessage::GetStats(reply)), error)) =
+                    state.forward(counter, CounterMessage::GetStats(reply))
+                {
+                    let _ = reply.send(StatsOutcome(Err(error)));
+                }
+            }
+            HostMessage::Collect(deadline_ms, reply) => {
+                state.collect(Duration::from_millis(deadline_ms), reply);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::counter::{Counter, CounterArgs};
+    use shared::counter::Delta;
+    use shared::host::Changes;
+
+    #[tokio::test]
+    async fn forwards_in_order_collects_and_answers_for_missing_counters() {
+        let facts = Arc::new(NodeFacts::for_tests("host-test", 2));
+        let table = Arc::clone(&facts.table);
+        let (counter, counter_handle) = Actor::spawn(
+            None,
+            Counter,
+            CounterArgs::new(counter_name("host-test", 0)),
+        )
+        .await
+        .unwrap();
+        table.set_actor(0, Some(counter.clone()));
+        let (host, host_handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
+            .await
+            .unwrap();
+
+        host.cast(HostMessage::Changes(Changes(vec![Change {
+            counter: 0,
+            delta: 40,
+            operations: 8,
+        }])))
+        .unwrap();
+        host.cast(HostMessage::Decrement {
+            counter: 0,
+            amount: 2,
+        })
+        .unwrap();
+        let applied = ractor::call!(host, |reply| HostMessage::Apply {
+            counter: 0,
+            delta: Delta::Increment(1),
+            reply
+        })
+        .unwrap();
+        assert_eq!(applied, ValueOutcome(Ok(39)));
+        let StatsOutcome(stats) = ractor::call!(host, |r| HostMessage::GetStats(0, r)).unwrap();
+        assert_eq!(stats.unwrap().operations, 10);
+        assert_eq!(ractor::call!(host, |r| HostMessage::Sync(7, r)).unwrap(), 7);
+
+        // Index 1 is in range but not running; index 5 does not exist.
+        assert_eq!(
+            ractor::call!(host, |r| HostMessage::GetValue(1, r)).unwrap(),
+            ValueOutcome(Err(CounterError::NotRunning("host-test/1".into())))
+        );
+        assert_eq!(
+            ractor::call!(host, |r| HostMessage::GetValue(5, r)).unwrap(),
+            ValueOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
+        );
+
+        // One call collects every counter: answers, and `None` for the one not running.
+        let CollectReply(report) = ractor::call!(host, |r| HostMessage::Collect(1000, r)).unwrap();
+        let report = report.expect("not busy");
+        assert_eq!(report.info.name, "host-test");
+        let values: Vec<_> = report
+            .counters
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_ref().map(|s| s.value)))
+            .collect();
+        assert_eq!(values, [("host-test/0", Some(39)), ("host-test/1", None)]);
+
+        // A counter restarted since is found again.
+        counter.stop(None);
+        counter_handle.await.unwrap();
+        let (again, again_handle) = Actor::spawn(
+            None,
+            Counter,
+            CounterArgs::new(counter_name("host-test", 0)),
+        )
+        .await
+        .unwrap();
+        table.set_actor(0, Some(again.clone()));
+        assert_eq!(
+            ractor::call!(host, |r| HostMessage::GetValue(0, r)).unwrap(),
+            ValueOutcome(Ok(0))
+        );
+        again.stop(None);
+        again_handle.await.unwrap();
+        host.stop(None);
+        host_handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn collections_beyond_the_bound_are_refused_not_queued() {
+        let facts = Arc::new(NodeFacts::for_tests("host-busy", 1));
+        // A counter that never answers keeps every collection waiting on it.
+        let (silent, silent_handle) = Actor::spawn(None, Silent, ()).await.unwrap();
+        facts.table.set_actor(0, Some(silent.get_cell().into()));
+        let (host, handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
+            .await
+            .unwrap();
+        let mut running = Vec::new();
+        for _ in 0..MAX_COLLECTIONS {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            host.cast(HostMessage::Collect(60_000, tx.into())).unwrap();
+            running.push(rx);
+        }
+        let CollectReply(refused) =
+            ractor::call!(host, |r| HostMessage::Collect(60_000, r)).unwrap();
+        assert!(
+            refused.is_none(),
+            "a collection beyond the bound was queued"
+        );
+        // Changes still flow meanwhile: the host never waits for a collection.
+        assert_eq!(ractor::call!(host, |r| HostMessage::Sync(3, r)).unwrap(), 3);
+        host.stop(None);
+        handle.await.unwrap();
+        silent.stop(None);
+        silent_handle.await.unwrap();
+        drop(running);
+    }
+
+    /// Takes counter messages and never answers them.
+    struct Silent;
+
+    impl Actor for Silent {
+        type Msg = CounterMessage;
+        type State = Vec<CounterMessage>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _args: (),
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(Vec::new())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            held: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            held.push(message);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Synthetic load clients (`--load R`): increments and decrements of known amounts at
+//! `R` operations per second, spread evenly over the counters of *all* nodes.
+//!
+//! The clients send through a [`Pusher`]: coalesced per counter and batched per node
+//! (or one message per operation with `--load-mode unbatched`), with a bounded window
+//! of unacknowledged messages per node, so `--load` above what the receivers sustain
+//! runs at what they sustain, with flat memory. Every operation handed to the
+//! transport is added to the node's [`IssuedTally`], which the node reports in its
+//! stats: once the clients stop, the cluster's total value and operation count equal
+//! the sum of all nodes' tallies exactly.
+//!
+//! Destinations are the counter hosts in the process group, with each node's counter
+//! count from the membership (this node's from its own table).
+//!
+//! A restarted load client loses what it had coalesced but not yet sent (never counted
+//! as issued, so nothing is miscounted) and carries on from the tally: with
+//! `--load-ops` it stops at the same total.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::RactorMessage;
+use shared::counter::Delta;
+use tokio::time::Instant;
+use tracing::info;
+
+use super::push::{Ack, Mode, Offer, Pusher, Target};
+use crate::cluster::discovery::hosts;
+use crate::cluster::facts::NodeFacts;
+
+/// How often the load client wakes up to send its share of operations and flush the
+/// batches it has coalesced (the most a change waits before it is sent).
+const TICK: Duration = Duration::from_millis(5);
+/// How often the load client re-reads the hosts group. A failed send refreshes at once.
+const REFRESH: Duration = Duration::from_millis(250);
+
+/// The `k`-th operation of a load client: increments of 1..=5, every fourth operation a
+/// decrement of 1..=3. Deterministic, so a run can be reasoned about; the net drift is
+/// upward so values visibly move.
+pub fn operation(k: u64) -> Delta {
+    if k % 4 == 3 {
+        Delta::Decrement(1 + k % 3)
+    } else {
+        Delta::Increment(1 + k % 5)
+    }
+}
+
+/// The load client behaviour.
+#[derive(Debug, Default)]
+pub(crate) struct LoadClient;
+
+/// Load clients to run on a node (`--load`, `--load-ops`, `--load-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSpec {
+    /// Operations per second.
+    pub rate: u32,
+    /// Stop after this many operations.
+    pub max_ops: Option<u64>,
+    /// Coalesced or one message per operation.
+    pub mode: Mode,
+}
+
+/// The load client's configuration.
+#[derive(Clone)]
+pub(crate) struct LoadArgs {
+    /// Rate, limit and mode.
+    pub(crate) spec: LoadSpec,
+    /// This node: its name, counters, membership, and the tally of what was issued.
+    pub(crate) facts: Arc<NodeFacts>,
+}
+
+/// The load client's state: a token bucket, the pusher and a random-number generator.
+pub(crate) struct LoadState {
+    args: LoadArgs,
+    /// Operations accepted so far (this run and, after a restart, those issued before).
+    sent: u64,
+    tokens: f64,
+    last_refill: Instant,
+    rng: fastrand::Rng,
+    ticker: Option<JoinHandle<()>>,
+    pusher: Pusher,
+    refreshed: Option<Instant>,
+    stopping: bool,
+}
+
+/// Messages to the load client (local only).
+#[derive(RactorMessage)]
+pub(crate) enum LoadMessage {
+    /// Time to send the operations that are due.
+    Tick,
+    /// A destination acknowledged what was sent to it.
+    Acked(Ack),
+}
+
+impl LoadState {
+    fn finished(&self) -> bool {
+        self.args.spec.max_ops.is_some_and(|max| self.sent >= max)
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        if self
+            .refreshed
+            .is_some_and(|at| now.duration_since(at) < REFRESH)
+        {
+            return;
+        }
+        let facts = &self.args.facts;
+        let counts: std::collections::HashMap<String, u32> = facts
+            .membership
+            .snapshot()
+            .into_iter()
+            .filter_map(|peer| Some((peer.name, peer.counters?)))
+            .collect();
+        let targets = hosts()
+            .into_iter()
+            .filter_map(|(node, host)| {
+                let counters = if node == facts.name {
+                    facts.table.len()
+                } else {
+                    *counts.get(&node)?
+                };
+                (counters > 0).then_some(Target {
+                    node,
+                    host,
+                    counters,
+                })
+            })
+            .collect();
+        self.pusher.set_targets(targets);
+        self.refreshed = Some(now);
+    }
+
+    /// Sends what the token bucket and the windows allow.
+    fn pump(&mut self) {
+        let total = self.pusher.total_counters();
+        if total == 0 {
+            return;
+        }
+        while self.tokens >= 1.0 && !self.finished() {
+            let pick = self.rng.u64(..total);
+            match self.pusher.offer(pick, operation(self.sent)) {
+                Offer::Accepted => {
+                    self.sent += 1;
+                    self.tokens -= 1.0;
+                }
+                // That node is behind: its acknowledgement pumps again.
+                Offer::Blocked => break,
+                Offer::Failed => {
+                    // A host is going away (its node left): re-read the group next tick.
+                    self.refreshed = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Actor for LoadClient {
+    type Msg = LoadMessage;
+    type State = LoadState;
+    type Arguments = LoadArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: LoadArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let LoadSpec {
+            rate,
+            max_ops,
+            mode,
+        } = args.spec;
+        let (_, issued) = args.facts.issued.read();
+        info!(rate, max_ops = ?max_ops, mode = ?mode, issued, "load clients started");
+        let acks = myself.clone();
+        let pusher = Pusher::new(
+            mode,
+            Arc::clone(&args.facts.issued),
+            Arc::new(move |ack| {
+                let _ = acks.cast(LoadMessage::Acked(ack));
+            }),
+        );
+        Ok(LoadState {
+            rng: fastrand::Rng::new(),
+            args,
+            sent: issued,
+            tokens: 0.0,
+            last_refill: Instant::now(),
+            ticker: Some(myself.send_interval(TICK, || LoadMessage::Tick)),
+            pusher,
+            refreshed: None,
+            stopping: false,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ticker) = state.ticker.take() {
+            ticker.abort();
+        }
+        // Hand over what is coalesced but not yet sent (if the windows allow).
+        state.pusher.flush_all();
+        let (value, operations) = state.args.facts.issued.read();
+        info!(value, operations, "load clients stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        match message {
+            LoadMessage::Tick => {
+                let rate = f64::from(state.args.spec.rate);
+                // At most 100 ms of operations are saved up, so a pause is not followed
+                // by a burst.
+                state.tokens = (state.tokens
+                    + rate * now.duration_since(state.last_refill).as_secs_f64())
+                .min(rate / 10.0 + 1.0);
+                state.last_refill = now;
+                state.refresh(now);
+                state.pump();
+                if !state.pusher.flush_all() {
+                    state.refreshed = None;
+                }
+            }
+            LoadMessage::Acked(ack) => {
+                state.pusher.acked(ack);
+                state.pump();
+            }
+        }
+        if state.finished() {
+            // Send the rest and wait for it to be acknowledged, then stop.
+            state.pusher.drain();
+            if state.pusher.settled() && !state.stopping {
+                state.stopping = true;
+                let (value, operations) = state.args.facts.issued.read();
+                info!(value, operations, "load clients finished their --load-ops");
+                myself.stop(Some(crate::root::LOAD_FINISHED.into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_have_known_amounts() {
+        let net: i128 = (0..8).map(|k| operation(k).signed()).sum();
+        // k = 0..7: +1 +2 +3 -1 +5 +1 +2 -2
+        assert_eq!(net, 11);
+    }
+}

@@ -1,0 +1,201 @@
+//! Places for connections that have not authenticated yet: at most [`Limits::total`]
+//! at once and [`Limits::per_ip`] from one address. A plain type (the accept loop keeps
+//! one behind a mutex), tested without sockets.
+//!
+//! When the places are full, the newcomer does not simply lose: a connection that is
+//! stuck (older than the authentication deadline) or that the node has not answered
+//! yet (it has sent nothing usable) is dropped instead, oldest first, from the
+//! newcomer's own address if that address is at its bound. So a flood of silent or
+//! garbage connections, even from a legitimate client's own address, never keeps that
+//! client out. Only when every place holds a handshake the node is answering is the
+//! newcomer refused. Each place costs little: a connection may make the node hold a
+//! few KB before it authenticates ([`conn`](super::conn)).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::conn::Pending;
+
+/// The bounds on connections waiting to authenticate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// From everyone.
+    pub(crate) total: usize,
+    /// From one address.
+    pub(crate) per_ip: usize,
+    /// A connection older than this should have authenticated (or been closed) by now.
+    pub(crate) deadline: Duration,
+}
+
+/// What became of a newcomer.
+#[derive(Debug)]
+pub(crate) enum Admit {
+    /// It has a place.
+    Admitted,
+    /// It has a place, made by dropping this connection (which must be closed).
+    Evicting(Arc<Pending>),
+    /// No place can be made: every one holds a handshake in progress.
+    Refused,
+}
+
+/// The places; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    limits: Limits,
+    entries: Vec<Arc<Pending>>,
+}
+
+impl Admission {
+    /// No places taken.
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Finds a place for `conn` at `now`.
+    pub(crate) fn admit(&mut self, conn: Arc<Pending>, now: Instant) -> Admit {
+        let ip = conn.peer.ip();
+        let from_ip = self.from(ip).count();
+        let outcome = if from_ip >= self.limits.per_ip {
+            match self.victim(now, Some(ip)) {
+                Some(victim) => Admit::Evicting(victim),
+                None => return Admit::Refused,
+            }
+        } else if self.entries.len() >= self.limits.total {
+            match self.victim(now, None) {
+                Some(victim) => Admit::Evicting(victim),
+                None => return Admit::Refused,
+            }
+        } else {
+            Admit::Admitted
+        };
+        if let Admit::Evicting(victim) = &outcome {
+            self.remove(victim.id);
+        }
+        self.entries.push(conn);
+        outcome
+    }
+
+    /// Gives back the place of connection `id`; false if it held none (any more).
+    pub(crate) fn remove(&mut self, id: u64) -> bool {
+        match self.entries.iter().position(|e| e.id == id) {
+            Some(i) => {
+                self.entries.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The connection holding a place for the peer at `addr`.
+    pub(crate) fn find(&self, addr: std::net::SocketAddr) -> Option<Arc<Pending>> {
+        self.entries.iter().find(|e| e.peer == addr).cloned()
+    }
+
+    /// Places taken.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn from(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<Pending>> {
+        self.entries.iter().filter(move |e| e.peer.ip() == ip)
+    }
+
+    /// The connection to drop for a newcomer (from `ip` only, if given): the oldest
+    /// stuck one, else the oldest the node has not answered.
+    fn victim(&self, now: Instant, ip: Option<IpAddr>) -> Option<Arc<Pending>> {
+        let pool = || {
+            self.entries
+                .iter()
+                .filter(|e| ip.is_none_or(|ip| e.peer.ip() == ip))
+        };
+        let stuck = pool()
+            .filter(|e| now.saturating_duration_since(e.opened) > self.limits.deadline)
+            .min_by_key(|e| e.opened);
+        stuck
+            .or_else(|| pool().filter(|e| !e.is_answered()).min_by_key(|e| e.opened))
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    const LIMITS: Limits = Limits {
+        total: 6,
+        per_ip: 3,
+        deadline: Duration::from_secs(2),
+    };
+
+    fn conn(id: u64, ip: u8, opened: Instant) -> Arc<Pending> {
+        let peer = SocketAddr::from(([10, 0, 0, ip], 1000 + id as u16));
+        Arc::new(Pending::new(id, peer, opened))
+    }
+
+    /// Silent connections from the client's own address are dropped, oldest first,
+    /// to make room for it; never another address's.
+    #[test]
+    fn the_oldest_silent_connection_from_the_same_address_makes_room() {
+        let mut a = Admission::new(LIMITS);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        for id in 0..3 {
+            assert!(matches!(
+                a.admit(conn(id, 1, t0 + id as u32 * ms), t0),
+                Admit::Admitted
+            ));
+        }
+        let other = conn(10, 2, t0);
+        assert!(matches!(a.admit(Arc::clone(&other), t0), Admit::Admitted));
+        match a.admit(conn(3, 1, t0 + 5 * ms), t0 + 5 * ms) {
+            Admit::Evicting(victim) => assert_eq!(victim.id, 0),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.len(), 4);
+        assert!(!a.remove(0), "the victim's place is gone already");
+        assert!(a.find(other.peer).is_some());
+    }
+
+    /// A handshake the node is answering keeps its place; when every place from that
+    /// address is such a handshake, the newcomer is refused, until one is stuck.
+    #[test]
+    fn handshakes_in_progress_are_kept_until_they_are_stuck() {
+        let mut a = Admission::new(LIMITS);
+        let t0 = Instant::now();
+        let answering: Vec<_> = (0..3).map(|id| conn(id, 1, t0)).collect();
+        for c in &answering {
+            a.admit(Arc::clone(c), t0);
+            // The node has written to it: a handshake in progress.
+            c.record_written_for_tests(100);
+        }
+        assert!(matches!(a.admit(conn(3, 1, t0), t0), Admit::Refused));
+        let later = t0 + LIMITS.deadline + Duration::from_millis(1);
+        match a.admit(conn(4, 1, later), later) {
+            Admit::Evicting(victim) => assert_eq!(victim.id, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_total_bound_holds_across_addresses() {
+        let mut a = Admission::new(LIMITS);
+        let t0 = Instant::now();
+        for id in 0..6u64 {
+            let c = conn(id, id as u8 % 3, t0);
+            assert!(matches!(a.admit(Arc::clone(&c), t0), Admit::Admitted));
+            c.record_written_for_tests(1);
+        }
+        assert!(matches!(a.admit(conn(9, 7, t0), t0), Admit::Refused));
+        assert!(a.remove(2));
+        assert!(matches!(a.admit(conn(9, 7, t0), t0), Admit::Admitted));
+        assert_eq!(a.len(), 6);
+    }
+}

@@ -1,0 +1,19 @@
+//! The network edge: what reaches a node from outside the cluster, and how.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`transport`] | the accept loop (an actor) and dialing, plain or mutual TLS, with deadlines |
+//! | [`admission`] | places for connections waiting to authenticate; who is dropped when full |
+//! | [`conn`] | what an unauthenticated connection may send; the "busy" marker |
+//! | [`tls`] | certificate files into rustls configurations |
+//! | [`cookie`] | the shared secret: `--cookie`, `NODE_COOKIE`, `--cookie-file` |
+//! | [`log_limit`] | at most one log line per source address per minute |
+//! | [`panic_hook`] | undecodable frames counted, not printed once each |
+
+pub(crate) mod admission;
+pub mod conn;
+pub mod cookie;
+pub(crate) mod log_limit;
+pub mod panic_hook;
+pub mod tls;
+pub(crate) mod transport;

@@ -1,0 +1,425 @@
+//! How connections reach the `NodeServer`: this node accepts and dials them itself,
+//! plain or over mutual TLS, and hands each one to ractor_cluster (as an external
+//! stream), which then runs the cookie handshake and the session.
+//!
+//! Why not ractor_cluster's own listener and `client_connect_enc`? Its listener runs
+//! the TLS handshake inside the accept loop with no deadline, so one client that
+//! connects and says nothing stops every other node from joining; its transitive
+//! dialing is plain TCP only; and it lets an unauthenticated peer send 16 MiB frames.
+//! Here:
+//!
+//! - the [`Acceptor`]'s loop only accepts; each connection is then screened in its own
+//!   task (the TLS handshake within [`HANDSHAKE_TIMEOUT`], then the first frame's length
+//!   within the authentication deadline) before ractor_cluster sees it: a silent or
+//!   garbage connection never costs a session;
+//! - every connection needs a place among those waiting to authenticate
+//!   ([`admission`](super::admission): [`MAX_UNAUTHENTICATED`] in all,
+//!   [`MAX_UNAUTHENTICATED_PER_IP`] per address), and may make the node hold only a few
+//!   KB until it authenticates ([`conn`](super::conn)); when the places are full, a
+//!   silent or stuck connection is dropped to make room;
+//! - a refused connection is logged once per source address per minute, whatever the
+//!   reason, not once per connection;
+//! - dialing ([`dial`]) does the same handshake, checking that the peer's certificate
+//!   names the host that was dialed, and tells a busy peer from a wrong cookie.
+//!
+//! The `NodeServer` itself is told to listen on an ephemeral loopback port that nothing
+//! uses (it always listens somewhere); with TLS on, that port demands TLS too.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::{NodeServerMessage, RactorMessage};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::admission::{Admission, Admit, Limits};
+use super::conn::{
+    DialProbe, Dialed, FrameGate, FramePolicy, Pending, Split, Watched, BUSY_MARKER,
+};
+use super::log_limit::PerSource;
+use super::tls::{server_name, Tls};
+use crate::cluster::detector::AUTH_GRACE;
+
+/// Connections waiting to authenticate (TLS handshake included), from everyone.
+pub(crate) const MAX_UNAUTHENTICATED: usize = 256;
+/// The same, from one address.
+pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
+/// How long a connecting peer has to complete the TLS handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one log line per source address in this time (whatever the reason).
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Inbound connections that have not authenticated yet, and the log of refusals: what
+/// the accept loop and the mesh's session events share.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    places: Mutex<Admission>,
+    refusals: Mutex<PerSource>,
+    next_id: AtomicU64,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Self {
+            places: Mutex::new(Admission::new(Limits {
+                total: MAX_UNAUTHENTICATED,
+                per_ip: MAX_UNAUTHENTICATED_PER_IP,
+                deadline: AUTH_GRACE,
+            })),
+            refusals: Mutex::new(PerSource::new(LOG_EVERY)),
+            next_id: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A connection's place among those waiting to authenticate; given back when dropped.
+pub(crate) struct Place {
+    inbound: Arc<Inbound>,
+    conn: Arc<Pending>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.inbound.release(&self.conn);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inbound {
+    /// A place for the connection from `peer`, made by dropping a silent or stuck one if
+    /// need be; `None` if no place can be made.
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Place> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let conn = Arc::new(Pending::new(id, peer, now));
+        let outcome = lock(&self.places).admit(Arc::clone(&conn), now);
+        match outcome {
+            Admit::Admitted => {}
+            Admit::Evicting(victim) => {
+                victim.evict();
+                self.refused(
+                    victim.peer,
+                    "too many connections waiting to authenticate; dropped the oldest silent one",
+                );
+            }
+            Admit::Refused => {
+                self.refused(peer, "too many handshakes in progress");
+                return None;
+            }
+        }
+        Some(Place {
+            inbound: Arc::clone(self),
+            conn,
+        })
+    }
+
+    /// The session from `peer_addr` (as ractor_cluster reports it) authenticated: its
+    /// limits are lifted and its place is free.
+    pub(crate) fn authenticated(&self, peer_addr: &str) {
+        let Ok(addr) = peer_addr.parse() else {
+            return;
+        };
+        let mut places = lock(&self.places);
+        if let Some(conn) = places.find(addr) {
+            conn.authenticate();
+            places.remove(conn.id);
+        }
+    }
+
+    /// A connection's reader is gone: if it still held a place, it never authenticated,
+    /// and that is logged (with the reason it was refused, if one was given).
+    fn release(&self, conn: &Pending) {
+        let held = lock(&self.places).remove(conn.id);
+        if !held || conn.is_authenticated() {
+            return;
+        }
+        let why = conn.refusal().unwrap_or_else(|| {
+            "it failed to authenticate (wrong cookie, silent, or not a cluster node)".into()
+        });
+        self.refused(conn.peer, &why);
+    }
+
+    /// Logs that the connection from `peer` was refused, unless its source was logged
+    /// less than a minute ago.
+    pub(crate) fn refused(&self, peer: SocketAddr, why: &str) {
+        let due = lock(&self.refusals).due(peer.ip(), Instant::now());
+        if due {
+            warn!(
+                peer_addr = %peer,
+                "refused a connection: {why}; further ones from {} are logged at most once a minute",
+                peer.ip()
+            );
+        }
+    }
+}
+
+/// An inbound connection's admission, and what it sent before it was handed over.
+struct Screened {
+    conn: Arc<Pending>,
+    place: Place,
+    policy: FramePolicy,
+    head: Vec<u8>,
+}
+
+/// Hands a connected stream to `server` for its cookie handshake and session.
+fn hand_over<S>(
+    server: &ActorRef<NodeServerMessage>,
+    stream: S,
+    screened: Option<Screened>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    is_server: bool,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let reader: ractor_cluster::BoxRead = match screened {
+        Some(s) => Box::new(FrameGate::new(reader, s.conn, s.place, s.policy, s.head)),
+        None => Box::new(reader),
+    };
+    let stream = Split {
+        reader,
+        writer: Box::new(writer),
+        peer,
+        local,
+    };
+    let _ = server.cast(NodeServerMessage::ConnectionOpenedExternal {
+        stream: Box::new(stream),
+        is_server,
+    });
+}
+
+/// One accepted connection: admitted (or refused with the busy marker), then screened
+/// in a task of its own (its TLS handshake, if TLS is on, and its first frame's length)
+/// and only then handed to the `NodeServer`.
+fn accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: &ActorRef<NodeServerMessage>,
+    tls: Option<&Tls>,
+    inbound: &Arc<Inbound>,
+) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let Some(place) = inbound.admit(peer) else {
+        let _ = stream.try_write(&BUSY_MARKER);
+        return;
+    };
+    let watched = Watched::new(stream, Arc::clone(&place.conn));
+    let server = server.clone();
+    let tls = tls.cloned();
+    tokio::spawn(async move {
+        let conn = Arc::clone(&place.conn);
+        let deadline = conn.opened + AUTH_GRACE;
+        match tls {
+            None => screen(&server, watched, place, deadline, peer, local).await,
+            Some(tls) => {
+                let accepting = tls.acceptor().accept(watched);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
+                    Ok(Ok(stream)) => screen(&server, stream, place, deadline, peer, local).await,
+                    Ok(Err(error)) => conn.refuse(format!("TLS handshake failed: {error}")),
+                    Err(_) => conn.refuse(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
+                }
+            }
+        }
+    });
+}
+
+/// Waits (until `deadline`) for the first frame's length: a connection that says
+/// nothing, sends garbage or announces a frame no handshake needs is closed here, and
+/// never costs the `NodeServer` a session. The rest goes to the `NodeServer`.
+async fn screen<S>(
+    server: &ActorRef<NodeServerMessage>,
+    mut stream: S,
+    place: Place,
+    deadline: Instant,
+    peer: SocketAddr,
+    local: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::clone(&place.conn);
+    let mut head = vec![0u8; 8];
+    match tokio::time::timeout_at(deadline, stream.read_exact(&mut head)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            if !conn.is_evicted() {
+                conn.refuse(format!(
+                    "it closed the connection without a handshake ({error})"
+                ));
+            }
+            return;
+        }
+        Err(_) => {
+            conn.refuse(format!("it sent no handshake within {AUTH_GRACE:?}"));
+            return;
+        }
+    }
+    let mut policy = FramePolicy::default();
+    if let Err(why) = policy.feed(&head) {
+        conn.refuse(why);
+        return;
+    }
+    let screened = Screened {
+        conn,
+        place,
+        policy,
+        head,
+    };
+    hand_over(server, stream, Some(screened), peer, local, true);
+}
+
+/// Accepts connections until it is stopped, and hands each one to the `NodeServer`.
+/// Its accept loop runs in a task (the actor never waits on the network); if the loop
+/// dies, the actor fails, and the node's root decides what happens.
+#[derive(Debug, Default)]
+pub(crate) struct Acceptor;
+
+/// What the acceptor works with.
+#[derive(Clone)]
+pub(crate) struct AcceptorArgs {
+    /// The cluster port, bound once for the node's lifetime (a restarted acceptor
+    /// accepts on the same socket).
+    pub(crate) listener: Arc<TcpListener>,
+    /// Where accepted connections go.
+    pub(crate) server: ActorRef<NodeServerMessage>,
+    /// Mutual TLS, if on.
+    pub(crate) tls: Option<Tls>,
+    /// The places of connections waiting to authenticate.
+    pub(crate) inbound: Arc<Inbound>,
+}
+
+/// The acceptor's state: its loop, aborted when the state is dropped (however the
+/// actor ends, even killed).
+pub(crate) struct AcceptorState(AbortHandle);
+
+impl Drop for AcceptorState {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Messages to the acceptor (local only).
+#[derive(RactorMessage)]
+pub(crate) enum AcceptorMessage {
+    /// The accept loop ended: the acceptor fails with this reason.
+    LoopEnded(String),
+}
+
+impl Actor for Acceptor {
+    type Msg = AcceptorMessage;
+    type State = AcceptorState;
+    type Arguments = AcceptorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: AcceptorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let task = tokio::spawn(async move {
+            loop {
+                match args.listener.accept().await {
+                    Ok((stream, peer)) => {
+                        accepted(stream, peer, &args.server, args.tls.as_ref(), &args.inbound)
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, most likely: give the others a moment
+                        // to close instead of spinning.
+                        warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        let abort = task.abort_handle();
+        tokio::spawn(async move {
+            let why = match task.await {
+                Err(error) if error.is_cancelled() => return,
+                Err(error) => format!("the accept loop panicked: {error}"),
+                Ok(()) => "the accept loop ended".to_string(),
+            };
+            let _ = myself.cast(AcceptorMessage::LoopEnded(why));
+        });
+        Ok(AcceptorState(abort))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AcceptorMessage::LoopEnded(why) => Err(why.into()),
+        }
+    }
+}
+
+/// Why a dial failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    /// The name did not resolve.
+    #[error("cannot resolve: {0}")]
+    Resolve(String),
+    /// Nothing accepted the TCP connection.
+    #[error("{0}")]
+    Connect(std::io::Error),
+    /// The TLS handshake failed (the peer does not speak TLS, or its certificate is not
+    /// signed by our CA or does not name the host dialed, or it refused ours).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// The peer refused the connection because it was busy.
+    #[error("the peer is busy (too many connections waiting to authenticate)")]
+    Busy,
+    /// The dial took too long.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Resolves `addr`, connects (over mutual TLS with `tls`, checking that the peer's
+/// certificate names the host of `addr`) and hands the connection to `server`, which
+/// then authenticates it with the cookie. Returns the address connected to, and the
+/// probe that says whether the peer turned the connection away as busy. The caller
+/// bounds the time this takes.
+pub(crate) async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    tls: Option<&Tls>,
+) -> Result<(SocketAddr, Arc<DialProbe>), DialError> {
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| DialError::Resolve(e.to_string()))?
+        .next()
+        .ok_or_else(|| DialError::Resolve("the name has no address".into()))?;
+    let stream = TcpStream::connect(target)
+        .await
+        .map_err(DialError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().map_err(DialError::Connect)?;
+    let probe = Arc::new(DialProbe::default());
+    let dialed = Dialed::new(stream, Arc::clone(&probe));
+    match tls {
+        None => hand_over(server, dialed, None, target, local, false),
+        Some(tls) => {
+            let name = server_name(addr).map_err(DialError::Tls)?;
+            let stream = tls.connector().connect(name, dialed).await.map_err(|e| {
+                if probe.refused_busy() {
+                    DialError::Busy
+                } else {
+                    DialError::Tls(e.to_string())
+                }
+            })?;
+            hand_over(server, stream, None, target, local, false);
+        }
+    }
+    Ok((target, probe))
+}

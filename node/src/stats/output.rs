@@ -1,0 +1,114 @@
+//! What the user sees: the aggregator's one-line summary and `node stats`' table.
+//! (JSON output is the serde form of [`ClusterStats`].)
+
+use std::fmt::Write;
+
+use shared::stats::ClusterStats;
+
+/// One line summing up a collection, for the coordinator's periodic log.
+pub(crate) fn summary_line(s: &ClusterStats) -> String {
+    let mut line = format!(
+        "cluster: total_value={} total_operations={} counters={}/{} nodes={}/{} \
+         avg_ops_per_sec={:.1} recent_ops_per_sec={:.1} issued_value={} issued_operations={} \
+         complete={} took={}ms",
+        s.total_value,
+        s.total_operations,
+        s.num_counters,
+        s.known_counters,
+        s.reachable_nodes,
+        s.num_nodes,
+        s.avg_ops_per_sec,
+        s.recent_ops_per_sec,
+        s.issued_value,
+        s.issued_operations,
+        s.complete,
+        s.duration_ms,
+    );
+    let unreachable: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| !n.reachable)
+        .map(|n| {
+            let secs = s.collected_at_ms.saturating_sub(n.since_ms) as f64 / 1000.0;
+            format!("{} for {secs:.1}s", n.name)
+        })
+        .collect();
+    if !unreachable.is_empty() {
+        let _ = write!(line, " unreachable=[{}]", unreachable.join(","));
+    }
+    let silent: Vec<&str> = s
+        .nodes
+        .iter()
+        .filter(|n| n.reachable && !n.answered)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !silent.is_empty() {
+        let _ = write!(line, " not_answering=[{}]", silent.join(","));
+    }
+    if !s.missing_counters.is_empty() {
+        let _ = write!(line, " missing=[{}]", s.missing_counters.join(","));
+    }
+    line
+}
+
+/// The human-readable `node stats` output: totals, then a table per node.
+pub(crate) fn stats_table(s: &ClusterStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster (collected by {} in {} ms, deadline {} ms): {}",
+        s.collected_by,
+        s.duration_ms,
+        s.deadline_ms,
+        if s.complete { "complete" } else { "INCOMPLETE" }
+    );
+    let _ = writeln!(
+        out,
+        "  total value {}   total operations {}   counters {}/{}   nodes {}/{}",
+        s.total_value,
+        s.total_operations,
+        s.num_counters,
+        s.known_counters,
+        s.reachable_nodes,
+        s.num_nodes
+    );
+    let _ = writeln!(
+        out,
+        "  avg ops/s per counter {:.1}   recent ops/s {:.1}   load issued: value {} in {} operations",
+        s.avg_ops_per_sec, s.recent_ops_per_sec, s.issued_value, s.issued_operations
+    );
+    for node in &s.nodes {
+        let role = node.role.map_or("?", |r| r.as_str());
+        let _ = writeln!(
+            out,
+            "\nnode {} ({}, {}){}  issued value {} in {} ops, counter restarts {}",
+            node.name,
+            role,
+            node.advertise.as_deref().unwrap_or("address unknown"),
+            match (node.reachable, node.answered) {
+                (true, true) => "",
+                (true, false) => "  NOT ANSWERING",
+                (false, _) => "  UNREACHABLE",
+            },
+            node.issued_value,
+            node.issued_operations,
+            node.counter_restarts
+        );
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>14} {:>12} {:>12} {:>12}",
+            "counter", "value", "operations", "ops/s", "recent ops/s"
+        );
+        for c in &node.counters {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>14} {:>12} {:>12.1} {:>12.1}",
+                c.name, c.value, c.operations, c.ops_per_sec, c.recent_ops_per_sec
+            );
+        }
+        for missing in &node.missing_counters {
+            let _ = writeln!(out, "  {missing:<24} {:>14}", "MISSING");
+        }
+    }
+    out
+}

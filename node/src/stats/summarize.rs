@@ -1,0 +1,311 @@
+//! Summing a collection up: from the membership view and whatever each node answered
+//! to the cluster-wide [`ClusterStats`]. Pure (no actors, no clock), so every rule
+//! about what counts as complete and what is missing is tested directly.
+
+use std::collections::{BTreeMap, HashSet};
+
+use shared::agent::NodeInfo;
+use shared::counter::CounterStats;
+use shared::protocol::{counter_name, owner_node};
+use shared::stats::{ClusterStats, CounterReport, NodeStats};
+
+use crate::cluster::membership::{PeerStatus, PeerView};
+
+/// Builds the cluster statistics from the membership view and the probes' answers
+/// (`None` = no answer in time). Every node in `peers` is reported, answered or not,
+/// and every counter a node is known to host but that did not answer is listed
+/// missing. Pure: timing fields are left at zero for the caller to fill.
+pub(crate) fn summarize(
+    collected_by: &str,
+    peers: Vec<PeerView>,
+    nodes: Vec<(String, Option<NodeInfo>)>,
+    counters: Vec<(String, Option<CounterStats>)>,
+) -> ClusterStats {
+    let mut by_node: BTreeMap<String, NodeStats> = BTreeMap::new();
+    // How many counters each node is known to host (from the membership or its answer).
+    let mut hosts: BTreeMap<String, u32> = BTreeMap::new();
+    let empty_node = |name: &str| NodeStats {
+        name: name.to_string(),
+        role: None,
+        advertise: None,
+        // Seen in the process groups but not (yet) in the membership: a session that
+        // has just come up. Reachable, as far as anyone knows.
+        reachable: true,
+        since_ms: 0,
+        answered: false,
+        issued_value: 0,
+        issued_operations: 0,
+        counter_restarts: 0,
+        counters: Vec::new(),
+        missing_counters: Vec::new(),
+    };
+
+    by_node.insert(collected_by.to_string(), empty_node(collected_by));
+    for peer in peers {
+        let mut entry = empty_node(&peer.name);
+        entry.role = peer.role;
+        entry.advertise = Some(peer.addr);
+        entry.reachable = peer.status == PeerStatus::Up;
+        entry.since_ms = peer.since_ms;
+        if let Some(n) = peer.counters {
+            hosts.insert(peer.name.clone(), n);
+        }
+        by_node.insert(peer.name, entry);
+    }
+
+    for (name, info) in nodes {
+        let entry = by_node
+            .entry(name.clone())
+            .or_insert_with(|| empty_node(&name));
+        if let Some(info) = info {
+            entry.role = Some(info.role);
+            entry.advertise = Some(info.advertise);
+            entry.answered = true;
+            entry.issued_value = info.issued_value;
+            entry.issued_operations = info.issued_operations;
+            entry.counter_restarts = info.counter_restarts;
+            hosts.insert(name, info.counters);
+        }
+    }
+
+    let mut total_value: i128 = 0;
+    let mut total_operations: u128 = 0;
+    let mut lifetime_rates = 0.0;
+    let mut recent_ops_per_sec = 0.0;
+    let mut answered = 0;
+    for (name, stats) in counters {
+        let node = owner_node(&name).unwrap_or("?").to_string();
+        let entry = by_node
+            .entry(node.clone())
+            .or_insert_with(|| empty_node(&node));
+        match stats {
+            Some(s) => {
+                answered += 1;
+                total_value += i128::from(s.value);
+                total_operations += u128::from(s.operations);
+                lifetime_rates += s.ops_per_sec;
+                recent_ops_per_sec += s.recent_ops_per_sec;
+                entry.counters.push(CounterReport {
+                    name,
+                    value: s.value,
+                    operations: s.operations,
+                    rejected: s.rejected,
+                    ops_per_sec: s.ops_per_sec,
+                    recent_ops_per_sec: s.recent_ops_per_sec,
+                });
+            }
+            None => entry.missing_counters.push(name),
+        }
+    }
+
+    // Counters a node hosts that were not even discovered (its session is down) are
+    // missing too, by name.
+    for (node, count) in hosts {
+        let Some(entry) = by_node.get_mut(&node) else {
+            continue;
+        };
+        let seen: HashSet<String> = entry
+            .counters
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(entry.missing_counters.iter().cloned())
+            .collect();
+        for index in 0..count {
+            let name = counter_name(&node, index);
+            if !seen.contains(&name) {
+                entry.missing_counters.push(name);
+            }
+        }
+    }
+
+    let mut nodes: Vec<NodeStats> = by_node.into_values().collect();
+    let mut missing_counters = Vec::new();
+    for node in &mut nodes {
+        node.counters
+            .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        node.missing_counters
+            .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        missing_counters.extend(node.missing_counters.iter().cloned());
+    }
+
+    let reachable_nodes = nodes.iter().filter(|n| n.reachable && n.answered).count();
+    ClusterStats {
+        collected_by: collected_by.to_string(),
+        collected_at_ms: 0,
+        duration_ms: 0,
+        deadline_ms: 0,
+        total_value,
+        total_operations,
+        num_counters: answered,
+        known_counters: answered + missing_counters.len(),
+        num_nodes: nodes.len(),
+        reachable_nodes,
+        complete: missing_counters.is_empty() && reachable_nodes == nodes.len(),
+        avg_ops_per_sec: if answered > 0 {
+            lifetime_rates / answered as f64
+        } else {
+            0.0
+        },
+        recent_ops_per_sec,
+        issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
+        issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
+        missing_counters,
+        nodes,
+    }
+}
+
+/// Sort key that puts `node/2` before `node/10`.
+fn natural_key(name: &str) -> (&str, u64, &str) {
+    match name.rsplit_once('/') {
+        Some((node, index)) => (node, index.parse().unwrap_or(u64::MAX), index),
+        None => (name, u64::MAX, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::protocol::{Role, PROTOCOL_VERSION};
+
+    fn info(name: &str, issued_value: i64, issued_operations: u64) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            role: Role::Worker,
+            advertise: format!("{name}:4697"),
+            protocol_version: PROTOCOL_VERSION,
+            incarnation: 1,
+            counters: 2,
+            counter_restarts: 0,
+            issued_value,
+            issued_operations,
+            known_peers: vec![],
+        }
+    }
+
+    fn counter(name: &str, value: i64, operations: u64) -> CounterStats {
+        CounterStats {
+            name: name.into(),
+            value,
+            operations,
+            rejected: 0,
+            ops_per_sec: operations as f64,
+            recent_ops_per_sec: 1.0,
+            uptime_ms: 1000,
+        }
+    }
+
+    fn peer(name: &str, status: PeerStatus, counters: Option<u32>) -> PeerView {
+        PeerView {
+            name: name.into(),
+            addr: format!("{name}:4697"),
+            status,
+            since_ms: 42,
+            role: Some(Role::Worker),
+            counters,
+        }
+    }
+
+    #[test]
+    fn sums_complete_collection() {
+        let s = summarize(
+            "a",
+            vec![peer("b", PeerStatus::Up, Some(1))],
+            vec![
+                ("a".into(), Some(info("a", 5, 3))),
+                (
+                    "b".into(),
+                    Some(NodeInfo {
+                        counters: 1,
+                        ..info("b", -2, 4)
+                    }),
+                ),
+            ],
+            vec![
+                ("a/1".into(), Some(counter("a/1", 7, 2))),
+                ("a/0".into(), Some(counter("a/0", -1, 1))),
+                ("b/0".into(), Some(counter("b/0", 4, 6))),
+            ],
+        );
+        assert_eq!((s.total_value, s.total_operations), (10, 9));
+        assert_eq!((s.num_counters, s.known_counters), (3, 3));
+        assert_eq!((s.num_nodes, s.reachable_nodes), (2, 2));
+        assert_eq!((s.issued_value, s.issued_operations), (3, 7));
+        assert!(s.complete, "{s:?}");
+        assert!((s.avg_ops_per_sec - 3.0).abs() < 1e-9);
+        assert!((s.recent_ops_per_sec - 3.0).abs() < 1e-9);
+        let a: Vec<_> = s.nodes[0]
+            .counters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(a, ["a/0", "a/1"]);
+        assert_eq!(s.nodes[1].since_ms, 42);
+    }
+
+    #[test]
+    fn silent_counters_make_it_incomplete() {
+        // b is up but one of its counters did not answer; c's agent did not answer.
+        let s = summarize(
+            "a",
+            vec![
+                peer("b", PeerStatus::Up, None),
+                peer("c", PeerStatus::Up, None),
+            ],
+            vec![
+                (
+                    "a".into(),
+                    Some(NodeInfo {
+                        counters: 1,
+                        ..info("a", 0, 0)
+                    }),
+                ),
+                ("b".into(), Some(info("b", 0, 0))),
+                ("c".into(), None),
+            ],
+            vec![
+                ("a/0".into(), Some(counter("a/0", 1, 1))),
+                ("b/0".into(), Some(counter("b/0", 2, 2))),
+                ("b/1".into(), None),
+            ],
+        );
+        assert!(!s.complete);
+        assert_eq!(s.missing_counters, ["b/1"]);
+        assert_eq!((s.num_counters, s.known_counters), (2, 3));
+        assert_eq!((s.total_value, s.total_operations), (3, 3));
+        assert_eq!((s.num_nodes, s.reachable_nodes), (3, 2));
+        let c = &s.nodes[2];
+        assert_eq!(
+            (c.name.as_str(), c.reachable, c.answered),
+            ("c", true, false)
+        );
+    }
+
+    #[test]
+    fn unreachable_nodes_report_all_their_counters_missing() {
+        // c is unreachable: its session is gone, so none of its counters were even
+        // discovered; the membership remembers it hosts 3. d never described itself.
+        let s = summarize(
+            "a",
+            vec![
+                peer("c", PeerStatus::Unreachable, Some(3)),
+                peer("d", PeerStatus::Pending, None),
+            ],
+            vec![(
+                "a".into(),
+                Some(NodeInfo {
+                    counters: 1,
+                    ..info("a", 0, 0)
+                }),
+            )],
+            vec![("a/0".into(), Some(counter("a/0", 1, 1)))],
+        );
+        assert!(!s.complete);
+        assert_eq!(s.missing_counters, ["c/0", "c/1", "c/2"]);
+        assert_eq!((s.num_counters, s.known_counters), (1, 4));
+        assert_eq!((s.num_nodes, s.reachable_nodes), (3, 1));
+        let c = &s.nodes[1];
+        assert_eq!((c.reachable, c.answered, c.since_ms), (false, false, 42));
+        assert_eq!(c.missing_counters, ["c/0", "c/1", "c/2"]);
+        assert!(!s.nodes[2].reachable);
+    }
+}
