@@ -46,3 +46,5 @@ pub mod server;
 pub mod shutdown;
 pub(crate) mod stats;
 pub mod sys;
+#[cfg(test)]
+pub(crate) mod testing;

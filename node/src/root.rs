@@ -172,6 +172,20 @@ struct Children {
 }
 
 impl Children {
+    /// Forgets a child that is gone.
+    fn clear(&mut self, child: Child) {
+        match child {
+            Child::ClusterServer => self.server = None,
+            Child::CounterSupervisor => self.supervisor = None,
+            Child::Host => self.host = None,
+            Child::Aggregator => self.aggregator = None,
+            Child::Agent => self.agent = None,
+            Child::Mesh => self.mesh = None,
+            Child::Acceptor => self.acceptor = None,
+            Child::LoadClient => self.load = None,
+        }
+    }
+
     fn cell(&self, child: Child) -> Option<ActorCell> {
         match child {
             Child::ClusterServer => self.server.as_ref().map(|a| a.get_cell()),
@@ -371,11 +385,11 @@ impl RootState {
         let Some(child) = self.ids.remove(&id) else {
             return;
         };
+        self.children.clear(child);
         if self.stopping {
             return;
         }
         if child == Child::LoadClient && !failed && reason == LOAD_FINISHED {
-            self.children.load = None;
             return;
         }
         let what = child.what();
@@ -482,6 +496,22 @@ impl RootState {
     }
 }
 
+/// How a supervised actor ended, from its supervision event: its id, why, and whether it
+/// failed (rather than stopped); `None` for other events.
+pub(crate) fn exit_of(event: SupervisionEvent) -> Option<(ActorId, String, bool)> {
+    match event {
+        SupervisionEvent::ActorFailed(cell, reason) => {
+            Some((cell.get_id(), reason.to_string(), true))
+        }
+        SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.get_id(),
+            reason.unwrap_or_else(|| "stopped".into()),
+            false,
+        )),
+        _ => None,
+    }
+}
+
 /// The registry name of a node's aggregator (local only: the agent finds it by name,
 /// so a restarted aggregator is found again).
 pub(crate) fn aggregator_name(node: &str) -> String {
@@ -489,11 +519,13 @@ pub(crate) fn aggregator_name(node: &str) -> String {
 }
 
 async fn stop(cell: ActorCell, child: Child) {
-    if let Err(error) = cell
+    match cell
         .stop_and_wait(Some("node shutting down".into()), Some(STOP_TIMEOUT))
         .await
     {
-        warn!(%error, "the {} did not stop in time", child.what());
+        // Already gone (it failed just before): nothing to stop.
+        Ok(()) | Err(ractor::RactorErr::Messaging(_)) => {}
+        Err(error) => warn!(%error, "the {} did not stop in time", child.what()),
     }
 }
 
@@ -575,17 +607,8 @@ impl Actor for NodeRoot {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, reason) => {
-                state
-                    .lost(&myself, cell.get_id(), reason.to_string(), true)
-                    .await;
-            }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let reason = reason.unwrap_or_else(|| "stopped".into());
-                state.lost(&myself, cell.get_id(), reason, false).await;
-            }
-            _ => {}
+        if let Some((id, reason, failed)) = exit_of(event) {
+            state.lost(&myself, id, reason, failed).await;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         facts,
         fatal,
     };
-    let (root, root_handle) = Actor::spawn(None, NodeRoot, args)
+    let (root, mut root_handle) = Actor::spawn(None, NodeRoot, args)
         .await
         .map_err(|e| NodeError::Start(startup_failure(&e)))?;
 
@@ -72,6 +72,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let failure = tokio::select! {
         () = shutdown => None,
         Some(failure) = failures.recv() => Some(failure),
+        // The root itself ended (it panicked): every part went with it.
+        _ = &mut root_handle => {
+            let why = "the node's supervision root stopped unexpectedly".to_string();
+            tracing::error!("{why}; stopping the node");
+            return Err(NodeError::Failed(why));
+        }
     };
     if ractor::call_t!(
         root,

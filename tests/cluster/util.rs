@@ -330,30 +330,14 @@ pub fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A `kB` line of `/proc/PID/status` in MiB (0 if the process is gone).
-fn status_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| {
-                    l.strip_prefix(field)
-                        .is_some_and(|rest| rest.starts_with(':'))
-                })
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// Resident memory of a process, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
-    status_mib(pid, "VmRSS")
+    node::sys::status_mib(pid, "VmRSS")
 }
 
 /// Peak resident memory of a process, in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
-    status_mib(pid, "VmHWM")
+    node::sys::status_mib(pid, "VmHWM")
 }
 
 /// Lines of `log` that mention `needle`.

@@ -5,10 +5,12 @@
 //! listening on an ephemeral loopback port, under a `~client-…` name. It joins no
 //! process group, so no node counts it as a member, and nobody dials it back.
 //!
-//! `ractor_cluster::client_connect` returns as soon as TCP connects, before the cookie
-//! is checked, so the client waits for the session's `ready` event and reports a
-//! session that closes first as an authentication failure, unless the node said it was
-//! busy (then the client tries again, with a new connection, until its timeout).
+//! The client dials the node itself ([`transport::dial`]) and hands the connection to
+//! its `NodeServer`, which runs the cookie handshake; a handed-over connection is open
+//! before the cookie is checked, so the client waits for the session's `ready` event
+//! and reports a session that closes first as an authentication failure, unless the
+//! node said it was busy (then the client tries again, with a new connection, until its
+//! timeout).
 //!
 //! Requests go to the agent of the node this client connected to, found among the
 //! remote actors of the session itself (never through the process-wide groups): a
@@ -93,11 +95,17 @@ impl ClusterClient {
     ) -> Result<Self, CommandError> {
         let deadline = Instant::now() + timeout;
         let mut rng = fastrand::Rng::new();
+        let mut turned_away = false;
         loop {
             match Self::attempt(addr, cookie, tls, timeout, deadline).await {
                 Ok(client) => return Ok(client),
+                // Out of time on a later attempt: the node's answer was "busy".
+                Err(Attempt::Failed(CommandError::ConnectTimeout(..))) if turned_away => {
+                    return Err(CommandError::Busy(addr.to_string()))
+                }
                 Err(Attempt::Failed(error)) => return Err(error),
                 Err(Attempt::Busy) => {
+                    turned_away = true;
                     let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
                     if Instant::now() + pause >= deadline {
                         return Err(CommandError::Busy(addr.to_string()));

@@ -243,36 +243,8 @@ fn unknown(facts: &NodeFacts, counter: &str) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ractor::ActorProcessingErr;
+    use crate::testing::Hoarder;
     use shared::protocol::HOSTS_GROUP;
-
-    /// A counter host that takes every message and answers none.
-    struct SilentHost;
-
-    impl Actor for SilentHost {
-        type Msg = HostMessage;
-        type State = Vec<HostMessage>;
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            myself: ActorRef<Self::Msg>,
-            _args: (),
-        ) -> Result<Self::State, ActorProcessingErr> {
-            pg::join(HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
-            Ok(Vec::new())
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            message: Self::Msg,
-            held: &mut Self::State,
-        ) -> Result<(), ActorProcessingErr> {
-            held.push(message);
-            Ok(())
-        }
-    }
 
     /// Client commands run in tasks, at most [`MAX_CLIENT_REQUESTS`] at once: one more
     /// is told the node is busy, and the agent itself goes on answering meanwhile.
@@ -280,9 +252,7 @@ mod tests {
     async fn client_requests_beyond_the_bound_are_told_busy() {
         // Every collection waits for this host until its deadline.
         let (silent, silent_handle) =
-            Actor::spawn(Some("agent-busy-silent/host".into()), SilentHost, ())
-                .await
-                .unwrap();
+            Hoarder::<HostMessage>::start(Some("agent-busy-silent/host"), Some(HOSTS_GROUP)).await;
         let facts = Arc::new(NodeFacts::for_tests("agent-busy", 0));
         let args = AgentArgs {
             facts,

@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
@@ -40,6 +39,7 @@ use super::detector::{
 use super::discovery::remote_agents;
 use super::facts::NodeFacts;
 use super::rpc::{ask, gather};
+use crate::clock::Ticker;
 use crate::net::conn::DialProbe;
 use crate::net::tls::Tls;
 use crate::net::transport::{self, Inbound};
@@ -122,7 +122,7 @@ pub(crate) struct MeshState {
     probes: HashMap<String, Arc<DialProbe>>,
     /// Sessions that closed before the start-up snapshot arrived (a restarted mesh).
     closed_early: Option<HashSet<ActorId>>,
-    ticker: Option<JoinHandle<()>>,
+    _ticker: Ticker,
 }
 
 /// A `NodeServer` session event.
@@ -381,17 +381,13 @@ impl Actor for Mesh {
             let _ = me.cast(MeshMessage::Snapshot(sessions));
         });
         let (interval, silence) = detector_timing(args.failure_timeout);
-        let seed = args
-            .facts
-            .name
-            .bytes()
-            .fold(args.facts.incarnation, |h, b| {
-                h.rotate_left(5) ^ u64::from(b)
-            });
+        // A random seed for the jitter: nodes restarted together must not redial in
+        // lockstep.
+        let seed = fastrand::u64(..);
         let detector = Detector::new(args.facts.name.clone(), args.seeds.clone(), silence, seed);
         let _ = myself.cast(MeshMessage::Tick);
         Ok(MeshState {
-            ticker: Some(myself.send_interval(interval, || MeshMessage::Tick)),
+            _ticker: Ticker::every(&myself, interval, || MeshMessage::Tick),
             args,
             detector,
             sessions: HashMap::new(),
@@ -405,9 +401,6 @@ impl Actor for Mesh {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(ticker) = state.ticker.take() {
-            ticker.abort();
-        }
         let _ = state
             .args
             .server
@@ -469,6 +462,7 @@ impl Actor for Mesh {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Hoarder;
 
     #[test]
     fn session_names_map_to_node_names() {
@@ -476,38 +470,11 @@ mod tests {
         assert_eq!(session_node_name("plain"), "plain");
     }
 
-    /// A `NodeServer` that takes every message and answers none.
-    struct Deaf;
-
-    impl Actor for Deaf {
-        type Msg = NodeServerMessage;
-        type State = Vec<NodeServerMessage>;
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            _args: (),
-        ) -> Result<Self::State, ActorProcessingErr> {
-            Ok(Vec::new())
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            message: Self::Msg,
-            held: &mut Self::State,
-        ) -> Result<(), ActorProcessingErr> {
-            held.push(message);
-            Ok(())
-        }
-    }
-
     /// The mesh never waits on the `NodeServer` (or anything else) in a handler: with a
     /// server that never answers, ten thousand ticks are still handled at once.
     #[tokio::test]
     async fn a_server_that_never_answers_never_stalls_the_mesh() {
-        let (server, server_handle) = Actor::spawn(None, Deaf, ()).await.unwrap();
+        let (server, server_handle) = Hoarder::<NodeServerMessage>::start(None, None).await;
         let args = MeshArgs {
             server: server.clone(),
             facts: Arc::new(NodeFacts::for_tests("mesh-deaf", 0)),

@@ -11,14 +11,16 @@
 //!
 //! A collection asks the host once (`Collect`) for every counter's `GetStats`. The host
 //! never waits for them itself: it starts the fan-out in a task and goes on forwarding
-//! changes. At most [`MAX_COLLECTIONS`] such tasks run at once (a semaphore whose
-//! permits free themselves when a task ends); beyond that the host answers at once
-//! that it is busy, and the collector reports this node as not answering.
+//! changes. At most [`MAX_COLLECTIONS`] such tasks collect at once (a semaphore whose
+//! permits free themselves when a task ends); up to [`MAX_WAITING_COLLECTIONS`] more
+//! wait for a permit until their own deadline. Beyond that the host answers at once that
+//! it is busy, and the collector reports this node as not answering.
 //!
 //! Counter references come from the node's [`CounterTable`](super::table::CounterTable)
 //! and are cached; a counter that was restarted by its supervisor is looked up again
 //! on the first failed send.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +38,9 @@ use crate::cluster::facts::NodeFacts;
 /// Collections this host runs at once.
 pub(crate) const MAX_COLLECTIONS: usize = 8;
 
+/// Collections waiting for a running one to finish, at most.
+pub(crate) const MAX_WAITING_COLLECTIONS: usize = 64;
+
 /// The longest a collection may take, whatever the caller asks.
 pub(crate) const MAX_COLLECT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -49,6 +54,8 @@ pub(crate) struct HostState {
     facts: Arc<NodeFacts>,
     cache: Vec<Option<ActorRef<CounterMessage>>>,
     collections: Arc<Semaphore>,
+    /// Collections waiting for a permit.
+    waiting: Arc<AtomicUsize>,
     /// Operations in changes that named no counter of this node (logged per batch).
     unknown: u64,
 }
@@ -116,17 +123,41 @@ impl HostState {
         }
     }
 
-    /// Starts this node's part of a collection in a task, or answers `None` at once if
-    /// [`MAX_COLLECTIONS`] are already running.
+    /// Starts this node's part of a collection in a task (which may first wait, until
+    /// the collection's deadline, for one of the running ones to end), or answers `None`
+    /// at once if as many are running and waiting as allowed.
     fn collect(&self, deadline: Duration, reply: ractor::RpcReplyPort<CollectReply>) {
-        let Ok(permit) = Arc::clone(&self.collections).try_acquire_owned() else {
-            let _ = reply.send(CollectReply(None));
-            return;
+        let semaphore = Arc::clone(&self.collections);
+        let permit = match Arc::clone(&semaphore).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if self.waiting.load(Ordering::Relaxed) >= MAX_WAITING_COLLECTIONS => {
+                let _ = reply.send(CollectReply(None));
+                return;
+            }
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         };
         let until = Instant::now() + deadline.min(MAX_COLLECT_DEADLINE);
         let info = self.facts.info();
         let table = Arc::clone(&self.facts.table);
+        let waiting = Arc::clone(&self.waiting);
         tokio::spawn(async move {
+            let permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    let got = tokio::time::timeout_at(until, semaphore.acquire_owned()).await;
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                    match got {
+                        Ok(Ok(permit)) => permit,
+                        _ => {
+                            let _ = reply.send(CollectReply(None));
+                            return;
+                        }
+                    }
+                }
+            };
             let counters = table.ask_all_stats(until).await;
             let _ = reply.send(CollectReply(Some(LocalReport { info, counters })));
             drop(permit);
@@ -149,6 +180,7 @@ impl Actor for CounterHost {
             cache: vec![None; facts.table.len() as usize],
             facts,
             collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
+            waiting: Arc::default(),
             unknown: 0,
         })
     }
@@ -209,6 +241,7 @@ impl Actor for CounterHost {
 mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
+    use crate::testing::Hoarder;
     use shared::counter::Delta;
     use shared::host::Changes;
 
@@ -292,17 +325,19 @@ mod tests {
         host_handle.await.unwrap();
     }
 
+    /// Past the collections running and waiting, one more is refused at once; changes
+    /// flow meanwhile; and the waiting ones are served as the running ones end.
     #[tokio::test]
-    async fn collections_beyond_the_bound_are_refused_not_queued() {
+    async fn collections_beyond_the_bound_are_refused_and_the_waiting_served_in_turn() {
         let facts = Arc::new(NodeFacts::for_tests("host-busy", 1));
         // A counter that never answers keeps every collection waiting on it.
-        let (silent, silent_handle) = Actor::spawn(None, Silent, ()).await.unwrap();
-        facts.table.set_actor(0, Some(silent.get_cell().into()));
+        let (silent, silent_handle) = Hoarder::<CounterMessage>::start(None, None).await;
+        facts.table.set_actor(0, Some(silent.clone()));
         let (host, handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
             .await
             .unwrap();
         let mut running = Vec::new();
-        for _ in 0..MAX_COLLECTIONS {
+        for _ in 0..MAX_COLLECTIONS + MAX_WAITING_COLLECTIONS {
             let (tx, rx) = ractor::concurrency::oneshot();
             host.cast(HostMessage::Collect(60_000, tx.into())).unwrap();
             running.push(rx);
@@ -315,37 +350,15 @@ mod tests {
         );
         // Changes still flow meanwhile: the host never waits for a collection.
         assert_eq!(ractor::call!(host, |r| HostMessage::Sync(3, r)).unwrap(), 3);
-        host.stop(None);
-        handle.await.unwrap();
+        // The silent counter goes: the running collections end, and the waiting ones
+        // get their turn.
         silent.stop(None);
         silent_handle.await.unwrap();
-        drop(running);
-    }
-
-    /// Takes counter messages and never answers them.
-    struct Silent;
-
-    impl Actor for Silent {
-        type Msg = CounterMessage;
-        type State = Vec<CounterMessage>;
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            _args: (),
-        ) -> Result<Self::State, ActorProcessingErr> {
-            Ok(Vec::new())
+        for rx in running {
+            let CollectReply(report) = rx.await.unwrap();
+            assert!(report.is_some());
         }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            message: Self::Msg,
-            held: &mut Self::State,
-        ) -> Result<(), ActorProcessingErr> {
-            held.push(message);
-            Ok(())
-        }
+        host.stop(None);
+        handle.await.unwrap();
     }
 }

@@ -25,6 +25,9 @@ use tracing::{error, info};
 use super::counter::{Counter, CounterArgs};
 use super::table::CounterTable;
 
+/// How long a new supervisor waits for a counter of its failed predecessor to stop.
+const OLD_COUNTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The supervisor behaviour.
 #[derive(Debug, Default)]
 pub(crate) struct CounterSupervisor;
@@ -56,10 +59,21 @@ pub(crate) enum SupervisorMessage {
 
 impl SupervisorState {
     async fn spawn(&mut self, index: u32, myself: ActorCell) -> Result<(), ActorProcessingErr> {
-        let table = &self.args.table;
+        let table = Arc::clone(&self.args.table);
         let (Some(name), Some(checkpoint)) = (table.name(index), table.checkpoint(index)) else {
             return Ok(());
         };
+        // After this supervisor's predecessor failed, its counters are being stopped
+        // with it; one may still be finishing a message, and would commit to the
+        // checkpoint after the new counter read it. Only once it has stopped is the
+        // checkpoint final.
+        if let Some(old) = table.actor(index) {
+            let old = old.get_cell();
+            if old.wait(Some(OLD_COUNTER_WAIT)).await.is_err() {
+                old.kill();
+                let _ = old.wait(Some(OLD_COUNTER_WAIT)).await;
+            }
+        }
         let args = CounterArgs {
             name: name.to_string(),
             checkpoint,
@@ -73,27 +87,31 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// A counter stopped or failed: restart it (unless draining).
-    async fn lost(&mut self, id: ActorId, reason: &str, myself: ActorCell) {
+    /// A counter stopped or failed: restart it (unless draining). A counter that
+    /// cannot be restarted is not left down: the supervisor fails, and the node's root
+    /// restarts it with every counter (or stops the node if that keeps happening).
+    async fn lost(
+        &mut self,
+        id: ActorId,
+        reason: &str,
+        myself: ActorCell,
+    ) -> Result<(), ActorProcessingErr> {
         let Some(index) = self.children.remove(&id) else {
-            return;
+            return Ok(());
         };
         let table = Arc::clone(&self.args.table);
         table.set_actor(index, None);
         if self.draining {
-            return;
+            return Ok(());
         }
         let name = table.name(index).unwrap_or("?").to_string();
         error!(counter = %name, %reason, "counter failed; restarting it from its last checkpoint");
-        // A failed restart leaves this one counter down; returning the error would
-        // stop the supervisor and every other counter with it.
-        match self.spawn(index, myself).await {
-            Ok(()) => {
-                let restarts = table.restarted();
-                info!(counter = %name, restarts, "counter restarted");
-            }
-            Err(error) => error!(counter = %name, %error, "cannot restart counter"),
-        }
+        self.spawn(index, myself)
+            .await
+            .map_err(|e| format!("cannot restart counter {name}: {e}"))?;
+        let restarts = table.restarted();
+        info!(counter = %name, restarts, "counter restarted");
+        Ok(())
     }
 }
 
@@ -141,19 +159,11 @@ impl Actor for CounterSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, reason) => {
-                state
-                    .lost(cell.get_id(), &reason.to_string(), myself.get_cell())
-                    .await;
-            }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let reason = reason.unwrap_or_else(|| "stopped".into());
-                state.lost(cell.get_id(), &reason, myself.get_cell()).await;
-            }
-            _ => {}
+        // Failed or stopped unasked: restarted either way (unless draining).
+        match crate::root::exit_of(event) {
+            Some((id, reason, _)) => state.lost(id, &reason, myself.get_cell()).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

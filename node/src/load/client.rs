@@ -19,7 +19,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use shared::counter::Delta;
@@ -27,6 +26,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::push::{Ack, Mode, Offer, Pusher, Target};
+use crate::clock::Ticker;
 use crate::cluster::discovery::hosts;
 use crate::cluster::facts::NodeFacts;
 
@@ -79,7 +79,7 @@ pub(crate) struct LoadState {
     tokens: f64,
     last_refill: Instant,
     rng: fastrand::Rng,
-    ticker: Option<JoinHandle<()>>,
+    _ticker: Ticker,
     pusher: Pusher,
     refreshed: Option<Instant>,
     stopping: bool,
@@ -188,7 +188,7 @@ impl Actor for LoadClient {
             sent: issued,
             tokens: 0.0,
             last_refill: Instant::now(),
-            ticker: Some(myself.send_interval(TICK, || LoadMessage::Tick)),
+            _ticker: Ticker::every(&myself, TICK, || LoadMessage::Tick),
             pusher,
             refreshed: None,
             stopping: false,
@@ -200,9 +200,6 @@ impl Actor for LoadClient {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(ticker) = state.ticker.take() {
-            ticker.abort();
-        }
         // Hand over what is coalesced but not yet sent (if the windows allow).
         state.pusher.flush_all();
         let (value, operations) = state.args.facts.issued.read();

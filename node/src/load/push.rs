@@ -478,39 +478,11 @@ mod tests {
         );
     }
 
-    /// A host that takes everything and never acknowledges (it keeps the reply ports).
-    struct Stuck;
-
-    impl Actor for Stuck {
-        type Msg = HostMessage;
-        type State = Vec<ractor::RpcReplyPort<u64>>;
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            _args: (),
-        ) -> Result<Self::State, ractor::ActorProcessingErr> {
-            Ok(Vec::new())
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<Self::Msg>,
-            message: Self::Msg,
-            held: &mut Self::State,
-        ) -> Result<(), ractor::ActorProcessingErr> {
-            if let HostMessage::Sync(_, reply) = message {
-                held.push(reply);
-            }
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_receiver_that_never_acknowledges_blocks_the_sender() {
         for mode in [Mode::Coalesced, Mode::Unbatched] {
-            let (host, handle) = Actor::spawn(None, Stuck, ()).await.unwrap();
+            // A host that takes everything and never acknowledges.
+            let (host, handle) = crate::testing::Hoarder::<HostMessage>::start(None, None).await;
             let mut pusher = Pusher::new(mode, Arc::default(), Arc::new(|_| {}));
             pusher.set_targets(vec![Target {
                 node: "stuck".into(),

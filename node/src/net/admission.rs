@@ -2,14 +2,17 @@
 //! at once and [`Limits::per_ip`] from one address. A plain type (the accept loop keeps
 //! one behind a mutex), tested without sockets.
 //!
-//! When the places are full, the newcomer does not simply lose: a connection that is
-//! stuck (older than the authentication deadline) or that the node has not answered
-//! yet (it has sent nothing usable) is dropped instead, oldest first, from the
-//! newcomer's own address if that address is at its bound. So a flood of silent or
-//! garbage connections, even from a legitimate client's own address, never keeps that
-//! client out. Only when every place holds a handshake the node is answering is the
-//! newcomer refused. Each place costs little: a connection may make the node hold a
-//! few KB before it authenticates ([`conn`](super::conn)).
+//! When the places are full, the newcomer does not simply lose: another connection is
+//! dropped instead, from the newcomer's own address if that address is at its bound,
+//! chosen in this order: one that is stuck (older than the authentication deadline);
+//! one the node has not answered yet (it has sent nothing usable), oldest first; one
+//! whose handshake has gone on for longer than [`Limits::grace`] (a handshake takes a
+//! round trip or two), oldest first. So neither a flood of silent or garbage
+//! connections nor one of stalled handshakes, even from a legitimate client's own
+//! address, keeps that client out for long. Only when every place holds a handshake
+//! that is young and answered is the newcomer refused (and told the node is busy).
+//! Each place costs little: before it authenticates, a connection may make the node
+//! hold one frame of at most 16 KiB ([`conn`](super::conn)).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ pub(crate) struct Limits {
     pub(crate) per_ip: usize,
     /// A connection older than this should have authenticated (or been closed) by now.
     pub(crate) deadline: Duration,
+    /// A handshake the node is answering is left alone this long.
+    pub(crate) grace: Duration,
 }
 
 /// What became of a newcomer.
@@ -108,19 +113,21 @@ impl Admission {
     }
 
     /// The connection to drop for a newcomer (from `ip` only, if given): the oldest
-    /// stuck one, else the oldest the node has not answered.
+    /// stuck one, else the oldest the node has not answered, else the oldest handshake
+    /// past its grace.
     fn victim(&self, now: Instant, ip: Option<IpAddr>) -> Option<Arc<Pending>> {
-        let pool = || {
+        let age = |e: &&Arc<Pending>| now.saturating_duration_since(e.opened);
+        let oldest = |keep: &dyn Fn(&&Arc<Pending>) -> bool| {
             self.entries
                 .iter()
                 .filter(|e| ip.is_none_or(|ip| e.peer.ip() == ip))
+                .filter(|e| keep(e))
+                .min_by_key(|e| e.opened)
+                .cloned()
         };
-        let stuck = pool()
-            .filter(|e| now.saturating_duration_since(e.opened) > self.limits.deadline)
-            .min_by_key(|e| e.opened);
-        stuck
-            .or_else(|| pool().filter(|e| !e.is_answered()).min_by_key(|e| e.opened))
-            .cloned()
+        oldest(&|e| age(e) > self.limits.deadline)
+            .or_else(|| oldest(&|e| !e.is_answered()))
+            .or_else(|| oldest(&|e| age(e) > self.limits.grace))
     }
 }
 
@@ -133,6 +140,7 @@ mod tests {
         total: 6,
         per_ip: 3,
         deadline: Duration::from_secs(2),
+        grace: Duration::from_millis(250),
     };
 
     fn conn(id: u64, ip: u8, opened: Instant) -> Arc<Pending> {
@@ -164,22 +172,37 @@ mod tests {
         assert!(a.find(other.peer).is_some());
     }
 
-    /// A handshake the node is answering keeps its place; when every place from that
-    /// address is such a handshake, the newcomer is refused, until one is stuck.
+    /// A handshake the node is answering keeps its place for its grace; when every
+    /// place from that address is such a young handshake, the newcomer is refused.
+    /// Past the grace, the oldest handshake makes room; a silent one goes first.
     #[test]
-    fn handshakes_in_progress_are_kept_until_they_are_stuck() {
+    fn young_handshakes_in_progress_are_kept() {
         let mut a = Admission::new(LIMITS);
         let t0 = Instant::now();
-        let answering: Vec<_> = (0..3).map(|id| conn(id, 1, t0)).collect();
-        for c in &answering {
-            a.admit(Arc::clone(c), t0);
+        let ms = Duration::from_millis(1);
+        for id in 0..3 {
+            let c = conn(id, 1, t0 + id as u32 * ms);
+            a.admit(Arc::clone(&c), t0);
             // The node has written to it: a handshake in progress.
             c.record_written_for_tests(100);
         }
-        assert!(matches!(a.admit(conn(3, 1, t0), t0), Admit::Refused));
-        let later = t0 + LIMITS.deadline + Duration::from_millis(1);
+        let soon = t0 + 100 * ms;
+        assert!(matches!(a.admit(conn(3, 1, soon), soon), Admit::Refused));
+        let later = t0 + LIMITS.grace + 2 * ms;
         match a.admit(conn(4, 1, later), later) {
             Admit::Evicting(victim) => assert_eq!(victim.id, 0),
+            other => panic!("{other:?}"),
+        }
+        let mut a = Admission::new(LIMITS);
+        let silent = conn(7, 1, t0 + 5 * ms);
+        a.admit(Arc::clone(&silent), t0);
+        for id in 0..2 {
+            let c = conn(id, 1, t0);
+            a.admit(Arc::clone(&c), t0);
+            c.record_written_for_tests(1);
+        }
+        match a.admit(conn(9, 1, later), later) {
+            Admit::Evicting(victim) => assert_eq!(victim.id, 7),
             other => panic!("{other:?}"),
         }
     }

@@ -17,6 +17,11 @@
 //! Once the session authenticates (the mesh's session event calls
 //! [`Inbound::authenticated`](super::transport::Inbound::authenticated)), both wrappers
 //! pass bytes straight through: the limits cost one atomic load per read after that.
+//! What can arrive between the peer's authentication and that event: the peer sends its
+//! own actor list and groups (`Spawn`, `PgJoin`, `Ready`: a few hundred bytes) as soon as
+//! it is authenticated, but nothing else, since it learns this node's actors only from
+//! frames the session sends after the `NodeServer` has handled the authentication (and
+//! so after the event). So the limits never meet a legitimate peer's traffic.
 //!
 //! A dialed connection gets a [`Dialed`] wrapper instead, which recognises the
 //! [`BUSY_MARKER`] as the first bytes from the peer and records it in a [`DialProbe`],
@@ -136,12 +141,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) struct Watched {
     stream: TcpStream,
     conn: Arc<Pending>,
+    /// Where the node's own frames end, on a plain (not TLS) connection: the marker
+    /// may go out between two of them.
+    written: Option<FrameCursor>,
 }
 
 impl Watched {
-    /// Watches `stream` on behalf of `conn`.
-    pub(crate) fn new(stream: TcpStream, conn: Arc<Pending>) -> Self {
-        Self { stream, conn }
+    /// Watches `stream` on behalf of `conn`; `plain` if it carries ractor_cluster
+    /// frames directly (not TLS records).
+    pub(crate) fn new(stream: TcpStream, conn: Arc<Pending>, plain: bool) -> Self {
+        Self {
+            stream,
+            conn,
+            written: plain.then(FrameCursor::default),
+        }
+    }
+
+    /// Whether the marker can go out now without breaking a frame (or a TLS record)
+    /// the node has started.
+    fn may_mark(&self) -> bool {
+        match &self.written {
+            Some(cursor) => cursor.at_boundary(),
+            None => !self.conn.is_answered(),
+        }
     }
 }
 
@@ -157,9 +179,11 @@ impl AsyncRead for Watched {
         }
         this.conn.register(cx.waker());
         if this.conn.is_evicted() {
-            if !this.conn.is_answered() {
+            if this.may_mark() {
                 // Best effort: a client that reads it reports "busy", not a bad cookie.
                 let _ = this.stream.try_write(&BUSY_MARKER);
+                this.written = None;
+                this.conn.written.fetch_add(1, Ordering::Relaxed);
             }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
@@ -186,6 +210,9 @@ impl AsyncWrite for Watched {
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
             this.conn.written.fetch_add(*n as u64, Ordering::Relaxed);
+            if let Some(cursor) = &mut this.written {
+                let _ = cursor.feed::<()>(&buf[..*n], |_| Ok(()), |_| Ok(()));
+            }
         }
         polled
     }
@@ -199,25 +226,26 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The frames a connection sent before authenticating, checked as its bytes arrive:
-/// ractor_cluster frames are an 8-byte big-endian length, then that many bytes.
-#[derive(Debug, Default)]
-pub(crate) struct FramePolicy {
+/// Where ractor_cluster frames (an 8-byte big-endian length, then that many bytes)
+/// begin in a byte stream, followed as the bytes go by, in any split.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FrameCursor {
     header: [u8; 8],
     have: usize,
     payload_left: u64,
-    total: u64,
+    frames: u64,
 }
 
-impl FramePolicy {
-    /// Takes in the next bytes of the stream; `Err` says why the connection must go.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
-        self.total += bytes.len() as u64;
-        if self.total > PREAUTH_MAX_BYTES {
-            return Err(format!(
-                "it sent more than {PREAUTH_MAX_BYTES} bytes without authenticating"
-            ));
-        }
+impl FrameCursor {
+    /// Takes in the next bytes. `on_start` sees the first byte of every frame as it
+    /// arrives, `on_header` every frame's announced length; either may stop the walk
+    /// with an error.
+    pub(crate) fn feed<E>(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_start: impl FnMut(u8) -> Result<(), E>,
+        mut on_header: impl FnMut(u64) -> Result<(), E>,
+    ) -> Result<(), E> {
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let take = self.payload_left.min(bytes.len() as u64);
@@ -225,23 +253,65 @@ impl FramePolicy {
                 bytes = &bytes[take as usize..];
                 continue;
             }
+            if self.have == 0 {
+                on_start(bytes[0])?;
+            }
             let take = (8 - self.have).min(bytes.len());
             self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
             self.have += take;
             bytes = &bytes[take..];
             if self.have == 8 {
                 self.have = 0;
+                self.frames += 1;
                 let len = u64::from_be_bytes(self.header);
-                if len > PREAUTH_MAX_FRAME {
-                    return Err(format!(
-                        "it announced a frame of {len} bytes before authenticating \
-                         (at most {PREAUTH_MAX_FRAME})"
-                    ));
-                }
+                on_header(len)?;
                 self.payload_left = len;
             }
         }
         Ok(())
+    }
+
+    /// Whether the stream so far ends exactly at the end of a frame.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.have == 0 && self.payload_left == 0
+    }
+
+    /// Frames whose header has gone by.
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames
+    }
+}
+
+/// The frames a connection sent before authenticating, checked as its bytes arrive.
+#[derive(Debug, Default)]
+pub(crate) struct FramePolicy {
+    cursor: FrameCursor,
+    total: u64,
+}
+
+impl FramePolicy {
+    /// Takes in the next bytes of the stream; `Err` says why the connection must go.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.total += bytes.len() as u64;
+        if self.total > PREAUTH_MAX_BYTES {
+            return Err(format!(
+                "it sent more than {PREAUTH_MAX_BYTES} bytes without authenticating"
+            ));
+        }
+        self.cursor.feed(
+            bytes,
+            |_| Ok(()),
+            |len| {
+                if len > PREAUTH_MAX_FRAME {
+                    Err(format!(
+                        "it announced a frame of {len} bytes before authenticating \
+                         (at most {PREAUTH_MAX_FRAME})"
+                    ))
+                } else {
+                    Ok(())
+                }
+            },
+        )
     }
 }
 
@@ -322,28 +392,65 @@ impl DialProbe {
     }
 }
 
+/// Frames from the peer during which a dialed connection watches for the marker: the
+/// handshake is over long before.
+const WATCHED_FRAMES: u64 = 16;
+
 /// The TCP socket of a dialed connection: passes everything through, except that the
-/// [`BUSY_MARKER`] as the peer's first bytes becomes an error and a mark in the probe.
+/// [`BUSY_MARKER`] where a frame (or, under TLS, the stream) should begin becomes an
+/// error, for good, and a mark in the probe. No frame can begin with the marker's
+/// first byte (it would announce more than 2^56 bytes), nor can a TLS record.
 pub(crate) struct Dialed {
     stream: TcpStream,
     probe: Arc<DialProbe>,
-    head: [u8; 8],
-    have: usize,
-    served: usize,
-    decided: bool,
+    /// Where the peer's frames begin (plain), or `None` under TLS (only the stream's
+    /// first byte is looked at).
+    frames: Option<FrameCursor>,
+    /// Bytes received so far, up to the end of the watch.
+    seen: u64,
 }
 
 impl Dialed {
-    /// Watches the first bytes of `stream`, reporting to `probe`.
-    pub(crate) fn new(stream: TcpStream, probe: Arc<DialProbe>) -> Self {
+    /// Watches the first bytes of `stream`, reporting to `probe`; `plain` if it will
+    /// carry ractor_cluster frames directly (not TLS records).
+    pub(crate) fn new(stream: TcpStream, probe: Arc<DialProbe>, plain: bool) -> Self {
         Self {
             stream,
             probe,
-            head: [0; 8],
-            have: 0,
-            served: 0,
-            decided: false,
+            frames: plain.then(FrameCursor::default),
+            seen: 0,
         }
+    }
+
+    fn busy() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "the peer is busy: too many connections waiting to authenticate",
+        )
+    }
+
+    /// Looks at bytes just received; `Err` if they hold the marker.
+    fn check(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let marked = |first: u8| {
+            if first == BUSY_MARKER[0] {
+                Err(())
+            } else {
+                Ok(())
+            }
+        };
+        let result = match &mut self.frames {
+            Some(cursor) if cursor.frames() < WATCHED_FRAMES => {
+                cursor.feed(bytes, marked, |_| Ok(()))
+            }
+            Some(_) => Ok(()),
+            None if self.seen == 0 => bytes.first().map_or(Ok(()), |b| marked(*b)),
+            None => Ok(()),
+        };
+        self.seen += bytes.len() as u64;
+        result.map_err(|()| {
+            self.probe.busy.store(true, Ordering::Relaxed);
+            Self::busy()
+        })
     }
 }
 
@@ -354,41 +461,21 @@ impl AsyncRead for Dialed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        loop {
-            if this.decided {
-                if this.served < this.have {
-                    let n = (this.have - this.served).min(buf.remaining());
-                    buf.put_slice(&this.head[this.served..this.served + n]);
-                    this.served += n;
-                    return Poll::Ready(Ok(()));
-                }
-                return Pin::new(&mut this.stream).poll_read(cx, buf);
-            }
-            let mut head = ReadBuf::new(&mut this.head[this.have..]);
-            match Pin::new(&mut this.stream).poll_read(cx, &mut head) {
-                Poll::Ready(Ok(())) => {}
-                other => return other,
-            }
-            let n = head.filled().len();
-            if n == 0 {
-                // End of stream before eight bytes: whatever came, pass it on.
-                this.decided = true;
-                if this.have == 0 {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
-            }
-            this.have += n;
-            if this.head[..this.have] != BUSY_MARKER[..this.have] {
-                this.decided = true;
-            } else if this.have == BUSY_MARKER.len() {
-                this.probe.busy.store(true, Ordering::Relaxed);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "the peer is busy: too many connections waiting to authenticate",
-                )));
+        if this.probe.refused_busy() {
+            return Poll::Ready(Err(Self::busy()));
+        }
+        let watching = match &this.frames {
+            Some(cursor) => cursor.frames() < WATCHED_FRAMES,
+            None => this.seen == 0,
+        };
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if watching {
+            if let Poll::Ready(Ok(())) = &polled {
+                this.check(&buf.filled()[before..])?;
             }
         }
+        polled
     }
 }
 
@@ -461,6 +548,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cursor_finds_every_frame_start_and_boundary() {
+        let stream: Vec<u8> = [frame(3), frame(0), frame(9)].concat();
+        for chunk in [1, 2, 7, 8, 11, stream.len()] {
+            let mut cursor = FrameCursor::default();
+            let (mut starts, mut lens) = (0, Vec::new());
+            for piece in stream.chunks(chunk) {
+                cursor
+                    .feed::<()>(
+                        piece,
+                        |_| {
+                            starts += 1;
+                            Ok(())
+                        },
+                        |len| {
+                            lens.push(len);
+                            Ok(())
+                        },
+                    )
+                    .unwrap();
+            }
+            assert_eq!((starts, lens, cursor.frames()), (3, vec![3, 0, 9], 3));
+            assert!(cursor.at_boundary());
+        }
+        let mut cursor = FrameCursor::default();
+        cursor
+            .feed::<()>(&frame(3)[..9], |_| Ok(()), |_| Ok(()))
+            .unwrap();
+        assert!(!cursor.at_boundary());
+    }
+
+    #[test]
     fn a_huge_length_prefix_is_refused_on_its_own() {
         let mut policy = FramePolicy::default();
         policy.feed(&frame(10)).unwrap();
@@ -496,43 +614,75 @@ mod tests {
         (client.unwrap(), accepted.unwrap().0)
     }
 
-    /// An evicted connection that was never answered gets the marker, and the dialing
-    /// side recognises it; once answered (or past authentication), data flows as is.
+    /// An evicted connection gets the marker where the node's next frame would begin,
+    /// and the dialing side recognises it there: before anything was said, or after a
+    /// frame of the handshake.
     #[tokio::test]
     async fn eviction_writes_the_marker_and_the_dialer_reads_busy() {
-        let (client, server) = pair().await;
-        let conn = Arc::new(Pending::new(1, server.peer_addr().unwrap(), Instant::now()));
-        let mut watched = Watched::new(server, Arc::clone(&conn));
-        let probe = Arc::new(DialProbe::default());
-        let mut dialed = Dialed::new(client, Arc::clone(&probe));
-        let reading = tokio::spawn(async move {
+        for answered in [false, true] {
+            let (client, server) = pair().await;
+            let conn = Arc::new(Pending::new(1, server.peer_addr().unwrap(), Instant::now()));
+            let mut watched = Watched::new(server, Arc::clone(&conn), true);
+            let probe = Arc::new(DialProbe::default());
+            let mut dialed = Dialed::new(client, Arc::clone(&probe), true);
+            if answered {
+                watched.write_all(&frame(5)).await.unwrap();
+                let mut got = vec![0u8; 13];
+                dialed.read_exact(&mut got).await.unwrap();
+                assert_eq!(got, frame(5), "a frame passes through whole");
+            }
+            let reading = tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                watched.read(&mut buf).await
+            });
+            tokio::task::yield_now().await;
+            conn.evict();
+            let err = reading.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
             let mut buf = [0u8; 16];
-            watched.read(&mut buf).await
-        });
-        tokio::task::yield_now().await;
-        conn.evict();
-        let err = reading.await.unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
-        let mut buf = [0u8; 16];
-        let err = dialed.read(&mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-        assert!(probe.refused_busy());
+            let err = dialed.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            assert!(probe.refused_busy());
+            // And it stays refused.
+            assert!(dialed.read(&mut buf).await.is_err());
+        }
     }
 
+    /// In the middle of a frame the node cannot write the marker without corrupting
+    /// it: the connection just closes.
     #[tokio::test]
-    async fn ordinary_first_bytes_pass_through_the_dialer_whole() {
+    async fn no_marker_in_the_middle_of_a_frame() {
+        let (client, server) = pair().await;
+        let conn = Arc::new(Pending::new(1, server.peer_addr().unwrap(), Instant::now()));
+        let mut watched = Watched::new(server, Arc::clone(&conn), true);
+        let probe = Arc::new(DialProbe::default());
+        let mut dialed = Dialed::new(client, Arc::clone(&probe), true);
+        let half = &frame(20)[..10];
+        watched.write_all(half).await.unwrap();
+        conn.evict();
+        let mut buf = [0u8; 16];
+        assert!(watched.read(&mut buf).await.is_err());
+        drop(watched);
+        let mut got = Vec::new();
+        dialed.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, half);
+        assert!(!probe.refused_busy());
+    }
+
+    /// Ordinary frames, in any split, pass through the dialer whole.
+    #[tokio::test]
+    async fn ordinary_frames_pass_through_the_dialer_whole() {
         let (client, mut server) = pair().await;
         let probe = Arc::new(DialProbe::default());
-        let mut dialed = Dialed::new(client, Arc::clone(&probe));
-        // Starts like the marker, then is not: every byte must come through, in order.
-        let sent = b"\xffBUx and then the rest of a longer message".to_vec();
-        server.write_all(&sent[..2]).await.unwrap();
-        server.flush().await.unwrap();
+        let mut dialed = Dialed::new(client, Arc::clone(&probe), true);
+        let sent: Vec<u8> = (0..40u64).flat_map(|n| frame(n % 7)).collect();
         let writer = tokio::spawn({
             let sent = sent.clone();
             async move {
-                tokio::task::yield_now().await;
-                server.write_all(&sent[2..]).await.unwrap();
+                for piece in sent.chunks(3) {
+                    server.write_all(piece).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
                 server.shutdown().await.unwrap();
             }
         });
@@ -552,7 +702,7 @@ mod tests {
                 conn.authenticate();
             }
             let mut gate = FrameGate::new(
-                Watched::new(server, Arc::clone(&conn)),
+                Watched::new(server, Arc::clone(&conn), true),
                 Arc::clone(&conn),
                 (),
                 FramePolicy::default(),

@@ -14,9 +14,9 @@
 //!   garbage connection never costs a session;
 //! - every connection needs a place among those waiting to authenticate
 //!   ([`admission`](super::admission): [`MAX_UNAUTHENTICATED`] in all,
-//!   [`MAX_UNAUTHENTICATED_PER_IP`] per address), and may make the node hold only a few
-//!   KB until it authenticates ([`conn`](super::conn)); when the places are full, a
-//!   silent or stuck connection is dropped to make room;
+//!   [`MAX_UNAUTHENTICATED_PER_IP`] per address), and may make the node hold at most one
+//!   frame of 16 KiB until it authenticates ([`conn`](super::conn)); when the places are
+//!   full, a silent, stuck or slow one is dropped to make room;
 //! - a refused connection is logged once per source address per minute, whatever the
 //!   reason, not once per connection;
 //! - dialing ([`dial`]) does the same handshake, checking that the peer's certificate
@@ -50,6 +50,9 @@ use crate::cluster::detector::AUTH_GRACE;
 pub(crate) const MAX_UNAUTHENTICATED: usize = 256;
 /// The same, from one address.
 pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
+/// A handshake the node is answering keeps its place this long, even when the places
+/// are full (a handshake takes a round trip or two).
+pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long a connecting peer has to complete the TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most one log line per source address in this time (whatever the reason).
@@ -71,6 +74,7 @@ impl Default for Inbound {
                 total: MAX_UNAUTHENTICATED,
                 per_ip: MAX_UNAUTHENTICATED_PER_IP,
                 deadline: AUTH_GRACE,
+                grace: HANDSHAKE_GRACE,
             })),
             refusals: Mutex::new(PerSource::new(LOG_EVERY)),
             next_id: AtomicU64::new(0),
@@ -108,7 +112,7 @@ impl Inbound {
                 victim.evict();
                 self.refused(
                     victim.peer,
-                    "too many connections waiting to authenticate; dropped the oldest silent one",
+                    "too many connections waiting to authenticate; dropped one to make room",
                 );
             }
             Admit::Refused => {
@@ -214,7 +218,7 @@ fn accepted(
         let _ = stream.try_write(&BUSY_MARKER);
         return;
     };
-    let watched = Watched::new(stream, Arc::clone(&place.conn));
+    let watched = Watched::new(stream, Arc::clone(&place.conn), tls.is_none());
     let server = server.clone();
     let tls = tls.cloned();
     tokio::spawn(async move {
@@ -406,7 +410,7 @@ pub(crate) async fn dial(
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().map_err(DialError::Connect)?;
     let probe = Arc::new(DialProbe::default());
-    let dialed = Dialed::new(stream, Arc::clone(&probe));
+    let dialed = Dialed::new(stream, Arc::clone(&probe), tls.is_none());
     match tls {
         None => hand_over(server, dialed, None, target, local, false),
         Some(tls) => {

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::stats::ClusterStats;
@@ -18,6 +17,7 @@ use tracing::{info, warn};
 
 use super::collect::collect;
 use super::output::summary_line;
+use crate::clock::Ticker;
 use crate::cluster::facts::NodeFacts;
 
 /// The aggregator behaviour.
@@ -40,7 +40,7 @@ pub(crate) struct AggregatorState {
     args: AggregatorArgs,
     last: Option<ClusterStats>,
     periodic_in_flight: bool,
-    ticker: Option<JoinHandle<()>>,
+    _ticker: Ticker,
 }
 
 /// Messages to the aggregator (local only).
@@ -69,24 +69,12 @@ impl Actor for Aggregator {
         myself: ActorRef<Self::Msg>,
         args: AggregatorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let ticker = myself.send_interval(args.interval, || AggregatorMessage::Tick);
         Ok(AggregatorState {
+            _ticker: Ticker::every(&myself, args.interval, || AggregatorMessage::Tick),
             args,
             last: None,
             periodic_in_flight: false,
-            ticker: Some(ticker),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(ticker) = state.ticker.take() {
-            ticker.abort();
-        }
-        Ok(())
     }
 
     async fn handle(
