@@ -40,7 +40,7 @@ use crate::net::tls::Tls;
 use crate::net::transport::{self, DialError};
 
 /// Pause before trying again after a node said it was busy (jittered up to twice).
-const BUSY_RETRY: Duration = Duration::from_millis(20);
+const BUSY_RETRY: Duration = Duration::from_millis(5);
 
 /// A connection to one cluster member, ready to serve commands.
 pub struct ClusterClient {
