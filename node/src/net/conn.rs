@@ -6,8 +6,8 @@
 //! and garbage connections never cost a session):
 //! - [`Watched`], around the TCP socket itself (under TLS, if any): notes whether the
 //!   node has answered yet, and closes the connection when it is evicted to make room
-//!   for another (writing [`BUSY_MARKER`] first if the node has not said anything on it
-//!   yet);
+//!   for another, writing [`BUSY_MARKER`] first where that breaks nothing (between two of
+//!   the node's frames on a plain connection; before the node's first byte under TLS);
 //! - [`FrameGate`], around the plaintext read half ractor_cluster reads frames from:
 //!   until the session authenticates, a frame may claim at most [`PREAUTH_MAX_FRAME`]
 //!   bytes and the whole connection may send at most [`PREAUTH_MAX_BYTES`]
@@ -24,8 +24,9 @@
 //! so after the event). So the limits never meet a legitimate peer's traffic.
 //!
 //! A dialed connection gets a [`Dialed`] wrapper instead, which recognises the
-//! [`BUSY_MARKER`] as the first bytes from the peer and records it in a [`DialProbe`],
-//! so the dialer can say "busy" rather than "wrong cookie".
+//! [`BUSY_MARKER`] where a frame from the peer (or, under TLS, the stream) would begin
+//! and records it in a [`DialProbe`], so the dialer can say "busy" rather than "wrong
+//! cookie".
 
 use std::io;
 use std::net::SocketAddr;
