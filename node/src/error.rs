@@ -49,6 +49,9 @@ pub enum CommandError {
     /// waiting to authenticate), until the timeout.
     #[error("{0} is busy (too many connections waiting to authenticate) and refused the connection until the timeout; try again")]
     Busy(String),
+    /// The node closed the connection, again and again, before it said a word.
+    #[error("{0} closed the connection before answering: it may be busy (try again), or it requires TLS (--tls-cert, --tls-key, --tls-ca), or it is not a counter-cluster node")]
+    NoAnswer(String),
     /// The node closed the session during the handshake: the cookies differ.
     #[error("authentication with {0} failed: the cookie does not match (set NODE_COOKIE, --cookie-file or --cookie to the cluster's), or {0} requires TLS (--tls-cert, --tls-key, --tls-ca) or rejected our certificate, or is not a counter-cluster node")]
     AuthFailed(String),

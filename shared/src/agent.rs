@@ -46,6 +46,9 @@ pub struct PeerAddr {
     pub name: String,
     /// `host:port` the peer advertises.
     pub addr: String,
+    /// The run of the peer this is about (see [`NodeInfo::incarnation`]; 0 if not known
+    /// yet): a node that left and came back is told apart from the run that left.
+    pub incarnation: u64,
 }
 
 /// A node's description of itself, as its agent reports it.
@@ -180,6 +183,16 @@ pub enum ClientError {
     /// Fault injection was asked of a node that does not allow it.
     #[error("node '{0}' does not allow fault injection (start it with --enable-fault-injection)")]
     FaultInjectionDisabled(String),
+    /// The counter's node is known but cannot be reached from the node asked.
+    #[error(
+        "node '{node}' is not reachable from '{from}' right now; try again, or ask another node"
+    )]
+    NodeUnreachable {
+        /// The counter's node.
+        node: String,
+        /// The node that was asked.
+        from: String,
+    },
     /// The node could not serve the request for an internal reason.
     #[error("node failed to serve the request: {0}")]
     Internal(String),

@@ -31,8 +31,9 @@ pub struct ClusterStats {
     pub num_nodes: usize,
     /// Nodes that are reachable and whose agent answered in time.
     pub reachable_nodes: usize,
-    /// True when every known node is reachable and answered, and every counter of
-    /// every node answered in time.
+    /// True when every node known here or seen as up by any member is reachable and
+    /// answered, every member sees every other as up, and every counter of every node
+    /// answered in time.
     pub complete: bool,
     /// Mean of the answering counters' lifetime ops/s.
     pub avg_ops_per_sec: f64,
@@ -44,6 +45,9 @@ pub struct ClusterStats {
     pub issued_operations: u128,
     /// Counters that did not answer in time, or whose node is unreachable.
     pub missing_counters: Vec<String>,
+    /// Members that do not see each other as up (`"a -> b"`: `a` does not see `b`). A
+    /// collection is complete only over a full mesh.
+    pub missing_links: Vec<String>,
     /// Per node, sorted by name.
     pub nodes: Vec<NodeStats>,
 }

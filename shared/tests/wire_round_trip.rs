@@ -36,6 +36,7 @@ fn sample_stats() -> ClusterStats {
         issued_value: 7,
         issued_operations: 9,
         missing_counters: vec!["w/1".into()],
+        missing_links: vec!["w -> v".into()],
         nodes: vec![NodeStats {
             name: "w".into(),
             role: Some(Role::Worker),
@@ -99,6 +100,7 @@ fn data_types_round_trip() {
     round_trip(PeerAddr {
         name: "n".into(),
         addr: "[::1]:4697".into(),
+        incarnation: u64::MAX,
     });
     round_trip(NodeInfo {
         name: "n".into(),
@@ -113,6 +115,7 @@ fn data_types_round_trip() {
         known_peers: vec![PeerAddr {
             name: "m".into(),
             addr: "m:4697".into(),
+            incarnation: 3,
         }],
     });
     for request in [

@@ -110,3 +110,57 @@ fn a_peer_that_connects_while_a_node_is_starting_is_not_missed() {
     let s = cluster.wait_mesh(10_001);
     assert_eq!(s["reachable_nodes"], 2, "{s}");
 }
+
+/// A node that left cleanly and comes back (a new run, same name and address) is
+/// admitted and dialed again by everyone at once, even by a peer whose name sorts first
+/// and that the returning node does not dial itself; and as soon as the coordinator
+/// says the cluster is complete, a change through any node reaches any counter.
+#[test]
+fn a_node_that_left_and_came_back_is_everyones_peer_again() {
+    let mut cluster = Cluster::start(2, &["--counters", "2"]);
+    cluster.wait_mesh(6);
+    // worker-2 sorts last and is nobody's seed.
+    cluster.nodes[2].signal("TERM");
+    assert_eq!(cluster.nodes[2].wait_exit(Duration::from_secs(10)), Some(0));
+    cluster.wait_complete(0, 2, 4);
+    cluster.wait_complete(1, 2, 4);
+    cluster.nodes[2].restart();
+    let coordinator = cluster.nodes[0].addr.clone();
+    let worker_1 = cluster.nodes[1].addr.clone();
+    cluster.wait_complete(0, 3, 6);
+    // Complete means every member sees every other: worker-1 reaches worker-2's counter.
+    let value = crate::util::client_ok(&["incr", "worker-2/1", "--by", "3", "--join", &worker_1]);
+    assert_eq!(value, "3");
+    let value = crate::util::client_ok(&["incr", "worker-1/0", "--join", &cluster.nodes[2].addr]);
+    assert_eq!(value, "1");
+    cluster.wait_mesh(6);
+    let s = crate::util::stats(&coordinator).unwrap();
+    assert_eq!(s["missing_links"], serde_json::json!([]), "{s}");
+}
+
+/// A counter whose node this node cannot reach right now is reported as such, never as
+/// a counter that does not exist.
+#[test]
+fn a_counter_on_an_unreachable_node_is_not_called_unknown() {
+    let cluster = Cluster::start(2, &["--counters", "1"]);
+    cluster.wait_mesh(3);
+    let worker_1 = cluster.nodes[1].addr.clone();
+    cluster.nodes[2].signal("STOP");
+    let err = wait_for(
+        "worker-1 to find worker-2 unreachable",
+        Duration::from_secs(10),
+        || {
+            let out = crate::util::client(&["get", "worker-2/0", "--join", &worker_1]);
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            (!out.status.success() && err.contains("not reachable"))
+                .then_some(err.clone())
+                .ok_or(err)
+        },
+    );
+    cluster.nodes[2].signal("CONT");
+    assert!(
+        err.contains("'worker-2' is not reachable from 'worker-1'")
+            && !err.contains("no counter named"),
+        "{err}"
+    );
+}

@@ -78,11 +78,17 @@ impl NodeEventSubscription for Events {
     }
 }
 
-/// Why one connection attempt failed: busy (worth another attempt) or for good.
+/// Why one connection attempt failed: busy (worth another attempt), closed before the
+/// node said a word (worth another, a few times), or for good.
 enum Attempt {
     Busy,
+    NoAnswer,
     Failed(CommandError),
 }
+
+/// Attempts that end before the node answered at all, at most (a node too busy to
+/// check a name in time closes without a word; so does a TLS node to a plain client).
+const NO_ANSWER_ATTEMPTS: u32 = 3;
 
 impl ClusterClient {
     /// Connects to the member at `addr` with `cookie`, within `timeout`. A node that is
@@ -96,8 +102,9 @@ impl ClusterClient {
         let deadline = Instant::now() + timeout;
         let mut rng = fastrand::Rng::new();
         let mut turned_away = false;
+        let mut unanswered = 0;
         loop {
-            match Self::attempt(addr, cookie, tls, timeout, deadline).await {
+            let last = match Self::attempt(addr, cookie, tls, timeout, deadline).await {
                 Ok(client) => return Ok(client),
                 // Out of time on a later attempt: the node's answer was "busy".
                 Err(Attempt::Failed(CommandError::ConnectTimeout(..))) if turned_away => {
@@ -106,13 +113,22 @@ impl ClusterClient {
                 Err(Attempt::Failed(error)) => return Err(error),
                 Err(Attempt::Busy) => {
                     turned_away = true;
-                    let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
-                    if Instant::now() + pause >= deadline {
-                        return Err(CommandError::Busy(addr.to_string()));
-                    }
-                    tokio::time::sleep(pause).await;
+                    CommandError::Busy(addr.to_string())
                 }
+                Err(Attempt::NoAnswer) => {
+                    unanswered += 1;
+                    let error = CommandError::NoAnswer(addr.to_string());
+                    if unanswered >= NO_ANSWER_ATTEMPTS {
+                        return Err(error);
+                    }
+                    error
+                }
+            };
+            let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
+            if Instant::now() + pause >= deadline {
+                return Err(last);
             }
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -180,6 +196,9 @@ impl ClusterClient {
                     Ok(Some(SessionEvent::Ready(session, node))) => break (session, node),
                     Ok(Some(SessionEvent::Closed)) if probe.refused_busy() => {
                         return Err(Attempt::Busy)
+                    }
+                    Ok(Some(SessionEvent::Closed)) if !probe.answered() => {
+                        return Err(Attempt::NoAnswer)
                     }
                     // The node hangs up during the handshake when the cookies differ.
                     Ok(Some(SessionEvent::Closed)) if !authenticated => {

@@ -100,7 +100,10 @@ impl Actor for NodeAgent {
                 }
             }
             AgentMessage::Leaving(beat, reply) => {
-                if facts.membership.left(&beat.from, Instant::now()) {
+                if facts
+                    .membership
+                    .left(&beat.from, beat.incarnation, Instant::now())
+                {
                     info!(peer = %beat.from, "peer left the cluster");
                 }
                 let _ = reply.send(true);
@@ -224,7 +227,19 @@ fn value_answer(
 /// The host of the node that owns `counter`, and the counter's index there.
 fn lookup(facts: &NodeFacts, counter: &str) -> Result<(ActorRef<HostMessage>, u32), ClientError> {
     let (node, index) = parse_counter_name(counter).ok_or_else(|| unknown(facts, counter))?;
-    let host = find_host(node).ok_or_else(|| unknown(facts, counter))?;
+    let host = find_host(node).ok_or_else(|| {
+        // A member this node knows of but has no session with is not reachable from
+        // here: say so, rather than that the counter does not exist.
+        let known = facts.membership.snapshot().iter().any(|p| p.name == node);
+        if known {
+            ClientError::NodeUnreachable {
+                node: node.to_string(),
+                from: facts.name.clone(),
+            }
+        } else {
+            unknown(facts, counter)
+        }
+    })?;
     Ok((host, index))
 }
 

@@ -90,9 +90,8 @@ pub(crate) enum Input {
     Closed {
         /// The session.
         session: ActorId,
-        /// The peer refused it before answering because it was busy (a dialed
-        /// session only: see `net::conn`).
-        busy: bool,
+        /// How the peer treated it, for a dialed session still in its handshake.
+        refusal: Refusal,
     },
     /// A dial attempt ended: the socket address reached, or why not.
     Dialed {
@@ -103,6 +102,18 @@ pub(crate) enum Input {
     },
     /// Peers described themselves (a gossip round ended).
     Gossip(Vec<NodeInfo>),
+}
+
+/// How a dialed peer ended a handshake (see `net::conn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// It said it was busy.
+    Busy,
+    /// It closed before it said a word (too busy to check the name in time, or not
+    /// what was expected): the cookie was never tested.
+    Silent,
+    /// It closed after its challenge: a failed authentication.
+    Rejected,
 }
 
 /// What the mesh should do.
@@ -174,7 +185,8 @@ pub(crate) enum Report {
         /// Failures in a row.
         attempts: u32,
     },
-    /// A dialed peer refused the connection because it was busy.
+    /// A dialed peer refused the connection because it was busy, or closed it before a
+    /// word.
     Busy {
         /// The address.
         addr: String,
@@ -232,6 +244,8 @@ pub(crate) struct Detector {
     /// Ready sessions of cluster members.
     sessions: HashMap<ActorId, SessionPeer>,
     gossip_in_flight: bool,
+    /// A peer came up during the round in flight: another round follows it at once.
+    gossip_again: bool,
     last_gossip: Option<Instant>,
     rng: fastrand::Rng,
 }
@@ -248,6 +262,7 @@ impl Detector {
             handshakes: HashMap::new(),
             sessions: HashMap::new(),
             gossip_in_flight: false,
+            gossip_again: false,
             last_gossip: None,
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -282,8 +297,8 @@ impl Detector {
                 self.handshakes.remove(&session);
             }
             Input::Ready { session, peer } => self.ready(now, session, peer, membership, &mut out),
-            Input::Closed { session, busy } => {
-                self.closed(now, session, busy, membership, &mut out)
+            Input::Closed { session, refusal } => {
+                self.closed(now, session, refusal, membership, &mut out)
             }
             Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
             Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
@@ -310,6 +325,13 @@ impl Detector {
             }));
         }
 
+        self.dial_wanted(now, membership, out);
+    }
+
+    /// Dials every seed not connected, and every known peer not up whose name sorts
+    /// after ours (so a pair never opens two sessions at once: ractor_cluster would
+    /// close one, and a peer would see the other go down).
+    fn dial_wanted(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
         let (names, addrs) = self.connected();
         for seed in self.seeds.clone() {
             let reached = self
@@ -323,8 +345,8 @@ impl Detector {
             }
         }
         for peer in membership.snapshot() {
-            let my_turn = self.name < peer.name;
-            if my_turn && peer.status != PeerStatus::Up && !names.contains(&peer.name) {
+            let ours = self.name < peer.name;
+            if ours && peer.status != PeerStatus::Up && !names.contains(&peer.name) {
                 self.dial(now, peer.addr, out);
             }
         }
@@ -466,18 +488,21 @@ impl Detector {
             Some(_) => out.push(Action::Report(Report::Connected { peer: name, addr })),
             None => {}
         }
+        // Learn whom the new peer knows at once, rather than at the next round: a node
+        // that joins reaches every member in its first exchange.
+        self.gossip_now(now, out);
     }
 
     fn closed(
         &mut self,
         now: Instant,
         session: ActorId,
-        busy: bool,
+        refusal: Refusal,
         membership: &Membership,
         out: &mut Vec<Action>,
     ) {
         if let Some(h) = self.handshakes.remove(&session) {
-            self.handshake_failed(now, h, busy, out);
+            self.handshake_failed(now, h, refusal, out);
             return;
         }
         let Some(peer) = self.sessions.remove(&session) else {
@@ -501,7 +526,13 @@ impl Detector {
 
     /// A session closed before it authenticated. Inbound ones are the accept side's
     /// business (it logs refusals); a dialed one is a failed attempt.
-    fn handshake_failed(&mut self, now: Instant, h: Handshake, busy: bool, out: &mut Vec<Action>) {
+    fn handshake_failed(
+        &mut self,
+        now: Instant,
+        h: Handshake,
+        refusal: Refusal,
+        out: &mut Vec<Action>,
+    ) {
         if h.inbound {
             return;
         }
@@ -513,10 +544,9 @@ impl Detector {
             return;
         }
         if let Some(attempts) = self.dial_failed(&addr, now) {
-            let report = if busy {
-                Report::Busy { addr, attempts }
-            } else {
-                Report::AuthFailed { addr, attempts }
+            let report = match refusal {
+                Refusal::Busy | Refusal::Silent => Report::Busy { addr, attempts },
+                Refusal::Rejected => Report::AuthFailed { addr, attempts },
             };
             out.push(Action::Report(report));
         }
@@ -553,6 +583,17 @@ impl Detector {
         }
     }
 
+    /// Starts a gossip round now, or right after the one in flight.
+    fn gossip_now(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.gossip_in_flight {
+            self.gossip_again = true;
+        } else {
+            self.gossip_in_flight = true;
+            self.last_gossip = Some(now);
+            out.push(Action::AskGossip);
+        }
+    }
+
     fn gossiped(
         &mut self,
         now: Instant,
@@ -561,10 +602,14 @@ impl Detector {
         out: &mut Vec<Action>,
     ) {
         self.gossip_in_flight = false;
+        if std::mem::take(&mut self.gossip_again) {
+            self.gossip_now(now, out);
+        }
         for info in infos {
             membership.describe(&info, now);
             for peer in info.known_peers {
-                if peer.name != self.name && membership.learn(&peer.name, &peer.addr, now) {
+                let run = Some(peer.incarnation).filter(|&run| run != 0);
+                if peer.name != self.name && membership.learn(&peer.name, &peer.addr, run, now) {
                     out.push(Action::Report(Report::Learned {
                         peer: peer.name,
                         addr: peer.addr,
@@ -572,6 +617,8 @@ impl Detector {
                 }
             }
         }
+        // Whom it just learned of is dialed now, not at the next tick.
+        self.dial_wanted(now, membership, out);
     }
 }
 
@@ -650,6 +697,7 @@ mod tests {
                 .map(|(n, a)| PeerAddr {
                     name: n.to_string(),
                     addr: a.to_string(),
+                    incarnation: 1,
                 })
                 .collect(),
         }
@@ -744,7 +792,7 @@ mod tests {
             t0 + 1001 * MS,
             Input::Closed {
                 session: id(1),
-                busy: false,
+                refusal: Refusal::Rejected,
             },
             &m,
         );
@@ -850,7 +898,7 @@ mod tests {
 
         // A dial whose handshake the peer closes: a wrong cookie, or a busy peer; each
         // the first failure of a fresh detector, so each is logged, and told apart.
-        for busy in [false, true] {
+        for refusal in [Refusal::Rejected, Refusal::Busy, Refusal::Silent] {
             let (mut d, m) = detector("a", &["s:1"]);
             d.step(t0, Input::Tick, &m);
             d.step(
@@ -874,15 +922,15 @@ mod tests {
                 t0,
                 Input::Closed {
                     session: id(3),
-                    busy,
+                    refusal,
                 },
                 &m,
             );
             let addr = "s:1".to_string();
-            let want = if busy {
-                Report::Busy { addr, attempts: 1 }
-            } else {
+            let want = if refusal == Refusal::Rejected {
                 Report::AuthFailed { addr, attempts: 1 }
+            } else {
+                Report::Busy { addr, attempts: 1 }
             };
             assert_eq!(reports(&out), [&want]);
         }
@@ -901,7 +949,7 @@ mod tests {
                 t0,
                 Input::Closed {
                     session: id(9),
-                    busy: false
+                    refusal: Refusal::Rejected
                 },
                 &m
             )
@@ -934,16 +982,64 @@ mod tests {
             .collect();
         // x described itself (learned without a line); b does not learn itself.
         assert_eq!(learned, ["a", "c"]);
-        // The next round comes 500 ms after the last one started, not before.
-        let out = d.step(t0 + 800 * MS, Input::Tick, &m);
-        assert!(asked(&out));
-        d.step(t0 + 900 * MS, Input::Gossip(vec![]), &m);
-        assert!(!asked(&d.step(t0 + 1200 * MS, Input::Tick, &m)), "paced");
-        assert!(asked(&d.step(t0 + 1300 * MS, Input::Tick, &m)));
-        // b dials c (b < c) and x (b < x), not a (a < b: a dials b).
+        // Dialed at once, not at the next tick: c and x (b < c, b < x), not a (a dials b).
         let mut dialed = dials(&out);
         dialed.sort();
         assert_eq!(dialed, ["c:1", "x:1"]);
+        // The next round comes 500 ms after the last one started, not before.
+        assert!(asked(&d.step(t0 + 800 * MS, Input::Tick, &m)));
+        d.step(t0 + 900 * MS, Input::Gossip(vec![]), &m);
+        assert!(!asked(&d.step(t0 + 1200 * MS, Input::Tick, &m)), "paced");
+        assert!(asked(&d.step(t0 + 1300 * MS, Input::Tick, &m)));
+    }
+
+    /// A peer that was up and is lost is redialed by the side whose name sorts first
+    /// only, so the two never race to reconnect.
+    #[test]
+    fn a_lost_peer_is_redialed_by_the_lower_name() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        for (n, name, port) in [(1, "a", 1), (2, "c", 3)] {
+            d.step(
+                t0,
+                Input::Ready {
+                    session: id(n),
+                    peer: member(name, port),
+                },
+                &m,
+            );
+            d.step(
+                t0,
+                Input::Closed {
+                    session: id(n),
+                    refusal: Refusal::Rejected,
+                },
+                &m,
+            );
+        }
+        let out = d.step(t0 + MS, Input::Tick, &m);
+        assert_eq!(dials(&out), ["127.0.0.1:3"], "b dials c, and a dials b");
+    }
+
+    /// A join reaches everyone in its first exchange: a ready session starts a gossip
+    /// round at once, or right after the one in flight.
+    #[test]
+    fn a_new_session_is_asked_whom_it_knows_at_once() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        d.step(t0, Input::Tick, &m);
+        d.step(t0, Input::Gossip(vec![]), &m);
+        let ready = |n: u64, name: &str| Input::Ready {
+            session: id(n),
+            peer: member(name, n as u16),
+        };
+        let out = d.step(t0 + 10 * MS, ready(1, "a"), &m);
+        assert!(out.contains(&Action::AskGossip), "{out:?}");
+        // Another peer comes up while that round is out: asked as soon as it is back.
+        let out = d.step(t0 + 11 * MS, ready(2, "c"), &m);
+        assert!(!out.contains(&Action::AskGossip), "{out:?}");
+        let out = d.step(t0 + 12 * MS, Input::Gossip(vec![]), &m);
+        assert!(out.contains(&Action::AskGossip), "{out:?}");
     }
 
     /// A closed duplicate session does not make a connected peer unreachable.
@@ -965,7 +1061,7 @@ mod tests {
             t0,
             Input::Closed {
                 session: id(1),
-                busy: false
+                refusal: Refusal::Rejected
             },
             &m
         ))
@@ -975,7 +1071,7 @@ mod tests {
             t0,
             Input::Closed {
                 session: id(2),
-                busy: false,
+                refusal: Refusal::Rejected,
             },
             &m,
         );

@@ -69,6 +69,8 @@ struct Peer {
     changed: Instant,
     last_heard: Instant,
     incarnation: Option<u64>,
+    /// The run that said it was leaving, while `Left`.
+    left_incarnation: Option<u64>,
     role: Option<Role>,
     counters: Option<u32>,
 }
@@ -108,12 +110,30 @@ impl Membership {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `name` can be dialed at `addr` (from gossip). A new peer starts
-    /// pending. True if that is news (a new peer or a new address).
-    pub(crate) fn learn(&self, name: &str, addr: &str, now: Instant) -> bool {
+    /// Records that `name` (run `incarnation`, if known) can be dialed at `addr` (from
+    /// gossip). A new peer starts pending; so does a peer that left, if this is a later
+    /// run of it (it came back). True if that is news.
+    pub(crate) fn learn(
+        &self,
+        name: &str,
+        addr: &str,
+        incarnation: Option<u64>,
+        now: Instant,
+    ) -> bool {
         let mut peers = self.lock();
         match peers.get_mut(name) {
-            Some(peer) if peer.addr == addr || peer.status == PeerStatus::Left => false,
+            Some(peer) if peer.status == PeerStatus::Left => {
+                let later = incarnation
+                    .is_some_and(|run| peer.left_incarnation.is_none_or(|gone| run > gone));
+                if later {
+                    peer.addr = addr.to_string();
+                    peer.incarnation = incarnation;
+                    peer.left_incarnation = None;
+                    set_status(peer, PeerStatus::Pending, now);
+                }
+                later
+            }
+            Some(peer) if peer.addr == addr => false,
             Some(peer) => {
                 peer.addr = addr.to_string();
                 true
@@ -127,7 +147,8 @@ impl Membership {
                         since_ms: now_ms(),
                         changed: now,
                         last_heard: now,
-                        incarnation: None,
+                        incarnation: incarnation.filter(|&run| run != 0),
+                        left_incarnation: None,
                         role: None,
                         counters: None,
                     },
@@ -139,7 +160,7 @@ impl Membership {
 
     /// Records what a peer said about itself (its agent's `GetInfo`).
     pub(crate) fn describe(&self, info: &NodeInfo, now: Instant) {
-        self.learn(&info.name, &info.advertise, now);
+        self.learn(&info.name, &info.advertise, Some(info.incarnation), now);
         if let Some(peer) = self.lock().get_mut(&info.name) {
             peer.role = Some(info.role);
             peer.counters = Some(info.counters);
@@ -149,7 +170,7 @@ impl Membership {
     /// A session to `name` is ready: the peer is up, and its heartbeat deadline starts
     /// now. Returns the previous status if this is a change.
     pub(crate) fn session_up(&self, name: &str, addr: &str, now: Instant) -> Option<PeerStatus> {
-        self.learn(name, addr, now);
+        self.learn(name, addr, None, now);
         let mut peers = self.lock();
         let peer = peers.get_mut(name)?;
         peer.last_heard = now;
@@ -203,11 +224,13 @@ impl Membership {
         expired
     }
 
-    /// `name` left the cluster cleanly: hide it. True if it was known and not left.
-    pub(crate) fn left(&self, name: &str, now: Instant) -> bool {
+    /// Run `incarnation` of `name` left the cluster cleanly: hide it (until a later run
+    /// of it is heard of). True if it was known and not left.
+    pub(crate) fn left(&self, name: &str, incarnation: u64, now: Instant) -> bool {
         match self.lock().get_mut(name) {
             Some(peer) if peer.status != PeerStatus::Left => {
                 set_status(peer, PeerStatus::Left, now);
+                peer.left_incarnation = Some(incarnation);
                 true
             }
             _ => false,
@@ -258,6 +281,7 @@ impl Membership {
             .map(|(name, p)| PeerAddr {
                 name: name.clone(),
                 addr: p.addr.clone(),
+                incarnation: p.incarnation.unwrap_or(0),
             })
             .collect()
     }
@@ -291,8 +315,8 @@ mod tests {
     fn a_peer_goes_pending_up_unreachable_up() {
         let m = Membership::default();
         let t0 = Instant::now();
-        assert!(m.learn("b", "h:2", t0));
-        assert!(!m.learn("b", "h:2", t0));
+        assert!(m.learn("b", "h:2", None, t0));
+        assert!(!m.learn("b", "h:2", None, t0));
         assert_eq!(m.status("b"), Some(PeerStatus::Pending));
         // Heartbeats before the session is ready do not count.
         assert_eq!(m.heard("b", 7, t0), Heard::Ignored);
@@ -315,7 +339,7 @@ mod tests {
         let t0 = Instant::now();
         m.session_up("a", "h:1", t0);
         m.session_up("b", "h:2", t0);
-        m.learn("c", "h:3", t0);
+        m.learn("c", "h:3", None, t0);
         m.heard("b", 1, t0 + S);
         let expired = m.expire_silent(Duration::from_millis(1500), t0 + 2 * S);
         let names: Vec<_> = expired.iter().map(|(v, _)| v.name.as_str()).collect();
@@ -333,17 +357,25 @@ mod tests {
         let m = Membership::default();
         let t0 = Instant::now();
         m.session_up("a", "h:1", t0);
-        m.learn("b", "h:2", t0);
+        m.learn("b", "h:2", None, t0);
         m.session_up("c", "h:3", t0);
-        assert!(m.left("c", t0));
-        assert!(!m.left("c", t0));
-        // Gossip cannot bring back a peer that left; a new session can.
-        assert!(!m.learn("c", "h:9", t0));
+        assert!(m.left("c", 1, t0));
+        assert!(!m.left("c", 1, t0));
+        // Gossip about the run that left (or an unknown run) does not bring it back...
+        assert!(!m.learn("c", "h:9", None, t0));
+        assert!(!m.learn("c", "h:9", Some(1), t0));
         let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["a", "b"]);
+        // ...a later run does, at its new address, to be dialed again.
+        assert!(m.learn("c", "h:9", Some(2), t0));
+        assert_eq!(m.status("c"), Some(PeerStatus::Pending));
+        let c = m.snapshot().into_iter().find(|p| p.name == "c").unwrap();
+        assert_eq!(c.addr, "h:9");
+        // A session brings it back too.
+        m.left("c", 2, t0);
         m.session_up("c", "h:3", t0);
         assert_eq!(m.status("c"), Some(PeerStatus::Up));
-        m.left("c", t0);
+        m.left("c", 3, t0);
         assert_eq!(m.forget_stale(10 * S, t0 + 11 * S), ["b", "c"]);
         let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["a"]);
@@ -354,7 +386,7 @@ mod tests {
         let m = Membership::default();
         let t0 = Instant::now();
         m.session_up("a", "h:1", t0);
-        m.learn("b", "h:2", t0);
+        m.learn("b", "h:2", None, t0);
         m.session_up("c", "h:3", t0);
         m.lost("c", t0);
         let told: Vec<_> = m.gossip().into_iter().map(|p| p.name).collect();

@@ -34,7 +34,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::detector::{
-    detector_timing, Action, Detector, Input, Report, SessionPeer, AUTH_GRACE, GOSSIP_EVERY,
+    detector_timing, Action, Detector, Input, Refusal, Report, SessionPeer, AUTH_GRACE,
+    GOSSIP_EVERY,
 };
 use super::discovery::remote_agents;
 use super::facts::NodeFacts;
@@ -299,11 +300,12 @@ impl MeshState {
                 if let Some(early) = &mut self.closed_early {
                     early.insert(session);
                 }
-                let busy = self
-                    .probes
-                    .remove(&ses.peer_addr)
-                    .is_some_and(|probe| probe.refused_busy());
-                self.step(myself, Input::Closed { session, busy });
+                let refusal = match self.probes.remove(&ses.peer_addr) {
+                    Some(probe) if probe.refused_busy() => Refusal::Busy,
+                    Some(probe) if !probe.answered() => Refusal::Silent,
+                    _ => Refusal::Rejected,
+                };
+                self.step(myself, Input::Closed { session, refusal });
             }
         }
     }
@@ -336,8 +338,9 @@ fn log(report: Report) {
         Report::Busy { addr, attempts } => warn!(
             %addr,
             attempts,
-            "{addr} is busy (too many connections waiting to authenticate) and refused the \
-             connection; retrying with backoff"
+            "{addr} refused the connection before the handshake: it is busy (too many \
+             connections waiting to authenticate) or not a counter-cluster node; retrying \
+             with backoff"
         ),
         Report::HandshakeTimeout { addr, attempts } => warn!(
             %addr,

@@ -384,12 +384,50 @@ impl<R: AsyncRead + Unpin, P: Unpin> AsyncRead for FrameGate<R, P> {
 #[derive(Debug, Default)]
 pub struct DialProbe {
     busy: AtomicBool,
+    answered: AtomicBool,
 }
 
 impl DialProbe {
     /// Whether the peer refused the connection because it was busy.
     pub fn refused_busy(&self) -> bool {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the peer sent anything at all (a cookie can only be found wrong after
+    /// the peer's challenge: a peer that closes before it said a word is busy, or not
+    /// what was expected, but the cookie was never tested).
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+}
+
+/// The plaintext read half of a dialed connection: notes in the probe that the peer
+/// said something.
+pub(crate) struct NoteAnswer<R> {
+    inner: R,
+    probe: Arc<DialProbe>,
+}
+
+impl<R> NoteAnswer<R> {
+    /// Notes in `probe` when `inner` yields its first byte.
+    pub(crate) fn new(inner: R, probe: Arc<DialProbe>) -> Self {
+        Self { inner, probe }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for NoteAnswer<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.probe.answered.store(true, Ordering::Relaxed);
+        }
+        polled
     }
 }
 

@@ -40,7 +40,7 @@ use tracing::warn;
 
 use super::admission::{Admission, Admit, Limits};
 use super::conn::{
-    DialProbe, Dialed, FrameGate, FramePolicy, Pending, Split, Watched, BUSY_MARKER,
+    DialProbe, Dialed, FrameGate, FramePolicy, NoteAnswer, Pending, Split, Watched, BUSY_MARKER,
 };
 use super::log_limit::PerSource;
 use super::tls::{server_name, Tls};
@@ -174,21 +174,28 @@ struct Screened {
     head: Vec<u8>,
 }
 
+/// Which side of a connection this node is: the accepting side (with what the screening
+/// found), or the dialing side (with the probe that watches the peer's answer).
+enum Side {
+    Accepted(Screened),
+    Dialed(Arc<DialProbe>),
+}
+
 /// Hands a connected stream to `server` for its cookie handshake and session.
 fn hand_over<S>(
     server: &ActorRef<NodeServerMessage>,
     stream: S,
-    screened: Option<Screened>,
+    side: Side,
     peer: SocketAddr,
     local: SocketAddr,
-    is_server: bool,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let reader: ractor_cluster::BoxRead = match screened {
-        Some(s) => Box::new(FrameGate::new(reader, s.conn, s.place, s.policy, s.head)),
-        None => Box::new(reader),
+    let is_server = matches!(side, Side::Accepted(_));
+    let reader: ractor_cluster::BoxRead = match side {
+        Side::Accepted(s) => Box::new(FrameGate::new(reader, s.conn, s.place, s.policy, s.head)),
+        Side::Dialed(probe) => Box::new(NoteAnswer::new(reader, probe)),
     };
     let stream = Split {
         reader,
@@ -279,7 +286,7 @@ async fn screen<S>(
         policy,
         head,
     };
-    hand_over(server, stream, Some(screened), peer, local, true);
+    hand_over(server, stream, Side::Accepted(screened), peer, local);
 }
 
 /// Accepts connections until it is stopped, and hands each one to the `NodeServer`.
@@ -412,7 +419,13 @@ pub(crate) async fn dial(
     let probe = Arc::new(DialProbe::default());
     let dialed = Dialed::new(stream, Arc::clone(&probe), tls.is_none());
     match tls {
-        None => hand_over(server, dialed, None, target, local, false),
+        None => hand_over(
+            server,
+            dialed,
+            Side::Dialed(Arc::clone(&probe)),
+            target,
+            local,
+        ),
         Some(tls) => {
             let name = server_name(addr).map_err(DialError::Tls)?;
             let stream = tls.connector().connect(name, dialed).await.map_err(|e| {
@@ -422,7 +435,13 @@ pub(crate) async fn dial(
                     DialError::Tls(e.to_string())
                 }
             })?;
-            hand_over(server, stream, None, target, local, false);
+            hand_over(
+                server,
+                stream,
+                Side::Dialed(Arc::clone(&probe)),
+                target,
+                local,
+            );
         }
     }
     Ok((target, probe))

@@ -51,6 +51,10 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     for (node, answer) in gather(pending, until).await {
         match answer {
             Some(CollectReply(Some(report))) => {
+                // What a peer says of itself here is as good as gossip, and newer.
+                if report.info.name != facts.name {
+                    facts.membership.describe(&report.info, Instant::now());
+                }
                 nodes.push((node, Some(report.info)));
                 counters.extend(report.counters);
             }

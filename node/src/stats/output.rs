@@ -48,6 +48,9 @@ pub(crate) fn summary_line(s: &ClusterStats) -> String {
     if !s.missing_counters.is_empty() {
         let _ = write!(line, " missing=[{}]", s.missing_counters.join(","));
     }
+    if !s.missing_links.is_empty() {
+        let _ = write!(line, " not_linked=[{}]", s.missing_links.join(","));
+    }
     line
 }
 
@@ -77,6 +80,13 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
         "  avg ops/s per counter {:.1}   recent ops/s {:.1}   load issued: value {} in {} operations",
         s.avg_ops_per_sec, s.recent_ops_per_sec, s.issued_value, s.issued_operations
     );
+    if !s.missing_links.is_empty() {
+        let _ = writeln!(
+            out,
+            "  members that do not see each other: {}",
+            s.missing_links.join(", ")
+        );
+    }
     for node in &s.nodes {
         let role = node.role.map_or("?", |r| r.as_str());
         let _ = writeln!(

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use shared::agent::NodeInfo;
+use shared::agent::{NodeInfo, PeerAddr};
 use shared::counter::CounterStats;
 use shared::protocol::{counter_name, owner_node};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
@@ -53,6 +53,12 @@ pub(crate) fn summarize(
         by_node.insert(peer.name, entry);
     }
 
+    // Whom each answering node sees as up: a node any member sees must be covered, and
+    // every member must see every other (a full mesh) for the collection to be complete.
+    let sees: BTreeMap<String, Vec<PeerAddr>> = nodes
+        .iter()
+        .filter_map(|(name, info)| Some((name.clone(), info.as_ref()?.known_peers.clone())))
+        .collect();
     for (name, info) in nodes {
         let entry = by_node
             .entry(name.clone())
@@ -65,6 +71,24 @@ pub(crate) fn summarize(
             entry.issued_operations = info.issued_operations;
             entry.counter_restarts = info.counter_restarts;
             hosts.insert(name, info.counters);
+        }
+    }
+
+    for peer in sees.values().flatten() {
+        by_node.entry(peer.name.clone()).or_insert_with(|| {
+            // Seen up by another member, unknown here: missing, never left out.
+            let mut entry = empty_node(&peer.name);
+            entry.advertise = Some(peer.addr.clone());
+            entry.reachable = false;
+            entry
+        });
+    }
+    let mut missing_links = Vec::new();
+    for (member, peers) in &sees {
+        for other in sees.keys().filter(|other| *other != member) {
+            if !peers.iter().any(|p| &p.name == other) {
+                missing_links.push(format!("{member} -> {other}"));
+            }
         }
     }
 
@@ -140,7 +164,9 @@ pub(crate) fn summarize(
         known_counters: answered + missing_counters.len(),
         num_nodes: nodes.len(),
         reachable_nodes,
-        complete: missing_counters.is_empty() && reachable_nodes == nodes.len(),
+        complete: missing_counters.is_empty()
+            && reachable_nodes == nodes.len()
+            && missing_links.is_empty(),
         avg_ops_per_sec: if answered > 0 {
             lifetime_rates / answered as f64
         } else {
@@ -150,6 +176,7 @@ pub(crate) fn summarize(
         issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
         issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
         missing_counters,
+        missing_links,
         nodes,
     }
 }
@@ -166,6 +193,20 @@ fn natural_key(name: &str) -> (&str, u64, &str) {
 mod tests {
     use super::*;
     use shared::protocol::{Role, PROTOCOL_VERSION};
+
+    fn knows(info: NodeInfo, peers: &[&str]) -> NodeInfo {
+        NodeInfo {
+            known_peers: peers
+                .iter()
+                .map(|p| PeerAddr {
+                    name: p.to_string(),
+                    addr: format!("{p}:4697"),
+                    incarnation: 1,
+                })
+                .collect(),
+            ..info
+        }
+    }
 
     fn info(name: &str, issued_value: i64, issued_operations: u64) -> NodeInfo {
         NodeInfo {
@@ -211,12 +252,12 @@ mod tests {
             "a",
             vec![peer("b", PeerStatus::Up, Some(1))],
             vec![
-                ("a".into(), Some(info("a", 5, 3))),
+                ("a".into(), Some(knows(info("a", 5, 3), &["b"]))),
                 (
                     "b".into(),
                     Some(NodeInfo {
                         counters: 1,
-                        ..info("b", -2, 4)
+                        ..knows(info("b", -2, 4), &["a"])
                     }),
                 ),
             ],
@@ -307,5 +348,59 @@ mod tests {
         assert_eq!((c.reachable, c.answered, c.since_ms), (false, false, 42));
         assert_eq!(c.missing_counters, ["c/0", "c/1", "c/2"]);
         assert!(!s.nodes[2].reachable);
+    }
+
+    /// A node that another member sees as up is covered, answered or not; and members
+    /// that do not see each other make a collection incomplete, however much answered.
+    #[test]
+    fn nobody_any_member_sees_is_hidden_and_the_mesh_must_be_full() {
+        // a collects; b answers and sees c, whom a does not know at all.
+        let s = summarize(
+            "a",
+            vec![peer("b", PeerStatus::Up, Some(0))],
+            vec![
+                ("a".into(), Some(knows(info("a", 0, 0), &["b"]))),
+                (
+                    "b".into(),
+                    Some(knows(
+                        NodeInfo {
+                            counters: 0,
+                            ..info("b", 0, 0)
+                        },
+                        &["a", "c"],
+                    )),
+                ),
+            ],
+            vec![],
+        );
+        assert!(!s.complete);
+        assert_eq!((s.num_nodes, s.reachable_nodes), (3, 2));
+        let c = s.nodes.iter().find(|n| n.name == "c").unwrap();
+        assert_eq!((c.reachable, c.answered), (false, false));
+        assert_eq!(c.advertise.as_deref(), Some("c:4697"));
+        assert!(s.missing_links.is_empty(), "{:?}", s.missing_links);
+
+        // Both answer, but b does not see a (yet): not complete.
+        let s = summarize(
+            "a",
+            vec![peer("b", PeerStatus::Up, Some(0))],
+            vec![
+                ("a".into(), Some(knows(info("a", 0, 0), &["b"]))),
+                (
+                    "b".into(),
+                    Some(knows(
+                        NodeInfo {
+                            counters: 0,
+                            ..info("b", 0, 0)
+                        },
+                        &[],
+                    )),
+                ),
+            ],
+            vec![],
+        );
+        assert!(!s.complete);
+        assert_eq!(s.missing_links, ["b -> a"]);
+        assert_eq!(s.reachable_nodes, 2);
     }
 }
