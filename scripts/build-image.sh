@@ -19,7 +19,7 @@ cargo build --release --locked -p node
 
 umask 022
 rm -rf "$CONTEXT"
-mkdir -p "$CONTEXT/rootfs/usr/local/bin" "$CONTEXT/rootfs/etc" "$CONTEXT/rootfs/tmp"
+mkdir -p "$CONTEXT/rootfs/usr/local/bin" "$CONTEXT/rootfs/etc" "$CONTEXT/rootfs/tmp" "$CONTEXT/data"
 cp docker/Dockerfile "$CONTEXT/Dockerfile"
 # Line tables help backtraces on the host; the image does without them.
 objcopy --strip-debug "$BIN" "$CONTEXT/rootfs/usr/local/bin/node" 2>/dev/null \

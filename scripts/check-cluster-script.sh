@@ -10,7 +10,8 @@ out=$(mktemp -d)
 # Ctrl-C below reaches the script and its nodes the way a person's Ctrl-C does.
 set -m
 # COUNTERS and LOAD are pinned: the checks below count on 4 counters per node.
-BASE_PORT=${BASE_PORT:-24697} COUNTERS=4 LOAD=200 LOG_DIR="$out" NODE_COOKIE=check-cookie \
+BASE_PORT=${BASE_PORT:-24697} COUNTERS=4 LOAD=200 LOG_DIR="$out" DATA_DIR="$out/data" \
+  NODE_COOKIE=check-cookie \
   bash scripts/cluster.sh >"$out/stdout" 2>"$out/coordinator.log" &
 script_pid=$!
 cleanup() { kill -TERM -- "-$script_pid" 2>/dev/null || true; }

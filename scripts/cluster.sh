@@ -9,6 +9,8 @@
 #   LOAD         operations per second per node (default 200)
 #   COUNTERS     counters per node (default 4)
 #   LOG_DIR      where the workers' logs go (default target/cluster-logs)
+#   DATA_DIR     where the nodes keep their counters, one directory per node (default
+#                data: the next run carries on from them; delete it to start from zero)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,7 @@ BASE_PORT=${BASE_PORT:-4697}
 LOAD=${LOAD:-200}
 COUNTERS=${COUNTERS:-4}
 LOG_DIR=${LOG_DIR:-target/cluster-logs}
+DATA_DIR=${DATA_DIR:-data}
 if [ -z "${NODE_COOKIE:-}" ]; then
   NODE_COOKIE=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 fi
@@ -52,11 +55,13 @@ trap 'stop_all $?' EXIT
 coordinator=127.0.0.1:$BASE_PORT
 common=(--counters "$COUNTERS" --load "$LOAD")
 
-"$NODE" --role coordinator --name coordinator --listen "$coordinator" "${common[@]}" &
+"$NODE" --role coordinator --name coordinator --listen "$coordinator" \
+  --data-dir "$DATA_DIR/coordinator" "${common[@]}" &
 pids+=($!)
 for i in 1 2; do
   "$NODE" --role worker --name "worker-$i" --listen "127.0.0.1:$((BASE_PORT + i))" \
-    --join "$coordinator" "${common[@]}" 2>"$LOG_DIR/worker-$i.log" &
+    --join "$coordinator" --data-dir "$DATA_DIR/worker-$i" "${common[@]}" \
+    2>"$LOG_DIR/worker-$i.log" &
   pids+=($!)
 done
 

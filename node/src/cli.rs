@@ -120,6 +120,23 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_failure_timeout)]
     pub failure_timeout: Duration,
 
+    /// Directory of this node's store: every counter's value, operations and rejections,
+    /// committed before a change is acknowledged, so they survive a crash or restart.
+    /// It holds one node's data (another --name on it is refused). Default:
+    /// data/NAME under the working directory.
+    #[arg(
+        long,
+        env = "NODE_DATA_DIR",
+        value_name = "DIR",
+        conflicts_with = "memory_only"
+    )]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// Keep counters in memory only, for comparison: changes are acknowledged as fast as
+    /// the memory store takes them, and nothing survives the process.
+    #[arg(long)]
+    pub memory_only: bool,
+
     /// Let `node debug crash` make this node's actors fail (for supervision tests and
     /// drills).
     #[arg(long, hide = true)]
@@ -217,6 +234,8 @@ pub enum CrashKind {
     CounterSupervisor,
     /// The counter host.
     Host,
+    /// The journal (commits changes to the store).
+    Journal,
     /// The node agent.
     Agent,
     /// The mesh.
@@ -249,6 +268,7 @@ impl CrashKind {
             }
             (CrashKind::CounterSupervisor, None) => CrashTarget::CounterSupervisor,
             (CrashKind::Host, None) => CrashTarget::Host,
+            (CrashKind::Journal, None) => CrashTarget::Journal,
             (CrashKind::Agent, None) => CrashTarget::Agent,
             (CrashKind::Mesh, None) => CrashTarget::Mesh,
             (CrashKind::Aggregator, None) => CrashTarget::Aggregator,

@@ -40,6 +40,17 @@ pub struct NodeConfig {
     pub failure_timeout: Duration,
     /// Whether counters may be crashed on request.
     pub fault_injection: bool,
+    /// Where the counters are kept.
+    pub storage: Storage,
+}
+
+/// Where a node keeps its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// In a store in this directory (`--data-dir`).
+    Dir(std::path::PathBuf),
+    /// In memory only (`--memory-only`): nothing survives the process.
+    Memory,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -54,6 +65,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("counters", &self.counters)
             .field("load", &self.load)
             .field("tls", &self.tls.is_some())
+            .field("storage", &self.storage)
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +100,13 @@ impl NodeConfig {
             }
         };
         let tls = Tls::from_args(&args.tls).map_err(NodeError::Config)?;
+        let storage = match (args.memory_only, args.data_dir) {
+            (true, _) => Storage::Memory,
+            (false, Some(dir)) => Storage::Dir(dir),
+            (false, None) => Storage::Dir(std::path::Path::new("data").join(&name)),
+        };
         Ok(Self {
+            storage,
             tls,
             name,
             role,
@@ -187,6 +205,16 @@ mod tests {
         .unwrap();
         assert_eq!((c.cookie.secret(), c.advertise().as_str()), ("x", "h:5000"));
         assert!(!format!("{c:?}").contains("\"x\""));
+    }
+
+    #[test]
+    fn the_store_defaults_to_data_slash_name() {
+        let c = config(&["--listen", "127.0.0.1:5000", "--name", "a"]).unwrap();
+        assert_eq!(c.storage, Storage::Dir("data/a".into()));
+        let c = config(&["--listen", "127.0.0.1:5000", "--data-dir", "/x"]).unwrap();
+        assert_eq!(c.storage, Storage::Dir("/x".into()));
+        let c = config(&["--listen", "127.0.0.1:5000", "--memory-only"]).unwrap();
+        assert_eq!(c.storage, Storage::Memory);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// The node's store cannot be used (it says why, and what to do).
+    #[error("{0}")]
+    Store(String),
     /// The node failed to start (the first part that failed says why).
     #[error("{0}")]
     Start(String),

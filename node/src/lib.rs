@@ -4,7 +4,8 @@
 //! paths through it:
 //!
 //! - **write path**: [`load`] (load client → pusher, coalesced and windowed) →
-//!   [`counters`] (host → counter);
+//!   [`counters`] (host) → [`store`] (journal: group commit to disk) → [`counters`]
+//!   (counter);
 //! - **read path**: [`stats`] (aggregator → one `Collect` per node) → [`counters`]
 //!   (host → every counter's `GetStats`) → back up to the totals;
 //! - **control plane**: [`cluster`] (mesh and its failure detector, membership, agent,
@@ -17,6 +18,7 @@
 //! | [`server`] | running a node: bind, start the tree, wait, stop in order |
 //! | [`root`] | the supervision tree: every long-lived actor, and what its failure does |
 //! | [`counters`] | counters, their table and supervisor, and the counter host |
+//! | [`store`] | the durable store (redb) and the journal every change is committed by |
 //! | [`load`] | load clients, the pusher and its windows, the issued tally |
 //! | [`stats`] | collections, the aggregator, summing up, output |
 //! | [`cluster`] | mesh, failure detector, membership, agent, discovery, calls |
@@ -45,6 +47,7 @@ pub(crate) mod root;
 pub mod server;
 pub mod shutdown;
 pub(crate) mod stats;
+pub(crate) mod store;
 pub mod sys;
 #[cfg(test)]
 pub(crate) mod testing;

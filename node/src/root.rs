@@ -6,9 +6,11 @@
 //! ```text
 //! NodeRoot                         restarts a child; more than 10 restarts in 10 s stop the node
 //! ├── NodeServer (ractor_cluster)  fatal: the node stops (exit 1); it owns every session
-//! ├── CounterSupervisor            restarted: every counter resumes from the table
-//! │   └── Counter × --counters     restarted by the supervisor from its checkpoint
-//! ├── CounterHost  NAME/host       restarted: its state is a cache of the table
+//! ├── CounterSupervisor            restarted: every counter resumes from the store
+//! │   └── Counter × --counters     restarted by the supervisor from the store
+//! ├── Journal      NAME/journal    restarted: it resumes after the store's last commit;
+//! │                                changes it held uncommitted were never acknowledged
+//! ├── CounterHost  NAME/host       restarted: its state is a cache (counters, journal)
 //! ├── Aggregator   (coordinator)   restarted: the next tick collects again
 //! ├── NodeAgent    NAME/agent      restarted: it keeps no state of its own
 //! ├── Mesh                         restarted: the membership table outlives it; the
@@ -18,13 +20,14 @@
 //! ```
 //!
 //! What survives every restart lives outside the actors, owned here: the
-//! [`NodeFacts`] (counter table with checkpoints, issued tally, membership), the bound
-//! cluster port, and the places of connections waiting to authenticate. What a restart
-//! loses is the failed actor's mailbox (see the README's table).
+//! [`NodeFacts`] (counter table, issued tally, membership), the [`Store`] (every
+//! counter's committed figures), the bound cluster port, and the places of connections
+//! waiting to authenticate. What a restart loses is the failed actor's mailbox (see the
+//! README's table).
 //!
 //! The root also stops the node in order ([`RootMessage::Shutdown`]: the accept loop,
-//! load, a leave notice to the peers, mesh, aggregator, agent, host, counters, then the
-//! network) and carries out fault injection ([`RootMessage::Crash`], only with
+//! load, a leave notice to the peers, mesh, aggregator, agent, host, journal (its last
+//! commit), counters, then the network) and carries out fault injection ([`RootMessage::Crash`], only with
 //! `--enable-fault-injection`).
 
 use std::collections::{HashMap, VecDeque};
@@ -55,6 +58,8 @@ use crate::error::NodeError;
 use crate::load::client::{LoadArgs, LoadClient, LoadMessage};
 use crate::net::transport::{Acceptor, AcceptorArgs, AcceptorMessage, Inbound};
 use crate::stats::aggregator::{Aggregator, AggregatorArgs, AggregatorMessage};
+use crate::store::journal::{journal_name, Journal, JournalArgs, JournalMessage};
+use crate::store::Store;
 
 /// Restarts allowed within [`RESTART_WINDOW`] before the root gives up and stops the
 /// node: a part that keeps failing is a node that does not work.
@@ -75,6 +80,8 @@ pub(crate) enum Child {
     ClusterServer,
     /// The counters' supervisor.
     CounterSupervisor,
+    /// The journal.
+    Journal,
     /// The counter host.
     Host,
     /// The aggregator (coordinator only).
@@ -95,6 +102,7 @@ impl Child {
         match self {
             Child::ClusterServer => "cluster server",
             Child::CounterSupervisor => "counter supervisor",
+            Child::Journal => "journal",
             Child::Host => "counter host",
             Child::Aggregator => "aggregator",
             Child::Agent => "node agent",
@@ -154,6 +162,8 @@ pub(crate) struct RootArgs {
     pub(crate) listener: Arc<TcpListener>,
     /// What survives restarts: counter table, issued tally, membership.
     pub(crate) facts: Arc<NodeFacts>,
+    /// The node's store, open.
+    pub(crate) store: Arc<Store>,
     /// Where the root reports that the node cannot go on (the node then stops).
     pub(crate) fatal: mpsc::UnboundedSender<NodeError>,
 }
@@ -163,6 +173,7 @@ pub(crate) struct RootArgs {
 struct Children {
     server: Option<ActorRef<NodeServerMessage>>,
     supervisor: Option<ActorRef<SupervisorMessage>>,
+    journal: Option<ActorRef<JournalMessage>>,
     host: Option<ActorRef<HostMessage>>,
     aggregator: Option<ActorRef<AggregatorMessage>>,
     agent: Option<ActorRef<AgentMessage>>,
@@ -177,6 +188,7 @@ impl Children {
         match child {
             Child::ClusterServer => self.server = None,
             Child::CounterSupervisor => self.supervisor = None,
+            Child::Journal => self.journal = None,
             Child::Host => self.host = None,
             Child::Aggregator => self.aggregator = None,
             Child::Agent => self.agent = None,
@@ -190,6 +202,7 @@ impl Children {
         match child {
             Child::ClusterServer => self.server.as_ref().map(|a| a.get_cell()),
             Child::CounterSupervisor => self.supervisor.as_ref().map(|a| a.get_cell()),
+            Child::Journal => self.journal.as_ref().map(|a| a.get_cell()),
             Child::Host => self.host.as_ref().map(|a| a.get_cell()),
             Child::Aggregator => self.aggregator.as_ref().map(|a| a.get_cell()),
             Child::Agent => self.agent.as_ref().map(|a| a.get_cell()),
@@ -287,12 +300,25 @@ impl RootState {
             Child::CounterSupervisor => {
                 let args = SupervisorArgs {
                     table: Arc::clone(&facts.table),
+                    store: Arc::clone(&self.args.store),
                     fault_injection: config.fault_injection,
                 };
                 let (actor, _) = Actor::spawn_linked(None, CounterSupervisor, args, me)
                     .await
                     .map_err(spawn_error(what))?;
                 self.children.supervisor = Some(actor.clone());
+                actor.get_cell()
+            }
+            Child::Journal => {
+                let args = JournalArgs {
+                    store: Arc::clone(&self.args.store),
+                    table: Arc::clone(&facts.table),
+                };
+                let (actor, _) =
+                    Actor::spawn_linked(Some(journal_name(&config.name)), Journal, args, me)
+                        .await
+                        .map_err(spawn_error(what))?;
+                self.children.journal = Some(actor.clone());
                 actor.get_cell()
             }
             Child::Host => {
@@ -445,6 +471,18 @@ impl RootState {
                 stop(cell, child).await;
             }
         }
+        if let Some(journal) = &c.journal {
+            // What was appended is committed (and reaches the counters) before they stop.
+            let drained = ractor::call_t!(
+                journal,
+                JournalMessage::Drain,
+                STOP_TIMEOUT.as_millis() as u64
+            );
+            if drained.is_err() {
+                warn!("the journal could not commit its last changes in time");
+            }
+            stop(journal.get_cell(), Child::Journal).await;
+        }
         if let Some(supervisor) = &c.supervisor {
             let _ = ractor::call_t!(
                 supervisor,
@@ -478,6 +516,7 @@ impl RootState {
             }
             CrashTarget::CounterSupervisor => Child::CounterSupervisor,
             CrashTarget::Host => Child::Host,
+            CrashTarget::Journal => Child::Journal,
             CrashTarget::Agent => Child::Agent,
             CrashTarget::Mesh => Child::Mesh,
             CrashTarget::Aggregator => Child::Aggregator,
@@ -551,7 +590,12 @@ impl Actor for NodeRoot {
         // In dependency order. Connections are accepted only once the mesh runs, so it
         // sees every session from its first moment; until then they wait in the
         // kernel's backlog, and a peer never meets a node that cannot answer yet.
-        let mut order = vec![Child::ClusterServer, Child::CounterSupervisor, Child::Host];
+        let mut order = vec![
+            Child::ClusterServer,
+            Child::CounterSupervisor,
+            Child::Journal,
+            Child::Host,
+        ];
         if coordinator {
             order.push(Child::Aggregator);
         }
@@ -635,6 +679,7 @@ mod tests {
     fn only_the_cluster_server_is_fatal() {
         for child in [
             Child::CounterSupervisor,
+            Child::Journal,
             Child::Host,
             Child::Aggregator,
             Child::Agent,

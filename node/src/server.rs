@@ -13,10 +13,11 @@ use tracing::{info, warn};
 use crate::clock::unix_micros;
 use crate::cluster::facts::NodeFacts;
 use crate::cluster::membership::Membership;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Storage};
 use crate::counters::table::CounterTable;
 use crate::error::NodeError;
 use crate::root::{root_cause, NodeRoot, RootArgs, RootMessage};
+use crate::store::Store;
 
 /// How long the ordered stop of every part may take in all.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,6 +37,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             reason: e.to_string(),
         })?;
 
+    let store = open_store(&config).await?;
     let facts = Arc::new(NodeFacts {
         name: config.name.clone(),
         role: config.role,
@@ -51,6 +53,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         config: config.clone(),
         listener: Arc::new(listener),
         facts,
+        store,
         fatal,
     };
     let (root, mut root_handle) = Actor::spawn(None, NodeRoot, args)
@@ -92,6 +95,44 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let _ = root_handle.await;
     info!(node = %config.name, "node stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Opens the node's store (off the async threads: it reads every counter's record) and
+/// says what it recovered.
+async fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
+    let (name, counters) = (config.name.clone(), config.counters);
+    let (store, recovered) = match config.storage.clone() {
+        Storage::Memory => {
+            info!("memory-only: counters are not kept on disk and do not survive this process");
+            Store::memory(counters)
+        }
+        Storage::Dir(dir) => {
+            let opened = tokio::task::spawn_blocking(move || {
+                Store::open(&dir, &name, counters).map(|o| (o, dir))
+            })
+            .await
+            .map_err(|e| NodeError::Store(format!("opening the store failed: {e}")))?;
+            let ((store, recovered), dir) = opened.map_err(|e| NodeError::Store(e.to_string()))?;
+            if recovered.fresh {
+                info!(data_dir = %dir.display(), "created a new store");
+            } else {
+                let (value, operations) =
+                    recovered.records.iter().fold((0i128, 0u64), |(v, o), r| {
+                        (v + i128::from(r.value), o.saturating_add(r.operations))
+                    });
+                info!(
+                    data_dir = %dir.display(),
+                    last_commit = recovered.last_commit,
+                    value = %value,
+                    operations,
+                    "recovered the counters from the store"
+                );
+            }
+            (store, recovered)
+        }
+    };
+    drop(recovered);
+    Ok(Arc::new(store))
 }
 
 /// The most useful line from a failed start: our own error if a part reported one,

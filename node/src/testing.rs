@@ -51,3 +51,54 @@ impl<M: Message> Actor for Hoarder<M> {
         Ok(())
     }
 }
+
+/// A node's write path in one process, as the root starts it, over a memory store: a
+/// journal (registered under the node's journal name, where the host finds it) and a
+/// host, for the counters the test puts in `facts.table`.
+pub(crate) struct WritePath {
+    /// The host.
+    pub(crate) host: ActorRef<shared::host::HostMessage>,
+    /// The store the journal commits to.
+    pub(crate) store: std::sync::Arc<crate::store::Store>,
+    journal: ActorRef<crate::store::journal::JournalMessage>,
+    handles: Vec<ractor::concurrency::JoinHandle<()>>,
+}
+
+impl WritePath {
+    /// Starts the journal and the host for `facts`.
+    pub(crate) async fn start(facts: &std::sync::Arc<crate::cluster::facts::NodeFacts>) -> Self {
+        use crate::store::journal::{journal_name, Journal, JournalArgs};
+        use std::sync::Arc;
+        let (store, _) = crate::store::Store::memory(facts.table.len());
+        let store = Arc::new(store);
+        let (journal, journal_handle) = Actor::spawn(
+            Some(journal_name(&facts.name)),
+            Journal,
+            JournalArgs {
+                store: Arc::clone(&store),
+                table: Arc::clone(&facts.table),
+            },
+        )
+        .await
+        .expect("the journal starts");
+        let (host, host_handle) =
+            Actor::spawn(None, crate::counters::host::CounterHost, Arc::clone(facts))
+                .await
+                .expect("the host starts");
+        Self {
+            host,
+            store,
+            journal,
+            handles: vec![host_handle, journal_handle],
+        }
+    }
+
+    /// Stops both.
+    pub(crate) async fn stop(self) {
+        self.host.stop(None);
+        self.journal.stop(None);
+        for handle in self.handles {
+            handle.await.expect("stopped");
+        }
+    }
+}

@@ -122,6 +122,8 @@ pub enum CrashTarget {
     CounterSupervisor,
     /// The counter host.
     Host,
+    /// The journal (the write path's commits to the store).
+    Journal,
     /// The node agent.
     Agent,
     /// The mesh (dialing, heartbeats, failure detection).

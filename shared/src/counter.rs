@@ -34,6 +34,10 @@ pub enum CounterError {
     /// The counter exists but could not be reached (it is restarting or stopping).
     #[error("counter '{0}' is not running")]
     NotRunning(String),
+    /// The node cannot take changes now (its store takes no writes: a full or failing
+    /// disk); nothing was applied.
+    #[error("not applied: {0}")]
+    Unavailable(String),
     /// The result would not fit in an `i64`.
     #[error("{delta:?} would overflow counter value {value}")]
     Overflow {

@@ -38,8 +38,8 @@ pub enum HostMessage {
         /// How much to subtract.
         amount: u64,
     },
-    /// Answered with its argument once every message sent before it (on the same
-    /// connection) has been handed to its counter: the acknowledgement senders use to
+    /// Answered with its argument once every change sent before it (on the same
+    /// connection) is committed to the node's store: the acknowledgement senders use to
     /// keep a bounded window of unacknowledged work.
     #[rpc]
     Sync(u64, RpcReplyPort<u64>),

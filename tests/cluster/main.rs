@@ -13,6 +13,7 @@ mod util;
 
 mod bench;
 mod cli_errors;
+mod durability;
 mod faults;
 mod hostile;
 mod load;

@@ -114,6 +114,7 @@ fn every_restartable_part_comes_back_and_the_node_keeps_serving() {
 
     for (k, (part, what)) in (2..).zip([
         ("host", "counter host"),
+        ("journal", "journal"),
         ("agent", "node agent"),
         ("mesh", "mesh"),
         ("aggregator", "aggregator"),
@@ -139,7 +140,7 @@ fn every_restartable_part_comes_back_and_the_node_keeps_serving() {
     let log = coordinator.log();
     assert_eq!(
         crate::util::lines_with(&log, "restarting it"),
-        7,
+        8,
         "one line per failure:\n{log}"
     );
     // No peer ever saw the coordinator as gone.

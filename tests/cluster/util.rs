@@ -26,11 +26,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn log_path(name: &str) -> PathBuf {
+/// A path under cargo's temporary directory unique to this test process, ending in
+/// `name` and `suffix`.
+fn temp_path(name: &str, suffix: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{}-{n}-{name}.log", std::process::id()))
+        .join(format!("{}-{n}-{name}{suffix}", std::process::id()))
+}
+
+fn log_path(name: &str) -> PathBuf {
+    temp_path(name, ".log")
+}
+
+/// A fresh data dir for node `name` (not created: the node creates it).
+pub fn data_dir(name: &str) -> PathBuf {
+    temp_path(name, ".data")
 }
 
 /// One running node process; killed when dropped, its log printed if a test failed.
@@ -39,6 +50,9 @@ pub struct NodeProc {
     pub addr: String,
     pub child: Child,
     pub log: PathBuf,
+    /// The data dir the harness gave it (kept across [`NodeProc::restart`], removed
+    /// when dropped), unless the test gave its own or `--memory-only`.
+    pub data_dir: Option<PathBuf>,
     /// The full argument list, for [`NodeProc::restart`].
     args: Vec<String>,
     /// A command prefix (e.g. `ip netns exec NS`), if any.
@@ -65,6 +79,13 @@ impl NodeProc {
         if !own_cookie {
             args.extend(["--cookie".to_string(), COOKIE.to_string()]);
         }
+        let own_store = extra
+            .iter()
+            .any(|a| a.starts_with("--data-dir") || *a == "--memory-only");
+        let data_dir = (!own_store).then(|| data_dir(name));
+        if let Some(dir) = &data_dir {
+            args.extend(["--data-dir".to_string(), dir.display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let prefix: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         let log = log_path(name);
@@ -74,6 +95,7 @@ impl NodeProc {
             addr: addr.to_string(),
             child,
             log,
+            data_dir,
             args,
             prefix,
         }
@@ -139,6 +161,8 @@ impl Drop for NodeProc {
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }
+        } else if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -159,6 +183,7 @@ fn spawn_node(prefix: &[String], args: &[String], log: &PathBuf) -> Child {
         // Whatever the person running the tests has set must not leak in.
         .env_remove("NODE_COOKIE")
         .env_remove("NODE_COOKIE_FILE")
+        .env_remove("NODE_DATA_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

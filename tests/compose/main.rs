@@ -332,12 +332,24 @@ fn up_forms_the_cluster_with_exact_totals_and_healthy_containers() {
 #[ignore = "needs Docker and the image: run by .ci/run"]
 fn killed_worker_is_reported_and_comes_back() {
     let p = Project::up("kill", "20");
+    // A step far beyond what the load moves a counter in this test (a few units per
+    // operation): the value after the restart shows whether it was kept.
+    let before: i64 = client_ok(&["incr", "worker-2/1", "--by", "1000000", "--join", &p.addr()])
+        .parse()
+        .unwrap();
     ok(p.compose(&["kill", "worker-2"]), "compose kill");
     let detected = p.wait_unreachable("worker-2");
     ok(p.compose(&["start", "worker-2"]), "compose start");
     let recovered = p.wait_complete(2 * REJOIN);
     report("kill/start worker", detected, recovered);
     p.wait_mesh();
+    let after: i64 = client_ok(&["get", "worker-2/1", "--join", &p.addr()])
+        .parse()
+        .unwrap();
+    assert!(
+        (after - before).abs() < 10_000,
+        "worker-2/1 was {before} before the kill and is {after} after it"
+    );
 }
 
 #[test]
@@ -397,6 +409,31 @@ fn restarted_coordinator_gets_both_workers_back() {
     );
     assert!(recovered <= REJOIN, "took {recovered:?}");
     p.wait_mesh();
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn down_keeps_the_counters_and_down_v_wipes_them() {
+    let p = Project::up("volumes", "0");
+    let addr = p.addr();
+    client_ok(&["incr", "worker-1/0", "--by", "41", "--join", &addr]);
+    client_ok(&["decr", "coordinator/1", "--by", "7", "--join", &addr]);
+    let get = |counter: &str| client_ok(&["get", counter, "--join", &addr]);
+    for (down, kept) in [
+        (&["down", "-t", "10"][..], true),
+        (&["down", "-v", "-t", "10"][..], false),
+    ] {
+        ok(p.compose(down), "compose down");
+        ok(p.compose(&["up", "-d"]), "compose up");
+        p.wait_complete(Duration::from_secs(30));
+        let values = (get("worker-1/0"), get("coordinator/1"));
+        let expected = if kept { ("41", "-7") } else { ("0", "0") };
+        assert_eq!(
+            (values.0.as_str(), values.1.as_str()),
+            expected,
+            "after compose {down:?}"
+        );
+    }
 }
 
 #[test]

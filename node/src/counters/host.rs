@@ -2,12 +2,16 @@
 //! node's counters, for changes and reads alike (one per node, in [`HOSTS_GROUP`],
 //! named `NODE/host`).
 //!
-//! Counters are node-local actors (see [`counter`](super::counter)), so the host
-//! forwards each [`HostMessage`] to the counter it names, in arrival order, handing
-//! over the caller's reply port: the counter answers the caller itself. Because the
-//! host is one actor, answering `Sync(n)` proves every earlier message from that sender
-//! has been handed to its counter, which is the acknowledgement behind the senders'
-//! windows ([`crate::load`]).
+//! **Changes** (`Changes`, `Increment`, `Decrement`, `Apply`) go to the node's
+//! [journal](crate::store::journal), in arrival order, which commits them to the store
+//! and only then hands them to their counters. `Sync(n)` goes the same way and is
+//! answered once every change before it is on disk: that answer is the
+//! acknowledgement behind the senders' windows ([`crate::load`]). A change naming no
+//! counter of this node is dropped here (and logged), an `Apply` answered at once.
+//!
+//! **Reads** (`GetValue`, `GetStats`) go straight to the counter, which answers the
+//! caller itself: counters are node-local actors (see [`counter`](super::counter)),
+//! and the host hands over the caller's reply port.
 //!
 //! A collection asks the host once (`Collect`) for every counter's `GetStats`. The host
 //! never waits for them itself: it starts the fan-out in a task and goes on forwarding
@@ -18,7 +22,7 @@
 //!
 //! Counter references come from the node's [`CounterTable`](super::table::CounterTable)
 //! and are cached; a counter that was restarted by its supervisor is looked up again
-//! on the first failed send.
+//! on the first failed send. The journal is found by its registered name, the same way.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,6 +38,8 @@ use tracing::warn;
 
 use super::counter::CounterMessage;
 use crate::cluster::facts::NodeFacts;
+use crate::store::journal::{journal_name, JournalMessage};
+use crate::store::Entry;
 
 /// Collections this host runs at once.
 pub(crate) const MAX_COLLECTIONS: usize = 8;
@@ -53,6 +59,8 @@ pub(crate) struct HostState {
     /// The node: its counters' table, and its description for collection reports.
     facts: Arc<NodeFacts>,
     cache: Vec<Option<ActorRef<CounterMessage>>>,
+    /// The journal, once found (see [`journal_name`]).
+    journal: Option<ActorRef<JournalMessage>>,
     collections: Arc<Semaphore>,
     /// Collections waiting for a permit.
     waiting: Arc<AtomicUsize>,
@@ -97,29 +105,57 @@ impl HostState {
         CounterError::NotRunning(self.name(index))
     }
 
-    fn apply_changes(&mut self, changes: Vec<Change>) {
-        let mut lost = 0u64;
-        for Change {
-            counter,
-            delta,
-            operations,
-        } in changes
-        {
-            if let Err((_, error)) =
-                self.forward(counter, CounterMessage::Add { delta, operations })
-            {
-                lost += operations;
-                if matches!(error, CounterError::NoSuchCounter(_)) {
-                    self.unknown += operations;
-                }
+    /// Hands `message` to the journal; gives it back if no journal is running (it is
+    /// being restarted).
+    fn journal(&mut self, message: JournalMessage) -> Result<(), JournalMessage> {
+        let mut message = message;
+        // Twice: a cached reference may belong to a journal that was restarted since.
+        for fresh in [false, true] {
+            if fresh || self.journal.is_none() {
+                self.journal =
+                    ractor::registry::where_is(journal_name(&self.facts.name)).map(ActorRef::from);
+            }
+            let Some(journal) = self.journal.as_ref() else {
+                break;
+            };
+            match journal.send_message(message) {
+                Ok(()) => return Ok(()),
+                Err(MessagingErr::SendErr(back)) => message = back,
+                Err(_) => return Err(JournalMessage::Retry),
             }
         }
-        if lost > 0 {
+        Err(message)
+    }
+
+    /// Commits `changes` to counters of this node (dropping, and logging, those that
+    /// name none).
+    fn append_changes(&mut self, mut changes: Vec<Change>) {
+        let counters = self.facts.table.len();
+        let before = changes.len();
+        let mut unknown = 0u64;
+        changes.retain(|c| {
+            let known = c.counter < counters;
+            if !known {
+                unknown += c.operations;
+            }
+            known
+        });
+        if changes.len() < before {
+            self.unknown += unknown;
             warn!(
-                operations = lost,
+                operations = unknown,
                 unknown_total = self.unknown,
-                "dropped changes for counters that are not running or do not exist"
+                "dropped changes for counters that do not exist on this node"
             );
+        }
+        if changes.is_empty() {
+            return;
+        }
+        if self
+            .journal(JournalMessage::Append(Entry::Changes(changes), None))
+            .is_err()
+        {
+            warn!("dropped changes: the journal is not running");
         }
     }
 
@@ -178,6 +214,7 @@ impl Actor for CounterHost {
         pg::join(HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(HostState {
             cache: vec![None; facts.table.len() as usize],
+            journal: None,
             facts,
             collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
             waiting: Arc::default(),
@@ -194,25 +231,37 @@ impl Actor for CounterHost {
         // A caller that gave up has dropped its reply port: failing to answer it is not
         // the host's problem, so send errors on reply ports are ignored.
         match message {
-            HostMessage::Changes(changes) => state.apply_changes(changes.0),
-            HostMessage::Increment { counter, amount } => {
-                let _ = state.forward(counter, CounterMessage::Increment { amount });
-            }
-            HostMessage::Decrement { counter, amount } => {
-                let _ = state.forward(counter, CounterMessage::Decrement { amount });
-            }
+            HostMessage::Changes(changes) => state.append_changes(changes.0),
+            HostMessage::Increment { counter, amount } => state.append_changes(vec![Change {
+                counter,
+                delta: i128::from(amount),
+                operations: 1,
+            }]),
+            HostMessage::Decrement { counter, amount } => state.append_changes(vec![Change {
+                counter,
+                delta: -i128::from(amount),
+                operations: 1,
+            }]),
             HostMessage::Sync(n, reply) => {
-                let _ = reply.send(n);
+                // Without a journal there is no answer: the sender's wait runs out, as
+                // for a node that does not answer.
+                let _ = state.journal(JournalMessage::Sync(n, reply));
             }
             HostMessage::Apply {
                 counter,
                 delta,
                 reply,
             } => {
-                if let Err((Some(CounterMessage::Apply { reply, .. }), error)) =
-                    state.forward(counter, CounterMessage::Apply { delta, reply })
-                {
-                    let _ = reply.send(ValueOutcome(Err(error)));
+                if counter >= state.facts.table.len() {
+                    let _ = reply.send(ValueOutcome(Err(CounterError::NoSuchCounter(
+                        state.name(counter),
+                    ))));
+                } else if let Err(JournalMessage::Append(_, Some(reply))) = state.journal(
+                    JournalMessage::Append(Entry::Apply { counter, delta }, Some(reply)),
+                ) {
+                    let _ = reply.send(ValueOutcome(Err(CounterError::Unavailable(
+                        "the node's journal is restarting".into(),
+                    ))));
                 }
             }
             HostMessage::GetValue(counter, reply) => {
@@ -241,7 +290,7 @@ impl Actor for CounterHost {
 mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
-    use crate::testing::Hoarder;
+    use crate::testing::{Hoarder, WritePath};
     use shared::counter::Delta;
     use shared::host::Changes;
 
@@ -257,9 +306,8 @@ mod tests {
         .await
         .unwrap();
         table.set_actor(0, Some(counter.clone()));
-        let (host, host_handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
-            .await
-            .unwrap();
+        let path = WritePath::start(&facts).await;
+        let host = path.host.clone();
 
         host.cast(HostMessage::Changes(Changes(vec![Change {
             counter: 0,
@@ -282,6 +330,20 @@ mod tests {
         let StatsOutcome(stats) = ractor::call!(host, |r| HostMessage::GetStats(0, r)).unwrap();
         assert_eq!(stats.unwrap().operations, 10);
         assert_eq!(ractor::call!(host, |r| HostMessage::Sync(7, r)).unwrap(), 7);
+        // Answered `Sync`: every change before it is in the store.
+        let record = path.store.record(0).unwrap();
+        assert_eq!((record.value, record.operations), (39, 10));
+        // A change for a counter that does not exist is refused (and never stored).
+        let refused = ractor::call!(host, |reply| HostMessage::Apply {
+            counter: 5,
+            delta: Delta::Increment(1),
+            reply
+        })
+        .unwrap();
+        assert_eq!(
+            refused,
+            ValueOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
+        );
 
         // Index 1 is in range but not running; index 5 does not exist.
         assert_eq!(
@@ -321,8 +383,7 @@ mod tests {
         );
         again.stop(None);
         again_handle.await.unwrap();
-        host.stop(None);
-        host_handle.await.unwrap();
+        path.stop().await;
     }
 
     /// Past the collections running and waiting, one more is refused at once; changes
@@ -333,9 +394,8 @@ mod tests {
         // A counter that never answers keeps every collection waiting on it.
         let (silent, silent_handle) = Hoarder::<CounterMessage>::start(None, None).await;
         facts.table.set_actor(0, Some(silent.clone()));
-        let (host, handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
-            .await
-            .unwrap();
+        let path = WritePath::start(&facts).await;
+        let host = path.host.clone();
         let mut running = Vec::new();
         for _ in 0..MAX_COLLECTIONS + MAX_WAITING_COLLECTIONS {
             let (tx, rx) = ractor::concurrency::oneshot();
@@ -358,7 +418,6 @@ mod tests {
             let CollectReply(report) = rx.await.unwrap();
             assert!(report.is_some());
         }
-        host.stop(None);
-        handle.await.unwrap();
+        path.stop().await;
     }
 }

@@ -1,17 +1,16 @@
 //! The counter supervisor: starts the node's counters linked to itself, records each in
 //! the [`CounterTable`], and restarts one that fails, under the same name, from its
-//! checkpoint.
+//! record in the store.
 //!
-//! What a restart keeps: value, operation and rejection counts and start time (the
-//! checkpoint in the table, committed after every message). What it loses: the message
-//! being handled when the counter failed (a caller waiting on it times out), messages
-//! still queued in its mailbox, and the recent-rate window. Restarts are counted in the
-//! table and reported in `node stats`.
+//! A restart is exact: the store holds every committed change, and a change reaches a
+//! counter only after its commit, stamped with the commit's number, which a counter
+//! started from a later record skips. What a restart loses is the recent-rate window.
+//! Restarts are counted in the table and reported in `node stats`.
 //!
 //! A counter that stops without failing is restarted too, unless the supervisor has been
 //! told to [`SupervisorMessage::Drain`]: the node is stopping and its counters with it.
 //! If the supervisor itself fails, ractor stops every counter with it; the node's root
-//! starts a new supervisor, which resumes every counter from the same table.
+//! starts a new supervisor, which starts every counter from the store again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +21,10 @@ use ractor::{
 use ractor_cluster::RactorMessage;
 use tracing::{error, info};
 
-use super::counter::{Counter, CounterArgs};
+use super::counter::{Counter, CounterArgs, CounterMessage};
+use super::record::CounterRecord;
 use super::table::CounterTable;
-
-/// How long a new supervisor waits for a counter of its failed predecessor to stop.
-const OLD_COUNTER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+use crate::store::Store;
 
 /// The supervisor behaviour.
 #[derive(Debug, Default)]
@@ -35,8 +33,10 @@ pub(crate) struct CounterSupervisor;
 /// What the supervisor starts with.
 #[derive(Debug, Clone)]
 pub(crate) struct SupervisorArgs {
-    /// The node's counters: names, checkpoints, and where running actors are recorded.
+    /// The node's counters: names, and where running actors are recorded.
     pub(crate) table: Arc<CounterTable>,
+    /// Where each counter's figures are.
+    pub(crate) store: Arc<Store>,
     /// Whether counters honour crash requests (`--enable-fault-injection`).
     pub(crate) fault_injection: bool,
 }
@@ -58,25 +58,20 @@ pub(crate) enum SupervisorMessage {
 }
 
 impl SupervisorState {
-    async fn spawn(&mut self, index: u32, myself: ActorCell) -> Result<(), ActorProcessingErr> {
+    async fn spawn(
+        &mut self,
+        index: u32,
+        record: CounterRecord,
+        myself: ActorCell,
+    ) -> Result<(), ActorProcessingErr> {
         let table = Arc::clone(&self.args.table);
-        let (Some(name), Some(checkpoint)) = (table.name(index), table.checkpoint(index)) else {
+        let (Some(name), Some(started)) = (table.name(index), table.started(index)) else {
             return Ok(());
         };
-        // After this supervisor's predecessor failed, its counters are being stopped
-        // with it; one may still be finishing a message, and would commit to the
-        // checkpoint after the new counter read it. Only once it has stopped is the
-        // checkpoint final.
-        if let Some(old) = table.actor(index) {
-            let old = old.get_cell();
-            if old.wait(Some(OLD_COUNTER_WAIT)).await.is_err() {
-                old.kill();
-                let _ = old.wait(Some(OLD_COUNTER_WAIT)).await;
-            }
-        }
         let args = CounterArgs {
             name: name.to_string(),
-            checkpoint,
+            started,
+            record,
             fault_injection: self.args.fault_injection,
         };
         // Unnamed: the table is how counters are found, and a restarted supervisor must
@@ -87,9 +82,25 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// A counter stopped or failed: restart it (unless draining). A counter that
-    /// cannot be restarted is not left down: the supervisor fails, and the node's root
-    /// restarts it with every counter (or stops the node if that keeps happening).
+    /// Hands every running counter its record as the store holds it now. A counter is
+    /// started from a record read before it was in the table; a commit that became
+    /// visible after that read and was handed on (by the journal) before the counter
+    /// was in the table would otherwise never reach it.
+    fn resume_all(&self) -> Result<(), ActorProcessingErr> {
+        let table = &self.args.table;
+        let records = self.args.store.records(table.len())?;
+        for (index, record) in (0..table.len()).zip(records) {
+            if let Some(counter) = table.actor(index) {
+                let _ = counter.cast(CounterMessage::Resume(record));
+            }
+        }
+        Ok(())
+    }
+
+    /// A counter stopped or failed: restart it from the store (unless draining). A
+    /// counter that cannot be restarted is not left down: the supervisor fails, and the
+    /// node's root restarts it with every counter (or stops the node if that keeps
+    /// happening).
     async fn lost(
         &mut self,
         id: ActorId,
@@ -105,10 +116,24 @@ impl SupervisorState {
             return Ok(());
         }
         let name = table.name(index).unwrap_or("?").to_string();
-        error!(counter = %name, %reason, "counter failed; restarting it from its last checkpoint");
-        self.spawn(index, myself)
+        error!(counter = %name, %reason, "counter failed; restarting it from the store");
+        let record = self
+            .args
+            .store
+            .record(index)
+            .map_err(|e| format!("cannot restart counter {name}: {e}"))?;
+        self.spawn(index, record, myself)
             .await
             .map_err(|e| format!("cannot restart counter {name}: {e}"))?;
+        // As in `resume_all`, for this one.
+        let record = self
+            .args
+            .store
+            .record(index)
+            .map_err(|e| format!("cannot restart counter {name}: {e}"))?;
+        if let Some(counter) = table.actor(index) {
+            let _ = counter.cast(CounterMessage::Resume(record));
+        }
         let restarts = table.restarted();
         info!(counter = %name, restarts, "counter restarted");
         Ok(())
@@ -126,14 +151,18 @@ impl Actor for CounterSupervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let counters = args.table.len();
+        let records = args.store.records(counters)?;
         let mut state = SupervisorState {
             args,
             children: HashMap::new(),
             draining: false,
         };
-        for index in 0..counters {
-            state.spawn(index, myself.get_cell()).await?;
+        for (index, record) in (0..counters).zip(records) {
+            state.spawn(index, record, myself.get_cell()).await?;
         }
+        // A commit that became visible after the first read, but was handed on before a
+        // counter was in the table, is in this second one.
+        state.resume_all()?;
         info!(counters, "counters started");
         Ok(state)
     }
@@ -171,7 +200,9 @@ impl Actor for CounterSupervisor {
 mod tests {
     use super::*;
     use crate::counters::counter::CounterMessage;
+    use crate::store::Entry;
     use shared::counter::{StatsOutcome, ValueOutcome};
+    use shared::host::Change;
     use std::time::Duration;
 
     /// Waits (with a deadline) for counter `index` to be run by an actor other than
@@ -191,25 +222,51 @@ mod tests {
         }
     }
 
+    /// Commits a change to counter `index` as the journal would, and hands it on.
+    fn commit(store: &Store, table: &CounterTable, number: u64, index: u32, delta: i128) {
+        let change = Change {
+            counter: index,
+            delta,
+            operations: 1,
+        };
+        store
+            .commit(number, &[Entry::Changes(vec![change])])
+            .unwrap();
+        if let Some(counter) = table.actor(index) {
+            counter
+                .cast(CounterMessage::Add {
+                    delta,
+                    operations: 1,
+                    commit: number,
+                })
+                .unwrap();
+        }
+    }
+
+    fn setup(node: &str, counters: u32) -> (Arc<CounterTable>, Arc<Store>) {
+        let (store, _) = Store::memory(counters);
+        (Arc::new(CounterTable::new(node, counters)), Arc::new(store))
+    }
+
     #[tokio::test]
-    async fn a_failed_or_killed_counter_is_restarted_with_its_state() {
-        let table = Arc::new(CounterTable::new("sup-test", 2));
+    async fn a_failed_or_killed_counter_is_restarted_from_the_store() {
+        let (table, store) = setup("sup-test", 2);
         let (supervisor, handle) = Actor::spawn(
             None,
             CounterSupervisor,
             SupervisorArgs {
                 table: Arc::clone(&table),
+                store: Arc::clone(&store),
                 fault_injection: true,
             },
         )
         .await
         .unwrap();
         let first = table.actor(1).unwrap();
-        first
-            .cast(CounterMessage::Increment { amount: 40 })
-            .unwrap();
-        first.cast(CounterMessage::Decrement { amount: 2 }).unwrap();
+        commit(&store, &table, 1, 1, 40);
         first.cast(CounterMessage::Crash).unwrap();
+        // Committed while the counter fails: in the store, whatever its mailbox held.
+        commit(&store, &table, 2, 1, -2);
 
         let restarted = replaced(&table, 1, &first).await;
         let StatsOutcome(stats) = ractor::call!(restarted, CounterMessage::GetStats).unwrap();
@@ -244,22 +301,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_supervisor_resumes_every_counter_from_the_table() {
-        let table = Arc::new(CounterTable::new("sup-resume", 1));
+    async fn a_new_supervisor_resumes_every_counter_from_the_store() {
+        let (table, store) = setup("sup-resume", 1);
         let args = SupervisorArgs {
             table: Arc::clone(&table),
+            store: Arc::clone(&store),
             fault_injection: false,
         };
         let (first, handle) = Actor::spawn(None, CounterSupervisor, args.clone())
             .await
             .unwrap();
-        let counter = table.actor(0).unwrap();
-        let applied = ractor::call!(counter, |reply| CounterMessage::Apply {
-            delta: shared::counter::Delta::Increment(7),
-            reply
-        })
-        .unwrap();
-        assert_eq!(applied, ValueOutcome(Ok(7)));
+        commit(&store, &table, 1, 0, 7);
         // The supervisor dies, and its counters with it.
         first.get_cell().kill();
         let _ = handle.await;

@@ -1,18 +1,18 @@
-//! The node's counters by index: which actor runs counter `N` right now, the checkpoint
-//! its restarts resume from, and how many restarts there have been.
+//! The node's counters by index: which actor runs counter `N` right now, when it first
+//! started, and how many restarts there have been. (Their figures are in the store,
+//! where a restarted counter resumes from.)
 //!
 //! The table outlives every actor of the node: the [`CounterSupervisor`] fills a slot
-//! when it starts a counter and empties it when the counter fails, and a supervisor
-//! that is itself restarted finds every checkpoint where the last one left it. The
-//! [`CounterHost`] and collections read it; nobody looks counters up by name or through
-//! a process group.
+//! when it starts a counter and empties it when the counter fails. The [`CounterHost`],
+//! the journal and collections read it; nobody looks counters up by name or through a
+//! process group.
 //!
 //! [`CounterSupervisor`]: super::supervisor::CounterSupervisor
 //! [`CounterHost`]: super::host::CounterHost
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use ractor::concurrency::{oneshot, OneshotReceiver};
 use ractor::{ActorRef, RpcReplyPort};
@@ -20,7 +20,7 @@ use shared::counter::{CounterStats, StatsOutcome};
 use shared::protocol::counter_name;
 use tokio::time::Instant;
 
-use super::counter::{Checkpoint, CounterMessage};
+use super::counter::CounterMessage;
 
 /// Counter calls one collection keeps in flight at once on this node: enough to keep
 /// every counter busy, few enough that a collection of 100,000 counters holds a few
@@ -31,7 +31,7 @@ const FAN_OUT: usize = 1024;
 #[derive(Debug)]
 struct Slot {
     name: String,
-    checkpoint: Arc<Checkpoint>,
+    started: std::time::Instant,
     actor: Mutex<Option<ActorRef<CounterMessage>>>,
 }
 
@@ -43,13 +43,14 @@ pub(crate) struct CounterTable {
 }
 
 impl CounterTable {
-    /// `counters` counters named `node/0..`, with zeroed checkpoints starting now.
+    /// `counters` counters named `node/0..`, starting now.
     pub(crate) fn new(node: &str, counters: u32) -> Self {
+        let now = std::time::Instant::now();
         Self {
             slots: (0..counters)
                 .map(|index| Slot {
                     name: counter_name(node, index),
-                    checkpoint: Arc::new(Checkpoint::new()),
+                    started: now,
                     actor: Mutex::new(None),
                 })
                 .collect(),
@@ -67,11 +68,9 @@ impl CounterTable {
         self.slots.get(index as usize).map(|s| s.name.as_str())
     }
 
-    /// Counter `index`'s checkpoint.
-    pub(crate) fn checkpoint(&self, index: u32) -> Option<Arc<Checkpoint>> {
-        self.slots
-            .get(index as usize)
-            .map(|s| Arc::clone(&s.checkpoint))
+    /// When counter `index` first started on this node.
+    pub(crate) fn started(&self, index: u32) -> Option<std::time::Instant> {
+        self.slots.get(index as usize).map(|s| s.started)
     }
 
     /// The actor running counter `index`, if one is running.
@@ -176,8 +175,10 @@ mod tests {
             .await
             .unwrap();
             actor
-                .cast(CounterMessage::Increment {
-                    amount: u64::from(index) + 1,
+                .cast(CounterMessage::Add {
+                    delta: i128::from(index) + 1,
+                    operations: 1,
+                    commit: 0,
                 })
                 .unwrap();
             table.set_actor(index, Some(actor.clone()));

@@ -382,7 +382,7 @@ mod tests {
     use super::*;
     use crate::cluster::facts::NodeFacts;
     use crate::counters::counter::{Counter, CounterArgs};
-    use crate::counters::host::CounterHost;
+    use crate::testing::WritePath;
     use ractor::Actor;
     use shared::counter::StatsOutcome;
     use shared::protocol::counter_name;
@@ -402,9 +402,8 @@ mod tests {
             facts.table.set_actor(i, Some(counter.clone()));
             handles.push((counter, handle));
         }
-        let (host, host_handle) = Actor::spawn(None, CounterHost, Arc::clone(&facts))
-            .await
-            .unwrap();
+        let path = WritePath::start(&facts).await;
+        let host = path.host.clone();
 
         let (tx, mut acks) = mpsc::unbounded_channel();
         let tally = Arc::new(IssuedTally::default());
@@ -458,8 +457,16 @@ mod tests {
         let net: i64 = expected.iter().map(|e| e.0).sum();
         assert_eq!(tally.read(), (net, ops));
         let messages = pusher.messages();
-        host.stop(None);
-        host_handle.await.unwrap();
+        // What the counters hold is what was committed.
+        for (i, want) in expected.iter().enumerate() {
+            let record = path.store.record(i as u32).unwrap();
+            assert_eq!(
+                (record.value, record.operations),
+                *want,
+                "stored counter {i}"
+            );
+        }
+        path.stop().await;
         for (counter, handle) in handles {
             counter.stop(None);
             handle.await.unwrap();

@@ -4,9 +4,13 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use node::error::CommandError;
 use node::sys::status_mib;
+
+/// Nodes started so far in this run (each gets its own data dir).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// One running node process.
 pub(crate) struct BenchNode {
@@ -37,7 +41,14 @@ impl BenchNode {
             .args(["--name", name, "--listen", &addr])
             .args(["--counters", &counters.to_string()])
             .args(["--stats-interval", "3600", "--load", "0"])
+            // A fresh store for every node started, in the run's own directory.
+            .arg("--data-dir")
+            .arg(dir.join(format!(
+                "{name}-{}.data",
+                STARTED.fetch_add(1, Ordering::Relaxed)
+            )))
             .env_remove("NODE_COOKIE")
+            .env_remove("NODE_DATA_DIR")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,177 @@
+//! Durable counters: what a node acknowledged is on disk and survives `kill -9`; a data
+//! dir holds one node's data; a store that cannot be read is never silently replaced;
+//! `--memory-only` keeps nothing.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{client_ok, data_dir, node_bin, wait_for, Cluster, NodeProc, COOKIE};
+
+/// `(value, operations)` of counter `name` in a collection.
+fn figures(stats: &Value, name: &str) -> Option<(i64, u64)> {
+    let counter = stats["nodes"]
+        .as_array()?
+        .iter()
+        .filter_map(|node| node["counters"].as_array())
+        .flatten()
+        .find(|c| c["name"] == name)?;
+    Some((counter["value"].as_i64()?, counter["operations"].as_u64()?))
+}
+
+#[test]
+fn acknowledged_changes_survive_kill_9_and_a_clean_restart() {
+    let mut cluster = Cluster::start(1, &[]);
+    cluster.wait_mesh(8);
+    let via = |k: usize| cluster.nodes[k % 2].addr.clone();
+    // Known changes to the worker's counters, through either node: every one
+    // acknowledged by the time `incr`/`decr` prints.
+    let mut expected = [(0i64, 0u64); 4];
+    for k in 0..40usize {
+        let counter = k % 4;
+        let name = format!("worker-1/{counter}");
+        let amount = (k as i64 + 1) * 3;
+        let (verb, signed) = if k % 5 == 4 {
+            ("decr", -amount)
+        } else {
+            ("incr", amount)
+        };
+        let printed: i64 =
+            client_ok(&[verb, &name, "--by", &amount.to_string(), "--join", &via(k)])
+                .parse()
+                .unwrap();
+        expected[counter].0 += signed;
+        expected[counter].1 += 1;
+        assert_eq!(printed, expected[counter].0, "{verb} {name}");
+    }
+
+    for how in ["KILL", "TERM"] {
+        let worker = &mut cluster.nodes[1];
+        if how == "KILL" {
+            worker.kill();
+        } else {
+            worker.signal("TERM");
+            assert_eq!(worker.wait_exit(Duration::from_secs(15)), Some(0));
+        }
+        worker.restart();
+        let stats = cluster.wait_mesh(8);
+        for (counter, want) in expected.iter().enumerate() {
+            let name = format!("worker-1/{counter}");
+            assert_eq!(
+                figures(&stats, &name),
+                Some(*want),
+                "{name} after SIG{how} and restart: {stats}"
+            );
+        }
+        let log = cluster.nodes[1].log();
+        assert!(
+            log.contains("recovered the counters from the store"),
+            "after SIG{how}: {log}"
+        );
+    }
+}
+
+/// Runs `node ARGS --cookie COOKIE` as a node expected to refuse to start; returns its
+/// exit code and stderr.
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(node_bin())
+        .args(args)
+        .args(["--cookie", COOKIE])
+        .env_remove("NODE_DATA_DIR")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_data_dir_holds_one_nodes_data_and_garbage_is_never_replaced() {
+    let dir = data_dir("alpha");
+    let dir_arg = dir.display().to_string();
+    let mut alpha = NodeProc::start("alpha", &["--data-dir", &dir_arg]);
+    wait_for("alpha to serve", Duration::from_secs(10), || {
+        crate::util::stats(&alpha.addr).map(|_| ())
+    });
+    // The same data dir, while alpha runs.
+    let listen = format!("127.0.0.1:{}", crate::util::free_port());
+    let (code, stderr) = refused_start(&[
+        "--name",
+        "alpha",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &dir_arg,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("another process has it open"), "{stderr}");
+    alpha.kill();
+
+    // Another node's name on it.
+    let (code, stderr) = refused_start(&[
+        "--name",
+        "beta",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &dir_arg,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("belongs to node 'alpha', not 'beta'"),
+        "{stderr}"
+    );
+
+    // A store that cannot be read: refused, and left as it was.
+    let file = dir.join("store.redb");
+    let garbage = vec![0x5au8; 64 * 1024];
+    std::fs::write(&file, &garbage).unwrap();
+    let (code, stderr) = refused_start(&[
+        "--name",
+        "alpha",
+        "--listen",
+        &listen,
+        "--data-dir",
+        &dir_arg,
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot be read") && stderr.contains("will not replace it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the store was touched"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn memory_only_keeps_nothing_across_a_restart() {
+    let mut node = NodeProc::start("ephemeral", &["--memory-only"]);
+    wait_for("the node to serve", Duration::from_secs(10), || {
+        crate::util::stats(&node.addr).map(|_| ())
+    });
+    assert_eq!(
+        client_ok(&["incr", "ephemeral/0", "--by", "5", "--join", &node.addr]),
+        "5"
+    );
+    node.restart();
+    let value = wait_for(
+        "the restarted node to answer",
+        Duration::from_secs(10),
+        || {
+            let out = crate::util::client(&["get", "ephemeral/0", "--join", &node.addr]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+                .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+        },
+    );
+    assert_eq!(value, "0", "a memory-only node kept a value");
+    assert!(node.log().contains("memory-only"), "{}", node.log());
+}
