@@ -55,7 +55,7 @@ use crate::counters::counter::CounterMessage;
 use crate::counters::host::CounterHost;
 use crate::counters::supervisor::{CounterSupervisor, SupervisorArgs, SupervisorMessage};
 use crate::error::NodeError;
-use crate::load::client::{LoadArgs, LoadClient, LoadMessage};
+use crate::load::client::{LoadArgs, LoadClient, LoadMessage, LoadSpec};
 use crate::net::transport::{Acceptor, AcceptorArgs, AcceptorMessage, Inbound};
 use crate::stats::aggregator::{Aggregator, AggregatorArgs, AggregatorMessage};
 use crate::store::journal::{journal_name, Journal, JournalArgs, JournalMessage};
@@ -313,6 +313,7 @@ impl RootState {
                 let args = JournalArgs {
                     store: Arc::clone(&self.args.store),
                     table: Arc::clone(&facts.table),
+                    received: Arc::clone(&facts.received),
                 };
                 let (actor, _) =
                     Actor::spawn_linked(Some(journal_name(&config.name)), Journal, args, me)
@@ -385,19 +386,39 @@ impl RootState {
                 actor.get_cell()
             }
             Child::LoadClient => {
-                let Some(spec) = config.load else {
+                let Some(spec) = self.load_spec().await else {
                     return Ok(());
                 };
-                let (actor, _) =
-                    Actor::spawn_linked(None, LoadClient, LoadArgs { spec, facts }, me)
-                        .await
-                        .map_err(spawn_error(what))?;
+                let args = LoadArgs {
+                    spec,
+                    facts,
+                    store: Arc::clone(&self.args.store),
+                };
+                let (actor, _) = Actor::spawn_linked(None, LoadClient, args, me)
+                    .await
+                    .map_err(spawn_error(what))?;
                 self.children.load = Some(actor.clone());
                 actor.get_cell()
             }
         };
         self.ids.insert(cell.get_id(), child);
         Ok(())
+    }
+
+    /// What the load clients are to do: `--load`, or, without it, deliver what the
+    /// outbox holds from an earlier run (and stop); `None` if there is nothing to do.
+    async fn load_spec(&self) -> Option<LoadSpec> {
+        if self.config().load.is_some() {
+            return self.config().load;
+        }
+        let store = Arc::clone(&self.args.store);
+        let outbox = tokio::task::spawn_blocking(move || store.outbox()).await;
+        let waiting = matches!(outbox, Ok(Ok((streams, _))) if streams.values().any(|s| !s.batches.is_empty()));
+        waiting.then_some(LoadSpec {
+            rate: 0,
+            max_ops: Some(0),
+            mode: crate::load::push::Mode::Coalesced,
+        })
     }
 
     /// A child stopped or failed while the node was running.

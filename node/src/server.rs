@@ -37,7 +37,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             reason: e.to_string(),
         })?;
 
-    let store = open_store(&config).await?;
+    let (store, issued) = open_store(&config).await?;
+    let tally = crate::load::tally::IssuedTally::default();
+    tally.set(issued.0, issued.1);
     let facts = Arc::new(NodeFacts {
         name: config.name.clone(),
         role: config.role,
@@ -45,7 +47,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         incarnation: unix_micros(),
         advertise: config.advertise(),
         table: Arc::new(CounterTable::new(&config.name, config.counters)),
-        issued: Arc::default(),
+        issued: Arc::new(tally),
+        received: Arc::default(),
         membership: Membership::default(),
     });
     let (fatal, mut failures) = mpsc::unbounded_channel();
@@ -98,8 +101,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 /// Opens the node's store (off the async threads: it reads every counter's record) and
-/// says what it recovered.
-async fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
+/// says what it recovered; returns it with the issued tally it holds.
+async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), NodeError> {
     let (name, counters) = (config.name.clone(), config.counters);
     let (store, recovered) = match config.storage.clone() {
         Storage::Memory => {
@@ -132,7 +135,21 @@ async fn open_store(config: &NodeConfig) -> Result<Arc<Store>, NodeError> {
         }
     };
     drop(recovered);
-    Ok(Arc::new(store))
+    let store = Arc::new(store);
+    let reading = Arc::clone(&store);
+    let (outbox, issued) = tokio::task::spawn_blocking(move || reading.outbox())
+        .await
+        .map_err(|e| NodeError::Store(format!("reading the store failed: {e}")))?
+        .map_err(|e| NodeError::Store(e.to_string()))?;
+    let unacknowledged: usize = outbox.values().map(|s| s.batches.len()).sum();
+    if unacknowledged > 0 {
+        info!(
+            batches = unacknowledged,
+            destinations = outbox.len(),
+            "the outbox holds batches not yet acknowledged: they are sent again"
+        );
+    }
+    Ok((store, issued))
 }
 
 /// The most useful line from a failed start: our own error if a part reported one,

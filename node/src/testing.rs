@@ -77,6 +77,7 @@ impl WritePath {
             JournalArgs {
                 store: Arc::clone(&store),
                 table: Arc::clone(&facts.table),
+                received: Arc::clone(&facts.received),
             },
         )
         .await

@@ -69,12 +69,28 @@ pub struct NodeInfo {
     pub counters: u32,
     /// Counter restarts performed by the node's supervisor.
     pub counter_restarts: u64,
-    /// Net value the node's load clients have successfully sent.
+    /// Net value the node's load clients have issued: committed to its outbox, from
+    /// where it is delivered exactly once.
     pub issued_value: i64,
-    /// Operations the node's load clients have successfully sent.
+    /// Operations the node's load clients have issued.
     pub issued_operations: u64,
+    /// Issued operations not yet acknowledged by their destination (committed there).
+    pub in_flight_operations: u64,
+    /// What this node has applied from each sender's streams (every run of each).
+    pub received: Vec<SenderTotals>,
     /// Every cluster node this node knows how to reach (itself excluded), for gossip.
     pub known_peers: Vec<PeerAddr>,
+}
+
+/// What a node applied from one sender: every batch of every stream from it, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderTotals {
+    /// The sending node.
+    pub sender: String,
+    /// Net value of its batches.
+    pub value: i64,
+    /// Operations in its batches.
+    pub operations: u64,
 }
 
 /// A client command, served by whichever node the client connected to.

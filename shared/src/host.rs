@@ -20,29 +20,16 @@ use crate::counter::{CounterStats, Delta, StatsOutcome, ValueOutcome};
 /// is a protocol change.
 #[derive(RactorClusterMessage)]
 pub enum HostMessage {
-    /// Coalesced changes to counters of this node, fire-and-forget: each entry is one
-    /// counter's summed delta and how many operations it stands for.
-    Changes(Changes),
-    /// Add `amount` to counter `counter`, fire-and-forget (one operation per message:
-    /// the unbatched path).
-    Increment {
-        /// Counter index on this node.
-        counter: u32,
-        /// How much to add.
-        amount: u64,
-    },
-    /// Subtract `amount` from counter `counter`, fire-and-forget.
-    Decrement {
-        /// Counter index on this node.
-        counter: u32,
-        /// How much to subtract.
-        amount: u64,
-    },
-    /// Answered with its argument once every change sent before it (on the same
-    /// connection) is committed to the node's store: the acknowledgement senders use to
-    /// keep a bounded window of unacknowledged work.
+    /// Batch `seq` of a stream of changes to counters of this node, fire-and-forget:
+    /// each entry is one counter's summed delta and how many operations it stands for.
+    /// The node applies each batch of a stream exactly once, in order (see [`Batch`]).
+    Batch(Batch),
+    /// Answered, once every change sent before it (on the same connection) is committed
+    /// to the node's store, with the highest batch number of this stream the node has
+    /// committed: the acknowledgement behind a sender's window. Below what the sender
+    /// sent before it means batches were lost on the way: the sender sends them again.
     #[rpc]
-    Sync(u64, RpcReplyPort<u64>),
+    Sync(StreamId, RpcReplyPort<u64>),
     /// Apply one change and answer with the new value or why it was refused.
     #[rpc]
     Apply {
@@ -96,8 +83,50 @@ pub struct Change {
     pub operations: u64,
 }
 
-/// A batch of coalesced changes for one node, at most one entry per counter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Changes(pub Vec<Change>);
+/// Where a stream of batches comes from: the sending node, and the store its outbox
+/// lives in. A sender restarted from the same store carries on its streams (and sends
+/// again what they had not had acknowledged); one with a new store (or in memory) starts
+/// new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    /// The sending node's name.
+    pub sender: String,
+    /// The sender's store (random, fixed when the store was made).
+    pub origin: u64,
+}
 
-crate::wire_type!(Change, Changes, LocalReport, CollectReply);
+impl StreamId {
+    /// The stream's key in a receiver's store.
+    pub fn key(&self) -> String {
+        format!("{}#{:016x}", self.sender, self.origin)
+    }
+}
+
+/// One batch of a stream (sender → this node). Batches are numbered from 1 in the
+/// order the sender made them. The receiver applies batch `seq` only if it is the next
+/// one of its stream; one it has applied already is skipped (a sender sends again what
+/// it had no acknowledgement for), and one beyond the next is dropped (an earlier one
+/// was lost: the sender learns so from [`HostMessage::Sync`] and sends from there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The stream.
+    pub stream: StreamId,
+    /// This batch's number in the stream.
+    pub seq: u64,
+    /// Every batch up to this number has been acknowledged to the sender: a receiver
+    /// that knows nothing of the stream (its store is new) starts after it.
+    pub base: u64,
+    /// At most one entry per counter.
+    pub changes: Vec<Change>,
+}
+
+impl Batch {
+    /// The batch's net value and operations.
+    pub fn totals(&self) -> (i128, u64) {
+        self.changes
+            .iter()
+            .fold((0, 0), |(v, o), c| (v + c.delta, o + c.operations))
+    }
+}
+
+crate::wire_type!(Change, StreamId, Batch, LocalReport, CollectReply);

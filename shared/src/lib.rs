@@ -26,6 +26,6 @@ pub use agent::{
     AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, CrashTarget, NodeInfo,
 };
 pub use counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
-pub use host::{Change, Changes, CollectReply, HostMessage, LocalReport};
+pub use host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
 pub use protocol::Role;
 pub use stats::{ClusterStats, CounterReport, NodeStats};

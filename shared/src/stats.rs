@@ -43,6 +43,10 @@ pub struct ClusterStats {
     pub issued_value: i128,
     /// Sum of what all nodes' load clients issued (operations).
     pub issued_operations: u128,
+    /// Issued operations not yet acknowledged by their destination, over all nodes.
+    /// Once the load has stopped and every fault has healed it is 0, and the totals
+    /// equal what was issued.
+    pub in_flight_operations: u128,
     /// Counters that did not answer in time, or whose node is unreachable.
     pub missing_counters: Vec<String>,
     /// Members that do not see each other as up (`"a -> b"`: `a` does not see `b`). A
@@ -73,6 +77,10 @@ pub struct NodeStats {
     pub issued_value: i64,
     /// Operations the node's load clients issued (0 when unreachable).
     pub issued_operations: u64,
+    /// Operations it issued that their destination has not acknowledged yet.
+    pub in_flight_operations: u64,
+    /// What this node applied from each sender (every run of each), by sender name.
+    pub received: Vec<crate::agent::SenderTotals>,
     /// Counter restarts on this node.
     pub counter_restarts: u64,
     /// Counters that answered, sorted by name.

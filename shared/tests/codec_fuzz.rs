@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use shared::agent::{AgentMessage, Beat, ClientReply, ClientRequest, NodeInfo, PeerAddr};
 use shared::codec::{decode, encode};
 use shared::counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
-use shared::host::{Change, Changes, CollectReply, HostMessage, LocalReport};
+use shared::host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
 use shared::ClusterStats;
 
 /// Decodes `bytes` as `T`; if that succeeds, the value must survive the codec again
@@ -42,7 +42,8 @@ fn decode_every_type(bytes: &[u8]) {
     decode_checked::<ValueOutcome>(bytes);
     decode_checked::<StatsOutcome>(bytes);
     decode_checked::<Change>(bytes);
-    decode_checked::<Changes>(bytes);
+    decode_checked::<Batch>(bytes);
+    decode_checked::<StreamId>(bytes);
     decode_checked::<Beat>(bytes);
     decode_checked::<PeerAddr>(bytes);
     decode_checked::<NodeInfo>(bytes);
@@ -75,18 +76,26 @@ fn seeds() -> Vec<Vec<u8>> {
         })))
         .unwrap(),
         encode(&StatsOutcome(Ok(stats.clone()))).unwrap(),
-        encode(&Changes(vec![
-            Change {
-                counter: 1,
-                delta: -7,
-                operations: 3,
+        encode(&Batch {
+            stream: StreamId {
+                sender: "worker-2".into(),
+                origin: u64::MAX,
             },
-            Change {
-                counter: 99_999,
-                delta: i128::MAX,
-                operations: u64::MAX,
-            },
-        ]))
+            seq: 12,
+            base: 11,
+            changes: vec![
+                Change {
+                    counter: 1,
+                    delta: -7,
+                    operations: 3,
+                },
+                Change {
+                    counter: 99_999,
+                    delta: i128::MAX,
+                    operations: u64::MAX,
+                },
+            ],
+        })
         .unwrap(),
         encode(&Beat {
             from: "worker-1".into(),
@@ -108,9 +117,9 @@ fn seeds() -> Vec<Vec<u8>> {
 
 /// Message variant names, real and not.
 const VARIANTS: &[&str] = &[
+    "Batch",
     "Changes",
     "Increment",
-    "Decrement",
     "Sync",
     "Apply",
     "GetValue",

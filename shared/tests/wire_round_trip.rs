@@ -4,7 +4,7 @@
 use ractor::message::SerializedMessage;
 use ractor::{BytesConvertable, Message, RpcReplyPort};
 use serde::{de::DeserializeOwned, Serialize};
-use shared::agent::{AgentMessage, Beat, PeerAddr};
+use shared::agent::{AgentMessage, Beat, PeerAddr, SenderTotals};
 use shared::codec::{decode, encode, CodecError};
 use shared::protocol::{Role, PROTOCOL_VERSION};
 use shared::*;
@@ -35,6 +35,7 @@ fn sample_stats() -> ClusterStats {
         recent_ops_per_sec: 0.25,
         issued_value: 7,
         issued_operations: 9,
+        in_flight_operations: 2,
         missing_counters: vec!["w/1".into()],
         missing_links: vec!["w -> v".into()],
         nodes: vec![NodeStats {
@@ -46,6 +47,12 @@ fn sample_stats() -> ClusterStats {
             answered: false,
             issued_value: -3,
             issued_operations: 4,
+            in_flight_operations: 2,
+            received: vec![SenderTotals {
+                sender: "v".into(),
+                value: -9,
+                operations: 12,
+            }],
             counter_restarts: 1,
             counters: vec![CounterReport {
                 name: "w/0".into(),
@@ -85,18 +92,26 @@ fn data_types_round_trip() {
     round_trip(StatsOutcome(Ok(sample_counter())));
     round_trip(StatsOutcome(Err(CounterError::NotRunning("n/1".into()))));
     round_trip(sample_counter());
-    round_trip(Changes(vec![
-        Change {
-            counter: 0,
-            delta: i128::from(i64::MIN) * 3,
-            operations: u64::MAX,
+    round_trip(Batch {
+        stream: StreamId {
+            sender: "n".into(),
+            origin: 1,
         },
-        Change {
-            counter: u32::MAX,
-            delta: 5,
-            operations: 2,
-        },
-    ]));
+        seq: u64::MAX,
+        base: 0,
+        changes: vec![
+            Change {
+                counter: 0,
+                delta: i128::from(i64::MIN) * 3,
+                operations: u64::MAX,
+            },
+            Change {
+                counter: u32::MAX,
+                delta: 5,
+                operations: 2,
+            },
+        ],
+    });
     round_trip(PeerAddr {
         name: "n".into(),
         addr: "[::1]:4697".into(),
@@ -112,6 +127,8 @@ fn data_types_round_trip() {
         counter_restarts: 0,
         issued_value: -1,
         issued_operations: 1,
+        in_flight_operations: 1,
+        received: vec![],
         known_peers: vec![PeerAddr {
             name: "m".into(),
             addr: "m:4697".into(),
@@ -154,6 +171,8 @@ fn data_types_round_trip() {
             counter_restarts: 0,
             issued_value: 0,
             issued_operations: 0,
+            in_flight_operations: 0,
+            received: vec![],
             known_peers: vec![],
         },
         counters: vec![("n/0".into(), None), ("n/1".into(), Some(sample_counter()))],
@@ -192,37 +211,22 @@ fn bad_bytes_are_errors() {
 
 #[test]
 fn cast_messages_round_trip_and_garbage_is_refused() {
-    let serialized = HostMessage::Increment {
-        counter: 4,
-        amount: 12,
-    }
-    .serialize()
-    .unwrap();
+    let batch = Batch {
+        stream: StreamId {
+            sender: "n".into(),
+            origin: 9,
+        },
+        seq: 3,
+        base: 2,
+        changes: vec![Change {
+            counter: 1,
+            delta: -7,
+            operations: 3,
+        }],
+    };
+    let serialized = HostMessage::Batch(batch.clone()).serialize().unwrap();
     match HostMessage::deserialize(serialized).unwrap() {
-        HostMessage::Increment { counter, amount } => assert_eq!((counter, amount), (4, 12)),
-        _ => panic!("wrong variant"),
-    }
-    let serialized = HostMessage::Decrement {
-        counter: 0,
-        amount: 3,
-    }
-    .serialize()
-    .unwrap();
-    assert!(matches!(
-        HostMessage::deserialize(serialized),
-        Ok(HostMessage::Decrement {
-            counter: 0,
-            amount: 3
-        })
-    ));
-    let batch = Changes(vec![Change {
-        counter: 1,
-        delta: -7,
-        operations: 3,
-    }]);
-    let serialized = HostMessage::Changes(batch.clone()).serialize().unwrap();
-    match HostMessage::deserialize(serialized).unwrap() {
-        HostMessage::Changes(got) => assert_eq!(got, batch),
+        HostMessage::Batch(got) => assert_eq!(got, batch),
         _ => panic!("wrong variant"),
     }
     let beat = Beat {
@@ -303,9 +307,15 @@ async fn rpc_messages_round_trip_through_bytes() {
     )
     .await;
     rpc_round_trip(
-        |reply| HostMessage::Sync(41, reply),
+        |reply| {
+            let stream = StreamId {
+                sender: "n".into(),
+                origin: 41,
+            };
+            HostMessage::Sync(stream, reply)
+        },
         |m, r| match m {
-            HostMessage::Sync(41, reply) => reply.send(r).unwrap(),
+            HostMessage::Sync(StreamId { origin: 41, .. }, reply) => reply.send(r).unwrap(),
             _ => panic!("wrong variant"),
         },
         41u64,
@@ -356,6 +366,8 @@ fn sample_info() -> NodeInfo {
         counter_restarts: 0,
         issued_value: 0,
         issued_operations: 0,
+        in_flight_operations: 0,
+        received: vec![],
         known_peers: vec![],
     }
 }

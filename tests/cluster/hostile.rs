@@ -145,11 +145,11 @@ fn a_flood_of_silent_connections_does_not_keep_a_node_from_joining() {
 enum Forged {
     /// No such variant.
     Explode(u64),
-    /// `Increment` has two fields: this one has one.
-    Increment(u64),
-    /// Eight bytes that are not a batch of changes (a valid length, then trailing bytes).
-    Changes(u64),
-    /// `Sync` carries a u64: a single byte cannot be one.
+    /// `Apply` has three fields: this one has one.
+    Apply(u64),
+    /// Eight bytes that are not a batch (a valid length, then trailing bytes).
+    Batch(u64),
+    /// `Sync` carries a stream id: a single byte cannot be one.
     #[rpc]
     Sync(u8, ractor::RpcReplyPort<u64>),
 }
@@ -161,7 +161,7 @@ enum Forged {
 fn forged_messages_after_a_valid_handshake_are_dropped() {
     use node::client::ClusterClient;
     use node::cluster::discovery::find_host;
-    use shared::host::{Change, Changes, HostMessage};
+    use shared::host::{Batch, Change, HostMessage, StreamId};
 
     let _one_in_process_client = crate::util::in_process_client_lock();
     let cluster = Cluster::start(0, &["--counters", "2"]);
@@ -177,8 +177,8 @@ fn forged_messages_after_a_valid_handshake_are_dropped() {
         let forged: ractor::ActorRef<Forged> = host.get_cell().into();
         for round in 0..50u64 {
             forged.cast(Forged::Explode(round)).unwrap();
-            forged.cast(Forged::Increment(round)).unwrap();
-            forged.cast(Forged::Changes(0)).unwrap();
+            forged.cast(Forged::Apply(round)).unwrap();
+            forged.cast(Forged::Batch(0)).unwrap();
             // Never answered: the node dropped it.
             let answer = forged
                 .call(
@@ -192,22 +192,31 @@ fn forged_messages_after_a_valid_handshake_are_dropped() {
             );
         }
         // Well-formed, but out of range: no such counter, and a delta no i64 can take.
-        host.cast(HostMessage::Changes(Changes(vec![
-            Change {
-                counter: u32::MAX,
-                delta: 1,
-                operations: 1,
-            },
-            Change {
-                counter: 0,
-                delta: i128::MAX,
-                operations: 1,
-            },
-        ])))
+        let stream = StreamId {
+            sender: "forger".into(),
+            origin: 1,
+        };
+        host.cast(HostMessage::Batch(Batch {
+            stream: stream.clone(),
+            seq: 1,
+            base: 0,
+            changes: vec![
+                Change {
+                    counter: u32::MAX,
+                    delta: 1,
+                    operations: 1,
+                },
+                Change {
+                    counter: 0,
+                    delta: i128::MAX,
+                    operations: 1,
+                },
+            ],
+        }))
         .unwrap();
         // The host still answers, in order, after all of that.
-        let synced = ractor::call_t!(host, HostMessage::Sync, 5000, 7).unwrap();
-        assert_eq!(synced, 7);
+        let synced = ractor::call_t!(host, HostMessage::Sync, 5000, stream).unwrap();
+        assert_eq!(synced, 1);
         client.close().await;
     });
 

@@ -14,6 +14,7 @@ mod util;
 mod bench;
 mod cli_errors;
 mod durability;
+mod exactly_once;
 mod faults;
 mod hostile;
 mod load;

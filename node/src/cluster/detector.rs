@@ -692,6 +692,8 @@ mod tests {
             counter_restarts: 0,
             issued_value: 0,
             issued_operations: 0,
+            in_flight_operations: 0,
+            received: Vec::new(),
             known_peers: peers
                 .iter()
                 .map(|(n, a)| PeerAddr {

@@ -11,6 +11,7 @@ use shared::protocol::{Role, PROTOCOL_VERSION};
 use super::membership::Membership;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
+use crate::store::ReceivedTotals;
 
 /// The node as it describes itself; see the module documentation.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub(crate) struct NodeFacts {
     pub(crate) table: Arc<CounterTable>,
     /// What this node's load clients have issued.
     pub(crate) issued: Arc<IssuedTally>,
+    /// What this node has applied from each incoming stream.
+    pub(crate) received: Arc<ReceivedTotals>,
     /// The cluster as this node sees it.
     pub(crate) membership: Membership,
 }
@@ -45,6 +48,8 @@ impl NodeFacts {
             counter_restarts: self.table.restarts(),
             issued_value,
             issued_operations,
+            in_flight_operations: self.issued.in_flight(),
+            received: self.received.by_sender(),
             known_peers: self.membership.gossip(),
         }
     }
@@ -59,6 +64,7 @@ impl NodeFacts {
             advertise: format!("{name}:4697"),
             table: Arc::new(CounterTable::new(name, counters)),
             issued: Arc::default(),
+            received: Arc::default(),
             membership: Membership::default(),
         }
     }

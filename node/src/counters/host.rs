@@ -2,12 +2,13 @@
 //! node's counters, for changes and reads alike (one per node, in [`HOSTS_GROUP`],
 //! named `NODE/host`).
 //!
-//! **Changes** (`Changes`, `Increment`, `Decrement`, `Apply`) go to the node's
-//! [journal](crate::store::journal), in arrival order, which commits them to the store
-//! and only then hands them to their counters. `Sync(n)` goes the same way and is
-//! answered once every change before it is on disk: that answer is the
-//! acknowledgement behind the senders' windows ([`crate::load`]). A change naming no
-//! counter of this node is dropped here (and logged), an `Apply` answered at once.
+//! **Changes** (`Batch`, `Apply`) go to the node's [journal](crate::store::journal), in
+//! arrival order, which takes each stream's batches exactly once, commits them to the
+//! store and only then hands them to their counters. `Sync` goes the same way and is
+//! answered once every change before it is on disk, with where the sender's stream
+//! stands: the acknowledgement behind the senders' windows ([`crate::load`]). A change
+//! naming no counter of this node is dropped here (and logged), an `Apply` answered at
+//! once.
 //!
 //! **Reads** (`GetValue`, `GetStats`) go straight to the counter, which answers the
 //! caller itself: counters are node-local actors (see [`counter`](super::counter)),
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use shared::counter::{CounterError, StatsOutcome, ValueOutcome};
-use shared::host::{Change, CollectReply, HostMessage, LocalReport};
+use shared::host::{Batch, CollectReply, HostMessage, LocalReport};
 use shared::protocol::{counter_name, HOSTS_GROUP};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -38,7 +39,7 @@ use tracing::warn;
 
 use super::counter::CounterMessage;
 use crate::cluster::facts::NodeFacts;
-use crate::store::journal::{journal_name, JournalMessage};
+use crate::store::journal::{journal_name, JournalMessage, Waiter};
 use crate::store::Entry;
 
 /// Collections this host runs at once.
@@ -127,36 +128,31 @@ impl HostState {
         Err(message)
     }
 
-    /// Commits `changes` to counters of this node (dropping, and logging, those that
-    /// name none).
-    fn append_changes(&mut self, mut changes: Vec<Change>) {
+    /// Hands batch `batch` to the journal, without the changes that name no counter of
+    /// this node (they are logged).
+    fn batch(&mut self, mut batch: Batch) {
         let counters = self.facts.table.len();
-        let before = changes.len();
+        let before = batch.changes.len();
         let mut unknown = 0u64;
-        changes.retain(|c| {
+        batch.changes.retain(|c| {
             let known = c.counter < counters;
             if !known {
                 unknown += c.operations;
             }
             known
         });
-        if changes.len() < before {
+        if batch.changes.len() < before {
             self.unknown += unknown;
             warn!(
                 operations = unknown,
                 unknown_total = self.unknown,
+                sender = %batch.stream.sender,
                 "dropped changes for counters that do not exist on this node"
             );
         }
-        if changes.is_empty() {
-            return;
-        }
-        if self
-            .journal(JournalMessage::Append(Entry::Changes(changes), None))
-            .is_err()
-        {
-            warn!("dropped changes: the journal is not running");
-        }
+        // Without a journal the batch is lost here: never acknowledged, so its sender
+        // sends it again.
+        let _ = self.journal(JournalMessage::Batch(batch));
     }
 
     /// Starts this node's part of a collection in a task (which may first wait, until
@@ -231,21 +227,11 @@ impl Actor for CounterHost {
         // A caller that gave up has dropped its reply port: failing to answer it is not
         // the host's problem, so send errors on reply ports are ignored.
         match message {
-            HostMessage::Changes(changes) => state.append_changes(changes.0),
-            HostMessage::Increment { counter, amount } => state.append_changes(vec![Change {
-                counter,
-                delta: i128::from(amount),
-                operations: 1,
-            }]),
-            HostMessage::Decrement { counter, amount } => state.append_changes(vec![Change {
-                counter,
-                delta: -i128::from(amount),
-                operations: 1,
-            }]),
-            HostMessage::Sync(n, reply) => {
+            HostMessage::Batch(batch) => state.batch(batch),
+            HostMessage::Sync(stream, reply) => {
                 // Without a journal there is no answer: the sender's wait runs out, as
-                // for a node that does not answer.
-                let _ = state.journal(JournalMessage::Sync(n, reply));
+                // for a node that does not answer, and it sends again.
+                let _ = state.journal(JournalMessage::SyncStream(stream.key(), reply));
             }
             HostMessage::Apply {
                 counter,
@@ -256,8 +242,8 @@ impl Actor for CounterHost {
                     let _ = reply.send(ValueOutcome(Err(CounterError::NoSuchCounter(
                         state.name(counter),
                     ))));
-                } else if let Err(JournalMessage::Append(_, Some(reply))) = state.journal(
-                    JournalMessage::Append(Entry::Apply { counter, delta }, Some(reply)),
+                } else if let Err(JournalMessage::Append(_, Waiter::Client(reply))) = state.journal(
+                    JournalMessage::Append(Entry::Apply { counter, delta }, Waiter::Client(reply)),
                 ) {
                     let _ = reply.send(ValueOutcome(Err(CounterError::Unavailable(
                         "the node's journal is restarting".into(),
@@ -292,7 +278,23 @@ mod tests {
     use crate::counters::counter::{Counter, CounterArgs};
     use crate::testing::{Hoarder, WritePath};
     use shared::counter::Delta;
-    use shared::host::Changes;
+    use shared::host::{Change, StreamId};
+
+    fn batch(seq: u64, changes: Vec<Change>) -> HostMessage {
+        HostMessage::Batch(Batch {
+            stream: stream(),
+            seq,
+            base: 0,
+            changes,
+        })
+    }
+
+    fn stream() -> StreamId {
+        StreamId {
+            sender: "elsewhere".into(),
+            origin: 3,
+        }
+    }
 
     #[tokio::test]
     async fn forwards_in_order_collects_and_answers_for_missing_counters() {
@@ -309,17 +311,25 @@ mod tests {
         let path = WritePath::start(&facts).await;
         let host = path.host.clone();
 
-        host.cast(HostMessage::Changes(Changes(vec![Change {
-            counter: 0,
-            delta: 40,
-            operations: 8,
-        }])))
-        .unwrap();
-        host.cast(HostMessage::Decrement {
-            counter: 0,
-            amount: 2,
-        })
-        .unwrap();
+        // Counter 7 does not exist: that change is dropped, the rest applies.
+        let changes = |delta: i128, operations: u64| {
+            vec![
+                Change {
+                    counter: 0,
+                    delta,
+                    operations,
+                },
+                Change {
+                    counter: 7,
+                    delta: 1,
+                    operations: 1,
+                },
+            ]
+        };
+        host.cast(batch(1, changes(40, 8))).unwrap();
+        host.cast(batch(2, changes(-2, 1))).unwrap();
+        // Sent again: applied once.
+        host.cast(batch(2, changes(-2, 1))).unwrap();
         let applied = ractor::call!(host, |reply| HostMessage::Apply {
             counter: 0,
             delta: Delta::Increment(1),
@@ -329,7 +339,10 @@ mod tests {
         assert_eq!(applied, ValueOutcome(Ok(39)));
         let StatsOutcome(stats) = ractor::call!(host, |r| HostMessage::GetStats(0, r)).unwrap();
         assert_eq!(stats.unwrap().operations, 10);
-        assert_eq!(ractor::call!(host, |r| HostMessage::Sync(7, r)).unwrap(), 7);
+        assert_eq!(
+            ractor::call!(host, |r| HostMessage::Sync(stream(), r)).unwrap(),
+            2
+        );
         // Answered `Sync`: every change before it is in the store.
         let record = path.store.record(0).unwrap();
         assert_eq!((record.value, record.operations), (39, 10));
@@ -409,7 +422,10 @@ mod tests {
             "a collection beyond the bound was queued"
         );
         // Changes still flow meanwhile: the host never waits for a collection.
-        assert_eq!(ractor::call!(host, |r| HostMessage::Sync(3, r)).unwrap(), 3);
+        assert_eq!(
+            ractor::call!(host, |r| HostMessage::Sync(stream(), r)).unwrap(),
+            0
+        );
         // The silent counter goes: the running collections end, and the waiting ones
         // get their turn.
         silent.stop(None);

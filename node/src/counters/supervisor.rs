@@ -230,7 +230,14 @@ mod tests {
             operations: 1,
         };
         store
-            .commit(number, &[Entry::Changes(vec![change])])
+            .commit(
+                number,
+                &[Entry::Batch {
+                    stream: "test#1".into(),
+                    seq: number,
+                    changes: vec![change],
+                }],
+            )
             .unwrap();
         if let Some(counter) = table.actor(index) {
             counter

@@ -3,18 +3,23 @@
 //!
 //! The clients send through a [`Pusher`]: coalesced per counter and batched per node
 //! (or one message per operation with `--load-mode unbatched`), with a bounded window
-//! of unacknowledged messages per node, so `--load` above what the receivers sustain
-//! runs at what they sustain, with flat memory. Every operation handed to the
-//! transport is added to the node's [`IssuedTally`], which the node reports in its
-//! stats: once the clients stop, the cluster's total value and operation count equal
-//! the sum of all nodes' tallies exactly.
+//! of unacknowledged batches per node, so `--load` above what the receivers sustain
+//! runs at what they sustain, with flat memory. Every batch is committed to the node's
+//! outbox before it is sent, and counted in the node's [`IssuedTally`] then: delivered
+//! exactly once from there, so once the load has stopped and every fault has healed,
+//! the cluster's total value and operation count equal the sum of all nodes' tallies
+//! exactly, and nothing is in flight.
 //!
 //! Destinations are the counter hosts in the process group, with each node's counter
 //! count from the membership (this node's from its own table).
 //!
-//! A restarted load client loses what it had coalesced but not yet sent (never counted
-//! as issued, so nothing is miscounted) and carries on from the tally: with
-//! `--load-ops` it stops at the same total.
+//! A load client that starts (the node started, or the client was restarted) first
+//! waits until everything already handed to the journal is committed, then takes up the
+//! outbox and the tally from the store: what the outbox holds is sent again, and with
+//! `--load-ops` it stops at the same total, counting what was issued before a crash.
+//! What it had coalesced but not yet issued is lost (never counted, so nothing is
+//! miscounted). Without `--load`, a node whose outbox holds batches from an earlier run
+//! runs a load client at rate 0 that delivers them and stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,19 +27,27 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorMessage;
 use shared::counter::Delta;
+use shared::host::StreamId;
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::push::{Ack, Mode, Offer, Pusher, Target};
+use super::outbox::JournalOutbox;
+use super::push::{Mode, Offer, PushEvent, Pusher, Target};
 use crate::clock::Ticker;
 use crate::cluster::discovery::hosts;
 use crate::cluster::facts::NodeFacts;
+use crate::cluster::rpc::call_until;
+use crate::store::journal::{journal_name, JournalMessage};
+use crate::store::Store;
 
 /// How often the load client wakes up to send its share of operations and flush the
 /// batches it has coalesced (the most a change waits before it is sent).
 const TICK: Duration = Duration::from_millis(5);
 /// How often the load client re-reads the hosts group. A failed send refreshes at once.
 const REFRESH: Duration = Duration::from_millis(250);
+/// How long a starting load client waits for the journal (which the root may be
+/// restarting) to commit what it holds.
+const JOURNAL_WAIT: Duration = Duration::from_secs(10);
 
 /// The `k`-th operation of a load client: increments of 1..=5, every fourth operation a
 /// decrement of 1..=3. Deterministic, so a run can be reasoned about; the net drift is
@@ -69,6 +82,8 @@ pub(crate) struct LoadArgs {
     pub(crate) spec: LoadSpec,
     /// This node: its name, counters, membership, and the tally of what was issued.
     pub(crate) facts: Arc<NodeFacts>,
+    /// The node's store: the outbox and the tally, as of the last commit.
+    pub(crate) store: Arc<Store>,
 }
 
 /// The load client's state: a token bucket, the pusher and a random-number generator.
@@ -90,8 +105,8 @@ pub(crate) struct LoadState {
 pub(crate) enum LoadMessage {
     /// Time to send the operations that are due.
     Tick,
-    /// A destination acknowledged what was sent to it.
-    Acked(Ack),
+    /// A fence was answered, or the outbox committed a batch.
+    Push(PushEvent),
 }
 
 impl LoadState {
@@ -157,6 +172,57 @@ impl LoadState {
     }
 }
 
+/// Waits until the journal runs and has committed everything handed to it so far.
+async fn journal_settled(node: &str) -> Result<(), ActorProcessingErr> {
+    let deadline = Instant::now() + JOURNAL_WAIT;
+    loop {
+        if let Some(cell) = ractor::registry::where_is(journal_name(node)) {
+            let journal: ActorRef<JournalMessage> = cell.into();
+            if call_until(journal, |r| JournalMessage::Sync(0, r), deadline)
+                .await
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("the journal did not settle within {JOURNAL_WAIT:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A pusher that takes up the node's outbox, once whatever was handed to the journal
+/// before is committed (or never will be); returns it with the operations issued so far
+/// (the tally, which it also sets).
+async fn start_pusher(
+    args: &LoadArgs,
+    myself: &ActorRef<LoadMessage>,
+) -> Result<(Pusher, u64), ActorProcessingErr> {
+    journal_settled(&args.facts.name).await?;
+    let store = Arc::clone(&args.store);
+    let (outbox, (value, issued)) = tokio::task::spawn_blocking(move || store.outbox()).await??;
+    args.facts.issued.set(value, issued);
+    let events = myself.clone();
+    let mut pusher = Pusher::new(
+        args.spec.mode,
+        StreamId {
+            sender: args.facts.name.clone(),
+            origin: args.store.origin(),
+        },
+        Arc::clone(&args.facts.issued),
+        Some(JournalOutbox::new(&args.facts.name)),
+        Arc::new(move |event| {
+            let _ = events.cast(LoadMessage::Push(event));
+        }),
+    );
+    pusher.resume(outbox);
+    args.facts
+        .issued
+        .set_in_flight(pusher.in_flight_operations());
+    Ok((pusher, issued))
+}
+
 impl Actor for LoadClient {
     type Msg = LoadMessage;
     type State = LoadState;
@@ -172,16 +238,8 @@ impl Actor for LoadClient {
             max_ops,
             mode,
         } = args.spec;
-        let (_, issued) = args.facts.issued.read();
-        info!(rate, max_ops = ?max_ops, mode = ?mode, issued, "load clients started");
-        let acks = myself.clone();
-        let pusher = Pusher::new(
-            mode,
-            Arc::clone(&args.facts.issued),
-            Arc::new(move |ack| {
-                let _ = acks.cast(LoadMessage::Acked(ack));
-            }),
-        );
+        let (pusher, issued) = start_pusher(&args, &myself).await?;
+        info!(rate, max_ops = ?max_ops, mode = ?mode, issued, in_flight = pusher.in_flight_operations(), "load clients started");
         Ok(LoadState {
             rng: fastrand::Rng::new(),
             args,
@@ -200,7 +258,8 @@ impl Actor for LoadClient {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Hand over what is coalesced but not yet sent (if the windows allow).
+        // Issue what is coalesced but not yet issued (if the windows allow): the
+        // journal commits it before the node stops, and the next run sends it.
         state.pusher.flush_all();
         let (value, operations) = state.args.facts.issued.read();
         info!(value, operations, "load clients stopped");
@@ -229,18 +288,35 @@ impl Actor for LoadClient {
                     state.refreshed = None;
                 }
             }
-            LoadMessage::Acked(ack) => {
-                state.pusher.acked(ack);
+            LoadMessage::Push(event) => {
+                if let Err(lost) = state.pusher.on_event(event) {
+                    // The journal failed with a batch of ours uncommitted (or perhaps
+                    // committed): start again from what the store holds.
+                    warn!(%lost, "the journal restarted while batches were being issued: taking up the outbox again");
+                    let (pusher, issued) = start_pusher(&state.args, &myself).await?;
+                    state.pusher = pusher;
+                    state.sent = issued;
+                    state.refreshed = None;
+                    state.refresh(now);
+                }
                 state.pump();
             }
         }
+        state
+            .args
+            .facts
+            .issued
+            .set_in_flight(state.pusher.in_flight_operations());
         if state.finished() {
             // Send the rest and wait for it to be acknowledged, then stop.
             state.pusher.drain();
             if state.pusher.settled() && !state.stopping {
                 state.stopping = true;
                 let (value, operations) = state.args.facts.issued.read();
-                info!(value, operations, "load clients finished their --load-ops");
+                info!(
+                    value,
+                    operations, "load clients finished: everything they issued is acknowledged"
+                );
                 myself.stop(Some(crate::root::LOAD_FINISHED.into()));
             }
         }

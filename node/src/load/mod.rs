@@ -4,11 +4,13 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`client`] | the load client actor: a token bucket at `--load` ops/s over all nodes' counters |
-//! | [`push`] | the pusher: coalescing per counter, one batch per node, windows per node |
-//! | [`window`] | one destination's flow-control window (sent, acknowledged, fences) |
+//! | [`push`] | the pusher: coalescing per counter, one numbered stream of batches per node |
+//! | [`window`] | one stream's marks (made, issued, sent, acknowledged) and fences |
+//! | [`outbox`] | where issued batches are kept until acknowledged (the node's store) |
 //! | [`tally`] | what this node has issued: the other side of the exactness check |
 
 pub mod client;
+pub mod outbox;
 pub mod push;
 pub mod tally;
 pub mod window;

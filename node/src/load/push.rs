@@ -1,39 +1,52 @@
-//! Sending increments and decrements to counters anywhere in the cluster, coalesced
-//! and with backpressure: what the load clients and `node bench` send with.
+//! Sending increments and decrements to counters anywhere in the cluster, coalesced,
+//! with backpressure, and exactly once: what the load clients and `node-bench` send
+//! with.
 //!
 //! **Coalescing.** In [`Mode::Coalesced`] a [`Pusher`] sums the changes for each
-//! counter (a net delta plus how many operations it stands for) and sends each node
-//! one [`HostMessage::Changes`] batch, when a node has [`Limits::flush_ops`] pending
-//! operations or when its owner calls [`Pusher::flush_all`] (every few milliseconds).
-//! Each counter still counts every operation exactly. [`Mode::Unbatched`] sends one
-//! message per operation (the baseline `node bench` compares against).
+//! counter (a net delta plus how many operations it stands for) and makes each node one
+//! batch, when a node has [`Limits::flush_ops`] pending operations or when its owner
+//! calls [`Pusher::flush_all`] (every few milliseconds). Each counter still counts every
+//! operation exactly. [`Mode::Unbatched`] makes one batch, one message, per operation
+//! (the baseline `node-bench` compares against).
 //!
-//! **Backpressure.** ractor_cluster's queues are unbounded, so each destination node
-//! has a [`Window`] of [`Limits::window`] unacknowledged messages. Every
-//! [`Limits::fence_every`] messages the pusher calls the node's host with
-//! [`HostMessage::Sync`], and the answer (which comes after everything sent before it on
-//! that connection) acknowledges them. A node whose window is full gets nothing more,
-//! and [`Pusher::offer`] says [`Offer::Blocked`] once its pending batch is full too: the
-//! sender waits instead of queueing. Memory is bounded by the window, however long an
-//! overload lasts, and heartbeats are never stuck behind a long backlog.
+//! **Exactly once.** Each destination node is a stream of numbered batches
+//! ([`Batch`]), with a [`Window`] per stream. A batch is issued once it is committed to
+//! the sender's [outbox](super::outbox) (with the issued tally), and only then sent; it
+//! is kept until the destination acknowledges it. Every [`Limits::fence_every`] batches
+//! the pusher asks the destination's host where the stream stands
+//! ([`HostMessage::Sync`], answered once what came before it is on disk there, with the
+//! last batch committed). An answer short of what was sent, no answer in time, or a new
+//! host for the node (a new session, a new run) sends everything unacknowledged again;
+//! the destination takes each batch once. A node that is gone keeps its stream, parked,
+//! until it is back.
+//!
+//! **Backpressure.** ractor_cluster's queues are unbounded, so each stream has at most
+//! [`Limits::window`] batches unacknowledged. A node whose window is full gets nothing
+//! more, and [`Pusher::offer`] says [`Offer::Blocked`] once its pending batch is full
+//! too: the sender waits instead of queueing. Memory is bounded by the windows, however
+//! long an overload or an outage lasts, and heartbeats are never stuck behind a long
+//! backlog.
 //!
 //! Each fence is one small task waiting for its answer, at most
 //! `window / fence_every` per destination.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorId, ActorRef};
 use shared::counter::Delta;
-use shared::host::{Change, Changes, HostMessage};
+use shared::host::{Batch, Change, HostMessage, StreamId};
 use tokio::time::Instant;
 
+use super::outbox::{OutBatch, Outbox};
 use super::tally::IssuedTally;
-use super::window::Window;
+use super::window::{Answer, Fence, Window};
 use crate::cluster::rpc::call_until;
+use crate::store::OutStream;
 
-/// How long an acknowledgement may take before the window is released anyway (the
-/// node is then gone or going, and the failure detector will say so).
+/// How long a fence's answer may take before everything unacknowledged is sent again
+/// (the node is slow, frozen or gone; the failure detector will say which).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One message per operation, or coalesced batches (`--load-mode`).
@@ -41,16 +54,16 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Mode {
     /// Sum changes per counter and send one batch per node.
     Coalesced,
-    /// One `Increment`/`Decrement` message per operation.
+    /// One batch, one message, per operation.
     Unbatched,
 }
 
 /// Window and batch sizes of a [`Mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Unacknowledged messages allowed per destination node.
+    /// Unacknowledged batches allowed per destination node.
     pub window: u64,
-    /// Messages between two acknowledgement requests to the same node.
+    /// Batches between two acknowledgement requests to the same node.
     pub fence_every: u64,
     /// Pending operations that make a node's batch due (1: no coalescing)...
     pub flush_ops: u64,
@@ -98,13 +111,39 @@ pub struct Target {
     pub counters: u32,
 }
 
-/// "The host `host` has handed on the first `upto` messages sent to it."
+/// What the pusher's tasks and its outbox report; the owner hands each back to
+/// [`Pusher::on_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    /// The host that answered (a rejoined node has a new one).
-    pub host: ActorId,
-    /// Messages acknowledged.
-    pub upto: u64,
+pub enum PushEvent {
+    /// `host` (of `node`) answered `fence` with the stream's last committed batch, or
+    /// did not answer in time (`None`).
+    Answered {
+        /// The destination.
+        node: String,
+        /// The host the fence went to.
+        host: ActorId,
+        /// The fence.
+        fence: Fence,
+        /// The answer.
+        committed: Option<u64>,
+    },
+    /// `node`'s batches up to `seq` are committed to the outbox: issued.
+    Issued {
+        /// The destination.
+        node: String,
+        /// The batch.
+        seq: u64,
+    },
+    /// Batch `seq` for `node` was handed to the outbox, which went down before it said
+    /// whether it was committed: the sender must start again from the outbox.
+    IssueLost {
+        /// The destination.
+        node: String,
+        /// The batch.
+        seq: u64,
+        /// Which pusher issued it (a pusher started again ignores its predecessor's).
+        pusher: u64,
+    },
 }
 
 /// What became of an operation offered to the pusher.
@@ -118,31 +157,51 @@ pub enum Offer {
     Failed,
 }
 
-/// One destination node's batch and window.
+/// The sender could not go on: its outbox lost a batch it was issuing (see
+/// [`PushEvent::IssueLost`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the outbox went down while issuing batch {seq} for {node}: start again from it")]
+pub struct IssueLost {
+    /// The destination.
+    pub node: String,
+    /// The batch.
+    pub seq: u64,
+}
+
+/// One destination node's stream: its pending changes, window and unacknowledged
+/// batches.
 struct Lane {
-    target: Target,
+    node: String,
+    /// The node's host, while it is a target (parked without one).
+    host: Option<ActorRef<HostMessage>>,
+    counters: u32,
     /// Pending net delta and operations per counter index (coalesced mode only).
     pending: Vec<(i128, u64)>,
     /// Indices with pending operations, in first-touched order.
     dirty: Vec<u32>,
     pending_ops: u64,
-    /// Messages sent and acknowledged.
     window: Window,
+    /// Batches made and not acknowledged, in order (numbers `acked + 1 ..= last`).
+    batches: VecDeque<OutBatch>,
+    /// Fences waiting for their answer.
+    fences_out: u64,
+    /// Messages sent (batches, counting those sent again).
+    messages: u64,
 }
 
 impl Lane {
-    fn new(target: Target, mode: Mode) -> Self {
-        let limits = mode.limits();
-        let pending = match mode {
-            Mode::Coalesced => vec![(0, 0); target.counters as usize],
-            Mode::Unbatched => Vec::new(),
-        };
+    fn new(node: String, window: Window) -> Self {
         Self {
-            target,
-            pending,
+            node,
+            host: None,
+            counters: 0,
+            pending: Vec::new(),
             dirty: Vec::new(),
             pending_ops: 0,
-            window: Window::new(limits.window, limits.fence_every),
+            window,
+            batches: VecDeque::new(),
+            fences_out: 0,
+            messages: 0,
         }
     }
 
@@ -152,61 +211,129 @@ impl Lane {
             || (self.pending_ops >= limits.flush_ops
                 && self.pending_ops >= limits.ops_per_change * self.dirty.len() as u64)
     }
+
+    fn batch(&self, seq: u64) -> Option<&OutBatch> {
+        let first = self.batches.front()?.seq;
+        self.batches
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
+    }
 }
 
 /// Sends changes to counters on many nodes; see the module documentation.
 pub struct Pusher {
     mode: Mode,
     limits: Limits,
+    stream: StreamId,
     lanes: Vec<Lane>,
-    /// `starts[i]` is the first global counter number of lane `i`.
+    /// Lanes that are targets, in target order.
+    active: Vec<usize>,
+    /// `starts[i]` is the first global counter number of `active[i]`.
     starts: Vec<u64>,
     total: u64,
     tally: Arc<IssuedTally>,
-    notify: Arc<dyn Fn(Ack) + Send + Sync>,
+    outbox: Option<Arc<dyn Outbox>>,
+    notify: Arc<dyn Fn(PushEvent) + Send + Sync>,
+    /// Operations issued and not acknowledged.
+    in_flight: u64,
+    /// This pusher among those of the process (see [`PushEvent::IssueLost`]).
+    id: u64,
 }
 
+/// Pushers made so far in this process.
+static PUSHERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Pusher {
-    /// A pusher with no targets yet. Sent operations are added to `tally`; `notify`
-    /// receives acknowledgements (from a spawned task), which the owner hands back to
-    /// [`Pusher::acked`].
+    /// A pusher with no targets yet, sending as stream `stream`. Issued operations are
+    /// added to `tally`. With an `outbox`, batches are issued by committing them to it
+    /// (without, as they are made); `notify` receives the events of fences and of the
+    /// outbox (from other tasks), which the owner hands back to [`Pusher::on_event`].
     pub fn new(
         mode: Mode,
+        stream: StreamId,
         tally: Arc<IssuedTally>,
-        notify: Arc<dyn Fn(Ack) + Send + Sync>,
+        outbox: Option<Arc<dyn Outbox>>,
+        notify: Arc<dyn Fn(PushEvent) + Send + Sync>,
     ) -> Self {
         Self {
             mode,
             limits: mode.limits(),
+            stream,
             lanes: Vec::new(),
+            active: Vec::new(),
             starts: Vec::new(),
             total: 0,
             tally,
+            outbox,
             notify,
+            in_flight: 0,
+            id: PUSHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    /// Replaces the destinations. A node whose host is unchanged keeps its window and
-    /// pending batch; anything pending for a node that is no longer a target is dropped
-    /// (it was never handed to the transport, so it was never counted as issued).
-    pub fn set_targets(&mut self, targets: Vec<Target>) {
-        let mut old: Vec<Lane> = std::mem::take(&mut self.lanes);
-        for target in targets {
-            let kept = old.iter().position(|lane| {
-                lane.target.host.get_id() == target.host.get_id()
-                    && lane.target.counters == target.counters
-            });
-            let lane = match kept {
-                Some(i) => old.swap_remove(i),
-                None => Lane::new(target, self.mode),
-            };
+    /// Takes up the streams of an outbox (a sender that started again): what they had
+    /// not had acknowledged is sent once each node is a target.
+    pub(crate) fn resume(&mut self, streams: BTreeMap<String, OutStream>) {
+        for (node, stream) in streams {
+            let window = Window::resume(
+                self.limits.window,
+                self.limits.fence_every,
+                stream.last_seq,
+                stream.acked,
+            );
+            let mut lane = Lane::new(node, window);
+            self.in_flight += stream.batches.iter().map(|b| b.operations).sum::<u64>();
+            lane.batches = stream.batches.into();
             self.lanes.push(lane);
         }
+    }
+
+    /// Replaces the destinations. A node's stream outlives its being a target: one that
+    /// is no longer a target is parked (its pending operations are issued, and what is
+    /// unacknowledged waits), and a target with a new host gets everything
+    /// unacknowledged again.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        self.active.clear();
         self.starts.clear();
         self.total = 0;
-        for lane in &self.lanes {
+        let mut seen = vec![false; self.lanes.len()];
+        for target in targets {
+            let i = match self.lanes.iter().position(|lane| lane.node == target.node) {
+                Some(i) => i,
+                None => {
+                    let window = Window::new(self.limits.window, self.limits.fence_every);
+                    self.lanes.push(Lane::new(target.node.clone(), window));
+                    seen.push(false);
+                    self.lanes.len() - 1
+                }
+            };
+            seen[i] = true;
+            let lane = &mut self.lanes[i];
+            if lane.host.as_ref().map(|h| h.get_id()) != Some(target.host.get_id()) {
+                lane.host = Some(target.host);
+                lane.window.rewind();
+            }
+            if lane.counters != target.counters {
+                // Pending changes were made for the node's old counters: they go as
+                // they are (the node drops those it no longer has).
+                let _ = self.flush(i);
+                let lane = &mut self.lanes[i];
+                lane.counters = target.counters;
+                if self.mode == Mode::Coalesced {
+                    lane.pending = vec![(0, 0); target.counters as usize];
+                }
+            }
+            self.active.push(i);
             self.starts.push(self.total);
-            self.total += u64::from(lane.target.counters);
+            self.total += u64::from(target.counters);
+        }
+        for (i, seen) in seen.into_iter().enumerate() {
+            if !seen {
+                self.lanes[i].host = None;
+                let _ = self.flush(i);
+            }
+        }
+        for i in 0..self.lanes.len() {
+            let _ = self.transmit(i);
         }
     }
 
@@ -217,40 +344,33 @@ impl Pusher {
 
     /// Offers one operation for global counter number `pick` (`0..total_counters()`).
     pub fn offer(&mut self, pick: u64, delta: Delta) -> Offer {
-        let lane_index = self.starts.partition_point(|&start| start <= pick) - 1;
-        let index = (pick - self.starts[lane_index]) as u32;
+        let slot = self.starts.partition_point(|&start| start <= pick) - 1;
+        let i = self.active[slot];
+        let index = (pick - self.starts[slot]) as u32;
         let limits = self.limits;
-        let lane = &mut self.lanes[lane_index];
         match self.mode {
             Mode::Unbatched => {
-                if lane.window.is_full() {
+                if self.lanes[i].window.is_full() {
                     return Offer::Blocked;
                 }
-                let message = match delta {
-                    Delta::Increment(amount) => HostMessage::Increment {
-                        counter: index,
-                        amount,
-                    },
-                    Delta::Decrement(amount) => HostMessage::Decrement {
-                        counter: index,
-                        amount,
-                    },
+                let lane = &mut self.lanes[i];
+                lane.dirty.push(index);
+                lane.pending_ops = 1;
+                let change = Change {
+                    counter: index,
+                    delta: delta.signed(),
+                    operations: 1,
                 };
-                if lane.target.host.cast(message).is_err() {
-                    return Offer::Failed;
-                }
-                self.tally.record(delta.signed() as i64, 1);
-                self.sent_one(lane_index);
-                Offer::Accepted
+                self.make(i, vec![change])
             }
             Mode::Coalesced => {
-                if lane.due(limits) {
-                    match self.flush(lane_index) {
+                if self.lanes[i].due(limits) {
+                    match self.flush(i) {
                         Offer::Accepted => {}
                         other => return other,
                     }
                 }
-                let lane = &mut self.lanes[lane_index];
+                let lane = &mut self.lanes[i];
                 let slot = &mut lane.pending[index as usize];
                 if slot.1 == 0 {
                     lane.dirty.push(index);
@@ -261,7 +381,7 @@ impl Pusher {
                 if lane.due(limits) {
                     // Best effort: if the window is full the batch waits for the next
                     // offer or flush.
-                    if self.flush(lane_index) == Offer::Failed {
+                    if self.flush(i) == Offer::Failed {
                         return Offer::Failed;
                     }
                 }
@@ -270,7 +390,7 @@ impl Pusher {
         }
     }
 
-    /// Sends lane `i`'s pending batch if its window allows (`Blocked` if not).
+    /// Makes lane `i`'s pending changes a batch if its window allows (`Blocked` if not).
     fn flush(&mut self, i: usize) -> Offer {
         let lane = &mut self.lanes[i];
         if lane.dirty.is_empty() {
@@ -279,13 +399,11 @@ impl Pusher {
         if lane.window.is_full() {
             return Offer::Blocked;
         }
-        let mut net: i128 = 0;
         let changes: Vec<Change> = lane
             .dirty
             .drain(..)
             .map(|counter| {
                 let (delta, operations) = std::mem::take(&mut lane.pending[counter as usize]);
-                net += delta;
                 Change {
                     counter,
                     delta,
@@ -293,87 +411,220 @@ impl Pusher {
                 }
             })
             .collect();
+        self.make(i, changes)
+    }
+
+    /// Makes `changes` lane `i`'s next batch and issues it.
+    fn make(&mut self, i: usize, changes: Vec<Change>) -> Offer {
+        let lane = &mut self.lanes[i];
+        let (value, _) = changes
+            .iter()
+            .fold((0i128, 0u64), |(v, o), c| (v + c.delta, o + c.operations));
         let operations = std::mem::take(&mut lane.pending_ops);
-        if lane
-            .target
-            .host
-            .cast(HostMessage::Changes(Changes(changes)))
-            .is_err()
-        {
-            return Offer::Failed;
+        lane.dirty.clear();
+        let batch = OutBatch {
+            seq: lane.window.make(),
+            changes,
+            value: i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX }),
+            operations,
+        };
+        let seq = batch.seq;
+        lane.batches.push_back(batch.clone());
+        match &self.outbox {
+            Some(outbox) => {
+                let notify = Arc::clone(&self.notify);
+                let node = lane.node.clone();
+                let pusher = self.id;
+                outbox.issue(
+                    &lane.node,
+                    batch,
+                    Box::new(move |fate| {
+                        notify(match fate {
+                            Ok(()) => PushEvent::Issued { node, seq },
+                            Err(()) => PushEvent::IssueLost { node, seq, pusher },
+                        })
+                    }),
+                );
+                Offer::Accepted
+            }
+            None => self.issued(i, seq),
         }
-        self.tally.record(net as i64, operations);
-        self.sent_one(i);
+    }
+
+    /// Lane `i`'s batches up to `seq` are issued: counted, and sent.
+    fn issued(&mut self, i: usize, seq: u64) -> Offer {
+        let lane = &mut self.lanes[i];
+        for seq in lane.window.on_issued(seq) {
+            if let Some(batch) = lane.batch(seq) {
+                self.tally.record(batch.value, batch.operations);
+                self.in_flight += batch.operations;
+            }
+        }
+        self.transmit(i)
+    }
+
+    /// Sends lane `i`'s issued batches that its current host has not had.
+    fn transmit(&mut self, i: usize) -> Offer {
+        let lane = &mut self.lanes[i];
+        let Some(host) = lane.host.clone() else {
+            return Offer::Accepted;
+        };
+        for seq in lane.window.sendable() {
+            let Some(batch) = lane.batch(seq) else {
+                break;
+            };
+            let message = HostMessage::Batch(Batch {
+                stream: self.stream.clone(),
+                seq,
+                base: lane.window.acked(),
+                changes: batch.changes.clone(),
+            });
+            if host.cast(message).is_err() {
+                // The host is gone: parked until the targets are refreshed.
+                lane.host = None;
+                return Offer::Failed;
+            }
+            lane.messages += 1;
+            if let Some(fence) = lane.window.on_sent(seq) {
+                Self::fence(&self.stream, &self.notify, lane, &host, fence);
+            }
+        }
         Offer::Accepted
     }
 
-    fn sent_one(&mut self, i: usize) {
-        if let Some(upto) = self.lanes[i].window.on_sent() {
-            self.fence(i, upto);
-        }
-    }
-
-    /// Asks lane `i`'s host to acknowledge everything up to message `upto`.
-    fn fence(&self, i: usize, upto: u64) {
-        let host = self.lanes[i].target.host.clone();
-        let notify = Arc::clone(&self.notify);
+    /// Asks `host` where the stream stands, for `fence`.
+    fn fence(
+        stream: &StreamId,
+        notify: &Arc<dyn Fn(PushEvent) + Send + Sync>,
+        lane: &mut Lane,
+        host: &ActorRef<HostMessage>,
+        fence: Fence,
+    ) {
+        lane.fences_out += 1;
+        let (host, notify, stream, node) = (
+            host.clone(),
+            Arc::clone(notify),
+            stream.clone(),
+            lane.node.clone(),
+        );
         tokio::spawn(async move {
             let id = host.get_id();
-            // Answered or not, the window is released: a node that does not answer
-            // within the timeout is failing, and what was sent is lost or late anyway.
-            let _ = call_until(
+            let committed = call_until(
                 host,
-                |reply| HostMessage::Sync(upto, reply),
+                |reply| HostMessage::Sync(stream, reply),
                 Instant::now() + FENCE_TIMEOUT,
             )
             .await;
-            notify(Ack { host: id, upto });
+            notify(PushEvent::Answered {
+                node,
+                host: id,
+                fence,
+                committed,
+            });
         });
     }
 
-    /// Records an acknowledgement.
-    pub fn acked(&mut self, ack: Ack) {
-        if let Some(lane) = self
-            .lanes
-            .iter_mut()
-            .find(|lane| lane.target.host.get_id() == ack.host)
-        {
-            lane.window.ack(ack.upto);
+    /// Takes in one of the events the pusher's tasks and outbox report.
+    pub fn on_event(&mut self, event: PushEvent) -> Result<(), IssueLost> {
+        match event {
+            PushEvent::Answered {
+                node,
+                host,
+                fence,
+                committed,
+            } => {
+                let Some(i) = self.lanes.iter().position(|lane| lane.node == node) else {
+                    return Ok(());
+                };
+                let lane = &mut self.lanes[i];
+                lane.fences_out = lane.fences_out.saturating_sub(1);
+                let current = lane.host.as_ref().map(|h| h.get_id()) == Some(host);
+                let before = lane.window.acked();
+                let answer = if current {
+                    lane.window.on_answer(fence, committed)
+                } else {
+                    // From a host the node no longer has: it still says what is
+                    // committed there, but sending again is the new host's business.
+                    let stale = Fence { id: 0, ..fence };
+                    lane.window.on_answer(stale, committed);
+                    Answer::Fine
+                };
+                let acked = lane.window.acked();
+                while lane.batches.front().is_some_and(|b| b.seq <= acked) {
+                    if let Some(batch) = lane.batches.pop_front() {
+                        self.in_flight = self.in_flight.saturating_sub(batch.operations);
+                    }
+                }
+                if acked > before {
+                    if let Some(outbox) = &self.outbox {
+                        outbox.acked(&lane.node, acked);
+                    }
+                }
+                if answer == Answer::Resend {
+                    let _ = self.transmit(i);
+                }
+            }
+            PushEvent::Issued { node, seq } => {
+                if let Some(i) = self.lanes.iter().position(|lane| lane.node == node) {
+                    let _ = self.issued(i, seq);
+                }
+            }
+            PushEvent::IssueLost { node, seq, pusher } if pusher == self.id => {
+                return Err(IssueLost { node, seq })
+            }
+            PushEvent::IssueLost { .. } => {}
         }
+        Ok(())
     }
 
-    /// Sends every pending batch whose window allows it. Returns false if a host is
-    /// gone (refresh the targets).
+    /// Makes every pending batch whose window allows it, and asks a node with sent
+    /// batches no fence covers (and none waiting) to acknowledge them, so that a trickle
+    /// is acknowledged too. Returns false if a host is gone (refresh the targets).
     pub fn flush_all(&mut self) -> bool {
         let mut ok = true;
         for i in 0..self.lanes.len() {
             ok &= self.flush(i) != Offer::Failed;
-        }
-        ok
-    }
-
-    /// Flushes what it can and asks for acknowledgement of everything sent. Call it
-    /// (again after each acknowledgement) until [`Pusher::settled`].
-    pub fn drain(&mut self) -> bool {
-        let ok = self.flush_all();
-        for i in 0..self.lanes.len() {
-            if let Some(upto) = self.lanes[i].window.fence_rest() {
-                self.fence(i, upto);
+            let lane = &mut self.lanes[i];
+            if lane.fences_out == 0 {
+                if let Some(host) = lane.host.clone() {
+                    if let Some(fence) = lane.window.fence_rest() {
+                        Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                    }
+                }
             }
         }
         ok
     }
 
-    /// True when nothing is pending and every message sent has been acknowledged.
+    /// Flushes what it can and asks for acknowledgement of everything sent. Call it
+    /// (again after each event) until [`Pusher::settled`].
+    pub fn drain(&mut self) -> bool {
+        let ok = self.flush_all();
+        for lane in &mut self.lanes {
+            if let Some(host) = lane.host.clone() {
+                if let Some(fence) = lane.window.fence_rest() {
+                    Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                }
+            }
+        }
+        ok
+    }
+
+    /// True when nothing is pending and every batch made has been acknowledged.
     pub fn settled(&self) -> bool {
         self.lanes
             .iter()
             .all(|lane| lane.pending_ops == 0 && lane.window.is_settled())
     }
 
-    /// Messages sent so far, over all targets.
+    /// Operations issued and not yet acknowledged by their destination.
+    pub fn in_flight_operations(&self) -> u64 {
+        self.in_flight
+    }
+
+    /// Messages sent so far (batches, counting those sent again), over all nodes.
     pub fn messages(&self) -> u64 {
-        self.lanes.iter().map(|lane| lane.window.sent()).sum()
+        self.lanes.iter().map(|lane| lane.messages).sum()
     }
 }
 
@@ -382,14 +633,82 @@ mod tests {
     use super::*;
     use crate::cluster::facts::NodeFacts;
     use crate::counters::counter::{Counter, CounterArgs};
+    use crate::load::outbox::JournalOutbox;
+    use crate::store::journal::{journal_name, JournalMessage};
     use crate::testing::WritePath;
     use ractor::Actor;
     use shared::counter::StatsOutcome;
     use shared::protocol::counter_name;
     use tokio::sync::mpsc;
 
-    /// Pushes `ops` known operations through a real host to real counters and checks
-    /// that every counter's value and operation count come out exact.
+    fn stream(sender: &str) -> StreamId {
+        StreamId {
+            sender: sender.into(),
+            origin: 5,
+        }
+    }
+
+    /// A pusher whose events arrive on the returned receiver.
+    fn pusher(
+        mode: Mode,
+        outbox: Option<Arc<dyn Outbox>>,
+    ) -> (Pusher, mpsc::UnboundedReceiver<PushEvent>, Arc<IssuedTally>) {
+        let (tx, events) = mpsc::unbounded_channel();
+        let tally = Arc::new(IssuedTally::default());
+        let pusher = Pusher::new(
+            mode,
+            stream("sender"),
+            Arc::clone(&tally),
+            outbox,
+            Arc::new(move |event| {
+                let _ = tx.send(event);
+            }),
+        );
+        (pusher, events, tally)
+    }
+
+    /// Waits for the next event (at most 10 s) and hands it to the pusher.
+    async fn next_event(pusher: &mut Pusher, events: &mut mpsc::UnboundedReceiver<PushEvent>) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no event within 10 s")
+            .unwrap();
+        pusher.on_event(event).unwrap();
+    }
+
+    /// Offers `ops` operations spread as `pick(k)` says, waiting whenever blocked, then
+    /// waits until everything is acknowledged; returns what each counter should hold.
+    async fn push_all(
+        pusher: &mut Pusher,
+        events: &mut mpsc::UnboundedReceiver<PushEvent>,
+        ops: u64,
+        pick: impl Fn(u64) -> u64,
+    ) -> Vec<(i64, u64)> {
+        let mut expected = vec![(0i64, 0u64); pusher.total_counters() as usize];
+        let mut k = 0;
+        while k < ops {
+            let delta = crate::load::client::operation(k);
+            match pusher.offer(pick(k), delta) {
+                Offer::Accepted => {
+                    expected[pick(k) as usize].0 += delta.signed() as i64;
+                    expected[pick(k) as usize].1 += 1;
+                    k += 1;
+                }
+                Offer::Blocked => next_event(pusher, events).await,
+                Offer::Failed => panic!("the host is running"),
+            }
+        }
+        while !pusher.settled() {
+            pusher.drain();
+            next_event(pusher, events).await;
+        }
+        expected
+    }
+
+    /// Pushes `ops` known operations through a real host and journal to real counters,
+    /// issuing through the node's outbox, and checks that every counter's value and
+    /// operation count come out exact, in the counters and in the store, and that the
+    /// outbox is empty once everything is acknowledged.
     async fn push_exactly(mode: Mode, node: &str, ops: u64) -> u64 {
         let counters = 3u32;
         let facts = Arc::new(NodeFacts::for_tests(node, counters));
@@ -404,61 +723,18 @@ mod tests {
         }
         let path = WritePath::start(&facts).await;
         let host = path.host.clone();
-
-        let (tx, mut acks) = mpsc::unbounded_channel();
-        let tally = Arc::new(IssuedTally::default());
-        let mut pusher = Pusher::new(
-            mode,
-            Arc::clone(&tally),
-            Arc::new(move |ack| {
-                let _ = tx.send(ack);
-            }),
-        );
+        let (mut pusher, mut events, tally) = pusher(mode, Some(JournalOutbox::new(node)));
         pusher.set_targets(vec![Target {
             node: node.into(),
             host: host.clone(),
             counters,
         }]);
-        let mut expected = vec![(0i64, 0u64); counters as usize];
-        let mut k = 0;
-        while k < ops {
-            let delta = crate::load::client::operation(k);
-            let pick = k * 7 % pusher.total_counters();
-            match pusher.offer(pick, delta) {
-                Offer::Accepted => {
-                    expected[pick as usize].0 += delta.signed() as i64;
-                    expected[pick as usize].1 += 1;
-                    k += 1;
-                }
-                Offer::Blocked => {
-                    let ack = tokio::time::timeout(Duration::from_secs(5), acks.recv())
-                        .await
-                        .expect("no acknowledgement within 5 s")
-                        .unwrap();
-                    pusher.acked(ack);
-                }
-                Offer::Failed => panic!("the host is running"),
-            }
-        }
-        while !pusher.settled() {
-            pusher.drain();
-            let ack = tokio::time::timeout(Duration::from_secs(5), acks.recv())
-                .await
-                .expect("not settled within 5 s")
-                .unwrap();
-            pusher.acked(ack);
-        }
+        let expected = push_all(&mut pusher, &mut events, ops, |k| k * 7 % 3).await;
         for (i, want) in expected.iter().enumerate() {
             let StatsOutcome(got) =
                 ractor::call!(host, |r| HostMessage::GetStats(i as u32, r)).unwrap();
             let got = got.unwrap();
             assert_eq!((got.value, got.operations), *want, "counter {i}");
-        }
-        let net: i64 = expected.iter().map(|e| e.0).sum();
-        assert_eq!(tally.read(), (net, ops));
-        let messages = pusher.messages();
-        // What the counters hold is what was committed.
-        for (i, want) in expected.iter().enumerate() {
             let record = path.store.record(i as u32).unwrap();
             assert_eq!(
                 (record.value, record.operations),
@@ -466,6 +742,18 @@ mod tests {
                 "stored counter {i}"
             );
         }
+        let net: i64 = expected.iter().map(|e| e.0).sum();
+        assert_eq!(tally.read(), (net, ops));
+        assert_eq!(pusher.in_flight_operations(), 0);
+        // Everything issued went through the outbox and left it once acknowledged.
+        let journal: ActorRef<JournalMessage> = ractor::registry::where_is(journal_name(node))
+            .unwrap()
+            .into();
+        ractor::call!(journal, |r| JournalMessage::Sync(0, r)).unwrap();
+        let (outbox, issued) = path.store.outbox().unwrap();
+        assert_eq!(issued, (net, ops));
+        assert!(outbox.values().all(|s| s.batches.is_empty()), "{outbox:?}");
+        let messages = pusher.messages();
         path.stop().await;
         for (counter, handle) in handles {
             counter.stop(None);
@@ -486,11 +774,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn unbatched_pushes_are_exact_and_windowed() {
+        let ops = 20_000;
+        let messages = push_exactly(Mode::Unbatched, "push-unbatched", ops).await;
+        assert_eq!(messages, ops);
+    }
+
+    #[tokio::test]
     async fn a_receiver_that_never_acknowledges_blocks_the_sender() {
         for mode in [Mode::Coalesced, Mode::Unbatched] {
             // A host that takes everything and never acknowledges.
             let (host, handle) = crate::testing::Hoarder::<HostMessage>::start(None, None).await;
-            let mut pusher = Pusher::new(mode, Arc::default(), Arc::new(|_| {}));
+            let (mut pusher, _events, _) = pusher(mode, None);
             pusher.set_targets(vec![Target {
                 node: "stuck".into(),
                 host: host.clone(),
@@ -503,7 +798,7 @@ mod tests {
                 assert!(accepted < 10_000_000, "{mode:?}: never blocked");
             }
             assert_eq!(pusher.messages(), limits.window, "{mode:?}");
-            // The window's messages plus one full pending batch, and nothing more.
+            // The window's batches plus one full pending batch, and nothing more.
             let pending = if mode == Mode::Coalesced {
                 limits.flush_ops
             } else {
@@ -514,50 +809,69 @@ mod tests {
                 limits.window * limits.flush_ops + pending,
                 "{mode:?}"
             );
+            assert_eq!(
+                pusher.in_flight_operations(),
+                limits.window * limits.flush_ops
+            );
             assert!(!pusher.settled());
             host.stop(None);
             handle.await.unwrap();
         }
     }
 
-    /// A host that acknowledges at once and records the batches it receives.
-    struct Recorder;
+    /// A destination that applies each stream's batches once and in order, as a
+    /// node's journal does, but loses some on the way: every batch whose number is a
+    /// multiple of `lose_every` is dropped the first time it arrives.
+    struct Lossy;
 
     #[derive(Default)]
-    struct Received {
+    struct LossyState {
+        lose_every: u64,
+        lost: std::collections::HashSet<u64>,
+        applied: u64,
         operations: u64,
-        changes: u64,
+        value: i128,
         batches: u64,
+        changes: u64,
     }
 
-    impl Actor for Recorder {
+    impl Actor for Lossy {
         type Msg = HostMessage;
-        type State = Arc<std::sync::Mutex<Received>>;
-        type Arguments = Arc<std::sync::Mutex<Received>>;
+        type State = Arc<std::sync::Mutex<LossyState>>;
+        type Arguments = Arc<std::sync::Mutex<LossyState>>;
 
         async fn pre_start(
             &self,
             _myself: ActorRef<Self::Msg>,
-            received: Self::Arguments,
+            state: Self::Arguments,
         ) -> Result<Self::State, ractor::ActorProcessingErr> {
-            Ok(received)
+            Ok(state)
         }
 
         async fn handle(
             &self,
             _myself: ActorRef<Self::Msg>,
             message: Self::Msg,
-            received: &mut Self::State,
+            state: &mut Self::State,
         ) -> Result<(), ractor::ActorProcessingErr> {
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             match message {
-                HostMessage::Sync(upto, reply) => {
-                    let _ = reply.send(upto);
+                HostMessage::Sync(_, reply) => {
+                    let _ = reply.send(s.applied);
                 }
-                HostMessage::Changes(Changes(changes)) => {
-                    let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
-                    r.batches += 1;
-                    r.changes += changes.len() as u64;
-                    r.operations += changes.iter().map(|c| c.operations).sum::<u64>();
+                HostMessage::Batch(batch) => {
+                    if s.lose_every > 0 && batch.seq % s.lose_every == 0 && s.lost.insert(batch.seq)
+                    {
+                        return Ok(());
+                    }
+                    if batch.seq == s.applied + 1 {
+                        s.applied = batch.seq;
+                        let (value, operations) = batch.totals();
+                        s.value += value;
+                        s.operations += operations;
+                        s.batches += 1;
+                        s.changes += batch.changes.len() as u64;
+                    }
                 }
                 _ => {}
             }
@@ -565,20 +879,126 @@ mod tests {
         }
     }
 
+    async fn lossy(lose_every: u64) -> (ActorRef<HostMessage>, Arc<std::sync::Mutex<LossyState>>) {
+        let state = Arc::new(std::sync::Mutex::new(LossyState {
+            lose_every,
+            ..LossyState::default()
+        }));
+        let (host, _) = Actor::spawn(None, Lossy, Arc::clone(&state)).await.unwrap();
+        (host, state)
+    }
+
+    #[tokio::test]
+    async fn lost_batches_are_sent_again_and_applied_once() {
+        for mode in [Mode::Coalesced, Mode::Unbatched] {
+            let (host, state) = lossy(3).await;
+            let (mut pusher, mut events, tally) = pusher(mode, None);
+            pusher.set_targets(vec![Target {
+                node: "lossy".into(),
+                host: host.clone(),
+                counters: 50,
+            }]);
+            let ops = 200_000;
+            let expected = push_all(&mut pusher, &mut events, ops, |k| k % 50).await;
+            let (value, operations, lost) = {
+                let s = state.lock().unwrap();
+                (s.value, s.operations, s.lost.len())
+            };
+            let net: i128 = expected.iter().map(|e| i128::from(e.0)).sum();
+            assert_eq!((value, operations), (net, ops), "{mode:?}");
+            assert!(lost > 0, "{mode:?}: nothing was lost");
+            assert_eq!(tally.read(), (net as i64, ops));
+            assert_eq!(pusher.in_flight_operations(), 0);
+            host.stop(None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_host_gets_everything_unacknowledged_and_a_resumed_outbox_is_sent() {
+        // A host that never answers takes four batches; then the node has a new host.
+        let (silent, silent_handle) =
+            crate::testing::Hoarder::<HostMessage>::start(None, None).await;
+        let (mut pusher, mut events, _) = pusher(Mode::Unbatched, None);
+        pusher.set_targets(vec![Target {
+            node: "n".into(),
+            host: silent.clone(),
+            counters: 1,
+        }]);
+        for _ in 0..4 {
+            assert_eq!(pusher.offer(0, Delta::Increment(2)), Offer::Accepted);
+        }
+        assert_eq!(pusher.in_flight_operations(), 4);
+        let (host, state) = lossy(0).await;
+        pusher.set_targets(vec![Target {
+            node: "n".into(),
+            host: host.clone(),
+            counters: 1,
+        }]);
+        while !pusher.settled() {
+            pusher.drain();
+            next_event(&mut pusher, &mut events).await;
+        }
+        assert_eq!(state.lock().unwrap().value, 8);
+
+        // A sender that starts again from an outbox holding batches 3 and 4 of 4 (1 and
+        // 2 acknowledged): the destination gets those two, once.
+        let (host, state) = lossy(0).await;
+        state.lock().unwrap().applied = 2;
+        let (mut resumed, mut events, _) = pusher_with_outbox_of(4, 2);
+        assert_eq!(resumed.in_flight_operations(), 2);
+        resumed.set_targets(vec![Target {
+            node: "n".into(),
+            host: host.clone(),
+            counters: 1,
+        }]);
+        while !resumed.settled() {
+            resumed.drain();
+            next_event(&mut resumed, &mut events).await;
+        }
+        let seen = {
+            let s = state.lock().unwrap();
+            (s.applied, s.value, s.batches)
+        };
+        assert_eq!(seen, (4, 15, 2));
+        silent.stop(None);
+        silent_handle.await.unwrap();
+    }
+
+    /// A pusher resumed from an outbox for node `n` with batches `acked + 1 ..= last`
+    /// unacknowledged, batch `k` adding `k + 4` in one operation.
+    fn pusher_with_outbox_of(
+        last: u64,
+        acked: u64,
+    ) -> (Pusher, mpsc::UnboundedReceiver<PushEvent>, Arc<IssuedTally>) {
+        let (mut pusher, events, tally) = pusher(Mode::Unbatched, None);
+        let batches = (acked + 1..=last)
+            .map(|seq| OutBatch {
+                seq,
+                changes: vec![Change {
+                    counter: 0,
+                    delta: i128::from(seq) + 4,
+                    operations: 1,
+                }],
+                value: seq as i64 + 4,
+                operations: 1,
+            })
+            .collect();
+        let outbox = BTreeMap::from([(
+            "n".to_string(),
+            OutStream {
+                last_seq: last,
+                acked,
+                batches,
+            },
+        )]);
+        pusher.resume(outbox);
+        (pusher, events, tally)
+    }
+
     #[tokio::test]
     async fn batches_spread_over_many_counters_still_coalesce() {
-        let received = Arc::new(std::sync::Mutex::new(Received::default()));
-        let (host, handle) = Actor::spawn(None, Recorder, Arc::clone(&received))
-            .await
-            .unwrap();
-        let (tx, mut acks) = mpsc::unbounded_channel();
-        let mut pusher = Pusher::new(
-            Mode::Coalesced,
-            Arc::default(),
-            Arc::new(move |ack| {
-                let _ = tx.send(ack);
-            }),
-        );
+        let (host, state) = lossy(0).await;
+        let (mut pusher, mut events, _) = pusher(Mode::Coalesced, None);
         let counters = 10_000;
         pusher.set_targets(vec![Target {
             node: "many".into(),
@@ -586,22 +1006,14 @@ mod tests {
             counters,
         }]);
         let ops = 1_000_000u64;
-        let mut k = 0;
-        while k < ops {
-            // Spread evenly: consecutive operations land far apart.
-            match pusher.offer(k * 7919 % u64::from(counters), Delta::Increment(1)) {
-                Offer::Accepted => k += 1,
-                Offer::Blocked => pusher.acked(acks.recv().await.unwrap()),
-                Offer::Failed => panic!("the host is running"),
-            }
-        }
-        while !pusher.settled() {
-            pusher.drain();
-            pusher.acked(acks.recv().await.unwrap());
-        }
+        // Spread evenly: consecutive operations land far apart.
+        push_all(&mut pusher, &mut events, ops, |k| {
+            k * 7919 % u64::from(counters)
+        })
+        .await;
         let (operations, changes, batches) = {
-            let r = received.lock().unwrap();
-            (r.operations, r.changes, r.batches)
+            let s = state.lock().unwrap();
+            (s.operations, s.changes, s.batches)
         };
         assert_eq!(operations, ops);
         // Batches of 4096 operations over 10,000 counters would carry about 1.2 per
@@ -611,13 +1023,5 @@ mod tests {
             "{operations} operations in {changes} changes ({batches} batches)"
         );
         host.stop(None);
-        handle.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn unbatched_pushes_are_exact_and_windowed() {
-        let ops = 20_000;
-        let messages = push_exactly(Mode::Unbatched, "push-unbatched", ops).await;
-        assert_eq!(messages, ops);
     }
 }

@@ -1,5 +1,8 @@
-//! What a node's senders have handed to the transport: the "issued" side of the
-//! cluster's exactness check (`issued_* == total_*` once the load has stopped).
+//! What a node's senders have issued (committed to their outbox, from where it is
+//! delivered exactly once), and how much of it is not acknowledged yet: the "issued"
+//! side of the cluster's exactness check (`issued_* == total_*` and no operations in
+//! flight once the load has stopped and every fault has healed). The durable copy is in
+//! the node's store; this one is what the node reports.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -9,6 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct IssuedTally {
     value: AtomicI64,
     operations: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 impl IssuedTally {
@@ -16,6 +20,22 @@ impl IssuedTally {
     pub fn record(&self, value: i64, operations: u64) {
         self.value.fetch_add(value, Ordering::Relaxed);
         self.operations.fetch_add(operations, Ordering::Relaxed);
+    }
+
+    /// Sets the tally (to what the store holds, when a sender starts).
+    pub fn set(&self, value: i64, operations: u64) {
+        self.value.store(value, Ordering::Relaxed);
+        self.operations.store(operations, Ordering::Relaxed);
+    }
+
+    /// Sets how many issued operations are not acknowledged yet.
+    pub fn set_in_flight(&self, operations: u64) {
+        self.in_flight.store(operations, Ordering::Relaxed);
+    }
+
+    /// Issued operations not acknowledged yet.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// `(value, operations)` so far.

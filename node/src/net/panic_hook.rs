@@ -84,8 +84,8 @@ mod tests {
     fn undecodable_fields_are_counted_not_printed() {
         install();
         let before = dropped();
-        // Ours: a batch of changes that is not one.
-        let ours = std::panic::catch_unwind(|| shared::host::Changes::from_bytes(vec![0xff]));
+        // Ours: a batch that is not one.
+        let ours = std::panic::catch_unwind(|| shared::host::Batch::from_bytes(vec![0xff]));
         // ractor's: a u64 from three bytes.
         let theirs = std::panic::catch_unwind(|| u64::from_bytes(vec![1, 2, 3]));
         assert!(ours.is_err() && theirs.is_err());

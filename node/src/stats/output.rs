@@ -10,7 +10,7 @@ pub(crate) fn summary_line(s: &ClusterStats) -> String {
     let mut line = format!(
         "cluster: total_value={} total_operations={} counters={}/{} nodes={}/{} \
          avg_ops_per_sec={:.1} recent_ops_per_sec={:.1} issued_value={} issued_operations={} \
-         complete={} took={}ms",
+         in_flight_operations={} complete={} took={}ms",
         s.total_value,
         s.total_operations,
         s.num_counters,
@@ -21,6 +21,7 @@ pub(crate) fn summary_line(s: &ClusterStats) -> String {
         s.recent_ops_per_sec,
         s.issued_value,
         s.issued_operations,
+        s.in_flight_operations,
         s.complete,
         s.duration_ms,
     );
@@ -77,8 +78,12 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
     );
     let _ = writeln!(
         out,
-        "  avg ops/s per counter {:.1}   recent ops/s {:.1}   load issued: value {} in {} operations",
-        s.avg_ops_per_sec, s.recent_ops_per_sec, s.issued_value, s.issued_operations
+        "  avg ops/s per counter {:.1}   recent ops/s {:.1}   load issued: value {} in {} operations ({} in flight)",
+        s.avg_ops_per_sec,
+        s.recent_ops_per_sec,
+        s.issued_value,
+        s.issued_operations,
+        s.in_flight_operations
     );
     if !s.missing_links.is_empty() {
         let _ = writeln!(
@@ -91,7 +96,7 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
         let role = node.role.map_or("?", |r| r.as_str());
         let _ = writeln!(
             out,
-            "\nnode {} ({}, {}){}  issued value {} in {} ops, counter restarts {}",
+            "\nnode {} ({}, {}){}  issued value {} in {} ops ({} in flight), counter restarts {}",
             node.name,
             role,
             node.advertise.as_deref().unwrap_or("address unknown"),
@@ -102,8 +107,17 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
             },
             node.issued_value,
             node.issued_operations,
+            node.in_flight_operations,
             node.counter_restarts
         );
+        if !node.received.is_empty() {
+            let from: Vec<String> = node
+                .received
+                .iter()
+                .map(|r| format!("{} {} ops (value {})", r.sender, r.operations, r.value))
+                .collect();
+            let _ = writeln!(out, "  applied from: {}", from.join(", "));
+        }
         let _ = writeln!(
             out,
             "  {:<24} {:>14} {:>12} {:>12} {:>12}",

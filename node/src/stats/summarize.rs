@@ -35,6 +35,8 @@ pub(crate) fn summarize(
         answered: false,
         issued_value: 0,
         issued_operations: 0,
+        in_flight_operations: 0,
+        received: Vec::new(),
         counter_restarts: 0,
         counters: Vec::new(),
         missing_counters: Vec::new(),
@@ -69,6 +71,8 @@ pub(crate) fn summarize(
             entry.answered = true;
             entry.issued_value = info.issued_value;
             entry.issued_operations = info.issued_operations;
+            entry.in_flight_operations = info.in_flight_operations;
+            entry.received = info.received;
             entry.counter_restarts = info.counter_restarts;
             hosts.insert(name, info.counters);
         }
@@ -175,6 +179,10 @@ pub(crate) fn summarize(
         recent_ops_per_sec,
         issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
         issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
+        in_flight_operations: nodes
+            .iter()
+            .map(|n| u128::from(n.in_flight_operations))
+            .sum(),
         missing_counters,
         missing_links,
         nodes,
@@ -219,6 +227,8 @@ mod tests {
             counter_restarts: 0,
             issued_value,
             issued_operations,
+            in_flight_operations: 0,
+            received: Vec::new(),
             known_peers: vec![],
         }
     }

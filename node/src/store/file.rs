@@ -1,18 +1,25 @@
 //! The store on disk: one redb file, `store.redb`, in the node's data dir.
 //!
-//! Tables: `meta` (the node's name, this store's id, the last commit) and `counters`
-//! (each counter's figures by index). A commit is one redb write transaction, durable
-//! (fsynced) when it returns. redb locks the file, so two processes never share it.
+//! Tables: `meta` (the node's name, this store's id, the last commit, the issued
+//! tally), `counters` (each counter's figures by index), `streams_in` (per incoming
+//! stream, its last batch and totals), `outbox` (batches issued and not acknowledged,
+//! by destination and number) and `streams_out` (per destination, the last number used
+//! and the last acknowledged). A commit is one redb write transaction, durable (fsynced)
+//! when it returns. redb locks the file, so two processes never share it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{apply_all, ApplyOutcome, Entry, Recovered, StoreError};
+use super::{plan, CommitOutcome, Entry, InRecord, OutBatch, OutStream, Recovered, StoreError};
 use crate::counters::record::CounterRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<u32, (i64, u64, u64, u64)> = TableDefinition::new("counters");
+const STREAMS_IN: TableDefinition<&str, (u64, i64, u64)> = TableDefinition::new("streams_in");
+const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+const STREAMS_OUT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams_out");
 
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -37,12 +44,13 @@ fn write_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl StoreFile {
-    /// Opens (or creates) node `node`'s store in `dir`, and reads `counters` records.
+    /// Opens (or creates) node `node`'s store in `dir`, and reads `counters` records;
+    /// returns it with the store's id.
     pub(crate) fn open(
         dir: &Path,
         node: &str,
         counters: u32,
-    ) -> Result<(Self, Recovered), StoreError> {
+    ) -> Result<(Self, u64, Recovered), StoreError> {
         let path = dir.to_path_buf();
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
@@ -106,6 +114,15 @@ impl StoreFile {
                     write
                         .open_table(COUNTERS)
                         .map_err(|e| open_error(e.to_string()))?;
+                    write
+                        .open_table(STREAMS_IN)
+                        .map_err(|e| open_error(e.to_string()))?;
+                    write
+                        .open_table(OUTBOX)
+                        .map_err(|e| open_error(e.to_string()))?;
+                    write
+                        .open_table(STREAMS_OUT)
+                        .map_err(|e| open_error(e.to_string()))?;
                 }
                 write.commit().map_err(|e| open_error(e.to_string()))?;
                 true
@@ -118,8 +135,17 @@ impl StoreFile {
         };
         let last_commit = store.last_commit().map_err(|e| unreadable(&e))?;
         let records = store.records(counters).map_err(|e| unreadable(&e))?;
+        let origin = store
+            .meta_u64s::<1>("store_id")
+            .map_err(|e| unreadable(&e))?
+            .map(|[id]| id)
+            .ok_or_else(|| unreadable(&"it holds no store id"))?;
+        // Everything else must be readable too: now, rather than at the first commit.
+        store.streams_in().map_err(|e| unreadable(&e))?;
+        store.outbox().map_err(|e| unreadable(&e))?;
         Ok((
             store,
+            origin,
             Recovered {
                 records,
                 last_commit,
@@ -133,41 +159,86 @@ impl StoreFile {
         &self,
         number: u64,
         entries: &[Entry],
-    ) -> Result<Vec<ApplyOutcome>, StoreError> {
+    ) -> Result<CommitOutcome, StoreError> {
         let write = self.db.begin_write().map_err(write_error)?;
-        let outcomes = {
-            let mut table = write.open_table(COUNTERS).map_err(write_error)?;
-            let mut failure = None;
-            let mut updates = Vec::new();
-            let outcomes = apply_all(
+        let outcome = {
+            let mut counters = write.open_table(COUNTERS).map_err(write_error)?;
+            let mut streams_in = write.open_table(STREAMS_IN).map_err(write_error)?;
+            let (writes, applied) = plan(
                 number,
                 entries,
-                |index| match table.get(index) {
-                    Ok(found) => found
+                |index| {
+                    Ok(counters
+                        .get(index)
+                        .map_err(write_error)?
                         .map(|r| CounterRecord::from_tuple(r.value()))
-                        .unwrap_or_default(),
-                    Err(e) => {
-                        failure.get_or_insert(write_error(e));
-                        CounterRecord::default()
-                    }
+                        .unwrap_or_default())
                 },
-                |index, record| updates.push((index, record)),
-            );
-            if let Some(failure) = failure {
-                return Err(failure);
+                |key| {
+                    Ok(streams_in
+                        .get(key)
+                        .map_err(write_error)?
+                        .map(|r| InRecord::from_tuple(r.value()))
+                        .unwrap_or_default())
+                },
+            )?;
+            for (index, record) in &writes.counters {
+                counters
+                    .insert(*index, record.to_tuple())
+                    .map_err(write_error)?;
             }
-            for (index, record) in updates {
-                table
-                    .insert(index, record.to_tuple())
+            for (key, record) in &writes.streams_in {
+                streams_in
+                    .insert(key.as_str(), record.to_tuple())
+                    .map_err(write_error)?;
+            }
+            let mut outbox = write.open_table(OUTBOX).map_err(write_error)?;
+            let mut streams_out = write.open_table(STREAMS_OUT).map_err(write_error)?;
+            let out_record = |table: &redb::Table<&str, (u64, u64)>, dest: &str| {
+                Ok::<_, StoreError>(
+                    table
+                        .get(dest)
+                        .map_err(write_error)?
+                        .map_or((0, 0), |r| r.value()),
+                )
+            };
+            for (dest, batch) in &writes.outbox {
+                let bytes = shared::codec::encode(batch).map_err(write_error)?;
+                outbox
+                    .insert((dest.as_str(), batch.seq), bytes.as_slice())
+                    .map_err(write_error)?;
+                let (last, acked) = out_record(&streams_out, dest)?;
+                streams_out
+                    .insert(dest.as_str(), (last.max(batch.seq), acked))
+                    .map_err(write_error)?;
+            }
+            for (dest, upto) in &writes.acked {
+                let (last, acked) = out_record(&streams_out, dest)?;
+                streams_out
+                    .insert(dest.as_str(), (last, acked.max(*upto)))
+                    .map_err(write_error)?;
+                outbox
+                    .retain_in((dest.as_str(), 0)..=(dest.as_str(), *upto), |_, _| false)
                     .map_err(write_error)?;
             }
             let mut meta = write.open_table(META).map_err(write_error)?;
+            if writes.issued != (0, 0) {
+                let [value, operations] = read_u64s::<2>(&meta, "issued")?.unwrap_or([0, 0]);
+                let value = (value as i64).saturating_add(writes.issued.0);
+                let operations = operations.saturating_add(writes.issued.1);
+                let bytes = [(value as u64).to_be_bytes(), operations.to_be_bytes()].concat();
+                meta.insert("issued", bytes.as_slice())
+                    .map_err(write_error)?;
+            }
             meta.insert("last_commit", number.to_be_bytes().as_slice())
                 .map_err(write_error)?;
-            outcomes
+            CommitOutcome {
+                applied,
+                streams: writes.streams_in.into_iter().collect(),
+            }
         };
         write.commit().map_err(write_error)?;
-        Ok(outcomes)
+        Ok(outcome)
     }
 
     /// The records of counters `0..counters`, in one read.
@@ -198,14 +269,95 @@ impl StoreFile {
 
     /// The last commit's number.
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
+        Ok(self.meta_u64s::<1>("last_commit")?.map_or(0, |[n]| n))
+    }
+
+    /// Every incoming stream's record.
+    pub(crate) fn streams_in(&self) -> Result<Vec<(String, InRecord)>, StoreError> {
+        let read = self.db.begin_read().map_err(write_error)?;
+        let table = read.open_table(STREAMS_IN).map_err(write_error)?;
+        table
+            .iter()
+            .map_err(write_error)?
+            .map(|row| {
+                let (key, record) = row.map_err(write_error)?;
+                Ok((
+                    key.value().to_string(),
+                    InRecord::from_tuple(record.value()),
+                ))
+            })
+            .collect()
+    }
+
+    /// The outbox, per destination, and the issued tally.
+    pub(crate) fn outbox(&self) -> Result<super::Outbox, StoreError> {
+        let read = self.db.begin_read().map_err(write_error)?;
+        let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
+        for row in read
+            .open_table(STREAMS_OUT)
+            .map_err(write_error)?
+            .iter()
+            .map_err(write_error)?
+        {
+            let (dest, record) = row.map_err(write_error)?;
+            let (last_seq, acked) = record.value();
+            let stream = streams.entry(dest.value().to_string()).or_default();
+            stream.last_seq = last_seq;
+            stream.acked = acked;
+        }
+        for row in read
+            .open_table(OUTBOX)
+            .map_err(write_error)?
+            .iter()
+            .map_err(write_error)?
+        {
+            let (key, bytes) = row.map_err(write_error)?;
+            let (dest, _) = key.value();
+            let batch: OutBatch = shared::codec::decode(bytes.value()).map_err(write_error)?;
+            streams
+                .entry(dest.to_string())
+                .or_default()
+                .batches
+                .push(batch);
+        }
+        let issued = self
+            .meta_u64s::<2>("issued")?
+            .map_or((0, 0), |[value, operations]| (value as i64, operations));
+        Ok((streams, issued))
+    }
+
+    /// Meta entry `key` as `N` big-endian u64s, if present.
+    fn meta_u64s<const N: usize>(&self, key: &str) -> Result<Option<[u64; N]>, StoreError> {
         let read = self.db.begin_read().map_err(write_error)?;
         let meta = read.open_table(META).map_err(write_error)?;
-        let bytes = meta.get("last_commit").map_err(write_error)?;
-        Ok(bytes
-            .and_then(|b| <[u8; 8]>::try_from(b.value()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        read_u64s::<N>(&meta, key)
     }
+}
+
+/// Meta entry `key` of `meta` as `N` big-endian u64s, if present (an entry of another
+/// length is an error: the store is not what this build wrote).
+fn read_u64s<const N: usize>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<[u64; N]>, StoreError> {
+    let Some(bytes) = meta.get(key).map_err(write_error)? else {
+        return Ok(None);
+    };
+    let bytes = bytes.value();
+    if bytes.len() != 8 * N {
+        return Err(StoreError::Write(format!(
+            "meta entry '{key}' has {} bytes, not {}",
+            bytes.len(),
+            8 * N
+        )));
+    }
+    let mut out = [0u64; N];
+    for (slot, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        *slot = u64::from_be_bytes(word);
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -217,25 +369,47 @@ mod tests {
     fn what_was_committed_is_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, recovered) = StoreFile::open(dir.path(), "n", 2).unwrap();
+            let (store, _, recovered) = StoreFile::open(dir.path(), "n", 2).unwrap();
             assert!(recovered.fresh);
-            let outcomes = store
+            let outcome = store
                 .commit(
                     1,
-                    &[Entry::Apply {
-                        counter: 1,
-                        delta: Delta::Increment(7),
-                    }],
+                    &[
+                        Entry::Apply {
+                            counter: 1,
+                            delta: Delta::Increment(7),
+                        },
+                        Entry::Outgoing {
+                            dest: "m".into(),
+                            batch: OutBatch {
+                                seq: 4,
+                                changes: Vec::new(),
+                                value: -2,
+                                operations: 3,
+                            },
+                        },
+                        Entry::Batch {
+                            stream: "m#7".into(),
+                            seq: 9,
+                            changes: Vec::new(),
+                        },
+                    ],
                 )
                 .unwrap();
-            assert_eq!(outcomes, [Ok(7)]);
+            assert_eq!(outcome.applied, [Ok(7)]);
         }
-        let (store, recovered) = StoreFile::open(dir.path(), "n", 3).unwrap();
+        let (store, _, recovered) = StoreFile::open(dir.path(), "n", 3).unwrap();
         assert!(!recovered.fresh);
         assert_eq!(recovered.last_commit, 1);
         let values: Vec<i64> = recovered.records.iter().map(|r| r.value).collect();
         assert_eq!(values, [0, 7, 0]);
         assert_eq!(store.record(1).unwrap().commit, 1);
+        let (outbox, issued) = store.outbox().unwrap();
+        assert_eq!(
+            (issued, outbox["m"].last_seq, outbox["m"].batches.len()),
+            ((-2, 3), 4, 1)
+        );
+        assert_eq!(store.streams_in().unwrap()[0].1.seq, 9);
     }
 
     #[test]
@@ -260,7 +434,7 @@ mod tests {
     #[test]
     fn one_process_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let (_open, _) = StoreFile::open(dir.path(), "a", 1).unwrap();
+        let _open = StoreFile::open(dir.path(), "a", 1).unwrap();
         let err = StoreFile::open(dir.path(), "a", 1).unwrap_err();
         assert!(err.to_string().contains("another process"), "{err}");
     }

@@ -1,44 +1,57 @@
-//! The journal: every change to this node's counters goes through it, and reaches the
-//! counters only once it is committed to the store.
+//! The journal: every change to this node's store goes through it (changes to counters
+//! from other nodes and from clients, this node's outgoing batches and their
+//! acknowledgements), and reaches the counters only once it is committed.
 //!
-//! **Group commit.** Changes are appended to a queue. When no commit is running, the
+//! **Exactly once, receiving.** A batch of a stream is taken only if it is the next one
+//! ([`Batch`]): one taken already (sent again by a sender that had no acknowledgement)
+//! is dropped, and so is one beyond the next (an earlier one was lost on the way: the
+//! sender learns from its next `Sync` where the stream stands, and sends again from
+//! there). The batch's changes and the stream's new last batch are one commit, so a
+//! crash can never separate them. A stream the store does not know starts after the
+//! batch the sender says was acknowledged (its `base`): a new stream at 0.
+//!
+//! **Group commit.** Entries are appended to a queue. When no commit is running, the
 //! whole queue becomes the next commit, written in a blocking task (the journal never
-//! waits on the disk itself) that reports back; changes that arrive meanwhile wait for
+//! waits on the disk itself) that reports back; entries that arrive meanwhile wait for
 //! the next one. So one fsync carries however many changes arrived during the previous
 //! one: few under light load (low latency), many under heavy load (high throughput).
 //!
 //! **After a commit** the journal hands each change to its counter, stamped with the
 //! commit's number (a counter that holds that commit already, because it was started
-//! from the store since, skips it), answers every client waiting on a change in it
-//! with the outcome the commit computed, and answers every `Sync` that was waiting for
-//! it: an acknowledgement means the change is on disk.
+//! from the store since, skips it), answers every client waiting on a change in it with
+//! the outcome the commit computed, tells the load clients their batches are issued, and
+//! answers every `Sync` that was waiting for it: an acknowledgement means on disk.
 //!
 //! **A journal that starts** (again, after a failure) first waits for a commit its
 //! predecessor may have left running, then resumes after the store's last commit and
 //! hands every counter its record ([`CounterMessage::Resume`]): changes committed but
-//! never handed on reach the counters that way. Changes its predecessor held
-//! uncommitted were never acknowledged: their senders send them again.
+//! never handed on reach the counters that way. What its predecessor held uncommitted
+//! was never acknowledged: senders send it again, clients were told nothing (and retry
+//! with their id).
 //!
-//! **A failed commit** (a full or failing disk) applies nothing. Its changes stay at the
+//! **A failed commit** (a full or failing disk) applies nothing. Its entries stay at the
 //! head of the queue and the commit is tried again every [`RETRY_EVERY`]; meanwhile new
-//! client changes are refused at once, with the reason, and nothing is acknowledged.
-//! Reads go on (they never come here). When the disk takes writes again, the queue is
-//! committed and everything proceeds.
+//! client changes are refused at once, with the reason, and nothing is acknowledged
+//! (senders' windows fill, and they wait). Reads go on (they never come here). When the
+//! disk takes writes again, the queue is committed and everything proceeds.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{CounterError, ValueOutcome};
-use tracing::{error, info};
+use shared::host::Batch;
+use tracing::{error, info, warn};
 
-use super::{ApplyOutcome, Entry, Store};
+use super::{CommitOutcome, Entry, ReceivedTotals, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
+use crate::load::outbox::IssueFate;
 
-/// The registered name of node `node`'s journal (the host finds it by this name).
+/// The registered name of node `node`'s journal (the host and the load clients find it
+/// by this name).
 pub(crate) fn journal_name(node: &str) -> String {
     format!("{node}/journal")
 }
@@ -57,25 +70,80 @@ pub(crate) struct JournalArgs {
     pub(crate) store: Arc<Store>,
     /// Where the counters are.
     pub(crate) table: Arc<CounterTable>,
+    /// What this node applied per incoming stream, for its description.
+    pub(crate) received: Arc<ReceivedTotals>,
 }
 
-/// A change waiting for its commit, and who waits for its outcome.
+/// Called once when an entry is committed (`Ok`), or with `Err` if it never will be by
+/// this journal (it failed, or stopped, with the entry uncommitted).
+pub(crate) struct OnCommit(Option<Box<dyn FnOnce(IssueFate) + Send>>);
+
+impl OnCommit {
+    /// Calls `f` with the entry's fate.
+    pub(crate) fn new(f: impl FnOnce(IssueFate) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    fn committed(mut self) {
+        if let Some(f) = self.0.take() {
+            f(Ok(()));
+        }
+    }
+}
+
+impl Drop for OnCommit {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(()));
+        }
+    }
+}
+
+/// Who waits for an entry's commit.
+pub(crate) enum Waiter {
+    /// Nobody.
+    None,
+    /// A client, for the outcome of its [`Entry::Apply`].
+    Client(RpcReplyPort<ValueOutcome>),
+    /// A load client, for its [`Entry::Outgoing`] to be issued.
+    Issued(OnCommit),
+}
+
+/// An entry waiting for its commit, and who waits for it.
 pub(crate) struct Queued {
     entry: Entry,
-    reply: Option<RpcReplyPort<ValueOutcome>>,
+    waiter: Waiter,
+}
+
+/// What a `Sync` waits for, and how it is answered.
+enum SyncReply {
+    /// With its own number.
+    Plain(u64, RpcReplyPort<u64>),
+    /// With the stream's last committed batch.
+    Stream(String, RpcReplyPort<u64>),
+}
+
+/// Where an incoming stream stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct InStream {
+    /// The last batch taken (committed or queued).
+    queued: u64,
+    /// The last batch committed.
+    committed: u64,
 }
 
 /// The journal's state.
 pub(crate) struct JournalState {
     args: JournalArgs,
     queue: Vec<Queued>,
-    /// Changes appended and committed so far (a `Sync` waits for the first to reach it).
+    /// Entries appended and committed so far (a `Sync` waits for the first to reach it).
     appended: u64,
     committed: u64,
     next_commit: u64,
     in_flight: bool,
-    /// `Sync(n)`s waiting: answered `n` once `committed` reaches the first number.
-    syncs: VecDeque<(u64, u64, RpcReplyPort<u64>)>,
+    streams: HashMap<String, InStream>,
+    /// `Sync`s waiting: answered once `committed` reaches the first number.
+    syncs: VecDeque<(u64, SyncReply)>,
     /// Why the last commit failed, while commits fail.
     failing: Option<String>,
     retry_scheduled: bool,
@@ -86,18 +154,23 @@ pub(crate) struct JournalState {
 /// Messages to the journal (local only).
 #[derive(RactorMessage)]
 pub(crate) enum JournalMessage {
-    /// Commit this change; the client waiting on it (if any) gets the outcome.
-    Append(Entry, Option<RpcReplyPort<ValueOutcome>>),
-    /// Answer with the number once every change appended before it is committed.
+    /// Commit this entry; whoever waits on it hears after the commit.
+    Append(Entry, Waiter),
+    /// A batch of an incoming stream: taken if it is the stream's next.
+    Batch(Batch),
+    /// Answer with the number once every entry appended before it is committed.
     Sync(u64, RpcReplyPort<u64>),
+    /// Answer with stream `key`'s last committed batch once every entry appended
+    /// before it is committed.
+    SyncStream(String, RpcReplyPort<u64>),
     /// A commit ended.
     Committed {
         /// Its number.
         number: u64,
-        /// Its changes, in order.
+        /// Its entries, in order.
         batch: Vec<Queued>,
-        /// The outcome of each client change in it, or why the commit failed.
-        result: Result<Vec<ApplyOutcome>, String>,
+        /// What it did, or why it failed.
+        result: Result<CommitOutcome, String>,
     },
     /// Time to try a failed commit again.
     Retry,
@@ -145,19 +218,77 @@ impl JournalState {
         });
     }
 
+    /// Takes batch `batch` if it is its stream's next; see the module documentation.
+    fn take(&mut self, batch: Batch) -> Option<Entry> {
+        let key = batch.stream.key();
+        let stream = self.streams.entry(key.clone()).or_insert(InStream {
+            queued: batch.base,
+            committed: batch.base,
+        });
+        if batch.base > stream.queued {
+            warn!(stream = %key, base = batch.base, held = stream.queued,
+                "the sender had batches acknowledged that this store does not hold (was it \
+                 restored from an older copy?): carrying on after them");
+            stream.queued = batch.base;
+            stream.committed = stream.committed.max(batch.base);
+        }
+        if batch.seq != stream.queued + 1 {
+            return None;
+        }
+        stream.queued = batch.seq;
+        Some(Entry::Batch {
+            stream: key,
+            seq: batch.seq,
+            changes: batch.changes,
+        })
+    }
+
+    fn append(&mut self, entry: Entry, waiter: Waiter, myself: &ActorRef<JournalMessage>) {
+        self.appended += 1;
+        self.queue.push(Queued { entry, waiter });
+        self.commit_next(myself);
+    }
+
+    /// Answers `reply` now if everything appended is committed, else once it is.
+    fn sync(&mut self, reply: SyncReply) {
+        if self.committed >= self.appended {
+            self.answer(reply);
+        } else {
+            self.syncs.push_back((self.appended, reply));
+        }
+    }
+
+    fn answer(&self, reply: SyncReply) {
+        match reply {
+            SyncReply::Plain(n, reply) => {
+                let _ = reply.send(n);
+            }
+            SyncReply::Stream(key, reply) => {
+                let committed = self.streams.get(&key).map_or(0, |s| s.committed);
+                let _ = reply.send(committed);
+            }
+        }
+    }
+
     /// A commit returned: hand its changes on and answer whoever waited for them.
-    fn committed(&mut self, number: u64, batch: Vec<Queued>, outcomes: Vec<ApplyOutcome>) {
+    fn committed(&mut self, number: u64, batch: Vec<Queued>, outcome: CommitOutcome) {
         if let Some(why) = self.failing.take() {
             info!("the store takes writes again (it had failed: {why})");
         }
         self.next_commit = number + 1;
         self.committed += batch.len() as u64;
+        for (key, record) in &outcome.streams {
+            let stream = self.streams.entry(key.clone()).or_default();
+            stream.committed = stream.committed.max(record.seq);
+            stream.queued = stream.queued.max(record.seq);
+        }
+        self.args.received.update(outcome.streams);
         let table = &self.args.table;
-        let mut outcomes = outcomes.into_iter();
-        for Queued { entry, reply } in batch {
+        let mut applied = outcome.applied.into_iter();
+        for Queued { entry, waiter } in batch {
             // The counters first: a client that reads right after its answer sees its
             // change (its read reaches the counter after this `Add`).
-            for (counter, delta, operations) in entry.changes() {
+            for (counter, delta, operations) in entry.counter_changes() {
                 // A counter that is not running (it is being restarted) resumes from
                 // the store, which holds this commit already.
                 if let Some(actor) = table.actor(counter) {
@@ -168,10 +299,15 @@ impl JournalState {
                     });
                 }
             }
-            if let Entry::Apply { .. } = entry {
-                if let (Some(reply), Some(outcome)) = (reply, outcomes.next()) {
+            let outcome = matches!(entry, Entry::Apply { .. })
+                .then(|| applied.next())
+                .flatten();
+            match (waiter, outcome) {
+                (Waiter::Client(reply), Some(outcome)) => {
                     let _ = reply.send(ValueOutcome(outcome));
                 }
+                (Waiter::Issued(on_commit), _) => on_commit.committed(),
+                _ => {}
             }
         }
         if self.queue.is_empty() {
@@ -182,10 +318,10 @@ impl JournalState {
         while self
             .syncs
             .front()
-            .is_some_and(|(upto, _, _)| *upto <= self.committed)
+            .is_some_and(|(upto, _)| *upto <= self.committed)
         {
-            if let Some((_, n, reply)) = self.syncs.pop_front() {
-                let _ = reply.send(n);
+            if let Some((_, reply)) = self.syncs.pop_front() {
+                self.answer(reply);
             }
         }
     }
@@ -203,20 +339,32 @@ impl Actor for Journal {
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = Arc::clone(&args.store);
         let counters = args.table.len();
-        let (last, records) =
-            tokio::task::spawn_blocking(move || store.settled(counters)).await??;
-        for (index, record) in (0..counters).zip(records) {
+        let settled = tokio::task::spawn_blocking(move || store.settled(counters)).await??;
+        for (index, record) in (0..counters).zip(settled.records) {
             if let Some(counter) = args.table.actor(index) {
                 let _ = counter.cast(CounterMessage::Resume(record));
             }
         }
+        let streams = settled
+            .streams
+            .iter()
+            .map(|(key, record)| {
+                let at = InStream {
+                    queued: record.seq,
+                    committed: record.seq,
+                };
+                (key.clone(), at)
+            })
+            .collect();
+        args.received.update(settled.streams);
         Ok(JournalState {
             args,
             queue: Vec::new(),
             appended: 0,
             committed: 0,
-            next_commit: last + 1,
+            next_commit: settled.last_commit + 1,
             in_flight: false,
+            streams,
             syncs: VecDeque::new(),
             failing: None,
             retry_scheduled: false,
@@ -231,26 +379,26 @@ impl Actor for Journal {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            JournalMessage::Append(entry, reply) => {
-                if let (Some(why), Entry::Apply { .. }) = (&state.failing, &entry) {
+            JournalMessage::Append(entry, waiter) => {
+                if let (Some(why), Entry::Apply { .. }, Waiter::Client(_)) =
+                    (&state.failing, &entry, &waiter)
+                {
                     let refused =
                         CounterError::Unavailable(format!("the store takes no writes: {why}"));
-                    if let Some(reply) = reply {
+                    if let Waiter::Client(reply) = waiter {
                         let _ = reply.send(ValueOutcome(Err(refused)));
                     }
                     return Ok(());
                 }
-                state.appended += 1;
-                state.queue.push(Queued { entry, reply });
-                state.commit_next(&myself);
+                state.append(entry, waiter, &myself);
             }
-            JournalMessage::Sync(n, reply) => {
-                if state.committed >= state.appended {
-                    let _ = reply.send(n);
-                } else {
-                    state.syncs.push_back((state.appended, n, reply));
+            JournalMessage::Batch(batch) => {
+                if let Some(entry) = state.take(batch) {
+                    state.append(entry, Waiter::None, &myself);
                 }
             }
+            JournalMessage::Sync(n, reply) => state.sync(SyncReply::Plain(n, reply)),
+            JournalMessage::SyncStream(key, reply) => state.sync(SyncReply::Stream(key, reply)),
             JournalMessage::Committed {
                 number,
                 mut batch,
@@ -258,7 +406,7 @@ impl Actor for Journal {
             } => {
                 state.in_flight = false;
                 match result {
-                    Ok(outcomes) => state.committed(number, batch, outcomes),
+                    Ok(outcome) => state.committed(number, batch, outcome),
                     Err(why) => {
                         if state.failing.is_none() {
                             error!(error = %why, "a commit failed: nothing is acknowledged until the store takes writes again; client changes are refused meanwhile, reads go on");
@@ -296,10 +444,26 @@ mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
     use shared::counter::Delta;
-    use shared::host::Change;
+    use shared::host::{Change, StreamId};
+
+    fn batch(seq: u64, base: u64, delta: i128) -> JournalMessage {
+        JournalMessage::Batch(Batch {
+            stream: StreamId {
+                sender: "s".into(),
+                origin: 7,
+            },
+            seq,
+            base,
+            changes: vec![Change {
+                counter: 1,
+                delta,
+                operations: 1,
+            }],
+        })
+    }
 
     #[tokio::test]
-    async fn changes_reach_the_counters_after_their_commit_and_syncs_wait_for_it() {
+    async fn each_batch_of_a_stream_is_applied_once_in_order_and_only_after_its_commit() {
         let table = Arc::new(CounterTable::new("journal-test", 2));
         let (store, _) = Store::memory(2);
         let store = Arc::new(store);
@@ -315,48 +479,117 @@ mod tests {
             table.set_actor(index, Some(actor.clone()));
             counters.push((actor, handle));
         }
+        let received = Arc::new(ReceivedTotals::default());
         let (journal, handle) = Actor::spawn(
             None,
             Journal,
             JournalArgs {
                 store: Arc::clone(&store),
                 table: Arc::clone(&table),
+                received: Arc::clone(&received),
             },
         )
         .await
         .unwrap();
-        journal
-            .cast(JournalMessage::Append(
-                Entry::Changes(vec![Change {
-                    counter: 1,
-                    delta: 40,
-                    operations: 4,
-                }]),
-                None,
+        let stream_at = async || {
+            ractor::call!(journal, |r| JournalMessage::SyncStream(
+                "s#0000000000000007".into(),
+                r
             ))
-            .unwrap();
+        };
+        // 1 and 2 in order; 2 again (a resend): skipped; 4 beyond a gap: dropped.
+        for (seq, delta) in [(1, 40), (2, 2), (2, 2), (4, 1000)] {
+            journal.cast(batch(seq, 0, delta)).unwrap();
+        }
+        assert_eq!(stream_at().await.unwrap(), 2, "the sender must send from 3");
+        for (seq, delta) in [(3, 5), (4, 1)] {
+            journal.cast(batch(seq, 0, delta)).unwrap();
+        }
         let applied = ractor::call!(journal, |r| JournalMessage::Append(
             Entry::Apply {
                 counter: 1,
-                delta: Delta::Decrement(2),
+                delta: Delta::Decrement(8),
             },
-            Some(r)
+            Waiter::Client(r)
         ))
         .unwrap();
-        assert_eq!(applied, ValueOutcome(Ok(38)));
+        assert_eq!(applied, ValueOutcome(Ok(40)));
+        assert_eq!(stream_at().await.unwrap(), 4);
         assert_eq!(
             ractor::call!(journal, |r| JournalMessage::Sync(9, r)).unwrap(),
             9
         );
         let value = ractor::call!(counters[1].0, CounterMessage::GetValue).unwrap();
-        assert_eq!(value, ValueOutcome(Ok(38)));
+        assert_eq!(value, ValueOutcome(Ok(40)));
         let record = store.record(1).unwrap();
-        assert_eq!((record.value, record.operations), (38, 5));
+        assert_eq!((record.value, record.operations), (40, 5));
+        let from = received.by_sender();
+        assert_eq!(
+            (from[0].sender.as_str(), from[0].value, from[0].operations),
+            ("s", 48, 4)
+        );
+
+        // A journal started again knows where the stream stands; a stream it has never
+        // seen starts after the batch its sender says was acknowledged.
+        journal.stop(None);
+        handle.await.unwrap();
+        let (journal, handle) = Actor::spawn(
+            None,
+            Journal,
+            JournalArgs {
+                store: Arc::clone(&store),
+                table: Arc::clone(&table),
+                received,
+            },
+        )
+        .await
+        .unwrap();
+        journal.cast(batch(4, 3, 1000)).unwrap();
+        let other = |seq: u64, base: u64| {
+            JournalMessage::Batch(Batch {
+                stream: StreamId {
+                    sender: "t".into(),
+                    origin: 1,
+                },
+                seq,
+                base,
+                changes: vec![Change {
+                    counter: 0,
+                    delta: 1,
+                    operations: 1,
+                }],
+            })
+        };
+        journal.cast(other(12, 11)).unwrap();
+        assert_eq!(
+            ractor::call!(journal, |r| JournalMessage::SyncStream(
+                "t#0000000000000001".into(),
+                r
+            ))
+            .unwrap(),
+            12
+        );
+        assert_eq!(
+            store.record(1).unwrap().value,
+            40,
+            "batch 4 was applied before"
+        );
+        assert_eq!(store.record(0).unwrap().value, 1);
         journal.stop(None);
         handle.await.unwrap();
         for (actor, handle) in counters {
             actor.stop(None);
             handle.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn an_entry_never_committed_says_so() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_commit = OnCommit::new(move |fate| {
+            let _ = tx.send(fate);
+        });
+        drop(on_commit);
+        assert_eq!(rx.recv().unwrap(), Err(()));
     }
 }

@@ -1,22 +1,33 @@
 //! The node's durable store, behind one small module: the rest of the node speaks in
-//! counters, changes and commits, never in tables and transactions.
+//! counters, batches, commits and outboxes, never in tables and transactions.
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | [`file`] | the redb file: its tables, opening it (or refusing to), one commit |
+//! | [`memory`] | the same tables in memory (`--memory-only`) |
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //!
-//! What is durable: every counter's figures ([`CounterRecord`]) as of the last commit,
-//! the node's name (a data dir holds one node's data) and an id for this store. A change
-//! is acknowledged only once a commit holding it has returned; many changes share one
-//! commit (one fsync).
+//! What is durable, all of it changed only by commits (one redb write transaction each,
+//! all or nothing):
 //!
-//! `--memory-only` keeps the same records in memory instead, for comparison: the same
-//! commits and acknowledgements, and nothing survives the process.
+//! - every counter's figures ([`CounterRecord`]) and the last commit's number;
+//! - per incoming stream (sender and its store), the last batch applied and what its
+//!   batches added up to ([`InRecord`]): the receiver's half of exactly-once, committed
+//!   with the counter changes it describes;
+//! - the outbox: every batch this node's load clients issued and their destination has
+//!   not acknowledged yet, per destination, with the last number used; and the issued
+//!   tally (value, operations), committed with the batches it counts: the sender's half;
+//! - the node's name (a data dir holds one node's data) and the store's own random id,
+//!   the origin of this node's outgoing streams.
+//!
+//! A change is acknowledged only once a commit holding it has returned; many changes
+//! share one commit (one fsync).
 
 pub(crate) mod file;
 pub(crate) mod journal;
+pub(crate) mod memory;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,6 +35,7 @@ use shared::counter::{CounterError, Delta};
 use shared::host::Change;
 
 use crate::counters::record::CounterRecord;
+pub(crate) use crate::load::outbox::OutBatch;
 
 /// Why the store cannot be used. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -66,11 +78,19 @@ pub(crate) enum StoreError {
     Write(String),
 }
 
-/// One change the journal commits: what it stands for, and how the counters take it.
+/// One change the journal commits: what it stands for, and how it is applied.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Entry {
-    /// Coalesced changes to counters of this node (a batch from a sender).
-    Changes(Vec<Change>),
+    /// Batch `seq` of stream `stream` (its key), to counters of this node, applied in
+    /// the same commit that records it as the stream's last.
+    Batch {
+        /// The stream's key ([`shared::host::StreamId::key`]).
+        stream: String,
+        /// Its number.
+        seq: u64,
+        /// Its changes.
+        changes: Vec<Change>,
+    },
     /// One client change to counter `counter`, whose outcome the client waits for.
     Apply {
         /// Counter index.
@@ -78,24 +98,138 @@ pub(crate) enum Entry {
         /// The change.
         delta: Delta,
     },
+    /// A batch this node's load clients issued to node `dest`: into the outbox, and
+    /// into the issued tally.
+    Outgoing {
+        /// The destination node.
+        dest: String,
+        /// The batch.
+        batch: OutBatch,
+    },
+    /// Node `dest` acknowledged every batch up to `upto`: out of the outbox.
+    Acked {
+        /// The destination node.
+        dest: String,
+        /// The last batch acknowledged.
+        upto: u64,
+    },
 }
 
 impl Entry {
-    /// The entry's changes as `(counter, delta, operations)`.
-    pub(crate) fn changes(&self) -> Vec<(u32, i128, u64)> {
+    /// The changes this entry makes to this node's counters, as `(counter, delta,
+    /// operations)`.
+    pub(crate) fn counter_changes(&self) -> Vec<(u32, i128, u64)> {
         match self {
-            Entry::Changes(changes) => changes
+            Entry::Batch { changes, .. } => changes
                 .iter()
                 .map(|c| (c.counter, c.delta, c.operations))
                 .collect(),
             Entry::Apply { counter, delta } => vec![(*counter, delta.signed(), 1)],
+            Entry::Outgoing { .. } | Entry::Acked { .. } => Vec::new(),
         }
     }
 }
 
-/// What a commit found for an [`Entry::Apply`]: the value after it, or why it was
+/// What a receiver keeps per incoming stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct InRecord {
+    /// The last batch applied.
+    pub(crate) seq: u64,
+    /// Net value of every batch applied.
+    pub(crate) value: i64,
+    /// Operations in every batch applied.
+    pub(crate) operations: u64,
+}
+
+impl InRecord {
+    fn to_tuple(self) -> (u64, i64, u64) {
+        (self.seq, self.value, self.operations)
+    }
+
+    fn from_tuple((seq, value, operations): (u64, i64, u64)) -> Self {
+        Self {
+            seq,
+            value,
+            operations,
+        }
+    }
+}
+
+/// The outbox per destination, and the issued tally `(value, operations)`.
+pub(crate) type Outbox = (BTreeMap<String, OutStream>, (i64, u64));
+
+/// One destination's part of the outbox, as a sender starts with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct OutStream {
+    /// The last batch number used.
+    pub(crate) last_seq: u64,
+    /// The last batch acknowledged.
+    pub(crate) acked: u64,
+    /// The batches after `acked`, in order.
+    pub(crate) batches: Vec<OutBatch>,
+}
+
+/// What this node has applied from each incoming stream, as of the last commit: the
+/// journal keeps it current, and the node's description reports it per sender.
+#[derive(Debug, Default)]
+pub(crate) struct ReceivedTotals(Mutex<BTreeMap<String, InRecord>>);
+
+impl ReceivedTotals {
+    /// Records the streams' new records.
+    pub(crate) fn update(&self, streams: impl IntoIterator<Item = (String, InRecord)>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.extend(streams);
+    }
+
+    /// Per sender (every stream from it), sorted by name.
+    pub(crate) fn by_sender(&self) -> Vec<shared::agent::SenderTotals> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
+        for (key, record) in map.iter() {
+            let sender = key.split_once('#').map_or(key.as_str(), |(s, _)| s);
+            let totals = by.entry(sender).or_default();
+            totals.0 = totals.0.saturating_add(record.value);
+            totals.1 = totals.1.saturating_add(record.operations);
+        }
+        by.into_iter()
+            .map(
+                |(sender, (value, operations))| shared::agent::SenderTotals {
+                    sender: sender.to_string(),
+                    value,
+                    operations,
+                },
+            )
+            .collect()
+    }
+}
+
+/// What a commit found for each [`Entry::Apply`]: the value after it, or why it was
 /// refused.
 pub(crate) type ApplyOutcome = Result<i64, CounterError>;
+
+/// What a commit did: the outcome of each [`Entry::Apply`] (in order), and the records
+/// of the incoming streams it touched.
+#[derive(Debug, Default)]
+pub(crate) struct CommitOutcome {
+    /// One per [`Entry::Apply`], in order.
+    pub(crate) applied: Vec<ApplyOutcome>,
+    /// The new record of every incoming stream the commit touched.
+    pub(crate) streams: Vec<(String, InRecord)>,
+}
+
+/// Everything one commit writes, worked out from its entries before anything is
+/// written (see [`plan`]).
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    counters: BTreeMap<u32, CounterRecord>,
+    streams_in: BTreeMap<String, InRecord>,
+    /// New outbox rows: destination, batch.
+    outbox: Vec<(String, OutBatch)>,
+    /// Per destination, the last batch acknowledged (rows up to it are deleted).
+    acked: BTreeMap<String, u64>,
+    /// Added to the issued tally.
+    issued: (i64, u64),
+}
 
 /// What was recovered when the store opened.
 #[derive(Debug)]
@@ -112,6 +246,8 @@ pub(crate) struct Recovered {
 #[derive(Debug)]
 pub(crate) struct Store {
     kind: Kind,
+    /// This store's random id: the origin of the node's outgoing streams.
+    origin: u64,
     /// Held for the length of a commit: see [`Store::settled`].
     committing: Mutex<()>,
 }
@@ -119,13 +255,7 @@ pub(crate) struct Store {
 #[derive(Debug)]
 enum Kind {
     File(file::StoreFile),
-    Memory(Mutex<MemoryState>),
-}
-
-#[derive(Debug, Default)]
-struct MemoryState {
-    records: Vec<CounterRecord>,
-    last_commit: u64,
+    Memory(Mutex<memory::MemoryTables>),
 }
 
 impl Store {
@@ -135,34 +265,28 @@ impl Store {
         node: &str,
         counters: u32,
     ) -> Result<(Self, Recovered), StoreError> {
-        let (file, recovered) = file::StoreFile::open(dir, node, counters)?;
-        Ok((
-            Self {
-                kind: Kind::File(file),
-                committing: Mutex::default(),
-            },
-            recovered,
-        ))
+        let (file, origin, recovered) = file::StoreFile::open(dir, node, counters)?;
+        let store = Self {
+            kind: Kind::File(file),
+            origin,
+            committing: Mutex::default(),
+        };
+        Ok((store, recovered))
     }
 
     /// A store in memory for `counters` counters (`--memory-only`).
     pub(crate) fn memory(counters: u32) -> (Self, Recovered) {
-        let records = vec![CounterRecord::default(); counters as usize];
         let store = Self {
-            kind: Kind::Memory(Mutex::new(MemoryState {
-                records: records.clone(),
-                last_commit: 0,
-            })),
+            kind: Kind::Memory(Mutex::default()),
+            origin: fastrand::u64(..),
             committing: Mutex::default(),
         };
-        (
-            store,
-            Recovered {
-                records,
-                last_commit: 0,
-                fresh: true,
-            },
-        )
+        let recovered = Recovered {
+            records: vec![CounterRecord::default(); counters as usize],
+            last_commit: 0,
+            fresh: true,
+        };
+        (store, recovered)
     }
 
     /// Whether commits reach a disk (so are worth running off the actor's thread).
@@ -170,39 +294,27 @@ impl Store {
         matches!(self.kind, Kind::File(_))
     }
 
-    /// Commits `entries` as commit `number`, in order: every counter they touch gets its
-    /// new figures, all or nothing. Returns the outcome of each [`Entry::Apply`], in order.
+    /// This store's id, the origin of the node's outgoing streams.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    fn memory_tables(
+        memory: &Mutex<memory::MemoryTables>,
+    ) -> std::sync::MutexGuard<'_, memory::MemoryTables> {
+        memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits `entries` as commit `number`, in order, all or nothing.
     pub(crate) fn commit(
         &self,
         number: u64,
         entries: &[Entry],
-    ) -> Result<Vec<ApplyOutcome>, StoreError> {
+    ) -> Result<CommitOutcome, StoreError> {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         match &self.kind {
             Kind::File(file) => file.commit(number, entries),
-            Kind::Memory(memory) => {
-                let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-                let mut updates = Vec::new();
-                let outcomes = apply_all(
-                    number,
-                    entries,
-                    |index| {
-                        memory
-                            .records
-                            .get(index as usize)
-                            .copied()
-                            .unwrap_or_default()
-                    },
-                    |index, record| updates.push((index, record)),
-                );
-                for (index, record) in updates {
-                    if let Some(slot) = memory.records.get_mut(index as usize) {
-                        *slot = record;
-                    }
-                }
-                memory.last_commit = number;
-                Ok(outcomes)
-            }
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).commit(number, entries)),
         }
     }
 
@@ -210,12 +322,7 @@ impl Store {
     pub(crate) fn records(&self, counters: u32) -> Result<Vec<CounterRecord>, StoreError> {
         match &self.kind {
             Kind::File(file) => file.records(counters),
-            Kind::Memory(memory) => {
-                let memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-                Ok((0..counters as usize)
-                    .map(|i| memory.records.get(i).copied().unwrap_or_default())
-                    .collect())
-            }
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).records(counters)),
         }
     }
 
@@ -223,67 +330,126 @@ impl Store {
     pub(crate) fn record(&self, index: u32) -> Result<CounterRecord, StoreError> {
         match &self.kind {
             Kind::File(file) => file.record(index),
-            Kind::Memory(memory) => Ok(memory
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .records
-                .get(index as usize)
-                .copied()
-                .unwrap_or_default()),
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).record(index)),
         }
-    }
-
-    /// Once no commit is running (one started by a journal that has failed since may
-    /// still be), the last commit's number and the records of counters `0..counters`.
-    /// Blocks: call it off the async threads.
-    pub(crate) fn settled(&self, counters: u32) -> Result<(u64, Vec<CounterRecord>), StoreError> {
-        let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((self.last_commit()?, self.records(counters)?))
     }
 
     /// The number of the last commit.
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
         match &self.kind {
             Kind::File(file) => file.last_commit(),
-            Kind::Memory(memory) => {
-                Ok(memory.lock().unwrap_or_else(|e| e.into_inner()).last_commit)
-            }
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).last_commit),
         }
+    }
+
+    /// Every incoming stream's record.
+    pub(crate) fn streams_in(&self) -> Result<Vec<(String, InRecord)>, StoreError> {
+        match &self.kind {
+            Kind::File(file) => file.streams_in(),
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).streams_in()),
+        }
+    }
+
+    /// The outbox, per destination, and the issued tally `(value, operations)`.
+    pub(crate) fn outbox(&self) -> Result<Outbox, StoreError> {
+        match &self.kind {
+            Kind::File(file) => file.outbox(),
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).outbox()),
+        }
+    }
+
+    /// Once no commit is running (one started by a journal that has failed since may
+    /// still be), the last commit's number, the records of counters `0..counters` and
+    /// of every incoming stream. Blocks: call it off the async threads.
+    pub(crate) fn settled(&self, counters: u32) -> Result<Settled, StoreError> {
+        let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Settled {
+            last_commit: self.last_commit()?,
+            records: self.records(counters)?,
+            streams: self.streams_in()?,
+        })
     }
 }
 
-/// Applies `entries` in order to the records `get` reads, writes every touched one back
-/// through `put` (stamped with commit `number`), and returns the outcomes of the
-/// [`Entry::Apply`]s. The same arithmetic as the counters'.
-pub(crate) fn apply_all(
+/// The store as a journal starts from: see [`Store::settled`].
+#[derive(Debug)]
+pub(crate) struct Settled {
+    /// The last commit's number.
+    pub(crate) last_commit: u64,
+    /// Every counter's record.
+    pub(crate) records: Vec<CounterRecord>,
+    /// Every incoming stream's record.
+    pub(crate) streams: Vec<(String, InRecord)>,
+}
+
+/// Works out what commit `number` of `entries` writes, reading the counters and
+/// incoming streams it touches through `counter` and `stream_in`. The same arithmetic
+/// as the counters'; a backend then writes [`Writes`] in one transaction.
+pub(crate) fn plan(
     number: u64,
     entries: &[Entry],
-    mut get: impl FnMut(u32) -> CounterRecord,
-    mut put: impl FnMut(u32, CounterRecord),
-) -> Vec<ApplyOutcome> {
-    let mut touched: std::collections::BTreeMap<u32, CounterRecord> = Default::default();
+    mut counter: impl FnMut(u32) -> Result<CounterRecord, StoreError>,
+    mut stream_in: impl FnMut(&str) -> Result<InRecord, StoreError>,
+) -> Result<(Writes, Vec<ApplyOutcome>), StoreError> {
+    let mut writes = Writes::default();
     let mut outcomes = Vec::new();
+    let mut touch = |writes: &mut Writes, index: u32| -> Result<(), StoreError> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = writes.counters.entry(index) {
+            slot.insert(counter(index)?);
+        }
+        Ok(())
+    };
     for entry in entries {
         match entry {
-            Entry::Changes(changes) => {
+            Entry::Batch {
+                stream,
+                seq,
+                changes,
+            } => {
                 for change in changes {
-                    let record = touched
-                        .entry(change.counter)
-                        .or_insert_with(|| get(change.counter));
-                    let _ = record.add(change.delta, change.operations);
+                    touch(&mut writes, change.counter)?;
+                    if let Some(record) = writes.counters.get_mut(&change.counter) {
+                        let _ = record.add(change.delta, change.operations);
+                    }
+                }
+                if !writes.streams_in.contains_key(stream) {
+                    let record = stream_in(stream)?;
+                    writes.streams_in.insert(stream.clone(), record);
+                }
+                if let Some(record) = writes.streams_in.get_mut(stream) {
+                    let (value, operations) = changes
+                        .iter()
+                        .fold((0i128, 0u64), |(v, o), c| (v + c.delta, o + c.operations));
+                    record.seq = *seq;
+                    record.value = record.value.saturating_add(saturate(value));
+                    record.operations = record.operations.saturating_add(operations);
                 }
             }
             Entry::Apply { counter, delta } => {
-                let record = touched.entry(*counter).or_insert_with(|| get(*counter));
-                outcomes.push(record.apply(*delta));
+                touch(&mut writes, *counter)?;
+                if let Some(record) = writes.counters.get_mut(counter) {
+                    outcomes.push(record.apply(*delta));
+                }
+            }
+            Entry::Outgoing { dest, batch } => {
+                writes.issued.0 = writes.issued.0.saturating_add(batch.value);
+                writes.issued.1 = writes.issued.1.saturating_add(batch.operations);
+                writes.outbox.push((dest.clone(), batch.clone()));
+            }
+            Entry::Acked { dest, upto } => {
+                let acked = writes.acked.entry(dest.clone()).or_default();
+                *acked = (*acked).max(*upto);
             }
         }
     }
-    for (index, mut record) in touched {
+    for record in writes.counters.values_mut() {
         record.commit = number;
-        put(index, record);
     }
-    outcomes
+    Ok((writes, outcomes))
+}
+
+fn saturate(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]
@@ -303,7 +469,11 @@ mod tests {
         let (store, recovered) = Store::memory(3);
         assert_eq!(recovered.records.len(), 3);
         let entries = vec![
-            Entry::Changes(vec![change(0, 5, 2), change(2, -1, 1)]),
+            Entry::Batch {
+                stream: "a#1".into(),
+                seq: 1,
+                changes: vec![change(0, 5, 2), change(2, -1, 1)],
+            },
             Entry::Apply {
                 counter: 0,
                 delta: Delta::Increment(10),
@@ -316,15 +486,64 @@ mod tests {
                 counter: 1,
                 delta: Delta::Decrement(1),
             },
+            Entry::Batch {
+                stream: "a#1".into(),
+                seq: 2,
+                changes: vec![change(0, 1, 1)],
+            },
         ];
-        let outcomes = store.commit(4, &entries).unwrap();
-        assert_eq!(outcomes[0], Ok(15));
-        assert_eq!(outcomes[1], Ok(i64::MIN));
-        assert!(outcomes[2].is_err(), "the second would overflow");
+        let outcome = store.commit(4, &entries).unwrap();
+        assert_eq!(outcome.applied[0], Ok(15));
+        assert_eq!(outcome.applied[1], Ok(i64::MIN));
+        assert!(outcome.applied[2].is_err(), "the second would overflow");
         let zero = store.record(0).unwrap();
-        assert_eq!((zero.value, zero.operations, zero.commit), (15, 3, 4));
+        assert_eq!((zero.value, zero.operations, zero.commit), (16, 4, 4));
         let one = store.record(1).unwrap();
         assert_eq!((one.operations, one.rejected, one.commit), (1, 1, 4));
         assert_eq!(store.last_commit().unwrap(), 4);
+        let stream = InRecord {
+            seq: 2,
+            value: 5,
+            operations: 4,
+        };
+        assert_eq!(outcome.streams, [("a#1".to_string(), stream)]);
+        assert_eq!(store.streams_in().unwrap(), [("a#1".to_string(), stream)]);
+    }
+
+    #[test]
+    fn the_outbox_keeps_what_is_not_acknowledged_and_the_tally_what_was_issued() {
+        let (store, _) = Store::memory(1);
+        let batch = |seq: u64| OutBatch {
+            seq,
+            changes: vec![change(0, 3, 2)],
+            value: 3,
+            operations: 2,
+        };
+        let out = |dest: &str, seq: u64| Entry::Outgoing {
+            dest: dest.into(),
+            batch: batch(seq),
+        };
+        store
+            .commit(1, &[out("b", 1), out("b", 2), out("c", 1)])
+            .unwrap();
+        store
+            .commit(
+                2,
+                &[
+                    out("b", 3),
+                    Entry::Acked {
+                        dest: "b".into(),
+                        upto: 2,
+                    },
+                ],
+            )
+            .unwrap();
+        let (outbox, issued) = store.outbox().unwrap();
+        assert_eq!(issued, (12, 8));
+        let b = &outbox["b"];
+        assert_eq!((b.last_seq, b.acked), (3, 2));
+        assert_eq!(b.batches, [batch(3)]);
+        let c = &outbox["c"];
+        assert_eq!((c.last_seq, c.acked, c.batches.len()), (1, 0, 1));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shared::counter::{CounterStats, StatsOutcome};
-use shared::host::HostMessage;
+use shared::host::{HostMessage, StreamId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -108,11 +108,18 @@ async fn push(
 ) -> Result<SenderReport, CommandError> {
     let before = read_all(&host, counters).await?;
     let (tx, mut acks) = mpsc::unbounded_channel();
+    // A stream of its own (no outbox: its batches are issued as they are made).
+    let stream = StreamId {
+        sender: format!("node-bench-{}", std::process::id()),
+        origin: fastrand::u64(..),
+    };
     let mut pusher = Pusher::new(
         mode,
+        stream,
         Arc::new(IssuedTally::default()),
-        Arc::new(move |ack| {
-            let _ = tx.send(ack);
+        None,
+        Arc::new(move |event| {
+            let _ = tx.send(event);
         }),
     );
     pusher.set_targets(vec![Target {
@@ -128,8 +135,9 @@ async fn push(
             .ok()
             .flatten()
             .ok_or_else(|| CommandError::Local("no acknowledgement from the node".into()))?;
-        pusher.acked(ack);
-        Ok(())
+        pusher
+            .on_event(ack)
+            .map_err(|e| CommandError::Local(e.to_string()))
     };
 
     let started = Instant::now();
