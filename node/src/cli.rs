@@ -166,24 +166,33 @@ pub enum Command {
         #[command(flatten)]
         conn: ClientArgs,
     },
-    /// Increment a counter and print its new value.
+    /// Increment a counter and print its new value, once it is on disk. Applied at most
+    /// once per --id, retried within --timeout; exit code 3 if its fate is unknown.
     Incr {
         /// Counter name, NODE/INDEX (e.g. worker-1/0).
         counter: String,
         /// Amount to add.
         #[arg(long, default_value_t = 1)]
         by: u64,
+        /// The change's id (letters, digits, '.', '_', ':', '-'; up to 128). The node
+        /// applies one id once: a retry with the same id (within a day) reports the
+        /// first result and changes nothing. Default: a new random id.
+        #[arg(long, value_parser = parse_change_id)]
+        id: Option<String>,
         /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
     },
-    /// Decrement a counter and print its new value.
+    /// Decrement a counter and print its new value (as `incr`).
     Decr {
         /// Counter name, NODE/INDEX (e.g. worker-1/0).
         counter: String,
         /// Amount to subtract.
         #[arg(long, default_value_t = 1)]
         by: u64,
+        /// The change's id, as for `incr`.
+        #[arg(long, value_parser = parse_change_id)]
+        id: Option<String>,
         /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,
@@ -292,13 +301,27 @@ pub struct ClientArgs {
     /// Mutual TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Seconds to wait for the connection (and authentication).
+    /// Seconds to wait for the connection (and authentication); for `incr` and `decr`,
+    /// for the answer, retries included.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub timeout: Duration,
 }
 
 fn role_parser() -> impl TypedValueParser<Value = Role> {
     PossibleValuesParser::new(["coordinator", "worker"]).try_map(|s| s.parse::<Role>())
+}
+
+/// A client change's id: 1 to 128 of letters, digits, '.', '_', ':', '-'.
+pub fn parse_change_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("an id is 1 to 128 of letters, digits, '.', '_', ':', '-'".into())
+    }
 }
 
 fn parse_node_name(s: &str) -> Result<String, String> {
@@ -385,7 +408,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(["node", "incr", "w/1", "--by", "5", "--join", "h:1"]).unwrap();
         match cli.command {
-            Some(Command::Incr { counter, by, conn }) => {
+            Some(Command::Incr {
+                counter, by, conn, ..
+            }) => {
                 assert_eq!(
                     (counter.as_str(), by, conn.join.as_str()),
                     ("w/1", 5, "h:1")

@@ -73,4 +73,29 @@ pub enum CommandError {
     /// The client itself failed.
     #[error("{0}")]
     Local(String),
+    /// A change was handed to the cluster and no answer came back before the timeout:
+    /// it may or may not have been applied. Retrying with the same id is safe.
+    #[error("in doubt: the change to {counter} may or may not have been applied ({why}); retry with --id {id}")]
+    InDoubt {
+        /// The counter.
+        counter: String,
+        /// The change's id.
+        id: String,
+        /// What was last seen.
+        why: String,
+    },
+}
+
+/// The exit code of a client whose change is in doubt (see [`CommandError::InDoubt`]).
+pub const EXIT_IN_DOUBT: u8 = 3;
+
+impl CommandError {
+    /// The process's exit code for this error: [`EXIT_IN_DOUBT`] for a change in doubt,
+    /// else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CommandError::InDoubt { .. } => EXIT_IN_DOUBT,
+            _ => 1,
+        }
+    }
 }

@@ -25,15 +25,16 @@ fn main() -> ExitCode {
         match cli.command {
             Some(command) => node::client::commands::run(command)
                 .await
-                .map_err(|e| Some(e.to_string())),
+                .map_err(|e| (e.exit_code(), Some(e.to_string()))),
             None => {
-                let config = NodeConfig::from_args(cli.serve).map_err(|e| Some(e.to_string()))?;
+                let config =
+                    NodeConfig::from_args(cli.serve).map_err(|e| (1, Some(e.to_string())))?;
                 node::server::run(config, node::shutdown::shutdown_signal())
                     .await
                     .map_err(|e| match e {
                         // Logged when it happened, as the node's last error line.
-                        NodeError::Failed(_) => None,
-                        other => Some(other.to_string()),
+                        NodeError::Failed(_) => (1, None),
+                        other => (1, Some(other.to_string())),
                     })
             }
         }
@@ -42,11 +43,11 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        Err((code, message)) => {
             if let Some(message) = message {
                 eprintln!("node: error: {message}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

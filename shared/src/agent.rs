@@ -110,12 +110,15 @@ pub enum ClientRequest {
         /// As for [`ClientRequest::Stats`].
         per_counter: bool,
     },
-    /// Apply a change to the named counter and answer with the new value.
+    /// Apply a change to the named counter, once per id, and answer with the new value
+    /// (or, for an id applied before, that first result).
     Apply {
         /// Cluster-wide counter name.
         counter: String,
         /// The change.
         delta: Delta,
+        /// The change's id, chosen by the client (see [`crate::host::HostMessage::Apply`]).
+        id: String,
     },
     /// Read the named counter's value.
     Get {
@@ -161,6 +164,9 @@ pub enum ClientAnswer {
     Stats(Box<ClusterStats>),
     /// A counter's value.
     Value(i64),
+    /// A change with an id was applied: the value after it, and whether it had been
+    /// applied before (then nothing changed now).
+    Applied(crate::counter::Applied),
     /// The request was carried out; there is nothing to report.
     Done,
 }
@@ -201,6 +207,13 @@ pub enum ClientError {
     /// Fault injection was asked of a node that does not allow it.
     #[error("node '{0}' does not allow fault injection (start it with --enable-fault-injection)")]
     FaultInjectionDisabled(String),
+    /// The change was handed to the counter's node, which did not answer in time: it may
+    /// or may not have been applied. Retrying with the same id is safe.
+    #[error("counter '{counter}': no answer from its node in time, so the change may or may not have been applied")]
+    InDoubt {
+        /// The counter.
+        counter: String,
+    },
     /// The counter's node is known but cannot be reached from the node asked.
     #[error(
         "node '{node}' is not reachable from '{from}' right now; try again, or ask another node"

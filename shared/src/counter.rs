@@ -38,6 +38,17 @@ pub enum CounterError {
     /// disk); nothing was applied.
     #[error("not applied: {0}")]
     Unavailable(String),
+    /// The change's id was used before for another change (another counter or delta):
+    /// nothing was applied.
+    #[error(
+        "id '{id}' was used before for another change ({earlier}); give each change its own id"
+    )]
+    IdReused {
+        /// The id.
+        id: String,
+        /// The change it was used for, as `COUNTER DELTA`.
+        earlier: String,
+    },
     /// The result would not fit in an `i64`.
     #[error("{delta:?} would overflow counter value {value}")]
     Overflow {
@@ -51,6 +62,20 @@ pub enum CounterError {
 /// A counter's value (after a change, or as read), or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValueOutcome(pub Result<i64, CounterError>);
+
+/// A change with an id, applied: the value after it, and whether it had been applied
+/// before (then this is the first time's result, and nothing changed now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The counter's value right after the change.
+    pub value: i64,
+    /// The id had been applied before: this is that result, and nothing changed now.
+    pub repeated: bool,
+}
+
+/// What became of a change with an id: applied (now or before), or why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome(pub Result<Applied, CounterError>);
 
 /// A counter's statistics, or why there are none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,4 +101,10 @@ pub struct CounterStats {
     pub uptime_ms: u64,
 }
 
-crate::wire_type!(Delta, ValueOutcome, StatsOutcome, CounterStats);
+crate::wire_type!(
+    Delta,
+    ValueOutcome,
+    ApplyOutcome,
+    StatsOutcome,
+    CounterStats
+);

@@ -12,7 +12,7 @@ use ractor_cluster_derive::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::NodeInfo;
-use crate::counter::{CounterStats, Delta, StatsOutcome, ValueOutcome};
+use crate::counter::{ApplyOutcome, CounterStats, Delta, StatsOutcome, ValueOutcome};
 
 /// A message to a node's counter host.
 ///
@@ -30,15 +30,19 @@ pub enum HostMessage {
     /// sent before it means batches were lost on the way: the sender sends them again.
     #[rpc]
     Sync(StreamId, RpcReplyPort<u64>),
-    /// Apply one change and answer with the new value or why it was refused.
+    /// Apply one change, once per id, and answer (once it is on disk) with the new
+    /// value or why it was refused; a change whose id was applied before is answered
+    /// with that first result and changes nothing.
     #[rpc]
     Apply {
         /// Counter index on this node.
         counter: u32,
         /// The change.
         delta: Delta,
+        /// The change's id, chosen by the client.
+        id: String,
         /// Where the outcome goes.
-        reply: RpcReplyPort<ValueOutcome>,
+        reply: RpcReplyPort<ApplyOutcome>,
     },
     /// Answer with the counter's value.
     #[rpc]

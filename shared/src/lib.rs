@@ -25,7 +25,9 @@ pub mod stats;
 pub use agent::{
     AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, CrashTarget, NodeInfo,
 };
-pub use counter::{CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome};
+pub use counter::{
+    Applied, ApplyOutcome, CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome,
+};
 pub use host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
 pub use protocol::Role;
 pub use stats::{ClusterStats, CounterReport, NodeStats};

@@ -105,6 +105,7 @@ fn seeds() -> Vec<Vec<u8>> {
         encode(&ClientRequest::Apply {
             counter: "worker-1/0".into(),
             delta: Delta::Increment(3),
+            id: "0123abcd".into(),
         })
         .unwrap(),
         encode(&ClientRequest::Stats {

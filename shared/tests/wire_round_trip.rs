@@ -144,6 +144,7 @@ fn data_types_round_trip() {
         ClientRequest::Apply {
             counter: "n/1".into(),
             delta: Delta::Decrement(3),
+            id: "id-1".into(),
         },
         ClientRequest::Get {
             counter: "n/1".into(),
@@ -272,20 +273,25 @@ async fn rpc_messages_round_trip_through_bytes() {
         |reply| HostMessage::Apply {
             counter: 2,
             delta: Delta::Decrement(9),
+            id: "k".into(),
             reply,
         },
         |m, r| match m {
             HostMessage::Apply {
                 counter,
                 delta,
+                id,
                 reply,
             } => {
-                assert_eq!((counter, delta), (2, Delta::Decrement(9)));
+                assert_eq!((counter, delta, id.as_str()), (2, Delta::Decrement(9), "k"));
                 reply.send(r).unwrap();
             }
             _ => panic!("wrong variant"),
         },
-        ValueOutcome(Ok(-9)),
+        ApplyOutcome(Ok(Applied {
+            value: -9,
+            repeated: true,
+        })),
     )
     .await;
     rpc_round_trip(

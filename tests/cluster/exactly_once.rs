@@ -8,17 +8,128 @@
 //!   before the crash);
 //! - `total_value == issued_value`, `total_operations == issued_operations`,
 //!   `in_flight_operations == 0`, and the collection is complete;
-//! - for every sender, what all nodes applied from it is exactly what it issued.
+//! - for every sender, what all nodes applied from it is exactly what it issued;
+//! - every client change (`node incr --id` in a loop through random nodes during the
+//!   fault, each retried with its id until it reports a value) is applied exactly once:
+//!   the totals are what was issued plus exactly the client changes.
 //!
 //! The slow suite (`#[ignore]`d; `.ci/run` runs it). Each test prints how long the
 //! cluster took to settle after the fault.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::netns::lab_or_skip;
-use crate::util::{free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc};
+use crate::util::{client, free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc};
+
+/// One client change of the loop.
+struct ClientChange {
+    id: String,
+    counter: String,
+    by: u64,
+    applied: bool,
+}
+
+/// `node incr --id` in a loop through random nodes on random counters, one at a time,
+/// while a fault runs.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    handle: JoinHandle<Vec<ClientChange>>,
+    addrs: Vec<String>,
+}
+
+/// `node incr COUNTER --by BY --id ID --join VIA`: whether it printed a value.
+fn incr_with_id(change: &ClientChange, via: &str, timeout: &str) -> bool {
+    let by = change.by.to_string();
+    let out = client(&[
+        "incr",
+        &change.counter,
+        "--by",
+        &by,
+        "--id",
+        &change.id,
+        "--timeout",
+        timeout,
+        "--join",
+        via,
+    ]);
+    out.status.success()
+}
+
+impl ClientLoop {
+    /// Starts the loop over `cluster`'s nodes (each with 4 counters).
+    fn start(cluster: &Cluster) -> ClientLoop {
+        let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let (flag, count, via) = (Arc::clone(&stop), Arc::clone(&made), addrs.clone());
+        let handle = std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(7);
+            let mut changes = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let mut change = ClientChange {
+                    id: format!("loop-{}", changes.len()),
+                    counter: format!("{}/{}", names[rng.usize(..names.len())], rng.u32(..4)),
+                    by: 1_000 + rng.u64(..1_000),
+                    applied: false,
+                };
+                change.applied = incr_with_id(&change, &via[rng.usize(..via.len())], "2");
+                changes.push(change);
+                count.store(changes.len(), Ordering::Relaxed);
+            }
+            changes
+        });
+        ClientLoop {
+            stop,
+            made,
+            handle,
+            addrs,
+        }
+    }
+
+    /// Stops the loop (once it has made at least 20 changes), then retries every change that did not report a value, with its
+    /// id, until it does; returns the client changes' total and count.
+    fn finish(self) -> (i64, u64) {
+        // Enough changes to mean something, also when the fault was brief.
+        wait_for(
+            "the client loop to make 20 changes",
+            Duration::from_secs(60),
+            || {
+                let made = self.made.load(Ordering::Relaxed);
+                (made >= 20).then_some(()).ok_or(format!("{made} so far"))
+            },
+        );
+        self.stop.store(true, Ordering::Relaxed);
+        let mut changes = self.handle.join().expect("the client loop");
+        let unsure = changes.iter().filter(|c| !c.applied).count();
+        for change in changes.iter_mut().filter(|c| !c.applied) {
+            let addrs = &self.addrs;
+            wait_for(
+                &format!("client change {} to be applied", change.id),
+                Duration::from_secs(60),
+                || {
+                    incr_with_id(change, &addrs[0], "5")
+                        .then_some(())
+                        .ok_or_else(|| "not yet".to_string())
+                },
+            );
+            change.applied = true;
+        }
+        let total: i64 = changes.iter().map(|c| c.by as i64).sum();
+        println!(
+            "  client loop: {} changes with ids, {unsure} retried after the fault",
+            changes.len()
+        );
+        assert!(!changes.is_empty(), "the client loop made no change");
+        (total, changes.len() as u64)
+    }
+}
 
 /// Load per node, in operations per second.
 const RATE: u64 = 20_000;
@@ -76,8 +187,9 @@ fn wait_issued(via: &str, name: &str, at_least: u64) {
 }
 
 /// Waits until every node has issued `ops` and nothing is in flight, then checks the
-/// invariant exactly; returns how long settling took.
-fn settles_exactly(cluster: &Cluster, ops: u64, what: &str) -> Duration {
+/// invariant exactly, with the client changes `(total, count)` on top of what was
+/// issued; returns how long settling took.
+fn settles_exactly(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> Duration {
     let started = Instant::now();
     let via = cluster.nodes[0].addr.clone();
     let n = cluster.nodes.len() as u64;
@@ -99,7 +211,8 @@ fn settles_exactly(cluster: &Cluster, ops: u64, what: &str) -> Duration {
                 && s["num_nodes"] == n
                 && issued.iter().all(|i| *i == Some(ops))
                 && s["in_flight_operations"] == 0
-                && s["total_operations"] == s["issued_operations"];
+                && s["total_operations"].as_u64()
+                    == s["issued_operations"].as_u64().map(|i| i + clients.1);
             if done {
                 Ok(s)
             } else {
@@ -115,8 +228,19 @@ fn settles_exactly(cluster: &Cluster, ops: u64, what: &str) -> Duration {
     );
     let took = started.elapsed();
     assert_eq!(s["issued_operations"], n * ops, "{what}: {s}");
-    assert_eq!(s["total_operations"], s["issued_operations"], "{what}: {s}");
-    assert_eq!(s["total_value"], s["issued_value"], "{what}: {s}");
+    let issued = (
+        s["issued_value"].as_i64().unwrap(),
+        s["issued_operations"].as_u64().unwrap(),
+    );
+    let total = (
+        s["total_value"].as_i64().unwrap(),
+        s["total_operations"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        total,
+        (issued.0 + clients.0, issued.1 + clients.1),
+        "{what}: totals are not what was issued plus the client changes: {s}"
+    );
     assert_eq!(s["in_flight_operations"], 0, "{what}: {s}");
     // Per sender: what every node applied from it is what it issued.
     let nodes = s["nodes"].as_array().unwrap();
@@ -157,6 +281,7 @@ fn kill_9_of_a_worker_mid_load_loses_and_doubles_nothing() {
     let mut cluster = loaded_cluster(ops);
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 3);
+    let clients = ClientLoop::start(&cluster);
     cluster.nodes[1].kill();
     cluster.nodes[1].restart();
     let log = || cluster.nodes[1].log();
@@ -170,7 +295,9 @@ fn kill_9_of_a_worker_mid_load_loses_and_doubles_nothing() {
                 .ok_or_else(log)
         },
     );
-    settles_exactly(&cluster, ops, "kill -9 worker-1 mid-load, restart");
+    cluster.wait_mesh(12);
+    let clients = clients.finish();
+    settles_exactly(&cluster, ops, clients, "kill -9 worker-1 mid-load, restart");
 }
 
 #[test]
@@ -181,9 +308,17 @@ fn kill_9_of_the_coordinator_mid_load_loses_and_doubles_nothing() {
     let mut cluster = loaded_cluster(ops);
     let via = cluster.nodes[1].addr.clone();
     wait_issued(&via, "coordinator", ops / 3);
+    let clients = ClientLoop::start(&cluster);
     cluster.nodes[0].kill();
     cluster.nodes[0].restart();
-    settles_exactly(&cluster, ops, "kill -9 coordinator mid-load, restart");
+    cluster.wait_mesh(12);
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "kill -9 coordinator mid-load, restart",
+    );
 }
 
 #[test]
@@ -194,6 +329,7 @@ fn a_worker_frozen_three_times_loses_and_doubles_nothing() {
     let cluster = loaded_cluster(ops);
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 10);
+    let clients = ClientLoop::start(&cluster);
     for _ in 0..3 {
         cluster.nodes[1].signal("STOP");
         // The fault itself lasts 3 s (this is its length, not a wait for anything).
@@ -201,7 +337,9 @@ fn a_worker_frozen_three_times_loses_and_doubles_nothing() {
         cluster.nodes[1].signal("CONT");
         cluster.wait_mesh(12);
     }
-    settles_exactly(&cluster, ops, "SIGSTOP worker-1 3 s, three times");
+    cluster.wait_mesh(12);
+    let clients = clients.finish();
+    settles_exactly(&cluster, ops, clients, "SIGSTOP worker-1 3 s, three times");
 }
 
 #[test]
@@ -240,6 +378,7 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
     };
     cluster.wait_mesh(12);
     wait_issued(&seed, "worker-2", ops / 10);
+    let clients = ClientLoop::start(&cluster);
     for _ in 0..3 {
         lab.cut();
         // The partition lasts 3 s (its length, not a wait for anything).
@@ -247,7 +386,9 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
         lab.heal();
         cluster.wait_mesh(12);
     }
-    settles_exactly(&cluster, ops, "worker-2 cut off 3 s, three times");
+    cluster.wait_mesh(12);
+    let clients = clients.finish();
+    settles_exactly(&cluster, ops, clients, "worker-2 cut off 3 s, three times");
 }
 
 #[test]
@@ -259,9 +400,170 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
     let via = cluster.nodes[0].addr.clone();
     // worker-2: not the others' seed, and its name sorts last.
     wait_issued(&via, "worker-2", ops / 3);
+    let clients = ClientLoop::start(&cluster);
     cluster.nodes[2].signal("TERM");
     assert_eq!(cluster.nodes[2].wait_exit(Duration::from_secs(15)), Some(0));
     cluster.nodes[2].restart();
     cluster.wait_mesh(12);
-    settles_exactly(&cluster, ops, "SIGTERM worker-2 mid-load, restart");
+    cluster.wait_mesh(12);
+    let clients = clients.finish();
+    settles_exactly(&cluster, ops, clients, "SIGTERM worker-2 mid-load, restart");
+}
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped: a disk that can be
+/// filled up. Needs root; where it cannot be made, the test is skipped loudly, except
+/// under `CI=true`, where it fails.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(test: &str, mib: u32) -> Option<SmallDisk> {
+        let path = crate::util::data_dir("small-disk");
+        std::fs::create_dir_all(&path).expect("cannot make the mount point");
+        let size = format!("size={mib}m");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(&path)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(SmallDisk { path }),
+            other => {
+                let why = match other {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{test}: cannot mount a small filesystem ({why}), and CI must run this");
+                }
+                eprintln!("SKIPPED {test}: cannot mount a small filesystem ({why}); run as root, as .ci/run does");
+                None
+            }
+        }
+    }
+
+    /// Fills the filesystem; returns the filler file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("cannot create the filler");
+        for chunk in [1 << 20, 4096, 512] {
+            let block = vec![0u8; chunk];
+            while file.write_all(&block).is_ok() {}
+        }
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn a_full_disk_refuses_changes_serves_reads_and_loses_nothing_once_freed() {
+    let _serial = timing_lock();
+    let test = "a_full_disk_refuses_changes_serves_reads_and_loses_nothing_once_freed";
+    let Some(disk) = SmallDisk::mount(test, 16) else {
+        return;
+    };
+    let ops = budget(10);
+    let args = load_args(ops);
+    let load: Vec<&str> = args.iter().map(String::as_str).collect();
+    let coordinator = NodeProc::start(
+        "coordinator",
+        &[&["--role", "coordinator"], &load[..]].concat(),
+    );
+    let seed = coordinator.addr.clone();
+    let store = disk.path.join("worker-1");
+    let store = store.display().to_string();
+    let worker = NodeProc::start(
+        "worker-1",
+        &[
+            &["--join", seed.as_str(), "--data-dir", store.as_str()],
+            &load[..],
+        ]
+        .concat(),
+    );
+    let other = NodeProc::start(
+        "worker-2",
+        &[&["--join", seed.as_str()], &load[..]].concat(),
+    );
+    let cluster = Cluster {
+        nodes: vec![coordinator, worker, other],
+    };
+    cluster.wait_mesh(12);
+    wait_issued(&seed, "worker-1", ops / 5);
+    let clients = ClientLoop::start(&cluster);
+
+    let filler = disk.fill();
+    cluster.nodes[1].wait_for_log(
+        "worker-1 to find its disk full",
+        "No space left on device",
+        Duration::from_secs(10),
+    );
+    // A change to worker-1's counters is not acknowledged, and says why.
+    let refused = client(&[
+        "incr",
+        "worker-1/0",
+        "--by",
+        "100000",
+        "--id",
+        "while-full",
+        "--timeout",
+        "2",
+        "--join",
+        &seed,
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "acknowledged on a full disk: {stderr}"
+    );
+    assert!(
+        stderr.contains("store takes no writes") || stderr.contains("in doubt"),
+        "{stderr}"
+    );
+    // Reads go on: worker-1's counters answer, and so do collections through it.
+    crate::util::client_ok(&["get", "worker-1/0", "--join", &cluster.nodes[1].addr]);
+    let s = stats_within(&cluster.nodes[1].addr, "1").unwrap();
+    assert_eq!(s["complete"], true, "{s}");
+    // The disk stays full for 3 s (its length, not a wait for anything), then is freed.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(&filler).unwrap();
+    cluster.nodes[1].wait_for_log(
+        "worker-1's store to take writes again",
+        "the store takes writes again",
+        Duration::from_secs(10),
+    );
+    // The refused change, retried with its id, is applied once.
+    let change = ClientChange {
+        id: "while-full".into(),
+        counter: "worker-1/0".into(),
+        by: 100_000,
+        applied: false,
+    };
+    wait_for(
+        "the refused change to be applied",
+        Duration::from_secs(30),
+        || {
+            incr_with_id(&change, &seed, "5")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    let (total, count) = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        (total + 100_000, count + 1),
+        "worker-1's disk full for 3 s",
+    );
 }

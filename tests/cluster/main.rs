@@ -13,6 +13,7 @@ mod util;
 
 mod bench;
 mod cli_errors;
+mod client_ids;
 mod durability;
 mod exactly_once;
 mod faults;

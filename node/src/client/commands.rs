@@ -1,10 +1,13 @@
 //! The client commands: connect to a member, send one request, print the answer on
-//! stdout.
+//! stdout. `incr` and `decr` carry an id and try again (same id) until their timeout
+//! while a change's fate is unknown; one whose fate is still unknown then exits with
+//! [`EXIT_IN_DOUBT`](crate::error::EXIT_IN_DOUBT).
 
 use std::time::Duration;
 
 use shared::agent::{ClientAnswer, ClientRequest};
-use shared::counter::Delta;
+use shared::counter::{Applied, Delta};
+use tokio::time::Instant;
 
 use super::connection::ClusterClient;
 use crate::cli::{ClientArgs, Command, DebugCommand};
@@ -45,20 +48,18 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
                 print!("{}", crate::stats::output::stats_table(&stats));
             }
         }
-        Command::Incr { counter, by, conn } => {
-            let request = ClientRequest::Apply {
-                counter,
-                delta: Delta::Increment(by),
-            };
-            print_value(request_once(&conn, request, conn.timeout).await?)?;
-        }
-        Command::Decr { counter, by, conn } => {
-            let request = ClientRequest::Apply {
-                counter,
-                delta: Delta::Decrement(by),
-            };
-            print_value(request_once(&conn, request, conn.timeout).await?)?;
-        }
+        Command::Incr {
+            counter,
+            by,
+            id,
+            conn,
+        } => apply(&conn, counter, Delta::Increment(by), id).await?,
+        Command::Decr {
+            counter,
+            by,
+            id,
+            conn,
+        } => apply(&conn, counter, Delta::Decrement(by), id).await?,
         Command::Get { counter, conn } => {
             let request = ClientRequest::Get { counter };
             print_value(request_once(&conn, request, conn.timeout).await?)?;
@@ -108,15 +109,130 @@ fn print_value(answer: ClientAnswer) -> Result<(), CommandError> {
             println!("{value}");
             Ok(())
         }
-        ClientAnswer::Stats(_) | ClientAnswer::Done => {
-            Err(CommandError::Local("unexpected answer".into()))
+        _ => Err(CommandError::Local("unexpected answer".into())),
+    }
+}
+
+/// What one attempt at a change says about it.
+enum Attempt {
+    /// Applied (now, or before with this id).
+    Applied(Applied),
+    /// Not applied, and it will not be: give up.
+    Refused(CommandError),
+    /// Not applied by this attempt (it never got through, or the node cannot take
+    /// changes now): try again.
+    NotThrough(CommandError),
+    /// Handed over, and no answer: try again with the same id.
+    InDoubt(CommandError),
+}
+
+fn attempt_outcome(result: Result<ClientAnswer, CommandError>, sent: bool) -> Attempt {
+    use shared::agent::ClientError as E;
+    use shared::counter::CounterError as C;
+    match result {
+        Ok(ClientAnswer::Applied(applied)) => Attempt::Applied(applied),
+        Ok(_) => Attempt::Refused(CommandError::Local("unexpected answer".into())),
+        Err(e) => match &e {
+            CommandError::RequestTimeout(..) if sent => Attempt::InDoubt(e),
+            CommandError::Rejected(E::InDoubt { .. }) => Attempt::InDoubt(e),
+            CommandError::Rejected(E::Refused {
+                error: C::Unavailable(_),
+                ..
+            })
+            | CommandError::Rejected(E::NodeUnreachable { .. })
+            | CommandError::Rejected(E::Busy(_))
+            | CommandError::Rejected(E::Internal(_))
+            | CommandError::Unreachable(..)
+            | CommandError::ConnectTimeout(..)
+            | CommandError::Busy(_)
+            | CommandError::NoAnswer(_)
+            | CommandError::RequestTimeout(..) => Attempt::NotThrough(e),
+            _ => Attempt::Refused(e),
+        },
+    }
+}
+
+/// First pause between attempts at a change; it doubles up to [`MAX_RETRY_PAUSE`].
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest pause between attempts at a change.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// `node incr` and `node decr`: applies `delta` to `counter` once, under `id` (a new one
+/// if none is given), trying again until `--timeout` while its fate is unknown or it
+/// did not get through. Prints the value after it; says so on stderr if the id had
+/// been applied before.
+async fn apply(
+    conn: &ClientArgs,
+    counter: String,
+    delta: Delta,
+    id: Option<String>,
+) -> Result<(), CommandError> {
+    let id = id.unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
+    let deadline = Instant::now() + conn.timeout;
+    let mut doubt: Option<CommandError> = None;
+    let mut pause = RETRY_PAUSE;
+    loop {
+        let request = ClientRequest::Apply {
+            counter: counter.clone(),
+            delta,
+            id: id.clone(),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let (result, sent) = match connect_within(conn, remaining).await {
+            Ok(client) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let answer = client.request(request, remaining).await;
+                client.close().await;
+                (answer, true)
+            }
+            Err(e) => (Err(e), false),
+        };
+        let last = match attempt_outcome(result, sent) {
+            Attempt::Applied(applied) => {
+                println!("{}", applied.value);
+                if applied.repeated {
+                    eprintln!(
+                        "node: note: id {id} was applied before; this is that change's result \
+                         (nothing changed now)"
+                    );
+                }
+                return Ok(());
+            }
+            Attempt::Refused(e) => return Err(e),
+            Attempt::InDoubt(e) => {
+                doubt = Some(e);
+                None
+            }
+            Attempt::NotThrough(e) => Some(e),
+        };
+        let now = Instant::now();
+        if now + pause >= deadline {
+            return Err(match (doubt, last) {
+                (Some(why), _) => CommandError::InDoubt {
+                    counter,
+                    id,
+                    why: why.to_string(),
+                },
+                (None, Some(last)) => last,
+                (None, None) => CommandError::Local("no attempt was made".into()),
+            });
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
     }
 }
 
 /// Connects to the member `conn` names, with its cookie and TLS settings.
 async fn connect(conn: &ClientArgs) -> Result<ClusterClient, CommandError> {
+    connect_within(conn, conn.timeout).await
+}
+
+/// [`connect`], within `timeout`.
+async fn connect_within(
+    conn: &ClientArgs,
+    timeout: Duration,
+) -> Result<ClusterClient, CommandError> {
     let cookie = conn.cookie.or_development().map_err(CommandError::Local)?;
     let tls = Tls::from_args(&conn.tls).map_err(CommandError::Local)?;
-    ClusterClient::connect(&conn.join, cookie.secret(), tls.as_ref(), conn.timeout).await
+    ClusterClient::connect(&conn.join, cookie.secret(), tls.as_ref(), timeout).await
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest};
-use shared::counter::{CounterError, ValueOutcome};
+use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
 use shared::host::HostMessage;
 use shared::protocol::{counter_name, parse_counter_name, NODES_GROUP};
 use shared::stats::ClusterStats;
@@ -39,6 +39,8 @@ pub(crate) const MAX_CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a single counter call made for a client may take.
 const COUNTER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest id a client change may carry.
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// The agent behaviour.
 #[derive(Debug, Default)]
@@ -157,7 +159,12 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 .map(|stats| ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
                 .ok_or(ClientError::NotCollectedYet)
         }
-        ClientRequest::Apply { counter, delta } => {
+        ClientRequest::Apply { counter, delta, id } => {
+            if id.is_empty() || id.len() > MAX_ID_LEN {
+                return Err(ClientError::Internal(format!(
+                    "a change's id must be 1 to {MAX_ID_LEN} bytes"
+                )));
+            }
             let (host, index) = lookup(facts, &counter)?;
             let until = Instant::now() + COUNTER_CALL_TIMEOUT;
             let outcome = call_until(
@@ -165,12 +172,21 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 |reply| HostMessage::Apply {
                     counter: index,
                     delta,
+                    id,
                     reply,
                 },
                 until,
             )
             .await;
-            value_answer(facts, counter, outcome)
+            match outcome {
+                Some(ApplyOutcome(Ok(applied))) => Ok(ClientAnswer::Applied(applied)),
+                Some(ApplyOutcome(Err(CounterError::NoSuchCounter(_)))) => {
+                    Err(unknown(facts, &counter))
+                }
+                Some(ApplyOutcome(Err(error))) => Err(ClientError::Refused { counter, error }),
+                // Handed over, and no answer: applied or not, nobody here knows.
+                None => Err(ClientError::InDoubt { counter }),
+            }
         }
         ClientRequest::Get { counter } => {
             let (host, index) = lookup(facts, &counter)?;

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
-use shared::counter::{CounterError, StatsOutcome, ValueOutcome};
+use shared::counter::{ApplyOutcome, CounterError, StatsOutcome, ValueOutcome};
 use shared::host::{Batch, CollectReply, HostMessage, LocalReport};
 use shared::protocol::{counter_name, HOSTS_GROUP};
 use tokio::sync::Semaphore;
@@ -236,18 +236,26 @@ impl Actor for CounterHost {
             HostMessage::Apply {
                 counter,
                 delta,
+                id,
                 reply,
             } => {
                 if counter >= state.facts.table.len() {
-                    let _ = reply.send(ValueOutcome(Err(CounterError::NoSuchCounter(
+                    let _ = reply.send(ApplyOutcome(Err(CounterError::NoSuchCounter(
                         state.name(counter),
                     ))));
-                } else if let Err(JournalMessage::Append(_, Waiter::Client(reply))) = state.journal(
-                    JournalMessage::Append(Entry::Apply { counter, delta }, Waiter::Client(reply)),
-                ) {
-                    let _ = reply.send(ValueOutcome(Err(CounterError::Unavailable(
-                        "the node's journal is restarting".into(),
-                    ))));
+                } else {
+                    let entry = Entry::Apply {
+                        counter,
+                        delta,
+                        id: Some(id),
+                    };
+                    if let Err(JournalMessage::Append(_, Waiter::Client(reply))) =
+                        state.journal(JournalMessage::Append(entry, Waiter::Client(reply)))
+                    {
+                        let _ = reply.send(ApplyOutcome(Err(CounterError::Unavailable(
+                            "the node's journal is restarting".into(),
+                        ))));
+                    }
                 }
             }
             HostMessage::GetValue(counter, reply) => {
@@ -333,10 +341,17 @@ mod tests {
         let applied = ractor::call!(host, |reply| HostMessage::Apply {
             counter: 0,
             delta: Delta::Increment(1),
+            id: "one".into(),
             reply
         })
         .unwrap();
-        assert_eq!(applied, ValueOutcome(Ok(39)));
+        assert_eq!(
+            applied,
+            ApplyOutcome(Ok(shared::counter::Applied {
+                value: 39,
+                repeated: false
+            }))
+        );
         let StatsOutcome(stats) = ractor::call!(host, |r| HostMessage::GetStats(0, r)).unwrap();
         assert_eq!(stats.unwrap().operations, 10);
         assert_eq!(
@@ -350,12 +365,13 @@ mod tests {
         let refused = ractor::call!(host, |reply| HostMessage::Apply {
             counter: 5,
             delta: Delta::Increment(1),
+            id: "two".into(),
             reply
         })
         .unwrap();
         assert_eq!(
             refused,
-            ValueOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
+            ApplyOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
         );
 
         // Index 1 is in range but not running; index 5 does not exist.

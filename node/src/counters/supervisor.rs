@@ -232,6 +232,7 @@ mod tests {
         store
             .commit(
                 number,
+                0,
                 &[Entry::Batch {
                     stream: "test#1".into(),
                     seq: number,

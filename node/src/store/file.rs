@@ -4,15 +4,21 @@
 //! tally), `counters` (each counter's figures by index), `streams_in` (per incoming
 //! stream, its last batch and totals), `outbox` (batches issued and not acknowledged,
 //! by destination and number) and `streams_out` (per destination, the last number used
-//! and the last acknowledged). A commit is one redb write transaction, durable (fsynced)
+//! and the last acknowledged), `client_ids` (what became of each client change id) and
+//! `client_id_times` (the same ids by time, to forget them in order). A commit is one redb write transaction, durable (fsynced)
 //! when it returns. redb locks the file, so two processes never share it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{plan, CommitOutcome, Entry, InRecord, OutBatch, OutStream, Recovered, StoreError};
+use super::{
+    plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, Recovered, StoreError,
+    ID_MEMORY, ID_PRUNE_PER_COMMIT,
+};
 use crate::counters::record::CounterRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -20,6 +26,8 @@ const COUNTERS: TableDefinition<u32, (i64, u64, u64, u64)> = TableDefinition::ne
 const STREAMS_IN: TableDefinition<&str, (u64, i64, u64)> = TableDefinition::new("streams_in");
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 const STREAMS_OUT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams_out");
+const CLIENT_IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_ids");
+const ID_TIMES: TableDefinition<(u64, &str), ()> = TableDefinition::new("client_id_times");
 
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -28,9 +36,15 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 pub(crate) const FILE_NAME: &str = "store.redb";
 
 /// An open store file.
+///
+/// After a failed write (a full disk, say) redb fails every later operation until the
+/// database is opened again; so a commit that fails marks the file broken, and the next
+/// commit first reopens it (redb recovers the last commit), which succeeds once the
+/// disk takes writes again.
 pub(crate) struct StoreFile {
-    db: Database,
+    db: RwLock<Option<Database>>,
     dir: PathBuf,
+    broken: AtomicBool,
 }
 
 impl std::fmt::Debug for StoreFile {
@@ -123,6 +137,12 @@ impl StoreFile {
                     write
                         .open_table(STREAMS_OUT)
                         .map_err(|e| open_error(e.to_string()))?;
+                    write
+                        .open_table(CLIENT_IDS)
+                        .map_err(|e| open_error(e.to_string()))?;
+                    write
+                        .open_table(ID_TIMES)
+                        .map_err(|e| open_error(e.to_string()))?;
                 }
                 write.commit().map_err(|e| open_error(e.to_string()))?;
                 true
@@ -130,8 +150,9 @@ impl StoreFile {
         };
 
         let store = Self {
-            db,
+            db: RwLock::new(Some(db)),
             dir: path.clone(),
+            broken: AtomicBool::new(false),
         };
         let last_commit = store.last_commit().map_err(|e| unreadable(&e))?;
         let records = store.records(counters).map_err(|e| unreadable(&e))?;
@@ -158,14 +179,67 @@ impl StoreFile {
     pub(crate) fn commit(
         &self,
         number: u64,
+        now_ms: u64,
         entries: &[Entry],
     ) -> Result<CommitOutcome, StoreError> {
-        let write = self.db.begin_write().map_err(write_error)?;
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let result = self.with_db(|db| Self::commit_to(db, number, now_ms, entries));
+        if result.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Opens the file again (see the type's documentation).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // Closes the file (and its lock) first.
+        *db = None;
+        let reopened = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(self.dir.join(FILE_NAME))
+            .map_err(|e| StoreError::Write(format!("cannot reopen the store: {e}")))?;
+        *db = Some(reopened);
+        self.broken.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.with_db(|db| db.begin_read().map_err(write_error))
+    }
+
+    /// Runs `f` on the open database.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Write(
+                "the store is closed after a failed write (it is reopened at the next commit)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn commit_to(
+        db: &Database,
+        number: u64,
+        now_ms: u64,
+        entries: &[Entry],
+    ) -> Result<CommitOutcome, StoreError> {
+        let write = db.begin_write().map_err(write_error)?;
         let outcome = {
             let mut counters = write.open_table(COUNTERS).map_err(write_error)?;
             let mut streams_in = write.open_table(STREAMS_IN).map_err(write_error)?;
+            let mut client_ids = write.open_table(CLIENT_IDS).map_err(write_error)?;
+            let mut id_times = write.open_table(ID_TIMES).map_err(write_error)?;
             let (writes, applied) = plan(
                 number,
+                now_ms,
                 entries,
                 |index| {
                     Ok(counters
@@ -181,7 +255,39 @@ impl StoreFile {
                         .map(|r| InRecord::from_tuple(r.value()))
                         .unwrap_or_default())
                 },
+                |id| {
+                    client_ids
+                        .get(id)
+                        .map_err(write_error)?
+                        .map(|bytes| shared::codec::decode::<IdRecord>(bytes.value()))
+                        .transpose()
+                        .map_err(write_error)
+                },
             )?;
+            // Ids older than a day are forgotten, a bounded number per commit.
+            let cutoff = now_ms.saturating_sub(ID_MEMORY.as_millis() as u64);
+            let mut forgotten: Vec<(u64, String)> = Vec::new();
+            for row in id_times.range(..(cutoff, "")).map_err(write_error)? {
+                let (key, _) = row.map_err(write_error)?;
+                let (at, id) = key.value();
+                forgotten.push((at, id.to_string()));
+                if forgotten.len() >= ID_PRUNE_PER_COMMIT {
+                    break;
+                }
+            }
+            for (at, id) in &forgotten {
+                id_times.remove((*at, id.as_str())).map_err(write_error)?;
+                client_ids.remove(id.as_str()).map_err(write_error)?;
+            }
+            for (id, record) in &writes.ids {
+                let bytes = shared::codec::encode(record).map_err(write_error)?;
+                client_ids
+                    .insert(id.as_str(), bytes.as_slice())
+                    .map_err(write_error)?;
+                id_times
+                    .insert((record.at_ms, id.as_str()), ())
+                    .map_err(write_error)?;
+            }
             for (index, record) in &writes.counters {
                 counters
                     .insert(*index, record.to_tuple())
@@ -243,7 +349,7 @@ impl StoreFile {
 
     /// The records of counters `0..counters`, in one read.
     pub(crate) fn records(&self, counters: u32) -> Result<Vec<CounterRecord>, StoreError> {
-        let read = self.db.begin_read().map_err(write_error)?;
+        let read = self.begin_read()?;
         let table = read.open_table(COUNTERS).map_err(write_error)?;
         (0..counters)
             .map(|index| {
@@ -258,7 +364,7 @@ impl StoreFile {
 
     /// Counter `index`'s record.
     pub(crate) fn record(&self, index: u32) -> Result<CounterRecord, StoreError> {
-        let read = self.db.begin_read().map_err(write_error)?;
+        let read = self.begin_read()?;
         let table = read.open_table(COUNTERS).map_err(write_error)?;
         Ok(table
             .get(index)
@@ -274,7 +380,7 @@ impl StoreFile {
 
     /// Every incoming stream's record.
     pub(crate) fn streams_in(&self) -> Result<Vec<(String, InRecord)>, StoreError> {
-        let read = self.db.begin_read().map_err(write_error)?;
+        let read = self.begin_read()?;
         let table = read.open_table(STREAMS_IN).map_err(write_error)?;
         table
             .iter()
@@ -291,7 +397,7 @@ impl StoreFile {
 
     /// The outbox, per destination, and the issued tally.
     pub(crate) fn outbox(&self) -> Result<super::Outbox, StoreError> {
-        let read = self.db.begin_read().map_err(write_error)?;
+        let read = self.begin_read()?;
         let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
         for row in read
             .open_table(STREAMS_OUT)
@@ -328,7 +434,7 @@ impl StoreFile {
 
     /// Meta entry `key` as `N` big-endian u64s, if present.
     fn meta_u64s<const N: usize>(&self, key: &str) -> Result<Option<[u64; N]>, StoreError> {
-        let read = self.db.begin_read().map_err(write_error)?;
+        let read = self.begin_read()?;
         let meta = read.open_table(META).map_err(write_error)?;
         read_u64s::<N>(&meta, key)
     }
@@ -374,10 +480,12 @@ mod tests {
             let outcome = store
                 .commit(
                     1,
+                    0,
                     &[
                         Entry::Apply {
                             counter: 1,
                             delta: Delta::Increment(7),
+                            id: Some("i".into()),
                         },
                         Entry::Outgoing {
                             dest: "m".into(),
@@ -396,7 +504,13 @@ mod tests {
                     ],
                 )
                 .unwrap();
-            assert_eq!(outcome.applied, [Ok(7)]);
+            assert_eq!(
+                outcome.applied[0].outcome,
+                Ok(shared::counter::Applied {
+                    value: 7,
+                    repeated: false
+                })
+            );
         }
         let (store, _, recovered) = StoreFile::open(dir.path(), "n", 3).unwrap();
         assert!(!recovered.fresh);

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
-use shared::counter::{CounterError, ValueOutcome};
+use shared::counter::{ApplyOutcome, CounterError};
 use shared::host::Batch;
 use tracing::{error, info, warn};
 
@@ -54,6 +54,11 @@ use crate::load::outbox::IssueFate;
 /// by this name).
 pub(crate) fn journal_name(node: &str) -> String {
     format!("{node}/journal")
+}
+
+/// Now, in milliseconds since the Unix epoch (when a commit records client ids).
+fn now_ms() -> u64 {
+    crate::clock::unix_millis()
 }
 
 /// How often a commit that failed is tried again.
@@ -104,7 +109,7 @@ pub(crate) enum Waiter {
     /// Nobody.
     None,
     /// A client, for the outcome of its [`Entry::Apply`].
-    Client(RpcReplyPort<ValueOutcome>),
+    Client(RpcReplyPort<ApplyOutcome>),
     /// A load client, for its [`Entry::Outgoing`] to be issued.
     Issued(OnCommit),
 }
@@ -193,7 +198,9 @@ impl JournalState {
         let store = Arc::clone(&self.args.store);
         if !store.is_durable() {
             let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
-            let result = store.commit(number, &entries).map_err(|e| e.to_string());
+            let result = store
+                .commit(number, now_ms(), &entries)
+                .map_err(|e| e.to_string());
             let _ = myself.cast(JournalMessage::Committed {
                 number,
                 batch,
@@ -205,7 +212,9 @@ impl JournalState {
         tokio::spawn(async move {
             let (batch, result) = tokio::task::spawn_blocking(move || {
                 let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
-                let result = store.commit(number, &entries).map_err(|e| e.to_string());
+                let result = store
+                    .commit(number, now_ms(), &entries)
+                    .map_err(|e| e.to_string());
                 (batch, result)
             })
             .await
@@ -286,12 +295,17 @@ impl JournalState {
         let table = &self.args.table;
         let mut applied = outcome.applied.into_iter();
         for Queued { entry, waiter } in batch {
+            let result = matches!(entry, Entry::Apply { .. })
+                .then(|| applied.next())
+                .flatten();
+            // A client change whose id was applied before changes nothing now.
+            let fresh = result.as_ref().is_none_or(|r| r.fresh);
             // The counters first: a client that reads right after its answer sees its
             // change (its read reaches the counter after this `Add`).
             for (counter, delta, operations) in entry.counter_changes() {
                 // A counter that is not running (it is being restarted) resumes from
                 // the store, which holds this commit already.
-                if let Some(actor) = table.actor(counter) {
+                if let Some(actor) = table.actor(counter).filter(|_| fresh) {
                     let _ = actor.cast(CounterMessage::Add {
                         delta,
                         operations,
@@ -299,12 +313,9 @@ impl JournalState {
                     });
                 }
             }
-            let outcome = matches!(entry, Entry::Apply { .. })
-                .then(|| applied.next())
-                .flatten();
-            match (waiter, outcome) {
-                (Waiter::Client(reply), Some(outcome)) => {
-                    let _ = reply.send(ValueOutcome(outcome));
+            match (waiter, result) {
+                (Waiter::Client(reply), Some(result)) => {
+                    let _ = reply.send(ApplyOutcome(result.outcome));
                 }
                 (Waiter::Issued(on_commit), _) => on_commit.committed(),
                 _ => {}
@@ -386,7 +397,7 @@ impl Actor for Journal {
                     let refused =
                         CounterError::Unavailable(format!("the store takes no writes: {why}"));
                     if let Waiter::Client(reply) = waiter {
-                        let _ = reply.send(ValueOutcome(Err(refused)));
+                        let _ = reply.send(ApplyOutcome(Err(refused)));
                     }
                     return Ok(());
                 }
@@ -509,18 +520,42 @@ mod tests {
             Entry::Apply {
                 counter: 1,
                 delta: Delta::Decrement(8),
+                id: Some("c-1".into()),
             },
             Waiter::Client(r)
         ))
         .unwrap();
-        assert_eq!(applied, ValueOutcome(Ok(40)));
+        assert_eq!(
+            applied,
+            ApplyOutcome(Ok(shared::counter::Applied {
+                value: 40,
+                repeated: false
+            }))
+        );
+        // Sent again with its id: the first result, and the counter does not move.
+        let again = ractor::call!(journal, |r| JournalMessage::Append(
+            Entry::Apply {
+                counter: 1,
+                delta: Delta::Decrement(8),
+                id: Some("c-1".into()),
+            },
+            Waiter::Client(r)
+        ))
+        .unwrap();
+        assert_eq!(
+            again,
+            ApplyOutcome(Ok(shared::counter::Applied {
+                value: 40,
+                repeated: true
+            }))
+        );
         assert_eq!(stream_at().await.unwrap(), 4);
         assert_eq!(
             ractor::call!(journal, |r| JournalMessage::Sync(9, r)).unwrap(),
             9
         );
         let value = ractor::call!(counters[1].0, CounterMessage::GetValue).unwrap();
-        assert_eq!(value, ValueOutcome(Ok(40)));
+        assert_eq!(value, shared::counter::ValueOutcome(Ok(40)));
         let record = store.record(1).unwrap();
         assert_eq!((record.value, record.operations), (40, 5));
         let from = received.by_sender();

@@ -1,9 +1,12 @@
 //! The store's tables in memory (`--memory-only`): the same commits and answers as the
 //! file, and nothing survives the process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{plan, CommitOutcome, Entry, InRecord, OutBatch, OutStream, StoreError};
+use super::{
+    plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, StoreError, ID_MEMORY,
+    ID_PRUNE_PER_COMMIT,
+};
 use crate::counters::record::CounterRecord;
 
 /// The tables; see the module documentation.
@@ -13,18 +16,23 @@ pub(crate) struct MemoryTables {
     streams_in: BTreeMap<String, InRecord>,
     outbox: BTreeMap<String, OutStream>,
     issued: (i64, u64),
+    ids: BTreeMap<String, IdRecord>,
+    /// `(at_ms, id)` of every id in `ids`, oldest first.
+    id_times: BTreeSet<(u64, String)>,
     /// The last commit's number.
     pub(crate) last_commit: u64,
 }
 
 impl MemoryTables {
     /// One commit: see [`super::Store::commit`].
-    pub(crate) fn commit(&mut self, number: u64, entries: &[Entry]) -> CommitOutcome {
+    pub(crate) fn commit(&mut self, number: u64, now_ms: u64, entries: &[Entry]) -> CommitOutcome {
         let planned = plan(
             number,
+            now_ms,
             entries,
             |index| Ok::<_, StoreError>(self.record(index)),
             |key| Ok(self.streams_in.get(key).copied().unwrap_or_default()),
+            |id| Ok(self.ids.get(id).cloned()),
         );
         // Reading memory cannot fail.
         let Ok((writes, applied)) = planned else {
@@ -43,6 +51,22 @@ impl MemoryTables {
             stream.acked = stream.acked.max(upto);
             let acked = stream.acked;
             stream.batches.retain(|b: &OutBatch| b.seq > acked);
+        }
+        let cutoff = now_ms.saturating_sub(ID_MEMORY.as_millis() as u64);
+        let forgotten: Vec<(u64, String)> = self
+            .id_times
+            .iter()
+            .take_while(|(at, _)| *at < cutoff)
+            .take(ID_PRUNE_PER_COMMIT)
+            .cloned()
+            .collect();
+        for key in forgotten {
+            self.ids.remove(&key.1);
+            self.id_times.remove(&key);
+        }
+        for (id, record) in writes.ids {
+            self.id_times.insert((record.at_ms, id.clone()));
+            self.ids.insert(id, record);
         }
         self.issued.0 = self.issued.0.saturating_add(writes.issued.0);
         self.issued.1 = self.issued.1.saturating_add(writes.issued.1);

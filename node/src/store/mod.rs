@@ -14,6 +14,8 @@
 //! - per incoming stream (sender and its store), the last batch applied and what its
 //!   batches added up to ([`InRecord`]): the receiver's half of exactly-once, committed
 //!   with the counter changes it describes;
+//! - per client change id, what became of that change ([`IdRecord`]), for
+//!   [`ID_MEMORY`]: a change retried with its id within that time is applied once;
 //! - the outbox: every batch this node's load clients issued and their destination has
 //!   not acknowledged yet, per destination, with the last number used; and the issued
 //!   tally (value, operations), committed with the batches it counts: the sender's half;
@@ -31,7 +33,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use shared::counter::{CounterError, Delta};
+use serde::{Deserialize, Serialize};
+use shared::counter::{Applied, CounterError, Delta};
 use shared::host::Change;
 
 use crate::counters::record::CounterRecord;
@@ -91,12 +94,16 @@ pub(crate) enum Entry {
         /// Its changes.
         changes: Vec<Change>,
     },
-    /// One client change to counter `counter`, whose outcome the client waits for.
+    /// One client change to counter `counter`, whose outcome the client waits for:
+    /// applied once per id (a change whose id is recorded gets the recorded outcome
+    /// and changes nothing).
     Apply {
         /// Counter index.
         counter: u32,
         /// The change.
         delta: Delta,
+        /// The client's id for it (`None`: no id, applied every time; tests only).
+        id: Option<String>,
     },
     /// A batch this node's load clients issued to node `dest`: into the outbox, and
     /// into the issued tally.
@@ -124,7 +131,7 @@ impl Entry {
                 .iter()
                 .map(|c| (c.counter, c.delta, c.operations))
                 .collect(),
-            Entry::Apply { counter, delta } => vec![(*counter, delta.signed(), 1)],
+            Entry::Apply { counter, delta, .. } => vec![(*counter, delta.signed(), 1)],
             Entry::Outgoing { .. } | Entry::Acked { .. } => Vec::new(),
         }
     }
@@ -203,16 +210,42 @@ impl ReceivedTotals {
     }
 }
 
-/// What a commit found for each [`Entry::Apply`]: the value after it, or why it was
-/// refused.
-pub(crate) type ApplyOutcome = Result<i64, CounterError>;
+/// How long a node remembers a client change's id (and so how long a retry with that id
+/// is safe): a day.
+pub(crate) const ID_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// At most this many forgotten ids are removed per commit (the rest go with later ones).
+pub(crate) const ID_PRUNE_PER_COMMIT: usize = 1024;
+
+/// What became of a client change with an id, as the store remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IdRecord {
+    /// The counter it changed.
+    pub(crate) counter: u32,
+    /// The change.
+    pub(crate) delta: Delta,
+    /// The value after it, or why it was refused.
+    pub(crate) outcome: Result<i64, CounterError>,
+    /// When it was applied (milliseconds since the Unix epoch).
+    pub(crate) at_ms: u64,
+}
+
+/// What a commit found for one [`Entry::Apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApplyResult {
+    /// The client's answer.
+    pub(crate) outcome: Result<Applied, CounterError>,
+    /// Whether this commit changed the counter's record (so the counter gets the change
+    /// too): false for an id applied before, or used before for another change.
+    pub(crate) fresh: bool,
+}
 
 /// What a commit did: the outcome of each [`Entry::Apply`] (in order), and the records
 /// of the incoming streams it touched.
 #[derive(Debug, Default)]
 pub(crate) struct CommitOutcome {
     /// One per [`Entry::Apply`], in order.
-    pub(crate) applied: Vec<ApplyOutcome>,
+    pub(crate) applied: Vec<ApplyResult>,
     /// The new record of every incoming stream the commit touched.
     pub(crate) streams: Vec<(String, InRecord)>,
 }
@@ -229,6 +262,8 @@ pub(crate) struct Writes {
     acked: BTreeMap<String, u64>,
     /// Added to the issued tally.
     issued: (i64, u64),
+    /// Client change ids recorded by this commit.
+    ids: BTreeMap<String, IdRecord>,
 }
 
 /// What was recovered when the store opened.
@@ -305,16 +340,19 @@ impl Store {
         memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commits `entries` as commit `number`, in order, all or nothing.
+    /// Commits `entries` as commit `number`, at `now_ms` (milliseconds since the Unix
+    /// epoch: when its ids are recorded, and what ids are forgotten), in order, all or
+    /// nothing.
     pub(crate) fn commit(
         &self,
         number: u64,
+        now_ms: u64,
         entries: &[Entry],
     ) -> Result<CommitOutcome, StoreError> {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         match &self.kind {
-            Kind::File(file) => file.commit(number, entries),
-            Kind::Memory(memory) => Ok(Self::memory_tables(memory).commit(number, entries)),
+            Kind::File(file) => file.commit(number, now_ms, entries),
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).commit(number, now_ms, entries)),
         }
     }
 
@@ -387,10 +425,12 @@ pub(crate) struct Settled {
 /// as the counters'; a backend then writes [`Writes`] in one transaction.
 pub(crate) fn plan(
     number: u64,
+    now_ms: u64,
     entries: &[Entry],
     mut counter: impl FnMut(u32) -> Result<CounterRecord, StoreError>,
     mut stream_in: impl FnMut(&str) -> Result<InRecord, StoreError>,
-) -> Result<(Writes, Vec<ApplyOutcome>), StoreError> {
+    mut client_id: impl FnMut(&str) -> Result<Option<IdRecord>, StoreError>,
+) -> Result<(Writes, Vec<ApplyResult>), StoreError> {
     let mut writes = Writes::default();
     let mut outcomes = Vec::new();
     let mut touch = |writes: &mut Writes, index: u32| -> Result<(), StoreError> {
@@ -425,11 +465,54 @@ pub(crate) fn plan(
                     record.operations = record.operations.saturating_add(operations);
                 }
             }
-            Entry::Apply { counter, delta } => {
-                touch(&mut writes, *counter)?;
-                if let Some(record) = writes.counters.get_mut(counter) {
-                    outcomes.push(record.apply(*delta));
+            Entry::Apply { counter, delta, id } => {
+                let earlier = match id {
+                    Some(id) => match writes.ids.get(id) {
+                        Some(record) => Some(record.clone()),
+                        None => client_id(id)?,
+                    },
+                    None => None,
+                };
+                if let (Some(earlier), Some(id)) = (earlier, id) {
+                    let same = earlier.counter == *counter && earlier.delta == *delta;
+                    let outcome = if same {
+                        earlier.outcome.map(|value| Applied {
+                            value,
+                            repeated: true,
+                        })
+                    } else {
+                        Err(CounterError::IdReused {
+                            id: id.clone(),
+                            earlier: format!("counter {} {:?}", earlier.counter, earlier.delta),
+                        })
+                    };
+                    outcomes.push(ApplyResult {
+                        outcome,
+                        fresh: false,
+                    });
+                    continue;
                 }
+                touch(&mut writes, *counter)?;
+                let Some(record) = writes.counters.get_mut(counter) else {
+                    continue;
+                };
+                let outcome = record.apply(*delta);
+                if let Some(id) = id {
+                    let remembered = IdRecord {
+                        counter: *counter,
+                        delta: *delta,
+                        outcome: outcome.clone(),
+                        at_ms: now_ms,
+                    };
+                    writes.ids.insert(id.clone(), remembered);
+                }
+                outcomes.push(ApplyResult {
+                    outcome: outcome.map(|value| Applied {
+                        value,
+                        repeated: false,
+                    }),
+                    fresh: true,
+                });
             }
             Entry::Outgoing { dest, batch } => {
                 writes.issued.0 = writes.issued.0.saturating_add(batch.value);
@@ -477,14 +560,17 @@ mod tests {
             Entry::Apply {
                 counter: 0,
                 delta: Delta::Increment(10),
+                id: Some("x".into()),
             },
             Entry::Apply {
                 counter: 1,
                 delta: Delta::Decrement(1 << 63),
+                id: None,
             },
             Entry::Apply {
                 counter: 1,
                 delta: Delta::Decrement(1),
+                id: None,
             },
             Entry::Batch {
                 stream: "a#1".into(),
@@ -492,10 +578,15 @@ mod tests {
                 changes: vec![change(0, 1, 1)],
             },
         ];
-        let outcome = store.commit(4, &entries).unwrap();
-        assert_eq!(outcome.applied[0], Ok(15));
-        assert_eq!(outcome.applied[1], Ok(i64::MIN));
-        assert!(outcome.applied[2].is_err(), "the second would overflow");
+        let outcome = store.commit(4, 0, &entries).unwrap();
+        let values: Vec<Result<i64, CounterError>> = outcome
+            .applied
+            .iter()
+            .map(|a| a.outcome.clone().map(|a| a.value))
+            .collect();
+        assert_eq!(values[0], Ok(15));
+        assert_eq!(values[1], Ok(i64::MIN));
+        assert!(values[2].is_err(), "the second would overflow");
         let zero = store.record(0).unwrap();
         assert_eq!((zero.value, zero.operations, zero.commit), (16, 4, 4));
         let one = store.record(1).unwrap();
@@ -508,6 +599,68 @@ mod tests {
         };
         assert_eq!(outcome.streams, [("a#1".to_string(), stream)]);
         assert_eq!(store.streams_in().unwrap(), [("a#1".to_string(), stream)]);
+    }
+
+    #[test]
+    fn a_change_is_applied_once_per_id_and_ids_are_forgotten_after_a_day() {
+        let (store, _) = Store::memory(2);
+        let apply = |counter: u32, delta: Delta, id: &str| Entry::Apply {
+            counter,
+            delta,
+            id: Some(id.into()),
+        };
+        let day = ID_MEMORY.as_millis() as u64;
+        // The same id twice in one commit, and again in a later one: applied once.
+        let first = store
+            .commit(
+                1,
+                1000,
+                &[
+                    apply(0, Delta::Increment(5), "a"),
+                    apply(0, Delta::Increment(5), "a"),
+                ],
+            )
+            .unwrap();
+        let again = store
+            .commit(2, 2000, &[apply(0, Delta::Increment(5), "a")])
+            .unwrap();
+        let outcomes: Vec<_> = first
+            .applied
+            .iter()
+            .chain(&again.applied)
+            .cloned()
+            .collect();
+        let fresh = |value| ApplyResult {
+            outcome: Ok(Applied {
+                value,
+                repeated: false,
+            }),
+            fresh: true,
+        };
+        let repeated = |value| ApplyResult {
+            outcome: Ok(Applied {
+                value,
+                repeated: true,
+            }),
+            fresh: false,
+        };
+        assert_eq!(outcomes, [fresh(5), repeated(5), repeated(5)]);
+        assert_eq!(store.record(0).unwrap().operations, 1);
+        // The same id for another change: refused, nothing applied.
+        let reused = store
+            .commit(3, 3000, &[apply(1, Delta::Increment(5), "a")])
+            .unwrap();
+        assert!(matches!(
+            reused.applied[0].outcome,
+            Err(CounterError::IdReused { .. })
+        ));
+        assert_eq!(store.record(1).unwrap().operations, 0);
+        // A day later the id is forgotten: the same change is a new one.
+        store.commit(4, 1000 + day + 1, &[]).unwrap();
+        let later = store
+            .commit(5, 1000 + day + 2, &[apply(0, Delta::Increment(5), "a")])
+            .unwrap();
+        assert_eq!(later.applied, [fresh(10)]);
     }
 
     #[test]
@@ -524,11 +677,12 @@ mod tests {
             batch: batch(seq),
         };
         store
-            .commit(1, &[out("b", 1), out("b", 2), out("c", 1)])
+            .commit(1, 0, &[out("b", 1), out("b", 2), out("c", 1)])
             .unwrap();
         store
             .commit(
                 2,
+                0,
                 &[
                     out("b", 3),
                     Entry::Acked {
