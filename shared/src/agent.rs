@@ -78,6 +78,8 @@ pub struct NodeInfo {
     pub in_flight_operations: u64,
     /// What this node has applied from each sender's streams (every run of each).
     pub received: Vec<SenderTotals>,
+    /// Commits (one fsync each) of the node's store since it started.
+    pub store_commits: u64,
     /// Every cluster node this node knows how to reach (itself excluded), for gossip.
     pub known_peers: Vec<PeerAddr>,
 }

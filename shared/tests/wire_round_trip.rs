@@ -128,6 +128,7 @@ fn data_types_round_trip() {
         issued_value: -1,
         issued_operations: 1,
         in_flight_operations: 1,
+        store_commits: 3,
         received: vec![],
         known_peers: vec![PeerAddr {
             name: "m".into(),
@@ -174,6 +175,7 @@ fn data_types_round_trip() {
             issued_operations: 0,
             in_flight_operations: 0,
             received: vec![],
+            store_commits: 0,
             known_peers: vec![],
         },
         counters: vec![("n/0".into(), None), ("n/1".into(), Some(sample_counter()))],
@@ -374,6 +376,7 @@ fn sample_info() -> NodeInfo {
         issued_operations: 0,
         in_flight_operations: 0,
         received: vec![],
+        store_commits: 0,
         known_peers: vec![],
     }
 }

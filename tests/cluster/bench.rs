@@ -47,6 +47,10 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
         "300",
         "--raw-frames",
         "100000",
+        "--applies",
+        "100",
+        "--restart-counters",
+        "500",
     ]);
     for key in [
         "raw_tcp_frames_per_sec",
@@ -58,6 +62,14 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
         "aggregate_10k_sequential_ms",
         "sender_peak_rss_mb",
         "rss_per_counter_kb",
+        "remote_increments_per_sec_memory",
+        "durable_vs_memory",
+        "ops_per_fsync",
+        "fsyncs_per_sec",
+        "durable_change_p50_us",
+        "durable_change_p99_us",
+        "memory_change_p50_us",
+        "restart_complete_ms",
     ] {
         positive(&report, key);
     }
@@ -67,6 +79,7 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     );
     assert_eq!(report["aggregate_counters"], 300, "{report}");
     assert_eq!(report["push_operations"], 200_000, "{report}");
+    assert_eq!(report["restart_counters"], 500, "{report}");
     assert!(
         positive(&report, "remote_call_p99_us") >= positive(&report, "remote_call_p50_us"),
         "p99 below p50: {report}"

@@ -694,6 +694,7 @@ mod tests {
             issued_operations: 0,
             in_flight_operations: 0,
             received: Vec::new(),
+            store_commits: 0,
             known_peers: peers
                 .iter()
                 .map(|(n, a)| PeerAddr {

@@ -50,6 +50,7 @@ impl NodeFacts {
             issued_operations,
             in_flight_operations: self.issued.in_flight(),
             received: self.received.by_sender(),
+            store_commits: self.received.commits(),
             known_peers: self.membership.gossip(),
         }
     }

@@ -229,6 +229,7 @@ mod tests {
             issued_operations,
             in_flight_operations: 0,
             received: Vec::new(),
+            store_commits: 0,
             known_peers: vec![],
         }
     }

@@ -4,8 +4,9 @@
 //! tally), `counters` (each counter's figures by index), `streams_in` (per incoming
 //! stream, its last batch and totals), `outbox` (batches issued and not acknowledged,
 //! by destination and number) and `streams_out` (per destination, the last number used
-//! and the last acknowledged), `client_ids` (what became of each client change id) and
-//! `client_id_times` (the same ids by time, to forget them in order). A commit is one redb write transaction, durable (fsynced)
+//! and the last acknowledged) and `client_ids` (what became of each client change id, by
+//! day and id, so whole days are forgotten in order). The last commit's number is the
+//! highest any counter holds. A commit is one redb write transaction, durable (fsynced)
 //! when it returns. redb locks the file, so two processes never share it.
 
 use std::collections::BTreeMap;
@@ -16,8 +17,8 @@ use std::sync::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{
-    plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, Recovered, StoreError,
-    ID_MEMORY, ID_PRUNE_PER_COMMIT,
+    day_of, plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, Recovered,
+    StoreError, ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
 
@@ -26,8 +27,7 @@ const COUNTERS: TableDefinition<u32, (i64, u64, u64, u64)> = TableDefinition::ne
 const STREAMS_IN: TableDefinition<&str, (u64, i64, u64)> = TableDefinition::new("streams_in");
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 const STREAMS_OUT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams_out");
-const CLIENT_IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("client_ids");
-const ID_TIMES: TableDefinition<(u64, &str), ()> = TableDefinition::new("client_id_times");
+const CLIENT_IDS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("client_ids");
 
 /// redb's page cache (its default is 1 GiB).
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -123,8 +123,6 @@ impl StoreFile {
                         .map_err(|e| open_error(e.to_string()))?;
                     meta.insert("store_id", fastrand::u64(..).to_be_bytes().as_slice())
                         .map_err(|e| open_error(e.to_string()))?;
-                    meta.insert("last_commit", 0u64.to_be_bytes().as_slice())
-                        .map_err(|e| open_error(e.to_string()))?;
                     write
                         .open_table(COUNTERS)
                         .map_err(|e| open_error(e.to_string()))?;
@@ -139,9 +137,6 @@ impl StoreFile {
                         .map_err(|e| open_error(e.to_string()))?;
                     write
                         .open_table(CLIENT_IDS)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(ID_TIMES)
                         .map_err(|e| open_error(e.to_string()))?;
                 }
                 write.commit().map_err(|e| open_error(e.to_string()))?;
@@ -231,12 +226,24 @@ impl StoreFile {
         now_ms: u64,
         entries: &[Entry],
     ) -> Result<CommitOutcome, StoreError> {
+        // Only the tables a commit changes are opened: each one written costs pages, and
+        // pages cost time in the fsync.
+        let has = |f: fn(&Entry) -> bool| entries.iter().any(f);
+        let with_batches = has(|e| matches!(e, Entry::Batch { .. }));
+        let with_ids = has(|e| matches!(e, Entry::Apply { id: Some(_), .. }));
+        let with_outbox = has(|e| matches!(e, Entry::Outgoing { .. } | Entry::Acked { .. }));
         let write = db.begin_write().map_err(write_error)?;
         let outcome = {
             let mut counters = write.open_table(COUNTERS).map_err(write_error)?;
-            let mut streams_in = write.open_table(STREAMS_IN).map_err(write_error)?;
-            let mut client_ids = write.open_table(CLIENT_IDS).map_err(write_error)?;
-            let mut id_times = write.open_table(ID_TIMES).map_err(write_error)?;
+            let mut streams_in = with_batches
+                .then(|| write.open_table(STREAMS_IN))
+                .transpose()
+                .map_err(write_error)?;
+            let mut client_ids = with_ids
+                .then(|| write.open_table(CLIENT_IDS))
+                .transpose()
+                .map_err(write_error)?;
+            let today = day_of(now_ms);
             let (writes, applied) = plan(
                 number,
                 now_ms,
@@ -249,6 +256,9 @@ impl StoreFile {
                         .unwrap_or_default())
                 },
                 |key| {
+                    let Some(streams_in) = streams_in.as_ref() else {
+                        return Ok(InRecord::default());
+                    };
                     Ok(streams_in
                         .get(key)
                         .map_err(write_error)?
@@ -256,79 +266,91 @@ impl StoreFile {
                         .unwrap_or_default())
                 },
                 |id| {
-                    client_ids
-                        .get(id)
-                        .map_err(write_error)?
-                        .map(|bytes| shared::codec::decode::<IdRecord>(bytes.value()))
-                        .transpose()
-                        .map_err(write_error)
+                    let Some(client_ids) = client_ids.as_ref() else {
+                        return Ok(None);
+                    };
+                    // Today's ids and yesterday's: see `ID_MEMORY`.
+                    for day in [today, today.saturating_sub(1)] {
+                        if let Some(bytes) = client_ids.get((day, id)).map_err(write_error)? {
+                            let record = shared::codec::decode::<IdRecord>(bytes.value())
+                                .map_err(write_error)?;
+                            return Ok(Some(record));
+                        }
+                    }
+                    Ok(None)
                 },
             )?;
-            // Ids older than a day are forgotten, a bounded number per commit.
-            let cutoff = now_ms.saturating_sub(ID_MEMORY.as_millis() as u64);
-            let mut forgotten: Vec<(u64, String)> = Vec::new();
-            for row in id_times.range(..(cutoff, "")).map_err(write_error)? {
-                let (key, _) = row.map_err(write_error)?;
-                let (at, id) = key.value();
-                forgotten.push((at, id.to_string()));
-                if forgotten.len() >= ID_PRUNE_PER_COMMIT {
-                    break;
+            if let Some(client_ids) = client_ids.as_mut() {
+                // Ids of days before yesterday are forgotten, a bounded number per commit.
+                let mut forgotten: Vec<(u32, String)> = Vec::new();
+                for row in client_ids
+                    .range(..(today.saturating_sub(1), ""))
+                    .map_err(write_error)?
+                {
+                    let (key, _) = row.map_err(write_error)?;
+                    let (day, id) = key.value();
+                    forgotten.push((day, id.to_string()));
+                    if forgotten.len() >= ID_PRUNE_PER_COMMIT {
+                        break;
+                    }
                 }
-            }
-            for (at, id) in &forgotten {
-                id_times.remove((*at, id.as_str())).map_err(write_error)?;
-                client_ids.remove(id.as_str()).map_err(write_error)?;
-            }
-            for (id, record) in &writes.ids {
-                let bytes = shared::codec::encode(record).map_err(write_error)?;
-                client_ids
-                    .insert(id.as_str(), bytes.as_slice())
-                    .map_err(write_error)?;
-                id_times
-                    .insert((record.at_ms, id.as_str()), ())
-                    .map_err(write_error)?;
+                for (day, id) in &forgotten {
+                    client_ids
+                        .remove((*day, id.as_str()))
+                        .map_err(write_error)?;
+                }
+                for (id, record) in &writes.ids {
+                    let bytes = shared::codec::encode(record).map_err(write_error)?;
+                    client_ids
+                        .insert((day_of(record.at_ms), id.as_str()), bytes.as_slice())
+                        .map_err(write_error)?;
+                }
             }
             for (index, record) in &writes.counters {
                 counters
                     .insert(*index, record.to_tuple())
                     .map_err(write_error)?;
             }
-            for (key, record) in &writes.streams_in {
-                streams_in
-                    .insert(key.as_str(), record.to_tuple())
-                    .map_err(write_error)?;
+            if let Some(streams_in) = streams_in.as_mut() {
+                for (key, record) in &writes.streams_in {
+                    streams_in
+                        .insert(key.as_str(), record.to_tuple())
+                        .map_err(write_error)?;
+                }
             }
-            let mut outbox = write.open_table(OUTBOX).map_err(write_error)?;
-            let mut streams_out = write.open_table(STREAMS_OUT).map_err(write_error)?;
-            let out_record = |table: &redb::Table<&str, (u64, u64)>, dest: &str| {
-                Ok::<_, StoreError>(
-                    table
-                        .get(dest)
-                        .map_err(write_error)?
-                        .map_or((0, 0), |r| r.value()),
-                )
-            };
-            for (dest, batch) in &writes.outbox {
-                let bytes = shared::codec::encode(batch).map_err(write_error)?;
-                outbox
-                    .insert((dest.as_str(), batch.seq), bytes.as_slice())
-                    .map_err(write_error)?;
-                let (last, acked) = out_record(&streams_out, dest)?;
-                streams_out
-                    .insert(dest.as_str(), (last.max(batch.seq), acked))
-                    .map_err(write_error)?;
+            if with_outbox {
+                let mut outbox = write.open_table(OUTBOX).map_err(write_error)?;
+                let mut streams_out = write.open_table(STREAMS_OUT).map_err(write_error)?;
+                let out_record = |table: &redb::Table<&str, (u64, u64)>, dest: &str| {
+                    Ok::<_, StoreError>(
+                        table
+                            .get(dest)
+                            .map_err(write_error)?
+                            .map_or((0, 0), |r| r.value()),
+                    )
+                };
+                for (dest, batch) in &writes.outbox {
+                    let bytes = shared::codec::encode(batch).map_err(write_error)?;
+                    outbox
+                        .insert((dest.as_str(), batch.seq), bytes.as_slice())
+                        .map_err(write_error)?;
+                    let (last, acked) = out_record(&streams_out, dest)?;
+                    streams_out
+                        .insert(dest.as_str(), (last.max(batch.seq), acked))
+                        .map_err(write_error)?;
+                }
+                for (dest, upto) in &writes.acked {
+                    let (last, acked) = out_record(&streams_out, dest)?;
+                    streams_out
+                        .insert(dest.as_str(), (last, acked.max(*upto)))
+                        .map_err(write_error)?;
+                    outbox
+                        .retain_in((dest.as_str(), 0)..=(dest.as_str(), *upto), |_, _| false)
+                        .map_err(write_error)?;
+                }
             }
-            for (dest, upto) in &writes.acked {
-                let (last, acked) = out_record(&streams_out, dest)?;
-                streams_out
-                    .insert(dest.as_str(), (last, acked.max(*upto)))
-                    .map_err(write_error)?;
-                outbox
-                    .retain_in((dest.as_str(), 0)..=(dest.as_str(), *upto), |_, _| false)
-                    .map_err(write_error)?;
-            }
-            let mut meta = write.open_table(META).map_err(write_error)?;
             if writes.issued != (0, 0) {
+                let mut meta = write.open_table(META).map_err(write_error)?;
                 let [value, operations] = read_u64s::<2>(&meta, "issued")?.unwrap_or([0, 0]);
                 let value = (value as i64).saturating_add(writes.issued.0);
                 let operations = operations.saturating_add(writes.issued.1);
@@ -336,8 +358,6 @@ impl StoreFile {
                 meta.insert("issued", bytes.as_slice())
                     .map_err(write_error)?;
             }
-            meta.insert("last_commit", number.to_be_bytes().as_slice())
-                .map_err(write_error)?;
             CommitOutcome {
                 applied,
                 streams: writes.streams_in.into_iter().collect(),
@@ -373,9 +393,17 @@ impl StoreFile {
             .unwrap_or_default())
     }
 
-    /// The last commit's number.
+    /// The last commit's number: the highest any counter holds (a commit that changed
+    /// no counter leaves no number behind, and none is needed).
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
-        Ok(self.meta_u64s::<1>("last_commit")?.map_or(0, |[n]| n))
+        let read = self.begin_read()?;
+        let table = read.open_table(COUNTERS).map_err(write_error)?;
+        let mut last = 0;
+        for row in table.iter().map_err(write_error)? {
+            let (_, record) = row.map_err(write_error)?;
+            last = last.max(CounterRecord::from_tuple(record.value()).commit);
+        }
+        Ok(last)
     }
 
     /// Every incoming stream's record.

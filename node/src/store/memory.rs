@@ -1,10 +1,10 @@
 //! The store's tables in memory (`--memory-only`): the same commits and answers as the
 //! file, and nothing survives the process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::{
-    plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, StoreError, ID_MEMORY,
+    day_of, plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, StoreError,
     ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
@@ -16,9 +16,8 @@ pub(crate) struct MemoryTables {
     streams_in: BTreeMap<String, InRecord>,
     outbox: BTreeMap<String, OutStream>,
     issued: (i64, u64),
-    ids: BTreeMap<String, IdRecord>,
-    /// `(at_ms, id)` of every id in `ids`, oldest first.
-    id_times: BTreeSet<(u64, String)>,
+    /// By day and id, as in the file.
+    ids: BTreeMap<(u32, String), IdRecord>,
     /// The last commit's number.
     pub(crate) last_commit: u64,
 }
@@ -32,7 +31,12 @@ impl MemoryTables {
             entries,
             |index| Ok::<_, StoreError>(self.record(index)),
             |key| Ok(self.streams_in.get(key).copied().unwrap_or_default()),
-            |id| Ok(self.ids.get(id).cloned()),
+            |id| {
+                let today = day_of(now_ms);
+                Ok([today, today.saturating_sub(1)]
+                    .into_iter()
+                    .find_map(|day| self.ids.get(&(day, id.to_string())).cloned()))
+            },
         );
         // Reading memory cannot fail.
         let Ok((writes, applied)) = planned else {
@@ -52,21 +56,19 @@ impl MemoryTables {
             let acked = stream.acked;
             stream.batches.retain(|b: &OutBatch| b.seq > acked);
         }
-        let cutoff = now_ms.saturating_sub(ID_MEMORY.as_millis() as u64);
-        let forgotten: Vec<(u64, String)> = self
-            .id_times
-            .iter()
-            .take_while(|(at, _)| *at < cutoff)
+        let yesterday = day_of(now_ms).saturating_sub(1);
+        let forgotten: Vec<(u32, String)> = self
+            .ids
+            .keys()
+            .take_while(|(day, _)| *day < yesterday)
             .take(ID_PRUNE_PER_COMMIT)
             .cloned()
             .collect();
         for key in forgotten {
-            self.ids.remove(&key.1);
-            self.id_times.remove(&key);
+            self.ids.remove(&key);
         }
         for (id, record) in writes.ids {
-            self.id_times.insert((record.at_ms, id.clone()));
-            self.ids.insert(id, record);
+            self.ids.insert((day_of(record.at_ms), id), record);
         }
         self.issued.0 = self.issued.0.saturating_add(writes.issued.0);
         self.issued.1 = self.issued.1.saturating_add(writes.issued.1);

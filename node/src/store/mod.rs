@@ -14,7 +14,7 @@
 //! - per incoming stream (sender and its store), the last batch applied and what its
 //!   batches added up to ([`InRecord`]): the receiver's half of exactly-once, committed
 //!   with the counter changes it describes;
-//! - per client change id, what became of that change ([`IdRecord`]), for
+//! - per client change id, what became of that change ([`IdRecord`]), for at least
 //!   [`ID_MEMORY`]: a change retried with its id within that time is applied once;
 //! - the outbox: every batch this node's load clients issued and their destination has
 //!   not acknowledged yet, per destination, with the last number used; and the issued
@@ -176,12 +176,26 @@ pub(crate) struct OutStream {
     pub(crate) batches: Vec<OutBatch>,
 }
 
-/// What this node has applied from each incoming stream, as of the last commit: the
-/// journal keeps it current, and the node's description reports it per sender.
+/// What this node has applied from each incoming stream, as of the last commit, and
+/// how many commits its journal has made: the journal keeps them current, and the
+/// node's description reports them.
 #[derive(Debug, Default)]
-pub(crate) struct ReceivedTotals(Mutex<BTreeMap<String, InRecord>>);
+pub(crate) struct ReceivedTotals(
+    Mutex<BTreeMap<String, InRecord>>,
+    std::sync::atomic::AtomicU64,
+);
 
 impl ReceivedTotals {
+    /// One more commit.
+    pub(crate) fn committed(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Commits so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records the streams' new records.
     pub(crate) fn update(&self, streams: impl IntoIterator<Item = (String, InRecord)>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,9 +224,15 @@ impl ReceivedTotals {
     }
 }
 
-/// How long a node remembers a client change's id (and so how long a retry with that id
-/// is safe): a day.
+/// How long, at least, a node remembers a client change's id (and so how long a retry
+/// with that id is safe): ids are kept by the (UTC) day they were applied, and a day's
+/// ids are forgotten once the day after it is over, so between 24 and 48 hours.
 pub(crate) const ID_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The day (since the Unix epoch, UTC) of `ms` milliseconds since it.
+pub(crate) fn day_of(ms: u64) -> u32 {
+    u32::try_from(ms / ID_MEMORY.as_millis() as u64).unwrap_or(u32::MAX)
+}
 
 /// At most this many forgotten ids are removed per commit (the rest go with later ones).
 pub(crate) const ID_PRUNE_PER_COMMIT: usize = 1024;
@@ -602,7 +622,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_is_applied_once_per_id_and_ids_are_forgotten_after_a_day() {
+    fn a_change_is_applied_once_per_id_and_ids_are_remembered_for_a_day_at_least() {
         let (store, _) = Store::memory(2);
         let apply = |counter: u32, delta: Delta, id: &str| Entry::Apply {
             counter,
@@ -655,10 +675,14 @@ mod tests {
             Err(CounterError::IdReused { .. })
         ));
         assert_eq!(store.record(1).unwrap().operations, 0);
-        // A day later the id is forgotten: the same change is a new one.
-        store.commit(4, 1000 + day + 1, &[]).unwrap();
+        // A day later it is remembered still; two days later it is forgotten, and the
+        // same change is a new one.
+        let next_day = store
+            .commit(4, 1000 + day, &[apply(0, Delta::Increment(5), "a")])
+            .unwrap();
+        assert_eq!(next_day.applied, [repeated(5)]);
         let later = store
-            .commit(5, 1000 + day + 2, &[apply(0, Delta::Increment(5), "a")])
+            .commit(5, 1000 + 2 * day, &[apply(0, Delta::Increment(5), "a")])
             .unwrap();
         assert_eq!(later.applied, [fresh(10)]);
     }

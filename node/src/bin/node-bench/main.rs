@@ -72,6 +72,13 @@ struct BenchOptions {
     /// Sequential calls timed for the latency percentiles.
     #[arg(long, value_name = "N", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     calls: u64,
+    /// Sequential durable changes (each answered once on disk) timed for their
+    /// percentiles.
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    applies: u64,
+    /// Counters on the node that is killed and restarted.
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    restart_counters: u32,
     /// Collections timed (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..))]
     collections: u32,
@@ -189,7 +196,7 @@ async fn figures(
     step("raw TCP reference");
     report.raw_tcp_frames_per_sec = raw_tcp::frames_per_sec(options.raw_frames).await?;
 
-    step("pushes and calls to a single node");
+    step("pushes and calls to a single node (durable)");
     {
         let sink = BenchNode::start(dir, "sink", options.push_counters, None)?;
         wait_for_cluster(
@@ -199,8 +206,14 @@ async fn figures(
             Duration::from_secs(30),
         )
         .await?;
+        let commits_before = store_commits(&sink.addr).await?;
         let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
+        let commits = store_commits(&sink.addr)
+            .await?
+            .saturating_sub(commits_before);
         report.remote_increments_per_sec = per_sec(&coalesced);
+        report.ops_per_fsync = coalesced.operations as f64 / commits.max(1) as f64;
+        report.fsyncs_per_sec = commits as f64 / (coalesced.elapsed_us.max(1) as f64 / 1e6);
         report.remote_increments_ops_per_message =
             coalesced.operations as f64 / coalesced.messages.max(1) as f64;
         report.sender_peak_rss_mb = coalesced.peak_rss_kb as f64 / 1024.0;
@@ -216,6 +229,67 @@ async fn figures(
         let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
         report.remote_call_p50_us = calls.p50_us;
         report.remote_call_p99_us = calls.p99_us;
+        let applies = run_sender(
+            &sink.addr,
+            Measure::Applies,
+            Mode::Coalesced,
+            options.applies,
+        )
+        .await?;
+        report.durable_change_p50_us = applies.p50_us;
+        report.durable_change_p99_us = applies.p99_us;
+    }
+
+    step("the same pushes and changes to a memory-only node");
+    {
+        let sink = BenchNode::start_with(
+            dir,
+            "sink-memory",
+            options.push_counters,
+            None,
+            &["--memory-only"],
+        )?;
+        wait_for_cluster(
+            &sink.addr,
+            1,
+            options.push_counters,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
+        report.remote_increments_per_sec_memory = per_sec(&coalesced);
+        report.remote_increments_exact &= coalesced.exact;
+        let applies = run_sender(
+            &sink.addr,
+            Measure::Applies,
+            Mode::Coalesced,
+            options.applies,
+        )
+        .await?;
+        report.memory_change_p50_us = applies.p50_us;
+    }
+    if report.remote_increments_per_sec_memory > 0.0 {
+        report.durable_vs_memory =
+            report.remote_increments_per_sec / report.remote_increments_per_sec_memory;
+    }
+
+    step("a node with --restart-counters counters killed and restarted");
+    {
+        let mut nodes = vec![BenchNode::start(dir, "restart-seed", 1, None)?];
+        let seed = nodes[0].addr.clone();
+        nodes.push(BenchNode::start(
+            dir,
+            "restart-big",
+            options.restart_counters,
+            Some(&seed),
+        )?);
+        let counters = options.restart_counters + 1;
+        wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
+        nodes[1].kill_and_restart()?;
+        let started = Instant::now();
+        wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
+        report.restart_complete_ms = started.elapsed().as_secs_f64() * 1e3;
+        report.restart_counters = options.restart_counters;
     }
     if report.raw_tcp_frames_per_sec > 0.0 {
         report.remote_increments_vs_raw_tcp =
@@ -307,6 +381,14 @@ fn start_cluster(
         )?);
     }
     Ok(nodes)
+}
+
+/// The store commits (fsyncs) node `addr` has made so far.
+async fn store_commits(addr: &str) -> Result<u64, CommandError> {
+    let client = ClusterClient::connect(addr, DEV_COOKIE, None, Duration::from_secs(10)).await?;
+    let info = client.info(Duration::from_secs(5)).await;
+    client.close().await;
+    Ok(info?.store_commits)
 }
 
 /// Waits until a collection through `addr` sees `nodes` nodes and `counters` counters,
@@ -409,10 +491,10 @@ async fn run_sender(
     step(&what);
     let exe: PathBuf = std::env::current_exe()
         .map_err(|e| CommandError::Local(format!("cannot find this program: {e}")))?;
-    let measure = if measure == Measure::Push {
-        "push"
-    } else {
-        "calls"
+    let measure = match measure {
+        Measure::Push => "push",
+        Measure::Calls => "calls",
+        Measure::Applies => "applies",
     };
     let mode = if mode == Mode::Coalesced {
         "coalesced"

@@ -9,6 +9,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use node::error::CommandError;
 use node::sys::status_mib;
 
+/// Starts `command` with its log (appended to) in `log`.
+fn spawn(command: &mut Command, name: &str, log: &Path) -> Result<Child, CommandError> {
+    let stderr = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", log.display())))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| CommandError::Local(format!("cannot start node {name}: {e}")))
+}
+
 /// Nodes started so far in this run (each gets its own data dir).
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -21,6 +36,8 @@ pub(crate) struct BenchNode {
     /// Where its log goes.
     pub(crate) log: PathBuf,
     child: Child,
+    /// How it was started (for [`BenchNode::kill_and_restart`]).
+    command: Vec<std::ffi::OsString>,
 }
 
 impl BenchNode {
@@ -32,40 +49,65 @@ impl BenchNode {
         counters: u32,
         join: Option<&str>,
     ) -> Result<Self, CommandError> {
+        Self::start_with(dir, name, counters, join, &[])
+    }
+
+    /// [`BenchNode::start`] with `extra` arguments.
+    pub(crate) fn start_with(
+        dir: &Path,
+        name: &str,
+        counters: u32,
+        join: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Self, CommandError> {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let log = dir.join(format!("{name}.log"));
-        let stderr = File::create(&log)
-            .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", log.display())))?;
         let mut command = Command::new(node_binary()?);
         command
+            .args(extra)
             .args(["--name", name, "--listen", &addr])
             .args(["--counters", &counters.to_string()])
             .args(["--stats-interval", "3600", "--load", "0"])
-            // A fresh store for every node started, in the run's own directory.
-            .arg("--data-dir")
-            .arg(dir.join(format!(
-                "{name}-{}.data",
-                STARTED.fetch_add(1, Ordering::Relaxed)
-            )))
             .env_remove("NODE_COOKIE")
             .env_remove("NODE_DATA_DIR")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            .env("RUST_LOG", "warn");
+        if !extra.contains(&"--memory-only") {
+            // A fresh store for every node started, in the run's own directory.
+            let n = STARTED.fetch_add(1, Ordering::Relaxed);
+            command
+                .arg("--data-dir")
+                .arg(dir.join(format!("{name}-{n}.data")));
+        }
         match join {
             Some(seed) => command.args(["--join", seed]),
             None => command.args(["--role", "coordinator"]),
         };
-        let child = command
-            .spawn()
-            .map_err(|e| CommandError::Local(format!("cannot start node {name}: {e}")))?;
+        let child = spawn(&mut command, name, &log)?;
+        let command = std::iter::once(command.get_program().to_owned())
+            .chain(command.get_args().map(ToOwned::to_owned))
+            .collect();
         Ok(Self {
             name: name.to_string(),
             addr,
             log,
             child,
+            command,
         })
+    }
+
+    /// Kills the process (SIGKILL) and starts it again with the same arguments (the
+    /// same address and data dir).
+    pub(crate) fn kill_and_restart(&mut self) -> Result<(), CommandError> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .env_remove("NODE_COOKIE")
+            .env_remove("NODE_DATA_DIR")
+            .env("RUST_LOG", "warn");
+        self.child = spawn(&mut command, &self.name, &self.log)?;
+        Ok(())
     }
 
     /// The process's current resident memory, in MiB.

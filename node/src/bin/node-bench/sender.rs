@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shared::counter::{CounterStats, StatsOutcome};
+use shared::counter::{ApplyOutcome, CounterStats, Delta, StatsOutcome};
 use shared::host::{HostMessage, StreamId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -50,6 +50,8 @@ pub(crate) enum Measure {
     Push,
     /// Time sequential `GetStats` calls.
     Calls,
+    /// Time sequential changes with ids, each answered once it is committed.
+    Applies,
 }
 
 /// Runs one measurement against the node at `addr` and prints its report.
@@ -71,7 +73,8 @@ pub(crate) async fn run(
         }
         match measure {
             Measure::Push => push(&info.name, host, info.counters, mode, operations).await,
-            Measure::Calls => calls(host, info.counters, operations).await,
+            Measure::Calls => calls(host, info.counters, operations, false).await,
+            Measure::Applies => calls(host, info.counters, operations, true).await,
         }
     }
     .await;
@@ -175,25 +178,45 @@ async fn push(
     })
 }
 
+/// Times `calls` sequential calls: `GetStats`, or (`applies`) increments with ids,
+/// each answered once committed.
 async fn calls(
     host: ractor::ActorRef<HostMessage>,
     counters: u32,
     calls: u64,
+    applies: bool,
 ) -> Result<SenderReport, CommandError> {
     let warmup = calls / 10 + 1;
     let mut latencies = Vec::with_capacity(calls as usize);
+    let run = fastrand::u64(..);
     let started = Instant::now();
     for i in 0..warmup + calls {
         let index = (i % u64::from(counters)) as u32;
         let at = Instant::now();
-        let answer = call_until(
-            host.clone(),
-            |r| HostMessage::GetStats(index, r),
-            at + ACK_TIMEOUT,
-        )
-        .await;
+        let answered = if applies {
+            let answer = call_until(
+                host.clone(),
+                |reply| HostMessage::Apply {
+                    counter: index,
+                    delta: Delta::Increment(1),
+                    id: format!("bench-{run:x}-{i}"),
+                    reply,
+                },
+                at + ACK_TIMEOUT,
+            )
+            .await;
+            matches!(answer, Some(ApplyOutcome(Ok(_))))
+        } else {
+            let answer = call_until(
+                host.clone(),
+                |r| HostMessage::GetStats(index, r),
+                at + ACK_TIMEOUT,
+            )
+            .await;
+            matches!(answer, Some(StatsOutcome(Ok(_))))
+        };
         let took = at.elapsed();
-        if !matches!(answer, Some(StatsOutcome(Ok(_)))) {
+        if !answered {
             return Err(CommandError::Local(format!("call {i} failed")));
         }
         if i >= warmup {
