@@ -64,20 +64,23 @@ fn a_change_whose_fate_is_unknown_is_in_doubt_and_safe_to_retry() {
     let cluster = Cluster::start(1, &["--counters", "2"]);
     cluster.wait_mesh(4);
     let via = cluster.nodes[0].addr.clone();
+    let incr_maybe = |timeout: &str| {
+        run(&[
+            "incr",
+            "worker-1/1",
+            "--by",
+            "7",
+            "--id",
+            "maybe-1",
+            "--timeout",
+            timeout,
+            "--join",
+            &via,
+        ])
+    };
     // The counter's node freezes: the change is handed to it and no answer comes.
     cluster.nodes[1].signal("STOP");
-    let (code, value, error) = run(&[
-        "incr",
-        "worker-1/1",
-        "--by",
-        "7",
-        "--id",
-        "maybe-1",
-        "--timeout",
-        "2",
-        "--join",
-        &via,
-    ]);
+    let (code, value, error) = incr_maybe("2");
     cluster.nodes[1].signal("CONT");
     assert_eq!(
         code,
@@ -91,18 +94,7 @@ fn a_change_whose_fate_is_unknown_is_in_doubt_and_safe_to_retry() {
     // Retried with the same id, it is applied exactly once, whatever became of the
     // first attempt.
     cluster.wait_mesh(4);
-    let (code, value, note) = run(&[
-        "incr",
-        "worker-1/1",
-        "--by",
-        "7",
-        "--id",
-        "maybe-1",
-        "--timeout",
-        "10",
-        "--join",
-        &via,
-    ]);
+    let (code, value, note) = incr_maybe("10");
     assert_eq!((code, value.as_str()), (Some(0), "7"), "{note}");
     let stats = cluster.wait_complete(0, 2, 4);
     let counter = stats["nodes"]

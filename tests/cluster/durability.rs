@@ -97,27 +97,15 @@ fn a_data_dir_holds_one_nodes_data_and_garbage_is_never_replaced() {
     });
     // The same data dir, while alpha runs.
     let listen = format!("127.0.0.1:{}", crate::util::free_port());
-    let (code, stderr) = refused_start(&[
-        "--name",
-        "alpha",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &dir_arg,
-    ]);
+    let start_on_dir =
+        |name: &str| refused_start(&["--name", name, "--listen", &listen, "--data-dir", &dir_arg]);
+    let (code, stderr) = start_on_dir("alpha");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("another process has it open"), "{stderr}");
     alpha.kill();
 
     // Another node's name on it.
-    let (code, stderr) = refused_start(&[
-        "--name",
-        "beta",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &dir_arg,
-    ]);
+    let (code, stderr) = start_on_dir("beta");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("belongs to node 'alpha', not 'beta'"),
@@ -128,14 +116,7 @@ fn a_data_dir_holds_one_nodes_data_and_garbage_is_never_replaced() {
     let file = dir.join("store.redb");
     let garbage = vec![0x5au8; 64 * 1024];
     std::fs::write(&file, &garbage).unwrap();
-    let (code, stderr) = refused_start(&[
-        "--name",
-        "alpha",
-        "--listen",
-        &listen,
-        "--data-dir",
-        &dir_arg,
-    ]);
+    let (code, stderr) = start_on_dir("alpha");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot be read") && stderr.contains("will not replace it"),

@@ -516,39 +516,26 @@ mod tests {
         for (seq, delta) in [(3, 5), (4, 1)] {
             journal.cast(batch(seq, 0, delta)).unwrap();
         }
-        let applied = ractor::call!(journal, |r| JournalMessage::Append(
-            Entry::Apply {
-                counter: 1,
-                delta: Delta::Decrement(8),
-                id: Some("c-1".into()),
-            },
-            Waiter::Client(r)
-        ))
-        .unwrap();
-        assert_eq!(
-            applied,
+        let decrement = async || {
+            ractor::call!(journal, |r| JournalMessage::Append(
+                Entry::Apply {
+                    counter: 1,
+                    delta: Delta::Decrement(8),
+                    id: Some("c-1".into()),
+                },
+                Waiter::Client(r)
+            ))
+            .unwrap()
+        };
+        let applied = |repeated| {
             ApplyOutcome(Ok(shared::counter::Applied {
                 value: 40,
-                repeated: false
+                repeated,
             }))
-        );
+        };
+        assert_eq!(decrement().await, applied(false));
         // Sent again with its id: the first result, and the counter does not move.
-        let again = ractor::call!(journal, |r| JournalMessage::Append(
-            Entry::Apply {
-                counter: 1,
-                delta: Delta::Decrement(8),
-                id: Some("c-1".into()),
-            },
-            Waiter::Client(r)
-        ))
-        .unwrap();
-        assert_eq!(
-            again,
-            ApplyOutcome(Ok(shared::counter::Applied {
-                value: 40,
-                repeated: true
-            }))
-        );
+        assert_eq!(decrement().await, applied(true));
         assert_eq!(stream_at().await.unwrap(), 4);
         assert_eq!(
             ractor::call!(journal, |r| JournalMessage::Sync(9, r)).unwrap(),

@@ -198,14 +198,7 @@ async fn figures(
 
     step("pushes and calls to a single node (durable)");
     {
-        let sink = BenchNode::start(dir, "sink", options.push_counters, None)?;
-        wait_for_cluster(
-            &sink.addr,
-            1,
-            options.push_counters,
-            Duration::from_secs(30),
-        )
-        .await?;
+        let sink = sink(dir, "sink", options.push_counters, &[]).await?;
         let commits_before = store_commits(&sink.addr).await?;
         let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
         let commits = store_commits(&sink.addr)
@@ -242,18 +235,11 @@ async fn figures(
 
     step("the same pushes and changes to a memory-only node");
     {
-        let sink = BenchNode::start_with(
+        let sink = sink(
             dir,
             "sink-memory",
             options.push_counters,
-            None,
             &["--memory-only"],
-        )?;
-        wait_for_cluster(
-            &sink.addr,
-            1,
-            options.push_counters,
-            Duration::from_secs(30),
         )
         .await?;
         let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
@@ -381,6 +367,18 @@ fn start_cluster(
         )?);
     }
     Ok(nodes)
+}
+
+/// A node of its own, with `counters` counters and `extra` arguments, once it serves.
+async fn sink(
+    dir: &std::path::Path,
+    name: &str,
+    counters: u32,
+    extra: &[&str],
+) -> Result<BenchNode, CommandError> {
+    let node = BenchNode::start_with(dir, name, counters, None, extra)?;
+    wait_for_cluster(&node.addr, 1, counters, Duration::from_secs(30)).await?;
+    Ok(node)
 }
 
 /// The store commits (fsyncs) node `addr` has made so far.
