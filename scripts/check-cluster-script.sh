@@ -10,7 +10,7 @@ out=$(mktemp -d)
 # Ctrl-C below reaches the script and its nodes the way a person's Ctrl-C does.
 set -m
 # COUNTERS and LOAD are pinned: the checks below count on 4 counters per node.
-BASE_PORT=${BASE_PORT:-24697} COUNTERS=4 LOAD=200 LOG_DIR="$out" DATA_DIR="$out/data" \
+BASE_PORT=${BASE_PORT:-24697} HTTP_BASE_PORT=${HTTP_BASE_PORT:-28080} COUNTERS=4 LOAD=200 LOG_DIR="$out" DATA_DIR="$out/data" \
   NODE_COOKIE=check-cookie \
   bash scripts/cluster.sh >"$out/stdout" 2>"$out/coordinator.log" &
 script_pid=$!
@@ -31,6 +31,25 @@ until grep -q "counters=12/12 nodes=3/3.*complete=true" "$out/coordinator.log"; 
   sleep 1
 done
 grep "cluster: total_value" "$out/coordinator.log" | tail -n 1
+
+# Every node's HTTP side answers: ready, and a complete collection as JSON.
+http_get() { # PORT PATH: the whole answer (bash's /dev/tcp: no curl needed)
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$2" >&3
+  cat <&3
+  exec 3<&-
+}
+for i in 0 1 2; do
+  port=$((${HTTP_BASE_PORT:-28080} + i))
+  http_get "$port" /health/ready | head -n 1 | grep -q " 200 " \
+    || fail "the HTTP side on port $port is not ready"
+done
+http_deadline=$((SECONDS + 20))
+until http_get "${HTTP_BASE_PORT:-28080}" /stats | grep -q '"complete":true'; do
+  [ $SECONDS -lt $http_deadline ] \
+    || fail "GET /stats on the coordinator's HTTP side gave no complete collection in 20 s"
+  sleep 0.5
+done
 
 kill -INT -- "-$script_pid"
 stop_deadline=$((SECONDS + 20))

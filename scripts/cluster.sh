@@ -6,6 +6,9 @@
 # Environment (all optional):
 #   NODE_COOKIE  cluster secret (default: a random one for this run)
 #   BASE_PORT    coordinator port; workers use the next two (default 4697)
+#   HTTP_BASE_PORT  coordinator's HTTP port on loopback; workers use the next two
+#                (default 8080). Reads are open there; changes need NODE_HTTP_TOKEN,
+#                if you set one.
 #   LOAD         operations per second per node (default 200)
 #   COUNTERS     counters per node (default 4)
 #   LOG_DIR      where the workers' logs go (default target/cluster-logs)
@@ -15,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_PORT=${BASE_PORT:-4697}
+HTTP_BASE_PORT=${HTTP_BASE_PORT:-8080}
 LOAD=${LOAD:-200}
 COUNTERS=${COUNTERS:-4}
 LOG_DIR=${LOG_DIR:-target/cluster-logs}
@@ -56,11 +60,12 @@ coordinator=127.0.0.1:$BASE_PORT
 common=(--counters "$COUNTERS" --load "$LOAD")
 
 "$NODE" --role coordinator --name coordinator --listen "$coordinator" \
-  --data-dir "$DATA_DIR/coordinator" "${common[@]}" &
+  --http "127.0.0.1:$HTTP_BASE_PORT" --data-dir "$DATA_DIR/coordinator" "${common[@]}" &
 pids+=($!)
 for i in 1 2; do
   "$NODE" --role worker --name "worker-$i" --listen "127.0.0.1:$((BASE_PORT + i))" \
-    --join "$coordinator" --data-dir "$DATA_DIR/worker-$i" "${common[@]}" \
+    --join "$coordinator" --http "127.0.0.1:$((HTTP_BASE_PORT + i))" \
+    --data-dir "$DATA_DIR/worker-$i" "${common[@]}" \
     2>"$LOG_DIR/worker-$i.log" &
   pids+=($!)
 done
@@ -69,6 +74,7 @@ cat >&2 <<MSG
 three nodes running: coordinator $coordinator, workers 127.0.0.1:$((BASE_PORT + 1)) and :$((BASE_PORT + 2))
 the coordinator logs the cluster totals every 2 s below; Ctrl-C stops all three.
 in another terminal (same NODE_COOKIE):  target/release/node stats --join $coordinator
+over HTTP:  curl http://127.0.0.1:$HTTP_BASE_PORT/stats  (and /cluster/members, /health/ready)
 MSG
 # Wait for Ctrl-C, or for a node to exit on its own (one that cannot start, say), which
 # ends the run with that node's status.

@@ -8,7 +8,8 @@
 #   TLS=1 scripts/compose.sh up # the same with mutual TLS on every link
 #                               # (docker-compose.tls.yml; certificates in ./certs)
 #
-# .env is created once, readable by you only, with NODE_COOKIE set to a random secret.
+# .env is created once, readable by you only, with NODE_COOKIE and NODE_HTTP_TOKEN set
+# to random secrets (a token is added to an older .env that has none).
 # With TLS=1, ./certs is created once by scripts/make-certs.sh (a CA, one certificate
 # per node, and one for clients). The nodes' keys are made readable by your group (the
 # containers run as uid 10001 in it); each container mounts only its own key.
@@ -18,6 +19,10 @@ cd "$(dirname "$0")/.."
 if [ ! -f .env ]; then
   (umask 077 && printf 'NODE_COOKIE=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > .env)
   echo "compose: wrote a random NODE_COOKIE to .env" >&2
+fi
+if ! grep -q '^NODE_HTTP_TOKEN=' .env; then
+  (umask 077 && printf 'NODE_HTTP_TOKEN=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >> .env)
+  echo "compose: wrote a random NODE_HTTP_TOKEN to .env" >&2
 fi
 
 files=(-f docker-compose.yml)

@@ -89,6 +89,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    /// Serve HTTP on this address: health probes, stats, members, counters (see the
+    /// README's "HTTP API"). HTTPS with the node's certificate where it has TLS. Off
+    /// unless given; beyond loopback it needs an HTTP token.
+    #[arg(long, env = "NODE_HTTP", value_name = "HOST:PORT", value_parser = parse_socket_addr)]
+    pub http: Option<SocketAddr>,
+
+    /// The HTTP side's token.
+    #[command(flatten)]
+    pub http_token: crate::http::access::HttpTokenArgs,
+
     /// Run synthetic load clients on this node at this many operations per second,
     /// spread over the counters of all nodes.
     /// 0 means no load (handy where the flag is always present, as in the compose file).

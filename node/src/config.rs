@@ -7,6 +7,7 @@ use shared::protocol::Role;
 
 use crate::cli::ServeArgs;
 use crate::error::NodeError;
+use crate::http::HttpConfig;
 use crate::load::client::LoadSpec;
 use crate::net::cookie::Cookie;
 use crate::net::tls::Tls;
@@ -42,6 +43,8 @@ pub struct NodeConfig {
     pub fault_injection: bool,
     /// Where the counters are kept.
     pub storage: Storage,
+    /// The HTTP side, if `--http` was given.
+    pub http: Option<HttpConfig>,
 }
 
 /// Where a node keeps its counters.
@@ -100,12 +103,24 @@ impl NodeConfig {
             }
         };
         let tls = Tls::from_args(&args.tls).map_err(NodeError::Config)?;
+        let http_token = args.http_token.given().map_err(NodeError::Config)?;
+        let http = match (args.http, http_token) {
+            (None, _) => None,
+            (Some(listen), None) if !listen.ip().is_loopback() => {
+                return Err(NodeError::Config(format!(
+                    "refusing to serve HTTP on {listen} without a token: set NODE_HTTP_TOKEN, \
+                     --http-token-file or --http-token"
+                )))
+            }
+            (Some(listen), token) => Some(HttpConfig { listen, token }),
+        };
         let storage = match (args.memory_only, args.data_dir) {
             (true, _) => Storage::Memory,
             (false, Some(dir)) => Storage::Dir(dir),
             (false, None) => Storage::Dir(std::path::Path::new("data").join(&name)),
         };
         Ok(Self {
+            http,
             storage,
             tls,
             name,
@@ -171,7 +186,37 @@ mod tests {
         if !args.contains(&"--name") {
             serve.name = None;
         }
+        if !args.contains(&"--http") {
+            serve.http = None;
+        }
+        if !args.contains(&"--http-token") {
+            serve.http_token.http_token = None;
+        }
+        serve.http_token.http_token_file = None;
         NodeConfig::from_args(serve)
+    }
+
+    #[test]
+    fn http_beyond_loopback_needs_a_token() {
+        let local = config(&["--listen", "127.0.0.1:5000", "--http", "127.0.0.1:8080"]).unwrap();
+        let http = local.http.unwrap();
+        assert_eq!((http.listen.port(), http.token), (8080, None));
+        let err = config(&["--listen", "127.0.0.1:5000", "--http", "0.0.0.0:8080"]).unwrap_err();
+        assert!(err.to_string().contains("without a token"), "{err}");
+        let ok = config(&[
+            "--listen",
+            "127.0.0.1:5000",
+            "--http",
+            "0.0.0.0:8080",
+            "--http-token",
+            "t0ken",
+        ])
+        .unwrap();
+        assert!(ok.http.unwrap().token.is_some());
+        assert!(config(&["--listen", "127.0.0.1:5000"])
+            .unwrap()
+            .http
+            .is_none());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - **read path**: [`stats`] (aggregator → one `Collect` per node) → [`counters`]
 //!   (host → every counter's `GetStats`) → back up to the totals;
 //! - **control plane**: [`cluster`] (mesh and its failure detector, membership, agent,
-//!   discovery) over [`net`] (accepting, dialing, TLS, cookie, admission).
+//!   discovery) over [`net`] (accepting, dialing, TLS, cookie, admission);
+//! - **the outside**: [`http`] (probes, stats, members and counters over HTTP, through
+//!   the agent).
 //!
 //! | module | owns |
 //! | --- | --- |
@@ -24,6 +26,7 @@
 //! | [`cluster`] | mesh, failure detector, membership, agent, discovery, calls |
 //! | [`net`] | accept loop and dialing, admission and pre-auth limits, TLS, cookie |
 //! | [`client`] | a client's connection to the node it dials, and the commands |
+//! | [`http`] | the HTTP side: health probes, stats, members, counters (`--http`) |
 //! | [`logging`] | tracing to stderr, with ractor_cluster's routine warnings held back |
 //! | [`shutdown`] | the Ctrl-C / SIGTERM signal |
 //! | [`error`] | typed errors at the node's and the client's edges |
@@ -40,6 +43,7 @@ pub mod cluster;
 pub mod config;
 pub(crate) mod counters;
 pub mod error;
+pub mod http;
 pub mod load;
 pub mod logging;
 pub mod net;

@@ -37,6 +37,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             reason: e.to_string(),
         })?;
 
+    let http = match &config.http {
+        Some(http) => Some(crate::http::bind(http).await?),
+        None => None,
+    };
+
     let (store, issued) = open_store(&config).await?;
     let tally = crate::load::tally::IssuedTally::default();
     tally.set(issued.0, issued.1);
@@ -55,7 +60,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let args = RootArgs {
         config: config.clone(),
         listener: Arc::new(listener),
-        facts,
+        facts: Arc::clone(&facts),
         store,
         fatal,
     };
@@ -63,10 +68,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| NodeError::Start(startup_failure(&e)))?;
 
+    let http = http.map(|bound| bound.start(facts, !config.seeds.is_empty(), config.tls.as_ref()));
+
     info!(
         node = %config.name,
         role = %config.role,
         listen = %config.listen,
+        http = ?config.http.as_ref().map(|h| h.listen),
         advertise = %config.advertise(),
         counters = config.counters,
         seeds = ?config.seeds,
@@ -85,6 +93,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             return Err(NodeError::Failed(why));
         }
     };
+    if let Some(http) = http {
+        // First: readiness turns 503 and the requests being served finish.
+        http.stop().await;
+    }
     if ractor::call_t!(
         root,
         RootMessage::Shutdown,

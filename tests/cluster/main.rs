@@ -18,6 +18,7 @@ mod durability;
 mod exactly_once;
 mod faults;
 mod hostile;
+mod http;
 mod load;
 mod membership;
 mod netns;

@@ -256,20 +256,10 @@ fn a_valid_tls_handshake_followed_by_garbage_is_dropped() {
     let certs = Certs::make(&["coordinator", "client"]);
     let coordinator = start("coordinator", &certs, &["--counters", "2"]);
     wait_complete(&coordinator.addr, &certs, 1, 2);
-    let tls = node::net::tls::Tls::load(
-        Path::new(&certs.path("client.pem")),
-        Path::new(&certs.path("client-key.pem")),
-        Path::new(&certs.path("ca.pem")),
-    )
-    .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(&coordinator.addr)
-            .await
-            .unwrap();
-        let name = node::net::tls::server_name(&coordinator.addr).unwrap();
-        let mut stream = tls.connector().connect(name, tcp).await.unwrap();
+        let mut stream = client_tls_stream(&certs, &coordinator.addr).await;
         let mut garbage = 300u64.to_be_bytes().to_vec();
         garbage.extend((0..300u32).map(|i| (i * 7 + 3) as u8));
         stream.write_all(&garbage).await.unwrap();
@@ -295,4 +285,61 @@ fn a_valid_tls_handshake_followed_by_garbage_is_dropped() {
     let log = coordinator.log();
     assert!(lines_with(&log, "refused a connection") <= 1, "{log}");
     assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
+}
+
+/// A node with TLS serves its HTTP side as HTTPS with its own certificate; plain HTTP
+/// there gets no answer.
+#[test]
+fn the_http_side_of_a_tls_node_is_https() {
+    let certs = Certs::make(&["coordinator", "client"]);
+    let http = format!("127.0.0.1:{}", crate::util::free_port());
+    let coordinator = start("coordinator", &certs, &["--counters", "2", "--http", &http]);
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = client_tls_stream(&certs, &http).await;
+        stream
+            .write_all(
+                b"GET /counters/coordinator/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""counter":"coordinator/1""#), "{answer}");
+
+    let mut plain = TcpStream::connect(&http).unwrap();
+    plain
+        .write_all(b"GET /health/alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut raw);
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("200 OK"),
+        "plain HTTP was answered on an HTTPS port"
+    );
+}
+
+/// A TLS connection to `addr` as the client `certs` made (trusting the cluster's CA,
+/// offering the client certificate, which the HTTP side does not ask for).
+async fn client_tls_stream(
+    certs: &Certs,
+    addr: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tls = node::net::tls::Tls::load(
+        Path::new(&certs.path("client.pem")),
+        Path::new(&certs.path("client-key.pem")),
+        Path::new(&certs.path("ca.pem")),
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = node::net::tls::server_name(addr).unwrap();
+    tls.connector().connect(name, tcp).await.unwrap()
 }

@@ -61,6 +61,8 @@ fn ok(out: Output, what: &str) -> String {
 struct Project {
     name: String,
     port: u16,
+    /// The coordinator's HTTP port on the host.
+    http_port: u16,
     tool: Vec<String>,
     load: &'static str,
     /// With mutual TLS: the certificates (`docker-compose.tls.yml`).
@@ -115,6 +117,7 @@ impl Project {
         let project = Project {
             name: format!("cctest{}{scenario}", std::process::id()),
             port: free_port(),
+            http_port: free_port(),
             tool: compose_tool(),
             load,
             certs,
@@ -142,6 +145,8 @@ impl Project {
             .args(args)
             .env("NODE_COOKIE", COOKIE)
             .env("CLUSTER_PORT", self.port.to_string())
+            .env("HTTP_PORT", self.http_port.to_string())
+            .env("NODE_HTTP_TOKEN", HTTP_TOKEN)
             .env("COUNTERS", "2")
             .env("LOAD", self.load);
         command.output().expect("cannot run compose")
@@ -326,6 +331,48 @@ fn up_forms_the_cluster_with_exact_totals_and_healthy_containers() {
     );
     p.wait_mesh();
     p.wait_healthy_as("10001:10001");
+
+    // The coordinator's HTTP side, published on the host's loopback: probes are open,
+    // reads need the token (the nodes listen beyond loopback in their containers).
+    let http = format!("127.0.0.1:{}", p.http_port);
+    let (status, body) = http_get(&http, "/health/ready", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&http, "/stats", None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = http_get(&http, "/stats", Some(HTTP_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (s["total_value"].as_i64(), s["num_nodes"].as_u64()),
+        (Some(13), Some(3)),
+        "{s}"
+    );
+}
+
+/// The token the compose scenarios give the nodes' HTTP sides.
+const HTTP_TOKEN: &str = "compose-test-http-token";
+
+/// `GET PATH` on `addr` (with the bearer `token`, if any): the status and the body.
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("cannot reach the HTTP port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
+    (status, body.to_string())
 }
 
 #[test]

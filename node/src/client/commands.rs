@@ -3,6 +3,7 @@
 //! while a change's fate is unknown; one whose fate is still unknown then exits with
 //! [`EXIT_IN_DOUBT`](crate::error::EXIT_IN_DOUBT).
 
+use std::future::Future;
 use std::time::Duration;
 
 use shared::agent::{ClientAnswer, ClientRequest};
@@ -126,6 +127,7 @@ enum Attempt {
     InDoubt(CommandError),
 }
 
+/// Classifies one attempt's result; `sent` says whether the request was handed over.
 fn attempt_outcome(result: Result<ClientAnswer, CommandError>, sent: bool) -> Attempt {
     use shared::agent::ClientError as E;
     use shared::counter::CounterError as C;
@@ -169,16 +171,14 @@ async fn apply(
 ) -> Result<(), CommandError> {
     let id = id.unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
     let deadline = Instant::now() + conn.timeout;
-    let mut doubt: Option<CommandError> = None;
-    let mut pause = RETRY_PAUSE;
-    loop {
+    let outcome = try_change(deadline, || async {
         let request = ClientRequest::Apply {
             counter: counter.clone(),
             delta,
             id: id.clone(),
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let (result, sent) = match connect_within(conn, remaining).await {
+        match connect_within(conn, remaining).await {
             Ok(client) => {
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let answer = client.request(request, remaining).await;
@@ -186,36 +186,73 @@ async fn apply(
                 (answer, true)
             }
             Err(e) => (Err(e), false),
-        };
-        let last = match attempt_outcome(result, sent) {
-            Attempt::Applied(applied) => {
-                println!("{}", applied.value);
-                if applied.repeated {
-                    eprintln!(
-                        "node: note: id {id} was applied before; this is that change's result \
-                         (nothing changed now)"
-                    );
-                }
-                return Ok(());
+        }
+    })
+    .await;
+    match outcome {
+        ChangeOutcome::Applied(applied) => {
+            println!("{}", applied.value);
+            if applied.repeated {
+                eprintln!(
+                    "node: note: id {id} was applied before; this is that change's result \
+                     (nothing changed now)"
+                );
             }
-            Attempt::Refused(e) => return Err(e),
+            Ok(())
+        }
+        ChangeOutcome::Refused(e) => Err(e),
+        ChangeOutcome::InDoubt(why) => Err(CommandError::InDoubt {
+            counter,
+            id,
+            why: why.to_string(),
+        }),
+        ChangeOutcome::NotThrough(last) => Err(last),
+    }
+}
+
+/// How a change tried by [`try_change`] ended.
+pub(crate) enum ChangeOutcome {
+    /// Applied (now, or before with its id).
+    Applied(Applied),
+    /// Refused: it was not applied and will not be.
+    Refused(CommandError),
+    /// Handed over at least once and never answered: applied or not, unknown.
+    InDoubt(CommandError),
+    /// Never got through (the last reason).
+    NotThrough(CommandError),
+}
+
+/// Tries a change (one call of `attempt`: its result, and whether the request was
+/// handed over) until it is applied or refused, or `deadline` passes; between
+/// attempts it waits [`RETRY_PAUSE`], doubling up to [`MAX_RETRY_PAUSE`]. Each attempt
+/// must carry the same id, which is what makes trying again safe. Shared by `node
+/// incr`/`decr` and the HTTP side.
+pub(crate) async fn try_change<F, Fut>(deadline: Instant, mut attempt: F) -> ChangeOutcome
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Result<ClientAnswer, CommandError>, bool)>,
+{
+    let mut doubt: Option<CommandError> = None;
+    let mut pause = RETRY_PAUSE;
+    loop {
+        let (result, sent) = attempt().await;
+        let last = match attempt_outcome(result, sent) {
+            Attempt::Applied(applied) => return ChangeOutcome::Applied(applied),
+            Attempt::Refused(e) => return ChangeOutcome::Refused(e),
             Attempt::InDoubt(e) => {
                 doubt = Some(e);
                 None
             }
             Attempt::NotThrough(e) => Some(e),
         };
-        let now = Instant::now();
-        if now + pause >= deadline {
-            return Err(match (doubt, last) {
-                (Some(why), _) => CommandError::InDoubt {
-                    counter,
-                    id,
-                    why: why.to_string(),
-                },
-                (None, Some(last)) => last,
-                (None, None) => CommandError::Local("no attempt was made".into()),
-            });
+        if Instant::now() + pause >= deadline {
+            return match (doubt, last) {
+                (Some(why), _) => ChangeOutcome::InDoubt(why),
+                (None, Some(last)) => ChangeOutcome::NotThrough(last),
+                (None, None) => {
+                    ChangeOutcome::NotThrough(CommandError::Local("no attempt was made".into()))
+                }
+            };
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RETRY_PAUSE);

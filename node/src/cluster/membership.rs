@@ -59,6 +59,8 @@ pub(crate) struct PeerView {
     pub(crate) role: Option<Role>,
     /// How many counters it hosts, once it has described itself.
     pub(crate) counters: Option<u32>,
+    /// The peers it said it sees up, the last time it described itself.
+    pub(crate) sees_up: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ struct Peer {
     left_incarnation: Option<u64>,
     role: Option<Role>,
     counters: Option<u32>,
+    sees_up: Option<Vec<String>>,
 }
 
 /// What recording a heartbeat found.
@@ -151,6 +154,7 @@ impl Membership {
                         left_incarnation: None,
                         role: None,
                         counters: None,
+                        sees_up: None,
                     },
                 );
                 true
@@ -164,6 +168,7 @@ impl Membership {
         if let Some(peer) = self.lock().get_mut(&info.name) {
             peer.role = Some(info.role);
             peer.counters = Some(info.counters);
+            peer.sees_up = Some(info.known_peers.iter().map(|p| p.name.clone()).collect());
         }
     }
 
@@ -302,6 +307,7 @@ fn view(name: &str, peer: &Peer) -> PeerView {
         since_ms: peer.since_ms,
         role: peer.role,
         counters: peer.counters,
+        sees_up: peer.sees_up.clone(),
     }
 }
 

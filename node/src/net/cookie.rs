@@ -96,7 +96,7 @@ impl CookieArgs {
                     .into(),
             ),
             (Some(secret), None) => Ok(Some(Cookie::given(secret.clone()))),
-            (None, Some(path)) => read_cookie_file(path).map(|s| Some(Cookie::given(s))),
+            (None, Some(path)) => read_secret_file(path, "cookie").map(|s| Some(Cookie::given(s))),
             (None, None) => Ok(None),
         }
     }
@@ -115,42 +115,44 @@ fn parse_cookie(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn read_cookie_file(path: &Path) -> Result<String, String> {
+/// Reads a secret (the cookie, the HTTP token) from the first line of a file, which
+/// must be small and should be readable by its owner only; `what` names it in errors.
+pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
     let shown = path.display();
     let metadata =
-        std::fs::metadata(path).map_err(|e| format!("cannot read the cookie file {shown}: {e}"))?;
+        std::fs::metadata(path).map_err(|e| format!("cannot read the {what} file {shown}: {e}"))?;
     if !metadata.is_file() {
-        return Err(format!("the cookie file {shown} is not a regular file"));
+        return Err(format!("the {what} file {shown} is not a regular file"));
     }
     if metadata.len() > MAX_COOKIE_FILE_BYTES {
         return Err(format!(
-            "the cookie file {shown} is {} bytes: a cookie is one line (at most {MAX_COOKIE_FILE_BYTES} bytes)",
+            "the {what} file {shown} is {} bytes: a {what} is one line (at most {MAX_COOKIE_FILE_BYTES} bytes)",
             metadata.len()
         ));
     }
-    warn_if_shared(path, &metadata);
+    warn_if_shared(path, &metadata, what);
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the cookie file {shown}: {e}"))?;
+        .map_err(|e| format!("cannot read the {what} file {shown}: {e}"))?;
     let secret = text.lines().next().unwrap_or("").trim();
     if secret.is_empty() {
-        return Err(format!("the cookie file {shown} is empty"));
+        return Err(format!("the {what} file {shown} is empty"));
     }
     Ok(secret.to_string())
 }
 
 #[cfg(unix)]
-fn warn_if_shared(path: &Path, metadata: &std::fs::Metadata) {
+fn warn_if_shared(path: &Path, metadata: &std::fs::Metadata, what: &str) {
     use std::os::unix::fs::PermissionsExt;
     if metadata.permissions().mode() & 0o077 != 0 {
         tracing::warn!(
             path = %path.display(),
-            "the cookie file can be read by other users (chmod 600 it)"
+            "the {what} file can be read by other users (chmod 600 it)"
         );
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_shared(_path: &Path, _metadata: &std::fs::Metadata) {}
+fn warn_if_shared(_path: &Path, _metadata: &std::fs::Metadata, _what: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,9 @@ pub struct TlsArgs {
 pub struct Tls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
+    /// The HTTP side's end: the same certificate, no client certificate asked for (a
+    /// browser has none; the HTTP token does that job).
+    https: TlsAcceptor,
 }
 
 impl std::fmt::Debug for Tls {
@@ -90,6 +93,11 @@ impl Tls {
                     key.display()
                 )
             })?;
+        let mut https = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), private_key.clone_key())
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+        https.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, private_key)
@@ -97,6 +105,7 @@ impl Tls {
         Ok(Self {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
+            https: TlsAcceptor::from(Arc::new(https)),
         })
     }
 
@@ -108,6 +117,11 @@ impl Tls {
     /// The dialing end.
     pub fn connector(&self) -> &TlsConnector {
         &self.connector
+    }
+
+    /// The HTTP side's accepting end (HTTPS, server certificate only).
+    pub fn https_acceptor(&self) -> &TlsAcceptor {
+        &self.https
     }
 }
 

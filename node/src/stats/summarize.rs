@@ -254,6 +254,7 @@ mod tests {
             since_ms: 42,
             role: Some(Role::Worker),
             counters,
+            sees_up: None,
         }
     }
 

@@ -1,0 +1,95 @@
+//! The node's HTTP side (`--http HOST:PORT`): health probes, stats, members and
+//! counters over HTTP/1.1 (HTTPS where the node has TLS), for anything that does not
+//! speak ractor_cluster. Off unless `--http` is given.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`access`] | the token and the rule of what needs it |
+//! | [`routes`] | the routes and their handlers (through the node's own agent) |
+//! | [`members`] | the `/cluster/members` view, a pure function of the membership table |
+//! | [`serve`] | the accept loop: bounded connections, deadlines, graceful stop |
+//!
+//! The HTTP side is not an actor of the supervision tree: it holds no state of its own
+//! (every request goes to the agent, which is supervised), and it runs from the node's
+//! start until its stop, when it stops first (readiness turns 503 at once, the requests
+//! being served finish).
+
+pub mod access;
+pub(crate) mod members;
+pub(crate) mod routes;
+pub(crate) mod serve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use self::access::{Access, Token};
+use self::routes::{router, HttpState};
+use crate::cluster::facts::NodeFacts;
+use crate::error::NodeError;
+use crate::net::tls::Tls;
+
+/// The HTTP side's settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The bearer token (required beyond loopback).
+    pub token: Option<Token>,
+}
+
+/// A bound, not yet serving HTTP side (bound early, so a taken port fails the start
+/// before the node's parts start).
+pub(crate) struct BoundHttp {
+    listener: TcpListener,
+    config: HttpConfig,
+}
+
+/// A running HTTP side.
+pub(crate) struct HttpSide {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Binds the HTTP port.
+pub(crate) async fn bind(config: &HttpConfig) -> Result<BoundHttp, NodeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| NodeError::Listen {
+            addr: format!("{} (--http)", config.listen),
+            reason: e.to_string(),
+        })?;
+    Ok(BoundHttp {
+        listener,
+        config: config.clone(),
+    })
+}
+
+impl BoundHttp {
+    /// Starts serving, for the node described by `facts` (which joins others if
+    /// `joins`), over TLS if the node has it.
+    pub(crate) fn start(self, facts: Arc<NodeFacts>, joins: bool, tls: Option<&Tls>) -> HttpSide {
+        let (stop, stopping) = watch::channel(false);
+        let state = HttpState {
+            facts,
+            access: Access::new(self.config.token, self.config.listen.ip().is_loopback()),
+            joins,
+            stopping: stopping.clone(),
+        };
+        let tls = tls.map(|t| t.https_acceptor().clone());
+        let task = tokio::spawn(serve::serve(self.listener, tls, router(state), stopping));
+        HttpSide { stop, task }
+    }
+}
+
+impl HttpSide {
+    /// Stops accepting, lets the requests being served finish (a few seconds at
+    /// most), and returns once the HTTP side is gone.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}

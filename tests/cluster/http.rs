@@ -1,0 +1,448 @@
+//! The HTTP side (`--http`): every endpoint's answers and refusals, against real node
+//! processes, over real sockets (a small HTTP/1.1 client below, so that slow and
+//! malformed requests can be made too).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{free_port, is_closed, wait_for, Cluster, NodeProc};
+
+const TOKEN: &str = "http-test-token";
+
+/// One answer: status, headers (lowercased names), body as JSON (Null if not JSON).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+    text: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole answer.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`request`], or why it could not be sent.
+fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    let mut stream =
+        TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
+    // A node may answer (413) before reading a large body, and close.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    Ok(parse(&raw))
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(body).unwrap_or(Value::Null),
+        text: body.to_string(),
+    }
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"")
+}
+
+fn post(addr: &str, path: &str, key: Option<&str>, body: &str) -> Reply {
+    let auth = format!("Bearer {TOKEN}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key", key));
+    }
+    headers.push(("Content-Type", "application/json"));
+    request(addr, "POST", path, &headers, body.as_bytes())
+}
+
+/// A coordinator and one worker, both with an HTTP side on loopback and the token.
+fn http_cluster() -> (Cluster, Vec<String>) {
+    let mut https = Vec::new();
+    let mut nodes = Vec::new();
+    for name in ["coordinator", "worker-1"] {
+        let http = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["--http", &http, "--http-token", TOKEN, "--counters", "2"];
+        let seed;
+        if name == "coordinator" {
+            args.extend(["--role", "coordinator"]);
+        } else {
+            seed = nodes.first().map(|n: &NodeProc| n.addr.clone()).unwrap();
+            args.extend(["--join", seed.as_str()]);
+        }
+        nodes.push(NodeProc::start(name, &args));
+        https.push(http);
+    }
+    let cluster = Cluster { nodes };
+    cluster.wait_mesh(4);
+    (cluster, https)
+}
+
+fn wait_status(addr: &str, path: &str, status: u16) -> Reply {
+    wait_for(
+        &format!("GET {path} on {addr} to answer {status}"),
+        Duration::from_secs(20),
+        || {
+            let reply = try_request(addr, "GET", path, &[], b"")?;
+            if reply.status == status {
+                Ok(reply)
+            } else {
+                Err(format!("{} {}", reply.status, reply.text))
+            }
+        },
+    )
+}
+
+#[test]
+fn probes_stats_members_and_counters_answer_over_http() {
+    let (cluster, http) = http_cluster();
+    let (coordinator, worker) = (&http[0], &http[1]);
+
+    let alive = get(worker, "/health/alive");
+    assert_eq!(
+        (alive.status, &alive.body["node"]),
+        (200, &Value::from("worker-1"))
+    );
+    let ready = wait_status(worker, "/health/ready", 200);
+    assert_eq!(ready.body["status"], "ready");
+    assert_eq!(ready.body["peers_up"], 1);
+
+    // The same JSON as `node stats --json`, fresh, through either node.
+    let stats = wait_for(
+        "a complete collection over HTTP",
+        Duration::from_secs(20),
+        || {
+            let reply = get(worker, "/stats");
+            (reply.status == 200 && reply.body["complete"] == true)
+                .then(|| reply.body.clone())
+                .ok_or(reply.text)
+        },
+    );
+    assert_eq!(stats["num_nodes"], 2, "{stats}");
+    assert_eq!(stats["num_counters"], 4, "{stats}");
+    let nodes = stats["nodes"].as_array().unwrap();
+    assert!(nodes
+        .iter()
+        .all(|n| n["counters"].as_array().unwrap().len() == 2));
+    let totals = get(coordinator, "/stats?totals=true&deadline=2");
+    assert_eq!(totals.status, 200, "{}", totals.text);
+    let nodes = totals.body["nodes"].as_array().unwrap();
+    assert!(nodes
+        .iter()
+        .all(|n| n["counters"].as_array().unwrap().is_empty()));
+    // Only the coordinator keeps the last collection.
+    let last = get(worker, "/stats?last=true");
+    assert_eq!(last.status, 400, "{}", last.text);
+    let last = wait_status(coordinator, "/stats?last=true", 200);
+    assert_eq!(last.body["collected_by"], "coordinator");
+    assert_eq!(get(coordinator, "/stats?deadline=-1").status, 400);
+
+    let members = get(coordinator, "/cluster/members");
+    assert_eq!(members.status, 200, "{}", members.text);
+    let list = members.body["members"].as_array().unwrap();
+    let shown: Vec<(&str, &str)> = list
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(shown, [("coordinator", "self"), ("worker-1", "up")]);
+    assert_eq!(list[1]["address"], cluster.nodes[1].addr.as_str());
+    assert_eq!(list[1]["role"], "worker");
+    assert!(members.body["unreachable"].as_array().unwrap().is_empty());
+
+    // A change with a key is applied once; its repeat reports the first result.
+    let first = post(
+        worker,
+        "/counters/coordinator/0/increment",
+        Some("key-1"),
+        r#"{"by": 5}"#,
+    );
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.body["value"], 5);
+    assert_eq!(first.body["repeated"], false);
+    assert_eq!(first.header("idempotency-key"), Some("key-1"));
+    let again = post(
+        worker,
+        "/counters/coordinator/0/increment",
+        Some("key-1"),
+        r#"{"by": 5}"#,
+    );
+    assert_eq!((again.status, &again.body["value"]), (200, &Value::from(5)));
+    assert_eq!(again.body["repeated"], true);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let down = post(
+        coordinator,
+        "/counters/coordinator%2F0/decrement",
+        Some("key-2"),
+        r#"{"by": 2}"#,
+    );
+    assert_eq!(
+        (down.status, &down.body["value"]),
+        (200, &Value::from(3)),
+        "{}",
+        down.text
+    );
+    // Without a key the node makes one up and says which.
+    let fresh = post(coordinator, "/counters/worker-1/1/increment", None, "");
+    assert_eq!((fresh.status, &fresh.body["value"]), (200, &Value::from(1)));
+    assert_eq!(fresh.body["idempotency_key"].as_str().unwrap().len(), 32);
+    // The same key for another change is refused.
+    let reused = post(
+        worker,
+        "/counters/coordinator/0/decrement",
+        Some("key-1"),
+        r#"{"by": 5}"#,
+    );
+    assert_eq!(reused.status, 422, "{}", reused.text);
+
+    for (via, path) in [
+        (worker, "/counters/coordinator/0"),
+        (coordinator, "/counters/coordinator%2F0"),
+    ] {
+        let read = get(via, path);
+        assert_eq!(read.status, 200, "{}", read.text);
+        assert_eq!(
+            (&read.body["counter"], &read.body["value"]),
+            (&Value::from("coordinator/0"), &Value::from(3))
+        );
+    }
+    // And the cluster's own client agrees.
+    let value = crate::util::client_ok(&["get", "coordinator/0", "--join", &cluster.nodes[0].addr]);
+    assert_eq!(value.trim(), "3");
+}
+
+#[test]
+fn bad_requests_are_refused_with_the_reason() {
+    let (_cluster, http) = http_cluster();
+    let addr = &http[1];
+    let path = "/counters/worker-1/0/increment";
+
+    let none = request(addr, "POST", path, &[], b"{\"by\": 1}");
+    assert_eq!(none.status, 401, "{}", none.text);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let wrong = request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", "Bearer nope")],
+        b"{}",
+    );
+    assert_eq!(wrong.status, 403, "{}", wrong.text);
+    assert!(wrong.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not match"));
+
+    for body in [
+        r#"{"by": -1}"#,
+        r#"{"by": "x"}"#,
+        "{",
+        r#"{"by": 1, "extra": 2}"#,
+    ] {
+        let bad = post(addr, path, Some("bad-body"), body);
+        assert_eq!(bad.status, 400, "{body}: {}", bad.text);
+    }
+    let bad_key = post(addr, path, Some("has space"), "{}");
+    assert_eq!(bad_key.status, 400, "{}", bad_key.text);
+    let unknown = post(addr, "/counters/nobody/0/increment", Some("u-1"), "{}");
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    assert!(
+        unknown.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no counter"),
+        "{}",
+        unknown.text
+    );
+    let unknown_op = post(addr, "/counters/worker-1/0/multiply", Some("u-2"), "{}");
+    assert_eq!(unknown_op.status, 404, "{}", unknown_op.text);
+    assert_eq!(get(addr, "/counters/nobody/7").status, 404);
+    assert_eq!(get(addr, "/no/such/route").status, 404);
+
+    // A huge body is refused without being read whole.
+    let huge = vec![b' '; 4 << 20];
+    let refused = post(
+        addr,
+        path,
+        Some("huge"),
+        std::str::from_utf8(&huge).unwrap(),
+    );
+    assert_eq!(refused.status, 413, "{}", refused.text);
+
+    // None of that changed the counter.
+    assert_eq!(get(addr, "/counters/worker-1/0").body["value"], 0);
+}
+
+#[test]
+fn a_slow_client_is_cut_off_and_does_not_hold_up_others() {
+    let (_cluster, http) = http_cluster();
+    let addr = &http[0];
+    // Headers that never end, and a body that never comes.
+    let mut stalled_head = TcpStream::connect(addr).unwrap();
+    stalled_head
+        .write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut stalled_body = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /counters/worker-1/0/increment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"by\""
+    );
+    stalled_body.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    // Meanwhile the node answers everyone else at once.
+    for _ in 0..5 {
+        let reply = get(addr, "/health/alive");
+        assert_eq!(reply.status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The stalled ones are ended within the node's deadlines (10 s each).
+    wait_for(
+        "the stalled headers to be cut off",
+        Duration::from_secs(15),
+        || {
+            is_closed(&stalled_head)
+                .then_some(())
+                .ok_or("open".to_string())
+        },
+    );
+    stalled_body
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stalled_body.read_to_end(&mut raw);
+    let reply = parse(&raw);
+    assert_eq!(reply.status, 408, "{}", reply.text);
+    assert_eq!(get(addr, "/counters/worker-1/0").body["value"], 0);
+}
+
+#[test]
+fn a_change_in_doubt_says_so_and_its_retry_applies_once() {
+    let (cluster, http) = http_cluster();
+    let addr = &http[0];
+    let before = post(
+        addr,
+        "/counters/worker-1/0/increment",
+        Some("warm-up"),
+        r#"{"by": 1}"#,
+    );
+    assert_eq!(before.status, 200, "{}", before.text);
+    // The counter's node is frozen: the change is handed over and never answered.
+    cluster.nodes[1].signal("STOP");
+    let doubt = post(
+        addr,
+        "/counters/worker-1/0/increment",
+        Some("frozen-1"),
+        r#"{"by": 10}"#,
+    );
+    cluster.nodes[1].signal("CONT");
+    assert!(
+        doubt.status == 504 || doubt.status == 503,
+        "{} {}",
+        doubt.status,
+        doubt.text
+    );
+    assert_eq!(doubt.body["idempotency_key"], "frozen-1", "{}", doubt.text);
+    if doubt.status == 504 {
+        assert_eq!(doubt.body["in_doubt"], true);
+        assert!(
+            doubt.body["error"].as_str().unwrap().contains("in doubt"),
+            "{}",
+            doubt.text
+        );
+    }
+    // Retried with its key until it goes through: applied exactly once.
+    let done = wait_for("the retry to go through", Duration::from_secs(30), || {
+        let reply = post(
+            addr,
+            "/counters/worker-1/0/increment",
+            Some("frozen-1"),
+            r#"{"by": 10}"#,
+        );
+        (reply.status == 200)
+            .then_some(reply)
+            .ok_or_else(|| "not yet".to_string())
+    });
+    assert_eq!(done.body["value"], 11, "{}", done.text);
+    assert_eq!(get(addr, "/counters/worker-1/0").body["value"], 11);
+}
+
+#[test]
+fn beyond_loopback_reads_need_the_token_and_none_means_no_start() {
+    // Without a token a node refuses to serve HTTP beyond loopback.
+    let http = format!("0.0.0.0:{}", free_port());
+    let mut refused = NodeProc::start("http-open", &["--http", &http]);
+    assert_eq!(refused.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        refused.log().contains("without a token"),
+        "{}",
+        refused.log()
+    );
+
+    let port = free_port();
+    let http = format!("0.0.0.0:{port}");
+    let node = NodeProc::start("http-wide", &["--http", &http, "--http-token", TOKEN]);
+    let local = format!("127.0.0.1:{port}");
+    wait_status(&local, "/health/alive", 200);
+    assert_eq!(get(&local, "/health/ready").status, 200);
+    let anonymous = get(&local, "/stats");
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+    let auth = format!("Bearer {TOKEN}");
+    let allowed = request(
+        &local,
+        "GET",
+        "/counters/http-wide/0",
+        &[("Authorization", &auth)],
+        b"",
+    );
+    assert_eq!(allowed.status, 200, "{}", allowed.text);
+    assert!(!node.log().contains(TOKEN), "the token reached the log");
+}
