@@ -27,6 +27,7 @@
 //! | [`net`] | accept loop and dialing, admission and pre-auth limits, TLS, cookie |
 //! | [`client`] | a client's connection to the node it dials, and the commands |
 //! | [`http`] | the HTTP side: health probes, stats, members, counters (`--http`) |
+//! | [`metrics`] | what `GET /metrics` exports: recorded as it happens, or read at each scrape |
 //! | [`logging`] | tracing to stderr, with ractor_cluster's routine warnings held back |
 //! | [`shutdown`] | the Ctrl-C / SIGTERM signal |
 //! | [`error`] | typed errors at the node's and the client's edges |
@@ -46,6 +47,7 @@ pub mod error;
 pub mod http;
 pub mod load;
 pub mod logging;
+pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod root;
 pub mod server;

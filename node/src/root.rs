@@ -314,6 +314,7 @@ impl RootState {
                     store: Arc::clone(&self.args.store),
                     table: Arc::clone(&facts.table),
                     received: Arc::clone(&facts.received),
+                    metrics: Arc::clone(&facts.metrics),
                 };
                 let (actor, _) =
                     Actor::spawn_linked(Some(journal_name(&config.name)), Journal, args, me)
@@ -599,9 +600,10 @@ impl Actor for NodeRoot {
         myself: ActorRef<Self::Msg>,
         args: RootArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let inbound = Arc::new(Inbound::new(Arc::clone(&args.facts.metrics)));
         let mut state = RootState {
             args,
-            inbound: Arc::default(),
+            inbound,
             children: Children::default(),
             ids: HashMap::new(),
             budget: RestartBudget::new(MAX_RESTARTS, RESTART_WINDOW),

@@ -37,8 +37,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             reason: e.to_string(),
         })?;
 
+    // Serving at once: probes see the node alive (and not ready) while its store is
+    // being recovered.
     let http = match &config.http {
-        Some(http) => Some(crate::http::bind(http).await?),
+        Some(http) => Some(crate::http::bind(http).await?.start(
+            &config.name,
+            !config.seeds.is_empty(),
+            config.tls.as_ref(),
+        )),
         None => None,
     };
 
@@ -55,6 +61,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         issued: Arc::new(tally),
         received: Arc::default(),
         membership: Membership::default(),
+        metrics: Arc::default(),
     });
     let (fatal, mut failures) = mpsc::unbounded_channel();
     let args = RootArgs {
@@ -68,7 +75,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .await
         .map_err(|e| NodeError::Start(startup_failure(&e)))?;
 
-    let http = http.map(|bound| bound.start(facts, !config.seeds.is_empty(), config.tls.as_ref()));
+    if let Some(http) = &http {
+        http.started(facts);
+    }
 
     info!(
         node = %config.name,

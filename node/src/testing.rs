@@ -78,6 +78,7 @@ impl WritePath {
                 store: Arc::clone(&store),
                 table: Arc::clone(&facts.table),
                 received: Arc::clone(&facts.received),
+                metrics: Arc::clone(&facts.metrics),
             },
         )
         .await

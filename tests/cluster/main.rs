@@ -21,6 +21,7 @@ mod hostile;
 mod http;
 mod load;
 mod membership;
+mod metrics;
 mod netns;
 mod operations;
 mod partial;

@@ -10,11 +10,13 @@
 //! - `fault_timings`: each fault `FAULT_RUNS` times (default 5); prints the median and
 //!   worst detection and recovery times (the figures in BENCHMARKS.md).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::faults::{freeze_worker, kill_coordinator, kill_worker, FaultTimes, DETECT, REJOIN};
 use crate::partition::partition;
-use crate::util::{rss_mib, stats, timing_lock, Cluster};
+use crate::util::{free_port, rss_mib, stats, timing_lock, Cluster, NodeProc};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -44,9 +46,14 @@ const SOAK_RSS_LIMIT_MIB: f64 = 64.0;
 fn soak(mode: &str) {
     let _serial = timing_lock();
     let secs = env_or("SOAK_SECS", 60);
-    let cluster = Cluster::start(
-        2,
-        &[
+    // Every node also serves HTTP, and its /metrics is scraped every second throughout
+    // (as Prometheus would): that must cost the cluster path no false alarm.
+    let mut nodes: Vec<NodeProc> = Vec::new();
+    let mut https = Vec::new();
+    for name in ["coordinator", "worker-1", "worker-2"] {
+        let http = format!("127.0.0.1:{}", free_port());
+        let seed = nodes.first().map(|n| n.addr.clone());
+        let mut args = vec![
             "--counters",
             "4",
             "--load",
@@ -55,9 +62,38 @@ fn soak(mode: &str) {
             mode,
             "--stats-interval",
             "1",
-        ],
-    );
+            "--http",
+            &http,
+        ];
+        match &seed {
+            None => args.extend(["--role", "coordinator"]),
+            Some(seed) => args.extend(["--join", seed.as_str()]),
+        }
+        nodes.push(NodeProc::start(name, &args));
+        https.push(http);
+    }
+    let cluster = Cluster { nodes };
     cluster.wait_mesh(12);
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let scraping = Arc::clone(&scraping);
+        std::thread::spawn(move || {
+            let mut scrapes = 0u64;
+            let mut next = Instant::now();
+            while scraping.load(Ordering::Relaxed) {
+                for addr in &https {
+                    let text = crate::metrics::http_get(addr, "/metrics")
+                        .unwrap_or_else(|e| panic!("scraping {addr}/metrics failed: {e}"));
+                    assert!(text.contains("counter_cluster_operations_applied_total"));
+                    scrapes += 1;
+                }
+                // Paced at one round a second (a rate, not a wait for anything).
+                next += Duration::from_secs(1);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            scrapes
+        })
+    };
     let started = Instant::now();
     let mut rates = Vec::new();
     let mut polls = 0;
@@ -98,6 +134,12 @@ fn soak(mode: &str) {
             );
         }
     }
+    scraping.store(false, Ordering::Relaxed);
+    let scrapes = scraper.join().expect("the scraper failed");
+    assert!(
+        scrapes >= 3 * secs * 8 / 10,
+        "only {scrapes} scrapes of /metrics in {secs} s"
+    );
     for node in &cluster.nodes {
         let log = node.log();
         for bad in ["peer unreachable", "complete=false", "peer reachable again"] {
@@ -114,7 +156,8 @@ fn soak(mode: &str) {
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "no false alarm: {secs} s of {mode} load, {polls} complete collections, median {:.0} ops/s",
+        "no false alarm: {secs} s of {mode} load, {polls} complete collections, median {:.0} ops/s, \
+         {scrapes} scrapes of /metrics",
         rates[rates.len() / 2]
     );
 }

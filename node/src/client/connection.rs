@@ -173,18 +173,19 @@ impl ClusterClient {
 
         let result = async {
             let timed_out = || failed(CommandError::ConnectTimeout(addr.to_string(), timeout));
-            let (_, probe) = tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|e| match e {
-                    DialError::Busy => Attempt::Busy,
-                    DialError::Resolve(e) => failed(CommandError::Resolve(addr.to_string(), e)),
-                    DialError::Connect(e) => {
-                        failed(CommandError::Unreachable(addr.to_string(), e.to_string()))
-                    }
-                    DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
-                    DialError::TimedOut(_) => timed_out(),
-                })?;
+            let (_, probe) =
+                tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls, None))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| match e {
+                        DialError::Busy => Attempt::Busy,
+                        DialError::Resolve(e) => failed(CommandError::Resolve(addr.to_string(), e)),
+                        DialError::Connect(e) => {
+                            failed(CommandError::Unreachable(addr.to_string(), e.to_string()))
+                        }
+                        DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
+                        DialError::TimedOut(_) => timed_out(),
+                    })?;
             let mut authenticated = false;
             let (session, node) = loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {

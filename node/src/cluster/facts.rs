@@ -11,6 +11,7 @@ use shared::protocol::{Role, PROTOCOL_VERSION};
 use super::membership::Membership;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
+use crate::metrics::NodeMetrics;
 use crate::store::ReceivedTotals;
 
 /// The node as it describes itself; see the module documentation.
@@ -32,6 +33,8 @@ pub(crate) struct NodeFacts {
     pub(crate) received: Arc<ReceivedTotals>,
     /// The cluster as this node sees it.
     pub(crate) membership: Membership,
+    /// What the node records for `GET /metrics`.
+    pub(crate) metrics: Arc<NodeMetrics>,
 }
 
 impl NodeFacts {
@@ -67,6 +70,7 @@ impl NodeFacts {
             issued: Arc::default(),
             received: Arc::default(),
             membership: Membership::default(),
+            metrics: Arc::default(),
         }
     }
 }

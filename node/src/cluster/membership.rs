@@ -61,6 +61,8 @@ pub(crate) struct PeerView {
     pub(crate) counters: Option<u32>,
     /// The peers it said it sees up, the last time it described itself.
     pub(crate) sees_up: Option<Vec<String>>,
+    /// The round trip of the last exchange with its agent (a gossip round).
+    pub(crate) round_trip: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +78,7 @@ struct Peer {
     role: Option<Role>,
     counters: Option<u32>,
     sees_up: Option<Vec<String>>,
+    round_trip: Option<Duration>,
 }
 
 /// What recording a heartbeat found.
@@ -155,6 +158,7 @@ impl Membership {
                         role: None,
                         counters: None,
                         sees_up: None,
+                        round_trip: None,
                     },
                 );
                 true
@@ -169,6 +173,13 @@ impl Membership {
             peer.role = Some(info.role);
             peer.counters = Some(info.counters);
             peer.sees_up = Some(info.known_peers.iter().map(|p| p.name.clone()).collect());
+        }
+    }
+
+    /// The last exchange with `name`'s agent took `round_trip`.
+    pub(crate) fn round_trip(&self, name: &str, round_trip: Duration) {
+        if let Some(peer) = self.lock().get_mut(name) {
+            peer.round_trip = Some(round_trip);
         }
     }
 
@@ -308,6 +319,7 @@ fn view(name: &str, peer: &Peer) -> PeerView {
         role: peer.role,
         counters: peer.counters,
         sees_up: peer.sees_up.clone(),
+        round_trip: peer.round_trip,
     }
 }
 

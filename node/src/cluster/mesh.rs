@@ -39,7 +39,7 @@ use super::detector::{
 };
 use super::discovery::remote_agents;
 use super::facts::NodeFacts;
-use super::rpc::{ask, gather};
+use super::rpc::{ask, gather, gather_timed};
 use crate::clock::Ticker;
 use crate::net::conn::DialProbe;
 use crate::net::tls::Tls;
@@ -231,15 +231,25 @@ impl MeshState {
             }
             Action::AskGossip => {
                 let myself = myself.clone();
+                let membership = self.args.facts.membership.clone();
                 tokio::spawn(async move {
+                    let sent = Instant::now();
                     let pending = remote_agents()
                         .into_iter()
                         .map(|(node, agent)| {
                             (node, ask(&agent, AgentMessage::GetInfo, GOSSIP_EVERY * 2))
                         })
                         .collect();
-                    let answers = gather(pending, Instant::now() + GOSSIP_EVERY * 2).await;
-                    let infos = answers.into_iter().filter_map(|(_, info)| info).collect();
+                    let answers = gather_timed(pending, sent, sent + GOSSIP_EVERY * 2).await;
+                    for (node, answer) in &answers {
+                        if let Some((_, round_trip)) = answer {
+                            membership.round_trip(node, *round_trip);
+                        }
+                    }
+                    let infos = answers
+                        .into_iter()
+                        .filter_map(|(_, answer)| answer.map(|(info, _)| info))
+                        .collect();
                     let _ = myself.cast(MeshMessage::Gossip(infos));
                 });
             }
@@ -251,8 +261,10 @@ impl MeshState {
         let server = self.args.server.clone();
         let tls = self.args.tls.clone();
         let myself = myself.clone();
+        let facts = Arc::clone(&self.args.facts);
         tokio::spawn(async move {
-            let dialing = transport::dial(&server, &addr, tls.as_ref());
+            let traffic = Some(&facts.metrics.traffic);
+            let dialing = transport::dial(&server, &addr, tls.as_ref(), traffic);
             let result = tokio::time::timeout(DIAL_TIMEOUT, dialing)
                 .await
                 .unwrap_or(Err(transport::DialError::TimedOut(DIAL_TIMEOUT)))
@@ -289,14 +301,16 @@ impl MeshState {
                 let Some(peer) = session_peer(&ses) else {
                     return;
                 };
-                if peer.member.is_none() {
-                    debug!(peer_addr = %ses.peer_addr, "client connected");
+                match &peer.member {
+                    Some(name) => self.args.facts.metrics.traffic.named(&ses.peer_addr, name),
+                    None => debug!(peer_addr = %ses.peer_addr, "client connected"),
                 }
                 self.sessions.insert(session, ses.actor.clone());
                 self.step(myself, Input::Ready { session, peer });
             }
             SessionEvent::Closed => {
                 self.sessions.remove(&session);
+                self.args.facts.metrics.traffic.closed(&ses.peer_addr);
                 if let Some(early) = &mut self.closed_early {
                     early.insert(session);
                 }

@@ -71,6 +71,40 @@ pub(crate) async fn gather<K, R>(
     answers
 }
 
+/// [`gather`], waiting for every answer at once, so that each comes with its round
+/// trip: the time from `sent` (when the calls went out) to its arrival.
+pub(crate) async fn gather_timed<K, R>(
+    pending: Vec<(K, Option<OneshotReceiver<R>>)>,
+    sent: Instant,
+    until: Instant,
+) -> Vec<(K, Option<(R, Duration)>)>
+where
+    K: Send + 'static,
+    R: Send + 'static,
+{
+    let mut waiting = tokio::task::JoinSet::new();
+    for (key, rx) in pending {
+        waiting.spawn(async move {
+            let answer = match rx {
+                Some(rx) => tokio::time::timeout_at(until, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|answer| (answer, sent.elapsed())),
+                None => None,
+            };
+            (key, answer)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = waiting.join_next().await {
+        if let Ok(answer) = joined {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,10 +58,12 @@ impl HttpTokenArgs {
 }
 
 fn parse_token(s: &str) -> Result<String, String> {
-    if s.trim().is_empty() {
+    // Trimmed as a token file's line is, and as a presented token is.
+    let token = s.trim();
+    if token.is_empty() {
         return Err("the HTTP token must not be empty".into());
     }
-    Ok(s.to_string())
+    Ok(token.to_string())
 }
 
 /// A resolved HTTP token. Its `Debug` hides it; it has no `Display`.

@@ -42,6 +42,9 @@ pub(crate) struct Member {
     pub(crate) counters: Option<u32>,
     /// Members that do not see it up (this node included), by name.
     pub(crate) unreachable_from: Vec<String>,
+    /// The round trip of this node's last exchange with it (every gossip round), in
+    /// milliseconds, while it is up.
+    pub(crate) round_trip_ms: Option<f64>,
 }
 
 /// A member some member does not see up.
@@ -97,6 +100,7 @@ pub(crate) fn members(me: &Me<'_>, peers: &[PeerView]) -> Members {
         since_ms: me.since_ms,
         counters: Some(me.counters),
         unreachable_from: not_seen_by(me.name),
+        round_trip_ms: None,
     }];
     for peer in peers {
         list.push(Member {
@@ -111,6 +115,10 @@ pub(crate) fn members(me: &Me<'_>, peers: &[PeerView]) -> Members {
             since_ms: peer.since_ms,
             counters: peer.counters,
             unreachable_from: not_seen_by(&peer.name),
+            round_trip_ms: peer
+                .round_trip
+                .filter(|_| peer.status == PeerStatus::Up)
+                .map(|d| d.as_secs_f64() * 1e3),
         });
     }
     list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -143,6 +151,7 @@ mod tests {
             role: Some(Role::Worker),
             counters: Some(4),
             sees_up: sees_up.map(|s| s.iter().map(|n| n.to_string()).collect()),
+            round_trip: Some(std::time::Duration::from_micros(250)),
         }
     }
 
@@ -165,6 +174,7 @@ mod tests {
         let m = members(&me(), &peers);
         assert_eq!(m.members.len(), 3);
         assert_eq!(m.members[0].status, "self");
+        assert_eq!(m.members[1].round_trip_ms, Some(0.25));
         assert!(m.unreachable.is_empty(), "{m:?}");
     }
 
@@ -179,6 +189,10 @@ mod tests {
         let m = members(&me(), &peers);
         let w2 = m.members.iter().find(|p| p.name == "w2").unwrap();
         assert_eq!(w2.status, "unreachable");
+        assert_eq!(
+            w2.round_trip_ms, None,
+            "an unreachable peer has no fresh round trip"
+        );
         assert_eq!(w2.unreachable_from, vec!["coordinator", "w1"]);
         assert_eq!(
             m.unreachable,

@@ -10,9 +10,10 @@
 //! | [`serve`] | the accept loop: bounded connections, deadlines, graceful stop |
 //!
 //! The HTTP side is not an actor of the supervision tree: it holds no state of its own
-//! (every request goes to the agent, which is supervised), and it runs from the node's
-//! start until its stop, when it stops first (readiness turns 503 at once, the requests
-//! being served finish).
+//! (every request goes to the agent, which is supervised). It serves from the moment
+//! its port is bound, before the store is recovered (`/health/alive` answers, the rest
+//! say the node is starting), until the node stops, when it stops first: it closes its
+//! port, and the requests being served finish.
 
 pub mod access;
 pub(crate) mod members;
@@ -20,14 +21,14 @@ pub(crate) mod routes;
 pub(crate) mod serve;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::access::{Access, Token};
-use self::routes::{router, HttpState};
+use self::routes::{router, HttpState, Node};
 use crate::cluster::facts::NodeFacts;
 use crate::error::NodeError;
 use crate::net::tls::Tls;
@@ -52,6 +53,7 @@ pub(crate) struct BoundHttp {
 pub(crate) struct HttpSide {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    node: Arc<OnceLock<Node>>,
 }
 
 /// Binds the HTTP port.
@@ -69,23 +71,32 @@ pub(crate) async fn bind(config: &HttpConfig) -> Result<BoundHttp, NodeError> {
 }
 
 impl BoundHttp {
-    /// Starts serving, for the node described by `facts` (which joins others if
-    /// `joins`), over TLS if the node has it.
-    pub(crate) fn start(self, facts: Arc<NodeFacts>, joins: bool, tls: Option<&Tls>) -> HttpSide {
+    /// Starts serving for node `name` (which joins others if `joins`), over TLS if the
+    /// node has it. Until [`HttpSide::started`], only `/health/alive` answers 200; the
+    /// rest say the node is starting (503).
+    pub(crate) fn start(self, name: &str, joins: bool, tls: Option<&Tls>) -> HttpSide {
         let (stop, stopping) = watch::channel(false);
+        let node = Arc::new(OnceLock::new());
         let state = HttpState {
-            facts,
+            name: name.to_string(),
+            node: Arc::clone(&node),
             access: Access::new(self.config.token, self.config.listen.ip().is_loopback()),
             joins,
             stopping: stopping.clone(),
         };
         let tls = tls.map(|t| t.https_acceptor().clone());
         let task = tokio::spawn(serve::serve(self.listener, tls, router(state), stopping));
-        HttpSide { stop, task }
+        HttpSide { stop, task, node }
     }
 }
 
 impl HttpSide {
+    /// The node has recovered its store and started its parts: everything answers.
+    pub(crate) fn started(&self, facts: Arc<NodeFacts>) {
+        let metrics = crate::metrics::registry(Arc::clone(&facts));
+        let _ = self.node.set(Node { facts, metrics });
+    }
+
     /// Stops accepting, lets the requests being served finish (a few seconds at
     /// most), and returns once the HTTP side is gone.
     pub(crate) async fn stop(self) {

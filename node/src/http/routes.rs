@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `GET /health/alive` | 200 while the node serves |
 //! | `GET /health/ready` | 200 once it has recovered its store and joined; else 503 and why |
+//! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /stats[?last=true][&totals=true][&deadline=SECS]` | `node stats --json` |
 //! | `GET /cluster/members` | the [members view](super::members) |
 //! | `GET /counters/NODE/INDEX` | `{"counter", "value"}` |
@@ -16,7 +17,7 @@
 //! says what to do: 4xx do not retry, 503 retry later, 504 in doubt (retry with the
 //! same `Idempotency-Key`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -25,6 +26,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::registry::Registry;
 use ractor::ActorRef;
 use serde::Deserialize;
 use serde_json::json;
@@ -60,11 +62,21 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The header set on the answer to a change whose id was applied before.
 pub(crate) const REPLAYED: &str = "idempotent-replayed";
 
+/// The running node, once its store is recovered and its parts started.
+pub(crate) struct Node {
+    /// This node.
+    pub(crate) facts: Arc<NodeFacts>,
+    /// What `GET /metrics` encodes.
+    pub(crate) metrics: Registry,
+}
+
 /// What every handler works with.
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    /// This node.
-    pub(crate) facts: Arc<NodeFacts>,
+    /// The node's name (known before it has started).
+    pub(crate) name: String,
+    /// The node, once started: until then everything but `/health/alive` answers 503.
+    pub(crate) node: Arc<OnceLock<Node>>,
     /// Who may do what.
     pub(crate) access: Access,
     /// The node joins others (`--join`): it is ready once one is up.
@@ -73,17 +85,31 @@ pub(crate) struct HttpState {
     pub(crate) stopping: watch::Receiver<bool>,
 }
 
+impl HttpState {
+    /// The node, or 503 while it is still starting.
+    fn node(&self) -> Result<&Node, ApiError> {
+        self.node
+            .get()
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, STARTING))
+    }
+}
+
+/// Why a node that is still starting cannot answer yet.
+const STARTING: &str = "the node is starting: recovering its store";
+
 /// The routes, with their state.
 pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
         .route("/health/alive", get(alive))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/cluster/members", get(cluster_members))
         .route("/counters/{a}", get(read_encoded))
         .route("/counters/{a}/{b}", get(read_split).post(change_encoded))
         .route("/counters/{a}/{b}/{c}", axum::routing::post(change_split))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -181,6 +207,14 @@ async fn not_found() -> ApiError {
     )
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not with this method: reads are GET, changes are POST to \
+         /counters/NODE/INDEX/increment or /decrement",
+    )
+}
+
 /// Asks the node's own agent, as a client command would; waits until `until`.
 async fn ask(
     facts: &NodeFacts,
@@ -195,33 +229,60 @@ async fn ask(
         .map(|ClientReply(answer)| answer)
 }
 
+/// The OpenMetrics text format, which Prometheus asks for.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus's older text format, for everyone else.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`: OpenMetrics to a client that accepts it (Prometheus does), else the
+/// older text format (`curl`, `promtool check metrics`).
+async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let text = crate::metrics::encode(&state.node()?.metrics);
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response()
+    } else {
+        let text = crate::metrics::to_prometheus_text(&text);
+        ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+    })
+}
+
 async fn alive(State(state): State<HttpState>) -> Json<serde_json::Value> {
-    Json(json!({ "status": "alive", "node": state.facts.name }))
+    Json(json!({ "status": "alive", "node": state.name }))
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
-    let facts = &state.facts;
-    let peers_up = facts
-        .membership
-        .snapshot()
-        .iter()
-        .filter(|p| p.status == PeerStatus::Up)
-        .count();
-    let why_not = if *state.stopping.borrow() {
-        Some("the node is stopping".to_string())
-    } else if ActorRef::<AgentMessage>::where_is(agent_name(&facts.name)).is_none() {
-        Some("the node's agent is not running (restarting)".to_string())
-    } else if state.joins && peers_up == 0 {
-        Some("not joined yet: no cluster member reached".to_string())
-    } else {
-        None
+    let (why_not, peers_up) = match state.node.get() {
+        None => (Some(STARTING.to_string()), 0),
+        Some(node) => {
+            let facts = &node.facts;
+            let peers_up = facts
+                .membership
+                .snapshot()
+                .iter()
+                .filter(|p| p.status == PeerStatus::Up)
+                .count();
+            let why_not = if *state.stopping.borrow() {
+                Some("the node is stopping".to_string())
+            } else if ActorRef::<AgentMessage>::where_is(agent_name(&facts.name)).is_none() {
+                Some("the node's agent is not running (restarting)".to_string())
+            } else if state.joins && peers_up == 0 {
+                Some("not joined yet: no cluster member reached".to_string())
+            } else {
+                None
+            };
+            (why_not, peers_up)
+        }
     };
     match why_not {
-        None => Json(json!({ "status": "ready", "node": facts.name, "peers_up": peers_up }))
+        None => Json(json!({ "status": "ready", "node": state.name, "peers_up": peers_up }))
             .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "node": facts.name, "reason": reason })),
+            Json(json!({ "status": "not ready", "node": state.name, "reason": reason })),
         )
             .into_response(),
     }
@@ -250,7 +311,7 @@ async fn stats(
     let deadline = match query.deadline {
         None => DEFAULT_DEADLINE,
         Some(secs) if secs.is_finite() && secs > 0.0 => {
-            Duration::from_secs_f64(secs).min(MAX_CLIENT_DEADLINE)
+            Duration::from_secs_f64(secs.min(MAX_CLIENT_DEADLINE.as_secs_f64()))
         }
         Some(_) => {
             return Err(ApiError::new(
@@ -269,7 +330,7 @@ async fn stats(
         }
     };
     let until = Instant::now() + deadline + Duration::from_secs(2);
-    match ask(&state.facts, request, until).await {
+    match ask(&state.node()?.facts, request, until).await {
         Some(Ok(ClientAnswer::Stats(stats))) => Ok(Json(stats).into_response()),
         Some(Ok(_)) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -288,7 +349,7 @@ async fn cluster_members(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     state.access.check(Need::Read, &headers)?;
-    let facts = &state.facts;
+    let facts = &state.node()?.facts;
     let me = Me {
         name: &facts.name,
         address: &facts.advertise,
@@ -320,7 +381,7 @@ async fn read(state: HttpState, headers: HeaderMap, counter: String) -> Result<R
     let request = ClientRequest::Get {
         counter: counter.clone(),
     };
-    match ask(&state.facts, request, Instant::now() + READ_TIMEOUT).await {
+    match ask(&state.node()?.facts, request, Instant::now() + READ_TIMEOUT).await {
         Some(Ok(ClientAnswer::Value(value))) => {
             Ok(Json(json!({ "counter": counter, "value": value })).into_response())
         }
@@ -401,6 +462,7 @@ async fn change(
             .and_then(parse_change_id)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Idempotency-Key: {e}")))?,
     };
+    let facts = &state.node()?.facts;
     let deadline = Instant::now() + CHANGE_TIMEOUT;
     let outcome = try_change(deadline, || async {
         let request = ClientRequest::Apply {
@@ -408,7 +470,7 @@ async fn change(
             delta,
             id: key.clone(),
         };
-        let result = match ask(&state.facts, request, deadline).await {
+        let result = match ask(facts, request, deadline).await {
             Some(answer) => answer.map_err(CommandError::Rejected),
             // Handed to the agent, and no answer.
             None => Err(CommandError::Rejected(ClientError::InDoubt {

@@ -39,6 +39,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::metrics::Refusal;
+
 /// What a node writes on a connection it drops to make room, before anything else:
 /// eight bytes that neither a ractor_cluster frame (a big-endian length far beyond any
 /// frame limit) nor a TLS record can start with.
@@ -62,7 +64,7 @@ pub(crate) struct Pending {
     authenticated: AtomicBool,
     evicted: AtomicBool,
     written: AtomicU64,
-    refusal: Mutex<Option<String>>,
+    refusal: Mutex<Option<(Refusal, String)>>,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -117,12 +119,12 @@ impl Pending {
     }
 
     /// Records why the connection is being refused (the first reason wins).
-    pub(crate) fn refuse(&self, why: String) {
-        lock(&self.refusal).get_or_insert(why);
+    pub(crate) fn refuse(&self, kind: Refusal, why: String) {
+        lock(&self.refusal).get_or_insert((kind, why));
     }
 
     /// Why it was refused, if it was.
-    pub(crate) fn refusal(&self) -> Option<String> {
+    pub(crate) fn refusal(&self) -> Option<(Refusal, String)> {
         lock(&self.refusal).clone()
     }
 
@@ -370,7 +372,7 @@ impl<R: AsyncRead + Unpin, P: Unpin> AsyncRead for FrameGate<R, P> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if let Err(why) = this.policy.feed(&buf.filled()[before..]) {
-                    this.conn.refuse(why.clone());
+                    this.conn.refuse(Refusal::PreauthLimit, why.clone());
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
                 }
                 Poll::Ready(Ok(()))
@@ -758,7 +760,9 @@ mod tests {
                 assert!(conn.refusal().is_none());
             } else {
                 assert_eq!(read.unwrap_err().kind(), io::ErrorKind::InvalidData);
-                assert!(conn.refusal().unwrap().contains("before authenticating"));
+                let (kind, why) = conn.refusal().unwrap();
+                assert_eq!(kind, Refusal::PreauthLimit);
+                assert!(why.contains("before authenticating"), "{why}");
             }
         }
     }

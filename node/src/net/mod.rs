@@ -5,6 +5,7 @@
 //! | [`transport`] | the accept loop (an actor) and dialing, plain or mutual TLS, with deadlines |
 //! | [`admission`] | places for connections waiting to authenticate; who is dropped when full |
 //! | [`conn`] | what an unauthenticated connection may send; the "busy" marker |
+//! | [`metered`] | bytes and frames through each session's link, for the metrics |
 //! | [`tls`] | certificate files into rustls configurations |
 //! | [`cookie`] | the shared secret: `--cookie`, `NODE_COOKIE`, `--cookie-file` |
 //! | [`log_limit`] | at most one log line per source address per minute |
@@ -14,6 +15,7 @@ pub(crate) mod admission;
 pub mod conn;
 pub mod cookie;
 pub(crate) mod log_limit;
+pub(crate) mod metered;
 pub mod panic_hook;
 pub mod tls;
 pub(crate) mod transport;

@@ -43,8 +43,10 @@ use super::conn::{
     DialProbe, Dialed, FrameGate, FramePolicy, NoteAnswer, Pending, Split, Watched, BUSY_MARKER,
 };
 use super::log_limit::PerSource;
+use super::metered::Metered;
 use super::tls::{server_name, Tls};
 use crate::cluster::detector::AUTH_GRACE;
+use crate::metrics::{NodeMetrics, Refusal, Traffic};
 
 /// Connections waiting to authenticate (TLS handshake included), from everyone.
 pub(crate) const MAX_UNAUTHENTICATED: usize = 256;
@@ -65,11 +67,21 @@ pub(crate) struct Inbound {
     places: Mutex<Admission>,
     refusals: Mutex<PerSource>,
     next_id: AtomicU64,
+    /// Where refusals are counted, by reason.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Default for Inbound {
     fn default() -> Self {
+        Self::new(Arc::default())
+    }
+}
+
+impl Inbound {
+    /// No connection waiting yet; refusals counted in `metrics`.
+    pub(crate) fn new(metrics: Arc<NodeMetrics>) -> Self {
         Self {
+            metrics,
             places: Mutex::new(Admission::new(Limits {
                 total: MAX_UNAUTHENTICATED,
                 per_ip: MAX_UNAUTHENTICATED_PER_IP,
@@ -112,11 +124,12 @@ impl Inbound {
                 victim.evict();
                 self.refused(
                     victim.peer,
+                    Refusal::Evicted,
                     "too many connections waiting to authenticate; dropped one to make room",
                 );
             }
             Admit::Refused => {
-                self.refused(peer, "too many handshakes in progress");
+                self.refused(peer, Refusal::Full, "too many handshakes in progress");
                 return None;
             }
         }
@@ -146,15 +159,19 @@ impl Inbound {
         if !held || conn.is_authenticated() {
             return;
         }
-        let why = conn.refusal().unwrap_or_else(|| {
-            "it failed to authenticate (wrong cookie, silent, or not a cluster node)".into()
+        let (kind, why) = conn.refusal().unwrap_or_else(|| {
+            (
+                Refusal::Auth,
+                "it failed to authenticate (wrong cookie, silent, or not a cluster node)".into(),
+            )
         });
-        self.refused(conn.peer, &why);
+        self.refused(conn.peer, kind, &why);
     }
 
     /// Logs that the connection from `peer` was refused, unless its source was logged
     /// less than a minute ago.
-    pub(crate) fn refused(&self, peer: SocketAddr, why: &str) {
+    pub(crate) fn refused(&self, peer: SocketAddr, kind: Refusal, why: &str) {
+        self.metrics.refused(kind);
         let due = lock(&self.refusals).due(peer.ip(), Instant::now());
         if due {
             warn!(
@@ -188,6 +205,7 @@ fn hand_over<S>(
     side: Side,
     peer: SocketAddr,
     local: SocketAddr,
+    traffic: Option<&Traffic>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -197,9 +215,20 @@ fn hand_over<S>(
         Side::Accepted(s) => Box::new(FrameGate::new(reader, s.conn, s.place, s.policy, s.head)),
         Side::Dialed(probe) => Box::new(NoteAnswer::new(reader, probe)),
     };
+    let (reader, writer): (ractor_cluster::BoxRead, ractor_cluster::BoxWrite) = match traffic {
+        Some(traffic) => {
+            // ractor_cluster names a session's peer by this address (as a string).
+            let link = traffic.open(&peer.to_string());
+            (
+                Box::new(Metered::new(reader, Arc::clone(&link))),
+                Box::new(Metered::new(writer, link)),
+            )
+        }
+        None => (reader, Box::new(writer)),
+    };
     let stream = Split {
         reader,
-        writer: Box::new(writer),
+        writer,
         peer,
         local,
     };
@@ -237,8 +266,13 @@ fn accepted(
                 let accepting = tls.acceptor().accept(watched);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
                     Ok(Ok(stream)) => screen(&server, stream, place, deadline, peer, local).await,
-                    Ok(Err(error)) => conn.refuse(format!("TLS handshake failed: {error}")),
-                    Err(_) => conn.refuse(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
+                    Ok(Err(error)) => {
+                        conn.refuse(Refusal::Tls, format!("TLS handshake failed: {error}"))
+                    }
+                    Err(_) => conn.refuse(
+                        Refusal::Tls,
+                        format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    ),
                 }
             }
         }
@@ -264,20 +298,24 @@ async fn screen<S>(
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             if !conn.is_evicted() {
-                conn.refuse(format!(
-                    "it closed the connection without a handshake ({error})"
-                ));
+                conn.refuse(
+                    Refusal::Silent,
+                    format!("it closed the connection without a handshake ({error})"),
+                );
             }
             return;
         }
         Err(_) => {
-            conn.refuse(format!("it sent no handshake within {AUTH_GRACE:?}"));
+            conn.refuse(
+                Refusal::Silent,
+                format!("it sent no handshake within {AUTH_GRACE:?}"),
+            );
             return;
         }
     }
     let mut policy = FramePolicy::default();
     if let Err(why) = policy.feed(&head) {
-        conn.refuse(why);
+        conn.refuse(Refusal::PreauthLimit, why);
         return;
     }
     let screened = Screened {
@@ -286,7 +324,15 @@ async fn screen<S>(
         policy,
         head,
     };
-    hand_over(server, stream, Side::Accepted(screened), peer, local);
+    let metrics = Arc::clone(&screened.place.inbound.metrics);
+    hand_over(
+        server,
+        stream,
+        Side::Accepted(screened),
+        peer,
+        local,
+        Some(&metrics.traffic),
+    );
 }
 
 /// Accepts connections until it is stopped, and hands each one to the `NodeServer`.
@@ -405,6 +451,7 @@ pub(crate) async fn dial(
     server: &ActorRef<NodeServerMessage>,
     addr: &str,
     tls: Option<&Tls>,
+    traffic: Option<&Traffic>,
 ) -> Result<(SocketAddr, Arc<DialProbe>), DialError> {
     let target = tokio::net::lookup_host(addr)
         .await
@@ -425,6 +472,7 @@ pub(crate) async fn dial(
             Side::Dialed(Arc::clone(&probe)),
             target,
             local,
+            traffic,
         ),
         Some(tls) => {
             let name = server_name(addr).map_err(DialError::Tls)?;
@@ -441,6 +489,7 @@ pub(crate) async fn dial(
                 Side::Dialed(Arc::clone(&probe)),
                 target,
                 local,
+                traffic,
             );
         }
     }

@@ -71,5 +71,6 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     stats.collected_at_ms = collected_at_ms;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     stats.deadline_ms = deadline.as_millis() as u64;
+    facts.metrics.collected(started.elapsed().as_secs_f64());
     stats
 }

@@ -255,6 +255,7 @@ mod tests {
             role: Some(Role::Worker),
             counters,
             sees_up: None,
+            round_trip: None,
         }
     }
 

@@ -360,6 +360,7 @@ impl StoreFile {
             }
             CommitOutcome {
                 applied,
+                operations: writes.operations,
                 streams: writes.streams_in.into_iter().collect(),
             }
         };

@@ -49,6 +49,7 @@ use super::{CommitOutcome, Entry, ReceivedTotals, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
 use crate::load::outbox::IssueFate;
+use crate::metrics::NodeMetrics;
 
 /// The registered name of node `node`'s journal (the host and the load clients find it
 /// by this name).
@@ -77,6 +78,8 @@ pub(crate) struct JournalArgs {
     pub(crate) table: Arc<CounterTable>,
     /// What this node applied per incoming stream, for its description.
     pub(crate) received: Arc<ReceivedTotals>,
+    /// Where each commit's duration and operations are recorded.
+    pub(crate) metrics: Arc<NodeMetrics>,
 }
 
 /// Called once when an entry is committed (`Ok`), or with `Err` if it never will be by
@@ -176,6 +179,8 @@ pub(crate) enum JournalMessage {
         batch: Vec<Queued>,
         /// What it did, or why it failed.
         result: Result<CommitOutcome, String>,
+        /// How long it took, in seconds.
+        seconds: f64,
     },
     /// Time to try a failed commit again.
     Retry,
@@ -198,6 +203,7 @@ impl JournalState {
         let store = Arc::clone(&self.args.store);
         if !store.is_durable() {
             let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
+            let started = std::time::Instant::now();
             let result = store
                 .commit(number, now_ms(), &entries)
                 .map_err(|e| e.to_string());
@@ -205,6 +211,7 @@ impl JournalState {
                 number,
                 batch,
                 result,
+                seconds: started.elapsed().as_secs_f64(),
             });
             return;
         }
@@ -213,6 +220,7 @@ impl JournalState {
         // from a task, and each costs tens of microseconds on a small machine.
         tokio::task::spawn_blocking(move || {
             let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
+            let started = std::time::Instant::now();
             let commit = std::panic::AssertUnwindSafe(|| store.commit(number, now_ms(), &entries));
             let result = match std::panic::catch_unwind(commit) {
                 Ok(result) => result.map_err(|e| e.to_string()),
@@ -222,6 +230,7 @@ impl JournalState {
                 number,
                 batch,
                 result,
+                seconds: started.elapsed().as_secs_f64(),
             });
         });
     }
@@ -414,10 +423,18 @@ impl Actor for Journal {
                 number,
                 mut batch,
                 result,
+                seconds,
             } => {
                 state.in_flight = false;
                 match result {
-                    Ok(outcome) => state.committed(number, batch, outcome),
+                    Ok(outcome) => {
+                        let ops = outcome.operations;
+                        state
+                            .args
+                            .metrics
+                            .committed(seconds, ops.applied, ops.rejected);
+                        state.committed(number, batch, outcome);
+                    }
                     Err(why) => {
                         if state.failing.is_none() {
                             error!(error = %why, "a commit failed: nothing is acknowledged until the store takes writes again; client changes are refused meanwhile, reads go on");
@@ -498,6 +515,7 @@ mod tests {
                 store: Arc::clone(&store),
                 table: Arc::clone(&table),
                 received: Arc::clone(&received),
+                metrics: Arc::default(),
             },
         )
         .await
@@ -562,6 +580,7 @@ mod tests {
                 store: Arc::clone(&store),
                 table: Arc::clone(&table),
                 received,
+                metrics: Arc::default(),
             },
         )
         .await

@@ -73,7 +73,11 @@ impl MemoryTables {
         self.issued.0 = self.issued.0.saturating_add(writes.issued.0);
         self.issued.1 = self.issued.1.saturating_add(writes.issued.1);
         self.last_commit = number;
-        CommitOutcome { applied, streams }
+        CommitOutcome {
+            applied,
+            operations: writes.operations,
+            streams,
+        }
     }
 
     /// Counter `index`'s record.

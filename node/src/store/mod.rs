@@ -266,8 +266,30 @@ pub(crate) struct ApplyResult {
 pub(crate) struct CommitOutcome {
     /// One per [`Entry::Apply`], in order.
     pub(crate) applied: Vec<ApplyResult>,
+    /// Operations the commit applied to counters, and refused (they would overflow).
+    pub(crate) operations: OperationTally,
     /// The new record of every incoming stream the commit touched.
     pub(crate) streams: Vec<(String, InRecord)>,
+}
+
+/// Operations one commit applied to counters, and refused because they would overflow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OperationTally {
+    /// Applied.
+    pub(crate) applied: u64,
+    /// Refused.
+    pub(crate) rejected: u64,
+}
+
+impl OperationTally {
+    fn count(&mut self, operations: u64, applied: bool) {
+        let slot = if applied {
+            &mut self.applied
+        } else {
+            &mut self.rejected
+        };
+        *slot = slot.saturating_add(operations);
+    }
 }
 
 /// Everything one commit writes, worked out from its entries before anything is
@@ -275,6 +297,8 @@ pub(crate) struct CommitOutcome {
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
     counters: BTreeMap<u32, CounterRecord>,
+    /// Operations applied to counters and refused.
+    pub(crate) operations: OperationTally,
     streams_in: BTreeMap<String, InRecord>,
     /// New outbox rows: destination, batch.
     outbox: Vec<(String, OutBatch)>,
@@ -469,7 +493,8 @@ pub(crate) fn plan(
                 for change in changes {
                     touch(&mut writes, change.counter)?;
                     if let Some(record) = writes.counters.get_mut(&change.counter) {
-                        let _ = record.add(change.delta, change.operations);
+                        let applied = record.add(change.delta, change.operations).is_ok();
+                        writes.operations.count(change.operations, applied);
                     }
                 }
                 if !writes.streams_in.contains_key(stream) {
@@ -517,6 +542,7 @@ pub(crate) fn plan(
                     continue;
                 };
                 let outcome = record.apply(*delta);
+                writes.operations.count(1, outcome.is_ok());
                 if let Some(id) = id {
                     let remembered = IdRecord {
                         counter: *counter,
