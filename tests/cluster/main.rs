@@ -14,6 +14,7 @@ mod util;
 mod bench;
 mod cli_errors;
 mod client_ids;
+mod dashboard;
 mod durability;
 mod exactly_once;
 mod faults;

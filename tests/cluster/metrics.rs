@@ -14,7 +14,7 @@ use crate::util::{free_port, wait_for, Cluster, NodeProc};
 
 /// Whether `tool` can be run; if not, fails under `CI=true` and otherwise says loudly
 /// that `test` is skipped.
-fn tool_or_skip(tool: &str, test: &str) -> bool {
+pub fn tool_or_skip(tool: &str, test: &str) -> bool {
     let found = Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
@@ -24,9 +24,9 @@ fn tool_or_skip(tool: &str, test: &str) -> bool {
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: `{tool}` is not installed, and CI must run this test (apt-get install prometheus)"
+            "{test}: `{tool}` is not installed, and CI must run this test (.ci/run installs it)"
         );
-        eprintln!("SKIPPED {test}: `{tool}` is not installed (apt-get install prometheus)");
+        eprintln!("SKIPPED {test}: `{tool}` is not installed (.ci/run installs it from Debian)");
     }
     found
 }
@@ -81,7 +81,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Three nodes under load, each with an HTTP side on loopback.
-fn loaded_http_cluster() -> (Cluster, Vec<String>) {
+pub fn loaded_http_cluster() -> (Cluster, Vec<String>) {
     let mut https = Vec::new();
     let mut nodes: Vec<NodeProc> = Vec::new();
     for name in ["coordinator", "worker-1", "worker-2"] {

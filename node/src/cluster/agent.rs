@@ -98,6 +98,7 @@ impl Actor for NodeAgent {
                     .membership
                     .heard(&beat.from, beat.incarnation, Instant::now());
                 if heard == Heard::Restarted {
+                    facts.membership.event(&beat.from, "restarted");
                     info!(peer = %beat.from, "peer restarted (new incarnation)");
                 }
             }
@@ -106,6 +107,7 @@ impl Actor for NodeAgent {
                     .membership
                     .left(&beat.from, beat.incarnation, Instant::now())
                 {
+                    facts.membership.event(&beat.from, "left");
                     info!(peer = %beat.from, "peer left the cluster");
                 }
                 let _ = reply.send(true);

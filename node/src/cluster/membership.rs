@@ -92,10 +92,26 @@ pub(crate) enum Heard {
     Ignored,
 }
 
+/// One membership event, for the dashboard.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub(crate) struct MemberEvent {
+    /// When, in milliseconds since the Unix epoch.
+    pub(crate) at_ms: u64,
+    /// The member.
+    pub(crate) peer: String,
+    /// `joined`, `unreachable`, `back`, `left` or `restarted`.
+    pub(crate) kind: &'static str,
+}
+
+/// Membership events kept (the oldest go first).
+pub(crate) const EVENTS_KEPT: usize = 64;
+
 /// The shared membership table. Cloning shares it.
 #[derive(Debug, Clone)]
 pub(crate) struct Membership {
     peers: Arc<Mutex<BTreeMap<String, Peer>>>,
+    /// The latest membership events, oldest first.
+    events: Arc<Mutex<std::collections::VecDeque<MemberEvent>>>,
     /// When this node started (ms since the Unix epoch): its own "since".
     started_ms: u64,
 }
@@ -104,6 +120,7 @@ impl Default for Membership {
     fn default() -> Self {
         Self {
             peers: Arc::default(),
+            events: Arc::default(),
             started_ms: now_ms(),
         }
     }
@@ -267,6 +284,25 @@ impl Membership {
             peers.remove(name);
         }
         stale
+    }
+
+    /// Records that `kind` happened to `peer` (see [`MemberEvent`]).
+    pub(crate) fn event(&self, peer: &str, kind: &'static str) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(MemberEvent {
+            at_ms: now_ms(),
+            peer: peer.to_string(),
+            kind,
+        });
+    }
+
+    /// The latest membership events, oldest first.
+    pub(crate) fn events(&self) -> Vec<MemberEvent> {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.iter().cloned().collect()
     }
 
     /// When this node started, in milliseconds since the Unix epoch.

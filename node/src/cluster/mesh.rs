@@ -253,7 +253,18 @@ impl MeshState {
                     let _ = myself.cast(MeshMessage::Gossip(infos));
                 });
             }
-            Action::Report(report) => log(report),
+            Action::Report(report) => {
+                let membership = &self.args.facts.membership;
+                match &report {
+                    Report::Connected { peer, .. } => membership.event(peer, "joined"),
+                    Report::Back { peer, .. } => membership.event(peer, "back"),
+                    Report::Lost { peer, .. } | Report::Silent { peer, .. } => {
+                        membership.event(peer, "unreachable")
+                    }
+                    _ => {}
+                }
+                log(report)
+            }
         }
     }
 

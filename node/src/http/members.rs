@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::cluster::membership::{PeerStatus, PeerView};
+use crate::cluster::membership::{MemberEvent, PeerStatus, PeerView};
 
 /// The answer.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -22,6 +22,8 @@ pub(crate) struct Members {
     pub(crate) members: Vec<Member>,
     /// Members some member does not see up: `{node, unreachable_from}` for each.
     pub(crate) unreachable: Vec<Unreachable>,
+    /// The latest membership events this node saw, oldest first.
+    pub(crate) events: Vec<MemberEvent>,
 }
 
 /// One member.
@@ -66,8 +68,9 @@ pub(crate) struct Me<'a> {
     pub(crate) counters: u32,
 }
 
-/// The members view from this node (`me`) and its table (`peers`, left ones excluded).
-pub(crate) fn members(me: &Me<'_>, peers: &[PeerView]) -> Members {
+/// The members view from this node (`me`), its table (`peers`, left ones excluded)
+/// and its latest membership `events`.
+pub(crate) fn members(me: &Me<'_>, peers: &[PeerView], events: Vec<MemberEvent>) -> Members {
     // Whose view of the others is known: this node's, and that of every member up
     // from here that has described itself.
     let mut views: Vec<(&str, Vec<&str>)> = vec![(
@@ -134,6 +137,7 @@ pub(crate) fn members(me: &Me<'_>, peers: &[PeerView]) -> Members {
         node: me.name.to_string(),
         members: list,
         unreachable,
+        events,
     }
 }
 
@@ -171,7 +175,7 @@ mod tests {
             peer("w1", PeerStatus::Up, Some(&["coordinator", "w2"])),
             peer("w2", PeerStatus::Up, Some(&["coordinator", "w1"])),
         ];
-        let m = members(&me(), &peers);
+        let m = members(&me(), &peers, Vec::new());
         assert_eq!(m.members.len(), 3);
         assert_eq!(m.members[0].status, "self");
         assert_eq!(m.members[1].round_trip_ms, Some(0.25));
@@ -186,7 +190,7 @@ mod tests {
             peer("w1", PeerStatus::Up, Some(&["coordinator"])),
             peer("w2", PeerStatus::Unreachable, Some(&["coordinator", "w1"])),
         ];
-        let m = members(&me(), &peers);
+        let m = members(&me(), &peers, Vec::new());
         let w2 = m.members.iter().find(|p| p.name == "w2").unwrap();
         assert_eq!(w2.status, "unreachable");
         assert_eq!(
@@ -210,7 +214,7 @@ mod tests {
             peer("w1", PeerStatus::Up, Some(&["coordinator"])),
             peer("w2", PeerStatus::Up, Some(&["coordinator", "w1"])),
         ];
-        let m = members(&me(), &peers);
+        let m = members(&me(), &peers, Vec::new());
         let w2 = m.members.iter().find(|p| p.name == "w2").unwrap();
         assert_eq!(w2.status, "up");
         assert_eq!(w2.unreachable_from, vec!["w1"]);

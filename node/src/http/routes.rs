@@ -4,6 +4,7 @@
 //!
 //! | route | answer |
 //! | --- | --- |
+//! | `GET /` | the live dashboard (`dashboard.html`: it reads `/stats` and `/cluster/members` once a second) |
 //! | `GET /health/alive` | 200 while the node serves |
 //! | `GET /health/ready` | 200 once it has recovered its store and joined; else 503 and why |
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
@@ -100,6 +101,7 @@ const STARTING: &str = "the node is starting: recovering its store";
 /// The routes, with their state.
 pub(crate) fn router(state: HttpState) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/health/alive", get(alive))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -227,6 +229,25 @@ async fn ask(
     call_until(agent, |reply| AgentMessage::Client(request, reply), until)
         .await
         .map(|ClientReply(answer)| answer)
+}
+
+/// The live dashboard: one self-contained page (no fetch beyond this node's own API,
+/// which the content security policy holds it to).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+                 style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 /// The OpenMetrics text format, which Prometheus asks for.
@@ -357,7 +378,8 @@ async fn cluster_members(
         since_ms: facts.membership.started_ms(),
         counters: facts.table.len(),
     };
-    Ok(Json(members(&me, &facts.membership.snapshot())).into_response())
+    let view = members(&me, &facts.membership.snapshot(), facts.membership.events());
+    Ok(Json(view).into_response())
 }
 
 async fn read_encoded(

@@ -1,0 +1,197 @@
+//! The live dashboard (`GET /`) in a real browser: headless Chromium, driven over the
+//! DevTools protocol, loads the coordinator's dashboard of a 3-node cluster under load;
+//! the test reads the rendered page (3 nodes, throughput above zero), freezes a worker
+//! (SIGSTOP) and requires the page to show it unreachable within 3 s, then back after
+//! SIGCONT. Screenshots of both moments are saved under `target/tmp/` for people to look
+//! at. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+use crate::metrics::{loaded_http_cluster, tool_or_skip};
+use crate::util::{free_port, wait_for};
+
+/// A headless Chromium with one page, and its DevTools connection.
+struct Browser {
+    child: Child,
+    page: WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    /// Starts Chromium on `url`.
+    fn open(url: &str) -> Browser {
+        let port = free_port();
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1400,1050",
+                "--no-first-run",
+            ])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chromium");
+        let devtools = format!("127.0.0.1:{port}");
+        let target = wait_for("Chromium's page target", Duration::from_secs(30), || {
+            let list: Value =
+                serde_json::from_str(&crate::metrics::http_get(&devtools, "/json/list")?)
+                    .map_err(|e| e.to_string())?;
+            list.as_array()
+                .and_then(|targets| {
+                    targets
+                        .iter()
+                        .find(|t| t["type"] == "page")
+                        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+                        .map(str::to_string)
+                })
+                .ok_or(list.to_string())
+        });
+        let (page, _) = tungstenite::connect(&target).expect("cannot reach Chromium's DevTools");
+        Browser {
+            child,
+            page,
+            next_id: 1,
+            _profile: profile,
+        }
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({ "id": id, "method": method, "params": params });
+        self.page
+            .send(Message::text(request.to_string()))
+            .expect("DevTools connection lost");
+        loop {
+            let message = self.page.read().expect("DevTools connection lost");
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(text.as_str()).unwrap();
+            if answer["id"] == id {
+                assert!(answer["error"].is_null(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates `expression` in the page; its value (as JSON).
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        );
+        result["result"]["value"].clone()
+    }
+
+    /// Saves a PNG of the page under `target/tmp/NAME`; returns the path.
+    fn screenshot(&mut self, name: &str) -> String {
+        let result = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(result["data"].as_str().unwrap())
+            .unwrap();
+        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, png).unwrap();
+        path.display().to_string()
+    }
+}
+
+/// What the page shows: every node on the map with its status, and the throughput.
+const READ_PAGE: &str = r#"JSON.stringify({
+  nodes: [...document.querySelectorAll('#map .node')].map(n => [n.dataset.node, n.dataset.status]),
+  throughput: Number(document.getElementById('throughput').textContent.replace(/,/g, '')),
+  complete: document.getElementById('complete').textContent,
+  updated: document.getElementById('updated').textContent
+})"#;
+
+fn page(browser: &mut Browser) -> Value {
+    let text = browser.eval(READ_PAGE);
+    serde_json::from_str(text.as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+fn status_of(page: &Value, node: &str) -> Option<String> {
+    page["nodes"]
+        .as_array()?
+        .iter()
+        .find_map(|n| (n[0] == node).then(|| n[1].as_str().unwrap_or("").to_string()))
+}
+
+#[test]
+fn the_dashboard_shows_the_cluster_live_and_a_frozen_worker_within_3_s() {
+    let test = "the_dashboard_shows_the_cluster_live_and_a_frozen_worker_within_3_s";
+    if !tool_or_skip("chromium", test) {
+        return;
+    }
+    let (cluster, http) = loaded_http_cluster();
+    let mut browser = Browser::open(&format!("http://{}/", http[0]));
+
+    let shown = wait_for(
+        "the dashboard to show 3 nodes and throughput",
+        Duration::from_secs(30),
+        || {
+            let page = page(&mut browser);
+            let nodes = page["nodes"].as_array().map_or(0, Vec::len);
+            let flowing = page["throughput"].as_f64().is_some_and(|t| t > 0.0);
+            (nodes == 3 && flowing && page["complete"] == "complete")
+                .then(|| page.clone())
+                .ok_or(page.to_string())
+        },
+    );
+    assert_eq!(status_of(&shown, "coordinator").as_deref(), Some("self"));
+    assert_eq!(status_of(&shown, "worker-2").as_deref(), Some("up"));
+    println!(
+        "dashboard under load: {}",
+        browser.screenshot("dashboard-under-load.png")
+    );
+
+    // Freeze worker-2: the page must show it unreachable within 3 s.
+    let worker = &cluster.nodes[2];
+    worker.signal("STOP");
+    let frozen = Instant::now();
+    let seen = wait_for(
+        "worker-2 shown unreachable",
+        Duration::from_secs(10),
+        || {
+            let page = page(&mut browser);
+            (status_of(&page, "worker-2").as_deref() == Some("unreachable"))
+                .then(|| frozen.elapsed())
+                .ok_or(page.to_string())
+        },
+    );
+    let shot = browser.screenshot("dashboard-frozen-worker.png");
+    worker.signal("CONT");
+    println!("worker-2 shown unreachable {seen:?} after SIGSTOP; screenshot: {shot}");
+    assert!(
+        seen <= Duration::from_secs(3),
+        "the dashboard took {seen:?}"
+    );
+
+    wait_for("worker-2 shown up again", Duration::from_secs(20), || {
+        let page = page(&mut browser);
+        (status_of(&page, "worker-2").as_deref() == Some("up"))
+            .then_some(())
+            .ok_or(page.to_string())
+    });
+}
