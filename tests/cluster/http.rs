@@ -448,8 +448,9 @@ fn beyond_loopback_reads_need_the_token_and_none_means_no_start() {
     let http = format!("0.0.0.0:{port}");
     let node = NodeProc::start("http-wide", &["--http", &http, "--http-token", TOKEN]);
     let local = format!("127.0.0.1:{port}");
+    // Alive from the moment its port is bound; ready once its store is recovered.
     wait_status(&local, "/health/alive", 200);
-    assert_eq!(get(&local, "/health/ready").status, 200);
+    wait_status(&local, "/health/ready", 200);
     let anonymous = get(&local, "/stats");
     assert_eq!(anonymous.status, 401, "{}", anonymous.text);
     let auth = format!("Bearer {TOKEN}");
@@ -471,16 +472,18 @@ fn a_node_that_has_not_joined_is_alive_but_not_ready() {
     let _node = NodeProc::start("lonely", &["--http", &http, "--join", &nobody]);
     let alive = wait_status(&http, "/health/alive", 200);
     assert_eq!(alive.body["node"], "lonely");
-    let ready = get(&http, "/health/ready");
-    assert_eq!(ready.status, 503, "{}", ready.text);
-    assert!(
-        ready.body["reason"]
+    // Not ready while its store is recovered ("starting"), then not ready because it
+    // has not reached anyone.
+    let ready = wait_for("the reason to be the join", Duration::from_secs(20), || {
+        let ready = get(&http, "/health/ready");
+        let joining = ready.body["reason"]
             .as_str()
-            .unwrap()
-            .contains("not joined"),
-        "{}",
-        ready.text
-    );
+            .is_some_and(|r| r.contains("not joined"));
+        joining
+            .then_some(ready)
+            .ok_or_else(|| "still starting".to_string())
+    });
+    assert_eq!(ready.status, 503, "{}", ready.text);
 }
 
 #[test]
