@@ -11,6 +11,7 @@ use shared::protocol::{validate_node_name, Role};
 
 use shared::agent::CrashTarget;
 
+use crate::cluster::agent::MAX_ID_LEN;
 use crate::error::CommandError;
 use crate::load::push::Mode;
 use crate::net::cookie::CookieArgs;
@@ -321,17 +322,24 @@ fn role_parser() -> impl TypedValueParser<Value = Role> {
     PossibleValuesParser::new(["coordinator", "worker"]).try_map(|s| s.parse::<Role>())
 }
 
-/// A client change's id: 1 to 128 of letters, digits, '.', '_', ':', '-'.
+/// A client change's id: 1 to [`MAX_ID_LEN`] of letters, digits, '.', '_', ':', '-'.
 pub fn parse_change_id(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
-        && s.len() <= 128
+        && s.len() <= MAX_ID_LEN
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
     if ok {
         Ok(s.to_string())
     } else {
-        Err("an id is 1 to 128 of letters, digits, '.', '_', ':', '-'".into())
+        Err(format!(
+            "an id is 1 to {MAX_ID_LEN} of letters, digits, '.', '_', ':', '-'"
+        ))
     }
+}
+
+/// A new random change id (when a client gives none): 128 random bits in hex.
+pub(crate) fn new_change_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
 }
 
 fn parse_node_name(s: &str) -> Result<String, String> {

@@ -127,10 +127,7 @@ struct TrafficTable {
 impl TrafficTable {
     fn fold(&mut self, (name, link): (Option<String>, Arc<LinkCounters>)) {
         if let Some(name) = name {
-            let kept = self.closed.entry(name).or_default();
-            for (k, v) in kept.iter_mut().zip(link.totals()) {
-                *k = k.saturating_add(v);
-            }
+            add(self.closed.entry(name).or_default(), link.totals());
         }
     }
 }
@@ -179,13 +176,17 @@ impl Traffic {
             .collect();
         for (name, link) in table.links.values() {
             if let Some(name) = name {
-                let sum = by.entry(name.clone()).or_default();
-                for (k, v) in sum.iter_mut().zip(link.totals()) {
-                    *k = k.saturating_add(v);
-                }
+                add(by.entry(name.clone()).or_default(), link.totals());
             }
         }
         by
+    }
+}
+
+/// Adds one link's totals to a member's.
+fn add(into: &mut [u64; 4], totals: [u64; 4]) {
+    for (sum, value) in into.iter_mut().zip(totals) {
+        *sum = sum.saturating_add(value);
     }
 }
 

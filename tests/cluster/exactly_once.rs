@@ -330,14 +330,9 @@ fn a_worker_frozen_three_times_loses_and_doubles_nothing() {
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 10);
     let clients = ClientLoop::start(&cluster);
-    for _ in 0..3 {
-        cluster.nodes[1].signal("STOP");
-        // The fault itself lasts 3 s (this is its length, not a wait for anything).
-        std::thread::sleep(Duration::from_secs(3));
-        cluster.nodes[1].signal("CONT");
-        cluster.wait_mesh(12);
-    }
-    cluster.wait_mesh(12);
+    three_times(&cluster, |on| {
+        cluster.nodes[1].signal(if on { "STOP" } else { "CONT" })
+    });
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "SIGSTOP worker-1 3 s, three times");
 }
@@ -379,14 +374,7 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
     cluster.wait_mesh(12);
     wait_issued(&seed, "worker-2", ops / 10);
     let clients = ClientLoop::start(&cluster);
-    for _ in 0..3 {
-        lab.cut();
-        // The partition lasts 3 s (its length, not a wait for anything).
-        std::thread::sleep(Duration::from_secs(3));
-        lab.heal();
-        cluster.wait_mesh(12);
-    }
-    cluster.wait_mesh(12);
+    three_times(&cluster, |on| if on { lab.cut() } else { lab.heal() });
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "worker-2 cut off 3 s, three times");
 }
@@ -405,9 +393,20 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
     assert_eq!(cluster.nodes[2].wait_exit(Duration::from_secs(15)), Some(0));
     cluster.nodes[2].restart();
     cluster.wait_mesh(12);
-    cluster.wait_mesh(12);
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "SIGTERM worker-2 mid-load, restart");
+}
+
+/// Three episodes of a fault: `fault(true)` starts it, it lasts 3 s, `fault(false)`
+/// ends it, and the full mesh is back before the next.
+fn three_times(cluster: &Cluster, mut fault: impl FnMut(bool)) {
+    for _ in 0..3 {
+        fault(true);
+        // The fault lasts 3 s (its length, not a wait for anything).
+        std::thread::sleep(Duration::from_secs(3));
+        fault(false);
+        cluster.wait_mesh(12);
+    }
 }
 
 /// A small filesystem of its own (tmpfs), unmounted when dropped: a disk that can be

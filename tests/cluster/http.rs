@@ -105,22 +105,10 @@ fn post(addr: &str, path: &str, key: Option<&str>, body: &str) -> Reply {
 
 /// A coordinator and one worker, both with an HTTP side on loopback and the token.
 fn http_cluster() -> (Cluster, Vec<String>) {
-    let mut https = Vec::new();
-    let mut nodes = Vec::new();
-    for name in ["coordinator", "worker-1"] {
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["--http", &http, "--http-token", TOKEN, "--counters", "2"];
-        let seed;
-        if name == "coordinator" {
-            args.extend(["--role", "coordinator"]);
-        } else {
-            seed = nodes.first().map(|n: &NodeProc| n.addr.clone()).unwrap();
-            args.extend(["--join", seed.as_str()]);
-        }
-        nodes.push(NodeProc::start(name, &args));
-        https.push(http);
-    }
-    let cluster = Cluster { nodes };
+    let (cluster, https) = Cluster::start_with_http(
+        &["coordinator", "worker-1"],
+        &["--http-token", TOKEN, "--counters", "2"],
+    );
     cluster.wait_mesh(4);
     (cluster, https)
 }
@@ -492,15 +480,30 @@ fn a_client_that_never_reads_its_answers_is_cut_off() {
     let addr = http[0].clone();
     // Pipelined requests, written as long as the node takes them, never read.
     let mut greedy = TcpStream::connect(&addr).unwrap();
+    // A write blocked for 30 s means the node kept the connection: the test fails
+    // rather than hangs.
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let writer = std::thread::spawn(move || {
         let request = b"GET /health/alive HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
         let started = Instant::now();
-        while greedy.write_all(&request).is_ok() {
-            if started.elapsed() > Duration::from_secs(60) {
-                return None;
+        loop {
+            match greedy.write_all(&request) {
+                Ok(()) if started.elapsed() > Duration::from_secs(60) => return None,
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                // Closed (reset, broken pipe): cut off.
+                Err(_) => return Some(started.elapsed()),
             }
         }
-        Some(started.elapsed())
     });
     // Meanwhile everyone else is answered.
     for _ in 0..5 {

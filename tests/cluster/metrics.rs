@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{free_port, wait_for, Cluster, NodeProc};
+use crate::util::{free_port, wait_for, Cluster};
 
 /// Whether `tool` can be run; if not, fails under `CI=true` and otherwise says loudly
 /// that `test` is skipped.
@@ -82,20 +82,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 /// Three nodes under load, each with an HTTP side on loopback.
 pub fn loaded_http_cluster() -> (Cluster, Vec<String>) {
-    let mut https = Vec::new();
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    for name in ["coordinator", "worker-1", "worker-2"] {
-        let http = format!("127.0.0.1:{}", free_port());
-        let mut args = vec!["--http", &http, "--counters", "2", "--load", "2000"];
-        let seed = nodes.first().map(|n| n.addr.clone());
-        match &seed {
-            None => args.extend(["--role", "coordinator"]),
-            Some(seed) => args.extend(["--join", seed.as_str()]),
-        }
-        nodes.push(NodeProc::start(name, &args));
-        https.push(http);
-    }
-    let cluster = Cluster { nodes };
+    let (cluster, https) = Cluster::start_with_http(
+        &["coordinator", "worker-1", "worker-2"],
+        &["--counters", "2", "--load", "2000"],
+    );
     cluster.wait_mesh(6);
     (cluster, https)
 }
@@ -240,14 +230,17 @@ fn prometheus_scrapes_the_cluster_and_sees_the_load() {
     }
     let _stop = Stop(&mut prometheus);
 
+    // Prometheus's query API: `query`'s answer.
+    let ask = |query: &str| -> Result<Value, String> {
+        serde_json::from_str(&http_get(&web, query)?).map_err(|e| e.to_string())
+    };
     // Every node's series, through Prometheus's query API.
     let query = "/api/v1/query?query=counter_cluster_operations_applied_total";
     let first = wait_for(
         "Prometheus to have scraped all three nodes",
         Duration::from_secs(30),
         || {
-            let answer: Value =
-                serde_json::from_str(&http_get(&web, query)?).map_err(|e| e.to_string())?;
+            let answer = ask(query)?;
             let results = answer["data"]["result"]
                 .as_array()
                 .cloned()
@@ -276,8 +269,7 @@ fn prometheus_scrapes_the_cluster_and_sees_the_load() {
         "the scraped operations to grow",
         Duration::from_secs(30),
         || {
-            let answer: Value =
-                serde_json::from_str(&http_get(&web, query)?).map_err(|e| e.to_string())?;
+            let answer = ask(query)?;
             let now = total(&answer);
             (now > before)
                 .then_some(())
@@ -289,8 +281,7 @@ fn prometheus_scrapes_the_cluster_and_sees_the_load() {
         "a positive rate over the scrapes",
         Duration::from_secs(30),
         || {
-            let answer: Value =
-                serde_json::from_str(&http_get(&web, rate)?).map_err(|e| e.to_string())?;
+            let answer = ask(rate)?;
             let value = total(&answer);
             (value > 0.0).then_some(()).ok_or(answer.to_string())
         },

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::faults::{freeze_worker, kill_coordinator, kill_worker, FaultTimes, DETECT, REJOIN};
 use crate::partition::partition;
-use crate::util::{free_port, rss_mib, stats, timing_lock, Cluster, NodeProc};
+use crate::util::{rss_mib, stats, timing_lock, Cluster};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -48,12 +48,9 @@ fn soak(mode: &str) {
     let secs = env_or("SOAK_SECS", 60);
     // Every node also serves HTTP, and its /metrics is scraped every second throughout
     // (as Prometheus would): that must cost the cluster path no false alarm.
-    let mut nodes: Vec<NodeProc> = Vec::new();
-    let mut https = Vec::new();
-    for name in ["coordinator", "worker-1", "worker-2"] {
-        let http = format!("127.0.0.1:{}", free_port());
-        let seed = nodes.first().map(|n| n.addr.clone());
-        let mut args = vec![
+    let (cluster, https) = Cluster::start_with_http(
+        &["coordinator", "worker-1", "worker-2"],
+        &[
             "--counters",
             "4",
             "--load",
@@ -62,17 +59,8 @@ fn soak(mode: &str) {
             mode,
             "--stats-interval",
             "1",
-            "--http",
-            &http,
-        ];
-        match &seed {
-            None => args.extend(["--role", "coordinator"]),
-            Some(seed) => args.extend(["--join", seed.as_str()]),
-        }
-        nodes.push(NodeProc::start(name, &args));
-        https.push(http);
-    }
-    let cluster = Cluster { nodes };
+        ],
+    );
     cluster.wait_mesh(12);
     let scraping = Arc::new(AtomicBool::new(true));
     let scraper = {

@@ -217,6 +217,27 @@ impl Cluster {
         Cluster { nodes }
     }
 
+    /// Starts `names[0]` as the coordinator and the others joining it, each with an HTTP
+    /// side on its own loopback port and `extra` arguments; returns the cluster and the
+    /// nodes' HTTP addresses, in the same order. (Does not wait for the mesh.)
+    pub fn start_with_http(names: &[&str], extra: &[&str]) -> (Cluster, Vec<String>) {
+        let mut nodes: Vec<NodeProc> = Vec::new();
+        let mut https = Vec::new();
+        for name in names {
+            let http = format!("127.0.0.1:{}", free_port());
+            let seed = nodes.first().map(|n| n.addr.clone());
+            let mut args = vec!["--http", http.as_str()];
+            match &seed {
+                None => args.extend(["--role", "coordinator"]),
+                Some(seed) => args.extend(["--join", seed.as_str()]),
+            }
+            args.extend_from_slice(extra);
+            nodes.push(NodeProc::start(name, &args));
+            https.push(http);
+        }
+        (Cluster { nodes }, https)
+    }
+
     /// Waits until a collection through node `via` sees `nodes` nodes and `counters`
     /// counters, complete.
     pub fn wait_complete(&self, via: usize, nodes: u64, counters: u64) -> Value {

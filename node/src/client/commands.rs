@@ -114,29 +114,17 @@ fn print_value(answer: ClientAnswer) -> Result<(), CommandError> {
     }
 }
 
-/// What one attempt at a change says about it.
-enum Attempt {
-    /// Applied (now, or before with this id).
-    Applied(Applied),
-    /// Not applied, and it will not be: give up.
-    Refused(CommandError),
-    /// Not applied by this attempt (it never got through, or the node cannot take
-    /// changes now): try again.
-    NotThrough(CommandError),
-    /// Handed over, and no answer: try again with the same id.
-    InDoubt(CommandError),
-}
-
 /// Classifies one attempt's result; `sent` says whether the request was handed over.
-fn attempt_outcome(result: Result<ClientAnswer, CommandError>, sent: bool) -> Attempt {
+/// `InDoubt` and `NotThrough` here are about this attempt only: try again.
+fn attempt_outcome(result: Result<ClientAnswer, CommandError>, sent: bool) -> ChangeOutcome {
     use shared::agent::ClientError as E;
     use shared::counter::CounterError as C;
     match result {
-        Ok(ClientAnswer::Applied(applied)) => Attempt::Applied(applied),
-        Ok(_) => Attempt::Refused(CommandError::Local("unexpected answer".into())),
+        Ok(ClientAnswer::Applied(applied)) => ChangeOutcome::Applied(applied),
+        Ok(_) => ChangeOutcome::Refused(CommandError::Local("unexpected answer".into())),
         Err(e) => match &e {
-            CommandError::RequestTimeout(..) if sent => Attempt::InDoubt(e),
-            CommandError::Rejected(E::InDoubt { .. }) => Attempt::InDoubt(e),
+            CommandError::RequestTimeout(..) if sent => ChangeOutcome::InDoubt(e),
+            CommandError::Rejected(E::InDoubt { .. }) => ChangeOutcome::InDoubt(e),
             CommandError::Rejected(E::Refused {
                 error: C::Unavailable(_),
                 ..
@@ -148,8 +136,8 @@ fn attempt_outcome(result: Result<ClientAnswer, CommandError>, sent: bool) -> At
             | CommandError::ConnectTimeout(..)
             | CommandError::Busy(_)
             | CommandError::NoAnswer(_)
-            | CommandError::RequestTimeout(..) => Attempt::NotThrough(e),
-            _ => Attempt::Refused(e),
+            | CommandError::RequestTimeout(..) => ChangeOutcome::NotThrough(e),
+            _ => ChangeOutcome::Refused(e),
         },
     }
 }
@@ -169,7 +157,7 @@ async fn apply(
     delta: Delta,
     id: Option<String>,
 ) -> Result<(), CommandError> {
-    let id = id.unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
+    let id = id.unwrap_or_else(crate::cli::new_change_id);
     let deadline = Instant::now() + conn.timeout;
     let outcome = try_change(deadline, || async {
         let request = ClientRequest::Apply {
@@ -236,22 +224,23 @@ where
     let mut pause = RETRY_PAUSE;
     loop {
         let (result, sent) = attempt().await;
-        let last = match attempt_outcome(result, sent) {
-            Attempt::Applied(applied) => return ChangeOutcome::Applied(applied),
-            Attempt::Refused(e) => return ChangeOutcome::Refused(e),
-            Attempt::InDoubt(e) => {
+        let not_through = match attempt_outcome(result, sent) {
+            ChangeOutcome::InDoubt(e) => {
                 doubt = Some(e);
                 None
             }
-            Attempt::NotThrough(e) => Some(e),
+            ChangeOutcome::NotThrough(e) => Some(e),
+            done => return done,
         };
         if Instant::now() + pause >= deadline {
-            return match (doubt, last) {
+            // Once handed over without an answer, the change stays in doubt whatever
+            // later attempts say; else the last attempt's reason.
+            return match (doubt, not_through) {
                 (Some(why), _) => ChangeOutcome::InDoubt(why),
-                (None, Some(last)) => ChangeOutcome::NotThrough(last),
-                (None, None) => {
-                    ChangeOutcome::NotThrough(CommandError::Local("no attempt was made".into()))
-                }
+                (None, Some(why)) => ChangeOutcome::NotThrough(why),
+                (None, None) => unreachable!(
+                    "an attempt that was neither in doubt nor not through returned above"
+                ),
             };
         }
         tokio::time::sleep(pause).await;

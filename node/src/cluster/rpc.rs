@@ -1,9 +1,11 @@
-//! Calls with a deadline, and fan-outs that never spawn a task per call.
+//! Calls with a deadline, and fan-outs.
 //!
 //! A handler must not wait on another actor, so the fan-outs here are for tasks (a
 //! collection, gossip, a leave notice) and clients: [`ask`] sends one call and returns
 //! the receiver of its answer, [`gather`] waits for many receivers until one shared
-//! deadline. Every failure (timeout, dropped reply, a peer that went away) is simply
+//! deadline without a task per call. [`gather_timed`] (gossip, to time each peer's
+//! round trip) waits for all at once, with a task per peer: as many as there are
+//! members, each gone by the shared deadline. Every failure (timeout, dropped reply, a peer that went away) is simply
 //! "no answer": callers report it, they do not retry blindly.
 
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //!
 //! | what | on a loopback address | on any other address |
 //! | --- | --- | --- |
-//! | `/health/*`, `/metrics` | open | open |
-//! | reads (`/stats`, `/cluster/members`, `GET /counters/...`, the dashboard) | open | token |
+//! | `/health/*`, `/metrics`, the dashboard page (it holds no data) | open | open |
+//! | reads (`/stats`, `/cluster/members`, `GET /counters/...`; the dashboard's own fetches) | open | token |
 //! | changes (`POST /counters/...`) | token | token |
 //!
 //! The token is given like the cookie (`--http-token`, `NODE_HTTP_TOKEN`, or

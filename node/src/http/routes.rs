@@ -477,7 +477,7 @@ async fn change(
         }
     };
     let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => format!("{:032x}", fastrand::u128(..)),
+        None => crate::cli::new_change_id(),
         Some(value) => value
             .to_str()
             .map_err(|_| "not text".to_string())

@@ -104,11 +104,6 @@ impl Window {
         self.issued
     }
 
-    /// Batches sent so far in this run, counting those sent again.
-    pub fn fences(&self) -> u64 {
-        self.fences
-    }
-
     /// Makes the next batch; returns its number. (The caller checks [`Window::is_full`]
     /// first.)
     pub fn make(&mut self) -> u64 {
