@@ -216,6 +216,9 @@ impl JournalState {
             return;
         }
         let myself = myself.clone();
+        // Counted before it leaves this thread: a journal that replaces this one (if it
+        // fails now) waits for the commit, even one that has not begun yet.
+        let handed_off = Store::hand_off(&store);
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
         tokio::task::spawn_blocking(move || {
@@ -226,6 +229,7 @@ impl JournalState {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(_) => Err("the commit panicked".to_string()),
             };
+            drop(handed_off);
             let _ = myself.cast(JournalMessage::Committed {
                 number,
                 batch,

@@ -31,7 +31,7 @@ pub(crate) mod memory;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
 use shared::counter::{Applied, CounterError, Delta};
@@ -329,6 +329,27 @@ pub(crate) struct Store {
     origin: u64,
     /// Held for the length of a commit: see [`Store::settled`].
     committing: Mutex<()>,
+    /// Commits handed to another thread and not returned yet (counted from the
+    /// hand-off, before they take `committing`), and their end: see [`Store::settled`].
+    handed_off: (Mutex<u64>, Condvar),
+}
+
+/// How long a journal that starts waits for its predecessor's commits to return.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A commit handed to another thread, counted from the hand-off until it is dropped
+/// (after the commit returned): see [`Store::settled`].
+pub(crate) struct HandedOff(Arc<Store>);
+
+impl Drop for HandedOff {
+    fn drop(&mut self) {
+        let (count, ended) = &self.0.handed_off;
+        let mut count = count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            ended.notify_all();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -349,6 +370,7 @@ impl Store {
             kind: Kind::File(file),
             origin,
             committing: Mutex::default(),
+            handed_off: Default::default(),
         };
         Ok((store, recovered))
     }
@@ -359,6 +381,7 @@ impl Store {
             kind: Kind::Memory(Mutex::default()),
             origin: fastrand::u64(..),
             committing: Mutex::default(),
+            handed_off: Default::default(),
         };
         let recovered = Recovered {
             records: vec![CounterRecord::default(); counters as usize],
@@ -366,6 +389,15 @@ impl Store {
             fresh: true,
         };
         (store, recovered)
+    }
+
+    /// Counts a commit about to be handed to another thread, before it is: a journal
+    /// that starts meanwhile waits for it ([`Store::settled`]). Drop the guard once the
+    /// commit has returned.
+    pub(crate) fn hand_off(store: &Arc<Store>) -> HandedOff {
+        let (count, _) = &store.handed_off;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        HandedOff(Arc::clone(store))
     }
 
     /// Whether commits reach a disk (so are worth running off the actor's thread).
@@ -440,10 +472,28 @@ impl Store {
         }
     }
 
-    /// Once no commit is running (one started by a journal that has failed since may
-    /// still be), the last commit's number, the records of counters `0..counters` and
-    /// of every incoming stream. Blocks: call it off the async threads.
+    /// Once no commit is running or handed off (one started by a journal that has
+    /// failed since may still be, or may not have begun yet), the last commit's number,
+    /// the records of counters `0..counters` and of every incoming stream. Blocks: call
+    /// it off the async threads.
     pub(crate) fn settled(&self, counters: u32) -> Result<Settled, StoreError> {
+        let (count, ended) = &self.handed_off;
+        let mut pending = count.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        while *pending > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Write(format!(
+                    "a commit handed off before this journal started has not returned in \
+                     {SETTLE_WAIT:?}"
+                )));
+            }
+            pending = ended
+                .wait_timeout(pending, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(pending);
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Settled {
             last_commit: self.last_commit()?,
@@ -584,6 +634,43 @@ fn saturate(value: i128) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal that starts reads the store only once every commit handed off before
+    /// it has returned, even one that had not begun when it started.
+    #[test]
+    fn settling_waits_for_commits_handed_off_before() {
+        let (store, _) = Store::memory(2);
+        let store = Arc::new(store);
+        let handed_off = Store::hand_off(&store);
+        let (done, settled) = std::sync::mpsc::channel();
+        let reader = Arc::clone(&store);
+        let waiter = std::thread::spawn(move || {
+            let last = reader.settled(2).map(|s| s.last_commit);
+            let _ = done.send(());
+            last
+        });
+        assert!(
+            settled
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "settled while a commit was handed off and had not begun"
+        );
+        let change = Entry::Apply {
+            counter: 0,
+            delta: Delta::Increment(1),
+            id: None,
+        };
+        store.commit(1, 0, &[change]).unwrap();
+        drop(handed_off);
+        settled
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("settled did not return once the commit was done");
+        assert_eq!(
+            waiter.join().unwrap().unwrap(),
+            1,
+            "it read the store before"
+        );
+    }
 
     fn change(counter: u32, delta: i128, operations: u64) -> Change {
         Change {
