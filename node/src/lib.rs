@@ -28,6 +28,7 @@
 //! | [`client`] | a client's connection to the node it dials, and the commands |
 //! | [`http`] | the HTTP side: health probes, stats, members, counters (`--http`) |
 //! | [`metrics`] | what `GET /metrics` exports: recorded as it happens, or read at each scrape |
+//! | [`runtime`] | the async runtime: its worker threads, and the busy poll after network reads |
 //! | [`logging`] | tracing to stderr, with ractor_cluster's routine warnings held back |
 //! | [`shutdown`] | the Ctrl-C / SIGTERM signal |
 //! | [`error`] | typed errors at the node's and the client's edges |
@@ -50,6 +51,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod root;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub(crate) mod stats;

@@ -14,14 +14,21 @@ fn main() -> ExitCode {
     // Undecodable frames from peers are counted, not printed one backtrace each.
     node::net::panic_hook::install();
 
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let options = match cli.command {
+        Some(_) => node::runtime::RuntimeOptions::from_env(),
+        None => Ok(node::runtime::RuntimeOptions {
+            worker_threads: cli.serve.worker_threads,
+            busy_poll: cli.serve.busy_poll_us,
+        }),
+    };
+    let options = match options {
+        Ok(options) => options,
         Err(error) => {
-            eprintln!("node: error: cannot start the runtime: {error}");
+            eprintln!("node: error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let work = async move {
         match cli.command {
             Some(command) => node::client::commands::run(command)
                 .await
@@ -38,9 +45,12 @@ fn main() -> ExitCode {
                     })
             }
         }
-    });
-    // Do not wait for stray tasks (a client's unfinished sessions) at exit.
-    runtime.shutdown_background();
+    };
+    // Tasks still running at the end (a client's unfinished sessions) are not waited for.
+    let result = match node::runtime::run(options, work) {
+        Ok(result) => result,
+        Err(error) => Err((1, Some(format!("cannot run: {error}")))),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {

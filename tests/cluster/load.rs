@@ -7,19 +7,28 @@ use crate::util::{stats, wait_for, Cluster};
 
 #[test]
 fn coalesced_load_totals_match_issued_exactly() {
-    load_totals_match_issued_exactly("coalesced");
+    load_totals_match_issued_exactly("coalesced", &[]);
 }
 
 #[test]
 fn unbatched_load_totals_match_issued_exactly() {
-    load_totals_match_issued_exactly("unbatched");
+    load_totals_match_issued_exactly("unbatched", &[]);
 }
 
-fn load_totals_match_issued_exactly(mode: &str) {
+/// The runtime the defaults replaced (several worker threads, no busy poll) stays a
+/// working choice.
+#[test]
+fn load_on_two_worker_threads_without_busy_poll_is_exact() {
+    load_totals_match_issued_exactly(
+        "unbatched",
+        &["--worker-threads", "2", "--busy-poll-us", "0"],
+    );
+}
+
+fn load_totals_match_issued_exactly(mode: &str, runtime: &[&str]) {
     const PER_NODE: u64 = 1500;
     let ops = PER_NODE.to_string();
-    let cluster = Cluster::start(
-        2,
+    let args = [
         &[
             "--counters",
             "4",
@@ -30,7 +39,10 @@ fn load_totals_match_issued_exactly(mode: &str) {
             "--load-mode",
             mode,
         ],
-    );
+        runtime,
+    ]
+    .concat();
+    let cluster = Cluster::start(2, &args);
     let s = wait_for(
         "load clients to finish and every operation to be counted",
         Duration::from_secs(30),

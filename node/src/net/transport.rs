@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::{NodeServerMessage, RactorMessage};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -47,6 +47,7 @@ use super::metered::Metered;
 use super::tls::{server_name, Tls};
 use crate::cluster::detector::AUTH_GRACE;
 use crate::metrics::{NodeMetrics, Refusal, Traffic};
+use crate::runtime::busy_poll::Noted;
 
 /// Connections waiting to authenticate (TLS handshake included), from everyone.
 pub(crate) const MAX_UNAUTHENTICATED: usize = 256;
@@ -57,6 +58,8 @@ pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
 pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long a connecting peer has to complete the TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Each session's read buffer (larger reads, such as a big batch's payload, bypass it).
+const READ_BUFFER: usize = 16 * 1024;
 /// At most one log line per source address in this time (whatever the reason).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -226,6 +229,11 @@ fn hand_over<S>(
         }
         None => (reader, Box::new(writer)),
     };
+    // ractor_cluster reads each frame's 8-byte length and then its payload, each a read
+    // of its own: through a buffer, one system call brings every frame that has arrived.
+    // Reads that bring bytes start the busy poll (see `crate::runtime`).
+    let reader: ractor_cluster::BoxRead =
+        Box::new(Noted(BufReader::with_capacity(READ_BUFFER, reader)));
     let stream = Split {
         reader,
         writer,

@@ -8,6 +8,7 @@
 //! | [`raw_tcp`] | the reference: length-prefixed bincode frames over one loopback connection |
 //! | [`nodes`] | starting node processes and reading their memory |
 //! | [`sender`] | the client process that pushes increments or times calls |
+//! | [`redis`] | the optional yardstick: Redis's one-client `INCR` latency, in the same run |
 //! | [`sequential`] | the baseline collection: one remote call per counter, one after another |
 //! | [`report`] | the figures, as a table or JSON |
 //!
@@ -16,6 +17,7 @@
 
 mod nodes;
 mod raw_tcp;
+mod redis;
 mod report;
 mod sender;
 mod sequential;
@@ -120,14 +122,14 @@ enum Internal {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     node::logging::init(true);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let options = match node::runtime::RuntimeOptions::from_env() {
+        Ok(options) => options,
         Err(error) => {
-            eprintln!("node-bench: error: cannot start the runtime: {error}");
+            eprintln!("node-bench: error: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
+    let work = async move {
         match cli.sender {
             Some(Internal::Sender {
                 join,
@@ -137,8 +139,9 @@ fn main() -> ExitCode {
             }) => sender::run(&join, DEV_COOKIE, measure, mode, ops).await,
             None => run(cli.options).await,
         }
-    });
-    runtime.shutdown_background();
+    };
+    let result = node::runtime::run(options, work)
+        .unwrap_or_else(|e| Err(CommandError::Local(format!("cannot run: {e}"))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -222,6 +225,11 @@ async fn figures(
         let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
         report.remote_call_p50_us = calls.p50_us;
         report.remote_call_p99_us = calls.p99_us;
+        step("the yardstick: Redis, one client's INCRs one at a time (optional)");
+        report.redis_incr_p50_us = redis::incr_p50_us().await?;
+        if report.redis_incr_p50_us.is_none() {
+            step("redis-server or redis-benchmark is not installed: the Redis yardstick is left out (optional; Debian: redis-server redis-tools)");
+        }
         let applies = run_sender(
             &sink.addr,
             Measure::Applies,

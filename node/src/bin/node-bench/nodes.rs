@@ -157,7 +157,7 @@ fn node_binary() -> Result<PathBuf, CommandError> {
 }
 
 /// A loopback port nobody is listening on right now.
-fn free_port() -> Result<u16, CommandError> {
+pub(crate) fn free_port() -> Result<u16, CommandError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -1,0 +1,198 @@
+//! Busy polling after network traffic (see [the runtime](super) for why).
+//!
+//! Every read that brings bytes from a cluster connection goes through [`Noted`], which
+//! counts it and, if nothing is spinning, wakes the spinner. The spinner is one task: it
+//! yields to every other task and lets the runtime poll its sockets without sleeping,
+//! again and again, until its [`SpinWindow`] has seen no read for the whole window; then
+//! it waits for the next read like any idle task, and the worker sleeps. A yielded task
+//! runs again only once the worker has nothing else to run, so a spin never delays
+//! work: it fills the worker's idle moments. (Yielding the thread to the operating
+//! system on every turn as well was measured and dropped: it made no difference here.)
+//!
+//! The spinner is one per process (the runtime that [`start`]ed it); [`Noted`] is a
+//! no-op where none was started (tests, other runtimes).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::Notify;
+
+/// When a spin ends: `window` after the last activity it saw. A pure core: driven by
+/// the activity count and the time it is handed.
+#[derive(Debug, Clone)]
+pub(crate) struct SpinWindow {
+    window: Duration,
+    seen: u64,
+    until: Instant,
+}
+
+impl SpinWindow {
+    /// A spin starting at `now`, with the activity count at `activity`.
+    pub(crate) fn start(window: Duration, activity: u64, now: Instant) -> Self {
+        Self {
+            window,
+            seen: activity,
+            until: now + window,
+        }
+    }
+
+    /// One turn of the spin, with the activity count and the time now: whether to go
+    /// on spinning. New activity moves the end to `window` from now.
+    pub(crate) fn go_on(&mut self, activity: u64, now: Instant) -> bool {
+        if activity != self.seen {
+            self.seen = activity;
+            self.until = now + self.window;
+        }
+        now < self.until
+    }
+}
+
+/// What [`Noted`] readers and the spinner share.
+struct Spinner {
+    /// Reads with bytes so far.
+    activity: AtomicU64,
+    /// Whether the spinner is spinning (then a read need not wake it).
+    spinning: AtomicBool,
+    wake: Notify,
+}
+
+static SPINNER: OnceLock<Spinner> = OnceLock::new();
+
+/// Starts this process's spinner on `runtime`, with spins of `window` after the last
+/// read. Once per process; a second call does nothing.
+pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
+    let mut fresh = false;
+    let spinner = SPINNER.get_or_init(|| {
+        fresh = true;
+        Spinner {
+            activity: AtomicU64::new(0),
+            spinning: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    });
+    if fresh {
+        runtime.spawn(spin(spinner, window));
+    }
+}
+
+/// Notes a read that brought bytes.
+fn note() {
+    if let Some(spinner) = SPINNER.get() {
+        spinner.activity.fetch_add(1, Ordering::Relaxed);
+        if !spinner.spinning.load(Ordering::Relaxed) {
+            spinner.wake.notify_one();
+        }
+    }
+}
+
+/// Whether this process's spinner is spinning now (false where there is none).
+pub fn spinning() -> bool {
+    SPINNER
+        .get()
+        .is_some_and(|s| s.spinning.load(Ordering::Relaxed))
+}
+
+async fn spin(spinner: &'static Spinner, window: Duration) {
+    loop {
+        spinner.wake.notified().await;
+        spinner.spinning.store(true, Ordering::Relaxed);
+        let mut spin = SpinWindow::start(
+            window,
+            spinner.activity.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        loop {
+            // Back after every other task ready now has run and the sockets have been
+            // polled (without sleeping: this task is ready again).
+            tokio::task::yield_now().await;
+            if !spin.go_on(spinner.activity.load(Ordering::Relaxed), Instant::now()) {
+                break;
+            }
+        }
+        spinner.spinning.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A reader whose reads with bytes start (or extend) a spin.
+pub(crate) struct Noted<R>(pub(crate) R);
+
+impl<R: AsyncRead + Unpin> AsyncRead for Noted<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.get_mut().0).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            note();
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn a_spin_lasts_the_window_after_the_last_activity() {
+        let t0 = Instant::now();
+        let mut spin = SpinWindow::start(100 * US, 7, t0);
+        assert!(spin.go_on(7, t0 + 50 * US));
+        assert!(spin.go_on(7, t0 + 99 * US));
+        // Activity at 99 µs: the spin now lasts until 199 µs.
+        assert!(spin.go_on(8, t0 + 99 * US));
+        assert!(spin.go_on(8, t0 + 150 * US));
+        assert!(spin.go_on(8, t0 + 198 * US));
+        assert!(!spin.go_on(8, t0 + 199 * US));
+    }
+
+    #[test]
+    fn a_spin_without_activity_ends_after_one_window() {
+        let t0 = Instant::now();
+        let mut spin = SpinWindow::start(100 * US, 0, t0);
+        assert!(spin.go_on(0, t0));
+        assert!(!spin.go_on(0, t0 + 100 * US));
+        assert!(!spin.go_on(0, t0 + 10_000 * US));
+    }
+
+    /// The spinner of this test process: reads start it, and it stops (the worker may
+    /// sleep) once reads stop. Real time, so deadlines are generous.
+    #[test]
+    fn reads_start_the_spinner_and_silence_stops_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        start(&runtime, Duration::from_millis(20));
+        runtime.block_on(async {
+            let wait_for = |want: bool, what: &str| {
+                let what = what.to_string();
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while spinning() != want {
+                        assert!(Instant::now() < deadline, "{what} within 5 s");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            };
+            wait_for(false, "no spin before any read").await;
+            let (mut a, b) = tokio::io::duplex(64);
+            let mut reader = Noted(b);
+            a.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            reader.read_exact(&mut byte).await.unwrap();
+            wait_for(true, "a read starts a spin").await;
+            wait_for(false, "the spin ends 20 ms after the last read").await;
+        });
+    }
+}
