@@ -8,6 +8,11 @@ use node::cli::Cli;
 use node::config::NodeConfig;
 use node::error::NodeError;
 
+/// mimalloc rather than glibc's malloc: every message allocates, and a profile of a
+/// collection put a third of its CPU in glibc's malloc and free (BENCHMARKS, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     node::logging::init(cli.command.is_some());

@@ -241,8 +241,14 @@ pub(crate) struct Detector {
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
+    /// Sessions that authenticated and are not ready yet (syncing their groups).
+    authenticated: HashMap<ActorId, Handshake>,
     /// Ready sessions of cluster members.
     sessions: HashMap<ActorId, SessionPeer>,
+    /// Peers whose last ready session closed while a session this node dialed to the
+    /// same address was still coming up: by name, the address and when. The loss is
+    /// declared only if that session does not become ready (see [`Detector::closed`]).
+    deferred_losses: HashMap<String, (String, Instant)>,
     gossip_in_flight: bool,
     /// A peer came up during the round in flight: another round follows it at once.
     gossip_again: bool,
@@ -260,7 +266,9 @@ impl Detector {
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
+            authenticated: HashMap::new(),
             sessions: HashMap::new(),
+            deferred_losses: HashMap::new(),
             gossip_in_flight: false,
             gossip_again: false,
             last_gossip: None,
@@ -294,7 +302,9 @@ impl Detector {
                 );
             }
             Input::Authenticated(session) => {
-                self.handshakes.remove(&session);
+                if let Some(h) = self.handshakes.remove(&session) {
+                    self.authenticated.insert(session, h);
+                }
             }
             Input::Ready { session, peer } => self.ready(now, session, peer, membership, &mut out),
             Input::Closed { session, refusal } => {
@@ -303,7 +313,49 @@ impl Detector {
             Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
             Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
         }
+        if !self.deferred_losses.is_empty() {
+            self.settle_deferred_losses(now, membership, &mut out);
+        }
         out
+    }
+
+    /// Whether a session this node dialed to `addr` is coming up (in its handshake, or
+    /// authenticated and syncing).
+    fn dial_coming_up(&self, addr: &str) -> bool {
+        self.handshakes
+            .values()
+            .chain(self.authenticated.values())
+            .filter(|h| !h.inbound)
+            .any(|h| self.dialed_as(&h.peer_addr).as_deref() == Some(addr))
+    }
+
+    /// Ends each deferred loss whose peer is up again (nothing to say) or whose dialed
+    /// session will not come up (the loss is declared now), or that waited longer than
+    /// a handshake may take.
+    fn settle_deferred_losses(
+        &mut self,
+        now: Instant,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        let names: Vec<String> = self.deferred_losses.keys().cloned().collect();
+        for name in names {
+            let Some((addr, since)) = self.deferred_losses.get(&name).cloned() else {
+                continue;
+            };
+            let back = self
+                .sessions
+                .values()
+                .any(|p| p.member.as_deref() == Some(name.as_str()));
+            let waited_out = now.saturating_duration_since(since) > AUTH_GRACE;
+            if !back && self.dial_coming_up(&addr) && !waited_out {
+                continue;
+            }
+            self.deferred_losses.remove(&name);
+            if !back && membership.lost(&name, now) {
+                out.push(Action::Report(Report::Lost { peer: name, addr }));
+            }
+        }
     }
 
     fn tick(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
@@ -465,6 +517,7 @@ impl Detector {
         out: &mut Vec<Action>,
     ) {
         self.handshakes.remove(&session);
+        self.authenticated.remove(&session);
         let Some(name) = peer.member.clone() else {
             // A client: not a member, nothing to track.
             return;
@@ -505,6 +558,9 @@ impl Detector {
             self.handshake_failed(now, h, refusal, out);
             return;
         }
+        if self.authenticated.remove(&session).is_some() {
+            return;
+        }
         let Some(peer) = self.sessions.remove(&session) else {
             return;
         };
@@ -516,7 +572,18 @@ impl Detector {
             .sessions
             .values()
             .any(|p| p.member.as_deref() == Some(&name));
-        if !still && membership.lost(&name, now) {
+        if still {
+            return;
+        }
+        // Both nodes dialed each other at once (a restarted node joining while this one
+        // redials it): each keeps one session, and the one that was ready here can be
+        // the one closed while the other is still coming up. The peer is not lost
+        // unless that one fails too.
+        if self.dial_coming_up(&peer.advertised) {
+            self.deferred_losses.insert(name, (peer.advertised, now));
+            return;
+        }
+        if membership.lost(&name, now) {
             out.push(Action::Report(Report::Lost {
                 peer: name,
                 addr: peer.advertised,
@@ -810,6 +877,173 @@ mod tests {
         assert_eq!(
             dials(&d.step(t0 + 1002 * MS, Input::Tick, &m)),
             ["127.0.0.1:1"]
+        );
+    }
+
+    /// Both nodes dial each other at once: the session that was ready here closes (the
+    /// peer kept the other) while this node's own dial is still coming up. That is not
+    /// a loss; it becomes one only if the dialed session fails too.
+    #[test]
+    fn a_duplicate_session_closing_while_our_dial_comes_up_is_not_a_loss() {
+        for dial_fails in [false, true] {
+            // b is a seed: this node dials it.
+            let (mut d, m) = detector("a", &["127.0.0.1:2"]);
+            let t0 = Instant::now();
+            assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+            // b's inbound session is ready.
+            d.step(
+                t0,
+                Input::Opened {
+                    session: id(1),
+                    peer_addr: "127.0.0.1:50000".into(),
+                    inbound: true,
+                },
+                &m,
+            );
+            d.step(t0, Input::Authenticated(id(1)), &m);
+            let inbound = SessionPeer {
+                peer_addr: "127.0.0.1:50000".into(),
+                ..member("b", 2)
+            };
+            let out = d.step(
+                t0,
+                Input::Ready {
+                    session: id(1),
+                    peer: inbound,
+                },
+                &m,
+            );
+            assert_eq!(reports(&out).len(), 1, "{out:?}");
+            // Meanwhile this node dialed b's address: connected and authenticated.
+            d.step(
+                t0,
+                Input::Dialed {
+                    addr: "127.0.0.1:2".into(),
+                    result: Ok("127.0.0.1:2".parse().unwrap()),
+                },
+                &m,
+            );
+            d.step(
+                t0,
+                Input::Opened {
+                    session: id(2),
+                    peer_addr: "127.0.0.1:2".into(),
+                    inbound: false,
+                },
+                &m,
+            );
+            d.step(t0 + MS, Input::Authenticated(id(2)), &m);
+            // b closes the inbound one: the dialed one is still coming up.
+            let out = d.step(
+                t0 + 2 * MS,
+                Input::Closed {
+                    session: id(1),
+                    refusal: Refusal::Rejected,
+                },
+                &m,
+            );
+            assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
+            assert_eq!(m.status("b"), Some(PeerStatus::Up));
+            if dial_fails {
+                let out = d.step(
+                    t0 + 3 * MS,
+                    Input::Closed {
+                        session: id(2),
+                        refusal: Refusal::Rejected,
+                    },
+                    &m,
+                );
+                assert_eq!(
+                    reports(&out),
+                    [&Report::Lost {
+                        peer: "b".into(),
+                        addr: "127.0.0.1:2".into()
+                    }],
+                    "the dialed session failed too: now b is lost"
+                );
+                assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+            } else {
+                let out = d.step(
+                    t0 + 3 * MS,
+                    Input::Ready {
+                        session: id(2),
+                        peer: member("b", 2),
+                    },
+                    &m,
+                );
+                assert!(reports(&out).is_empty(), "b never left: {out:?}");
+                assert_eq!(m.status("b"), Some(PeerStatus::Up));
+                // Its last session closing later is a loss, reported once.
+                let out = d.step(
+                    t0 + 4 * MS,
+                    Input::Closed {
+                        session: id(2),
+                        refusal: Refusal::Rejected,
+                    },
+                    &m,
+                );
+                assert_eq!(
+                    reports(&out),
+                    [&Report::Lost {
+                        peer: "b".into(),
+                        addr: "127.0.0.1:2".into()
+                    }]
+                );
+            }
+        }
+    }
+
+    /// A deferred loss is declared after a handshake's grace at the latest, even if the
+    /// dialed session neither fails nor becomes ready.
+    #[test]
+    fn a_deferred_loss_is_declared_once_the_handshake_grace_is_over() {
+        let (mut d, m) = detector("a", &["127.0.0.1:2"]);
+        let t0 = Instant::now();
+        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        d.step(
+            t0,
+            Input::Ready {
+                session: id(1),
+                peer: member("b", 2),
+            },
+            &m,
+        );
+        d.step(
+            t0,
+            Input::Dialed {
+                addr: "127.0.0.1:2".into(),
+                result: Ok("127.0.0.1:2".parse().unwrap()),
+            },
+            &m,
+        );
+        d.step(
+            t0,
+            Input::Opened {
+                session: id(2),
+                peer_addr: "127.0.0.1:2".into(),
+                inbound: false,
+            },
+            &m,
+        );
+        d.step(t0, Input::Authenticated(id(2)), &m);
+        let out = d.step(
+            t0 + MS,
+            Input::Closed {
+                session: id(1),
+                refusal: Refusal::Rejected,
+            },
+            &m,
+        );
+        assert!(reports(&out).is_empty(), "{out:?}");
+        let out = d.step(t0 + AUTH_GRACE / 2, Input::Deadlines, &m);
+        assert!(reports(&out).is_empty(), "{out:?}");
+        let out = d.step(t0 + AUTH_GRACE + 2 * MS, Input::Deadlines, &m);
+        assert_eq!(
+            reports(&out),
+            [&Report::Lost {
+                peer: "b".into(),
+                addr: "127.0.0.1:2".into()
+            }]
         );
     }
 

@@ -2,11 +2,11 @@
 //! to the cluster-wide [`ClusterStats`]. Pure (no actors, no clock), so every rule
 //! about what counts as complete and what is missing is tested directly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use shared::agent::{NodeInfo, PeerAddr};
 use shared::counter::CounterStats;
-use shared::protocol::{counter_name, owner_node};
+use shared::protocol::{counter_name, owner_node, parse_counter_name};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
 
 use crate::cluster::membership::{PeerStatus, PeerView};
@@ -102,10 +102,14 @@ pub(crate) fn summarize(
     let mut recent_ops_per_sec = 0.0;
     let mut answered = 0;
     for (name, stats) in counters {
-        let node = owner_node(&name).unwrap_or("?").to_string();
-        let entry = by_node
-            .entry(node.clone())
-            .or_insert_with(|| empty_node(&node));
+        // Looked up by `&str`: a node's name is allocated once, not once per counter.
+        let node = owner_node(&name).unwrap_or("?");
+        if !by_node.contains_key(node) {
+            by_node.insert(node.to_string(), empty_node(node));
+        }
+        let Some(entry) = by_node.get_mut(node) else {
+            continue;
+        };
         match stats {
             Some(s) => {
                 answered += 1;
@@ -132,17 +136,21 @@ pub(crate) fn summarize(
         let Some(entry) = by_node.get_mut(&node) else {
             continue;
         };
-        let seen: HashSet<String> = entry
-            .counters
-            .iter()
-            .map(|c| c.name.clone())
-            .chain(entry.missing_counters.iter().cloned())
-            .collect();
-        for index in 0..count {
-            let name = counter_name(&node, index);
-            if !seen.contains(&name) {
-                entry.missing_counters.push(name);
+        // Which of the node's indices were seen (answered or listed missing); only the
+        // unseen ones get a name made.
+        let mut seen = vec![false; count as usize];
+        let names = entry.counters.iter().map(|c| c.name.as_str());
+        for name in names.chain(entry.missing_counters.iter().map(String::as_str)) {
+            if let Some((owner, index)) = parse_counter_name(name) {
+                if owner == node && index < count {
+                    seen[index as usize] = true;
+                }
             }
+        }
+        for (index, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
+            entry
+                .missing_counters
+                .push(counter_name(&node, index as u32));
         }
     }
 

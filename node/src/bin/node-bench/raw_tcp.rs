@@ -20,7 +20,23 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> CommandError {
 
 /// Sends `frames` frames (each one encoded [`Change`], as small as a counter message)
 /// and returns frames per second, from the first write to the last frame decoded.
+///
+/// On a runtime of its own with tokio's default workers (one per CPU), in a thread of
+/// its own: the writer and the reader then run in parallel, as this reference always
+/// has, whatever runtime the benchmark itself runs on.
 pub(crate) async fn frames_per_sec(frames: u64) -> Result<f64, CommandError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = tokio::runtime::Runtime::new()
+            .map_err(io("runtime"))
+            .and_then(|runtime| runtime.block_on(measure(frames)));
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| CommandError::Local("raw TCP reference: its thread failed".into()))?
+}
+
+async fn measure(frames: u64) -> Result<f64, CommandError> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io("bind"))?;
     let addr = listener.local_addr().map_err(io("local address"))?;
     let reader = tokio::spawn(async move {
