@@ -453,40 +453,43 @@ impl NodeSession {
                         }
 
                         // kick off a background task to reply to the channel request, threading the tag and who to reply to
+                        // PATCHED (counter-cluster): the reply goes straight to the session's
+                        // writer task, not back through this actor's mailbox.
+                        let writer = state.tcp_writer.clone();
+                        let send_reply = move |what: Vec<u8>| {
+                            let reply = node_protocol::NodeMessage {
+                                msg: Some(node_protocol::node_message::Msg::Reply(
+                                    node_protocol::CallReply { tag, to, what },
+                                )),
+                            };
+                            match &writer {
+                                Some(writer) => {
+                                    let _ = writer.send(crate::protocol::NetworkMessage {
+                                        message: Some(
+                                            crate::protocol::meta::network_message::Message::Node(
+                                                reply,
+                                            ),
+                                        ),
+                                    });
+                                }
+                                None => {
+                                    let _ = ractor::cast!(
+                                        myself,
+                                        super::NodeSessionMessage::SendMessage(reply)
+                                    );
+                                }
+                            }
+                        };
                         #[allow(clippy::let_underscore_future)]
                         let _ = ractor::concurrency::spawn(async move {
                             if let Some(timeout) = maybe_timeout {
                                 if let Ok(Ok(result)) =
                                     ractor::concurrency::timeout(timeout, rx).await
                                 {
-                                    let reply = node_protocol::node_message::Msg::Reply(
-                                        node_protocol::CallReply {
-                                            tag,
-                                            to,
-                                            what: result,
-                                        },
-                                    );
-                                    let _ = ractor::cast!(
-                                        myself,
-                                        super::NodeSessionMessage::SendMessage(
-                                            node_protocol::NodeMessage { msg: Some(reply) }
-                                        )
-                                    );
+                                    send_reply(result);
                                 }
                             } else if let Ok(result) = rx.await {
-                                let reply = node_protocol::node_message::Msg::Reply(
-                                    node_protocol::CallReply {
-                                        tag,
-                                        to,
-                                        what: result,
-                                    },
-                                );
-                                let _ = ractor::cast!(
-                                    myself,
-                                    super::NodeSessionMessage::SendMessage(
-                                        node_protocol::NodeMessage { msg: Some(reply) }
-                                    )
-                                );
+                                send_reply(result);
                             }
                         });
                     }
