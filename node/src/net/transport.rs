@@ -58,7 +58,9 @@ pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
 pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long a connecting peer has to complete the TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Each session's read buffer (larger reads, such as a big batch's payload, bypass it).
+/// Each session's read buffer. A frame's length and a small payload come out of it
+/// with no system call of their own; a large payload is copied through it, 8 KiB at a
+/// time (ractor_cluster reads payloads in 8 KiB pieces).
 const READ_BUFFER: usize = 16 * 1024;
 /// At most one log line per source address in this time (whatever the reason).
 const LOG_EVERY: Duration = Duration::from_secs(60);

@@ -40,6 +40,11 @@ impl SpinWindow {
         }
     }
 
+    /// The activity count it last saw.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
     /// One turn of the spin, with the activity count and the time now: whether to go
     /// on spinning. New activity moves the end to `window` from now.
     pub(crate) fn go_on(&mut self, activity: u64, now: Instant) -> bool {
@@ -57,13 +62,16 @@ struct Spinner {
     activity: AtomicU64,
     /// Whether the spinner is spinning (then a read need not wake it).
     spinning: AtomicBool,
+    /// Spins started so far.
+    spins: AtomicU64,
     wake: Notify,
 }
 
 static SPINNER: OnceLock<Spinner> = OnceLock::new();
 
 /// Starts this process's spinner on `runtime`, with spins of `window` after the last
-/// read. Once per process; a second call does nothing.
+/// read. Once per process: the spinner belongs to the first runtime it was started on
+/// (each program builds one, in [`super::run`]), and a second call does nothing.
 pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
     let mut fresh = false;
     let spinner = SPINNER.get_or_init(|| {
@@ -71,6 +79,7 @@ pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
         Spinner {
             activity: AtomicU64::new(0),
             spinning: AtomicBool::new(false),
+            spins: AtomicU64::new(0),
             wake: Notify::new(),
         }
     });
@@ -82,8 +91,10 @@ pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
 /// Notes a read that brought bytes.
 fn note() {
     if let Some(spinner) = SPINNER.get() {
-        spinner.activity.fetch_add(1, Ordering::Relaxed);
-        if !spinner.spinning.load(Ordering::Relaxed) {
+        // SeqCst with the spinner's own store-then-load: either the spinner sees this
+        // read after it stops, or this read sees it stopped and wakes it.
+        spinner.activity.fetch_add(1, Ordering::SeqCst);
+        if !spinner.spinning.load(Ordering::SeqCst) {
             spinner.wake.notify_one();
         }
     }
@@ -93,27 +104,41 @@ fn note() {
 pub fn spinning() -> bool {
     SPINNER
         .get()
-        .is_some_and(|s| s.spinning.load(Ordering::Relaxed))
+        .is_some_and(|s| s.spinning.load(Ordering::SeqCst))
+}
+
+/// Spins this process's spinner has started (0 where there is none).
+pub fn spins_started() -> u64 {
+    SPINNER.get().map_or(0, |s| s.spins.load(Ordering::Relaxed))
 }
 
 async fn spin(spinner: &'static Spinner, window: Duration) {
     loop {
         spinner.wake.notified().await;
-        spinner.spinning.store(true, Ordering::Relaxed);
+        spinner.spinning.store(true, Ordering::SeqCst);
+        spinner.spins.fetch_add(1, Ordering::Relaxed);
         let mut spin = SpinWindow::start(
             window,
-            spinner.activity.load(Ordering::Relaxed),
+            spinner.activity.load(Ordering::SeqCst),
             Instant::now(),
         );
         loop {
             // Back after every other task ready now has run and the sockets have been
             // polled (without sleeping: this task is ready again).
             tokio::task::yield_now().await;
-            if !spin.go_on(spinner.activity.load(Ordering::Relaxed), Instant::now()) {
+            if spin.go_on(spinner.activity.load(Ordering::SeqCst), Instant::now()) {
+                continue;
+            }
+            spinner.spinning.store(false, Ordering::SeqCst);
+            // A read between the last turn and that store saw a spinner still spinning
+            // and woke nothing: it gets its window now.
+            let activity = spinner.activity.load(Ordering::SeqCst);
+            if activity == spin.seen() {
                 break;
             }
+            spinner.spinning.store(true, Ordering::SeqCst);
+            spin = SpinWindow::start(window, activity, Instant::now());
         }
-        spinner.spinning.store(false, Ordering::Relaxed);
     }
 }
 
@@ -163,8 +188,9 @@ mod tests {
         assert!(!spin.go_on(0, t0 + 10_000 * US));
     }
 
-    /// The spinner of this test process: reads start it, and it stops (the worker may
-    /// sleep) once reads stop. Real time, so deadlines are generous.
+    /// The spinner of this test process: reads start spins, and it stops (the worker
+    /// may sleep) once reads stop. Real time, so deadlines are generous; spins are
+    /// counted, so a spin is seen however briefly the test thread looks.
     #[test]
     fn reads_start_the_spinner_and_silence_stops_it() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -175,24 +201,31 @@ mod tests {
             .unwrap();
         start(&runtime, Duration::from_millis(20));
         runtime.block_on(async {
-            let wait_for = |want: bool, what: &str| {
-                let what = what.to_string();
-                async move {
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while spinning() != want {
-                        assert!(Instant::now() < deadline, "{what} within 5 s");
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                }
-            };
-            wait_for(false, "no spin before any read").await;
+            let deadline = || Instant::now() + Duration::from_secs(5);
+            let until = deadline();
+            while spinning() {
+                assert!(Instant::now() < until, "the spinner idle within 5 s");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let before = spins_started();
             let (mut a, b) = tokio::io::duplex(64);
             let mut reader = Noted(b);
             a.write_all(b"x").await.unwrap();
             let mut byte = [0u8; 1];
             reader.read_exact(&mut byte).await.unwrap();
-            wait_for(true, "a read starts a spin").await;
-            wait_for(false, "the spin ends 20 ms after the last read").await;
+            let until = deadline();
+            while spins_started() == before {
+                assert!(Instant::now() < until, "a read starts a spin within 5 s");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let until = deadline();
+            while spinning() {
+                assert!(
+                    Instant::now() < until,
+                    "the spin ends once reads stop (20 ms), within 5 s"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         });
     }
 }

@@ -1,8 +1,11 @@
 //! The yardstick (optional): Redis answering one client's `INCR`s, one at a time
 //! (`redis-benchmark -c 1 -P 1 -t incr`), measured in the same run as our calls, so the
 //! two latencies meet the same machine. Needs `redis-server` and `redis-benchmark`
-//! (Debian: `redis-server`, `redis-tools`); without them the figure is left out and
-//! the output says so.
+//! (Debian: `redis-server`, `redis-tools`); without them, or if Redis fails, the
+//! figure is left out and the output says so.
+//!
+//! Not quite like for like: our client process busy-polls between a call and its answer
+//! (as the node does; see `node::runtime`), `redis-benchmark` does not.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -49,10 +52,15 @@ pub(crate) async fn incr_p50_us() -> Result<Option<f64>, CommandError> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| CommandError::Local(format!("cannot start redis-server: {e}")))?;
-    let _server = Server(child);
+    let mut server = Server(child);
     let addr = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        if let Ok(Some(status)) = server.0.try_wait() {
+            return Err(CommandError::Local(format!(
+                "redis-server exited at once ({status})"
+            )));
+        }
         if Instant::now() > deadline {
             return Err(CommandError::Local(format!(
                 "redis-server did not listen on {addr} within 10 s"
@@ -77,6 +85,13 @@ pub(crate) async fn incr_p50_us() -> Result<Option<f64>, CommandError> {
         .output()
         .await
         .map_err(|e| CommandError::Local(format!("cannot run redis-benchmark: {e}")))?;
+    if !output.status.success() {
+        return Err(CommandError::Local(format!(
+            "redis-benchmark failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
     let text = String::from_utf8_lossy(&output.stdout);
     parse_p50_us(&text)
         .map(Some)

@@ -142,6 +142,16 @@ pub(crate) struct SessionState {
     reader: ActorRef<SessionReaderMessage>,
 }
 
+/// PATCHED (counter-cluster): the writer task ends with the session however the session
+/// ends. Upstream, the session's state held the writer channel's only sender, so a
+/// killed session (no `post_stop`) ended its writer by dropping it; now the NodeSession
+/// and pending call replies hold senders too.
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        self.writer_task.abort();
+    }
+}
+
 #[cfg_attr(feature = "async-trait", ractor::async_trait)]
 impl Actor for Session {
     type Msg = SessionMessage;
