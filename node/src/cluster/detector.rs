@@ -880,6 +880,47 @@ mod tests {
         );
     }
 
+    /// This node's dial to `addr` connected, and its session `session` authenticated.
+    fn dial_authenticated(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
+        let reached = Ok(addr.parse().unwrap());
+        d.step(
+            at,
+            Input::Dialed {
+                addr: addr.into(),
+                result: reached,
+            },
+            m,
+        );
+        let opened = Input::Opened {
+            session: id(session),
+            peer_addr: addr.into(),
+            inbound: false,
+        };
+        d.step(at, opened, m);
+        d.step(at, Input::Authenticated(id(session)), m);
+    }
+
+    /// Session `session` closed.
+    fn close(d: &mut Detector, m: &Membership, at: Instant, session: u64) -> Vec<Action> {
+        let refusal = Refusal::Rejected;
+        d.step(
+            at,
+            Input::Closed {
+                session: id(session),
+                refusal,
+            },
+            m,
+        )
+    }
+
+    /// The report that `b` (at 127.0.0.1:2) was lost.
+    fn lost_b() -> Report {
+        Report::Lost {
+            peer: "b".into(),
+            addr: "127.0.0.1:2".into(),
+        }
+    }
+
     /// Both nodes dial each other at once: the session that was ready here closes (the
     /// peer kept the other) while this node's own dial is still coming up. That is not
     /// a loss; it becomes one only if the dialed session fails too.
@@ -915,50 +956,16 @@ mod tests {
             );
             assert_eq!(reports(&out).len(), 1, "{out:?}");
             // Meanwhile this node dialed b's address: connected and authenticated.
-            d.step(
-                t0,
-                Input::Dialed {
-                    addr: "127.0.0.1:2".into(),
-                    result: Ok("127.0.0.1:2".parse().unwrap()),
-                },
-                &m,
-            );
-            d.step(
-                t0,
-                Input::Opened {
-                    session: id(2),
-                    peer_addr: "127.0.0.1:2".into(),
-                    inbound: false,
-                },
-                &m,
-            );
-            d.step(t0 + MS, Input::Authenticated(id(2)), &m);
+            dial_authenticated(&mut d, &m, t0 + MS, 2, "127.0.0.1:2");
             // b closes the inbound one: the dialed one is still coming up.
-            let out = d.step(
-                t0 + 2 * MS,
-                Input::Closed {
-                    session: id(1),
-                    refusal: Refusal::Rejected,
-                },
-                &m,
-            );
+            let out = close(&mut d, &m, t0 + 2 * MS, 1);
             assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
             assert_eq!(m.status("b"), Some(PeerStatus::Up));
             if dial_fails {
-                let out = d.step(
-                    t0 + 3 * MS,
-                    Input::Closed {
-                        session: id(2),
-                        refusal: Refusal::Rejected,
-                    },
-                    &m,
-                );
+                let out = close(&mut d, &m, t0 + 3 * MS, 2);
                 assert_eq!(
                     reports(&out),
-                    [&Report::Lost {
-                        peer: "b".into(),
-                        addr: "127.0.0.1:2".into()
-                    }],
+                    [&lost_b()],
                     "the dialed session failed too: now b is lost"
                 );
                 assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
@@ -974,21 +981,8 @@ mod tests {
                 assert!(reports(&out).is_empty(), "b never left: {out:?}");
                 assert_eq!(m.status("b"), Some(PeerStatus::Up));
                 // Its last session closing later is a loss, reported once.
-                let out = d.step(
-                    t0 + 4 * MS,
-                    Input::Closed {
-                        session: id(2),
-                        refusal: Refusal::Rejected,
-                    },
-                    &m,
-                );
-                assert_eq!(
-                    reports(&out),
-                    [&Report::Lost {
-                        peer: "b".into(),
-                        addr: "127.0.0.1:2".into()
-                    }]
-                );
+                let out = close(&mut d, &m, t0 + 4 * MS, 2);
+                assert_eq!(reports(&out), [&lost_b()]);
             }
         }
     }
@@ -1008,43 +1002,13 @@ mod tests {
             },
             &m,
         );
-        d.step(
-            t0,
-            Input::Dialed {
-                addr: "127.0.0.1:2".into(),
-                result: Ok("127.0.0.1:2".parse().unwrap()),
-            },
-            &m,
-        );
-        d.step(
-            t0,
-            Input::Opened {
-                session: id(2),
-                peer_addr: "127.0.0.1:2".into(),
-                inbound: false,
-            },
-            &m,
-        );
-        d.step(t0, Input::Authenticated(id(2)), &m);
-        let out = d.step(
-            t0 + MS,
-            Input::Closed {
-                session: id(1),
-                refusal: Refusal::Rejected,
-            },
-            &m,
-        );
+        dial_authenticated(&mut d, &m, t0, 2, "127.0.0.1:2");
+        let out = close(&mut d, &m, t0 + MS, 1);
         assert!(reports(&out).is_empty(), "{out:?}");
         let out = d.step(t0 + AUTH_GRACE / 2, Input::Deadlines, &m);
         assert!(reports(&out).is_empty(), "{out:?}");
         let out = d.step(t0 + AUTH_GRACE + 2 * MS, Input::Deadlines, &m);
-        assert_eq!(
-            reports(&out),
-            [&Report::Lost {
-                peer: "b".into(),
-                addr: "127.0.0.1:2".into()
-            }]
-        );
+        assert_eq!(reports(&out), [&lost_b()]);
     }
 
     /// Heartbeats go every tick; a peer silent for longer than the silence is declared
