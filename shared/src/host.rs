@@ -54,6 +54,12 @@ pub enum HostMessage {
     /// counters for its `GetStats`, answering within the given milliseconds.
     #[rpc]
     Collect(u64, RpcReplyPort<CollectReply>),
+    /// Hand the batches received so far on to the node's journal, in one message. A
+    /// host sends it to itself when a batch arrives and none is pending, so it comes
+    /// after every message already queued: under load one hand-off carries many
+    /// batches, alone it follows its batch at once. (From another node it only makes
+    /// the host hand on early.)
+    Flush,
 }
 
 /// One node's part of a collection: the node's description and each counter's own

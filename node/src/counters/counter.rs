@@ -10,9 +10,11 @@
 //! peer), which at 100,000 counters per node would cost gigabytes. Other nodes reach a
 //! counter through its node's [`host`](super::host).
 //!
-//! Every change reaches a counter only once it is committed to the node's store, with
-//! the commit's number. A counter starts from its record in the store (its figures as of
-//! some commit), and skips a change whose commit it already holds, so a counter started
+//! Every change reaches a counter only once it is committed to the node's store: after
+//! each commit the journal hands every counter it changed its new record (one message
+//! per counter per commit, however many changes the commit held for it). A counter
+//! starts from its record in the store (its figures as of some commit), and takes a
+//! record only if it is of a later commit than the one it holds, so a counter started
 //! again after a failure is exact: what was queued at the one that failed is in the
 //! store already, and what was committed after it reaches the new one.
 
@@ -29,17 +31,11 @@ use super::record::CounterRecord;
 /// A message to a counter (node-local). Counters handle them strictly one at a time.
 #[derive(RactorMessage)]
 pub(crate) enum CounterMessage {
-    /// Apply `operations` changes that sum to `delta`, as a whole (on overflow none
-    /// of them, counted as `operations` rejections), committed in commit `commit`.
-    Add {
-        /// Net change.
-        delta: i128,
-        /// How many operations it stands for.
-        operations: u64,
-        /// The store's commit that holds it; a counter that holds this commit already
-        /// skips it.
-        commit: u64,
-    },
+    /// The counter's record as the store's commit `record.commit` left it (every change
+    /// of that commit and the ones before, computed by the store with the same
+    /// arithmetic, [`CounterRecord`]): taken unless the counter holds that commit
+    /// already. The operations it adds count toward the recent rate.
+    Committed(CounterRecord),
     /// Answer with the current value (always `Ok`: the reply type is the host's, so
     /// that the host can hand a remote caller's port straight to the counter).
     GetValue(RpcReplyPort<ValueOutcome>),
@@ -96,12 +92,8 @@ pub(crate) struct CounterActorState {
 pub(crate) struct CounterState {
     /// Cluster-wide name, `node/index`.
     pub(crate) name: String,
-    /// Its figures.
+    /// Its figures, as of the store's commit `record.commit`.
     pub(crate) record: CounterRecord,
-    /// The last commit of the store record it started from (or resumed): changes of
-    /// commits up to it are in `record` already and are skipped. (Not `record.commit`:
-    /// one commit hands a counter several changes, all of which apply.)
-    held_through: u64,
     /// When the counter started.
     pub(crate) started: Instant,
     rate: RateWindow,
@@ -112,39 +104,31 @@ impl CounterState {
     pub(crate) fn new(name: String, record: CounterRecord, started: Instant, now: Instant) -> Self {
         Self {
             name,
-            held_through: record.commit,
             record,
             started,
             rate: RateWindow::new(now),
         }
     }
 
-    /// Applies the changes of commit `commit` at `now` (unless it holds them already).
-    /// On overflow nothing changes except the rejection count, and the unchanged value
-    /// is the error.
-    pub(crate) fn add(
-        &mut self,
-        delta: i128,
-        operations: u64,
-        commit: u64,
-        now: Instant,
-    ) -> Result<i64, i64> {
-        if commit != 0 && commit <= self.held_through {
-            return Ok(self.record.value);
+    /// Takes `record`, a commit's, at `now` unless it holds that commit already; the
+    /// operations it applied count toward the recent rate. Returns how many operations
+    /// the commit refused (they would have overflowed).
+    pub(crate) fn commit(&mut self, record: CounterRecord, now: Instant) -> u64 {
+        if record.commit <= self.record.commit {
+            return 0;
         }
-        let result = self.record.add(delta, operations);
-        if result.is_ok() {
-            self.rate.record(now, operations);
-        }
-        self.record.commit = self.record.commit.max(commit);
-        result
+        let applied = record.operations.saturating_sub(self.record.operations);
+        let refused = record.rejected.saturating_sub(self.record.rejected);
+        self.rate.record(now, applied);
+        self.record = record;
+        refused
     }
 
-    /// Takes `record` if it holds later commits.
+    /// Takes `record` if it holds later commits (not counted toward the rate: it may
+    /// hold the changes of a long time).
     pub(crate) fn resume(&mut self, record: CounterRecord) {
         if record.commit > self.record.commit {
             self.record = record;
-            self.held_through = record.commit;
         }
     }
 
@@ -214,14 +198,11 @@ impl Actor for Counter {
         // A caller that gave up has dropped its reply port: failing to answer it is
         // not the counter's problem, so send errors are ignored.
         match message {
-            CounterMessage::Add {
-                delta,
-                operations,
-                commit,
-            } => {
-                if let Err(value) = state.add(delta, operations, commit, Instant::now()) {
-                    warn!(counter = %state.name, value, delta, operations,
-                        "change rejected: it would overflow");
+            CounterMessage::Committed(record) => {
+                let refused = state.commit(record, Instant::now());
+                if refused > 0 {
+                    warn!(counter = %state.name, value = record.value, operations = refused,
+                        "changes rejected: they would overflow");
                 }
             }
             CounterMessage::Resume(record) => state.resume(record),
@@ -248,54 +229,43 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn record(value: i64, operations: u64, rejected: u64, commit: u64) -> CounterRecord {
+        CounterRecord {
+            value,
+            operations,
+            rejected,
+            commit,
+        }
+    }
+
     #[test]
-    fn a_commit_already_held_is_skipped() {
+    fn a_commit_already_held_is_skipped_and_a_later_one_taken() {
         let t0 = Instant::now();
-        let held = CounterRecord {
-            value: 10,
-            operations: 2,
-            rejected: 0,
-            commit: 7,
-        };
+        let held = record(10, 2, 0, 7);
         let mut c = CounterState::new("n/0".into(), held, t0, t0);
-        assert_eq!(
-            c.add(5, 1, 7, t0),
-            Ok(10),
-            "commit 7 is in the record already"
-        );
-        assert_eq!(c.add(5, 1, 8, t0), Ok(15));
-        assert_eq!(
-            c.add(1, 1, 8, t0),
-            Ok(16),
-            "one commit, two changes: both apply"
-        );
-        assert_eq!(
-            (c.record.value, c.record.operations, c.record.commit),
-            (16, 4, 8)
-        );
+        assert_eq!(c.commit(record(15, 3, 0, 7), t0), 0);
+        assert_eq!(c.record, held, "commit 7 is in the record already");
+        assert_eq!(c.commit(record(16, 4, 1, 8), t0), 1, "one refused");
+        assert_eq!(c.record, record(16, 4, 1, 8));
+        assert_eq!(c.commit(record(9, 3, 0, 6), t0), 0);
+        assert_eq!(c.record.commit, 8, "an earlier commit is never taken");
         // The store's record of a later commit replaces what the counter holds; of an
         // earlier one, it does not.
-        let later = CounterRecord {
-            value: 30,
-            operations: 6,
-            rejected: 1,
-            commit: 9,
-        };
+        let later = record(30, 6, 1, 9);
         c.resume(later);
         assert_eq!(c.record, later);
-        assert_eq!(c.add(1, 1, 9, t0), Ok(30), "commit 9 is held now");
         c.resume(held);
         assert_eq!(c.record, later);
-        // Commit 0: not from the store (tests), always applied.
-        assert_eq!(c.add(1, 1, 0, t0), Ok(31));
     }
 
     #[test]
     fn stats_report_rates() {
         let t0 = Instant::now();
         let mut c = CounterState::new("n/0".into(), CounterRecord::default(), t0, t0);
-        for i in 0..40 {
-            c.add(1, 1, 0, t0 + Duration::from_millis(i * 50)).unwrap();
+        // 20 commits of 2 operations each, 100 ms apart.
+        for i in 1..=20u64 {
+            let at = t0 + Duration::from_millis((i - 1) * 100);
+            c.commit(record(2 * i as i64, 2 * i, 0, i), at);
         }
         let s = c.stats(t0 + Duration::from_secs(2));
         assert_eq!((s.value, s.operations, s.uptime_ms), (40, 40, 2000));
@@ -306,35 +276,26 @@ mod tests {
     #[tokio::test]
     async fn actor_answers_in_order() {
         let mut args = CounterArgs::new("test-node/0".into());
-        args.record = CounterRecord {
-            value: 100,
-            operations: 1,
-            rejected: 0,
-            commit: 2,
-        };
+        args.record = record(100, 1, 0, 2);
         let (actor, handle) = Actor::spawn(None, Counter, args).await.unwrap();
-        for (delta, commit) in [(-90, 1), (5, 2), (-3, 3), (-4, 3), (-96, 4)] {
+        for (value, commit) in [(10, 1), (105, 2), (102, 3), (-4, 5), (98, 4)] {
             actor
-                .cast(CounterMessage::Add {
-                    delta,
-                    operations: 1,
-                    commit,
-                })
+                .cast(CounterMessage::Committed(record(value, 2, 0, commit)))
                 .unwrap();
         }
         assert_eq!(
             ractor::call!(actor, CounterMessage::GetValue).unwrap(),
-            ValueOutcome(Ok(-3)),
-            "commits 1 and 2 were held already"
+            ValueOutcome(Ok(-4)),
+            "commits 1 and 2 were held already, 4 came after 5"
         );
         let StatsOutcome(stats) = ractor::call!(actor, CounterMessage::GetStats).unwrap();
         let stats = stats.unwrap();
-        assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 4));
+        assert_eq!((stats.name.as_str(), stats.operations), ("test-node/0", 2));
         // Without fault injection a crash request changes nothing.
         actor.cast(CounterMessage::Crash).unwrap();
         assert_eq!(
             ractor::call!(actor, CounterMessage::GetValue).unwrap(),
-            ValueOutcome(Ok(-3))
+            ValueOutcome(Ok(-4))
         );
         actor.stop(None);
         handle.await.unwrap();

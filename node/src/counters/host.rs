@@ -4,7 +4,10 @@
 //!
 //! **Changes** (`Batch`, `Apply`) go to the node's [journal](crate::store::journal), in
 //! arrival order, which takes each stream's batches exactly once, commits them to the
-//! store and only then hands them to their counters. `Sync` goes the same way and is
+//! store and only then hands them to their counters. Batches are handed on in groups:
+//! the first one pending makes the host send itself a `Flush`, which comes after every
+//! message already queued, so under load one message to the journal carries many
+//! batches; anything else bound for the journal goes after the pending batches. `Sync` goes the same way and is
 //! answered once every change before it is on disk, with where the sender's stream
 //! stands: the acknowledgement behind the senders' windows ([`crate::load`]). A change
 //! naming no counter of this node is dropped here (and logged), an `Apply` answered at
@@ -67,6 +70,8 @@ pub(crate) struct HostState {
     waiting: Arc<AtomicUsize>,
     /// Operations in changes that named no counter of this node (logged per batch).
     unknown: u64,
+    /// Batches received and not yet handed to the journal (a `Flush` is on its way).
+    pending: Vec<Batch>,
 }
 
 impl HostState {
@@ -106,9 +111,23 @@ impl HostState {
         CounterError::NotRunning(self.name(index))
     }
 
-    /// Hands `message` to the journal; gives it back if no journal is running (it is
-    /// being restarted).
+    /// Hands `message` to the journal, after the pending batches; gives it back if no
+    /// journal is running (it is being restarted).
     fn journal(&mut self, message: JournalMessage) -> Result<(), JournalMessage> {
+        self.flush();
+        self.send_journal(message)
+    }
+
+    /// Hands the pending batches to the journal. Without a journal they are lost here:
+    /// never acknowledged, so their senders send them again.
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let batches = std::mem::take(&mut self.pending);
+            let _ = self.send_journal(JournalMessage::Batches(batches));
+        }
+    }
+
+    fn send_journal(&mut self, message: JournalMessage) -> Result<(), JournalMessage> {
         let mut message = message;
         // Twice: a cached reference may belong to a journal that was restarted since.
         for fresh in [false, true] {
@@ -128,9 +147,9 @@ impl HostState {
         Err(message)
     }
 
-    /// Hands batch `batch` to the journal, without the changes that name no counter of
-    /// this node (they are logged).
-    fn batch(&mut self, mut batch: Batch) {
+    /// Queues batch `batch` for the journal, without the changes that name no counter
+    /// of this node (they are logged).
+    fn batch(&mut self, mut batch: Batch, myself: &ActorRef<HostMessage>) {
         let counters = self.facts.table.len();
         let before = batch.changes.len();
         let mut unknown = 0u64;
@@ -150,9 +169,10 @@ impl HostState {
                 "dropped changes for counters that do not exist on this node"
             );
         }
-        // Without a journal the batch is lost here: never acknowledged, so its sender
-        // sends it again.
-        let _ = self.journal(JournalMessage::Batch(batch));
+        if self.pending.is_empty() {
+            let _ = myself.cast(HostMessage::Flush);
+        }
+        self.pending.push(batch);
     }
 
     /// Starts this node's part of a collection in a task (which may first wait, until
@@ -215,19 +235,21 @@ impl Actor for CounterHost {
             collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
             waiting: Arc::default(),
             unknown: 0,
+            pending: Vec::new(),
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // A caller that gave up has dropped its reply port: failing to answer it is not
         // the host's problem, so send errors on reply ports are ignored.
         match message {
-            HostMessage::Batch(batch) => state.batch(batch),
+            HostMessage::Batch(batch) => state.batch(batch, &myself),
+            HostMessage::Flush => state.flush(),
             HostMessage::Sync(stream, reply) => {
                 // Without a journal there is no answer: the sender's wait runs out, as
                 // for a node that does not answer, and it sends again.

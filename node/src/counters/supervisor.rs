@@ -229,7 +229,7 @@ mod tests {
             delta,
             operations: 1,
         };
-        store
+        let outcome = store
             .commit(
                 number,
                 0,
@@ -241,13 +241,9 @@ mod tests {
             )
             .unwrap();
         if let Some(counter) = table.actor(index) {
-            counter
-                .cast(CounterMessage::Add {
-                    delta,
-                    operations: 1,
-                    commit: number,
-                })
-                .unwrap();
+            for (_, record) in outcome.counters {
+                counter.cast(CounterMessage::Committed(record)).unwrap();
+            }
         }
     }
 

@@ -155,6 +155,7 @@ fn lock(slot: &Slot) -> MutexGuard<'_, Option<ActorRef<CounterMessage>>> {
 mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
+    use crate::counters::record::CounterRecord;
     use ractor::Actor;
     use std::time::Duration;
 
@@ -174,13 +175,13 @@ mod tests {
             )
             .await
             .unwrap();
-            actor
-                .cast(CounterMessage::Add {
-                    delta: i128::from(index) + 1,
-                    operations: 1,
-                    commit: 0,
-                })
-                .unwrap();
+            let record = CounterRecord {
+                value: i64::from(index) + 1,
+                operations: 1,
+                rejected: 0,
+                commit: 1,
+            };
+            actor.cast(CounterMessage::Committed(record)).unwrap();
             table.set_actor(index, Some(actor.clone()));
             running.push((actor, handle));
         }

@@ -360,6 +360,7 @@ impl StoreFile {
             }
             CommitOutcome {
                 applied,
+                counters: writes.counters.into_iter().collect(),
                 operations: writes.operations,
                 streams: writes.streams_in.into_iter().collect(),
             }
@@ -534,7 +535,7 @@ mod tests {
                 )
                 .unwrap();
             assert_eq!(
-                outcome.applied[0].outcome,
+                outcome.applied[0],
                 Ok(shared::counter::Applied {
                     value: 7,
                     repeated: false

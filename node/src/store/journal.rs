@@ -16,9 +16,10 @@
 //! the next one. So one fsync carries however many changes arrived during the previous
 //! one: few under light load (low latency), many under heavy load (high throughput).
 //!
-//! **After a commit** the journal hands each change to its counter, stamped with the
-//! commit's number (a counter that holds that commit already, because it was started
-//! from the store since, skips it), answers every client waiting on a change in it with
+//! **After a commit** the journal hands each counter the commit changed its new record,
+//! one message per counter however many changes the commit held for it (a counter that
+//! holds that commit already, because it was started from the store since, skips it),
+//! answers every client waiting on a change in it with
 //! the outcome the commit computed, tells the load clients their batches are issued, and
 //! answers every `Sync` that was waiting for it: an acknowledgement means on disk.
 //!
@@ -42,7 +43,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{ApplyOutcome, CounterError};
-use shared::host::Batch;
+use shared::host::{Batch, StreamId};
 use tracing::{error, info, warn};
 
 use super::{CommitOutcome, Entry, ReceivedTotals, Store};
@@ -117,10 +118,40 @@ pub(crate) enum Waiter {
     Issued(OnCommit),
 }
 
-/// An entry waiting for its commit, and who waits for it.
-pub(crate) struct Queued {
-    entry: Entry,
-    waiter: Waiter,
+/// Entries waiting for their commit, and who waits for each (the two in step).
+#[derive(Default)]
+pub(crate) struct Queue {
+    entries: Vec<Entry>,
+    waiters: Vec<Waiter>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn push(&mut self, entry: Entry, waiter: Waiter) {
+        self.entries.push(entry);
+        self.waiters.push(waiter);
+    }
+
+    /// Puts `later` after this queue's entries.
+    fn append(&mut self, later: &mut Queue) {
+        self.entries.append(&mut later.entries);
+        self.waiters.append(&mut later.waiters);
+    }
+
+    /// Empties the queue, keeping its memory for the next commit (a commit can hold
+    /// tens of thousands of entries: a new queue each time costs page faults).
+    fn recycle(mut self) -> Queue {
+        self.entries.clear();
+        self.waiters.clear();
+        self
+    }
 }
 
 /// What a `Sync` waits for, and how it is answered.
@@ -143,13 +174,19 @@ struct InStream {
 /// The journal's state.
 pub(crate) struct JournalState {
     args: JournalArgs,
-    queue: Vec<Queued>,
+    queue: Queue,
+    /// An empty queue, with the memory of an earlier commit's.
+    spare: Queue,
     /// Entries appended and committed so far (a `Sync` waits for the first to reach it).
     appended: u64,
     committed: u64,
     next_commit: u64,
     in_flight: bool,
-    streams: HashMap<String, InStream>,
+    streams: HashMap<Arc<str>, InStream>,
+    /// Each incoming stream's key, made once ([`StreamId::key`]).
+    keys: HashMap<StreamId, Arc<str>>,
+    /// The last stream a batch came from, and its key (batches come in runs).
+    last_key: Option<(StreamId, Arc<str>)>,
     /// `Sync`s waiting: answered once `committed` reaches the first number.
     syncs: VecDeque<(u64, SyncReply)>,
     /// Why the last commit failed, while commits fail.
@@ -164,8 +201,9 @@ pub(crate) struct JournalState {
 pub(crate) enum JournalMessage {
     /// Commit this entry; whoever waits on it hears after the commit.
     Append(Entry, Waiter),
-    /// A batch of an incoming stream: taken if it is the stream's next.
-    Batch(Batch),
+    /// Batches of incoming streams, in arrival order: each taken if it is its stream's
+    /// next.
+    Batches(Vec<Batch>),
     /// Answer with the number once every entry appended before it is committed.
     Sync(u64, RpcReplyPort<u64>),
     /// Answer with stream `key`'s last committed batch once every entry appended
@@ -175,8 +213,8 @@ pub(crate) enum JournalMessage {
     Committed {
         /// Its number.
         number: u64,
-        /// Its entries, in order.
-        batch: Vec<Queued>,
+        /// Its entries, in order (boxed: the message stays small).
+        batch: Box<Queue>,
         /// What it did, or why it failed.
         result: Result<CommitOutcome, String>,
         /// How long it took, in seconds.
@@ -199,17 +237,16 @@ impl JournalState {
         }
         self.in_flight = true;
         let number = self.next_commit;
-        let batch = std::mem::take(&mut self.queue);
+        let batch = std::mem::replace(&mut self.queue, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.args.store);
         if !store.is_durable() {
-            let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
             let started = std::time::Instant::now();
             let result = store
-                .commit(number, now_ms(), &entries)
+                .commit(number, now_ms(), &batch.entries)
                 .map_err(|e| e.to_string());
             let _ = myself.cast(JournalMessage::Committed {
                 number,
-                batch,
+                batch: Box::new(batch),
                 result,
                 seconds: started.elapsed().as_secs_f64(),
             });
@@ -222,9 +259,9 @@ impl JournalState {
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
         tokio::task::spawn_blocking(move || {
-            let entries: Vec<Entry> = batch.iter().map(|q| q.entry.clone()).collect();
             let started = std::time::Instant::now();
-            let commit = std::panic::AssertUnwindSafe(|| store.commit(number, now_ms(), &entries));
+            let commit =
+                std::panic::AssertUnwindSafe(|| store.commit(number, now_ms(), &batch.entries));
             let result = match std::panic::catch_unwind(commit) {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(_) => Err("the commit panicked".to_string()),
@@ -232,7 +269,7 @@ impl JournalState {
             drop(handed_off);
             let _ = myself.cast(JournalMessage::Committed {
                 number,
-                batch,
+                batch: Box::new(batch),
                 result,
                 seconds: started.elapsed().as_secs_f64(),
             });
@@ -241,8 +278,8 @@ impl JournalState {
 
     /// Takes batch `batch` if it is its stream's next; see the module documentation.
     fn take(&mut self, batch: Batch) -> Option<Entry> {
-        let key = batch.stream.key();
-        let stream = self.streams.entry(key.clone()).or_insert(InStream {
+        let key = self.key(batch.stream);
+        let stream = self.streams.entry(Arc::clone(&key)).or_insert(InStream {
             queued: batch.base,
             committed: batch.base,
         });
@@ -264,9 +301,28 @@ impl JournalState {
         })
     }
 
+    /// The key of stream `id`, made the first time it is seen.
+    fn key(&mut self, id: StreamId) -> Arc<str> {
+        if let Some((last, key)) = &self.last_key {
+            if *last == id {
+                return Arc::clone(key);
+            }
+        }
+        let key = match self.keys.get(&id) {
+            Some(key) => Arc::clone(key),
+            None => {
+                let key: Arc<str> = id.key().into();
+                self.keys.insert(id.clone(), Arc::clone(&key));
+                key
+            }
+        };
+        self.last_key = Some((id, Arc::clone(&key)));
+        key
+    }
+
     fn append(&mut self, entry: Entry, waiter: Waiter, myself: &ActorRef<JournalMessage>) {
         self.appended += 1;
-        self.queue.push(Queued { entry, waiter });
+        self.queue.push(entry, waiter);
         self.commit_next(myself);
     }
 
@@ -285,54 +341,54 @@ impl JournalState {
                 let _ = reply.send(n);
             }
             SyncReply::Stream(key, reply) => {
-                let committed = self.streams.get(&key).map_or(0, |s| s.committed);
+                let committed = self.streams.get(key.as_str()).map_or(0, |s| s.committed);
                 let _ = reply.send(committed);
             }
         }
     }
 
     /// A commit returned: hand its changes on and answer whoever waited for them.
-    fn committed(&mut self, number: u64, batch: Vec<Queued>, outcome: CommitOutcome) {
+    fn committed(&mut self, number: u64, mut batch: Queue, outcome: CommitOutcome) {
         if let Some(why) = self.failing.take() {
             info!("the store takes writes again (it had failed: {why})");
         }
         self.next_commit = number + 1;
         self.committed += batch.len() as u64;
         for (key, record) in &outcome.streams {
-            let stream = self.streams.entry(key.clone()).or_default();
+            let stream = match self.streams.get_mut(key.as_str()) {
+                Some(stream) => stream,
+                None => self.streams.entry(key.as_str().into()).or_default(),
+            };
             stream.committed = stream.committed.max(record.seq);
             stream.queued = stream.queued.max(record.seq);
         }
         self.args.received.update(outcome.streams);
         self.args.received.committed();
+        // The counters first: a client that reads right after its answer sees its
+        // change (its read reaches the counter after its new record). A counter that is
+        // not running (it is being restarted) resumes from the store, which holds this
+        // commit already.
         let table = &self.args.table;
+        for (index, record) in outcome.counters {
+            if let Some(actor) = table.actor(index) {
+                let _ = actor.cast(CounterMessage::Committed(record));
+            }
+        }
         let mut applied = outcome.applied.into_iter();
-        for Queued { entry, waiter } in batch {
+        for (entry, waiter) in batch.entries.iter().zip(batch.waiters.drain(..)) {
             let result = matches!(entry, Entry::Apply { .. })
                 .then(|| applied.next())
                 .flatten();
-            // A client change whose id was applied before changes nothing now.
-            let fresh = result.as_ref().is_none_or(|r| r.fresh);
-            // The counters first: a client that reads right after its answer sees its
-            // change (its read reaches the counter after this `Add`).
-            for (counter, delta, operations) in entry.counter_changes() {
-                // A counter that is not running (it is being restarted) resumes from
-                // the store, which holds this commit already.
-                if let Some(actor) = table.actor(counter).filter(|_| fresh) {
-                    let _ = actor.cast(CounterMessage::Add {
-                        delta,
-                        operations,
-                        commit: number,
-                    });
-                }
-            }
             match (waiter, result) {
                 (Waiter::Client(reply), Some(result)) => {
-                    let _ = reply.send(ApplyOutcome(result.outcome));
+                    let _ = reply.send(ApplyOutcome(result));
                 }
                 (Waiter::Issued(on_commit), _) => on_commit.committed(),
                 _ => {}
             }
+        }
+        if self.spare.entries.capacity() < batch.entries.capacity() {
+            self.spare = batch.recycle();
         }
         if self.queue.is_empty() {
             for reply in self.drains.drain(..) {
@@ -377,18 +433,21 @@ impl Actor for Journal {
                     queued: record.seq,
                     committed: record.seq,
                 };
-                (key.clone(), at)
+                (Arc::from(key.as_str()), at)
             })
             .collect();
         args.received.update(settled.streams);
         Ok(JournalState {
             args,
-            queue: Vec::new(),
+            queue: Queue::default(),
+            spare: Queue::default(),
             appended: 0,
             committed: 0,
             next_commit: settled.last_commit + 1,
             in_flight: false,
             streams,
+            keys: HashMap::new(),
+            last_key: None,
             syncs: VecDeque::new(),
             failing: None,
             retry_scheduled: false,
@@ -416,9 +475,11 @@ impl Actor for Journal {
                 }
                 state.append(entry, waiter, &myself);
             }
-            JournalMessage::Batch(batch) => {
-                if let Some(entry) = state.take(batch) {
-                    state.append(entry, Waiter::None, &myself);
+            JournalMessage::Batches(batches) => {
+                for batch in batches {
+                    if let Some(entry) = state.take(batch) {
+                        state.append(entry, Waiter::None, &myself);
+                    }
                 }
             }
             JournalMessage::Sync(n, reply) => state.sync(SyncReply::Plain(n, reply)),
@@ -437,7 +498,7 @@ impl Actor for Journal {
                             .args
                             .metrics
                             .committed(seconds, ops.applied, ops.rejected);
-                        state.committed(number, batch, outcome);
+                        state.committed(number, *batch, outcome);
                     }
                     Err(why) => {
                         if state.failing.is_none() {
@@ -446,7 +507,7 @@ impl Actor for Journal {
                         state.failing = Some(why);
                         // Nothing of it was applied: it goes first in the next try.
                         batch.append(&mut state.queue);
-                        state.queue = batch;
+                        state.queue = *batch;
                         if !state.retry_scheduled {
                             state.retry_scheduled = true;
                             myself.send_after(RETRY_EVERY, || JournalMessage::Retry);
@@ -479,7 +540,7 @@ mod tests {
     use shared::host::{Change, StreamId};
 
     fn batch(seq: u64, base: u64, delta: i128) -> JournalMessage {
-        JournalMessage::Batch(Batch {
+        JournalMessage::Batches(vec![Batch {
             stream: StreamId {
                 sender: "s".into(),
                 origin: 7,
@@ -491,7 +552,7 @@ mod tests {
                 delta,
                 operations: 1,
             }],
-        })
+        }])
     }
 
     #[tokio::test]
@@ -591,7 +652,7 @@ mod tests {
         .unwrap();
         journal.cast(batch(4, 3, 1000)).unwrap();
         let other = |seq: u64, base: u64| {
-            JournalMessage::Batch(Batch {
+            JournalMessage::Batches(vec![Batch {
                 stream: StreamId {
                     sender: "t".into(),
                     origin: 1,
@@ -603,7 +664,7 @@ mod tests {
                     delta: 1,
                     operations: 1,
                 }],
-            })
+            }])
         };
         journal.cast(other(12, 11)).unwrap();
         assert_eq!(

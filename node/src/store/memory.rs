@@ -42,7 +42,8 @@ impl MemoryTables {
         let Ok((writes, applied)) = planned else {
             return CommitOutcome::default();
         };
-        self.counters.extend(writes.counters);
+        let counters: Vec<(u32, CounterRecord)> = writes.counters.into_iter().collect();
+        self.counters.extend(counters.iter().copied());
         let streams: Vec<(String, InRecord)> = writes.streams_in.into_iter().collect();
         self.streams_in.extend(streams.iter().cloned());
         for (dest, batch) in writes.outbox {
@@ -75,6 +76,7 @@ impl MemoryTables {
         self.last_commit = number;
         CommitOutcome {
             applied,
+            counters,
             operations: writes.operations,
             streams,
         }

@@ -87,8 +87,8 @@ pub(crate) enum Entry {
     /// Batch `seq` of stream `stream` (its key), to counters of this node, applied in
     /// the same commit that records it as the stream's last.
     Batch {
-        /// The stream's key ([`shared::host::StreamId::key`]).
-        stream: String,
+        /// The stream's key ([`shared::host::StreamId::key`]), shared by its batches.
+        stream: Arc<str>,
         /// Its number.
         seq: u64,
         /// Its changes.
@@ -120,21 +120,6 @@ pub(crate) enum Entry {
         /// The last batch acknowledged.
         upto: u64,
     },
-}
-
-impl Entry {
-    /// The changes this entry makes to this node's counters, as `(counter, delta,
-    /// operations)`.
-    pub(crate) fn counter_changes(&self) -> Vec<(u32, i128, u64)> {
-        match self {
-            Entry::Batch { changes, .. } => changes
-                .iter()
-                .map(|c| (c.counter, c.delta, c.operations))
-                .collect(),
-            Entry::Apply { counter, delta, .. } => vec![(*counter, delta.signed(), 1)],
-            Entry::Outgoing { .. } | Entry::Acked { .. } => Vec::new(),
-        }
-    }
 }
 
 /// What a receiver keeps per incoming stream.
@@ -250,22 +235,15 @@ pub(crate) struct IdRecord {
     pub(crate) at_ms: u64,
 }
 
-/// What a commit found for one [`Entry::Apply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApplyResult {
-    /// The client's answer.
-    pub(crate) outcome: Result<Applied, CounterError>,
-    /// Whether this commit changed the counter's record (so the counter gets the change
-    /// too): false for an id applied before, or used before for another change.
-    pub(crate) fresh: bool,
-}
-
-/// What a commit did: the outcome of each [`Entry::Apply`] (in order), and the records
-/// of the incoming streams it touched.
+/// What a commit did: the outcome of each [`Entry::Apply`] (in order), and the new
+/// records of the counters and incoming streams it touched.
 #[derive(Debug, Default)]
 pub(crate) struct CommitOutcome {
-    /// One per [`Entry::Apply`], in order.
-    pub(crate) applied: Vec<ApplyResult>,
+    /// One per [`Entry::Apply`], in order: the client's answer.
+    pub(crate) applied: Vec<Result<Applied, CounterError>>,
+    /// The new record of every counter the commit changed, by index (each counter is
+    /// handed its record: one message per counter per commit, however many changes).
+    pub(crate) counters: Vec<(u32, CounterRecord)>,
     /// Operations the commit applied to counters, and refused (they would overflow).
     pub(crate) operations: OperationTally,
     /// The new record of every incoming stream the commit touched.
@@ -524,7 +502,7 @@ pub(crate) fn plan(
     mut counter: impl FnMut(u32) -> Result<CounterRecord, StoreError>,
     mut stream_in: impl FnMut(&str) -> Result<InRecord, StoreError>,
     mut client_id: impl FnMut(&str) -> Result<Option<IdRecord>, StoreError>,
-) -> Result<(Writes, Vec<ApplyResult>), StoreError> {
+) -> Result<(Writes, Vec<Result<Applied, CounterError>>), StoreError> {
     let mut writes = Writes::default();
     let mut outcomes = Vec::new();
     let mut touch = |writes: &mut Writes, index: u32| -> Result<(), StoreError> {
@@ -547,11 +525,11 @@ pub(crate) fn plan(
                         writes.operations.count(change.operations, applied);
                     }
                 }
-                if !writes.streams_in.contains_key(stream) {
+                if !writes.streams_in.contains_key(&**stream) {
                     let record = stream_in(stream)?;
-                    writes.streams_in.insert(stream.clone(), record);
+                    writes.streams_in.insert(stream.to_string(), record);
                 }
-                if let Some(record) = writes.streams_in.get_mut(stream) {
+                if let Some(record) = writes.streams_in.get_mut(&**stream) {
                     let (value, operations) = changes
                         .iter()
                         .fold((0i128, 0u64), |(v, o), c| (v + c.delta, o + c.operations));
@@ -581,10 +559,7 @@ pub(crate) fn plan(
                             earlier: format!("counter {} {:?}", earlier.counter, earlier.delta),
                         })
                     };
-                    outcomes.push(ApplyResult {
-                        outcome,
-                        fresh: false,
-                    });
+                    outcomes.push(outcome);
                     continue;
                 }
                 touch(&mut writes, *counter)?;
@@ -602,13 +577,10 @@ pub(crate) fn plan(
                     };
                     writes.ids.insert(id.clone(), remembered);
                 }
-                outcomes.push(ApplyResult {
-                    outcome: outcome.map(|value| Applied {
-                        value,
-                        repeated: false,
-                    }),
-                    fresh: true,
-                });
+                outcomes.push(outcome.map(|value| Applied {
+                    value,
+                    repeated: false,
+                }));
             }
             Entry::Outgoing { dest, batch } => {
                 writes.issued.0 = writes.issued.0.saturating_add(batch.value);
@@ -715,7 +687,7 @@ mod tests {
         let values: Vec<Result<i64, CounterError>> = outcome
             .applied
             .iter()
-            .map(|a| a.outcome.clone().map(|a| a.value))
+            .map(|a| a.clone().map(|a| a.value))
             .collect();
         assert_eq!(values[0], Ok(15));
         assert_eq!(values[1], Ok(i64::MIN));
@@ -725,6 +697,16 @@ mod tests {
         let one = store.record(1).unwrap();
         assert_eq!((one.operations, one.rejected, one.commit), (1, 1, 4));
         assert_eq!(store.last_commit().unwrap(), 4);
+        // The counters get the records the commit made, one each.
+        let records: Vec<_> = outcome
+            .counters
+            .iter()
+            .map(|(index, r)| (*index, r.value, r.operations, r.rejected, r.commit))
+            .collect();
+        assert_eq!(
+            records,
+            [(0, 16, 4, 0, 4), (1, i64::MIN, 1, 1, 4), (2, -1, 1, 0, 4)]
+        );
         let stream = InRecord {
             seq: 2,
             value: 5,
@@ -763,19 +745,17 @@ mod tests {
             .chain(&again.applied)
             .cloned()
             .collect();
-        let fresh = |value| ApplyResult {
-            outcome: Ok(Applied {
+        let fresh = |value| {
+            Ok(Applied {
                 value,
                 repeated: false,
-            }),
-            fresh: true,
+            })
         };
-        let repeated = |value| ApplyResult {
-            outcome: Ok(Applied {
+        let repeated = |value| {
+            Ok(Applied {
                 value,
                 repeated: true,
-            }),
-            fresh: false,
+            })
         };
         assert_eq!(outcomes, [fresh(5), repeated(5), repeated(5)]);
         assert_eq!(store.record(0).unwrap().operations, 1);
@@ -784,7 +764,7 @@ mod tests {
             .commit(3, 3000, &[apply(1, Delta::Increment(5), "a")])
             .unwrap();
         assert!(matches!(
-            reused.applied[0].outcome,
+            reused.applied[0],
             Err(CounterError::IdReused { .. })
         ));
         assert_eq!(store.record(1).unwrap().operations, 0);
