@@ -77,8 +77,13 @@ pub(crate) enum Input {
         /// Whether the peer dialed us.
         inbound: bool,
     },
-    /// A session authenticated.
-    Authenticated(ActorId),
+    /// A session authenticated (it won its duplicate-connection election, if any).
+    Authenticated {
+        /// The session.
+        session: ActorId,
+        /// The peer's node name, if the session knows it already (`None` for a client).
+        member: Option<String>,
+    },
     /// A session finished its handshake and synchronised its process groups.
     Ready {
         /// The session.
@@ -231,6 +236,8 @@ struct Handshake {
     opened: Instant,
     peer_addr: String,
     inbound: bool,
+    /// The peer's node name, once the session has authenticated.
+    member: Option<String>,
 }
 
 /// The mesh's bookkeeping; see the module documentation.
@@ -298,12 +305,14 @@ impl Detector {
                         opened: now,
                         peer_addr,
                         inbound,
+                        member: None,
                     },
                 );
             }
-            Input::Authenticated(session) => {
+            Input::Authenticated { session, member } => {
                 if let Some(h) = self.handshakes.remove(&session) {
-                    self.authenticated.insert(session, h);
+                    self.authenticated
+                        .insert(session, Handshake { member, ..h });
                 }
             }
             Input::Ready { session, peer } => self.ready(now, session, peer, membership, &mut out),
@@ -319,14 +328,22 @@ impl Detector {
         out
     }
 
-    /// Whether a session this node dialed to `addr` is coming up (in its handshake, or
-    /// authenticated and syncing).
-    fn dial_coming_up(&self, addr: &str) -> bool {
-        self.handshakes
+    /// Whether another session to peer `name` (at `addr`) is coming up: one this node
+    /// dialed to `addr` (in its handshake, or authenticated and syncing), or one in
+    /// either direction that authenticated as `name` (it won the election that closed
+    /// the one that was ready here).
+    fn coming_up(&self, name: &str, addr: &str) -> bool {
+        let dialed = self
+            .handshakes
             .values()
             .chain(self.authenticated.values())
             .filter(|h| !h.inbound)
-            .any(|h| self.dialed_as(&h.peer_addr).as_deref() == Some(addr))
+            .any(|h| self.dialed_as(&h.peer_addr).as_deref() == Some(addr));
+        dialed
+            || self
+                .authenticated
+                .values()
+                .any(|h| h.member.as_deref() == Some(name))
     }
 
     /// Ends each deferred loss whose peer is up again (nothing to say) or whose dialed
@@ -348,7 +365,7 @@ impl Detector {
                 .values()
                 .any(|p| p.member.as_deref() == Some(name.as_str()));
             let waited_out = now.saturating_duration_since(since) > AUTH_GRACE;
-            if !back && self.dial_coming_up(&addr) && !waited_out {
+            if !back && self.coming_up(&name, &addr) && !waited_out {
                 continue;
             }
             self.deferred_losses.remove(&name);
@@ -577,9 +594,9 @@ impl Detector {
         }
         // Both nodes dialed each other at once (a restarted node joining while this one
         // redials it): each keeps one session, and the one that was ready here can be
-        // the one closed while the other is still coming up. The peer is not lost
-        // unless that one fails too.
-        if self.dial_coming_up(&peer.advertised) {
+        // the one closed while the other is still coming up (ours, or the peer's that
+        // won the election). The peer is not lost unless that one fails too.
+        if self.coming_up(&name, &peer.advertised) {
             self.deferred_losses.insert(name, (peer.advertised, now));
             return;
         }
@@ -606,8 +623,14 @@ impl Detector {
         let Some(addr) = self.dialed_as(&h.peer_addr) else {
             return;
         };
-        // Lost a duplicate-connection election: the peer is connected another way.
-        if self.sessions.values().any(|p| p.peer_addr == h.peer_addr) {
+        // Lost a duplicate-connection election: the peer is connected another way (by
+        // its own dial, too: an inbound session's socket address is the peer's
+        // ephemeral port, so its advertised address tells).
+        if self
+            .sessions
+            .values()
+            .any(|p| p.peer_addr == h.peer_addr || p.advertised == addr)
+        {
             return;
         }
         if let Some(attempts) = self.dial_failed(&addr, now) {
@@ -841,7 +864,7 @@ mod tests {
             inbound: false,
         };
         d.step(t0, opened, &m);
-        d.step(t0 + MS, Input::Authenticated(id(1)), &m);
+        d.step(t0 + MS, authenticated(1, "a"), &m);
         let out = d.step(
             t0 + 2 * MS,
             Input::Ready {
@@ -880,6 +903,14 @@ mod tests {
         );
     }
 
+    /// Session `session` authenticated as node `name`.
+    fn authenticated(session: u64, name: &str) -> Input {
+        Input::Authenticated {
+            session: id(session),
+            member: Some(name.into()),
+        }
+    }
+
     /// This node's dial to `addr` connected, and its session `session` authenticated.
     fn dial_authenticated(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
         let reached = Ok(addr.parse().unwrap());
@@ -897,7 +928,7 @@ mod tests {
             inbound: false,
         };
         d.step(at, opened, m);
-        d.step(at, Input::Authenticated(id(session)), m);
+        d.step(at, authenticated(session, "b"), m);
     }
 
     /// Session `session` closed.
@@ -941,7 +972,7 @@ mod tests {
                 },
                 &m,
             );
-            d.step(t0, Input::Authenticated(id(1)), &m);
+            d.step(t0, authenticated(1, "b"), &m);
             let inbound = SessionPeer {
                 peer_addr: "127.0.0.1:50000".into(),
                 ..member("b", 2)
@@ -985,6 +1016,84 @@ mod tests {
                 assert_eq!(reports(&out), [&lost_b()]);
             }
         }
+    }
+
+    /// The mirror case: the session this node dialed was ready, and the peer's own
+    /// dial won the election (it authenticated here as that peer) and closed it. That
+    /// is not a loss either; it becomes one only if the winner fails too.
+    #[test]
+    fn our_session_closing_after_the_peers_dial_won_the_election_is_not_a_loss() {
+        for winner_fails in [false, true] {
+            let (mut d, m) = detector("a", &["127.0.0.1:2"]);
+            let t0 = Instant::now();
+            assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+            dial_authenticated(&mut d, &m, t0, 2, "127.0.0.1:2");
+            let ready = Input::Ready {
+                session: id(2),
+                peer: member("b", 2),
+            };
+            assert_eq!(reports(&d.step(t0, ready, &m)).len(), 1);
+            // b dials this node too; its session wins the election here.
+            let opened = Input::Opened {
+                session: id(1),
+                peer_addr: "127.0.0.1:50000".into(),
+                inbound: true,
+            };
+            d.step(t0 + MS, opened, &m);
+            d.step(t0 + MS, authenticated(1, "b"), &m);
+            let out = close(&mut d, &m, t0 + 2 * MS, 2);
+            assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
+            assert_eq!(m.status("b"), Some(PeerStatus::Up));
+            if !winner_fails {
+                let inbound = SessionPeer {
+                    peer_addr: "127.0.0.1:50000".into(),
+                    ..member("b", 2)
+                };
+                let ready = Input::Ready {
+                    session: id(1),
+                    peer: inbound,
+                };
+                let out = d.step(t0 + 3 * MS, ready, &m);
+                assert!(reports(&out).is_empty(), "b never left: {out:?}");
+            }
+            // The winner closing is a loss, reported once.
+            let out = close(&mut d, &m, t0 + 4 * MS, 1);
+            assert_eq!(reports(&out), [&lost_b()]);
+            assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+        }
+    }
+
+    /// Our dial refused during its handshake because the peer's own dial to us won the
+    /// election is not a failed attempt to join.
+    #[test]
+    fn a_dial_that_lost_the_election_to_the_peers_dial_is_not_a_failure() {
+        let (mut d, m) = detector("a", &["127.0.0.1:2"]);
+        let t0 = Instant::now();
+        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        let reached = Ok("127.0.0.1:2".parse().unwrap());
+        let dialed = Input::Dialed {
+            addr: "127.0.0.1:2".into(),
+            result: reached,
+        };
+        d.step(t0, dialed, &m);
+        let opened = Input::Opened {
+            session: id(2),
+            peer_addr: "127.0.0.1:2".into(),
+            inbound: false,
+        };
+        d.step(t0, opened, &m);
+        // b's own dial came up first.
+        let inbound = SessionPeer {
+            peer_addr: "127.0.0.1:50000".into(),
+            ..member("b", 2)
+        };
+        let ready = Input::Ready {
+            session: id(1),
+            peer: inbound,
+        };
+        assert_eq!(reports(&d.step(t0, ready, &m)).len(), 1);
+        let out = close(&mut d, &m, t0 + MS, 2);
+        assert!(reports(&out).is_empty(), "not a failure: {out:?}");
     }
 
     /// A deferred loss is declared after a handshake's grace at the latest, even if the

@@ -306,7 +306,10 @@ impl MeshState {
                     },
                 );
             }
-            SessionEvent::Authenticated => self.step(myself, Input::Authenticated(session)),
+            SessionEvent::Authenticated => {
+                let member = session_peer(&ses).and_then(|p| p.member);
+                self.step(myself, Input::Authenticated { session, member });
+            }
             SessionEvent::Ready => {
                 self.probes.remove(&ses.peer_addr);
                 let Some(peer) = session_peer(&ses) else {
