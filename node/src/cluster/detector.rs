@@ -944,6 +944,17 @@ mod tests {
         )
     }
 
+    /// b's session `session`, which b dialed (from port 50000), is ready.
+    fn b_inbound_ready(session: u64) -> Input {
+        Input::Ready {
+            session: id(session),
+            peer: SessionPeer {
+                peer_addr: "127.0.0.1:50000".into(),
+                ..member("b", 2)
+            },
+        }
+    }
+
     /// The report that `b` (at 127.0.0.1:2) was lost.
     fn lost_b() -> Report {
         Report::Lost {
@@ -973,18 +984,7 @@ mod tests {
                 &m,
             );
             d.step(t0, authenticated(1, "b"), &m);
-            let inbound = SessionPeer {
-                peer_addr: "127.0.0.1:50000".into(),
-                ..member("b", 2)
-            };
-            let out = d.step(
-                t0,
-                Input::Ready {
-                    session: id(1),
-                    peer: inbound,
-                },
-                &m,
-            );
+            let out = d.step(t0, b_inbound_ready(1), &m);
             assert_eq!(reports(&out).len(), 1, "{out:?}");
             // Meanwhile this node dialed b's address: connected and authenticated.
             dial_authenticated(&mut d, &m, t0 + MS, 2, "127.0.0.1:2");
@@ -1045,15 +1045,7 @@ mod tests {
             assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
             assert_eq!(m.status("b"), Some(PeerStatus::Up));
             if !winner_fails {
-                let inbound = SessionPeer {
-                    peer_addr: "127.0.0.1:50000".into(),
-                    ..member("b", 2)
-                };
-                let ready = Input::Ready {
-                    session: id(1),
-                    peer: inbound,
-                };
-                let out = d.step(t0 + 3 * MS, ready, &m);
+                let out = d.step(t0 + 3 * MS, b_inbound_ready(1), &m);
                 assert!(reports(&out).is_empty(), "b never left: {out:?}");
             }
             // The winner closing is a loss, reported once.
@@ -1083,15 +1075,7 @@ mod tests {
         };
         d.step(t0, opened, &m);
         // b's own dial came up first.
-        let inbound = SessionPeer {
-            peer_addr: "127.0.0.1:50000".into(),
-            ..member("b", 2)
-        };
-        let ready = Input::Ready {
-            session: id(1),
-            peer: inbound,
-        };
-        assert_eq!(reports(&d.step(t0, ready, &m)).len(), 1);
+        assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
         let out = close(&mut d, &m, t0 + MS, 2);
         assert!(reports(&out).is_empty(), "not a failure: {out:?}");
     }
