@@ -52,17 +52,27 @@ impl RemoteActor {
     /// Returns a [Ok((ActorRef, JoinHandle<()>))] upon successful start, denoting the actor reference
     /// along with the join handle which will complete when the actor terminates. Returns [Err(SpawnErr)] if
     /// the actor failed to start
+    ///
+    /// PATCHED (counter-cluster): `writer` is the session's writer task, which this
+    /// actor's frames go to directly (through the `session` when there is none).
     pub(crate) async fn spawn_linked(
         self,
         session: ActorRef<super::node::NodeSessionMessage>,
+        writer: Option<crate::net::SessionWriter>,
         name: Option<ActorName>,
         pid: u64,
         node_id: NodeId,
         supervisor: ActorCell,
     ) -> Result<(ActorRef<RemoteActorMessage>, JoinHandle<()>), SpawnErr> {
         let actor_id = ActorId::Remote { node_id, pid };
-        ractor::ActorRuntime::<Self>::spawn_linked_remote(name, self, actor_id, session, supervisor)
-            .await
+        ractor::ActorRuntime::<Self>::spawn_linked_remote(
+            name,
+            self,
+            actor_id,
+            (session, writer),
+            supervisor,
+        )
+        .await
     }
 }
 
@@ -76,12 +86,20 @@ pub(crate) struct RemoteActorState {
 
     /// Owning session
     session: ActorRef<crate::node::NodeSessionMessage>,
+
+    /// PATCHED (counter-cluster): the session's writer task, which this actor's frames
+    /// are sent to directly rather than through the session actor's mailbox.
+    writer: Option<crate::net::SessionWriter>,
 }
 
 impl RemoteActorState {
-    fn new(session: ActorRef<crate::node::NodeSessionMessage>) -> Self {
+    fn new(
+        session: ActorRef<crate::node::NodeSessionMessage>,
+        writer: Option<crate::net::SessionWriter>,
+    ) -> Self {
         Self {
             session,
+            writer,
             message_tag: 0,
             pending_requests: BTreeMap::new(),
             pending_request_cleanup_cursor: None,
@@ -141,6 +159,21 @@ impl RemoteActorState {
         };
     }
 
+    /// PATCHED (counter-cluster): sends `node_msg` straight to the session's writer task
+    /// when there is one, else through the session. False if the session is gone.
+    fn send(&self, node_msg: crate::protocol::node::NodeMessage) -> bool {
+        match &self.writer {
+            Some(writer) => writer
+                .send(crate::protocol::NetworkMessage {
+                    message: Some(crate::protocol::meta::network_message::Message::Node(
+                        node_msg,
+                    )),
+                })
+                .is_ok(),
+            None => cast!(self.session, NodeSessionMessage::SendMessage(node_msg)).is_ok(),
+        }
+    }
+
     fn remove_pending_request(&mut self, message_tag: u64) -> Option<RpcReplyPort<Vec<u8>>> {
         let port = self.pending_requests.remove(&message_tag);
         if self.pending_requests.is_empty() {
@@ -159,13 +192,16 @@ pub(crate) struct RemoteActorMessage;
 impl Actor for RemoteActor {
     type Msg = RemoteActorMessage;
     type State = RemoteActorState;
-    type Arguments = ActorRef<crate::node::NodeSessionMessage>;
+    type Arguments = (
+        ActorRef<crate::node::NodeSessionMessage>,
+        Option<crate::net::SessionWriter>,
+    );
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        session: ActorRef<crate::node::NodeSessionMessage>,
+        (session, writer): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(Self::State::new(session))
+        Ok(Self::State::new(session, writer))
     }
 
     async fn handle(
@@ -212,7 +248,7 @@ impl Actor for RemoteActor {
                     )),
                 };
                 state.pending_requests.insert(tag, reply);
-                if cast!(state.session, NodeSessionMessage::SendMessage(node_msg)).is_err() {
+                if !state.send(node_msg) {
                     state.remove_pending_request(tag);
                 }
             }
@@ -232,7 +268,7 @@ impl Actor for RemoteActor {
                         },
                     )),
                 };
-                let _ = cast!(state.session, NodeSessionMessage::SendMessage(node_msg));
+                let _ = state.send(node_msg);
             }
             SerializedMessage::CallReply(message_tag, reply_data) => {
                 // Handle the reply to a "Call" message

@@ -811,9 +811,12 @@ impl NodeSession {
         match state.remote_actors.get(&actor_pid) {
             Some(actor) => Ok(actor.clone()),
             _ => {
+                // PATCHED (counter-cluster): the remote actor writes to the session's
+                // writer task directly.
                 let (remote_actor, _) = RemoteActor
                     .spawn_linked(
                         myself.clone(),
+                        state.tcp_writer.clone(),
                         actor_name,
                         actor_pid,
                         self.node_id,

@@ -35,12 +35,12 @@ impl Actor for FakeNodeSession {
 async fn remote_actor_serialized_message_handling() {
     // setup
     let (actor, handle) = FakeNodeSession::get_node_session().await;
-    let (remote_actor_ref, remote_actor_handle) = Actor::spawn(None, RemoteActor, actor.clone())
+    let (remote_actor_ref, remote_actor_handle) = Actor::spawn(None, RemoteActor, (actor.clone(), None))
         .await
         .expect("Failed to spawn remote actor");
 
     let remote_actor_instance = RemoteActor;
-    let mut remote_actor_state = RemoteActorState::new(actor.clone());
+    let mut remote_actor_state = RemoteActorState::new(actor.clone(), None);
 
     // act & verify
     let bad_handler = remote_actor_instance
@@ -95,10 +95,10 @@ async fn remote_actor_serialized_message_handling() {
 #[ractor::concurrency::test]
 async fn abandoned_requests_are_reclaimed_incrementally() {
     let (session, session_handle) = FakeNodeSession::get_node_session().await;
-    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, session.clone())
+    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, (session.clone(), None))
         .await
         .unwrap();
-    let mut state = RemoteActorState::new(session.clone());
+    let mut state = RemoteActorState::new(session.clone(), None);
     let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
     drop(receiver);
 
@@ -143,10 +143,10 @@ async fn forwarding_failure_releases_the_reply_port() {
     session.stop(None);
     session_handle.await.unwrap();
 
-    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, session.clone())
+    let (remote_actor, remote_actor_handle) = Actor::spawn(None, RemoteActor, (session.clone(), None))
         .await
         .unwrap();
-    let mut state = RemoteActorState::new(session);
+    let mut state = RemoteActorState::new(session, None);
     let (reply, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
 
     RemoteActor
