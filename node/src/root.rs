@@ -413,7 +413,7 @@ impl RootState {
             return self.config().load;
         }
         let store = Arc::clone(&self.args.store);
-        let outbox = tokio::task::spawn_blocking(move || store.outbox()).await;
+        let outbox = crate::runtime::busy_poll::spawn_blocking(move || store.outbox()).await;
         let waiting = matches!(outbox, Ok(Ok((streams, _))) if streams.values().any(|s| !s.batches.is_empty()));
         waiting.then_some(LoadSpec {
             rate: 0,

@@ -131,7 +131,7 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
             Store::memory(counters)
         }
         Storage::Dir(dir) => {
-            let opened = tokio::task::spawn_blocking(move || {
+            let opened = crate::runtime::busy_poll::spawn_blocking(move || {
                 Store::open(&dir, &name, counters).map(|o| (o, dir))
             })
             .await
@@ -158,7 +158,7 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
     drop(recovered);
     let store = Arc::new(store);
     let reading = Arc::clone(&store);
-    let (outbox, issued) = tokio::task::spawn_blocking(move || reading.outbox())
+    let (outbox, issued) = crate::runtime::busy_poll::spawn_blocking(move || reading.outbox())
         .await
         .map_err(|e| NodeError::Store(format!("reading the store failed: {e}")))?
         .map_err(|e| NodeError::Store(e.to_string()))?;

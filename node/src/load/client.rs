@@ -201,7 +201,8 @@ async fn start_pusher(
 ) -> Result<(Pusher, u64), ActorProcessingErr> {
     journal_settled(&args.facts.name).await?;
     let store = Arc::clone(&args.store);
-    let (outbox, (value, issued)) = tokio::task::spawn_blocking(move || store.outbox()).await??;
+    let (outbox, (value, issued)) =
+        crate::runtime::busy_poll::spawn_blocking(move || store.outbox()).await??;
     args.facts.issued.set(value, issued);
     let events = myself.clone();
     let mut pusher = Pusher::new(

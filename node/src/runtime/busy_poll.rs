@@ -6,14 +6,19 @@
 //! again and again, until its [`SpinWindow`] has seen no read for the whole window; then
 //! it waits for the next read like any idle task, and the worker sleeps. A yielded task
 //! runs again only once the worker has nothing else to run, so a spin never delays
-//! work: it fills the worker's idle moments. (Yielding the thread to the operating
-//! system on every turn as well was measured and dropped: it made no difference here.)
+//! work: it fills the worker's idle moments.
+//!
+//! While blocking work runs ([`spawn_blocking`]: a commit and its fsync), the spinner
+//! also gives its thread's CPU back to the operating system on every turn. On two vCPUs
+//! a spinning worker and a spinning client left a commit's thread waiting for a CPU,
+//! and a durable change took a whole window longer (BENCHMARKS.md). Yielding the
+//! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
 //! The spinner is one per process (the runtime that [`start`]ed it); [`Noted`] is a
 //! no-op where none was started (tests, other runtimes).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -69,6 +74,46 @@ struct Spinner {
 
 static SPINNER: OnceLock<Spinner> = OnceLock::new();
 
+/// Blocking tasks started through [`spawn_blocking`] and not finished.
+static BLOCKING: AtomicUsize = AtomicUsize::new(0);
+
+/// tokio's `spawn_blocking`, counted: while the task runs, the spinner yields its
+/// thread to the operating system on every turn, so the blocking thread does not wait
+/// for a CPU behind it.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    spawn_counted(&BLOCKING, f)
+}
+
+/// `spawn_blocking`, with `count` one higher until `f` has run, panicked, or been
+/// dropped unrun.
+fn spawn_counted<F, R>(count: &'static AtomicUsize, f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    struct Running(&'static AtomicUsize);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    count.fetch_add(1, Ordering::Relaxed);
+    let running = Running(count);
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        f()
+    })
+}
+
+/// Blocking tasks started through [`spawn_blocking`] and still running.
+pub fn blocking_running() -> usize {
+    BLOCKING.load(Ordering::Relaxed)
+}
+
 /// Starts this process's spinner on `runtime`, with spins of `window` after the last
 /// read. Once per process: the spinner belongs to the first runtime it was started on
 /// (each program builds one, in [`super::run`]), and a second call does nothing.
@@ -123,6 +168,10 @@ async fn spin(spinner: &'static Spinner, window: Duration) {
             Instant::now(),
         );
         loop {
+            // A blocking task (a commit) may be waiting for this CPU: it goes first.
+            if blocking_running() > 0 {
+                std::thread::yield_now();
+            }
             // Back after every other task ready now has run and the sockets have been
             // polled (without sleeping: this task is ready again).
             tokio::task::yield_now().await;
@@ -177,6 +226,22 @@ mod tests {
         assert!(spin.go_on(8, t0 + 150 * US));
         assert!(spin.go_on(8, t0 + 198 * US));
         assert!(!spin.go_on(8, t0 + 199 * US));
+    }
+
+    /// A blocking task is counted while it runs, and no longer once it has returned
+    /// or panicked.
+    #[tokio::test]
+    async fn blocking_tasks_are_counted_while_they_run() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let task = spawn_counted(&COUNT, move || wait.recv().is_ok());
+        assert_eq!(COUNT.load(Ordering::Relaxed), 1);
+        release.send(()).unwrap();
+        assert!(task.await.unwrap());
+        assert_eq!(COUNT.load(Ordering::Relaxed), 0);
+        let panicked = spawn_counted(&COUNT, || panic!("on purpose"));
+        assert!(panicked.await.is_err());
+        assert_eq!(COUNT.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`busy_poll`] | the spin window (a pure core on a fake clock), the task that spins, and the reader wrapper that reports traffic |
+//! | [`busy_poll`] | the spin window (a pure core on a fake clock), the task that spins, the reader wrapper that reports traffic, and the counted `spawn_blocking` the spin gives way to |
 //!
 //! **Why one worker and a busy poll.** Per message, this node's time on a virtual
 //! machine goes mostly to waking threads: a thread that sleeps in `epoll_wait` or on a
@@ -11,7 +11,8 @@
 //! hypervisor (tens of microseconds, paid by the waker as well as the woken). A call
 //! that crosses several tasks on two worker threads wakes a thread at every hand-off
 //! between them. So by default a node runs every actor on **one worker thread** (the
-//! disk's fsyncs go to tokio's blocking pool, as before), and after each read from a
+//! disk's fsyncs go to tokio's blocking pool, through [`busy_poll::spawn_blocking`], and a
+//! spin gives way to them), and after each read from a
 //! cluster connection that worker **polls for [`RuntimeOptions::busy_poll`]** before it
 //! sleeps: a request or answer that arrives meanwhile is picked up without waking
 //! anything. Erlang's schedulers do the same by default (`+sbwt`). An idle node does

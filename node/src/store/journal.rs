@@ -258,7 +258,7 @@ impl JournalState {
         let handed_off = Store::hand_off(&store);
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
-        tokio::task::spawn_blocking(move || {
+        crate::runtime::busy_poll::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let commit =
                 std::panic::AssertUnwindSafe(|| store.commit(number, now_ms(), &batch.entries));
@@ -419,7 +419,8 @@ impl Actor for Journal {
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = Arc::clone(&args.store);
         let counters = args.table.len();
-        let settled = tokio::task::spawn_blocking(move || store.settled(counters)).await??;
+        let settled =
+            crate::runtime::busy_poll::spawn_blocking(move || store.settled(counters)).await??;
         for (index, record) in (0..counters).zip(settled.records) {
             if let Some(counter) = args.table.actor(index) {
                 let _ = counter.cast(CounterMessage::Resume(record));
