@@ -913,6 +913,12 @@ mod tests {
 
     /// This node's dial to `addr` connected, and its session `session` authenticated.
     fn dial_authenticated(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
+        dial_opened(d, m, at, session, addr);
+        d.step(at, authenticated(session, "b"), m);
+    }
+
+    /// This node's dial to `addr` connected: its session `session` is in its handshake.
+    fn dial_opened(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
         let reached = Ok(addr.parse().unwrap());
         d.step(
             at,
@@ -928,7 +934,6 @@ mod tests {
             inbound: false,
         };
         d.step(at, opened, m);
-        d.step(at, authenticated(session, "b"), m);
     }
 
     /// Session `session` closed.
@@ -1078,6 +1083,27 @@ mod tests {
         assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
         let out = close(&mut d, &m, t0 + MS, 2);
         assert!(reports(&out).is_empty(), "not a failure: {out:?}");
+    }
+
+    /// Our own dial to the peer's address, still in its handshake (whom it reached is not
+    /// known yet), defers the loss of the peer's session that was ready too.
+    #[test]
+    fn a_session_closing_while_our_dial_is_in_its_handshake_is_not_a_loss_yet() {
+        let (mut d, m) = detector("a", &["127.0.0.1:2"]);
+        let t0 = Instant::now();
+        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
+        dial_opened(&mut d, &m, t0, 2, "127.0.0.1:2");
+        let out = close(&mut d, &m, t0 + MS, 1);
+        assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
+        assert_eq!(m.status("b"), Some(PeerStatus::Up));
+        d.step(t0 + 2 * MS, authenticated(2, "b"), &m);
+        let ready = Input::Ready {
+            session: id(2),
+            peer: member("b", 2),
+        };
+        let out = d.step(t0 + 3 * MS, ready, &m);
+        assert!(reports(&out).is_empty(), "b never left: {out:?}");
     }
 
     /// A deferred loss is declared after a handshake's grace at the latest, even if the

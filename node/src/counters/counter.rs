@@ -201,7 +201,7 @@ impl Actor for Counter {
             CounterMessage::Committed(record) => {
                 let refused = state.commit(record, Instant::now());
                 if refused > 0 {
-                    warn!(counter = %state.name, value = record.value, operations = refused,
+                    warn!(counter = %state.name, value_after = record.value, operations = refused,
                         "changes rejected: they would overflow");
                 }
             }

@@ -4,14 +4,16 @@
 //!
 //! **Changes** (`Batch`, `Apply`) go to the node's [journal](crate::store::journal), in
 //! arrival order, which takes each stream's batches exactly once, commits them to the
-//! store and only then hands them to their counters. Batches are handed on in groups:
-//! the first one pending makes the host send itself a `Flush`, which comes after every
-//! message already queued, so under load one message to the journal carries many
-//! batches; anything else bound for the journal goes after the pending batches. `Sync` goes the same way and is
-//! answered once every change before it is on disk, with where the sender's stream
-//! stands: the acknowledgement behind the senders' windows ([`crate::load`]). A change
-//! naming no counter of this node is dropped here (and logged), an `Apply` answered at
-//! once.
+//! store and only then hands each counter it changed its new record. `Sync` goes the
+//! same way and is answered once every change before it is on disk, with where the
+//! sender's stream stands: the acknowledgement behind the senders' windows
+//! ([`crate::load`]). A change naming no counter of this node is dropped here (and
+//! logged), an `Apply` answered at once.
+//!
+//! Batches are handed on in groups: the first one pending makes the host send itself a
+//! `Flush`, which comes after every message already queued, so under load one message
+//! to the journal carries many batches; anything else bound for the journal goes after
+//! the pending batches.
 //!
 //! **Reads** (`GetValue`, `GetStats`) go straight to the counter, which answers the
 //! caller itself: counters are node-local actors (see [`counter`](super::counter)),
@@ -169,10 +171,13 @@ impl HostState {
                 "dropped changes for counters that do not exist on this node"
             );
         }
-        if self.pending.is_empty() {
-            let _ = myself.cast(HostMessage::Flush);
-        }
+        let first = self.pending.is_empty();
         self.pending.push(batch);
+        // Should the host be unable to reach itself (it is stopping), the batch goes
+        // on at once rather than wait for a `Flush` that never comes.
+        if first && myself.cast(HostMessage::Flush).is_err() {
+            self.flush();
+        }
     }
 
     /// Starts this node's part of a collection in a task (which may first wait, until

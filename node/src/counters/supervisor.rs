@@ -3,8 +3,9 @@
 //! record in the store.
 //!
 //! A restart is exact: the store holds every committed change, and a change reaches a
-//! counter only after its commit, stamped with the commit's number, which a counter
-//! started from a later record skips. What a restart loses is the recent-rate window.
+//! counter only after its commit, in the counter's record as of that commit, which a
+//! counter started from that record or a later one skips. What a restart loses is the
+//! recent-rate window.
 //! Restarts are counted in the table and reported in `node stats`.
 //!
 //! A counter that stops without failing is restarted too, unless the supervisor has been
@@ -241,7 +242,7 @@ mod tests {
             )
             .unwrap();
         if let Some(counter) = table.actor(index) {
-            for (_, record) in outcome.counters {
+            for (_, record) in outcome.counters.into_iter().filter(|(i, _)| *i == index) {
                 counter.cast(CounterMessage::Committed(record)).unwrap();
             }
         }

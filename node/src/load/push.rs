@@ -69,7 +69,8 @@ pub struct Limits {
     pub flush_ops: u64,
     /// ...provided they average this many per counter in the batch: spread over many
     /// counters, a batch waits until it carries several operations per change, since
-    /// the receiver's cost is one counter message per change, not per operation.
+    /// the receiver's cost (encoding, the store's arithmetic) is per change, not per
+    /// operation.
     pub ops_per_change: u64,
     /// Pending operations that make a batch due however they are spread.
     pub max_batch_ops: u64,

@@ -321,9 +321,14 @@ impl JournalState {
     }
 
     fn append(&mut self, entry: Entry, waiter: Waiter, myself: &ActorRef<JournalMessage>) {
+        self.queue_entry(entry, waiter);
+        self.commit_next(myself);
+    }
+
+    /// Queues `entry` for the next commit without starting one.
+    fn queue_entry(&mut self, entry: Entry, waiter: Waiter) {
         self.appended += 1;
         self.queue.push(entry, waiter);
-        self.commit_next(myself);
     }
 
     /// Answers `reply` now if everything appended is committed, else once it is.
@@ -477,11 +482,13 @@ impl Actor for Journal {
                 state.append(entry, waiter, &myself);
             }
             JournalMessage::Batches(batches) => {
+                // The whole group is queued before a commit starts: one fsync for all.
                 for batch in batches {
                     if let Some(entry) = state.take(batch) {
-                        state.append(entry, Waiter::None, &myself);
+                        state.queue_entry(entry, Waiter::None);
                     }
                 }
+                state.commit_next(&myself);
             }
             JournalMessage::Sync(n, reply) => state.sync(SyncReply::Plain(n, reply)),
             JournalMessage::SyncStream(key, reply) => state.sync(SyncReply::Stream(key, reply)),
