@@ -1067,18 +1067,7 @@ mod tests {
         let (mut d, m) = detector("a", &["127.0.0.1:2"]);
         let t0 = Instant::now();
         assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
-        let reached = Ok("127.0.0.1:2".parse().unwrap());
-        let dialed = Input::Dialed {
-            addr: "127.0.0.1:2".into(),
-            result: reached,
-        };
-        d.step(t0, dialed, &m);
-        let opened = Input::Opened {
-            session: id(2),
-            peer_addr: "127.0.0.1:2".into(),
-            inbound: false,
-        };
-        d.step(t0, opened, &m);
+        dial_opened(&mut d, &m, t0, 2, "127.0.0.1:2");
         // b's own dial came up first.
         assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
         let out = close(&mut d, &m, t0 + MS, 2);

@@ -185,8 +185,6 @@ pub(crate) struct JournalState {
     streams: HashMap<Arc<str>, InStream>,
     /// Each incoming stream's key, made once ([`StreamId::key`]).
     keys: HashMap<StreamId, Arc<str>>,
-    /// The last stream a batch came from, and its key (batches come in runs).
-    last_key: Option<(StreamId, Arc<str>)>,
     /// `Sync`s waiting: answered once `committed` reaches the first number.
     syncs: VecDeque<(u64, SyncReply)>,
     /// Why the last commit failed, while commits fail.
@@ -303,21 +301,8 @@ impl JournalState {
 
     /// The key of stream `id`, made the first time it is seen.
     fn key(&mut self, id: StreamId) -> Arc<str> {
-        if let Some((last, key)) = &self.last_key {
-            if *last == id {
-                return Arc::clone(key);
-            }
-        }
-        let key = match self.keys.get(&id) {
-            Some(key) => Arc::clone(key),
-            None => {
-                let key: Arc<str> = id.key().into();
-                self.keys.insert(id.clone(), Arc::clone(&key));
-                key
-            }
-        };
-        self.last_key = Some((id, Arc::clone(&key)));
-        key
+        let key = self.keys.entry(id).or_insert_with_key(|id| id.key().into());
+        Arc::clone(key)
     }
 
     fn append(&mut self, entry: Entry, waiter: Waiter, myself: &ActorRef<JournalMessage>) {
@@ -453,7 +438,6 @@ impl Actor for Journal {
             in_flight: false,
             streams,
             keys: HashMap::new(),
-            last_key: None,
             syncs: VecDeque::new(),
             failing: None,
             retry_scheduled: false,
