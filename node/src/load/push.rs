@@ -430,9 +430,9 @@ impl Pusher {
             operations,
         };
         let seq = batch.seq;
-        lane.batches.push_back(batch.clone());
         match &self.outbox {
             Some(outbox) => {
+                lane.batches.push_back(batch.clone());
                 let notify = Arc::clone(&self.notify);
                 let node = lane.node.clone();
                 let pusher = self.id;
@@ -448,7 +448,10 @@ impl Pusher {
                 );
                 Offer::Accepted
             }
-            None => self.issued(i, seq),
+            None => {
+                lane.batches.push_back(batch);
+                self.issued(i, seq)
+            }
         }
     }
 

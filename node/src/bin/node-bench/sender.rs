@@ -24,6 +24,11 @@ use node::load::tally::IssuedTally;
 /// How long one acknowledgement (or one counter read) may take.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The push loop gives way to the sender's other tasks after this many messages.
+/// Without it, the loop fills the whole window before the remote actor and the session
+/// writer (on the same worker) send anything, so the node idles, then floods.
+const YIELD_EVERY: u64 = 64;
+
 /// What a sender measured.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct SenderReport {
@@ -145,6 +150,7 @@ async fn push(
 
     let started = Instant::now();
     let mut k = 0;
+    let mut yielded_at = 0;
     while k < operations {
         let pick = rng.u64(..u64::from(counters));
         let delta = operation(k);
@@ -154,6 +160,10 @@ async fn push(
                 slot.0 += delta.signed() as i64;
                 slot.1 += 1;
                 k += 1;
+                if pusher.messages() >= yielded_at + YIELD_EVERY {
+                    yielded_at = pusher.messages();
+                    tokio::task::yield_now().await;
+                }
             }
             Offer::Blocked => wait_ack(&mut pusher).await?,
             Offer::Failed => return Err(CommandError::Local("the node went away".into())),

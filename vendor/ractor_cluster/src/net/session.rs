@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -26,9 +27,13 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
+use crate::node::node_session::InboundRoute;
 use crate::RactorMessage;
 
 const FRAME_READ_CHUNK_SIZE: usize = 8 * 1024;
+
+/// PATCHED (counter-cluster): how many frames the reader handles per message to itself.
+const FRAMES_PER_WAKE: usize = 64;
 
 /// Helper method to read exactly `len` bytes while growing the payload only as data arrives.
 ///
@@ -78,6 +83,9 @@ async fn read_n_bytes(stream: &mut ActorReadHalf, len: usize) -> Result<Vec<u8>,
 /// task. Should the reader exit or the writer task fail, the entire session is terminated.
 pub(crate) struct Session {
     pub(crate) handler: ActorRef<crate::node::NodeSessionMessage>,
+    /// PATCHED (counter-cluster): handed to the reader, which delivers casts and calls
+    /// itself when it may.
+    route: Arc<InboundRoute>,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     max_inbound_frame_size: u64,
@@ -86,6 +94,7 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) async fn spawn_linked(
         handler: ActorRef<crate::node::NodeSessionMessage>,
+        route: Arc<InboundRoute>,
         stream: super::NetworkStream,
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
@@ -100,6 +109,7 @@ impl Session {
             None,
             Session {
                 handler,
+                route,
                 peer_addr,
                 local_addr,
                 max_inbound_frame_size,
@@ -201,6 +211,8 @@ impl Actor for Session {
             None,
             SessionReader {
                 handler: self.handler.clone(),
+                route: self.route.clone(),
+                writer: writer_tx.clone(),
                 max_inbound_frame_size: self.max_inbound_frame_size,
             },
             read,
@@ -384,6 +396,12 @@ struct SessionReader {
     /// PATCHED (counter-cluster): frames go straight to the NodeSession, not through the
     /// session actor's mailbox (one task hand-off less per frame received).
     handler: ActorRef<crate::node::NodeSessionMessage>,
+    /// PATCHED (counter-cluster): casts and calls for local actors go to them straight
+    /// from here when the route allows (the session is authenticated, and nothing this
+    /// reader forwarded is still waiting in the NodeSession's mailbox); replies to calls
+    /// go to `writer`.
+    route: Arc<InboundRoute>,
+    writer: SessionWriter,
     max_inbound_frame_size: u64,
 }
 
@@ -440,6 +458,8 @@ async fn read_network_message(
 
 struct SessionReaderState {
     reader: Option<ActorReadHalf>,
+    /// How many frames this reader has forwarded to the NodeSession (PATCHED).
+    forwarded: u64,
 }
 
 #[cfg_attr(feature = "async-trait", ractor::async_trait)]
@@ -457,6 +477,7 @@ impl Actor for SessionReader {
         let _ = myself.cast(SessionReaderMessage::WaitForObject);
         Ok(Self::State {
             reader: Some(reader),
+            forwarded: 0,
         })
     }
 
@@ -478,35 +499,50 @@ impl Actor for SessionReader {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             Self::Msg::WaitForObject => {
-                let read_result = match state.reader.as_mut() {
-                    Some(stream) => read_network_message(stream, self.max_inbound_frame_size).await,
-                    None => {
-                        myself.stop(Some("channel_closed".to_string()));
-                        return Ok(());
-                    }
-                };
+                // PATCHED (counter-cluster): up to FRAMES_PER_WAKE frames per message to
+                // itself rather than one; a stop still waits for the frame being read,
+                // as it did, and at most that many more.
+                for _ in 0..FRAMES_PER_WAKE {
+                    let read_result = match state.reader.as_mut() {
+                        Some(stream) => {
+                            read_network_message(stream, self.max_inbound_frame_size).await
+                        }
+                        None => {
+                            myself.stop(Some("channel_closed".to_string()));
+                            return Ok(());
+                        }
+                    };
 
-                match read_result {
-                    Ok(msg) => {
-                        let _ = self
-                            .handler
-                            .cast(crate::node::NodeSessionMessage::MessageReceived(msg));
-                        let _ = myself.cast(SessionReaderMessage::WaitForObject);
-                    }
-                    Err(read_err) => {
-                        let stop_reason = if read_err.kind() == ErrorKind::UnexpectedEof {
-                            tracing::trace!("Cluster stream closed while reading a frame");
-                            "channel_closed"
-                        } else {
-                            tracing::warn!(
-                                "Closing cluster stream after framing error: {read_err}"
-                            );
-                            "frame_read_error"
-                        };
-                        drop(state.reader.take());
-                        myself.stop(Some(stop_reason.to_string()));
+                    match read_result {
+                        Ok(msg) => {
+                            let direct = self.route.try_deliver(msg, state.forwarded, &self.writer);
+                            if let Err(msg) = direct {
+                                if self
+                                    .handler
+                                    .cast(crate::node::NodeSessionMessage::MessageReceived(msg))
+                                    .is_ok()
+                                {
+                                    state.forwarded += 1;
+                                }
+                            }
+                        }
+                        Err(read_err) => {
+                            let stop_reason = if read_err.kind() == ErrorKind::UnexpectedEof {
+                                tracing::trace!("Cluster stream closed while reading a frame");
+                                "channel_closed"
+                            } else {
+                                tracing::warn!(
+                                    "Closing cluster stream after framing error: {read_err}"
+                                );
+                                "frame_read_error"
+                            };
+                            drop(state.reader.take());
+                            myself.stop(Some(stop_reason.to_string()));
+                            return Ok(());
+                        }
                     }
                 }
+                let _ = myself.cast(SessionReaderMessage::WaitForObject);
             }
         }
         Ok(())
@@ -734,6 +770,8 @@ mod tests {
             None,
             SessionReader {
                 handler: sink.clone(),
+                route: InboundRoute::new(),
+                writer: tokio::sync::mpsc::unbounded_channel().0,
                 max_inbound_frame_size,
             },
             reader,

@@ -7,14 +7,12 @@
 //! `node()`s and all of its authentication and communication for that
 //! pairing
 
-use std::collections::HashMap;
 use std::collections::HashSet;
 use std::convert::TryInto;
 use std::net::SocketAddr;
 use std::time::Instant;
 use std::time::SystemTime;
 
-use ractor::message::SerializedMessage;
 use ractor::pg::get_scoped_local_members;
 use ractor::pg::which_scopes_and_groups;
 use ractor::pg::GroupChangeMessage;
@@ -44,6 +42,10 @@ const MAX_PING_LATENCY_MS: u64 = 5000;
 const MIN_PROTOBUF_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_PROTOBUF_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 const NANOSECONDS_PER_SECOND: i32 = 1_000_000_000;
+
+mod inbound;
+pub(crate) use inbound::InboundRoute;
+use inbound::RouteGuard;
 
 #[cfg(test)]
 mod tests;
@@ -418,89 +420,38 @@ impl NodeSession {
 
         if let Some(msg) = message.msg {
             match msg {
+                // PATCHED (counter-cluster): the same delivery as the session's reader
+                // does when it may go direct (`inbound.rs`).
                 node_protocol::node_message::Msg::Cast(cast_args) => {
-                    if let Some(actor) = state.authorized_local_actor(cast_args.to) {
-                        let _ = actor.send_serialized(SerializedMessage::Cast {
-                            variant: cast_args.variant,
-                            args: cast_args.what,
-                            metadata: cast_args.metadata,
-                        });
-                    }
+                    state.route.deliver_cast(cast_args);
                 }
                 node_protocol::node_message::Msg::Call(call_args) => {
-                    let to = call_args.to;
-                    let tag = call_args.tag;
-                    if let Some(actor) = state.authorized_local_actor(call_args.to) {
-                        let (tx, rx) = ractor::concurrency::oneshot();
-
-                        // send off the transmission in the serialized format, letting the message's own deserialization handle
-                        // the conversion
-                        let maybe_timeout = call_args.timeout_ms.map(Duration::from_millis);
-                        if let Some(timeout) = maybe_timeout {
-                            let _ = actor.send_serialized(SerializedMessage::Call {
-                                args: call_args.what,
-                                reply: (tx, timeout).into(),
-                                variant: call_args.variant,
-                                metadata: call_args.metadata,
-                            });
-                        } else {
-                            let _ = actor.send_serialized(SerializedMessage::Call {
-                                args: call_args.what,
-                                reply: tx.into(),
-                                variant: call_args.variant,
-                                metadata: call_args.metadata,
-                            });
-                        }
-
-                        // kick off a background task to reply to the channel request, threading the tag and who to reply to
-                        // PATCHED (counter-cluster): the reply goes straight to the session's
-                        // writer task, not back through this actor's mailbox.
-                        let writer = state.tcp_writer.clone();
-                        let send_reply = move |what: Vec<u8>| {
-                            let reply = node_protocol::NodeMessage {
-                                msg: Some(node_protocol::node_message::Msg::Reply(
-                                    node_protocol::CallReply { tag, to, what },
-                                )),
-                            };
-                            match &writer {
-                                Some(writer) => {
-                                    let _ = writer.send(crate::protocol::NetworkMessage {
-                                        message: Some(
-                                            crate::protocol::meta::network_message::Message::Node(
-                                                reply,
-                                            ),
+                    // the reply goes straight to the session's writer task, not back
+                    // through this actor's mailbox
+                    let writer = state.tcp_writer.clone();
+                    state.route.deliver_call(
+                        call_args,
+                        Box::new(move |reply| match &writer {
+                            Some(writer) => {
+                                let _ = writer.send(crate::protocol::NetworkMessage {
+                                    message: Some(
+                                        crate::protocol::meta::network_message::Message::Node(
+                                            reply,
                                         ),
-                                    });
-                                }
-                                None => {
-                                    let _ = ractor::cast!(
-                                        myself,
-                                        super::NodeSessionMessage::SendMessage(reply)
-                                    );
-                                }
+                                    ),
+                                });
                             }
-                        };
-                        #[allow(clippy::let_underscore_future)]
-                        let _ = ractor::concurrency::spawn(async move {
-                            if let Some(timeout) = maybe_timeout {
-                                if let Ok(Ok(result)) =
-                                    ractor::concurrency::timeout(timeout, rx).await
-                                {
-                                    send_reply(result);
-                                }
-                            } else if let Ok(result) = rx.await {
-                                send_reply(result);
+                            None => {
+                                let _ = ractor::cast!(
+                                    myself,
+                                    super::NodeSessionMessage::SendMessage(reply)
+                                );
                             }
-                        });
-                    }
+                        }),
+                    );
                 }
                 node_protocol::node_message::Msg::Reply(call_reply_args) => {
-                    if let Some(actor) = state.remote_actors.get(&call_reply_args.to) {
-                        let _ = actor.send_serialized(SerializedMessage::CallReply(
-                            call_reply_args.tag,
-                            call_reply_args.what,
-                        ));
-                    }
+                    state.route.deliver_reply(call_reply_args);
                 }
             }
         }
@@ -553,7 +504,7 @@ impl NodeSession {
                 }
                 control_protocol::control_message::Msg::Terminate(termination) => {
                     for pid in termination.ids {
-                        if let Some(actor) = state.remote_actors.remove(&pid) {
+                        if let Some(actor) = state.route.remove_remote_actor(pid) {
                             actor
                                 .stop_and_wait(Some("remote".to_string()), None)
                                 .await?;
@@ -606,7 +557,7 @@ impl NodeSession {
                 control_protocol::control_message::Msg::PgLeave(leave) => {
                     let mut cells = vec![];
                     for control_protocol::Actor { pid, .. } in leave.actors {
-                        if let Some(actor) = state.remote_actors.get(&pid) {
+                        if let Some(actor) = state.route.remote_actor(pid) {
                             cells.push(actor.get_cell());
                         }
                     }
@@ -737,9 +688,7 @@ impl NodeSession {
                 pid: a.get_id().pid(),
             })
             .collect::<Vec<_>>();
-        state
-            .advertised_local_pids
-            .extend(pids.iter().map(|actor| actor.pid));
+        state.route.advertise(pids.iter().map(|actor| actor.pid));
         if !pids.is_empty() {
             let msg = control_protocol::ControlMessage {
                 msg: Some(control_protocol::control_message::Msg::Spawn(
@@ -808,7 +757,7 @@ impl NodeSession {
         actor_pid: u64,
         state: &mut NodeSessionState,
     ) -> Result<ActorRef<RemoteActorMessage>, SpawnErr> {
-        match state.remote_actors.get(&actor_pid) {
+        match state.route.remote_actor(actor_pid) {
             Some(actor) => Ok(actor.clone()),
             _ => {
                 // PATCHED (counter-cluster): the remote actor writes to the session's
@@ -823,7 +772,7 @@ impl NodeSession {
                         myself.get_cell(),
                     )
                     .await?;
-                state.remote_actors.insert(actor_pid, remote_actor.clone());
+                state.route.add_remote_actor(actor_pid, remote_actor.clone());
                 Ok(remote_actor)
             }
         }
@@ -877,30 +826,12 @@ pub struct NodeSessionState {
     connection_id: u64,
     auth: AuthenticationState,
     ready: ReadyState,
-    remote_actors: HashMap<u64, ActorRef<RemoteActorMessage>>,
-    advertised_local_pids: HashSet<u64>,
+    /// PATCHED (counter-cluster): shared with the session's reader, with the local actors
+    /// this session advertised and the remote actors it made (`inbound.rs`).
+    route: RouteGuard,
 }
 
 impl NodeSessionState {
-    fn authorized_local_actor(&mut self, pid: u64) -> Option<ractor::ActorCell> {
-        if !self.advertised_local_pids.contains(&pid) {
-            tracing::debug!("Rejected cluster message for unadvertised local PID {pid}");
-            return None;
-        }
-
-        let actor = ractor::registry::where_is_pid(ActorId::Local(pid));
-        if actor
-            .as_ref()
-            .is_some_and(ractor::ActorCell::supports_remoting)
-        {
-            actor
-        } else {
-            self.advertised_local_pids.remove(&pid);
-            tracing::debug!("Rejected cluster message for non-remotable local PID {pid}");
-            None
-        }
-    }
-
     fn is_tcp_actor(&self, actor: ActorId) -> bool {
         self.tcp
             .as_ref()
@@ -1064,8 +995,10 @@ impl Actor for NodeSession {
         let peer_addr = stream.peer_addr();
         let local_addr = stream.local_addr();
         // startup the TCP socket handler for message write + reading
+        let route = InboundRoute::new();
         let (actor, writer) = crate::net::Session::spawn_linked(
             myself.clone(),
+            route.clone(),
             stream,
             peer_addr,
             local_addr,
@@ -1086,8 +1019,7 @@ impl Actor for NodeSession {
                 AuthenticationState::AsClient(auth::ClientAuthenticationProcess::init())
             },
             ready: ReadyState::Open,
-            remote_actors: HashMap::new(),
-            advertised_local_pids: HashSet::new(),
+            route: RouteGuard(route),
             peer_addr,
             local_addr,
             epoch: Instant::now(),
@@ -1134,6 +1066,10 @@ impl Actor for NodeSession {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // PATCHED (counter-cluster): every frame the reader forwarded counts as handled
+        // once this returns, however it returns.
+        let _handled = matches!(message, Self::Msg::MessageReceived(_))
+            .then(|| inbound::MarkHandled(state.route.0.clone()));
         if let Some(peer) = &state.name {
             if self.this_node_name.connection_string == peer.connection_string
                 || self.this_node_name.name == peer.name
@@ -1180,6 +1116,9 @@ impl Actor for NodeSession {
                                 };
                                 if elected {
                                     self.after_authenticated(myself.clone(), state);
+                                    // PATCHED (counter-cluster): from now on the reader
+                                    // may deliver casts and calls itself.
+                                    state.route.open();
                                     if state.ready.is_ok() {
                                         self.node_server.cast(
                                             NodeServerMessage::ConnectionReady(myself.get_id()),
@@ -1232,7 +1171,7 @@ impl Actor for NodeSession {
                         state.name
                     );
                     myself.stop(Some("tcp_session_err".to_string()));
-                } else if let Some(actor) = state.remote_actors.remove(&actor.get_id().pid()) {
+                } else if let Some(actor) = state.route.remove_remote_actor(actor.get_id().pid()) {
                     tracing::warn!(
                         "Node session {:?} had a remote actor ({}) panic with {msg}",
                         state.name,
@@ -1260,7 +1199,7 @@ impl Actor for NodeSession {
                     tracing::info!("NodeSession {:?} connection closed", state.name);
                     myself.stop(Some("tcp_session_closed".to_string()));
                     // TODO: resilient connection?
-                } else if let Some(actor) = state.remote_actors.remove(&actor.get_id().pid()) {
+                } else if let Some(actor) = state.route.remove_remote_actor(actor.get_id().pid()) {
                     tracing::debug!(
                         "NodeSession {:?} received a child exit with reason '{maybe_reason:?}'",
                         state.name
@@ -1325,7 +1264,7 @@ impl Actor for NodeSession {
             SupervisionEvent::PidLifecycleEvent(pid) => match pid {
                 PidLifecycleEvent::Spawn(who) => {
                     if who.supports_remoting() {
-                        state.advertised_local_pids.insert(who.get_id().pid());
+                        state.route.advertise([who.get_id().pid()]);
                         let msg = control_protocol::ControlMessage {
                             msg: Some(control_protocol::control_message::Msg::Spawn(
                                 control_protocol::Spawn {
@@ -1341,7 +1280,7 @@ impl Actor for NodeSession {
                 }
                 PidLifecycleEvent::Terminate(who) => {
                     if who.supports_remoting() {
-                        state.advertised_local_pids.remove(&who.get_id().pid());
+                        state.route.withdraw(who.get_id().pid());
                         let msg = control_protocol::ControlMessage {
                             msg: Some(control_protocol::control_message::Msg::Terminate(
                                 control_protocol::Terminate {

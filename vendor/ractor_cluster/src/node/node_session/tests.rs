@@ -13,6 +13,7 @@ use std::time::Instant;
 use std::time::SystemTime;
 
 use ractor::concurrency::sleep;
+use ractor::message::SerializedMessage;
 
 use super::*;
 use crate::node::NodeConnectionMode;
@@ -141,8 +142,7 @@ fn authenticated_state(tcp: Option<ActorRef<SessionMessage>>) -> NodeSessionStat
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp,
         tcp_writer: None,
         ping_task: None,
@@ -321,7 +321,7 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
     sleep(Duration::from_millis(20)).await;
     assert_eq!(received.load(Ordering::Relaxed), 0);
 
-    state.advertised_local_pids.insert(pid);
+    state.route.advertise([pid]);
     session.handle_node(
         &mut state,
         node_protocol::NodeMessage {
@@ -339,7 +339,7 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
     sleep(Duration::from_millis(20)).await;
     assert_eq!(received.load(Ordering::Relaxed), 1);
 
-    state.advertised_local_pids.remove(&pid);
+    state.route.withdraw(pid);
     session.handle_node(
         &mut state,
         node_protocol::NodeMessage {
@@ -404,8 +404,7 @@ async fn node_sesison_client_auth_success() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -558,8 +557,7 @@ async fn node_session_client_auth_session_state_failures() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -697,8 +695,7 @@ async fn node_session_server_auth_success() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -801,8 +798,7 @@ async fn node_session_server_auth_session_state_failures() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -961,8 +957,7 @@ async fn node_session_handle_node_msg() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -971,8 +966,8 @@ async fn node_session_handle_node_msg() {
     };
     // add the "remote" actor
     state
-        .remote_actors
-        .insert(test_pid.pid(), test_actor.get_cell().into());
+        .route
+        .add_remote_actor(test_pid.pid(), test_actor.get_cell().into());
 
     // ***** The following doesn't work due to remote actor id's vs local ids. We can't spawn a specific local id
     // so we can only spawn a remote one, which at that point the actor won't be in the PID registry and therefore
@@ -1067,8 +1062,7 @@ async fn node_session_handle_control() {
         peer_addr: SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
         name: None,
         connection_id: 0,
-        remote_actors: HashMap::new(),
-        advertised_local_pids: HashSet::new(),
+        route: RouteGuard(InboundRoute::new()),
         tcp: None,
         tcp_writer: None,
         ping_task: None,
@@ -1094,7 +1088,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.route.remote_actor_count());
 
     // check terminate cleans up a remote actor
     session
@@ -1109,7 +1103,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(0, state.remote_actors.len());
+    assert_eq!(0, state.route.remote_actor_count());
 
     let scope_name = "node_session_test_scope";
     let group_name = "node_session_handle_control";
@@ -1134,7 +1128,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.route.remote_actor_count());
     let id_set = ractor::pg::get_scoped_members(&scope_name.to_string(), &group_name.to_string())
         .into_iter()
         .map(|a| a.get_id())
@@ -1173,7 +1167,7 @@ async fn node_session_handle_control() {
         )
         .await
         .expect("Failed to process control message");
-    assert_eq!(1, state.remote_actors.len());
+    assert_eq!(1, state.route.remote_actor_count());
     let id_set = ractor::pg::get_scoped_members(&scope_name.to_string(), &group_name.to_string())
         .into_iter()
         .map(|a| a.get_id())
@@ -1211,4 +1205,75 @@ async fn node_session_handle_control() {
     dummy_session.stop(None);
     dummy_shandle.await.unwrap();
     dummy_chandle.await.unwrap();
+}
+
+// PATCHED (counter-cluster): the reader's direct route (`inbound.rs`).
+
+fn cast_frame(to: u64) -> crate::protocol::NetworkMessage {
+    crate::protocol::NetworkMessage {
+        message: Some(crate::protocol::meta::network_message::Message::Node(
+            node_protocol::NodeMessage {
+                msg: Some(node_protocol::node_message::Msg::Cast(node_protocol::Cast {
+                    to,
+                    what: vec![],
+                    variant: "Cast".to_string(),
+                    metadata: None,
+                })),
+            },
+        )),
+    }
+}
+
+#[ractor::concurrency::test]
+async fn the_reader_delivers_casts_itself_only_when_the_route_allows() {
+    let received = Arc::new(AtomicU8::new(0));
+    let (target, target_handle) = Actor::spawn(
+        None,
+        RemotableCounter {
+            received: received.clone(),
+        },
+        (),
+    )
+    .await
+    .unwrap();
+    let pid = target.get_id().pid();
+    let (writer, _frames) = tokio::sync::mpsc::unbounded_channel();
+    let route = InboundRoute::new();
+    route.advertise([pid]);
+
+    // Not authenticated yet: handed back, to go through the NodeSession.
+    assert!(route.try_deliver(cast_frame(pid), 0, &writer).is_err());
+    route.open();
+    // A frame forwarded before is still in the NodeSession's mailbox: this one waits
+    // behind it, so frames keep their order.
+    assert!(route.try_deliver(cast_frame(pid), 1, &writer).is_err());
+    route.mark_handled();
+    assert!(route.try_deliver(cast_frame(pid), 1, &writer).is_ok());
+    // Control frames always go to the NodeSession.
+    let ping = crate::protocol::NetworkMessage {
+        message: Some(crate::protocol::meta::network_message::Message::Control(
+            control_protocol::ControlMessage {
+                msg: Some(control_protocol::control_message::Msg::Ping(
+                    control_protocol::Ping { timestamp: None },
+                )),
+            },
+        )),
+    };
+    assert!(route.try_deliver(ping, 1, &writer).is_err());
+    // A pid the session never advertised is taken and dropped, as by the NodeSession.
+    assert!(route.try_deliver(cast_frame(pid + 1), 1, &writer).is_ok());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < 1 {
+        assert!(Instant::now() < deadline, "the direct cast never arrived");
+        sleep(Duration::from_millis(1)).await;
+    }
+
+    // The NodeSession's state is gone: nothing more goes direct.
+    drop(RouteGuard(route.clone()));
+    assert!(route.try_deliver(cast_frame(pid), 1, &writer).is_err());
+    assert_eq!(received.load(Ordering::Relaxed), 1);
+
+    target.stop(None);
+    target_handle.await.unwrap();
 }
