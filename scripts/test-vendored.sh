@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 copy=$(mktemp -d)
 trap 'rm -rf "$copy"' EXIT
 cp -r vendor/ractor_cluster/. "$copy"
+# Our lockfile, so the crate is tested with the versions the workspace builds it with
+# (cargo adds only its dev-dependencies).
+cp Cargo.lock "$copy/"
 # A workspace of its own, so cargo does not take it for a member of ours.
 printf '\n[workspace]\n' >> "$copy/Cargo.toml"
 CARGO_TARGET_DIR="$PWD/target/vendored" cargo test --manifest-path "$copy/Cargo.toml" --lib

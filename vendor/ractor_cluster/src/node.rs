@@ -189,6 +189,12 @@ pub enum NodeSessionMessage {
 
     /// Retrieve whether the session has finished initial state exchange after authentication
     GetReadyState(RpcReplyPort<bool>),
+
+    /// PATCHED (counter-cluster): a frame the session's own reader forwarded (it did not
+    /// deliver it itself); handled as [NodeSessionMessage::MessageReceived], and counted
+    /// so the reader knows when it may go direct again. Sent by the reader only.
+    #[doc(hidden)]
+    FrameForwarded(crate::protocol::NetworkMessage),
 }
 
 /// Node connection mode from the [Erlang](https://www.erlang.org/doc/reference_manual/distributed.html#node-connections)

@@ -17,6 +17,7 @@ use ractor::Actor;
 use ractor::ActorCell;
 use ractor::ActorProcessingErr;
 use ractor::ActorRef;
+use ractor::ActorStatus;
 use ractor::SpawnErr;
 use ractor::SupervisionEvent;
 use tokio::io::AsyncReadExt;
@@ -500,8 +501,9 @@ impl Actor for SessionReader {
         match message {
             Self::Msg::WaitForObject => {
                 // PATCHED (counter-cluster): up to FRAMES_PER_WAKE frames per message to
-                // itself rather than one; a stop still waits for the frame being read,
-                // as it did, and at most that many more.
+                // itself rather than one. A stop (handled between messages) may wait for
+                // that many frames to arrive instead of one, and a kill is seen when a
+                // read has to wait; the reader itself stops when its NodeSession is gone.
                 for _ in 0..FRAMES_PER_WAKE {
                     let read_result = match state.reader.as_mut() {
                         Some(stream) => {
@@ -515,15 +517,23 @@ impl Actor for SessionReader {
 
                     match read_result {
                         Ok(msg) => {
-                            let direct = self.route.try_deliver(msg, state.forwarded, &self.writer);
+                            // Direct only while the NodeSession runs: once it is stopping
+                            // or killed, frames go its way (and are dropped with it).
+                            let direct = if self.handler.get_status() == ActorStatus::Running {
+                                self.route.try_deliver(msg, state.forwarded, &self.writer)
+                            } else {
+                                Err(msg)
+                            };
                             if let Err(msg) = direct {
-                                if self
-                                    .handler
-                                    .cast(crate::node::NodeSessionMessage::MessageReceived(msg))
-                                    .is_ok()
-                                {
-                                    state.forwarded += 1;
+                                let forwarded = crate::node::NodeSessionMessage::FrameForwarded(msg);
+                                if self.handler.cast(forwarded).is_err() {
+                                    // The NodeSession is gone: so is this session.
+                                    self.route.close();
+                                    drop(state.reader.take());
+                                    myself.stop(Some("node_session_gone".to_string()));
+                                    return Ok(());
                                 }
+                                state.forwarded += 1;
                             }
                         }
                         Err(read_err) => {

@@ -1043,6 +1043,9 @@ impl Actor for NodeSession {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // PATCHED (counter-cluster): nothing more goes direct once this session stops
+        // (a killed session has no post_stop; its reader checks the session's status).
+        state.route.close();
         if let Some(mut ping_task) = state.ping_task.take() {
             ping_task.abort();
         }
@@ -1066,10 +1069,15 @@ impl Actor for NodeSession {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // PATCHED (counter-cluster): every frame the reader forwarded counts as handled
-        // once this returns, however it returns.
-        let _handled = matches!(message, Self::Msg::MessageReceived(_))
-            .then(|| inbound::MarkHandled(state.route.0.clone()));
+        // PATCHED (counter-cluster): a frame the reader forwarded is handled as any
+        // received frame, and counts as handled once this returns, however it returns.
+        let (message, _handled) = match message {
+            Self::Msg::FrameForwarded(frame) => (
+                Self::Msg::MessageReceived(frame),
+                Some(inbound::MarkHandled(state.route.0.clone())),
+            ),
+            other => (other, None),
+        };
         if let Some(peer) = &state.name {
             if self.this_node_name.connection_string == peer.connection_string
                 || self.this_node_name.name == peer.name

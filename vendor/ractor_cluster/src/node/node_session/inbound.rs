@@ -28,7 +28,7 @@ use crate::remote_actor::RemoteActorMessage;
 #[derive(Debug, Default)]
 pub(crate) struct InboundRoute {
     /// Set once the session is authenticated and elected; cleared when the
-    /// `NodeSession` ends.
+    /// `NodeSession` stops (or its state is dropped, if it was killed).
     open: AtomicBool,
     /// How many frames the reader forwarded has the `NodeSession` handled.
     handled: AtomicU64,

@@ -1277,3 +1277,80 @@ async fn the_reader_delivers_casts_itself_only_when_the_route_allows() {
     target.stop(None);
     target_handle.await.unwrap();
 }
+
+#[ractor::concurrency::test]
+async fn only_frames_the_reader_forwarded_count_as_handled() {
+    let (server, server_handle) = Actor::spawn(None, DummyNodeServer, ()).await.unwrap();
+    let (session_actor, session_handle) = Actor::spawn(None, DummyNodeSession, ()).await.unwrap();
+    let session_ref: ActorRef<NodeSessionMessage> = session_actor.get_cell().into();
+    let session = NodeSession::new(
+        1,
+        true,
+        "cookie".to_string(),
+        server.get_cell().into(),
+        auth_protocol::NameMessage {
+            name: "myself".to_string(),
+            flags: Some(auth_protocol::NodeFlags { version: 1 }),
+            connection_string: "localhost:123".to_string(),
+            connection_id: 0,
+        },
+        NodeConnectionMode::Isolated,
+    );
+    let loopback = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+    let mut state = NodeSessionState {
+        auth: AuthenticationState::AsServer(auth::ServerAuthenticationProcess::init()),
+        ready: ReadyState::Open,
+        local_addr: loopback,
+        peer_addr: loopback,
+        name: None,
+        connection_id: 0,
+        route: RouteGuard(InboundRoute::new()),
+        tcp: None,
+        tcp_writer: None,
+        ping_task: None,
+        epoch: Instant::now(),
+        pong_warnings: PongWarnings::default(),
+    };
+    let route = state.route.0.clone();
+    route.open();
+    let (writer, _frames) = tokio::sync::mpsc::unbounded_channel();
+    // Casts to no advertised actor: taken (and dropped) when the reader may go direct.
+    let frame = || cast_frame(u64::MAX);
+
+    // A MessageReceived from anyone but the reader does not count: had it counted, the
+    // reader's next forwarded frame could be overtaken.
+    session
+        .handle(
+            session_ref.clone(),
+            NodeSessionMessage::MessageReceived(frame()),
+            &mut state,
+        )
+        .await
+        .unwrap();
+    assert!(route.try_deliver(frame(), 0, &writer).is_ok());
+    assert!(route.try_deliver(frame(), 1, &writer).is_err());
+
+    // A frame the reader forwarded counts once handled.
+    session
+        .handle(
+            session_ref.clone(),
+            NodeSessionMessage::FrameForwarded(frame()),
+            &mut state,
+        )
+        .await
+        .unwrap();
+    assert!(route.try_deliver(frame(), 0, &writer).is_err());
+    assert!(route.try_deliver(frame(), 1, &writer).is_ok());
+
+    // A stopped session's route is closed.
+    session
+        .post_stop(session_ref.clone(), &mut state)
+        .await
+        .unwrap();
+    assert!(route.try_deliver(frame(), 1, &writer).is_err());
+
+    session_actor.stop(None);
+    server.stop(None);
+    session_handle.await.unwrap();
+    server_handle.await.unwrap();
+}
