@@ -2,7 +2,6 @@
 //! conditions with a deadline (never a fixed sleep).
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,12 +17,9 @@ pub fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_node"))
 }
 
-/// A port nobody listens on right now (the OS picks it).
+/// A port nobody listens on right now, and no other node of this test run was given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("cannot bind an ephemeral port")
-        .port()
+    node::net::port::unused_loopback_port().expect("cannot pick a loopback port")
 }
 
 /// A path under cargo's temporary directory unique to this test process, ending in

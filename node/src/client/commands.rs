@@ -199,6 +199,7 @@ async fn apply(
 }
 
 /// How a change tried by [`try_change`] ended.
+#[derive(Debug)]
 pub(crate) enum ChangeOutcome {
     /// Applied (now, or before with its id).
     Applied(Applied),
@@ -230,6 +231,10 @@ where
                 None
             }
             ChangeOutcome::NotThrough(e) => Some(e),
+            // Once an attempt may have been applied, only the counter's own answer to
+            // this id settles it: "no such counter" from a node that has since lost
+            // sight of the owner says nothing about what the owner did.
+            ChangeOutcome::Refused(e) if doubt.is_some() && !is_counters_verdict(&e) => Some(e),
             done => return done,
         };
         if Instant::now() + pause >= deadline {
@@ -248,6 +253,15 @@ where
     }
 }
 
+/// Whether `error` is the counter's own refusal of a change (given its id, so it holds
+/// for every earlier attempt with that id too).
+fn is_counters_verdict(error: &CommandError) -> bool {
+    matches!(
+        error,
+        CommandError::Rejected(shared::agent::ClientError::Refused { .. })
+    )
+}
+
 /// Connects to the member `conn` names, with its cookie and TLS settings.
 async fn connect(conn: &ClientArgs) -> Result<ClusterClient, CommandError> {
     connect_within(conn, conn.timeout).await
@@ -261,4 +275,85 @@ async fn connect_within(
     let cookie = conn.cookie.or_development().map_err(CommandError::Local)?;
     let tls = Tls::from_args(&conn.tls).map_err(CommandError::Local)?;
     ClusterClient::connect(&conn.join, cookie.secret(), tls.as_ref(), timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use shared::agent::ClientError;
+    use shared::counter::CounterError;
+
+    use super::*;
+
+    /// Runs [`try_change`] over `script`, one attempt per entry (the last one repeats),
+    /// each handed over.
+    async fn outcome_of(script: Vec<ClientError>) -> ChangeOutcome {
+        let script = Mutex::new(
+            script
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        );
+        let deadline = Instant::now() + Duration::from_millis(300);
+        try_change(deadline, || {
+            let mut left = script.lock().expect("script");
+            let error = if left.len() > 1 {
+                left.pop_front()
+            } else {
+                left.front().cloned()
+            }
+            .expect("a script of at least one");
+            async move { (Err(CommandError::Rejected(error)), true) }
+        })
+        .await
+    }
+
+    fn unknown() -> ClientError {
+        ClientError::UnknownCounter {
+            name: "worker-1/0".into(),
+            example: "coordinator/0".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_in_doubt_stays_in_doubt_when_its_counter_is_no_longer_known() {
+        let outcome = outcome_of(vec![
+            ClientError::InDoubt {
+                counter: "worker-1/0".into(),
+            },
+            unknown(),
+        ])
+        .await;
+        assert!(matches!(outcome, ChangeOutcome::InDoubt(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn the_counters_own_refusal_settles_a_change_in_doubt() {
+        let refusal = ClientError::Refused {
+            counter: "worker-1/0".into(),
+            error: CounterError::Overflow {
+                value: i64::MAX,
+                delta: Delta::Increment(1),
+            },
+        };
+        let outcome = outcome_of(vec![
+            ClientError::InDoubt {
+                counter: "worker-1/0".into(),
+            },
+            refusal,
+        ])
+        .await;
+        assert!(matches!(outcome, ChangeOutcome::Refused(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_counter_is_refused_at_once_when_nothing_was_in_doubt() {
+        let started = Instant::now();
+        let outcome = outcome_of(vec![unknown()]).await;
+        assert!(matches!(outcome, ChangeOutcome::Refused(_)), "{outcome:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "it was retried"
+        );
+    }
 }

@@ -10,6 +10,7 @@
 //! | [`cookie`] | the shared secret: `--cookie`, `NODE_COOKIE`, `--cookie-file` |
 //! | [`log_limit`] | at most one log line per source address per minute |
 //! | [`panic_hook`] | undecodable frames counted, not printed once each |
+//! | [`port`] | free loopback ports for the nodes a test or `node-bench` starts |
 
 pub(crate) mod admission;
 pub mod conn;
@@ -17,5 +18,6 @@ pub mod cookie;
 pub(crate) mod log_limit;
 pub(crate) mod metered;
 pub mod panic_hook;
+pub mod port;
 pub mod tls;
 pub(crate) mod transport;

@@ -156,10 +156,9 @@ fn node_binary() -> Result<PathBuf, CommandError> {
     }
 }
 
-/// A loopback port nobody is listening on right now.
+/// A loopback port nobody is listening on right now, and no other node of this run
+/// was given.
 pub(crate) fn free_port() -> Result<u16, CommandError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+    node::net::port::unused_loopback_port()
         .map_err(|e| CommandError::Local(format!("no free loopback port: {e}")))
 }
