@@ -525,7 +525,8 @@ impl Actor for SessionReader {
                                 Err(msg)
                             };
                             if let Err(msg) = direct {
-                                let forwarded = crate::node::NodeSessionMessage::FrameForwarded(msg);
+                                let forwarded =
+                                    crate::node::NodeSessionMessage::FrameForwarded(msg);
                                 if self.handler.cast(forwarded).is_err() {
                                     // The NodeSession is gone: so is this session.
                                     self.route.close();

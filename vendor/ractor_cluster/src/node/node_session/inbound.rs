@@ -111,8 +111,9 @@ impl InboundRoute {
     }
 
     /// The reader's side: deliver `message` to its local actor if it is a cast or a
-    /// call (or to its `RemoteActor` if it is a reply) and may go direct now; otherwise hand it back, to be forwarded to the
-    /// `NodeSession`. `forwarded` is how many frames the reader has forwarded so far.
+    /// call (or to its `RemoteActor` if it is a reply) and may go direct now; otherwise
+    /// hand it back, to be forwarded to the `NodeSession`. `forwarded` is how many
+    /// frames the reader has forwarded so far.
     pub(crate) fn try_deliver(
         &self,
         message: NetworkMessage,
