@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ractor::message::SerializedMessage;
 use ractor::{ActorId, ActorRef};
@@ -65,49 +65,28 @@ impl InboundRoute {
     }
 
     pub(crate) fn advertise(&self, pids: impl IntoIterator<Item = u64>) {
-        self.pids_mut().extend(pids);
+        write(&self.advertised_local_pids).extend(pids);
     }
 
     pub(crate) fn withdraw(&self, pid: u64) {
-        self.pids_mut().remove(&pid);
-    }
-
-    fn pids_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<u64>> {
-        self.advertised_local_pids
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn remote_actors_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, ActorRef<RemoteActorMessage>>> {
-        self.remote_actors
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        write(&self.advertised_local_pids).remove(&pid);
     }
 
     pub(crate) fn remote_actor(&self, pid: u64) -> Option<ActorRef<RemoteActorMessage>> {
-        self.remote_actors
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&pid)
-            .cloned()
+        read(&self.remote_actors).get(&pid).cloned()
     }
 
     pub(crate) fn add_remote_actor(&self, pid: u64, actor: ActorRef<RemoteActorMessage>) {
-        self.remote_actors_mut().insert(pid, actor);
+        write(&self.remote_actors).insert(pid, actor);
     }
 
     #[cfg(test)]
     pub(crate) fn remote_actor_count(&self) -> usize {
-        self.remote_actors
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        read(&self.remote_actors).len()
     }
 
     pub(crate) fn remove_remote_actor(&self, pid: u64) -> Option<ActorRef<RemoteActorMessage>> {
-        self.remote_actors_mut().remove(&pid)
+        write(&self.remote_actors).remove(&pid)
     }
 
     /// The reader's side: deliver `message` to its local actor if it is a cast or a
@@ -157,11 +136,7 @@ impl InboundRoute {
     /// The local actor `pid`, if this session advertised it and it still takes remote
     /// messages.
     fn authorized_local_actor(&self, pid: u64) -> Option<ractor::ActorCell> {
-        let advertised = self
-            .advertised_local_pids
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&pid);
+        let advertised = read(&self.advertised_local_pids).contains(&pid);
         if !advertised {
             tracing::debug!("Rejected cluster message for unadvertised local PID {pid}");
             return None;
@@ -241,6 +216,17 @@ impl InboundRoute {
     }
 }
 
+/// A lock's contents, even if a holder panicked: each critical section here is one
+/// insert, remove, clear or lookup, so the contents are whole either way.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`read`], for writing.
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Closes the route when the `NodeSession`'s state is dropped, however the session
 /// ends (a killed actor gets no `post_stop`), and lets go of its `RemoteActor`s, as
 /// the state did when it held them.
@@ -250,7 +236,7 @@ pub(crate) struct RouteGuard(pub(crate) Arc<InboundRoute>);
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         self.0.close();
-        self.0.remote_actors_mut().clear();
+        write(&self.0.remote_actors).clear();
     }
 }
 
