@@ -103,7 +103,10 @@ impl ClusterClient {
         let mut rng = fastrand::Rng::new();
         let mut turned_away = false;
         let mut unanswered = 0;
+        let started = Instant::now();
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let last = match Self::attempt(addr, cookie, tls, timeout, deadline).await {
                 Ok(client) => return Ok(client),
                 // Out of time on a later attempt: the node's answer was "busy".
@@ -125,6 +128,12 @@ impl ClusterClient {
                 }
             };
             let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
+            tracing::debug!(
+                attempt,
+                elapsed = ?started.elapsed(),
+                outcome = %last,
+                "connection attempt failed; trying again"
+            );
             if Instant::now() + pause >= deadline {
                 return Err(last);
             }
@@ -149,6 +158,7 @@ impl ClusterClient {
             CONNECTIONS.fetch_add(1, Ordering::Relaxed)
         );
         let failed = |e| Attempt::Failed(e);
+        let began = Instant::now();
         let server = NodeServer::new(
             0,
             cookie.to_string(),
@@ -186,6 +196,7 @@ impl ClusterClient {
                         DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
                         DialError::TimedOut(_) => timed_out(),
                     })?;
+            tracing::debug!(elapsed = ?began.elapsed(), "connected");
             let mut authenticated = false;
             let (session, node) = loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -193,8 +204,14 @@ impl ClusterClient {
                     Ok(None) => {
                         return Err(failed(CommandError::Local("client node stopped".into())))
                     }
-                    Ok(Some(SessionEvent::Authenticated)) => authenticated = true,
-                    Ok(Some(SessionEvent::Ready(session, node))) => break (session, node),
+                    Ok(Some(SessionEvent::Authenticated)) => {
+                        tracing::debug!(elapsed = ?began.elapsed(), "authenticated");
+                        authenticated = true
+                    }
+                    Ok(Some(SessionEvent::Ready(session, node))) => {
+                        tracing::debug!(elapsed = ?began.elapsed(), "ready");
+                        break (session, node);
+                    }
                     Ok(Some(SessionEvent::Closed)) if probe.refused_busy() => {
                         return Err(Attempt::Busy)
                     }

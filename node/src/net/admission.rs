@@ -5,9 +5,12 @@
 //! When the places are full, the newcomer does not simply lose: another connection is
 //! dropped instead, from the newcomer's own address if that address is at its bound,
 //! chosen in this order: one that is stuck (older than the authentication deadline);
-//! one the node has not answered yet (it has sent nothing usable), oldest first; one
-//! whose handshake has gone on for longer than [`Limits::grace`] (a handshake takes a
-//! round trip or two), oldest first. So neither a flood of silent or garbage
+//! one with no handshake under way (it has sent nothing usable, and the node has not
+//! answered it), oldest first; one whose handshake has gone on for longer than
+//! [`Limits::grace`] (a handshake takes a round trip or two), oldest first. A handshake
+//! is under way as soon as its first frame's length passes the screening, before the
+//! node has answered: a legitimate client's connection, which sends that at once, is
+//! not dropped for a silent one while the node is still busy reading it. So neither a flood of silent or garbage
 //! connections nor one of stalled handshakes, even from a legitimate client's own
 //! address, keeps that client out for long. Only when every place holds a handshake
 //! that is young and answered is the newcomer refused (and told the node is busy).
@@ -113,8 +116,8 @@ impl Admission {
     }
 
     /// The connection to drop for a newcomer (from `ip` only, if given): the oldest
-    /// stuck one, else the oldest the node has not answered, else the oldest handshake
-    /// past its grace.
+    /// stuck one, else the oldest with no handshake under way, else the oldest
+    /// handshake past its grace.
     fn victim(&self, now: Instant, ip: Option<IpAddr>) -> Option<Arc<Pending>> {
         let age = |e: &&Arc<Pending>| now.saturating_duration_since(e.opened);
         let oldest = |keep: &dyn Fn(&&Arc<Pending>) -> bool| {
@@ -126,7 +129,7 @@ impl Admission {
                 .cloned()
         };
         oldest(&|e| age(e) > self.limits.deadline)
-            .or_else(|| oldest(&|e| !e.is_answered()))
+            .or_else(|| oldest(&|e| !e.is_in_progress()))
             .or_else(|| oldest(&|e| age(e) > self.limits.grace))
     }
 }
@@ -205,6 +208,39 @@ mod tests {
             Admit::Evicting(victim) => assert_eq!(victim.id, 7),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A connection whose first frame passed the screening has a handshake under way
+    /// even before the node answers it: silent ones go first, and while every place
+    /// holds a young handshake so begun, the newcomer is refused.
+    #[test]
+    fn a_handshake_the_node_has_not_answered_yet_is_kept_too() {
+        let mut a = Admission::new(LIMITS);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        let begun = conn(0, 1, t0);
+        a.admit(Arc::clone(&begun), t0);
+        begun.start();
+        for id in 1..3 {
+            a.admit(conn(id, 1, t0 + id as u32 * ms), t0 + id as u32 * ms);
+        }
+        let soon = t0 + 10 * ms;
+        match a.admit(conn(3, 1, soon), soon) {
+            Admit::Evicting(victim) => assert_eq!(victim.id, 1, "the oldest silent one"),
+            other => panic!("{other:?}"),
+        }
+        let mut a = Admission::new(LIMITS);
+        for id in 0..3 {
+            let c = conn(id, 1, t0);
+            a.admit(Arc::clone(&c), t0);
+            c.start();
+        }
+        assert!(matches!(a.admit(conn(3, 1, soon), soon), Admit::Refused));
+        let later = t0 + LIMITS.grace + ms;
+        assert!(matches!(
+            a.admit(conn(4, 1, later), later),
+            Admit::Evicting(_)
+        ));
     }
 
     #[test]

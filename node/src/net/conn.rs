@@ -63,6 +63,7 @@ pub(crate) struct Pending {
     pub(crate) opened: Instant,
     authenticated: AtomicBool,
     evicted: AtomicBool,
+    started: AtomicBool,
     written: AtomicU64,
     refusal: Mutex<Option<(Refusal, String)>>,
     waker: Mutex<Option<Waker>>,
@@ -77,6 +78,7 @@ impl Pending {
             opened,
             authenticated: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             written: AtomicU64::new(0),
             refusal: Mutex::new(None),
             waker: Mutex::new(None),
@@ -97,6 +99,17 @@ impl Pending {
     /// handshake in progress).
     pub(crate) fn is_answered(&self) -> bool {
         self.written.load(Ordering::Relaxed) > 0
+    }
+
+    /// The peer has begun a handshake: its first frame's length passed the screening.
+    pub(crate) fn start(&self) {
+        self.started.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a handshake is under way: the peer has begun one, or the node has
+    /// answered (under TLS, the node writes before any frame is read).
+    pub(crate) fn is_in_progress(&self) -> bool {
+        self.started.load(Ordering::Relaxed) || self.is_answered()
     }
 
     /// Records `n` bytes written (as if the node had answered), for tests.

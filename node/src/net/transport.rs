@@ -328,6 +328,7 @@ async fn screen<S>(
         conn.refuse(Refusal::PreauthLimit, why);
         return;
     }
+    conn.start();
     let screened = Screened {
         conn,
         place,
@@ -396,7 +397,12 @@ impl Actor for Acceptor {
             loop {
                 match args.listener.accept().await {
                     Ok((stream, peer)) => {
-                        accepted(stream, peer, &args.server, args.tls.as_ref(), &args.inbound)
+                        accepted(stream, peer, &args.server, args.tls.as_ref(), &args.inbound);
+                        // Under a flood, let the connections just admitted be screened
+                        // before the next newcomer looks for a place: otherwise a burst
+                        // of accepts on the node's one worker thread can drop a
+                        // legitimate client whose first frame is waiting to be read.
+                        tokio::task::yield_now().await;
                     }
                     Err(error) => {
                         // Out of file descriptors, most likely: give the others a moment
