@@ -30,12 +30,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     // Take the port first: a port that is taken fails the start before (perhaps many)
     // counters start.
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| NodeError::Listen {
-            addr: config.listen.to_string(),
-            reason: e.to_string(),
-        })?;
+    let listener = crate::net::listener::bind(config.listen).map_err(|e| NodeError::Listen {
+        addr: config.listen.to_string(),
+        reason: e.to_string(),
+    })?;
 
     // Serving at once: probes see the node alive (and not ready) while its store is
     // being recovered.

@@ -125,12 +125,38 @@ impl NodeProc {
     }
 
     /// Sends a signal with the system's `kill` (no unsafe code in tests).
+    ///
+    /// `STOP` returns once every thread of the process has stopped, `CONT` once none
+    /// is stopped: the kernel stops a process only when its threads next pass through
+    /// their signal handling, and on a busy machine a thread may first run on for a
+    /// while (long enough to answer a request sent right after `kill` returned).
     pub fn signal(&self, signal: &str) {
+        let pid = self.child.id();
         let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .expect("cannot run kill");
         assert!(status.success(), "kill -{signal} failed");
+        let want_stopped = match signal {
+            "STOP" => true,
+            "CONT" => false,
+            _ => return,
+        };
+        wait_for(
+            &format!("{} to be {signal}ped", self.name),
+            Duration::from_secs(10),
+            || {
+                let states = thread_states(pid);
+                let stopped = states.iter().filter(|&&s| s == 'T').count();
+                let done = if want_stopped {
+                    !states.is_empty() && stopped == states.len()
+                } else {
+                    stopped == 0
+                };
+                done.then_some(())
+                    .ok_or(format!("thread states {states:?}"))
+            },
+        );
     }
 
     /// Waits for the process to exit, at most `timeout`; returns its exit code.
@@ -409,4 +435,19 @@ pub fn is_closed(mut stream: &std::net::TcpStream) -> bool {
             Err(_) => return true,
         }
     }
+}
+
+/// The state letter (`R`, `S`, `T`, ...) of each thread of process `pid`, from
+/// `/proc/PID/task/*/stat`; empty if the process is gone.
+fn thread_states(pid: u32) -> Vec<char> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')')?.1.trim_start().chars().next()
+        })
+        .collect()
 }

@@ -32,6 +32,7 @@ use shared::host::HostMessage;
 use shared::protocol::{agent_name, host_name};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::cluster::mesh::{session_node_name, CLIENT_NAME_PREFIX};
 use crate::cluster::rpc::call_until;
@@ -99,15 +100,35 @@ impl ClusterClient {
         tls: Option<&Tls>,
         timeout: Duration,
     ) -> Result<Self, CommandError> {
+        let begun = Instant::now();
+        let outcome = Self::attempts(addr, cookie, tls, timeout).await;
+        match &outcome {
+            Ok(_) => tracing::debug!(elapsed = ?begun.elapsed(), "connected to {addr}"),
+            Err(error) => tracing::debug!(elapsed = ?begun.elapsed(), %error, "gave up"),
+        }
+        outcome
+    }
+
+    /// Attempts until one succeeds, fails for good, or `timeout` has passed. Each one
+    /// logs its steps at DEBUG, in a span that numbers it.
+    async fn attempts(
+        addr: &str,
+        cookie: &str,
+        tls: Option<&Tls>,
+        timeout: Duration,
+    ) -> Result<Self, CommandError> {
         let deadline = Instant::now() + timeout;
         let mut rng = fastrand::Rng::new();
         let mut turned_away = false;
         let mut unanswered = 0;
-        let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let last = match Self::attempt(addr, cookie, tls, timeout, deadline).await {
+            let span = tracing::debug_span!("attempt", n = attempt);
+            let last = match Self::attempt(addr, cookie, tls, timeout, deadline)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(client) => return Ok(client),
                 // Out of time on a later attempt: the node's answer was "busy".
                 Err(Attempt::Failed(CommandError::ConnectTimeout(..))) if turned_away => {
@@ -128,15 +149,10 @@ impl ClusterClient {
                 }
             };
             let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
-            tracing::debug!(
-                attempt,
-                elapsed = ?started.elapsed(),
-                outcome = %last,
-                "connection attempt failed; trying again"
-            );
             if Instant::now() + pause >= deadline {
                 return Err(last);
             }
+            span.in_scope(|| tracing::debug!(outcome = %last, ?pause, "trying again"));
             tokio::time::sleep(pause).await;
         }
     }
@@ -196,7 +212,7 @@ impl ClusterClient {
                         DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
                         DialError::TimedOut(_) => timed_out(),
                     })?;
-            tracing::debug!(elapsed = ?began.elapsed(), "connected");
+            tracing::debug!(elapsed = ?began.elapsed(), "connected (TCP)");
             let mut authenticated = false;
             let (session, node) = loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {

@@ -58,12 +58,10 @@ pub(crate) struct HttpSide {
 
 /// Binds the HTTP port.
 pub(crate) async fn bind(config: &HttpConfig) -> Result<BoundHttp, NodeError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| NodeError::Listen {
-            addr: format!("{} (--http)", config.listen),
-            reason: e.to_string(),
-        })?;
+    let listener = crate::net::listener::bind(config.listen).map_err(|e| NodeError::Listen {
+        addr: format!("{} (--http)", config.listen),
+        reason: e.to_string(),
+    })?;
     Ok(BoundHttp {
         listener,
         config: config.clone(),

@@ -5,15 +5,16 @@
 //! When the places are full, the newcomer does not simply lose: another connection is
 //! dropped instead, from the newcomer's own address if that address is at its bound,
 //! chosen in this order: one that is stuck (older than the authentication deadline);
-//! one with no handshake under way (it has sent nothing usable, and the node has not
-//! answered it), oldest first; one whose handshake has gone on for longer than
-//! [`Limits::grace`] (a handshake takes a round trip or two), oldest first. A handshake
-//! is under way as soon as its first frame's length passes the screening, before the
-//! node has answered: a legitimate client's connection, which sends that at once, is
-//! not dropped for a silent one while the node is still busy reading it. So neither a flood of silent or garbage
+//! one with no handshake under way, oldest first; one whose handshake has gone on for
+//! longer than [`Limits::grace`] after the connection was accepted (a handshake takes
+//! a round trip or two), oldest first. A handshake is under way once the peer's whole
+//! first frame is in and of a size a handshake may have, or once the node has written
+//! to it (under TLS, its first answer comes before any frame): a legitimate client's
+//! connection, which sends its first frame at once, is not dropped for a silent one
+//! while the node has yet to answer it. So neither a flood of silent or garbage
 //! connections nor one of stalled handshakes, even from a legitimate client's own
-//! address, keeps that client out for long. Only when every place holds a handshake
-//! that is young and answered is the newcomer refused (and told the node is busy).
+//! address, keeps that client out for long. Only when every place holds a young
+//! handshake under way is the newcomer refused (and told the node is busy).
 //! Each place costs little: before it authenticates, a connection may make the node
 //! hold one frame of at most 16 KiB ([`conn`](super::conn)).
 
@@ -34,7 +35,7 @@ pub(crate) struct Limits {
     pub(crate) per_ip: usize,
     /// A connection older than this should have authenticated (or been closed) by now.
     pub(crate) deadline: Duration,
-    /// A handshake the node is answering is left alone this long.
+    /// A handshake under way is left alone this long after its connection was accepted.
     pub(crate) grace: Duration,
 }
 

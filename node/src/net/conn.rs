@@ -101,7 +101,7 @@ impl Pending {
         self.written.load(Ordering::Relaxed) > 0
     }
 
-    /// The peer has begun a handshake: its first frame's length passed the screening.
+    /// The peer has begun a handshake: its whole first frame passed the screening.
     pub(crate) fn start(&self) {
         self.started.store(true, Ordering::Relaxed);
     }

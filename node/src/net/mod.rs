@@ -5,6 +5,7 @@
 //! | [`transport`] | the accept loop (an actor) and dialing, plain or mutual TLS, with deadlines |
 //! | [`admission`] | places for connections waiting to authenticate; who is dropped when full |
 //! | [`conn`] | what an unauthenticated connection may send; the "busy" marker |
+//! | [`listener`] | listening sockets with room for a burst of connections |
 //! | [`metered`] | bytes and frames through each session's link, for the metrics |
 //! | [`tls`] | certificate files into rustls configurations |
 //! | [`cookie`] | the shared secret: `--cookie`, `NODE_COOKIE`, `--cookie-file` |
@@ -15,6 +16,7 @@
 pub(crate) mod admission;
 pub mod conn;
 pub mod cookie;
+pub(crate) mod listener;
 pub(crate) mod log_limit;
 pub(crate) mod metered;
 pub mod panic_hook;

@@ -53,8 +53,8 @@ use crate::runtime::busy_poll::Noted;
 pub(crate) const MAX_UNAUTHENTICATED: usize = 256;
 /// The same, from one address.
 pub(crate) const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
-/// A handshake the node is answering keeps its place this long, even when the places
-/// are full (a handshake takes a round trip or two).
+/// A handshake under way keeps its place this long after its connection was accepted,
+/// even when the places are full (a handshake takes a round trip or two).
 pub(crate) const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long a connecting peer has to complete the TLS handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -303,32 +303,9 @@ async fn screen<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::clone(&place.conn);
-    let mut head = vec![0u8; 8];
-    match tokio::time::timeout_at(deadline, stream.read_exact(&mut head)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            if !conn.is_evicted() {
-                conn.refuse(
-                    Refusal::Silent,
-                    format!("it closed the connection without a handshake ({error})"),
-                );
-            }
-            return;
-        }
-        Err(_) => {
-            conn.refuse(
-                Refusal::Silent,
-                format!("it sent no handshake within {AUTH_GRACE:?}"),
-            );
-            return;
-        }
-    }
-    let mut policy = FramePolicy::default();
-    if let Err(why) = policy.feed(&head) {
-        conn.refuse(Refusal::PreauthLimit, why);
+    let Some((policy, head)) = first_frame(&mut stream, &conn, deadline).await else {
         return;
-    }
-    conn.start();
+    };
     let screened = Screened {
         conn,
         place,
@@ -344,6 +321,60 @@ async fn screen<S>(
         local,
         Some(&metrics.traffic),
     );
+}
+
+/// Reads the connection's first frame whole (until `deadline`), held to the
+/// pre-authentication limits: its bytes, and the policy that has seen them. Once it is
+/// in, a handshake is under way ([`Pending::start`]). `None` (with the reason recorded
+/// on `conn`) for a connection that says nothing, closes, sends garbage or announces a
+/// frame no handshake needs.
+async fn first_frame<S>(
+    stream: &mut S,
+    conn: &Pending,
+    deadline: Instant,
+) -> Option<(FramePolicy, Vec<u8>)>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut policy = FramePolicy::default();
+    let mut frame = vec![0u8; 8];
+    let read = async {
+        stream.read_exact(&mut frame[..8]).await?;
+        if let Err(why) = policy.feed(&frame[..8]) {
+            return Ok(Err(why));
+        }
+        let len = u64::from_be_bytes(frame[..8].try_into().unwrap_or_default());
+        // At most PREAUTH_MAX_FRAME: the policy has just checked it.
+        frame.resize(8 + len as usize, 0);
+        stream.read_exact(&mut frame[8..]).await?;
+        Ok::<_, std::io::Error>(policy.feed(&frame[8..]))
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(Ok(()))) => {
+            conn.start();
+            Some((policy, frame))
+        }
+        Ok(Ok(Err(why))) => {
+            conn.refuse(Refusal::PreauthLimit, why);
+            None
+        }
+        Ok(Err(error)) => {
+            if !conn.is_evicted() {
+                conn.refuse(
+                    Refusal::Silent,
+                    format!("it closed the connection without a handshake ({error})"),
+                );
+            }
+            None
+        }
+        Err(_) => {
+            conn.refuse(
+                Refusal::Silent,
+                format!("it sent no handshake within {AUTH_GRACE:?}"),
+            );
+            None
+        }
+    }
 }
 
 /// Accepts connections until it is stopped, and hands each one to the `NodeServer`.
@@ -510,4 +541,52 @@ pub(crate) async fn dial(
         }
     }
     Ok((target, probe))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn pending() -> Pending {
+        Pending::new(0, SocketAddr::from(([127, 0, 0, 1], 1)), Instant::now())
+    }
+
+    /// A handshake is under way only once its whole first frame is in; silence, half
+    /// a frame, or a length no handshake needs leave it a connection that may be
+    /// dropped for another.
+    #[tokio::test]
+    async fn a_handshake_is_under_way_once_its_first_frame_is_in() {
+        // Short: half a frame is waited for until this deadline.
+        let deadline = || Instant::now() + Duration::from_millis(100);
+        let mut frame = 5u64.to_be_bytes().to_vec();
+        frame.extend_from_slice(b"hello");
+
+        let (mut near, mut far) = tokio::io::duplex(64);
+        near.write_all(&frame).await.unwrap();
+        let conn = pending();
+        let (_, head) = first_frame(&mut far, &conn, deadline()).await.unwrap();
+        assert_eq!(head, frame);
+        assert!(conn.is_in_progress());
+
+        let (mut near, mut far) = tokio::io::duplex(64);
+        near.write_all(&frame[..10]).await.unwrap();
+        let conn = pending();
+        assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
+        assert!(!conn.is_in_progress());
+        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::Silent));
+
+        let (mut near, mut far) = tokio::io::duplex(64);
+        near.write_all(&u64::MAX.to_be_bytes()).await.unwrap();
+        let conn = pending();
+        assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
+        assert!(!conn.is_in_progress());
+        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::PreauthLimit));
+
+        let (near, mut far) = tokio::io::duplex(64);
+        drop(near);
+        let conn = pending();
+        assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
+        assert!(!conn.is_in_progress());
+    }
 }
