@@ -157,11 +157,13 @@ pub struct ServeArgs {
 
     /// After a read from a cluster connection, keep polling for more this many
     /// microseconds before the worker sleeps: a request or answer arriving meanwhile
-    /// is taken without waking a sleeping thread (on a VM, tens of microseconds each).
-    /// Costs CPU only while traffic flows; 0 turns it off.
-    #[arg(long, env = crate::runtime::BUSY_POLL_ENV, value_name = "MICROS", default_value = "100",
+    /// is taken without waking a sleeping thread (on some VMs, tens of microseconds
+    /// each). Costs CPU only while traffic flows; 0 turns it off. `auto` (the default)
+    /// measures at start whether it pays on this machine and then spins 100 µs or not
+    /// at all (it does not on VMs that pack threads onto few vCPUs).
+    #[arg(long, env = crate::runtime::BUSY_POLL_ENV, value_name = "MICROS|auto", default_value = "auto",
           value_parser = crate::runtime::parse_busy_poll)]
-    pub busy_poll_us: Duration,
+    pub busy_poll_us: crate::runtime::BusyPoll,
 
     /// Let `node debug crash` make this node's actors fail (for supervision tests and
     /// drills).
@@ -435,7 +437,7 @@ mod tests {
         assert_eq!(cli.serve.failure_timeout, Duration::from_secs(2));
         assert!(!cli.serve.enable_fault_injection);
         assert_eq!(cli.serve.worker_threads, 1);
-        assert_eq!(cli.serve.busy_poll_us, crate::runtime::DEFAULT_BUSY_POLL);
+        assert_eq!(cli.serve.busy_poll_us, crate::runtime::BusyPoll::Auto);
     }
 
     #[test]
@@ -443,7 +445,15 @@ mod tests {
         let cli =
             Cli::try_parse_from(["node", "--worker-threads", "4", "--busy-poll-us", "0"]).unwrap();
         assert_eq!(cli.serve.worker_threads, 4);
-        assert!(cli.serve.busy_poll_us.is_zero());
+        assert_eq!(
+            cli.serve.busy_poll_us,
+            crate::runtime::BusyPoll::Window(Duration::ZERO)
+        );
+        let cli = Cli::try_parse_from(["node", "--busy-poll-us", "250"]).unwrap();
+        assert_eq!(
+            cli.serve.busy_poll_us,
+            crate::runtime::BusyPoll::Window(Duration::from_micros(250))
+        );
         for bad in [
             ["--worker-threads", "0"],
             ["--worker-threads", "many"],

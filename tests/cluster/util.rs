@@ -129,7 +129,9 @@ impl NodeProc {
     /// `STOP` returns once every thread of the process has stopped, `CONT` once none
     /// is stopped: the kernel stops a process only when its threads next pass through
     /// their signal handling, and on a busy machine a thread may first run on for a
-    /// while (long enough to answer a request sent right after `kill` returned).
+    /// while (long enough to answer a request sent right after `kill` returned). A
+    /// prefix the node is started through must exec it (as `env` and `ip netns exec`
+    /// do), so that the child is the node itself.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id();
         let status = Command::new("kill")
@@ -147,7 +149,13 @@ impl NodeProc {
             Duration::from_secs(10),
             || {
                 let states = thread_states(pid);
-                let stopped = states.iter().filter(|&&s| s == 'T').count();
+                assert!(
+                    !states.iter().any(|s| matches!(s, 'Z' | 'X')),
+                    "{} has exited",
+                    self.name
+                );
+                // `t`: stopped by a debugger that traces it.
+                let stopped = states.iter().filter(|s| matches!(s, 'T' | 't')).count();
                 let done = if want_stopped {
                     !states.is_empty() && stopped == states.len()
                 } else {

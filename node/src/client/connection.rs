@@ -117,7 +117,8 @@ impl ClusterClient {
         tls: Option<&Tls>,
         timeout: Duration,
     ) -> Result<Self, CommandError> {
-        let deadline = Instant::now() + timeout;
+        let begun = Instant::now();
+        let deadline = begun + timeout;
         let mut rng = fastrand::Rng::new();
         let mut turned_away = false;
         let mut unanswered = 0;
@@ -152,7 +153,9 @@ impl ClusterClient {
             if Instant::now() + pause >= deadline {
                 return Err(last);
             }
-            span.in_scope(|| tracing::debug!(outcome = %last, ?pause, "trying again"));
+            span.in_scope(|| {
+                tracing::debug!(outcome = %last, elapsed = ?begun.elapsed(), ?pause, "trying again")
+            });
             tokio::time::sleep(pause).await;
         }
     }

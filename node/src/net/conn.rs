@@ -1,9 +1,9 @@
 //! What a connection may do before it authenticates, enforced on its bytes.
 //!
 //! Every inbound connection gets a [`Pending`] record when the accept loop admits it,
-//! shared by two wrappers around its stream (the accept side reads and checks the first
-//! frame's length itself before ractor_cluster sees the connection at all, so silent
-//! and garbage connections never cost a session):
+//! shared by two wrappers around its stream (the accept side reads and checks the whole
+//! first frame itself before ractor_cluster sees the connection at all, so silent and
+//! garbage connections never cost a session):
 //! - [`Watched`], around the TCP socket itself (under TLS, if any): notes whether the
 //!   node has answered yet, and closes the connection when it is evicted to make room
 //!   for another, writing [`BUSY_MARKER`] first where that breaks nothing (between two of

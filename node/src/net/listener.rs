@@ -6,7 +6,7 @@
 //! 200 hostile connections from one address could fill that queue; the kernel then
 //! drops the next SYN, and the client it came from waits a second for its
 //! retransmission. The node asks for [`BACKLOG`] instead (Linux caps it at
-//! `net.core.somaxconn`, 4096 by default).
+//! `net.core.somaxconn`: 4096 by default since Linux 5.4, 128 before).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,13 +16,16 @@ use tokio::net::{TcpListener, TcpSocket};
 /// Connections the kernel may hold for a listener before they are accepted.
 pub(crate) const BACKLOG: u32 = 1024;
 
-/// Binds `addr` (with `SO_REUSEADDR`, as `TcpListener::bind` does, so a restarted node
-/// gets its port back at once) and listens with a backlog of [`BACKLOG`].
+/// Binds `addr` (with `SO_REUSEADDR` except on Windows, as `TcpListener::bind` does, so
+/// a restarted node gets its port back at once) and listens with a backlog of
+/// [`BACKLOG`].
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    // Not on Windows, where it would let another socket take the port over.
+    #[cfg(not(windows))]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)

@@ -9,7 +9,7 @@
 //! Here:
 //!
 //! - the [`Acceptor`]'s loop only accepts; each connection is then screened in its own
-//!   task (the TLS handshake within [`HANDSHAKE_TIMEOUT`], then the first frame's length
+//!   task (the TLS handshake within [`HANDSHAKE_TIMEOUT`], then the whole first frame
 //!   within the authentication deadline) before ractor_cluster sees it: a silent or
 //!   garbage connection never costs a session;
 //! - every connection needs a place among those waiting to authenticate
@@ -249,7 +249,7 @@ fn hand_over<S>(
 }
 
 /// One accepted connection: admitted (or refused with the busy marker), then screened
-/// in a task of its own (its TLS handshake, if TLS is on, and its first frame's length)
+/// in a task of its own (its TLS handshake, if TLS is on, and its whole first frame)
 /// and only then handed to the `NodeServer`.
 fn accepted(
     stream: TcpStream,
@@ -289,7 +289,7 @@ fn accepted(
     });
 }
 
-/// Waits (until `deadline`) for the first frame's length: a connection that says
+/// Waits (until `deadline`) for the whole first frame: a connection that says
 /// nothing, sends garbage or announces a frame no handshake needs is closed here, and
 /// never costs the `NodeServer` a session. The rest goes to the `NodeServer`.
 async fn screen<S>(
@@ -370,7 +370,7 @@ where
         Err(_) => {
             conn.refuse(
                 Refusal::Silent,
-                format!("it sent no handshake within {AUTH_GRACE:?}"),
+                format!("it sent no complete first frame within {AUTH_GRACE:?}"),
             );
             None
         }
@@ -546,6 +546,7 @@ pub(crate) async fn dial(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::conn::{PREAUTH_MAX_BYTES, PREAUTH_MAX_FRAME};
     use tokio::io::AsyncWriteExt;
 
     fn pending() -> Pending {
@@ -588,5 +589,39 @@ mod tests {
         let conn = pending();
         assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
         assert!(!conn.is_in_progress());
+        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::Silent));
+    }
+
+    /// The bytes of the first frame count against the pre-authentication budget once:
+    /// the policy returned has seen them, so the rest of the connection may send only
+    /// what is left of it.
+    #[tokio::test]
+    async fn the_first_frame_counts_against_the_budget() {
+        let len = PREAUTH_MAX_FRAME;
+        let mut frame = len.to_be_bytes().to_vec();
+        frame.resize(8 + len as usize, 1);
+        let (mut near, mut far) = tokio::io::duplex(1 << 16);
+        near.write_all(&frame).await.unwrap();
+        let conn = pending();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let (mut policy, head) = first_frame(&mut far, &conn, deadline).await.unwrap();
+        assert_eq!(head.len(), frame.len());
+        let left = PREAUTH_MAX_BYTES - frame.len() as u64;
+        let mut rest = Vec::new();
+        while (rest.len() as u64) < left {
+            rest.extend_from_slice(&frame);
+        }
+        rest.truncate(left as usize);
+        // Whole frames of the same size, up to the budget: still allowed.
+        policy
+            .feed(&rest[..rest.len() - rest.len() % frame.len()])
+            .unwrap();
+        let mut fresh = FramePolicy::default();
+        fresh
+            .feed(&rest[..rest.len() - rest.len() % frame.len()])
+            .unwrap();
+        // One more frame goes over the budget only for the policy that saw the first.
+        assert!(policy.feed(&frame).is_err());
+        assert!(fresh.feed(&frame).is_ok());
     }
 }

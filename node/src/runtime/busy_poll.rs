@@ -63,6 +63,9 @@ impl SpinWindow {
 
 /// What [`Noted`] readers and the spinner share.
 struct Spinner {
+    /// Whether reads start spins (off until a measure says they pay, with
+    /// `--busy-poll-us auto`).
+    enabled: AtomicBool,
     /// Reads with bytes so far.
     activity: AtomicU64,
     /// Whether the spinner is spinning (then a read need not wake it).
@@ -115,13 +118,15 @@ pub fn blocking_running() -> usize {
 }
 
 /// Starts this process's spinner on `runtime`, with spins of `window` after the last
-/// read. Once per process: the spinner belongs to the first runtime it was started on
-/// (each program builds one, in [`super::run`]), and a second call does nothing.
-pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
+/// read, `enabled` or not (see [`enable`]). Once per process: the spinner belongs to the
+/// first runtime it was started on (each program builds one, in [`super::run`]), and a
+/// second call does nothing.
+pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration, enabled: bool) {
     let mut fresh = false;
     let spinner = SPINNER.get_or_init(|| {
         fresh = true;
         Spinner {
+            enabled: AtomicBool::new(enabled),
             activity: AtomicU64::new(0),
             spinning: AtomicBool::new(false),
             spins: AtomicU64::new(0),
@@ -133,9 +138,23 @@ pub(crate) fn start(runtime: &tokio::runtime::Runtime, window: Duration) {
     }
 }
 
+/// Turns the spins on or off from now on (a spin under way runs to its end).
+pub(crate) fn enable(on: bool) {
+    if let Some(spinner) = SPINNER.get() {
+        spinner.enabled.store(on, Ordering::Relaxed);
+    }
+}
+
+/// Whether this process's reads start spins (false where there is no spinner).
+pub fn enabled() -> bool {
+    SPINNER
+        .get()
+        .is_some_and(|s| s.enabled.load(Ordering::Relaxed))
+}
+
 /// Notes a read that brought bytes.
 fn note() {
-    if let Some(spinner) = SPINNER.get() {
+    if let Some(spinner) = SPINNER.get().filter(|s| s.enabled.load(Ordering::Relaxed)) {
         // SeqCst with the spinner's own store-then-load: either the spinner sees this
         // read after it stops, or this read sees it stopped and wakes it.
         spinner.activity.fetch_add(1, Ordering::SeqCst);
@@ -264,7 +283,8 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        start(&runtime, Duration::from_millis(20));
+        // Off at first, as while `auto` is measuring.
+        start(&runtime, Duration::from_millis(20), false);
         runtime.block_on(async {
             let deadline = || Instant::now() + Duration::from_secs(5);
             let until = deadline();
@@ -272,11 +292,19 @@ mod tests {
                 assert!(Instant::now() < until, "the spinner idle within 5 s");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            let before = spins_started();
             let (mut a, b) = tokio::io::duplex(64);
             let mut reader = Noted(b);
-            a.write_all(b"x").await.unwrap();
             let mut byte = [0u8; 1];
+            a.write_all(b"x").await.unwrap();
+            reader.read_exact(&mut byte).await.unwrap();
+            // The read was not even counted, so nothing can have woken the spinner.
+            let activity = SPINNER.get().unwrap().activity.load(Ordering::SeqCst);
+            assert_eq!(activity, 0, "a read reached the spinner while it was off");
+            assert_eq!(spins_started(), 0);
+            enable(true);
+            assert!(enabled());
+            let before = spins_started();
+            a.write_all(b"x").await.unwrap();
             reader.read_exact(&mut byte).await.unwrap();
             let until = deadline();
             while spins_started() == before {

@@ -4,6 +4,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`busy_poll`] | the spin window (a pure core on a fake clock), the task that spins, the reader wrapper that reports traffic, and the counted `spawn_blocking` the spin gives way to |
+//! | [`calibrate`] | whether a busy poll pays on this machine, measured at start |
 //!
 //! **Why one worker and a busy poll.** Per message, this node's time on a virtual
 //! machine goes mostly to waking threads: a thread that sleeps in `epoll_wait` or on a
@@ -17,8 +18,11 @@
 //! sleeps: a request or answer that arrives meanwhile is picked up without waking
 //! anything. Erlang's schedulers do the same by default (`+sbwt`). An idle node does
 //! not spin: only traffic starts a window, and the window ends that long after the last
-//! read. `BENCHMARKS.md` has the measurements; `--busy-poll-us 0` and
-//! `--worker-threads N` restore a plain multi-threaded runtime.
+//! read. Whether the spin pays depends on the machine: on a VM that packs threads onto
+//! few vCPUs it holds the vCPU the other side needs, and costs as much as it saves
+//! elsewhere. So by default (`auto`) each program measures it when it starts
+//! ([`calibrate`]) and spins only if it pays. `BENCHMARKS.md` has the measurements;
+//! `--busy-poll-us 0` and `--worker-threads N` restore a plain multi-threaded runtime.
 //!
 //! Every program of this crate (the node, its client commands, `node-bench`) runs its
 //! work through [`run`], which also keeps that work off the thread that blocks on it:
@@ -26,6 +30,7 @@
 //! and the actors would wake another thread.
 
 pub mod busy_poll;
+pub mod calibrate;
 
 use std::future::Future;
 use std::time::Duration;
@@ -44,21 +49,29 @@ pub const WORKER_THREADS_ENV: &str = "NODE_WORKER_THREADS";
 /// node's `--busy-poll-us` reads it too).
 pub const BUSY_POLL_ENV: &str = "NODE_BUSY_POLL_US";
 
+/// The busy poll asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPoll {
+    /// Spin for [`DEFAULT_BUSY_POLL`] if a measure at start says it pays here.
+    Auto,
+    /// Spin this long after each read (zero: never).
+    Window(Duration),
+}
+
 /// How the runtime is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Threads that run tasks and actors (tokio's workers; blocking work has its own).
     pub worker_threads: usize,
-    /// How long a worker keeps polling after a read from a cluster connection; zero
-    /// turns the busy poll off.
-    pub busy_poll: Duration,
+    /// How long a worker keeps polling after a read from a cluster connection.
+    pub busy_poll: BusyPoll,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         Self {
             worker_threads: 1,
-            busy_poll: DEFAULT_BUSY_POLL,
+            busy_poll: BusyPoll::Auto,
         }
     }
 }
@@ -88,12 +101,16 @@ pub fn parse_worker_threads(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses a busy-poll window in microseconds: 0 (off) to [`MAX_BUSY_POLL_US`].
-pub fn parse_busy_poll(text: &str) -> Result<Duration, String> {
+/// Parses a busy poll: `auto`, or a window in microseconds, 0 (off) to
+/// [`MAX_BUSY_POLL_US`].
+pub fn parse_busy_poll(text: &str) -> Result<BusyPoll, String> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Ok(BusyPoll::Auto);
+    }
     match text.trim().parse::<u64>() {
-        Ok(us) if us <= MAX_BUSY_POLL_US => Ok(Duration::from_micros(us)),
+        Ok(us) if us <= MAX_BUSY_POLL_US => Ok(BusyPoll::Window(Duration::from_micros(us))),
         _ => Err(format!(
-            "the busy-poll window must be a whole number of microseconds from 0 to \
+            "the busy poll must be `auto` or a whole number of microseconds from 0 to \
              {MAX_BUSY_POLL_US}, not {text:?}"
         )),
     }
@@ -111,8 +128,27 @@ where
         .worker_threads(options.worker_threads)
         .enable_all()
         .build()?;
-    if !options.busy_poll.is_zero() {
-        busy_poll::start(&runtime, options.busy_poll);
+    match options.busy_poll {
+        BusyPoll::Window(window) if window.is_zero() => {}
+        BusyPoll::Window(window) => busy_poll::start(&runtime, window, true),
+        BusyPoll::Auto => {
+            busy_poll::start(&runtime, DEFAULT_BUSY_POLL, false);
+            // Measured off the runtime's threads; the program does not wait for it.
+            let _ = std::thread::Builder::new()
+                .name("busy-poll-measure".into())
+                .spawn(|| {
+                    let Some(measured) = calibrate::measure(DEFAULT_BUSY_POLL) else {
+                        return;
+                    };
+                    busy_poll::enable(measured.spin_pays());
+                    tracing::info!(
+                        on = measured.spin_pays(),
+                        round_trip_asleep = ?measured.sleeping,
+                        round_trip_spinning = ?measured.spinning,
+                        "busy poll: measured whether it pays on this machine"
+                    );
+                });
+        }
     }
     let handle = runtime.spawn(work);
     let output = runtime.block_on(handle);

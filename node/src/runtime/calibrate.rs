@@ -1,0 +1,150 @@
+//! Whether a busy poll pays on this machine, measured when a program starts.
+//!
+//! The busy poll saves a thread's wake-up: on a VM whose idle vCPUs halt (and are woken
+//! by an interrupt through the hypervisor) that is most of a round trip, and spinning
+//! cuts a call's latency several times over. On a VM that packs runnable threads onto
+//! as few vCPUs as it can, the same spin holds the vCPU the other side of the
+//! conversation was placed on, and every answer waits for the spin to end: there it
+//! costs several times over. Both kinds were measured on this project's machines
+//! (BENCHMARKS.md, "The busy poll on two kinds of VM"), so the default is to measure.
+//!
+//! The measure is a ping-pong between two threads of the program: one sends, the other
+//! (asleep) wakes and answers; the first waits for the answer asleep, or spinning for at
+//! most the window, alternately, with both sides idle for a moment between rounds as
+//! between requests. The spin pays if a sleeping round trip is dear and the spinning
+//! one clearly shorter ([`Measured::spin_pays`]). It takes a few tens of milliseconds of wall time and a few of CPU,
+//! on a thread of its own; until it is done the program does not spin.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Round trips measured each way.
+const ROUNDS: usize = 48;
+
+/// The pause between round trips: long enough for both threads to go idle.
+const IDLE: Duration = Duration::from_micros(200);
+
+/// The spin must take a round trip down to this share of the sleeping one, at most.
+const CLEAR_WIN: f64 = 0.8;
+
+/// A sleeping round trip at least this long: wake-ups are dear here. Below it a spin
+/// saves a few microseconds at best, and where the machine packs threads onto few
+/// vCPUs (where such cheap wake-ups were measured: 11-27 µs a round trip, against
+/// 135-391 µs for a whole request on a VM whose vCPUs halt) it costs far more.
+const DEAR_WAKE_UPS: Duration = Duration::from_micros(50);
+
+/// The medians the verdict came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    /// A round trip waited for asleep.
+    pub sleeping: Duration,
+    /// A round trip waited for spinning.
+    pub spinning: Duration,
+}
+
+impl Measured {
+    /// Whether wake-ups are dear here and spinning clearly shortens a round trip.
+    pub fn spin_pays(&self) -> bool {
+        self.sleeping >= DEAR_WAKE_UPS
+            && self.spinning.as_secs_f64() < CLEAR_WIN * self.sleeping.as_secs_f64()
+    }
+}
+
+/// The medians of `sleeping` and `spinning` round trips (reordered).
+pub fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> Measured {
+    let median = |d: &mut [Duration]| {
+        d.sort();
+        d.get(d.len() / 2).copied().unwrap_or_default()
+    };
+    Measured {
+        sleeping: median(sleeping),
+        spinning: median(spinning),
+    }
+}
+
+/// Measures round trips between two threads, waited for asleep and spinning for at
+/// most `window`, [`ROUNDS`] of each, alternately. `None` if the answering thread
+/// could not be started.
+pub fn measure(window: Duration) -> Option<Measured> {
+    measure_rounds(window, ROUNDS)
+}
+
+fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {
+    let (ask, asked) = mpsc::channel::<()>();
+    let (answer, answers) = mpsc::channel::<()>();
+    let answering = std::thread::Builder::new()
+        .name("busy-poll-probe".into())
+        .spawn(move || {
+            while asked.recv().is_ok() {
+                if answer.send(()).is_err() {
+                    break;
+                }
+            }
+        })
+        .ok()?;
+    let (mut sleeping, mut spinning) = (Vec::new(), Vec::new());
+    for round in 0..2 * rounds {
+        let spin = round % 2 == 1;
+        let sent = Instant::now();
+        ask.send(()).ok()?;
+        if spin {
+            loop {
+                match answers.try_recv() {
+                    Ok(()) => break,
+                    Err(mpsc::TryRecvError::Empty) if sent.elapsed() < window => {
+                        std::hint::spin_loop()
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {
+                        answers.recv().ok()?;
+                        break;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => return None,
+                }
+            }
+            spinning.push(sent.elapsed());
+        } else {
+            answers.recv().ok()?;
+            sleeping.push(sent.elapsed());
+        }
+        std::thread::sleep(IDLE);
+    }
+    drop(ask);
+    let _ = answering.join();
+    Some(medians(&mut sleeping, &mut spinning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|&u| Duration::from_micros(u)).collect()
+    }
+
+    #[test]
+    fn the_spin_pays_only_when_it_clearly_shortens_a_round_trip() {
+        // A halting VM: waking the waiter is most of the round trip.
+        let m = medians(&mut us(&[300, 120, 250, 900]), &mut us(&[90, 60, 400, 70]));
+        assert_eq!(m.sleeping, Duration::from_micros(300));
+        assert_eq!(m.spinning, Duration::from_micros(90));
+        assert!(m.spin_pays());
+        // A packing VM: the answer waits for the spin to end.
+        let m = medians(&mut us(&[20, 15, 18]), &mut us(&[100, 101, 19]));
+        assert!(!m.spin_pays());
+        // A little faster is not clearly faster.
+        let m = medians(&mut us(&[200]), &mut us(&[170]));
+        assert!(!m.spin_pays());
+        // Cheap wake-ups: nothing worth spinning for, however the two compare.
+        let m = medians(&mut us(&[27]), &mut us(&[15]));
+        assert!(!m.spin_pays());
+    }
+
+    #[test]
+    fn a_measure_gives_both_medians() {
+        let m = measure_rounds(Duration::from_micros(100), 4).unwrap();
+        assert!(
+            m.sleeping > Duration::ZERO && m.spinning > Duration::ZERO,
+            "{m:?}"
+        );
+    }
+}
