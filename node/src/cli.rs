@@ -449,6 +449,8 @@ mod tests {
             cli.serve.busy_poll_us,
             crate::runtime::BusyPoll::Window(Duration::ZERO)
         );
+        let cli = Cli::try_parse_from(["node", "--busy-poll-us", " AUTO "]).unwrap();
+        assert_eq!(cli.serve.busy_poll_us, crate::runtime::BusyPoll::Auto);
         let cli = Cli::try_parse_from(["node", "--busy-poll-us", "250"]).unwrap();
         assert_eq!(
             cli.serve.busy_poll_us,

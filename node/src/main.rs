@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     node::net::panic_hook::install();
 
     let options = match cli.command {
-        Some(_) => node::runtime::RuntimeOptions::from_env(),
+        // A client command lives for a few round trips: measuring whether to spin (about
+        // 25 ms) would cost more than spinning could save.
+        Some(_) => node::runtime::RuntimeOptions::from_env(node::runtime::BusyPoll::Window(
+            std::time::Duration::ZERO,
+        )),
         None => Ok(node::runtime::RuntimeOptions {
             worker_threads: cli.serve.worker_threads,
             busy_poll: cli.serve.busy_poll_us,

@@ -89,6 +89,14 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tls = config.tls.is_some(),
         "node started"
     );
+    if let Some(m) = crate::runtime::calibrate::last() {
+        info!(
+            on = m.spin_pays(),
+            round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
+            round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+            "busy poll: measured whether it pays on this machine"
+        );
+    }
 
     let failure = tokio::select! {
         () = shutdown => None,

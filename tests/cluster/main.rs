@@ -12,6 +12,7 @@
 mod util;
 
 mod bench;
+mod busy_poll;
 mod cli_errors;
 mod client_ids;
 mod dashboard;

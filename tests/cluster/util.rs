@@ -148,12 +148,14 @@ impl NodeProc {
             &format!("{} to be {signal}ped", self.name),
             Duration::from_secs(10),
             || {
-                let states = thread_states(pid);
+                // The process's own state: a thread of it may show `X` as it exits.
+                let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
                 assert!(
-                    !states.iter().any(|s| matches!(s, 'Z' | 'X')),
+                    !matches!(state_of(&own), None | Some('Z' | 'X')),
                     "{} has exited",
                     self.name
                 );
+                let states = thread_states(pid);
                 // `t`: stopped by a debugger that traces it.
                 let stopped = states.iter().filter(|s| matches!(s, 'T' | 't')).count();
                 let done = if want_stopped {
@@ -454,8 +456,13 @@ fn thread_states(pid: u32) -> Vec<char> {
     tasks
         .filter_map(|task| {
             let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-            // The state follows the command name, which is in parentheses.
-            stat.rsplit_once(')')?.1.trim_start().chars().next()
+            state_of(&stat)
         })
         .collect()
+}
+
+/// The state letter in a `/proc/.../stat` line: after the command name, which is in
+/// parentheses.
+fn state_of(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }

@@ -15,7 +15,8 @@
 //! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
 //! The spinner is one per process (the runtime that [`start`]ed it); [`Noted`] is a
-//! no-op where none was started (tests, other runtimes).
+//! no-op where none was started (tests, other runtimes) and while it is off
+//! ([`enable`]: with `auto`, until a measure says spinning pays).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -12,10 +12,12 @@
 //! (asleep) wakes and answers; the first waits for the answer asleep, or spinning for at
 //! most the window, alternately, with both sides idle for a moment between rounds as
 //! between requests. The spin pays if a sleeping round trip is dear and the spinning
-//! one clearly shorter ([`Measured::spin_pays`]). It takes a few tens of milliseconds of wall time and a few of CPU,
-//! on a thread of its own; until it is done the program does not spin.
+//! one clearly shorter ([`Measured::spin_pays`]). A measure takes about 25 ms of wall
+//! time and a few of CPU. The program takes one before its work starts (the quietest
+//! moment it has), and [`watch`] takes one again every [`MEASURE_EVERY`] on a thread of
+//! its own, since how dear a wake-up is changes with what else the machine runs.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Round trips measured each way.
@@ -30,8 +32,15 @@ const CLEAR_WIN: f64 = 0.8;
 /// A sleeping round trip at least this long: wake-ups are dear here. Below it a spin
 /// saves a few microseconds at best, and where the machine packs threads onto few
 /// vCPUs (where such cheap wake-ups were measured: 11-27 µs a round trip, against
-/// 135-391 µs for a whole request on a VM whose vCPUs halt) it costs far more.
+/// 311-489 µs for a whole call without the spin on a VM whose vCPUs halt) it costs far
+/// more.
 const DEAR_WAKE_UPS: Duration = Duration::from_micros(50);
+
+/// How often [`watch`] measures again.
+pub const MEASURE_EVERY: Duration = Duration::from_secs(10);
+
+/// The last measure taken in this process.
+static LAST: Mutex<Option<Measured>> = Mutex::new(None);
 
 /// The medians the verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,7 +75,29 @@ pub fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> Measured
 /// most `window`, [`ROUNDS`] of each, alternately. `None` if the answering thread
 /// could not be started.
 pub fn measure(window: Duration) -> Option<Measured> {
-    measure_rounds(window, ROUNDS)
+    let measured = measure_rounds(window, ROUNDS)?;
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(measured);
+    Some(measured)
+}
+
+/// The last measure taken in this process, if any.
+pub fn last() -> Option<Measured> {
+    *LAST.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Measures again every [`MEASURE_EVERY`], for as long as the process runs, and hands
+/// each verdict that differs from the one before to `apply`.
+pub fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measured)) {
+    loop {
+        std::thread::sleep(MEASURE_EVERY);
+        let Some(measured) = measure(window) else {
+            continue;
+        };
+        if measured.spin_pays() != on {
+            on = measured.spin_pays();
+            apply(on, &measured);
+        }
+    }
 }
 
 fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {

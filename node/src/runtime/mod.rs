@@ -45,8 +45,8 @@ pub const MAX_BUSY_POLL_US: u64 = 10_000;
 /// `--worker-threads` reads it too).
 pub const WORKER_THREADS_ENV: &str = "NODE_WORKER_THREADS";
 
-/// Environment variable with the busy-poll window in microseconds (all programs; the
-/// node's `--busy-poll-us` reads it too).
+/// Environment variable with the busy poll, `auto` or a window in microseconds (all
+/// programs; the node's `--busy-poll-us` reads it too).
 pub const BUSY_POLL_ENV: &str = "NODE_BUSY_POLL_US";
 
 /// The busy poll asked for.
@@ -77,10 +77,14 @@ impl Default for RuntimeOptions {
 }
 
 impl RuntimeOptions {
-    /// The defaults, overridden by [`WORKER_THREADS_ENV`] and [`BUSY_POLL_ENV`] where
-    /// they are set (for client programs, which have no flags for it).
-    pub fn from_env() -> Result<Self, String> {
-        let mut options = Self::default();
+    /// The defaults, with `busy_poll` as the busy poll, overridden by
+    /// [`WORKER_THREADS_ENV`] and [`BUSY_POLL_ENV`] where they are set (for client
+    /// programs, which have no flags for it).
+    pub fn from_env(busy_poll: BusyPoll) -> Result<Self, String> {
+        let mut options = Self {
+            busy_poll,
+            ..Self::default()
+        };
         if let Ok(text) = std::env::var(WORKER_THREADS_ENV) {
             options.worker_threads = parse_worker_threads(&text)?;
         }
@@ -132,22 +136,31 @@ where
         BusyPoll::Window(window) if window.is_zero() => {}
         BusyPoll::Window(window) => busy_poll::start(&runtime, window, true),
         BusyPoll::Auto => {
-            busy_poll::start(&runtime, DEFAULT_BUSY_POLL, false);
-            // Measured off the runtime's threads; the program does not wait for it.
-            let _ = std::thread::Builder::new()
+            // Before the work starts: the quietest moment this process has.
+            let measured = calibrate::measure(DEFAULT_BUSY_POLL);
+            let on = measured.is_some_and(|m| m.spin_pays());
+            busy_poll::start(&runtime, DEFAULT_BUSY_POLL, on);
+            // The verdict is the program's to report (a node logs it once it has
+            // started: one that refuses to start says only why).
+            if measured.is_none() {
+                tracing::warn!("busy poll: cannot measure whether it pays; off");
+            }
+            let watching = std::thread::Builder::new()
                 .name("busy-poll-measure".into())
-                .spawn(|| {
-                    let Some(measured) = calibrate::measure(DEFAULT_BUSY_POLL) else {
-                        return;
-                    };
-                    busy_poll::enable(measured.spin_pays());
-                    tracing::info!(
-                        on = measured.spin_pays(),
-                        round_trip_asleep = ?measured.sleeping,
-                        round_trip_spinning = ?measured.spinning,
-                        "busy poll: measured whether it pays on this machine"
-                    );
+                .spawn(move || {
+                    calibrate::watch(DEFAULT_BUSY_POLL, on, |on, m| {
+                        busy_poll::enable(on);
+                        tracing::debug!(
+                            on,
+                            round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
+                            round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+                            "busy poll: measured again, and turned"
+                        );
+                    })
                 });
+            if let Err(error) = watching {
+                tracing::warn!(%error, "busy poll: cannot keep measuring; stays as measured");
+            }
         }
     }
     let handle = runtime.spawn(work);

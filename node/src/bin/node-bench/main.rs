@@ -127,7 +127,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     node::logging::init(true);
-    let options = match node::runtime::RuntimeOptions::from_env() {
+    let options = match node::runtime::RuntimeOptions::from_env(node::runtime::BusyPoll::Auto) {
         Ok(options) => options,
         Err(error) => {
             eprintln!("node-bench: error: {error}");
@@ -195,6 +195,7 @@ async fn figures(
 ) -> Result<BenchReport, CommandError> {
     let mut report = BenchReport {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        busy_poll: busy_poll(),
         push_operations: options.ops,
         push_counters: options.push_counters,
         aggregate_counters: options.counters,
@@ -489,6 +490,20 @@ async fn time_collections(
         }
     }
     Ok(median(&mut times))
+}
+
+/// This process's busy poll, as the report says it.
+fn busy_poll() -> String {
+    let on = |on: bool| if on { "on" } else { "off" };
+    match node::runtime::calibrate::last() {
+        Some(m) => format!(
+            "auto, {} (a wake-up round trip: {} µs asleep, {} µs spinning)",
+            on(node::runtime::busy_poll::enabled()),
+            m.sleeping.as_micros(),
+            m.spinning.as_micros()
+        ),
+        None => format!("{} (set)", on(node::runtime::busy_poll::enabled())),
+    }
 }
 
 pub(crate) fn median(values: &mut [f64]) -> f64 {

@@ -8,6 +8,9 @@ use serde::Serialize;
 pub(crate) struct BenchReport {
     /// Logical CPUs the machine offers.
     pub(crate) cpus: usize,
+    /// This process's busy poll and, with `auto`, the measure it came from (each node
+    /// the bench starts measures its own).
+    pub(crate) busy_poll: String,
     /// Length-prefixed bincode frames per second over one loopback TCP connection.
     pub(crate) raw_tcp_frames_per_sec: f64,
     /// Coalesced increments per second from a client process to a node, checked exact;
@@ -176,8 +179,14 @@ pub(crate) fn table(r: &BenchReport) -> String {
         ),
     ];
     let mut out = format!(
-        "{} cpus; push: {} ops to {} counters (exact: {}); collections over {} counters on 3 nodes\n",
-        r.cpus, r.push_operations, r.push_counters, r.remote_increments_exact, r.aggregate_counters
+        "{} cpus; push: {} ops to {} counters (exact: {}); collections over {} counters on 3 nodes\n\
+         busy poll of this process: {}\n",
+        r.cpus,
+        r.push_operations,
+        r.push_counters,
+        r.remote_increments_exact,
+        r.aggregate_counters,
+        r.busy_poll
     );
     out.push_str(&format!("{:<38} {:<52} {}\n", "figure", "value", "goal"));
     for (name, value, goal) in rows {
