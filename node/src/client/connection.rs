@@ -101,41 +101,25 @@ impl ClusterClient {
         timeout: Duration,
     ) -> Result<Self, CommandError> {
         let begun = Instant::now();
-        let outcome = Self::attempts(addr, cookie, tls, timeout).await;
-        match &outcome {
-            Ok(_) => tracing::debug!(elapsed = ?begun.elapsed(), "connected to {addr}"),
-            Err(error) => tracing::debug!(elapsed = ?begun.elapsed(), %error, "gave up"),
-        }
-        outcome
-    }
-
-    /// Attempts until one succeeds, fails for good, or `timeout` has passed. Each one
-    /// logs its steps at DEBUG, in a span that numbers it.
-    async fn attempts(
-        addr: &str,
-        cookie: &str,
-        tls: Option<&Tls>,
-        timeout: Duration,
-    ) -> Result<Self, CommandError> {
-        let begun = Instant::now();
         let deadline = begun + timeout;
         let mut rng = fastrand::Rng::new();
         let mut turned_away = false;
         let mut unanswered = 0;
         let mut attempt = 0u32;
-        loop {
+        // Each attempt logs its steps at DEBUG, in a span that numbers it.
+        let outcome = loop {
             attempt += 1;
             let span = tracing::debug_span!("attempt", n = attempt);
             let last = match Self::attempt(addr, cookie, tls, timeout, deadline)
                 .instrument(span.clone())
                 .await
             {
-                Ok(client) => return Ok(client),
+                Ok(client) => break Ok(client),
                 // Out of time on a later attempt: the node's answer was "busy".
                 Err(Attempt::Failed(CommandError::ConnectTimeout(..))) if turned_away => {
-                    return Err(CommandError::Busy(addr.to_string()))
+                    break Err(CommandError::Busy(addr.to_string()));
                 }
-                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::Failed(error)) => break Err(error),
                 Err(Attempt::Busy) => {
                     turned_away = true;
                     CommandError::Busy(addr.to_string())
@@ -144,20 +128,25 @@ impl ClusterClient {
                     unanswered += 1;
                     let error = CommandError::NoAnswer(addr.to_string());
                     if unanswered >= NO_ANSWER_ATTEMPTS {
-                        return Err(error);
+                        break Err(error);
                     }
                     error
                 }
             };
             let pause = BUSY_RETRY.mul_f64(1.0 + rng.f64());
             if Instant::now() + pause >= deadline {
-                return Err(last);
+                break Err(last);
             }
             span.in_scope(|| {
                 tracing::debug!(outcome = %last, elapsed = ?begun.elapsed(), ?pause, "trying again")
             });
             tokio::time::sleep(pause).await;
+        };
+        match &outcome {
+            Ok(_) => tracing::debug!(elapsed = ?begun.elapsed(), "connected to {addr}"),
+            Err(error) => tracing::debug!(elapsed = ?begun.elapsed(), %error, "gave up"),
         }
+        outcome
     }
 
     /// One connection attempt, with its own client node (a fresh name each time: a
