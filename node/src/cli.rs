@@ -11,11 +11,11 @@ use shared::protocol::{validate_node_name, Role};
 
 use shared::agent::CrashTarget;
 
-use crate::cluster::agent::MAX_ID_LEN;
 use crate::error::CommandError;
 use crate::load::push::Mode;
 use crate::net::cookie::CookieArgs;
 use crate::net::tls::TlsArgs;
+use shared::protocol::MAX_ID_LEN;
 
 /// The default cluster port.
 pub const DEFAULT_PORT: u16 = 4697;
@@ -256,6 +256,20 @@ pub enum DebugCommand {
         target: CrashKind,
         /// With `counter`: the counter's name, NODE/INDEX (on the node --join names).
         counter: Option<String>,
+        /// The member to connect to, and how.
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
+    /// Make the node's disk report I/O errors: after --pass more syncs, --fail commits
+    /// fail, in turn: the sync ran and reports an error (the data is on disk), the sync
+    /// did not run and reports one, a write fails (nothing of the commit lands).
+    DiskErrors {
+        /// Syncs that go through first.
+        #[arg(long, default_value_t = 0)]
+        pass: u64,
+        /// Commits made to fail.
+        #[arg(long, default_value_t = 1)]
+        fail: u64,
         /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,

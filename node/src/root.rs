@@ -228,6 +228,16 @@ pub(crate) struct RootState {
 pub(crate) enum RootMessage {
     /// Fault injection: make this actor fail (only sent with `--enable-fault-injection`).
     Crash(CrashTarget, RpcReplyPort<Result<(), ClientError>>),
+    /// Fault injection: make the store's disk report errors (see
+    /// [`crate::store::faults`]; only sent with `--enable-fault-injection`).
+    DiskErrors {
+        /// Syncs that go through first.
+        pass: u64,
+        /// Commits made to fail.
+        fail: u64,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Result<(), ClientError>>,
+    },
     /// Stop every child in order; answered when done.
     Shutdown(RpcReplyPort<()>),
 }
@@ -659,6 +669,19 @@ impl Actor for NodeRoot {
             }
             RootMessage::Crash(target, reply) => {
                 let _ = reply.send(state.crash(target));
+            }
+            RootMessage::DiskErrors { pass, fail, reply } => {
+                let answer = match state.args.store.faults() {
+                    Some(faults) => {
+                        warn!(pass, fail, "arming disk errors (fault injection)");
+                        faults.arm(pass, fail);
+                        Ok(())
+                    }
+                    None => Err(ClientError::Internal(
+                        "this node keeps no store on disk (--memory-only)".into(),
+                    )),
+                };
+                let _ = reply.send(answer);
             }
             RootMessage::Shutdown(reply) => {
                 state.shutdown().await;

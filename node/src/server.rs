@@ -138,7 +138,7 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
         }
         Storage::Dir(dir) => {
             let opened = crate::runtime::busy_poll::spawn_blocking(move || {
-                Store::open(&dir, &name, counters).map(|o| (o, dir))
+                Store::open(&dir, &name, counters, Arc::default()).map(|o| (o, dir))
             })
             .await
             .map_err(|e| NodeError::Store(format!("opening the store failed: {e}")))?;

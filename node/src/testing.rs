@@ -60,29 +60,19 @@ pub(crate) struct WritePath {
     pub(crate) host: ActorRef<shared::host::HostMessage>,
     /// The store the journal commits to.
     pub(crate) store: std::sync::Arc<crate::store::Store>,
+    facts: std::sync::Arc<crate::cluster::facts::NodeFacts>,
     journal: ActorRef<crate::store::journal::JournalMessage>,
-    handles: Vec<ractor::concurrency::JoinHandle<()>>,
+    journal_handle: ractor::concurrency::JoinHandle<()>,
+    host_handle: ractor::concurrency::JoinHandle<()>,
 }
 
 impl WritePath {
     /// Starts the journal and the host for `facts`.
     pub(crate) async fn start(facts: &std::sync::Arc<crate::cluster::facts::NodeFacts>) -> Self {
-        use crate::store::journal::{journal_name, Journal, JournalArgs};
         use std::sync::Arc;
         let (store, _) = crate::store::Store::memory(facts.table.len());
         let store = Arc::new(store);
-        let (journal, journal_handle) = Actor::spawn(
-            Some(journal_name(&facts.name)),
-            Journal,
-            JournalArgs {
-                store: Arc::clone(&store),
-                table: Arc::clone(&facts.table),
-                received: Arc::clone(&facts.received),
-                metrics: Arc::clone(&facts.metrics),
-            },
-        )
-        .await
-        .expect("the journal starts");
+        let (journal, journal_handle) = Self::journal(facts, &store).await;
         let (host, host_handle) =
             Actor::spawn(None, crate::counters::host::CounterHost, Arc::clone(facts))
                 .await
@@ -90,16 +80,55 @@ impl WritePath {
         Self {
             host,
             store,
+            facts: Arc::clone(facts),
             journal,
-            handles: vec![host_handle, journal_handle],
+            journal_handle,
+            host_handle,
         }
+    }
+
+    async fn journal(
+        facts: &std::sync::Arc<crate::cluster::facts::NodeFacts>,
+        store: &std::sync::Arc<crate::store::Store>,
+    ) -> (
+        ActorRef<crate::store::journal::JournalMessage>,
+        ractor::concurrency::JoinHandle<()>,
+    ) {
+        use crate::store::journal::{journal_name, Journal, JournalArgs};
+        use std::sync::Arc;
+        Actor::spawn(
+            Some(journal_name(&facts.name)),
+            Journal,
+            JournalArgs {
+                store: Arc::clone(store),
+                table: Arc::clone(&facts.table),
+                received: Arc::clone(&facts.received),
+                metrics: Arc::clone(&facts.metrics),
+            },
+        )
+        .await
+        .expect("the journal starts")
+    }
+
+    /// Kills the journal (what it had not handled yet is lost with it, as in a crash)
+    /// and starts another over the same store, as the root does.
+    pub(crate) async fn crash_journal(&mut self) {
+        self.journal.kill();
+        let (journal, handle) = {
+            // Its name is free once it is gone.
+            let old = std::mem::replace(&mut self.journal_handle, tokio::spawn(async {}));
+            old.await.expect("the journal was killed");
+            Self::journal(&self.facts, &self.store).await
+        };
+        self.journal = journal;
+        self.journal_handle = handle;
     }
 
     /// Stops both.
     pub(crate) async fn stop(self) {
         self.host.stop(None);
         self.journal.stop(None);
-        for handle in self.handles {
+        for handle in [self.host_handle, self.journal_handle] {
             handle.await.expect("stopped");
         }
     }

@@ -76,6 +76,14 @@ pub struct NodeInfo {
     pub issued_operations: u64,
     /// Issued operations not yet acknowledged by their destination (committed there).
     pub in_flight_operations: u64,
+    /// Net value that this node's streams and their receivers disagree on: what the
+    /// receivers hold of them beyond (or, when negative, short of) what this node's store
+    /// issued. Non-zero only after a store was restored from an older copy (or lost) on
+    /// either side: the count nobody can vouch for, reported, never hidden.
+    pub unvouched_value: i64,
+    /// Operations that this node's streams and their receivers disagree on (see
+    /// [`NodeInfo::unvouched_value`]).
+    pub unvouched_operations: i64,
     /// What this node has applied from each sender's streams (every run of each).
     pub received: Vec<SenderTotals>,
     /// Commits (one fsync each) of the node's store since it started.
@@ -132,6 +140,15 @@ pub enum ClientRequest {
     /// refused unless the node runs with `--enable-fault-injection`, and only ever
     /// about the node that receives it.
     Crash(CrashTarget),
+    /// Make the node's disk report errors: let `pass` more syncs through, then make
+    /// `fail` commits fail, in turn after the sync ran, instead of it, and at a write.
+    /// Fault injection, as for [`ClientRequest::Crash`].
+    DiskErrors {
+        /// Syncs that go through first.
+        pass: u64,
+        /// Commits made to fail.
+        fail: u64,
+    },
 }
 
 /// Which actor a [`ClientRequest::Crash`] makes fail.

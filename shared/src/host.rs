@@ -25,11 +25,13 @@ pub enum HostMessage {
     /// The node applies each batch of a stream exactly once, in order (see [`Batch`]).
     Batch(Batch),
     /// Answered, once every change sent before it (on the same connection) is committed
-    /// to the node's store, with the highest batch number of this stream the node has
-    /// committed: the acknowledgement behind a sender's window. Below what the sender
-    /// sent before it means batches were lost on the way: the sender sends them again.
+    /// to the node's store, with where this stream stands in that store ([`StreamMark`]:
+    /// its last batch committed and what its batches added up to): the acknowledgement
+    /// behind a sender's window, and the sender's check that both sides agree. Below what
+    /// the sender sent before it means batches were lost on the way: the sender sends
+    /// them again.
     #[rpc]
-    Sync(StreamId, RpcReplyPort<u64>),
+    Sync(StreamId, RpcReplyPort<StreamMark>),
     /// Apply one change, once per id, and answer (once it is on disk) with the new
     /// value or why it was refused; a change whose id was applied before is answered
     /// with that first result and changes nothing.
@@ -131,12 +133,40 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The batch's net value and operations.
-    pub fn totals(&self) -> (i128, u64) {
-        self.changes
-            .iter()
-            .fold((0, 0), |(v, o), c| (v + c.delta, o + c.operations))
+    /// The batch's net value and operations, or `None` if they do not add up (only a
+    /// sender that lies can make such a batch: an honest one sums at most
+    /// [`u64::MAX`] operations of at most [`u64::MAX`] each).
+    pub fn totals(&self) -> Option<(i128, u64)> {
+        changes_totals(&self.changes)
     }
 }
 
-crate::wire_type!(Change, StreamId, Batch, LocalReport, CollectReply);
+/// What `changes` add up to: net value and operations, or `None` if a sum overflows.
+pub fn changes_totals(changes: &[Change]) -> Option<(i128, u64)> {
+    changes.iter().try_fold((0i128, 0u64), |(v, o), c| {
+        Some((v.checked_add(c.delta)?, o.checked_add(c.operations)?))
+    })
+}
+
+/// Where a stream stands in its receiver's store: its last batch committed, and the net
+/// value and operations of every batch of it committed there (each saturating at the
+/// bounds of its type). The answer to [`HostMessage::Sync`]; all zero for a stream the
+/// receiver does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMark {
+    /// The last batch committed.
+    pub seq: u64,
+    /// Net value of every batch committed.
+    pub value: i64,
+    /// Operations in every batch committed.
+    pub operations: u64,
+}
+
+crate::wire_type!(
+    Change,
+    StreamId,
+    Batch,
+    LocalReport,
+    CollectReply,
+    StreamMark
+);

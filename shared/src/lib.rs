@@ -28,6 +28,6 @@ pub use agent::{
 pub use counter::{
     Applied, ApplyOutcome, CounterError, CounterStats, Delta, StatsOutcome, ValueOutcome,
 };
-pub use host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
+pub use host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId, StreamMark};
 pub use protocol::Role;
 pub use stats::{ClusterStats, CounterReport, NodeStats};

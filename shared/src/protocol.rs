@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
 /// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The process group of counter hosts, one per node: the one remote entry point to a
 /// node's counters, for changes and reads alike (see [`crate::host::HostMessage`]).
@@ -19,6 +19,24 @@ pub const NODES_GROUP: &str = "counter-cluster.nodes";
 
 /// Longest accepted node name.
 pub const MAX_NODE_NAME_LEN: usize = 64;
+
+/// The most counters a node may host: a node refuses to start with more, and a peer
+/// that claims more is not believed (the claim would size allocations everywhere).
+pub const MAX_COUNTERS: u32 = 10_000_000;
+
+/// The longest id a client change may carry, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Checks a client change's id: 1 to [`MAX_ID_LEN`] bytes.
+pub fn validate_change_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "a change's id must be 1 to {MAX_ID_LEN} bytes, got {}",
+            id.len()
+        ));
+    }
+    Ok(())
+}
 
 /// What a node does besides hosting counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

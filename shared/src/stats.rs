@@ -45,8 +45,15 @@ pub struct ClusterStats {
     pub issued_operations: u128,
     /// Issued operations not yet acknowledged by their destination, over all nodes.
     /// Once the load has stopped and every fault has healed it is 0, and the totals
-    /// equal what was issued.
+    /// equal what was issued, plus what the nodes report as unvouched.
     pub in_flight_operations: u128,
+    /// Net value the nodes' streams and their receivers disagree on, over all nodes
+    /// (see [`NodeStats::unvouched_value`]): 0 unless a store was restored from an older
+    /// copy or lost. Once everything has settled, `total_value == issued_value +
+    /// unvouched_value` (plus client changes).
+    pub unvouched_value: i128,
+    /// Operations the nodes' streams and their receivers disagree on, over all nodes.
+    pub unvouched_operations: i128,
     /// Counters that did not answer in time, or whose node is unreachable.
     pub missing_counters: Vec<String>,
     /// Members that do not see each other as up (`"a -> b"`: `a` does not see `b`). A
@@ -79,6 +86,11 @@ pub struct NodeStats {
     pub issued_operations: u64,
     /// Operations it issued that their destination has not acknowledged yet.
     pub in_flight_operations: u64,
+    /// Net value its streams' receivers hold beyond (negative: short of) what its store
+    /// issued: after a store on either side was restored from an older copy or lost.
+    pub unvouched_value: i64,
+    /// Operations its streams' receivers hold beyond (negative: short of) what it issued.
+    pub unvouched_operations: i64,
     /// What this node applied from each sender (every run of each), by sender name.
     pub received: Vec<crate::agent::SenderTotals>,
     /// Counter restarts on this node.

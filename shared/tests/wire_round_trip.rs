@@ -36,6 +36,8 @@ fn sample_stats() -> ClusterStats {
         issued_value: 7,
         issued_operations: 9,
         in_flight_operations: 2,
+        unvouched_value: -3,
+        unvouched_operations: 5,
         missing_counters: vec!["w/1".into()],
         missing_links: vec!["w -> v".into()],
         nodes: vec![NodeStats {
@@ -48,6 +50,8 @@ fn sample_stats() -> ClusterStats {
             issued_value: -3,
             issued_operations: 4,
             in_flight_operations: 2,
+            unvouched_value: 0,
+            unvouched_operations: -2,
             received: vec![SenderTotals {
                 sender: "v".into(),
                 value: -9,
@@ -128,6 +132,8 @@ fn data_types_round_trip() {
         issued_value: -1,
         issued_operations: 1,
         in_flight_operations: 1,
+        unvouched_value: 0,
+        unvouched_operations: -2,
         store_commits: 3,
         received: vec![],
         known_peers: vec![PeerAddr {
@@ -174,6 +180,8 @@ fn data_types_round_trip() {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            unvouched_value: 0,
+            unvouched_operations: -2,
             received: vec![],
             store_commits: 0,
             known_peers: vec![],
@@ -326,7 +334,11 @@ async fn rpc_messages_round_trip_through_bytes() {
             HostMessage::Sync(StreamId { origin: 41, .. }, reply) => reply.send(r).unwrap(),
             _ => panic!("wrong variant"),
         },
-        41u64,
+        StreamMark {
+            seq: 41,
+            value: -9,
+            operations: 12,
+        },
     )
     .await;
     rpc_round_trip(
@@ -375,6 +387,8 @@ fn sample_info() -> NodeInfo {
         issued_value: 0,
         issued_operations: 0,
         in_flight_operations: 0,
+        unvouched_value: 0,
+        unvouched_operations: -2,
         received: vec![],
         store_commits: 0,
         known_peers: vec![],

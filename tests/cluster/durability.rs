@@ -101,7 +101,7 @@ fn a_data_dir_holds_one_nodes_data_and_garbage_is_never_replaced() {
         |name: &str| refused_start(&["--name", name, "--listen", &listen, "--data-dir", &dir_arg]);
     let (code, stderr) = start_on_dir("alpha");
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("another process has it open"), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
     alpha.kill();
 
     // Another node's name on it.

@@ -27,7 +27,7 @@ use crate::netns::lab_or_skip;
 use crate::util::{client, free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc};
 
 /// One client change of the loop.
-struct ClientChange {
+pub struct ClientChange {
     id: String,
     counter: String,
     by: u64,
@@ -36,7 +36,7 @@ struct ClientChange {
 
 /// `node incr --id` in a loop through random nodes on random counters, one at a time,
 /// while a fault runs.
-struct ClientLoop {
+pub struct ClientLoop {
     stop: Arc<AtomicBool>,
     made: Arc<AtomicUsize>,
     handle: JoinHandle<Vec<ClientChange>>,
@@ -63,7 +63,7 @@ fn incr_with_id(change: &ClientChange, via: &str, timeout: &str) -> bool {
 
 impl ClientLoop {
     /// Starts the loop over `cluster`'s nodes (each with 4 counters).
-    fn start(cluster: &Cluster) -> ClientLoop {
+    pub fn start(cluster: &Cluster) -> ClientLoop {
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
         let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
@@ -95,7 +95,7 @@ impl ClientLoop {
 
     /// Stops the loop (once it has made at least 20 changes), then retries every change that did not report a value, with its
     /// id, until it does; returns the client changes' total and count.
-    fn finish(self) -> (i64, u64) {
+    pub fn finish(self) -> (i64, u64) {
         // Enough changes to mean something, also when the fault was brief.
         wait_for(
             "the client loop to make 20 changes",
@@ -132,17 +132,17 @@ impl ClientLoop {
 }
 
 /// Load per node, in operations per second.
-const RATE: u64 = 20_000;
+pub const RATE: u64 = 20_000;
 
 /// How long the faults take, at most, and how long the cluster may take to settle.
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// The load budget per node: `seconds` of load at [`RATE`].
-fn budget(seconds: u64) -> u64 {
+pub fn budget(seconds: u64) -> u64 {
     RATE * seconds
 }
 
-fn load_args(ops: u64) -> Vec<String> {
+pub fn load_args(ops: u64) -> Vec<String> {
     [
         "--counters",
         "4",
@@ -158,9 +158,14 @@ fn load_args(ops: u64) -> Vec<String> {
 
 /// Three nodes under load, each to issue `ops` operations.
 fn loaded_cluster(ops: u64) -> Cluster {
+    loaded_cluster_with(ops, &[])
+}
+
+/// Three nodes under load, each to issue `ops` operations, each with `extra` arguments.
+pub fn loaded_cluster_with(ops: u64, extra: &[&str]) -> Cluster {
     let args = load_args(ops);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cluster = Cluster::start(2, &args);
+    let cluster = Cluster::start(2, &[&args[..], extra].concat());
     cluster.wait_mesh(12);
     cluster
 }
@@ -175,7 +180,7 @@ fn issued_by(via: &str, name: &str) -> Result<u64, String> {
 
 /// Waits until `name` has issued at least `at_least` operations (the fault then strikes
 /// mid-load).
-fn wait_issued(via: &str, name: &str, at_least: u64) {
+pub fn wait_issued(via: &str, name: &str, at_least: u64) {
     wait_for(
         &format!("{name} to issue {at_least} operations"),
         Duration::from_secs(30),
@@ -189,10 +194,26 @@ fn wait_issued(via: &str, name: &str, at_least: u64) {
 /// Waits until every node has issued `ops` and nothing is in flight, then checks the
 /// invariant exactly, with the client changes `(total, count)` on top of what was
 /// issued; returns how long settling took.
-fn settles_exactly(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> Duration {
+pub fn settles_exactly(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> Duration {
+    let (took, s) = settles(cluster, ops, clients, what);
+    assert_eq!(
+        (&s["unvouched_value"], &s["unvouched_operations"]),
+        (&Value::from(0), &Value::from(0)),
+        "{what}: something is unvouched: {s}"
+    );
+    took
+}
+
+/// Waits until every node has issued `ops`, nothing is in flight and the totals are
+/// what was issued plus the client changes `(total, count)` plus what the nodes report
+/// as unvouched; then checks that exactly, and per sender: what every node applied from
+/// it is what it issued plus what it reports unvouched. Returns how long settling took,
+/// and the last collection.
+pub fn settles(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> (Duration, Value) {
     let started = Instant::now();
     let via = cluster.nodes[0].addr.clone();
     let n = cluster.nodes.len() as u64;
+    let num = |v: &Value| v.as_i64().map(i128::from).or(v.as_u64().map(i128::from));
     let s: Value = wait_for(
         &format!("{what}: the load to finish and everything to be acknowledged"),
         SETTLE,
@@ -207,70 +228,73 @@ fn settles_exactly(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str)
                         .collect()
                 })
                 .unwrap_or_default();
+            let accounted = num(&s["issued_operations"])
+                .zip(num(&s["unvouched_operations"]))
+                .map(|(i, u)| i + u + i128::from(clients.1));
             let done = s["complete"] == true
                 && s["num_nodes"] == n
                 && issued.iter().all(|i| *i == Some(ops))
                 && s["in_flight_operations"] == 0
-                && s["total_operations"].as_u64()
-                    == s["issued_operations"].as_u64().map(|i| i + clients.1);
+                && num(&s["total_operations"]) == accounted;
             if done {
                 Ok(s)
             } else {
                 Err(format!(
-                    "complete {}, issued {issued:?}, in flight {}, total {} of {}",
+                    "complete {}, issued {issued:?}, in flight {}, total {} of {} (+ unvouched {})",
                     s["complete"],
                     s["in_flight_operations"],
                     s["total_operations"],
-                    s["issued_operations"]
+                    s["issued_operations"],
+                    s["unvouched_operations"]
                 ))
             }
         },
     );
     let took = started.elapsed();
     assert_eq!(s["issued_operations"], n * ops, "{what}: {s}");
-    let issued = (
-        s["issued_value"].as_i64().unwrap(),
-        s["issued_operations"].as_u64().unwrap(),
-    );
-    let total = (
-        s["total_value"].as_i64().unwrap(),
-        s["total_operations"].as_u64().unwrap(),
-    );
+    let figure = |key: &str| num(&s[key]).unwrap();
     assert_eq!(
-        total,
-        (issued.0 + clients.0, issued.1 + clients.1),
-        "{what}: totals are not what was issued plus the client changes: {s}"
+        (figure("total_value"), figure("total_operations")),
+        (
+            figure("issued_value") + figure("unvouched_value") + i128::from(clients.0),
+            figure("issued_operations") + figure("unvouched_operations") + i128::from(clients.1)
+        ),
+        "{what}: totals are not what was issued plus the client changes plus what is \
+         reported unvouched: {s}"
     );
     assert_eq!(s["in_flight_operations"], 0, "{what}: {s}");
-    // Per sender: what every node applied from it is what it issued.
+    // Per sender: what every node applied from it is what it issued, plus what it
+    // reports unvouched.
     let nodes = s["nodes"].as_array().unwrap();
     for sender in nodes {
         let name = sender["name"].as_str().unwrap();
-        let (mut value, mut operations) = (0i64, 0u64);
+        let (mut value, mut operations) = (0i128, 0i128);
         for receiver in nodes {
             for from in receiver["received"].as_array().unwrap() {
                 if from["sender"] == name {
-                    value += from["value"].as_i64().unwrap();
-                    operations += from["operations"].as_u64().unwrap();
+                    value += num(&from["value"]).unwrap();
+                    operations += num(&from["operations"]).unwrap();
                 }
             }
         }
+        let own = |key: &str| num(&sender[key]).unwrap();
         assert_eq!(
             (value, operations),
             (
-                sender["issued_value"].as_i64().unwrap(),
-                sender["issued_operations"].as_u64().unwrap()
+                own("issued_value") + own("unvouched_value"),
+                own("issued_operations") + own("unvouched_operations")
             ),
             "{what}: what the nodes applied from {name}: {s}"
         );
     }
     println!(
-        "{what}: exact ({} operations, value {}), settled {} ms after the fault",
+        "{what}: exact ({} operations, value {}, unvouched {} operations), settled {} ms after the fault",
         s["total_operations"],
         s["total_value"],
+        s["unvouched_operations"],
         took.as_millis()
     );
-    took
+    (took, s)
 }
 
 #[test]

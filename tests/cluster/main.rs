@@ -32,5 +32,6 @@ mod quiet;
 mod security;
 mod shutdown;
 mod slow;
+mod store_faults;
 mod supervision;
 mod tls;

@@ -89,6 +89,14 @@ pub async fn run(command: Command) -> Result<(), CommandError> {
             request_once(&conn, ClientRequest::Crash(target), conn.timeout).await?;
             println!("asked {} to fail: {shown}", conn.join);
         }
+        Command::Debug(DebugCommand::DiskErrors { pass, fail, conn }) => {
+            let request = ClientRequest::DiskErrors { pass, fail };
+            request_once(&conn, request, conn.timeout).await?;
+            println!(
+                "armed {}'s disk: {fail} commit(s) fail after {pass} more sync(s)",
+                conn.join
+            );
+        }
     }
     Ok(())
 }

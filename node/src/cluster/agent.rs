@@ -17,7 +17,7 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest};
 use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
 use shared::host::HostMessage;
-use shared::protocol::{counter_name, parse_counter_name, NODES_GROUP};
+use shared::protocol::{counter_name, parse_counter_name, validate_change_id, NODES_GROUP};
 use shared::stats::ClusterStats;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -39,8 +39,6 @@ pub(crate) const MAX_CLIENT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a single counter call made for a client may take.
 const COUNTER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
-/// The longest id a client change may carry.
-pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// The agent behaviour.
 #[derive(Debug, Default)]
@@ -162,11 +160,7 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 .ok_or(ClientError::NotCollectedYet)
         }
         ClientRequest::Apply { counter, delta, id } => {
-            if id.is_empty() || id.len() > MAX_ID_LEN {
-                return Err(ClientError::Internal(format!(
-                    "a change's id must be 1 to {MAX_ID_LEN} bytes"
-                )));
-            }
+            validate_change_id(&id).map_err(ClientError::Internal)?;
             let (host, index) = lookup(facts, &counter)?;
             let until = Instant::now() + COUNTER_CALL_TIMEOUT;
             let outcome = call_until(
@@ -198,17 +192,28 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
             value_answer(facts, counter, outcome)
         }
         ClientRequest::Crash(target) => {
-            let root = args
-                .fault_injection
-                .clone()
-                .ok_or_else(|| ClientError::FaultInjectionDisabled(facts.name.clone()))?;
-            let until = Instant::now() + COUNTER_CALL_TIMEOUT;
-            call_until(root, |reply| RootMessage::Crash(target, reply), until)
-                .await
-                .ok_or_else(|| ClientError::Internal("the node's root did not answer".into()))?
-                .map(|()| ClientAnswer::Done)
+            fault(args, |reply| RootMessage::Crash(target, reply)).await
+        }
+        ClientRequest::DiskErrors { pass, fail } => {
+            fault(args, |reply| RootMessage::DiskErrors { pass, fail, reply }).await
         }
     }
+}
+
+/// Hands a fault injection request to the node's root, if the node allows them.
+async fn fault(
+    args: &AgentArgs,
+    request: impl FnOnce(ractor::RpcReplyPort<Result<(), ClientError>>) -> RootMessage,
+) -> Result<ClientAnswer, ClientError> {
+    let root = args
+        .fault_injection
+        .clone()
+        .ok_or_else(|| ClientError::FaultInjectionDisabled(args.facts.name.clone()))?;
+    let until = Instant::now() + COUNTER_CALL_TIMEOUT;
+    call_until(root, request, until)
+        .await
+        .ok_or_else(|| ClientError::Internal("the node's root did not answer".into()))?
+        .map(|()| ClientAnswer::Done)
 }
 
 /// The local aggregator, if this node runs one and it is up.

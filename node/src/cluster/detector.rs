@@ -783,6 +783,8 @@ mod tests {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            unvouched_value: 0,
+            unvouched_operations: 0,
             received: Vec::new(),
             store_commits: 0,
             known_peers: peers

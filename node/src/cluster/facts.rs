@@ -41,6 +41,7 @@ impl NodeFacts {
     /// The node's description right now.
     pub(crate) fn info(&self) -> NodeInfo {
         let (issued_value, issued_operations) = self.issued.read();
+        let (unvouched_value, unvouched_operations) = self.issued.unvouched();
         NodeInfo {
             name: self.name.clone(),
             role: self.role,
@@ -52,6 +53,8 @@ impl NodeFacts {
             issued_value,
             issued_operations,
             in_flight_operations: self.issued.in_flight(),
+            unvouched_value,
+            unvouched_operations,
             received: self.received.by_sender(),
             store_commits: self.received.commits(),
             known_peers: self.membership.gossip(),

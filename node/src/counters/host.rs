@@ -37,10 +37,10 @@ use std::time::Duration;
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use shared::counter::{ApplyOutcome, CounterError, StatsOutcome, ValueOutcome};
 use shared::host::{Batch, CollectReply, HostMessage, LocalReport};
-use shared::protocol::{counter_name, HOSTS_GROUP};
+use shared::protocol::{counter_name, validate_change_id, HOSTS_GROUP};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::counter::CounterMessage;
 use crate::cluster::facts::NodeFacts;
@@ -72,6 +72,8 @@ pub(crate) struct HostState {
     waiting: Arc<AtomicUsize>,
     /// Operations in changes that named no counter of this node (logged per batch).
     unknown: u64,
+    /// Batches dropped because their sums overflow.
+    malformed: u64,
     /// Batches received and not yet handed to the journal (a `Flush` is on its way).
     pending: Vec<Batch>,
 }
@@ -150,7 +152,8 @@ impl HostState {
     }
 
     /// Queues batch `batch` for the journal, without the changes that name no counter
-    /// of this node (they are logged).
+    /// of this node (they are logged). A batch whose sums overflow (only a sender that
+    /// lies makes one) is dropped whole, with an ERROR.
     fn batch(&mut self, mut batch: Batch, myself: &ActorRef<HostMessage>) {
         let counters = self.facts.table.len();
         let before = batch.changes.len();
@@ -158,18 +161,27 @@ impl HostState {
         batch.changes.retain(|c| {
             let known = c.counter < counters;
             if !known {
-                unknown += c.operations;
+                unknown = unknown.saturating_add(c.operations);
             }
             known
         });
         if batch.changes.len() < before {
-            self.unknown += unknown;
+            self.unknown = self.unknown.saturating_add(unknown);
             warn!(
                 operations = unknown,
                 unknown_total = self.unknown,
                 sender = %batch.stream.sender,
                 "dropped changes for counters that do not exist on this node"
             );
+        }
+        if batch.totals().is_none() {
+            self.malformed += 1;
+            if self.malformed.is_power_of_two() {
+                error!(sender = %batch.stream.sender, seq = batch.seq, dropped = self.malformed,
+                    "dropped a batch whose changes do not add up (their sums overflow): its \
+                     sender is not an honest node");
+            }
+            return;
         }
         let first = self.pending.is_empty();
         self.pending.push(batch);
@@ -240,6 +252,7 @@ impl Actor for CounterHost {
             collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
             waiting: Arc::default(),
             unknown: 0,
+            malformed: 0,
             pending: Vec::new(),
         })
     }
@@ -270,12 +283,12 @@ impl Actor for CounterHost {
                     let _ = reply.send(ApplyOutcome(Err(CounterError::NoSuchCounter(
                         state.name(counter),
                     ))));
+                } else if let Err(why) = validate_change_id(&id) {
+                    // The agent checks ids too; a member that sends here directly is held
+                    // to the same rule.
+                    let _ = reply.send(ApplyOutcome(Err(CounterError::Unavailable(why))));
                 } else {
-                    let entry = Entry::Apply {
-                        counter,
-                        delta,
-                        id: Some(id),
-                    };
+                    let entry = Entry::Apply { counter, delta, id };
                     if let Err(JournalMessage::Append(_, Waiter::Client(reply))) =
                         state.journal(JournalMessage::Append(entry, Waiter::Client(reply)))
                     {
@@ -382,7 +395,9 @@ mod tests {
         let StatsOutcome(stats) = ractor::call!(host, |r| HostMessage::GetStats(0, r)).unwrap();
         assert_eq!(stats.unwrap().operations, 10);
         assert_eq!(
-            ractor::call!(host, |r| HostMessage::Sync(stream(), r)).unwrap(),
+            ractor::call!(host, |r| HostMessage::Sync(stream(), r))
+                .unwrap()
+                .seq,
             2
         );
         // Answered `Sync`: every change before it is in the store.
@@ -466,7 +481,9 @@ mod tests {
         );
         // Changes still flow meanwhile: the host never waits for a collection.
         assert_eq!(
-            ractor::call!(host, |r| HostMessage::Sync(stream(), r)).unwrap(),
+            ractor::call!(host, |r| HostMessage::Sync(stream(), r))
+                .unwrap()
+                .seq,
             0
         );
         // The silent counter goes: the running collections end, and the waiting ones

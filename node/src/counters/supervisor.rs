@@ -233,7 +233,6 @@ mod tests {
         let outcome = store
             .commit(
                 number,
-                0,
                 &[Entry::Batch {
                     stream: "test#1".into(),
                     seq: number,

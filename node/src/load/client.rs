@@ -217,7 +217,7 @@ async fn start_pusher(
             let _ = events.cast(LoadMessage::Push(event));
         }),
     );
-    pusher.resume(outbox);
+    pusher.resume(outbox)?;
     args.facts
         .issued
         .set_in_flight(pusher.in_flight_operations());
@@ -290,10 +290,12 @@ impl Actor for LoadClient {
                 }
             }
             LoadMessage::Push(event) => {
-                if let Err(lost) = state.pusher.on_event(event) {
+                if let Err(why) = state.pusher.on_event(event) {
                     // The journal failed with a batch of ours uncommitted (or perhaps
-                    // committed): start again from what the store holds.
-                    warn!(%lost, "the journal restarted while batches were being issued: taking up the outbox again");
+                    // committed), or refused it, or a destination is ahead of this
+                    // store: start again from what the store holds, once everything
+                    // handed to the journal is committed.
+                    warn!(%why, "taking up the outbox again");
                     let (pusher, issued) = start_pusher(&state.args, &myself).await?;
                     state.pusher = pusher;
                     state.sent = issued;

@@ -11,38 +11,24 @@
 use std::sync::Arc;
 
 use ractor::ActorRef;
-use serde::{Deserialize, Serialize};
-use shared::host::Change;
 
 use crate::store::journal::{journal_name, JournalMessage, OnCommit, Waiter};
 use crate::store::Entry;
-
-/// One batch a sender made: its number in its stream, its changes, and what they add up
-/// to. Kept in the sender's outbox until the destination acknowledges it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutBatch {
-    /// Its number in the stream (from 1).
-    pub seq: u64,
-    /// At most one entry per counter.
-    pub changes: Vec<Change>,
-    /// Net value.
-    pub value: i64,
-    /// Operations.
-    pub operations: u64,
-}
-
-/// Whether a batch handed to [`Outbox::issue`] was committed (`Ok`) or will never be by
-/// this outbox (`Err`: it went down with it uncommitted, or perhaps not).
-pub type IssueFate = Result<(), ()>;
+pub use crate::store::{Adopt, OutBatch};
 
 /// Where a sender's batches are kept until acknowledged.
 pub trait Outbox: Send + Sync {
     /// Commits `batch` for `dest` (to the outbox, and to the issued tally); `done`
-    /// hears its fate.
-    fn issue(&self, dest: &str, batch: OutBatch, done: Box<dyn FnOnce(IssueFate) + Send>);
+    /// hears whether it was (true), or will never be by this outbox (false: it went
+    /// down with it uncommitted, or perhaps not, or refused it as not the next batch).
+    fn issue(&self, dest: &str, batch: OutBatch, done: Box<dyn FnOnce(bool) + Send>);
 
     /// `dest` acknowledged every batch up to `upto`: they may go.
     fn acked(&self, dest: &str, upto: u64);
+
+    /// The sender takes its receiver's side on what the stream holds (see
+    /// [`Adopt`]); committed with the next commit.
+    fn adopt(&self, adopt: Adopt);
 }
 
 /// The outbox in the node's store, through its journal.
@@ -64,7 +50,7 @@ impl JournalOutbox {
 }
 
 impl Outbox for JournalOutbox {
-    fn issue(&self, dest: &str, batch: OutBatch, done: Box<dyn FnOnce(IssueFate) + Send>) {
+    fn issue(&self, dest: &str, batch: OutBatch, done: Box<dyn FnOnce(bool) + Send>) {
         let entry = Entry::Outgoing {
             dest: dest.to_string(),
             batch,
@@ -77,7 +63,7 @@ impl Outbox for JournalOutbox {
                 Waiter::Issued(OnCommit::new(done)),
             ));
         } else {
-            done(Err(()));
+            done(false);
         }
     }
 
@@ -88,6 +74,14 @@ impl Outbox for JournalOutbox {
                 upto,
             };
             let _ = journal.cast(JournalMessage::Append(entry, Waiter::None));
+        }
+    }
+
+    fn adopt(&self, adopt: Adopt) {
+        // Lost if the journal is down: the sender starts again from the store, which
+        // finds the same disagreement at the next answer.
+        if let Some(journal) = self.journal() {
+            let _ = journal.cast(JournalMessage::Append(Entry::Adopt(adopt), Waiter::None));
         }
     }
 }

@@ -20,6 +20,19 @@
 //! the destination takes each batch once. A node that is gone keeps its stream, parked,
 //! until it is back.
 //!
+//! **Both sides agree, or it is said.** A fence's answer carries what the stream's
+//! batches add up to in the destination's store ([`StreamMark`]); the sender knows what
+//! its own batches up to that number add up to, and checks. They differ only when a
+//! store on either side was restored from an older copy or lost (or a destination
+//! dropped changes for counters it does not have): then the sender logs an ERROR with
+//! the difference, counts it as unvouched (in its node's description, so every
+//! collection shows it) and takes the destination's side from then on
+//! ([`Adopt`](super::outbox::Adopt), committed to its store). A destination that holds
+//! batches beyond any this store issued (this store is older than what it had sent) is
+//! the one case it cannot carry on from where it is: the pusher says so
+//! ([`StartAgain::ReceiverAhead`]), and its owner starts again from the store, numbering
+//! after them.
+//!
 //! **Backpressure.** ractor_cluster's queues are unbounded, so each stream has at most
 //! [`Limits::window`] batches unacknowledged. A node whose window is full gets nothing
 //! more, and [`Pusher::offer`] says [`Offer::Blocked`] once its pending batch is full
@@ -36,14 +49,14 @@ use std::time::Duration;
 
 use ractor::{ActorId, ActorRef};
 use shared::counter::Delta;
-use shared::host::{Batch, Change, HostMessage, StreamId};
+use shared::host::{Batch, Change, HostMessage, StreamId, StreamMark};
 use tokio::time::Instant;
+use tracing::{error, info};
 
-use super::outbox::{OutBatch, Outbox};
+use super::outbox::{Adopt, OutBatch, Outbox};
 use super::tally::IssuedTally;
 use super::window::{Answer, Fence, Window};
 use crate::cluster::rpc::call_until;
-use crate::store::OutStream;
 
 /// How long a fence's answer may take before everything unacknowledged is sent again
 /// (the node is slow, frozen or gone; the failure detector will say which).
@@ -116,8 +129,8 @@ pub struct Target {
 /// [`Pusher::on_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushEvent {
-    /// `host` (of `node`) answered `fence` with the stream's last committed batch, or
-    /// did not answer in time (`None`).
+    /// `host` (of `node`) answered `fence` with where the stream stands in its store,
+    /// or did not answer in time (`None`).
     Answered {
         /// The destination.
         node: String,
@@ -126,7 +139,7 @@ pub enum PushEvent {
         /// The fence.
         fence: Fence,
         /// The answer.
-        committed: Option<u64>,
+        committed: Option<StreamMark>,
     },
     /// `node`'s batches up to `seq` are committed to the outbox: issued.
     Issued {
@@ -158,16 +171,46 @@ pub enum Offer {
     Failed,
 }
 
-/// The sender could not go on: its outbox lost a batch it was issuing (see
-/// [`PushEvent::IssueLost`]).
+/// The sender cannot go on from where it is, and must start again from its outbox.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the outbox went down while issuing batch {seq} for {node}: start again from it")]
-pub struct IssueLost {
-    /// The destination.
-    pub node: String,
-    /// The batch.
-    pub seq: u64,
+pub enum StartAgain {
+    /// The outbox went down (or refused) a batch it was issuing (see
+    /// [`PushEvent::IssueLost`]).
+    #[error("the outbox did not issue batch {seq} for {node}: start again from it")]
+    IssueLost {
+        /// The destination.
+        node: String,
+        /// The batch.
+        seq: u64,
+    },
+    /// The destination holds batches of this stream beyond any this sender issued: its
+    /// store is older than what it had sent (restored from an older copy). Numbering
+    /// carries on after them once the outbox has that (see [`Adopt`]).
+    #[error("{node} holds batches of this node's stream up to {upto}, beyond the {issued} this store issued: start again after them")]
+    ReceiverAhead {
+        /// The destination.
+        node: String,
+        /// Its last batch.
+        upto: u64,
+        /// The last batch this sender issued.
+        issued: u64,
+    },
+    /// The outbox holds a stream whose batches are not numbered one after another.
+    #[error(
+        "the outbox for {node} has batches {found:?} after batch {acked}, not one after another"
+    )]
+    OutboxGap {
+        /// The destination.
+        node: String,
+        /// Its last acknowledged batch.
+        acked: u64,
+        /// The numbers found.
+        found: Vec<u64>,
+    },
 }
+
+/// Net value and operations of what a stream's batches add up to.
+type Totals = (i64, u64);
 
 /// One destination node's stream: its pending changes, window and unacknowledged
 /// batches.
@@ -188,6 +231,14 @@ struct Lane {
     fences_out: u64,
     /// Messages sent (batches, counting those sent again).
     messages: u64,
+    /// What the destination should hold once it has every batch up to the window's
+    /// `issued` (see [`crate::store::OutRecord::issued`]).
+    issued_totals: Totals,
+    /// Whether `issued_totals` is known (a stream begun by a store that kept no totals
+    /// takes the destination's at its first answer).
+    known: bool,
+    /// Adoptions so far (see [`Adopt`]).
+    adoptions: u64,
 }
 
 impl Lane {
@@ -203,6 +254,9 @@ impl Lane {
             batches: VecDeque::new(),
             fences_out: 0,
             messages: 0,
+            issued_totals: (0, 0),
+            known: true,
+            adoptions: 0,
         }
     }
 
@@ -213,10 +267,61 @@ impl Lane {
                 && self.pending_ops >= limits.ops_per_change * self.dirty.len() as u64)
     }
 
+    /// Batch `seq`, if it is made and not acknowledged.
     fn batch(&self, seq: u64) -> Option<&OutBatch> {
         let first = self.batches.front()?.seq;
-        self.batches
-            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
+        let batch = self
+            .batches
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+        (batch.seq == seq).then_some(batch)
+    }
+
+    /// What the destination should hold of the stream through batch `upto`, if this
+    /// lane can tell: not for a batch already acknowledged (the answer is older than
+    /// what it knows), and all it issued for one beyond.
+    fn expected_through(&self, upto: u64) -> Option<Totals> {
+        if upto < self.window.acked() {
+            return None;
+        }
+        let issued = self.window.issued();
+        let (mut value, mut operations) = self.issued_totals;
+        for batch in self.batches.iter().rev() {
+            if batch.seq <= upto {
+                break;
+            }
+            if batch.seq <= issued {
+                value = value.saturating_sub(batch.value);
+                operations = operations.saturating_sub(batch.operations);
+            }
+        }
+        Some((value, operations))
+    }
+
+    /// Checks the destination's `mark` against what this lane issued. Returns the
+    /// adoption to make (and count as unvouched unless the lane's totals were not
+    /// known), or `None` if they agree or the answer is too old to tell.
+    fn audit(&mut self, mark: StreamMark) -> Option<Adopt> {
+        let expected = self.expected_through(mark.seq)?;
+        let value = i128::from(mark.value) - i128::from(expected.0);
+        let operations = i128::from(mark.operations) - i128::from(expected.1);
+        let ahead = mark.seq > self.window.issued();
+        if value == 0 && operations == 0 && !ahead && self.known {
+            return None;
+        }
+        let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
+        self.adoptions += 1;
+        let adopt = Adopt {
+            dest: self.node.clone(),
+            number: self.adoptions,
+            upto: mark.seq.max(self.window.acked()),
+            value: clamp(value),
+            operations: clamp(operations),
+            unvouched: self.known && (value != 0 || operations != 0),
+        };
+        self.issued_totals.0 = self.issued_totals.0.saturating_add(adopt.value);
+        self.issued_totals.1 = self.issued_totals.1.saturating_add_signed(adopt.operations);
+        self.known = true;
+        Some(adopt)
     }
 }
 
@@ -272,20 +377,45 @@ impl Pusher {
     }
 
     /// Takes up the streams of an outbox (a sender that started again): what they had
-    /// not had acknowledged is sent once each node is a target.
-    pub(crate) fn resume(&mut self, streams: BTreeMap<String, OutStream>) {
+    /// not had acknowledged is sent once each node is a target. Refuses an outbox whose
+    /// batches are not numbered one after another from the acknowledged one on (the
+    /// store never keeps one so; sending it would misnumber batches).
+    pub(crate) fn resume(
+        &mut self,
+        streams: BTreeMap<String, crate::store::OutStream>,
+    ) -> Result<(), StartAgain> {
         for (node, stream) in streams {
+            let record = stream.record;
+            let contiguous = stream
+                .batches
+                .iter()
+                .zip(record.acked + 1..)
+                .all(|(batch, seq)| batch.seq == seq)
+                && record.acked + stream.batches.len() as u64 == record.last_seq;
+            if !contiguous {
+                return Err(StartAgain::OutboxGap {
+                    node,
+                    acked: record.acked,
+                    found: stream.batches.iter().map(|b| b.seq).collect(),
+                });
+            }
             let window = Window::resume(
                 self.limits.window,
                 self.limits.fence_every,
-                stream.last_seq,
-                stream.acked,
+                record.last_seq,
+                record.acked,
             );
             let mut lane = Lane::new(node, window);
             self.in_flight += stream.batches.iter().map(|b| b.operations).sum::<u64>();
             lane.batches = stream.batches.into();
+            lane.issued_totals = record.issued;
+            lane.known = record.known;
+            lane.adoptions = record.adoptions;
+            self.tally
+                .add_unvouched(record.unvouched.0, record.unvouched.1);
             self.lanes.push(lane);
         }
+        Ok(())
     }
 
     /// Replaces the destinations. A node's stream outlives its being a target: one that
@@ -439,10 +569,11 @@ impl Pusher {
                 outbox.issue(
                     &lane.node,
                     batch,
-                    Box::new(move |fate| {
-                        notify(match fate {
-                            Ok(()) => PushEvent::Issued { node, seq },
-                            Err(()) => PushEvent::IssueLost { node, seq, pusher },
+                    Box::new(move |issued| {
+                        notify(if issued {
+                            PushEvent::Issued { node, seq }
+                        } else {
+                            PushEvent::IssueLost { node, seq, pusher }
                         })
                     }),
                 );
@@ -459,9 +590,14 @@ impl Pusher {
     fn issued(&mut self, i: usize, seq: u64) -> Offer {
         let lane = &mut self.lanes[i];
         for seq in lane.window.on_issued(seq) {
-            if let Some(batch) = lane.batch(seq) {
-                self.tally.record(batch.value, batch.operations);
-                self.in_flight += batch.operations;
+            if let Some(&OutBatch {
+                value, operations, ..
+            }) = lane.batch(seq)
+            {
+                self.tally.record(value, operations);
+                self.in_flight += operations;
+                lane.issued_totals.0 = lane.issued_totals.0.saturating_add(value);
+                lane.issued_totals.1 = lane.issued_totals.1.saturating_add(operations);
             }
         }
         self.transmit(i)
@@ -529,7 +665,7 @@ impl Pusher {
     }
 
     /// Takes in one of the events the pusher's tasks and outbox report.
-    pub fn on_event(&mut self, event: PushEvent) -> Result<(), IssueLost> {
+    pub fn on_event(&mut self, event: PushEvent) -> Result<(), StartAgain> {
         match event {
             PushEvent::Answered {
                 node,
@@ -540,33 +676,10 @@ impl Pusher {
                 let Some(i) = self.lanes.iter().position(|lane| lane.node == node) else {
                     return Ok(());
                 };
-                let lane = &mut self.lanes[i];
-                lane.fences_out = lane.fences_out.saturating_sub(1);
-                let current = lane.host.as_ref().map(|h| h.get_id()) == Some(host);
-                let before = lane.window.acked();
-                let answer = if current {
-                    lane.window.on_answer(fence, committed)
-                } else {
-                    // From a host the node no longer has: it still says what is
-                    // committed there, but sending again is the new host's business.
-                    let stale = Fence { id: 0, ..fence };
-                    lane.window.on_answer(stale, committed);
-                    Answer::Fine
-                };
-                let acked = lane.window.acked();
-                while lane.batches.front().is_some_and(|b| b.seq <= acked) {
-                    if let Some(batch) = lane.batches.pop_front() {
-                        self.in_flight = self.in_flight.saturating_sub(batch.operations);
-                    }
+                if let Some(mark) = committed {
+                    self.audit(i, mark)?;
                 }
-                if acked > before {
-                    if let Some(outbox) = &self.outbox {
-                        outbox.acked(&lane.node, acked);
-                    }
-                }
-                if answer == Answer::Resend {
-                    let _ = self.transmit(i);
-                }
+                self.answered(i, host, fence, committed.map(|mark| mark.seq));
             }
             PushEvent::Issued { node, seq } => {
                 if let Some(i) = self.lanes.iter().position(|lane| lane.node == node) {
@@ -574,11 +687,76 @@ impl Pusher {
                 }
             }
             PushEvent::IssueLost { node, seq, pusher } if pusher == self.id => {
-                return Err(IssueLost { node, seq })
+                return Err(StartAgain::IssueLost { node, seq })
             }
             PushEvent::IssueLost { .. } => {}
         }
         Ok(())
+    }
+
+    /// Checks lane `i`'s destination's `mark` (see the module documentation).
+    fn audit(&mut self, i: usize, mark: StreamMark) -> Result<(), StartAgain> {
+        let lane = &mut self.lanes[i];
+        let issued = lane.window.issued();
+        let Some(adopt) = lane.audit(mark) else {
+            return Ok(());
+        };
+        if adopt.unvouched {
+            error!(destination = %adopt.dest, upto = mark.seq, issued,
+                value = adopt.value, operations = adopt.operations,
+                "this node's stream and its destination disagree: the destination holds \
+                 {} operations (net value {}) more than this store issued to it, through \
+                 batch {} (negative: fewer). A store on one side was restored from an older \
+                 copy or lost; counted as unvouched, and the destination's figures taken from \
+                 here on", adopt.operations, adopt.value, mark.seq);
+            self.tally.add_unvouched(adopt.value, adopt.operations);
+        } else if adopt.value != 0 || adopt.operations != 0 {
+            info!(destination = %adopt.dest, "the stream's totals were not kept by this store's \
+                earlier version: taken from the destination");
+        }
+        let ahead = mark.seq > issued;
+        if let Some(outbox) = &self.outbox {
+            outbox.adopt(adopt);
+        }
+        if ahead {
+            return Err(StartAgain::ReceiverAhead {
+                node: self.lanes[i].node.clone(),
+                upto: mark.seq,
+                issued,
+            });
+        }
+        Ok(())
+    }
+
+    /// Lane `i`'s destination (its host `host`) answered `fence` with `committed`.
+    fn answered(&mut self, i: usize, host: ActorId, fence: Fence, committed: Option<u64>) {
+        let lane = &mut self.lanes[i];
+        lane.fences_out = lane.fences_out.saturating_sub(1);
+        let current = lane.host.as_ref().map(|h| h.get_id()) == Some(host);
+        let before = lane.window.acked();
+        let answer = if current {
+            lane.window.on_answer(fence, committed)
+        } else {
+            // From a host the node no longer has: it still says what is committed
+            // there, but sending again is the new host's business.
+            let stale = Fence { id: 0, ..fence };
+            lane.window.on_answer(stale, committed);
+            Answer::Fine
+        };
+        let acked = lane.window.acked();
+        while lane.batches.front().is_some_and(|b| b.seq <= acked) {
+            if let Some(batch) = lane.batches.pop_front() {
+                self.in_flight = self.in_flight.saturating_sub(batch.operations);
+            }
+        }
+        if acked > before {
+            if let Some(outbox) = &self.outbox {
+                outbox.acked(&lane.node, acked);
+            }
+        }
+        if answer == Answer::Resend {
+            let _ = self.transmit(i);
+        }
     }
 
     /// Makes every pending batch whose window allows it, and asks a node with sent
@@ -639,6 +817,7 @@ mod tests {
     use crate::counters::counter::{Counter, CounterArgs};
     use crate::load::outbox::JournalOutbox;
     use crate::store::journal::{journal_name, JournalMessage};
+    use crate::store::{OutRecord, OutStream};
     use crate::testing::WritePath;
     use ractor::Actor;
     use shared::counter::StatsOutcome;
@@ -766,6 +945,106 @@ mod tests {
         messages
     }
 
+    /// A journal that crashes with a batch of the sender's unhandled, and a new one
+    /// started before the sender hears of it: the sender's next batch would leave a gap
+    /// in the outbox, so the store refuses it; the sender starts again from the store,
+    /// and every counter ends exactly at what the store counts as issued.
+    #[tokio::test]
+    async fn a_batch_after_one_a_crashed_journal_lost_is_refused_and_nothing_is_misnumbered() {
+        let node = "push-gap";
+        let facts = Arc::new(NodeFacts::for_tests(node, 1));
+        let (counter, counter_handle) =
+            Actor::spawn(None, Counter, CounterArgs::new(counter_name(node, 0)))
+                .await
+                .unwrap();
+        facts.table.set_actor(0, Some(counter.clone()));
+        let mut path = WritePath::start(&facts).await;
+        let host = path.host.clone();
+        let target = || Target {
+            node: node.into(),
+            host: host.clone(),
+            counters: 1,
+        };
+        let (mut first, mut events, _) = pusher(Mode::Unbatched, Some(JournalOutbox::new(node)));
+        first.set_targets(vec![target()]);
+        push_all(&mut first, &mut events, 10, |_| 0).await;
+        // Batch 11 goes to the journal, which dies before it handles it; batch 12 goes
+        // to the new one, before the sender hears that 11 was lost.
+        assert_eq!(first.offer(0, Delta::Increment(1)), Offer::Accepted);
+        path.crash_journal().await;
+        assert_eq!(first.offer(0, Delta::Increment(1)), Offer::Accepted);
+        let restart = loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("no event within 10 s")
+                .unwrap();
+            if let Err(why) = first.on_event(event) {
+                break why;
+            }
+        };
+        assert!(
+            matches!(restart, StartAgain::IssueLost { seq: 11, .. }),
+            "{restart}"
+        );
+        // As the load client does: once the journal has committed what it was handed,
+        // a new pusher takes up the outbox.
+        let journal: ActorRef<JournalMessage> = ractor::registry::where_is(journal_name(node))
+            .unwrap()
+            .into();
+        ractor::call!(journal, |r| JournalMessage::Sync(0, r)).unwrap();
+        let (outbox, (value, operations)) = path.store.outbox().unwrap();
+        assert_eq!(
+            outbox[node].record.last_seq, 10,
+            "nothing after the gap was kept"
+        );
+        let (mut second, mut events, tally) =
+            pusher(Mode::Unbatched, Some(JournalOutbox::new(node)));
+        tally.set(value, operations);
+        second.resume(outbox).expect("an outbox without a gap");
+        second.set_targets(vec![target()]);
+        push_all(&mut second, &mut events, 5, |_| 0).await;
+        // The two lost operations were never issued: 15 were, and the counter holds
+        // exactly them.
+        let record = path.store.record(0).unwrap();
+        let (value, operations) = tally.read();
+        assert_eq!(operations, 15);
+        assert_eq!((record.value, record.operations), (value, 15));
+        let StatsOutcome(stats) =
+            ractor::call!(path.host, |r| HostMessage::GetStats(0, r)).unwrap();
+        assert_eq!(stats.unwrap().value, value);
+        path.stop().await;
+        counter.stop(None);
+        counter_handle.await.unwrap();
+    }
+
+    /// An outbox whose batches are not numbered one after another is refused, rather
+    /// than sent misnumbered.
+    #[test]
+    fn an_outbox_with_a_gap_is_refused() {
+        let (mut pusher, _events, _) = pusher(Mode::Unbatched, None);
+        let batch = |seq| OutBatch {
+            seq,
+            changes: Vec::new(),
+            value: 0,
+            operations: 1,
+        };
+        let record = OutRecord {
+            last_seq: 4,
+            acked: 1,
+            known: true,
+            ..OutRecord::default()
+        };
+        let stream = OutStream {
+            record,
+            batches: vec![batch(2), batch(4)],
+        };
+        let refused = pusher.resume(BTreeMap::from([("n".to_string(), stream)]));
+        assert!(
+            matches!(&refused, Err(StartAgain::OutboxGap { found, .. }) if *found == [2, 4]),
+            "{refused:?}"
+        );
+    }
+
     #[tokio::test]
     async fn coalesced_pushes_are_exact_and_batched() {
         let ops = 100_000;
@@ -861,7 +1140,11 @@ mod tests {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             match message {
                 HostMessage::Sync(_, reply) => {
-                    let _ = reply.send(s.applied);
+                    let _ = reply.send(StreamMark {
+                        seq: s.applied,
+                        value: i64::try_from(s.value).unwrap_or(i64::MAX),
+                        operations: s.operations,
+                    });
                 }
                 HostMessage::Batch(batch) => {
                     if s.lose_every > 0 && batch.seq % s.lose_every == 0 && s.lost.insert(batch.seq)
@@ -870,7 +1153,7 @@ mod tests {
                     }
                     if batch.seq == s.applied + 1 {
                         s.applied = batch.seq;
-                        let (value, operations) = batch.totals();
+                        let (value, operations) = batch.totals().unwrap();
                         s.value += value;
                         s.operations += operations;
                         s.batches += 1;
@@ -947,8 +1230,12 @@ mod tests {
         // A sender that starts again from an outbox holding batches 3 and 4 of 4 (1 and
         // 2 acknowledged): the destination gets those two, once.
         let (host, state) = lossy(0).await;
-        state.lock().unwrap().applied = 2;
-        let (mut resumed, mut events, _) = pusher_with_outbox_of(4, 2);
+        {
+            // It holds batches 1 and 2 (5 + 6).
+            let mut s = state.lock().unwrap();
+            (s.applied, s.value, s.operations) = (2, 11, 2);
+        }
+        let (mut resumed, mut events, tally) = pusher_with_outbox_of(4, 2);
         assert_eq!(resumed.in_flight_operations(), 2);
         resumed.set_targets(vec![Target {
             node: "n".into(),
@@ -963,7 +1250,8 @@ mod tests {
             let s = state.lock().unwrap();
             (s.applied, s.value, s.batches)
         };
-        assert_eq!(seen, (4, 15, 2));
+        assert_eq!(seen, (4, 26, 2));
+        assert_eq!(tally.unvouched(), (0, 0), "both sides agree");
         silent.stop(None);
         silent_handle.await.unwrap();
     }
@@ -987,15 +1275,16 @@ mod tests {
                 operations: 1,
             })
             .collect();
-        let outbox = BTreeMap::from([(
-            "n".to_string(),
-            OutStream {
-                last_seq: last,
-                acked,
-                batches,
-            },
-        )]);
-        pusher.resume(outbox);
+        let record = OutRecord {
+            last_seq: last,
+            acked,
+            // Batches 1..=last add up to this.
+            issued: ((1..=last).map(|k| k as i64 + 4).sum(), last),
+            known: true,
+            ..OutRecord::default()
+        };
+        let outbox = BTreeMap::from([("n".to_string(), OutStream { record, batches })]);
+        pusher.resume(outbox).unwrap();
         (pusher, events, tally)
     }
 

@@ -7,12 +7,15 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Net value and operations issued so far; shared by the load clients that add to it
-/// and the node's description that reports it.
+/// and the node's description that reports it. Beside it, what this node's streams and
+/// their destinations disagree on (see [`crate::load::push`]): unvouched.
 #[derive(Debug, Default)]
 pub struct IssuedTally {
     value: AtomicI64,
     operations: AtomicU64,
     in_flight: AtomicU64,
+    unvouched_value: AtomicI64,
+    unvouched_operations: AtomicI64,
 }
 
 impl IssuedTally {
@@ -22,10 +25,29 @@ impl IssuedTally {
         self.operations.fetch_add(operations, Ordering::Relaxed);
     }
 
-    /// Sets the tally (to what the store holds, when a sender starts).
+    /// Sets the tally (to what the store holds, when a sender starts); the unvouched
+    /// figures start again from zero (the sender adds its streams' back).
     pub fn set(&self, value: i64, operations: u64) {
         self.value.store(value, Ordering::Relaxed);
         self.operations.store(operations, Ordering::Relaxed);
+        self.unvouched_value.store(0, Ordering::Relaxed);
+        self.unvouched_operations.store(0, Ordering::Relaxed);
+    }
+
+    /// Adds a discrepancy: `value` and `operations` that a destination holds beyond
+    /// (negative: short of) what was issued to it.
+    pub fn add_unvouched(&self, value: i64, operations: i64) {
+        self.unvouched_value.fetch_add(value, Ordering::Relaxed);
+        self.unvouched_operations
+            .fetch_add(operations, Ordering::Relaxed);
+    }
+
+    /// Unvouched `(value, operations)` so far.
+    pub fn unvouched(&self) -> (i64, i64) {
+        (
+            self.unvouched_value.load(Ordering::Relaxed),
+            self.unvouched_operations.load(Ordering::Relaxed),
+        )
     }
 
     /// Sets how many issued operations are not acknowledged yet.

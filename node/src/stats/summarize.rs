@@ -36,6 +36,8 @@ pub(crate) fn summarize(
         issued_value: 0,
         issued_operations: 0,
         in_flight_operations: 0,
+        unvouched_value: 0,
+        unvouched_operations: 0,
         received: Vec::new(),
         counter_restarts: 0,
         counters: Vec::new(),
@@ -72,6 +74,8 @@ pub(crate) fn summarize(
             entry.issued_value = info.issued_value;
             entry.issued_operations = info.issued_operations;
             entry.in_flight_operations = info.in_flight_operations;
+            entry.unvouched_value = info.unvouched_value;
+            entry.unvouched_operations = info.unvouched_operations;
             entry.received = info.received;
             entry.counter_restarts = info.counter_restarts;
             hosts.insert(name, info.counters);
@@ -191,6 +195,11 @@ pub(crate) fn summarize(
             .iter()
             .map(|n| u128::from(n.in_flight_operations))
             .sum(),
+        unvouched_value: nodes.iter().map(|n| i128::from(n.unvouched_value)).sum(),
+        unvouched_operations: nodes
+            .iter()
+            .map(|n| i128::from(n.unvouched_operations))
+            .sum(),
         missing_counters,
         missing_links,
         nodes,
@@ -236,6 +245,8 @@ mod tests {
             issued_value,
             issued_operations,
             in_flight_operations: 0,
+            unvouched_value: 0,
+            unvouched_operations: 0,
             received: Vec::new(),
             store_commits: 0,
             known_peers: vec![],

@@ -1,23 +1,28 @@
-//! The store on disk: one redb file, `store.redb`, in the node's data dir.
+//! The store on disk: one redb file, `store.redb`, in the node's data dir, and a lock
+//! file, `LOCK`, held for as long as the process has the store open.
 //!
-//! Tables: `meta` (the node's name, this store's id, the last commit, the issued
-//! tally), `counters` (each counter's figures by index), `streams_in` (per incoming
+//! Tables: `meta` (the node's name, this store's id, the issued tally, the store's
+//! clock), `counters` (each counter's figures by index), `streams_in` (per incoming
 //! stream, its last batch and totals), `outbox` (batches issued and not acknowledged,
-//! by destination and number) and `streams_out` (per destination, the last number used
-//! and the last acknowledged) and `client_ids` (what became of each client change id, by
-//! day and id, so whole days are forgotten in order). The last commit's number is the
-//! highest any counter holds. A commit is one redb write transaction, durable (fsynced)
-//! when it returns. redb locks the file, so two processes never share it.
+//! by destination and number), `streams_out` (per destination, the last number used
+//! and the last acknowledged), `out_totals` (per destination, what was issued to it,
+//! its adoptions and what is unvouched) and `client_ids` (what became of each client
+//! change id, by bucket of store time and id, so whole buckets are forgotten in order).
+//! The last commit's number is the highest any counter holds. A commit is one redb
+//! write transaction, durable (fsynced) when it returns.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::faults::{DiskFaults, FaultyFile};
+use super::plan::{plan, Tables, Writes};
 use super::{
-    day_of, plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, Recovered,
+    CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Recovered,
     StoreError, ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
@@ -27,6 +32,10 @@ const COUNTERS: TableDefinition<u32, (i64, u64, u64, u64)> = TableDefinition::ne
 const STREAMS_IN: TableDefinition<&str, (u64, i64, u64)> = TableDefinition::new("streams_in");
 const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 const STREAMS_OUT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("streams_out");
+/// Per destination: issued value and operations, adoptions, unvouched value and
+/// operations (see [`OutRecord`]).
+type OutTotals = (i64, u64, u64, i64, i64);
+const OUT_TOTALS: TableDefinition<&str, OutTotals> = TableDefinition::new("out_totals");
 const CLIENT_IDS: TableDefinition<(u32, &str), &[u8]> = TableDefinition::new("client_ids");
 
 /// redb's page cache (its default is 1 GiB).
@@ -35,16 +44,23 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// The file's name in the data dir.
 pub(crate) const FILE_NAME: &str = "store.redb";
 
+/// The lock file's name in the data dir.
+pub(crate) const LOCK_NAME: &str = "LOCK";
+
 /// An open store file.
 ///
-/// After a failed write (a full disk, say) redb fails every later operation until the
-/// database is opened again; so a commit that fails marks the file broken, and the next
-/// commit first reopens it (redb recovers the last commit), which succeeds once the
-/// disk takes writes again.
+/// After a failed write or read (a full or failing disk) redb fails every later
+/// operation until the database is opened again; so an operation that fails marks the
+/// file broken, and the next one, a read or a commit, first reopens it (redb recovers
+/// the last commit that reached the disk), which succeeds once the disk works again.
+/// The data dir's lock is held throughout, reopening included.
 pub(crate) struct StoreFile {
     db: RwLock<Option<Database>>,
     dir: PathBuf,
     broken: AtomicBool,
+    faults: Arc<DiskFaults>,
+    /// Held (locked) for the life of the store.
+    _lock: File,
 }
 
 impl std::fmt::Debug for StoreFile {
@@ -57,14 +73,27 @@ fn write_error(e: impl std::fmt::Display) -> StoreError {
     StoreError::Write(e.to_string())
 }
 
+/// What opening a store file found.
+pub(crate) struct Opened {
+    /// The open file.
+    pub(crate) file: StoreFile,
+    /// The store's id.
+    pub(crate) origin: u64,
+    /// Its counters and last commit.
+    pub(crate) recovered: Recovered,
+    /// Where the store's clock stood when it was last written.
+    pub(crate) clock_ms: u64,
+}
+
 impl StoreFile {
-    /// Opens (or creates) node `node`'s store in `dir`, and reads `counters` records;
-    /// returns it with the store's id.
+    /// Opens (or creates) node `node`'s store in `dir`, locks the dir, and reads
+    /// `counters` records.
     pub(crate) fn open(
         dir: &Path,
         node: &str,
         counters: u32,
-    ) -> Result<(Self, u64, Recovered), StoreError> {
+        faults: Arc<DiskFaults>,
+    ) -> Result<Opened, StoreError> {
         let path = dir.to_path_buf();
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
@@ -75,20 +104,14 @@ impl StoreFile {
             reason: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let lock = lock_dir(dir)?;
         let file = dir.join(FILE_NAME);
         let existed = file.metadata().is_ok_and(|m| m.len() > 0);
-        // A small page cache: the node keeps its counters in memory itself, and the
-        // store is written far more than it is read.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&file)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    open_error("another process has it open (is that node running already?)".into())
-                }
-                other if existed => unreadable(&other),
-                other => open_error(other.to_string()),
-            })?;
+        let db = open_database(&file, &faults).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+            other if existed => unreadable(&other),
+            other => open_error(other.to_string()),
+        })?;
 
         let found = {
             let read = db.begin_read().map_err(|e| unreadable(&e))?;
@@ -114,32 +137,7 @@ impl StoreFile {
                 return Err(unreadable(&"it holds no node's name"));
             }
             None => {
-                let write = db.begin_write().map_err(|e| open_error(e.to_string()))?;
-                {
-                    let mut meta = write
-                        .open_table(META)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    meta.insert("node", node.as_bytes())
-                        .map_err(|e| open_error(e.to_string()))?;
-                    meta.insert("store_id", fastrand::u64(..).to_be_bytes().as_slice())
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(COUNTERS)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(STREAMS_IN)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(OUTBOX)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(STREAMS_OUT)
-                        .map_err(|e| open_error(e.to_string()))?;
-                    write
-                        .open_table(CLIENT_IDS)
-                        .map_err(|e| open_error(e.to_string()))?;
-                }
-                write.commit().map_err(|e| open_error(e.to_string()))?;
+                create_tables(&db, node).map_err(|e| open_error(e.to_string()))?;
                 true
             }
         };
@@ -148,6 +146,8 @@ impl StoreFile {
             db: RwLock::new(Some(db)),
             dir: path.clone(),
             broken: AtomicBool::new(false),
+            faults,
+            _lock: lock,
         };
         let last_commit = store.last_commit().map_err(|e| unreadable(&e))?;
         let records = store.records(counters).map_err(|e| unreadable(&e))?;
@@ -156,317 +156,497 @@ impl StoreFile {
             .map_err(|e| unreadable(&e))?
             .map(|[id]| id)
             .ok_or_else(|| unreadable(&"it holds no store id"))?;
+        // A store from before the store kept its own clock starts it from the wall
+        // clock, once: its ids were kept by wall-clock day, which that continues.
+        let clock_ms = store
+            .meta_u64s::<1>("clock")
+            .map_err(|e| unreadable(&e))?
+            .map_or_else(crate::clock::unix_millis, |[ms]| ms);
         // Everything else must be readable too: now, rather than at the first commit.
         store.streams_in().map_err(|e| unreadable(&e))?;
         store.outbox().map_err(|e| unreadable(&e))?;
-        Ok((
-            store,
+        Ok(Opened {
+            file: store,
             origin,
-            Recovered {
+            recovered: Recovered {
                 records,
                 last_commit,
                 fresh,
             },
-        ))
+            clock_ms,
+        })
     }
 
-    /// One commit: see [`super::Store::commit`].
+    /// The file's storage faults.
+    pub(crate) fn faults(&self) -> Arc<DiskFaults> {
+        Arc::clone(&self.faults)
+    }
+
+    /// One commit at store time `now_ms`, with `in_bucket` ids held in the current
+    /// bucket: see [`super::Store::commit`]. Returns what it did and how many new ids
+    /// it stored.
     pub(crate) fn commit(
         &self,
         number: u64,
         now_ms: u64,
+        in_bucket: u64,
         entries: &[Entry],
-    ) -> Result<CommitOutcome, StoreError> {
+    ) -> Result<(CommitOutcome, u64), StoreError> {
+        self.with_db(|db| {
+            let write = db.begin_write().map_err(write_error)?;
+            let mut tables = FileTables::new(&write);
+            let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut tables)?;
+            let new_ids = writes.ids.len() as u64;
+            tables.write(&writes, now_ms)?;
+            drop(tables);
+            write.commit().map_err(write_error)?;
+            let outcome = CommitOutcome {
+                outcomes,
+                counters: writes.counters.into_iter().collect(),
+                operations: writes.operations,
+                streams: writes.streams_in.into_iter().collect(),
+            };
+            Ok((outcome, new_ids))
+        })
+    }
+
+    /// Runs `f` on the open database, reopening it first if an earlier operation
+    /// failed; an error marks it broken.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         if self.broken.load(Ordering::Acquire) {
             self.reopen()?;
         }
-        let result = self.with_db(|db| Self::commit_to(db, number, now_ms, entries));
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let result = match db.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError::Write(
+                "the store is closed after a failed operation (it is reopened at the next)".into(),
+            )),
+        };
         if result.is_err() {
             self.broken.store(true, Ordering::Release);
         }
         result
     }
 
-    /// Opens the file again (see the type's documentation).
+    /// Opens the file again (see the type's documentation). The data dir's lock stays
+    /// held.
     fn reopen(&self) -> Result<(), StoreError> {
         let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
-        // Closes the file (and its lock) first.
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Closes the file first.
         *db = None;
-        let reopened = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(self.dir.join(FILE_NAME))
+        let reopened = open_database(&self.dir.join(FILE_NAME), &self.faults)
             .map_err(|e| StoreError::Write(format!("cannot reopen the store: {e}")))?;
         *db = Some(reopened);
         self.broken.store(false, Ordering::Release);
         Ok(())
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.with_db(|db| db.begin_read().map_err(write_error))
-    }
-
-    /// Runs `f` on the open database.
-    fn with_db<T>(
+    /// Runs `f` in a read transaction (reopening the file first if it is broken).
+    fn read<T>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
-        match db.as_ref() {
-            Some(db) => f(db),
-            None => Err(StoreError::Write(
-                "the store is closed after a failed write (it is reopened at the next commit)"
-                    .into(),
-            )),
-        }
-    }
-
-    fn commit_to(
-        db: &Database,
-        number: u64,
-        now_ms: u64,
-        entries: &[Entry],
-    ) -> Result<CommitOutcome, StoreError> {
-        // Only the tables a commit changes are opened: each one written costs pages, and
-        // pages cost time in the fsync.
-        let has = |f: fn(&Entry) -> bool| entries.iter().any(f);
-        let with_batches = has(|e| matches!(e, Entry::Batch { .. }));
-        let with_ids = has(|e| matches!(e, Entry::Apply { id: Some(_), .. }));
-        let with_outbox = has(|e| matches!(e, Entry::Outgoing { .. } | Entry::Acked { .. }));
-        let write = db.begin_write().map_err(write_error)?;
-        let outcome = {
-            let mut counters = write.open_table(COUNTERS).map_err(write_error)?;
-            let mut streams_in = with_batches
-                .then(|| write.open_table(STREAMS_IN))
-                .transpose()
-                .map_err(write_error)?;
-            let mut client_ids = with_ids
-                .then(|| write.open_table(CLIENT_IDS))
-                .transpose()
-                .map_err(write_error)?;
-            let today = day_of(now_ms);
-            let (writes, applied) = plan(
-                number,
-                now_ms,
-                entries,
-                |index| {
-                    Ok(counters
-                        .get(index)
-                        .map_err(write_error)?
-                        .map(|r| CounterRecord::from_tuple(r.value()))
-                        .unwrap_or_default())
-                },
-                |key| {
-                    let Some(streams_in) = streams_in.as_ref() else {
-                        return Ok(InRecord::default());
-                    };
-                    Ok(streams_in
-                        .get(key)
-                        .map_err(write_error)?
-                        .map(|r| InRecord::from_tuple(r.value()))
-                        .unwrap_or_default())
-                },
-                |id| {
-                    let Some(client_ids) = client_ids.as_ref() else {
-                        return Ok(None);
-                    };
-                    // Today's ids and yesterday's: see `ID_MEMORY`.
-                    for day in [today, today.saturating_sub(1)] {
-                        if let Some(bytes) = client_ids.get((day, id)).map_err(write_error)? {
-                            let record = shared::codec::decode::<IdRecord>(bytes.value())
-                                .map_err(write_error)?;
-                            return Ok(Some(record));
-                        }
-                    }
-                    Ok(None)
-                },
-            )?;
-            if let Some(client_ids) = client_ids.as_mut() {
-                // Ids of days before yesterday are forgotten, a bounded number per commit.
-                let mut forgotten: Vec<(u32, String)> = Vec::new();
-                for row in client_ids
-                    .range(..(today.saturating_sub(1), ""))
-                    .map_err(write_error)?
-                {
-                    let (key, _) = row.map_err(write_error)?;
-                    let (day, id) = key.value();
-                    forgotten.push((day, id.to_string()));
-                    if forgotten.len() >= ID_PRUNE_PER_COMMIT {
-                        break;
-                    }
-                }
-                for (day, id) in &forgotten {
-                    client_ids
-                        .remove((*day, id.as_str()))
-                        .map_err(write_error)?;
-                }
-                for (id, record) in &writes.ids {
-                    let bytes = shared::codec::encode(record).map_err(write_error)?;
-                    client_ids
-                        .insert((day_of(record.at_ms), id.as_str()), bytes.as_slice())
-                        .map_err(write_error)?;
-                }
-            }
-            for (index, record) in &writes.counters {
-                counters
-                    .insert(*index, record.to_tuple())
-                    .map_err(write_error)?;
-            }
-            if let Some(streams_in) = streams_in.as_mut() {
-                for (key, record) in &writes.streams_in {
-                    streams_in
-                        .insert(key.as_str(), record.to_tuple())
-                        .map_err(write_error)?;
-                }
-            }
-            if with_outbox {
-                let mut outbox = write.open_table(OUTBOX).map_err(write_error)?;
-                let mut streams_out = write.open_table(STREAMS_OUT).map_err(write_error)?;
-                let out_record = |table: &redb::Table<&str, (u64, u64)>, dest: &str| {
-                    Ok::<_, StoreError>(
-                        table
-                            .get(dest)
-                            .map_err(write_error)?
-                            .map_or((0, 0), |r| r.value()),
-                    )
-                };
-                for (dest, batch) in &writes.outbox {
-                    let bytes = shared::codec::encode(batch).map_err(write_error)?;
-                    outbox
-                        .insert((dest.as_str(), batch.seq), bytes.as_slice())
-                        .map_err(write_error)?;
-                    let (last, acked) = out_record(&streams_out, dest)?;
-                    streams_out
-                        .insert(dest.as_str(), (last.max(batch.seq), acked))
-                        .map_err(write_error)?;
-                }
-                for (dest, upto) in &writes.acked {
-                    let (last, acked) = out_record(&streams_out, dest)?;
-                    streams_out
-                        .insert(dest.as_str(), (last, acked.max(*upto)))
-                        .map_err(write_error)?;
-                    outbox
-                        .retain_in((dest.as_str(), 0)..=(dest.as_str(), *upto), |_, _| false)
-                        .map_err(write_error)?;
-                }
-            }
-            if writes.issued != (0, 0) {
-                let mut meta = write.open_table(META).map_err(write_error)?;
-                let [value, operations] = read_u64s::<2>(&meta, "issued")?.unwrap_or([0, 0]);
-                let value = (value as i64).saturating_add(writes.issued.0);
-                let operations = operations.saturating_add(writes.issued.1);
-                let bytes = [(value as u64).to_be_bytes(), operations.to_be_bytes()].concat();
-                meta.insert("issued", bytes.as_slice())
-                    .map_err(write_error)?;
-            }
-            CommitOutcome {
-                applied,
-                counters: writes.counters.into_iter().collect(),
-                operations: writes.operations,
-                streams: writes.streams_in.into_iter().collect(),
-            }
-        };
-        write.commit().map_err(write_error)?;
-        Ok(outcome)
+        self.with_db(|db| f(&db.begin_read().map_err(write_error)?))
     }
 
     /// The records of counters `0..counters`, in one read.
     pub(crate) fn records(&self, counters: u32) -> Result<Vec<CounterRecord>, StoreError> {
-        let read = self.begin_read()?;
-        let table = read.open_table(COUNTERS).map_err(write_error)?;
-        (0..counters)
-            .map(|index| {
-                Ok(table
-                    .get(index)
-                    .map_err(write_error)?
-                    .map(|r| CounterRecord::from_tuple(r.value()))
-                    .unwrap_or_default())
-            })
-            .collect()
+        self.read(|read| {
+            let table = read.open_table(COUNTERS).map_err(write_error)?;
+            (0..counters)
+                .map(|index| counter_in(&table, index))
+                .collect()
+        })
     }
 
     /// Counter `index`'s record.
     pub(crate) fn record(&self, index: u32) -> Result<CounterRecord, StoreError> {
-        let read = self.begin_read()?;
-        let table = read.open_table(COUNTERS).map_err(write_error)?;
-        Ok(table
-            .get(index)
-            .map_err(write_error)?
-            .map(|r| CounterRecord::from_tuple(r.value()))
-            .unwrap_or_default())
+        self.read(|read| counter_in(&read.open_table(COUNTERS).map_err(write_error)?, index))
     }
 
     /// The last commit's number: the highest any counter holds (a commit that changed
     /// no counter leaves no number behind, and none is needed).
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
-        let read = self.begin_read()?;
-        let table = read.open_table(COUNTERS).map_err(write_error)?;
-        let mut last = 0;
-        for row in table.iter().map_err(write_error)? {
-            let (_, record) = row.map_err(write_error)?;
-            last = last.max(CounterRecord::from_tuple(record.value()).commit);
-        }
-        Ok(last)
+        self.read(|read| {
+            let table = read.open_table(COUNTERS).map_err(write_error)?;
+            let mut last = 0;
+            for row in table.iter().map_err(write_error)? {
+                let (_, record) = row.map_err(write_error)?;
+                last = last.max(CounterRecord::from_tuple(record.value()).commit);
+            }
+            Ok(last)
+        })
     }
 
     /// Every incoming stream's record.
     pub(crate) fn streams_in(&self) -> Result<Vec<(String, InRecord)>, StoreError> {
-        let read = self.begin_read()?;
-        let table = read.open_table(STREAMS_IN).map_err(write_error)?;
-        table
-            .iter()
-            .map_err(write_error)?
-            .map(|row| {
-                let (key, record) = row.map_err(write_error)?;
-                Ok((
-                    key.value().to_string(),
-                    InRecord::from_tuple(record.value()),
-                ))
-            })
-            .collect()
+        self.read(|read| {
+            let table = read.open_table(STREAMS_IN).map_err(write_error)?;
+            table
+                .iter()
+                .map_err(write_error)?
+                .map(|row| {
+                    let (key, record) = row.map_err(write_error)?;
+                    Ok((
+                        key.value().to_string(),
+                        InRecord::from_tuple(record.value()),
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Client change ids held in `bucket`.
+    pub(crate) fn ids_in(&self, bucket: u32) -> Result<u64, StoreError> {
+        self.read(|read| {
+            let table = read.open_table(CLIENT_IDS).map_err(write_error)?;
+            let mut count = 0;
+            for row in table.range((bucket, "")..).map_err(write_error)? {
+                let (key, _) = row.map_err(write_error)?;
+                if key.value().0 != bucket {
+                    break;
+                }
+                count += 1;
+            }
+            Ok(count)
+        })
     }
 
     /// The outbox, per destination, and the issued tally.
     pub(crate) fn outbox(&self) -> Result<super::Outbox, StoreError> {
-        let read = self.begin_read()?;
-        let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
-        for row in read
-            .open_table(STREAMS_OUT)
-            .map_err(write_error)?
-            .iter()
-            .map_err(write_error)?
-        {
-            let (dest, record) = row.map_err(write_error)?;
-            let (last_seq, acked) = record.value();
-            let stream = streams.entry(dest.value().to_string()).or_default();
-            stream.last_seq = last_seq;
-            stream.acked = acked;
-        }
-        for row in read
-            .open_table(OUTBOX)
-            .map_err(write_error)?
-            .iter()
-            .map_err(write_error)?
-        {
-            let (key, bytes) = row.map_err(write_error)?;
-            let (dest, _) = key.value();
-            let batch: OutBatch = shared::codec::decode(bytes.value()).map_err(write_error)?;
-            streams
-                .entry(dest.to_string())
-                .or_default()
-                .batches
-                .push(batch);
-        }
-        let issued = self
-            .meta_u64s::<2>("issued")?
-            .map_or((0, 0), |[value, operations]| (value as i64, operations));
-        Ok((streams, issued))
+        self.read(|read| {
+            let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
+            let out = read.open_table(STREAMS_OUT).map_err(write_error)?;
+            let totals = read.open_table(OUT_TOTALS).map_err(write_error)?;
+            for row in out.iter().map_err(write_error)? {
+                let (dest, _) = row.map_err(write_error)?;
+                let record = stream_out_in(&out, &totals, dest.value())?;
+                streams.entry(dest.value().to_string()).or_default().record = record;
+            }
+            let outbox = read.open_table(OUTBOX).map_err(write_error)?;
+            for row in outbox.iter().map_err(write_error)? {
+                let (key, bytes) = row.map_err(write_error)?;
+                let (dest, _) = key.value();
+                let batch: OutBatch = shared::codec::decode(bytes.value()).map_err(write_error)?;
+                streams
+                    .entry(dest.to_string())
+                    .or_default()
+                    .batches
+                    .push(batch);
+            }
+            let meta = read.open_table(META).map_err(write_error)?;
+            let issued = read_u64s::<2>(&meta, "issued")?
+                .map_or((0, 0), |[value, operations]| (value as i64, operations));
+            Ok((streams, issued))
+        })
     }
 
     /// Meta entry `key` as `N` big-endian u64s, if present.
     fn meta_u64s<const N: usize>(&self, key: &str) -> Result<Option<[u64; N]>, StoreError> {
-        let read = self.begin_read()?;
-        let meta = read.open_table(META).map_err(write_error)?;
-        read_u64s::<N>(&meta, key)
+        self.read(|read| read_u64s::<N>(&read.open_table(META).map_err(write_error)?, key))
+    }
+}
+
+/// Locks the data dir for this process (an advisory lock on its `LOCK` file, held
+/// until the file is closed: when the store is dropped, or the process ends however it
+/// ends).
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_NAME);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Open {
+            path: dir.to_path_buf(),
+            reason: format!("cannot open {}: {e}", path.display()),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
+            path: dir.to_path_buf(),
+            reason: format!("cannot lock {}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Opens (or creates) the database in `file` through the fault hook.
+fn open_database(file: &Path, faults: &Arc<DiskFaults>) -> Result<Database, redb::DatabaseError> {
+    let handle = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(file)?;
+    // A small page cache: the node keeps its counters in memory itself, and the store
+    // is written far more than it is read.
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(FaultyFile::new(handle, Arc::clone(faults))?)
+}
+
+/// Makes a new store's tables, its name, id and clock.
+fn create_tables(db: &Database, node: &str) -> Result<(), redb::Error> {
+    let write = db.begin_write()?;
+    {
+        let mut meta = write.open_table(META)?;
+        meta.insert("node", node.as_bytes())?;
+        meta.insert("store_id", fastrand::u64(..).to_be_bytes().as_slice())?;
+        meta.insert(
+            "clock",
+            crate::clock::unix_millis().to_be_bytes().as_slice(),
+        )?;
+        write.open_table(COUNTERS)?;
+        write.open_table(STREAMS_IN)?;
+        write.open_table(OUTBOX)?;
+        write.open_table(STREAMS_OUT)?;
+        write.open_table(OUT_TOTALS)?;
+        write.open_table(CLIENT_IDS)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+fn counter_in(
+    table: &impl ReadableTable<u32, (i64, u64, u64, u64)>,
+    index: u32,
+) -> Result<CounterRecord, StoreError> {
+    Ok(table
+        .get(index)
+        .map_err(write_error)?
+        .map(|r| CounterRecord::from_tuple(r.value()))
+        .unwrap_or_default())
+}
+
+/// Destination `dest`'s record: its totals are known if the store kept them, or if the
+/// stream is new.
+fn stream_out_in(
+    out: &impl ReadableTable<&'static str, (u64, u64)>,
+    totals: &impl ReadableTable<&'static str, OutTotals>,
+    dest: &str,
+) -> Result<OutRecord, StoreError> {
+    let marks = out.get(dest).map_err(write_error)?.map(|r| r.value());
+    let sums = totals.get(dest).map_err(write_error)?.map(|r| r.value());
+    let (last_seq, acked) = marks.unwrap_or((0, 0));
+    let mut record = OutRecord {
+        last_seq,
+        acked,
+        known: marks.is_none() || sums.is_some(),
+        ..OutRecord::default()
+    };
+    if let Some((value, operations, adoptions, unvouched_value, unvouched_operations)) = sums {
+        record.issued = (value, operations);
+        record.adoptions = adoptions;
+        record.unvouched = (unvouched_value, unvouched_operations);
+    }
+    Ok(record)
+}
+
+/// The tables of one commit, each opened when first needed: a commit opens only the
+/// tables it reads or changes (each one written costs pages, and pages cost time in the
+/// fsync).
+struct FileTables<'txn> {
+    write: &'txn WriteTransaction,
+    counters: Option<Table<'txn, u32, (i64, u64, u64, u64)>>,
+    streams_in: Option<Table<'txn, &'static str, (u64, i64, u64)>>,
+    client_ids: Option<Table<'txn, (u32, &'static str), &'static [u8]>>,
+    streams_out: Option<Table<'txn, &'static str, (u64, u64)>>,
+    out_totals: Option<Table<'txn, &'static str, OutTotals>>,
+    outbox: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
+}
+
+/// Table `definition` of `write`, opened into `slot` the first time.
+fn opened<'s, 'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<Table<'txn, K, V>>,
+    write: &'txn WriteTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<&'s mut Table<'txn, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(write.open_table(definition).map_err(write_error)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| StoreError::Write("a table did not open".into()))
+}
+
+impl<'txn> FileTables<'txn> {
+    fn new(write: &'txn WriteTransaction) -> Self {
+        Self {
+            write,
+            counters: None,
+            streams_in: None,
+            client_ids: None,
+            streams_out: None,
+            out_totals: None,
+            outbox: None,
+        }
+    }
+
+    /// Writes what the plan worked out.
+    fn write(&mut self, writes: &Writes, now_ms: u64) -> Result<(), StoreError> {
+        let write = self.write;
+        if !writes.ids.is_empty() {
+            let ids = opened(&mut self.client_ids, write, CLIENT_IDS)?;
+            prune_ids(ids, super::id_bucket(now_ms))?;
+            for (id, (bucket, record)) in &writes.ids {
+                let bytes = shared::codec::encode(record).map_err(write_error)?;
+                ids.insert((*bucket, id.as_str()), bytes.as_slice())
+                    .map_err(write_error)?;
+            }
+            // The clock goes with the ids it dated: a restart carries on from here.
+            let mut meta = write.open_table(META).map_err(write_error)?;
+            meta.insert("clock", now_ms.to_be_bytes().as_slice())
+                .map_err(write_error)?;
+        }
+        if !writes.counters.is_empty() {
+            let counters = opened(&mut self.counters, write, COUNTERS)?;
+            for (index, record) in &writes.counters {
+                counters
+                    .insert(*index, record.to_tuple())
+                    .map_err(write_error)?;
+            }
+        }
+        if !writes.streams_in.is_empty() {
+            let streams = opened(&mut self.streams_in, write, STREAMS_IN)?;
+            for (key, record) in &writes.streams_in {
+                streams
+                    .insert(key.as_str(), record.to_tuple())
+                    .map_err(write_error)?;
+            }
+        }
+        self.write_outgoing(writes)?;
+        if writes.issued != (0, 0) {
+            let mut meta = write.open_table(META).map_err(write_error)?;
+            let [value, operations] = read_u64s::<2>(&meta, "issued")?.unwrap_or([0, 0]);
+            let value = (value as i64).saturating_add(writes.issued.0);
+            let operations = operations.saturating_add(writes.issued.1);
+            let bytes = [(value as u64).to_be_bytes(), operations.to_be_bytes()].concat();
+            meta.insert("issued", bytes.as_slice())
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// The outbox's new rows, the destinations' new records, and the rows they no
+    /// longer need.
+    fn write_outgoing(&mut self, writes: &Writes) -> Result<(), StoreError> {
+        let write = self.write;
+        if !writes.outbox.is_empty() {
+            let outbox = opened(&mut self.outbox, write, OUTBOX)?;
+            for (dest, batch) in &writes.outbox {
+                let bytes = shared::codec::encode(batch).map_err(write_error)?;
+                outbox
+                    .insert((dest.as_str(), batch.seq), bytes.as_slice())
+                    .map_err(write_error)?;
+            }
+        }
+        for (dest, record) in &writes.streams_out {
+            let before = self.stream_out(dest)?;
+            if *record == before {
+                continue;
+            }
+            opened(&mut self.streams_out, write, STREAMS_OUT)?
+                .insert(dest.as_str(), (record.last_seq, record.acked))
+                .map_err(write_error)?;
+            if record.known {
+                let totals = (
+                    record.issued.0,
+                    record.issued.1,
+                    record.adoptions,
+                    record.unvouched.0,
+                    record.unvouched.1,
+                );
+                opened(&mut self.out_totals, write, OUT_TOTALS)?
+                    .insert(dest.as_str(), totals)
+                    .map_err(write_error)?;
+            }
+            if record.acked > before.acked {
+                opened(&mut self.outbox, write, OUTBOX)?
+                    .retain_in(
+                        (dest.as_str(), 0)..=(dest.as_str(), record.acked),
+                        |_, _| false,
+                    )
+                    .map_err(write_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes ids of buckets before the one before `bucket`, a bounded number per commit.
+fn prune_ids(
+    ids: &mut Table<'_, (u32, &'static str), &'static [u8]>,
+    bucket: u32,
+) -> Result<(), StoreError> {
+    let mut forgotten: Vec<(u32, String)> = Vec::new();
+    for row in ids
+        .range(..(bucket.saturating_sub(1), ""))
+        .map_err(write_error)?
+    {
+        let (key, _) = row.map_err(write_error)?;
+        let (day, id) = key.value();
+        forgotten.push((day, id.to_string()));
+        if forgotten.len() >= ID_PRUNE_PER_COMMIT {
+            break;
+        }
+    }
+    for (day, id) in &forgotten {
+        ids.remove((*day, id.as_str())).map_err(write_error)?;
+    }
+    Ok(())
+}
+
+impl Tables for FileTables<'_> {
+    fn counter(&mut self, index: u32) -> Result<CounterRecord, StoreError> {
+        counter_in(opened(&mut self.counters, self.write, COUNTERS)?, index)
+    }
+
+    fn stream_in(&mut self, key: &str) -> Result<InRecord, StoreError> {
+        let table = opened(&mut self.streams_in, self.write, STREAMS_IN)?;
+        Ok(table
+            .get(key)
+            .map_err(write_error)?
+            .map(|r| InRecord::from_tuple(r.value()))
+            .unwrap_or_default())
+    }
+
+    fn client_id(&mut self, bucket: u32, id: &str) -> Result<Option<IdRecord>, StoreError> {
+        let table = opened(&mut self.client_ids, self.write, CLIENT_IDS)?;
+        match table.get((bucket, id)).map_err(write_error)? {
+            Some(bytes) => Ok(Some(
+                shared::codec::decode::<IdRecord>(bytes.value()).map_err(write_error)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn stream_out(&mut self, dest: &str) -> Result<OutRecord, StoreError> {
+        let write = self.write;
+        opened(&mut self.streams_out, write, STREAMS_OUT)?;
+        opened(&mut self.out_totals, write, OUT_TOTALS)?;
+        match (&self.streams_out, &self.out_totals) {
+            (Some(out), Some(totals)) => stream_out_in(out, totals, dest),
+            _ => Err(StoreError::Write("a table did not open".into())),
+        }
+    }
+
+    fn outbox_batch(&mut self, dest: &str, seq: u64) -> Result<Option<OutBatch>, StoreError> {
+        let table = opened(&mut self.outbox, self.write, OUTBOX)?;
+        match table.get((dest, seq)).map_err(write_error)? {
+            Some(bytes) => Ok(Some(
+                shared::codec::decode(bytes.value()).map_err(write_error)?,
+            )),
+            None => Ok(None),
+        }
     }
 }
 
@@ -499,74 +679,83 @@ fn read_u64s<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Outcome;
     use shared::counter::Delta;
+
+    fn open(dir: &Path, node: &str, counters: u32) -> Result<Opened, StoreError> {
+        StoreFile::open(dir, node, counters, Arc::default())
+    }
 
     #[test]
     fn what_was_committed_is_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (store, _, recovered) = StoreFile::open(dir.path(), "n", 2).unwrap();
-            assert!(recovered.fresh);
-            let outcome = store
-                .commit(
-                    1,
-                    0,
-                    &[
-                        Entry::Apply {
-                            counter: 1,
-                            delta: Delta::Increment(7),
-                            id: Some("i".into()),
-                        },
-                        Entry::Outgoing {
-                            dest: "m".into(),
-                            batch: OutBatch {
-                                seq: 4,
-                                changes: Vec::new(),
-                                value: -2,
-                                operations: 3,
-                            },
-                        },
-                        Entry::Batch {
-                            stream: "m#7".into(),
-                            seq: 9,
-                            changes: Vec::new(),
-                        },
-                    ],
-                )
-                .unwrap();
+            let opened = open(dir.path(), "n", 2).unwrap();
+            assert!(opened.recovered.fresh);
+            let entries = [
+                Entry::Apply {
+                    counter: 1,
+                    delta: Delta::Increment(7),
+                    id: "i".into(),
+                },
+                Entry::Outgoing {
+                    dest: "m".into(),
+                    batch: OutBatch {
+                        seq: 1,
+                        changes: Vec::new(),
+                        value: -2,
+                        operations: 3,
+                    },
+                },
+                Entry::Batch {
+                    stream: "m#7".into(),
+                    seq: 9,
+                    changes: Vec::new(),
+                },
+            ];
+            let (outcome, new_ids) = opened.file.commit(1, 5000, 0, &entries).unwrap();
+            assert_eq!(new_ids, 1);
             assert_eq!(
-                outcome.applied[0],
-                Ok(shared::counter::Applied {
+                outcome.outcomes[0],
+                Outcome::Applied(Ok(shared::counter::Applied {
                     value: 7,
                     repeated: false
-                })
+                }))
             );
         }
-        let (store, _, recovered) = StoreFile::open(dir.path(), "n", 3).unwrap();
-        assert!(!recovered.fresh);
-        assert_eq!(recovered.last_commit, 1);
-        let values: Vec<i64> = recovered.records.iter().map(|r| r.value).collect();
-        assert_eq!(values, [0, 7, 0]);
-        assert_eq!(store.record(1).unwrap().commit, 1);
-        let (outbox, issued) = store.outbox().unwrap();
+        let opened = open(dir.path(), "n", 3).unwrap();
+        assert!(!opened.recovered.fresh);
+        assert_eq!(opened.recovered.last_commit, 1);
         assert_eq!(
-            (issued, outbox["m"].last_seq, outbox["m"].batches.len()),
-            ((-2, 3), 4, 1)
+            opened.clock_ms, 5000,
+            "the clock stood where the ids were dated"
         );
+        let values: Vec<i64> = opened.recovered.records.iter().map(|r| r.value).collect();
+        assert_eq!(values, [0, 7, 0]);
+        let store = opened.file;
+        assert_eq!(store.record(1).unwrap().commit, 1);
+        assert_eq!(store.ids_in(0).unwrap(), 1);
+        let (outbox, issued) = store.outbox().unwrap();
+        let m = &outbox["m"];
+        assert_eq!(
+            (issued, m.record.last_seq, m.batches.len()),
+            ((-2, 3), 1, 1)
+        );
+        assert_eq!((m.record.issued, m.record.known), ((-2, 3), true));
         assert_eq!(store.streams_in().unwrap()[0].1.seq, 9);
     }
 
     #[test]
     fn another_nodes_store_and_garbage_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        drop(StoreFile::open(dir.path(), "a", 1).unwrap());
-        let err = StoreFile::open(dir.path(), "b", 1).unwrap_err();
+        drop(open(dir.path(), "a", 1).unwrap().file);
+        let err = open(dir.path(), "b", 1).err().unwrap();
         assert!(matches!(err, StoreError::WrongNode { .. }), "{err}");
         assert!(err.to_string().contains("belongs to node 'a'"), "{err}");
 
         let garbage = tempfile::tempdir().unwrap();
         std::fs::write(garbage.path().join(FILE_NAME), vec![7u8; 8192]).unwrap();
-        let err = StoreFile::open(garbage.path(), "a", 1).unwrap_err();
+        let err = open(garbage.path(), "a", 1).err().unwrap();
         assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");
         // Never replaced: the file is as it was.
         assert_eq!(
@@ -575,11 +764,94 @@ mod tests {
         );
     }
 
+    /// The data dir stays locked for the life of the store, while a failed commit makes
+    /// it reopen the file too.
     #[test]
-    fn one_process_at_a_time() {
+    fn one_process_at_a_time_even_while_the_store_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        let _open = StoreFile::open(dir.path(), "a", 1).unwrap();
-        let err = StoreFile::open(dir.path(), "a", 1).unwrap_err();
+        let opened = open(dir.path(), "a", 1).unwrap();
+        let err = open(dir.path(), "a", 1).err().unwrap();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
         assert!(err.to_string().contains("another process"), "{err}");
+        let store = opened.file;
+        let faults = store.faults();
+        faults.arm(0, 1);
+        let entry = [Entry::Apply {
+            counter: 0,
+            delta: Delta::Increment(1),
+            id: "x".into(),
+        }];
+        assert!(store.commit(1, 0, 0, &entry).is_err(), "the injected fault");
+        // The file is closed now, to be reopened: the dir is still locked.
+        let err = open(dir.path(), "a", 1).err().unwrap();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        store.commit(2, 0, 0, &entry).unwrap();
+        let err = open(dir.path(), "a", 1).err().unwrap();
+        assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+        drop(store);
+        open(dir.path(), "a", 1).unwrap();
+    }
+
+    /// After a failure, a read reopens the file as a commit does: a counter started
+    /// during a disk fault reads its record once the disk works again.
+    #[test]
+    fn reads_reopen_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "a", 1).unwrap().file;
+        let entry = [Entry::Apply {
+            counter: 0,
+            delta: Delta::Increment(3),
+            id: "x".into(),
+        }];
+        store.commit(1, 0, 0, &entry).unwrap();
+        store.faults().arm(0, 1);
+        assert!(store.commit(2, 0, 0, &[]).is_err());
+        assert_eq!(store.record(0).unwrap().value, 3);
+        assert_eq!(store.records(1).unwrap()[0].value, 3);
+    }
+
+    /// Each kind of injected fault in turn: a commit reports an error whether or not
+    /// it reached the disk, and committing the same entries again until one succeeds
+    /// applies them once.
+    #[test]
+    fn every_kind_of_disk_fault_is_retried_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "a", 1).unwrap().file;
+        store.faults().arm(0, 3);
+        let entries = |seq: u64| {
+            [
+                Entry::Batch {
+                    stream: "s#1".into(),
+                    seq,
+                    changes: vec![shared::host::Change {
+                        counter: 0,
+                        delta: 5,
+                        operations: 2,
+                    }],
+                },
+                Entry::Outgoing {
+                    dest: "d".into(),
+                    batch: OutBatch {
+                        seq,
+                        changes: Vec::new(),
+                        value: 1,
+                        operations: 1,
+                    },
+                },
+            ]
+        };
+        let mut failures = 0;
+        for seq in 1..=3 {
+            while store.commit(seq, 0, 0, &entries(seq)).is_err() {
+                failures += 1;
+                assert!(failures <= 3, "commits keep failing");
+            }
+        }
+        assert_eq!(failures, 3, "each kind failed one commit");
+        let record = store.record(0).unwrap();
+        assert_eq!((record.value, record.operations), (15, 6));
+        let (outbox, issued) = store.outbox().unwrap();
+        assert_eq!(issued, (3, 3));
+        assert_eq!(outbox["d"].batches.len(), 3);
     }
 }

@@ -30,11 +30,21 @@
 //! was never acknowledged: senders send it again, clients were told nothing (and retry
 //! with their id).
 //!
-//! **A failed commit** (a full or failing disk) applies nothing. Its entries stay at the
-//! head of the queue and the commit is tried again every [`RETRY_EVERY`]; meanwhile new
-//! client changes are refused at once, with the reason, and nothing is acknowledged
-//! (senders' windows fill, and they wait). Reads go on (they never come here). When the
-//! disk takes writes again, the queue is committed and everything proceeds.
+//! **A failed commit** (a full or failing disk) may or may not have reached the disk: a
+//! sync can report an error after the data landed. Its entries stay at the head of the
+//! queue and the commit is tried again every [`RETRY_EVERY`]; meanwhile new client
+//! changes are refused at once, with the reason, and nothing is acknowledged (senders'
+//! windows fill, and they wait). Reads go on (they never come here). Each retry first
+//! learns from the store itself what it holds (the last commit, every counter's record,
+//! every stream's), never from what this journal sent it, and hands the counters their
+//! records; then it commits the same entries, each idempotent against the store (see
+//! [`plan`](super::plan)): what landed the first time applies nothing now. When the disk
+//! takes writes again, everything proceeds.
+//!
+//! **Bounds.** A stream is a permanent record, so a sender makes at most
+//! [`MAX_STREAMS_PER_SENDER`] and all senders at most [`MAX_STREAMS`]; a batch that
+//! would start one more is dropped, with an ERROR. An honest node starts a new stream
+//! only when its store is new.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,13 +53,12 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{ApplyOutcome, CounterError};
-use shared::host::{Batch, StreamId};
-use tracing::{error, info, warn};
+use shared::host::{Batch, StreamId, StreamMark};
+use tracing::{error, info};
 
-use super::{CommitOutcome, Entry, ReceivedTotals, Store};
+use super::{CommitOutcome, Entry, InRecord, Outcome, ReceivedTotals, Settled, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
-use crate::load::outbox::IssueFate;
 use crate::metrics::NodeMetrics;
 
 /// The registered name of node `node`'s journal (the host and the load clients find it
@@ -58,13 +67,14 @@ pub(crate) fn journal_name(node: &str) -> String {
     format!("{node}/journal")
 }
 
-/// Now, in milliseconds since the Unix epoch (when a commit records client ids).
-fn now_ms() -> u64 {
-    crate::clock::unix_millis()
-}
-
 /// How often a commit that failed is tried again.
 pub(crate) const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// The most incoming streams one sender may have in this node's store.
+pub(crate) const MAX_STREAMS_PER_SENDER: usize = 64;
+
+/// The most incoming streams this node's store keeps.
+pub(crate) const MAX_STREAMS: usize = 4096;
 
 /// The journal behaviour.
 #[derive(Debug, Default)]
@@ -83,19 +93,20 @@ pub(crate) struct JournalArgs {
     pub(crate) metrics: Arc<NodeMetrics>,
 }
 
-/// Called once when an entry is committed (`Ok`), or with `Err` if it never will be by
-/// this journal (it failed, or stopped, with the entry uncommitted).
-pub(crate) struct OnCommit(Option<Box<dyn FnOnce(IssueFate) + Send>>);
+/// Called once with `true` when an entry is committed, or with `false` if it never will
+/// be by this journal (it failed, or stopped, with the entry uncommitted; or the store
+/// refused it).
+pub(crate) struct OnCommit(Option<Box<dyn FnOnce(bool) + Send>>);
 
 impl OnCommit {
     /// Calls `f` with the entry's fate.
-    pub(crate) fn new(f: impl FnOnce(IssueFate) + Send + 'static) -> Self {
+    pub(crate) fn new(f: impl FnOnce(bool) + Send + 'static) -> Self {
         Self(Some(Box::new(f)))
     }
 
     fn committed(mut self) {
         if let Some(f) = self.0.take() {
-            f(Ok(()));
+            f(true);
         }
     }
 }
@@ -103,7 +114,7 @@ impl OnCommit {
 impl Drop for OnCommit {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            f(Err(()));
+            f(false);
         }
     }
 }
@@ -158,8 +169,8 @@ impl Queue {
 enum SyncReply {
     /// With its own number.
     Plain(u64, RpcReplyPort<u64>),
-    /// With the stream's last committed batch.
-    Stream(String, RpcReplyPort<u64>),
+    /// With where the stream stands in the store.
+    Stream(String, RpcReplyPort<StreamMark>),
 }
 
 /// Where an incoming stream stands.
@@ -167,8 +178,8 @@ enum SyncReply {
 struct InStream {
     /// The last batch taken (committed or queued).
     queued: u64,
-    /// The last batch committed.
-    committed: u64,
+    /// The stream's record as of the last commit.
+    committed: InRecord,
 }
 
 /// The journal's state.
@@ -185,6 +196,10 @@ pub(crate) struct JournalState {
     streams: HashMap<Arc<str>, InStream>,
     /// Each incoming stream's key, made once ([`StreamId::key`]).
     keys: HashMap<StreamId, Arc<str>>,
+    /// Streams per sender, in the store or queued.
+    senders: HashMap<String, usize>,
+    /// Batches dropped because they would have started a stream beyond the bounds.
+    refused_streams: u64,
     /// `Sync`s waiting: answered once `committed` reaches the first number.
     syncs: VecDeque<(u64, SyncReply)>,
     /// Why the last commit failed, while commits fail.
@@ -204,15 +219,17 @@ pub(crate) enum JournalMessage {
     Batches(Vec<Batch>),
     /// Answer with the number once every entry appended before it is committed.
     Sync(u64, RpcReplyPort<u64>),
-    /// Answer with stream `key`'s last committed batch once every entry appended
+    /// Answer with where stream `key` stands in the store once every entry appended
     /// before it is committed.
-    SyncStream(String, RpcReplyPort<u64>),
+    SyncStream(String, RpcReplyPort<StreamMark>),
     /// A commit ended.
     Committed {
         /// Its number.
         number: u64,
         /// Its entries, in order (boxed: the message stays small).
         batch: Box<Queue>,
+        /// What the store held before it, when the commit was a retry after a failure.
+        learned: Option<Box<Settled>>,
         /// What it did, or why it failed.
         result: Result<CommitOutcome, String>,
         /// How long it took, in seconds.
@@ -225,7 +242,9 @@ pub(crate) enum JournalMessage {
 }
 
 impl JournalState {
-    /// Starts the next commit if none is running and something is queued.
+    /// Starts the next commit if none is running and something is queued. After a
+    /// failure, the commit first learns what the store holds (see the module
+    /// documentation).
     fn commit_next(&mut self, myself: &ActorRef<JournalMessage>) {
         if self.in_flight
             || self.queue.is_empty()
@@ -235,60 +254,72 @@ impl JournalState {
         }
         self.in_flight = true;
         let number = self.next_commit;
+        let relearn = self.failing.is_some().then(|| self.args.table.len());
         let batch = std::mem::replace(&mut self.queue, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.args.store);
-        if !store.is_durable() {
+        let commit = move |batch: &Queue| {
             let started = std::time::Instant::now();
-            let result = store
-                .commit(number, now_ms(), &batch.entries)
-                .map_err(|e| e.to_string());
+            let (number, learned, result) = commit_to(&store, number, relearn, &batch.entries);
+            (number, learned, result, started.elapsed().as_secs_f64())
+        };
+        if !self.args.store.is_durable() {
+            let (number, learned, result, seconds) = commit(&batch);
             let _ = myself.cast(JournalMessage::Committed {
                 number,
                 batch: Box::new(batch),
+                learned,
                 result,
-                seconds: started.elapsed().as_secs_f64(),
+                seconds,
             });
             return;
         }
         let myself = myself.clone();
         // Counted before it leaves this thread: a journal that replaces this one (if it
         // fails now) waits for the commit, even one that has not begun yet.
-        let handed_off = Store::hand_off(&store);
+        let handed_off = Store::hand_off(&self.args.store);
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
         crate::runtime::busy_poll::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let commit =
-                std::panic::AssertUnwindSafe(|| store.commit(number, now_ms(), &batch.entries));
-            let result = match std::panic::catch_unwind(commit) {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err("the commit panicked".to_string()),
+            let attempt = std::panic::AssertUnwindSafe(|| commit(&batch));
+            let (number, learned, result, seconds) = match std::panic::catch_unwind(attempt) {
+                Ok(done) => done,
+                Err(_) => (number, None, Err("the commit panicked".to_string()), 0.0),
             };
             drop(handed_off);
             let _ = myself.cast(JournalMessage::Committed {
                 number,
                 batch: Box::new(batch),
+                learned,
                 result,
-                seconds: started.elapsed().as_secs_f64(),
+                seconds,
             });
         });
     }
 
     /// Takes batch `batch` if it is its stream's next; see the module documentation.
     fn take(&mut self, batch: Batch) -> Option<Entry> {
-        let key = self.key(batch.stream);
-        let stream = self.streams.entry(Arc::clone(&key)).or_insert(InStream {
-            queued: batch.base,
-            committed: batch.base,
+        let key = self.key(&batch.stream);
+        if !self.streams.contains_key(&key) && !self.room_for_stream(&batch.stream) {
+            return None;
+        }
+        let stream = self.streams.entry(Arc::clone(&key)).or_insert_with(|| {
+            let at = InRecord {
+                seq: batch.base,
+                ..InRecord::default()
+            };
+            InStream {
+                queued: batch.base,
+                committed: at,
+            }
         });
         if batch.base > stream.queued {
-            warn!(stream = %key, base = batch.base, held = stream.queued,
+            error!(stream = %key, base = batch.base, held = stream.queued,
                 "the sender had batches acknowledged that this store does not hold (was it \
-                 restored from an older copy?): carrying on after them");
+                 restored from an older copy, or lost?): carrying on after them; the sender \
+                 reports what they held as unvouched");
             stream.queued = batch.base;
-            stream.committed = stream.committed.max(batch.base);
         }
-        if batch.seq != stream.queued + 1 {
+        if stream.queued.checked_add(1) != Some(batch.seq) {
             return None;
         }
         stream.queued = batch.seq;
@@ -299,10 +330,32 @@ impl JournalState {
         })
     }
 
+    /// Whether a new stream from `id`'s sender stays within the bounds; counts it if so.
+    fn room_for_stream(&mut self, id: &StreamId) -> bool {
+        let from_sender = self.senders.get(&id.sender).copied().unwrap_or(0);
+        if from_sender >= MAX_STREAMS_PER_SENDER || self.streams.len() >= MAX_STREAMS {
+            self.refused_streams += 1;
+            if self.refused_streams.is_power_of_two() {
+                error!(sender = %id.sender, origin = id.origin, from_sender,
+                    streams = self.streams.len(), refused = self.refused_streams,
+                    "dropped a batch that would start one stream too many (at most \
+                     {MAX_STREAMS_PER_SENDER} per sender and {MAX_STREAMS} in all): a sender \
+                     whose store was made anew that many times, or one that lies");
+            }
+            return false;
+        }
+        *self.senders.entry(id.sender.clone()).or_default() += 1;
+        true
+    }
+
     /// The key of stream `id`, made the first time it is seen.
-    fn key(&mut self, id: StreamId) -> Arc<str> {
-        let key = self.keys.entry(id).or_insert_with_key(|id| id.key().into());
-        Arc::clone(key)
+    fn key(&mut self, id: &StreamId) -> Arc<str> {
+        if let Some(key) = self.keys.get(id) {
+            return Arc::clone(key);
+        }
+        let key: Arc<str> = id.key().into();
+        self.keys.insert(id.clone(), Arc::clone(&key));
+        key
     }
 
     fn append(&mut self, entry: Entry, waiter: Waiter, myself: &ActorRef<JournalMessage>) {
@@ -331,10 +384,39 @@ impl JournalState {
                 let _ = reply.send(n);
             }
             SyncReply::Stream(key, reply) => {
-                let committed = self.streams.get(key.as_str()).map_or(0, |s| s.committed);
+                let committed = self
+                    .streams
+                    .get(key.as_str())
+                    .map_or_else(StreamMark::default, |s| s.committed.mark());
                 let _ = reply.send(committed);
             }
         }
+    }
+
+    /// A retried commit learned what the store held: the counters get their records
+    /// (changes of a commit that failed may have landed), and each stream's mark is the
+    /// store's.
+    fn learned(&mut self, settled: Settled) {
+        let table = &self.args.table;
+        for (index, record) in (0..table.len()).zip(settled.records) {
+            if let Some(counter) = table.actor(index) {
+                let _ = counter.cast(CounterMessage::Resume(record));
+            }
+        }
+        for (key, record) in &settled.streams {
+            self.note_committed(key, *record);
+        }
+        self.args.received.update(settled.streams);
+    }
+
+    /// Stream `key`'s record as of the last commit is `record`.
+    fn note_committed(&mut self, key: &str, record: InRecord) {
+        let stream = match self.streams.get_mut(key) {
+            Some(stream) => stream,
+            None => self.streams.entry(key.into()).or_default(),
+        };
+        stream.committed = record;
+        stream.queued = stream.queued.max(record.seq);
     }
 
     /// A commit returned: hand its changes on and answer whoever waited for them.
@@ -345,12 +427,7 @@ impl JournalState {
         self.next_commit = number + 1;
         self.committed += batch.len() as u64;
         for (key, record) in &outcome.streams {
-            let stream = match self.streams.get_mut(key.as_str()) {
-                Some(stream) => stream,
-                None => self.streams.entry(key.as_str().into()).or_default(),
-            };
-            stream.committed = stream.committed.max(record.seq);
-            stream.queued = stream.queued.max(record.seq);
+            self.note_committed(key, *record);
         }
         self.args.received.update(outcome.streams);
         self.args.received.committed();
@@ -364,16 +441,15 @@ impl JournalState {
                 let _ = actor.cast(CounterMessage::Committed(record));
             }
         }
-        let mut applied = outcome.applied.into_iter();
-        for (entry, waiter) in batch.entries.iter().zip(batch.waiters.drain(..)) {
-            let result = matches!(entry, Entry::Apply { .. })
-                .then(|| applied.next())
-                .flatten();
-            match (waiter, result) {
-                (Waiter::Client(reply), Some(result)) => {
+        for (waiter, outcome) in batch.waiters.drain(..).zip(outcome.outcomes) {
+            match (waiter, outcome) {
+                (Waiter::Client(reply), Outcome::Applied(result)) => {
                     let _ = reply.send(ApplyOutcome(result));
                 }
-                (Waiter::Issued(on_commit), _) => on_commit.committed(),
+                (Waiter::Issued(on_commit), Outcome::Issued(true)) => on_commit.committed(),
+                // Refused (not the next of its stream): its sender hears it was not
+                // issued, and takes up the outbox again.
+                (Waiter::Issued(on_commit), _) => drop(on_commit),
                 _ => {}
             }
         }
@@ -397,6 +473,24 @@ impl JournalState {
     }
 }
 
+/// Commits `entries` as commit `number`; after a failure (`relearn`: the number of
+/// counters), first reads what the store holds, and commits after its last commit.
+/// Returns the number used, what was learned, and what the commit did or why it failed.
+fn commit_to(
+    store: &Store,
+    number: u64,
+    relearn: Option<u32>,
+    entries: &[Entry],
+) -> (u64, Option<Box<Settled>>, Result<CommitOutcome, String>) {
+    let learned = match relearn.map(|counters| store.current(counters)).transpose() {
+        Ok(learned) => learned,
+        Err(e) => return (number, None, Err(e.to_string())),
+    };
+    let number = learned.as_ref().map_or(number, |s| s.last_commit + 1);
+    let result = store.commit(number, entries).map_err(|e| e.to_string());
+    (number, learned.map(Box::new), result)
+}
+
 impl Actor for Journal {
     type Msg = JournalMessage;
     type State = JournalState;
@@ -416,17 +510,22 @@ impl Actor for Journal {
                 let _ = counter.cast(CounterMessage::Resume(record));
             }
         }
-        let streams = settled
+        let streams: HashMap<Arc<str>, InStream> = settled
             .streams
             .iter()
             .map(|(key, record)| {
                 let at = InStream {
                     queued: record.seq,
-                    committed: record.seq,
+                    committed: *record,
                 };
                 (Arc::from(key.as_str()), at)
             })
             .collect();
+        let mut senders: HashMap<String, usize> = HashMap::new();
+        for key in streams.keys() {
+            let sender = key.split_once('#').map_or(&**key, |(sender, _)| sender);
+            *senders.entry(sender.to_string()).or_default() += 1;
+        }
         args.received.update(settled.streams);
         Ok(JournalState {
             args,
@@ -438,6 +537,8 @@ impl Actor for Journal {
             in_flight: false,
             streams,
             keys: HashMap::new(),
+            senders,
+            refused_streams: 0,
             syncs: VecDeque::new(),
             failing: None,
             retry_scheduled: false,
@@ -479,10 +580,14 @@ impl Actor for Journal {
             JournalMessage::Committed {
                 number,
                 mut batch,
+                learned,
                 result,
                 seconds,
             } => {
                 state.in_flight = false;
+                if let Some(settled) = learned {
+                    state.learned(*settled);
+                }
                 match result {
                     Ok(outcome) => {
                         let ops = outcome.operations;
@@ -497,7 +602,8 @@ impl Actor for Journal {
                             error!(error = %why, "a commit failed: nothing is acknowledged until the store takes writes again; client changes are refused meanwhile, reads go on");
                         }
                         state.failing = Some(why);
-                        // Nothing of it was applied: it goes first in the next try.
+                        // It may or may not have landed: it goes first in the next try,
+                        // which learns from the store which, and applies nothing twice.
                         batch.append(&mut state.queue);
                         state.queue = *batch;
                         if !state.retry_scheduled {
@@ -587,7 +693,11 @@ mod tests {
         for (seq, delta) in [(1, 40), (2, 2), (2, 2), (4, 1000)] {
             journal.cast(batch(seq, 0, delta)).unwrap();
         }
-        assert_eq!(stream_at().await.unwrap(), 2, "the sender must send from 3");
+        assert_eq!(
+            stream_at().await.unwrap().seq,
+            2,
+            "the sender must send from 3"
+        );
         for (seq, delta) in [(3, 5), (4, 1)] {
             journal.cast(batch(seq, 0, delta)).unwrap();
         }
@@ -596,7 +706,7 @@ mod tests {
                 Entry::Apply {
                     counter: 1,
                     delta: Delta::Decrement(8),
-                    id: Some("c-1".into()),
+                    id: "c-1".into(),
                 },
                 Waiter::Client(r)
             ))
@@ -611,7 +721,15 @@ mod tests {
         assert_eq!(decrement().await, applied(false));
         // Sent again with its id: the first result, and the counter does not move.
         assert_eq!(decrement().await, applied(true));
-        assert_eq!(stream_at().await.unwrap(), 4);
+        assert_eq!(
+            stream_at().await.unwrap(),
+            StreamMark {
+                seq: 4,
+                value: 48,
+                operations: 4
+            },
+            "where the stream stands, and what its batches added up to"
+        );
         assert_eq!(
             ractor::call!(journal, |r| JournalMessage::Sync(9, r)).unwrap(),
             9
@@ -664,7 +782,8 @@ mod tests {
                 "t#0000000000000001".into(),
                 r
             ))
-            .unwrap(),
+            .unwrap()
+            .seq,
             12
         );
         assert_eq!(
@@ -688,6 +807,178 @@ mod tests {
             let _ = tx.send(fate);
         });
         drop(on_commit);
-        assert_eq!(rx.recv().unwrap(), Err(()));
+        assert!(!rx.recv().unwrap());
+    }
+
+    /// Counters and a journal over a store file in `dir`; the counters' actors, and
+    /// the journal.
+    async fn file_path(
+        dir: &std::path::Path,
+        counters: u32,
+    ) -> (
+        Arc<Store>,
+        Arc<CounterTable>,
+        ActorRef<JournalMessage>,
+        Vec<ActorRef<CounterMessage>>,
+    ) {
+        let table = Arc::new(CounterTable::new("journal-disk", counters));
+        let (store, _) = Store::open(dir, "journal-disk", counters, Arc::default()).unwrap();
+        let store = Arc::new(store);
+        let mut actors = Vec::new();
+        for index in 0..counters {
+            let (actor, _) = Actor::spawn(
+                None,
+                Counter,
+                CounterArgs::new(table.name(index).unwrap().to_string()),
+            )
+            .await
+            .unwrap();
+            table.set_actor(index, Some(actor.clone()));
+            actors.push(actor);
+        }
+        let (journal, _) = Actor::spawn(
+            None,
+            Journal,
+            JournalArgs {
+                store: Arc::clone(&store),
+                table: Arc::clone(&table),
+                received: Arc::default(),
+                metrics: Arc::default(),
+            },
+        )
+        .await
+        .unwrap();
+        (store, table, journal, actors)
+    }
+
+    /// Under disk errors of every kind (a sync that fails after the data landed, one
+    /// that fails instead, a write that fails), batches, client changes and outgoing
+    /// batches are each applied once: in the store, in the counters (which learn the
+    /// records of commits that failed but landed), and in what waiters hear.
+    #[tokio::test]
+    async fn disk_errors_of_every_kind_apply_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _table, journal, counters) = file_path(dir.path(), 2).await;
+        let faults = store.faults().unwrap();
+        faults.arm(3, 9);
+        let mut issued = Vec::new();
+        let mut answers = Vec::new();
+        for seq in 1..=60u64 {
+            journal.cast(batch(seq, 0, 2)).unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let entry = Entry::Outgoing {
+                dest: "d".into(),
+                batch: super::super::OutBatch {
+                    seq,
+                    changes: Vec::new(),
+                    value: 1,
+                    operations: 1,
+                },
+            };
+            let on_commit = OnCommit::new(move |done| {
+                let _ = tx.send(done);
+            });
+            journal
+                .cast(JournalMessage::Append(entry, Waiter::Issued(on_commit)))
+                .unwrap();
+            issued.push(rx);
+            if seq % 10 == 0 {
+                // A client change, retried with its id until it is answered.
+                let id = format!("c-{seq}");
+                let outcome = loop {
+                    let outcome = ractor::call!(journal, |r| JournalMessage::Append(
+                        Entry::Apply {
+                            counter: 0,
+                            delta: Delta::Increment(100),
+                            id: id.clone(),
+                        },
+                        Waiter::Client(r)
+                    ))
+                    .unwrap();
+                    if !matches!(outcome.0, Err(CounterError::Unavailable(_))) {
+                        break outcome;
+                    }
+                    tokio::time::sleep(RETRY_EVERY).await;
+                };
+                answers.push(outcome.0.unwrap().repeated);
+            }
+        }
+        for rx in issued {
+            assert!(rx.await.unwrap(), "an outgoing batch was not issued");
+        }
+        let mark = ractor::call!(journal, |r| JournalMessage::SyncStream(
+            "s#0000000000000007".into(),
+            r
+        ))
+        .unwrap();
+        assert_eq!(faults.injected(), 9, "every fault was injected");
+        assert_eq!(
+            mark,
+            StreamMark {
+                seq: 60,
+                value: 120,
+                operations: 60
+            }
+        );
+        let record = store.record(1).unwrap();
+        assert_eq!((record.value, record.operations), (120, 60));
+        let record = store.record(0).unwrap();
+        assert_eq!((record.value, record.operations), (600, 6));
+        let (outbox, tally) = store.outbox().unwrap();
+        assert_eq!(tally, (60, 60), "each outgoing batch issued once");
+        assert_eq!(outbox["d"].record.last_seq, 60);
+        for (index, want) in [(0, 600), (1, 120)] {
+            let value = ractor::call!(counters[index], CounterMessage::GetValue).unwrap();
+            assert_eq!(
+                value,
+                shared::counter::ValueOutcome(Ok(want)),
+                "counter {index}"
+            );
+        }
+        assert_eq!(answers.len(), 6);
+    }
+
+    /// A sender gets at most so many streams: a batch that would start one more is
+    /// dropped, and other senders are not affected.
+    #[tokio::test]
+    async fn streams_per_sender_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, _table, journal, _counters) = file_path(dir.path(), 1).await;
+        let from = |sender: &str, origin: u64| Batch {
+            stream: StreamId {
+                sender: sender.into(),
+                origin,
+            },
+            seq: 1,
+            base: 0,
+            changes: vec![Change {
+                counter: 0,
+                delta: 1,
+                operations: 1,
+            }],
+        };
+        let flood: Vec<Batch> = (0..MAX_STREAMS_PER_SENDER as u64 + 10)
+            .map(|origin| from("liar", origin))
+            .collect();
+        journal.cast(JournalMessage::Batches(flood)).unwrap();
+        journal
+            .cast(JournalMessage::Batches(vec![from("honest", 1)]))
+            .unwrap();
+        let at = async |key: String| ractor::call!(journal, |r| JournalMessage::SyncStream(key, r));
+        let last = StreamId {
+            sender: "liar".into(),
+            origin: MAX_STREAMS_PER_SENDER as u64 + 9,
+        };
+        assert_eq!(at(last.key()).await.unwrap().seq, 0, "beyond the bound");
+        let first = StreamId {
+            sender: "liar".into(),
+            origin: 0,
+        };
+        assert_eq!(at(first.key()).await.unwrap().seq, 1);
+        let honest = StreamId {
+            sender: "honest".into(),
+            origin: 1,
+        };
+        assert_eq!(at(honest.key()).await.unwrap().seq, 1);
     }
 }

@@ -1,10 +1,11 @@
 //! The store's tables in memory (`--memory-only`): the same commits and answers as the
-//! file, and nothing survives the process.
+//! file, through the same [plan](super::plan), and nothing survives the process.
 
 use std::collections::BTreeMap;
 
+use super::plan::{plan, Tables};
 use super::{
-    day_of, plan, CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutStream, StoreError,
+    CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, StoreError,
     ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
@@ -14,72 +15,93 @@ use crate::counters::record::CounterRecord;
 pub(crate) struct MemoryTables {
     counters: BTreeMap<u32, CounterRecord>,
     streams_in: BTreeMap<String, InRecord>,
-    outbox: BTreeMap<String, OutStream>,
+    streams_out: BTreeMap<String, OutRecord>,
+    outbox: BTreeMap<(String, u64), OutBatch>,
     issued: (i64, u64),
-    /// By day and id, as in the file.
+    /// By bucket and id, as in the file.
     ids: BTreeMap<(u32, String), IdRecord>,
     /// The last commit's number.
     pub(crate) last_commit: u64,
 }
 
+impl Tables for &MemoryTables {
+    fn counter(&mut self, index: u32) -> Result<CounterRecord, StoreError> {
+        Ok(self.record(index))
+    }
+
+    fn stream_in(&mut self, key: &str) -> Result<InRecord, StoreError> {
+        Ok(self.streams_in.get(key).copied().unwrap_or_default())
+    }
+
+    fn client_id(&mut self, bucket: u32, id: &str) -> Result<Option<IdRecord>, StoreError> {
+        Ok(self.ids.get(&(bucket, id.to_string())).cloned())
+    }
+
+    fn stream_out(&mut self, dest: &str) -> Result<OutRecord, StoreError> {
+        Ok(self.streams_out.get(dest).copied().unwrap_or(OutRecord {
+            known: true,
+            ..OutRecord::default()
+        }))
+    }
+
+    fn outbox_batch(&mut self, dest: &str, seq: u64) -> Result<Option<OutBatch>, StoreError> {
+        Ok(self.outbox.get(&(dest.to_string(), seq)).cloned())
+    }
+}
+
 impl MemoryTables {
-    /// One commit: see [`super::Store::commit`].
-    pub(crate) fn commit(&mut self, number: u64, now_ms: u64, entries: &[Entry]) -> CommitOutcome {
-        let planned = plan(
-            number,
-            now_ms,
-            entries,
-            |index| Ok::<_, StoreError>(self.record(index)),
-            |key| Ok(self.streams_in.get(key).copied().unwrap_or_default()),
-            |id| {
-                let today = day_of(now_ms);
-                Ok([today, today.saturating_sub(1)]
-                    .into_iter()
-                    .find_map(|day| self.ids.get(&(day, id.to_string())).cloned()))
-            },
-        );
+    /// One commit: see [`super::Store::commit`]. Returns what it did and how many new
+    /// ids it stored.
+    pub(crate) fn commit(
+        &mut self,
+        number: u64,
+        now_ms: u64,
+        in_bucket: u64,
+        entries: &[Entry],
+    ) -> (CommitOutcome, u64) {
         // Reading memory cannot fail.
-        let Ok((writes, applied)) = planned else {
-            return CommitOutcome::default();
+        let Ok((writes, outcomes)) = plan(number, now_ms, in_bucket, entries, &mut &*self) else {
+            return (CommitOutcome::default(), 0);
         };
         let counters: Vec<(u32, CounterRecord)> = writes.counters.into_iter().collect();
         self.counters.extend(counters.iter().copied());
         let streams: Vec<(String, InRecord)> = writes.streams_in.into_iter().collect();
         self.streams_in.extend(streams.iter().cloned());
         for (dest, batch) in writes.outbox {
-            let stream = self.outbox.entry(dest).or_default();
-            stream.last_seq = stream.last_seq.max(batch.seq);
-            stream.batches.push(batch);
+            self.outbox.insert((dest, batch.seq), batch);
         }
-        for (dest, upto) in writes.acked {
-            let stream = self.outbox.entry(dest).or_default();
-            stream.acked = stream.acked.max(upto);
-            let acked = stream.acked;
-            stream.batches.retain(|b: &OutBatch| b.seq > acked);
+        for (dest, record) in writes.streams_out {
+            self.outbox
+                .retain(|(d, seq), _| *d != dest || *seq > record.acked);
+            self.streams_out.insert(dest, record);
         }
-        let yesterday = day_of(now_ms).saturating_sub(1);
-        let forgotten: Vec<(u32, String)> = self
-            .ids
-            .keys()
-            .take_while(|(day, _)| *day < yesterday)
-            .take(ID_PRUNE_PER_COMMIT)
-            .cloned()
-            .collect();
-        for key in forgotten {
-            self.ids.remove(&key);
+        let new_ids = writes.ids.len() as u64;
+        if new_ids > 0 {
+            let before = super::id_bucket(now_ms).saturating_sub(1);
+            let forgotten: Vec<(u32, String)> = self
+                .ids
+                .keys()
+                .take_while(|(bucket, _)| *bucket < before)
+                .take(ID_PRUNE_PER_COMMIT)
+                .cloned()
+                .collect();
+            for key in forgotten {
+                self.ids.remove(&key);
+            }
         }
-        for (id, record) in writes.ids {
-            self.ids.insert((day_of(record.at_ms), id), record);
+        for (id, (bucket, record)) in writes.ids {
+            self.ids.insert((bucket, id), record);
         }
         self.issued.0 = self.issued.0.saturating_add(writes.issued.0);
         self.issued.1 = self.issued.1.saturating_add(writes.issued.1);
         self.last_commit = number;
-        CommitOutcome {
-            applied,
+        let outcome = CommitOutcome {
+            outcomes,
             counters,
             operations: writes.operations,
             streams,
-        }
+        };
+        (outcome, new_ids)
     }
 
     /// Counter `index`'s record.
@@ -102,6 +124,24 @@ impl MemoryTables {
 
     /// The outbox and the issued tally.
     pub(crate) fn outbox(&self) -> super::Outbox {
-        (self.outbox.clone(), self.issued)
+        let mut streams: BTreeMap<String, OutStream> = self
+            .streams_out
+            .iter()
+            .map(|(dest, record)| {
+                let stream = OutStream {
+                    record: *record,
+                    batches: Vec::new(),
+                };
+                (dest.clone(), stream)
+            })
+            .collect();
+        for ((dest, _), batch) in &self.outbox {
+            streams
+                .entry(dest.clone())
+                .or_default()
+                .batches
+                .push(batch.clone());
+        }
+        (streams, self.issued)
     }
 }

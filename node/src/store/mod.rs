@@ -3,8 +3,10 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`file`] | the redb file: its tables, opening it (or refusing to), one commit |
+//! | [`plan`] | the store's rules: what a commit writes, every entry idempotent |
+//! | [`file`] | the redb file: its tables, its lock, opening it (or refusing to), one commit |
 //! | [`memory`] | the same tables in memory (`--memory-only`) |
+//! | [`faults`] | the file's storage, with the sync and write errors tests inject |
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //!
 //! What is durable, all of it changed only by commits (one redb write transaction each,
@@ -15,30 +17,37 @@
 //!   batches added up to ([`InRecord`]): the receiver's half of exactly-once, committed
 //!   with the counter changes it describes;
 //! - per client change id, what became of that change ([`IdRecord`]), for at least
-//!   [`ID_MEMORY`]: a change retried with its id within that time is applied once;
+//!   [`ID_MEMORY`] of the store's own time ([`StoreClock`]): a change retried with its id
+//!   within that time is applied once;
 //! - the outbox: every batch this node's load clients issued and their destination has
-//!   not acknowledged yet, per destination, with the last number used; and the issued
+//!   not acknowledged yet, and per destination its [`OutRecord`] (the last number used,
+//!   the last acknowledged, what the batches issued to it add up to); and the issued
 //!   tally (value, operations), committed with the batches it counts: the sender's half;
 //! - the node's name (a data dir holds one node's data) and the store's own random id,
 //!   the origin of this node's outgoing streams.
 //!
 //! A change is acknowledged only once a commit holding it has returned; many changes
-//! share one commit (one fsync).
+//! share one commit (one fsync). A commit that fails may still have reached the disk (a
+//! sync can report an error after the data landed): whoever retries it retries the same
+//! entries, and the [plan](plan) makes each of them idempotent against what the store
+//! holds, so nothing is applied twice whichever way the failure went.
 
+pub(crate) mod faults;
 pub(crate) mod file;
 pub(crate) mod journal;
 pub(crate) mod memory;
+pub(crate) mod plan;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::{Deserialize, Serialize};
-use shared::counter::{Applied, CounterError, Delta};
-use shared::host::Change;
+use shared::counter::{CounterError, Delta};
+use shared::host::{Change, StreamMark};
 
 use crate::counters::record::CounterRecord;
-pub(crate) use crate::load::outbox::OutBatch;
+pub(crate) use plan::{OperationTally, Outcome};
 
 /// Why the store cannot be used. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +59,12 @@ pub(crate) enum StoreError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// Another process has the data dir open.
+    #[error("the store in {path} is in use by another process (is that node running already?)")]
+    InUse {
+        /// The data dir.
+        path: PathBuf,
     },
     /// The store there is not this node's.
     #[error(
@@ -76,7 +91,8 @@ pub(crate) enum StoreError {
         /// What went wrong.
         reason: String,
     },
-    /// A commit failed (the disk is full, or failing): nothing of it was applied.
+    /// A commit or a read failed (the disk is full, or failing). A failed commit may or
+    /// may not have reached the disk; retrying it applies nothing twice.
     #[error("cannot write to the store: {0}")]
     Write(String),
 }
@@ -85,7 +101,8 @@ pub(crate) enum StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Entry {
     /// Batch `seq` of stream `stream` (its key), to counters of this node, applied in
-    /// the same commit that records it as the stream's last.
+    /// the same commit that records it as the stream's last; nothing if the store holds
+    /// that batch already.
     Batch {
         /// The stream's key ([`shared::host::StreamId::key`]), shared by its batches.
         stream: Arc<str>,
@@ -95,18 +112,18 @@ pub(crate) enum Entry {
         changes: Vec<Change>,
     },
     /// One client change to counter `counter`, whose outcome the client waits for:
-    /// applied once per id (a change whose id is recorded gets the recorded outcome
-    /// and changes nothing).
+    /// applied once per id (a change whose id is stored gets the stored outcome and
+    /// changes nothing).
     Apply {
         /// Counter index.
         counter: u32,
         /// The change.
         delta: Delta,
-        /// The client's id for it (`None`: no id, applied every time; tests only).
-        id: Option<String>,
+        /// The client's id for it.
+        id: String,
     },
     /// A batch this node's load clients issued to node `dest`: into the outbox, and
-    /// into the issued tally.
+    /// into the issued tally, if it is the next of that destination's stream.
     Outgoing {
         /// The destination node.
         dest: String,
@@ -120,6 +137,46 @@ pub(crate) enum Entry {
         /// The last batch acknowledged.
         upto: u64,
     },
+    /// A sender found its receiver holding other totals than it issued to it (see
+    /// [`Adopt`]).
+    Adopt(Adopt),
+}
+
+/// A sender's stream and its receiver disagree, and the sender takes the receiver's
+/// side: what it counts as issued to that destination moves by (`value`,
+/// `operations`), and, when that is a discrepancy nobody can vouch for (`unvouched`),
+/// so does its unvouched tally; with `upto` beyond its last batch (the receiver holds
+/// batches this store never issued: it was restored from an older copy), its numbering
+/// carries on after them. Numbered per destination, so a retried commit takes it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopt {
+    /// The destination node.
+    pub dest: String,
+    /// This adoption's number for `dest` (from 1).
+    pub number: u64,
+    /// The receiver's last batch: acknowledged, and the last number used if beyond it.
+    pub upto: u64,
+    /// Net value to add.
+    pub value: i64,
+    /// Operations to add (negative: the receiver holds fewer).
+    pub operations: i64,
+    /// Whether it is a discrepancy (false: a store from before totals were kept, whose
+    /// baseline is taken as the receiver's).
+    pub unvouched: bool,
+}
+
+/// One batch a sender made: its number in its stream, its changes, and what they add up
+/// to. Kept in the sender's outbox until the destination acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutBatch {
+    /// Its number in the stream (from 1).
+    pub seq: u64,
+    /// At most one entry per counter.
+    pub changes: Vec<Change>,
+    /// Net value.
+    pub value: i64,
+    /// Operations.
+    pub operations: u64,
 }
 
 /// What a receiver keeps per incoming stream.
@@ -145,6 +202,37 @@ impl InRecord {
             operations,
         }
     }
+
+    /// The record as its stream's sender is told it.
+    pub(crate) fn mark(self) -> StreamMark {
+        StreamMark {
+            seq: self.seq,
+            value: self.value,
+            operations: self.operations,
+        }
+    }
+}
+
+/// What a sender keeps per destination (its outgoing stream), besides the batches in
+/// its outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OutRecord {
+    /// The last batch number used.
+    pub(crate) last_seq: u64,
+    /// The last batch acknowledged.
+    pub(crate) acked: u64,
+    /// What the destination should hold of this stream once it has every batch up to
+    /// `last_seq`: net value and operations of every batch issued to it, moved by the
+    /// adoptions.
+    pub(crate) issued: (i64, u64),
+    /// Whether `issued` is known: false for a stream a store from before these totals
+    /// were kept had begun, until the destination's answer sets it.
+    pub(crate) known: bool,
+    /// Adoptions taken (see [`Adopt`]).
+    pub(crate) adoptions: u64,
+    /// What the destination holds beyond (negative: short of) what this store issued:
+    /// net value and operations nobody can vouch for.
+    pub(crate) unvouched: (i64, i64),
 }
 
 /// The outbox per destination, and the issued tally `(value, operations)`.
@@ -153,11 +241,9 @@ pub(crate) type Outbox = (BTreeMap<String, OutStream>, (i64, u64));
 /// One destination's part of the outbox, as a sender starts with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct OutStream {
-    /// The last batch number used.
-    pub(crate) last_seq: u64,
-    /// The last batch acknowledged.
-    pub(crate) acked: u64,
-    /// The batches after `acked`, in order.
+    /// The stream's record.
+    pub(crate) record: OutRecord,
+    /// The batches after `record.acked`, in order.
     pub(crate) batches: Vec<OutBatch>,
 }
 
@@ -210,17 +296,24 @@ impl ReceivedTotals {
 }
 
 /// How long, at least, a node remembers a client change's id (and so how long a retry
-/// with that id is safe): ids are kept by the (UTC) day they were applied, and a day's
-/// ids are forgotten once the day after it is over, so between 24 and 48 hours.
+/// with that id is safe), in the store's own time ([`StoreClock`]): ids are kept in
+/// buckets of this length, and a bucket's ids are forgotten once the bucket after it is
+/// over, so between one and two lengths of the store's running time. A wall clock that
+/// steps (back across midnight, or forward by days) neither hides an id nor forgets it.
 pub(crate) const ID_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The day (since the Unix epoch, UTC) of `ms` milliseconds since it.
-pub(crate) fn day_of(ms: u64) -> u32 {
+/// The id bucket of store time `ms` (see [`ID_MEMORY`]).
+pub(crate) fn id_bucket(ms: u64) -> u32 {
     u32::try_from(ms / ID_MEMORY.as_millis() as u64).unwrap_or(u32::MAX)
 }
 
 /// At most this many forgotten ids are removed per commit (the rest go with later ones).
 pub(crate) const ID_PRUNE_PER_COMMIT: usize = 1024;
+
+/// The most change ids the store takes in one bucket: beyond it, changes with new ids
+/// are refused (not applied, and the client told so) until the next bucket. What bounds
+/// the ids a member, honest or not, can make a node keep.
+pub(crate) const MAX_IDS_PER_BUCKET: u64 = 1_000_000;
 
 /// What became of a client change with an id, as the store remembers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,16 +324,43 @@ pub(crate) struct IdRecord {
     pub(crate) delta: Delta,
     /// The value after it, or why it was refused.
     pub(crate) outcome: Result<i64, CounterError>,
-    /// When it was applied (milliseconds since the Unix epoch).
+    /// When it was applied, in store time (see [`StoreClock`]).
     pub(crate) at_ms: u64,
 }
 
-/// What a commit did: the outcome of each [`Entry::Apply`] (in order), and the new
-/// records of the counters and incoming streams it touched.
+/// The store's own clock: milliseconds that advance only while the store is open, with
+/// the monotonic clock, from where they stood when it was last written. Client change
+/// ids are kept by it, so no step of the wall clock can forget one early or keep one
+/// forever; time the node is down does not count (an id lives longer, never shorter).
+/// It starts from the wall clock once, when the store is made.
+#[derive(Debug)]
+pub(crate) struct StoreClock {
+    base_ms: u64,
+    opened: std::time::Instant,
+}
+
+impl StoreClock {
+    /// A clock that stood at `base_ms` when the store was opened, now.
+    pub(crate) fn starting_at(base_ms: u64) -> Self {
+        Self {
+            base_ms,
+            opened: std::time::Instant::now(),
+        }
+    }
+
+    /// Store time now.
+    pub(crate) fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+}
+
+/// What a commit did: the outcome of each entry, in order, and the new records of the
+/// counters and incoming streams it touched.
 #[derive(Debug, Default)]
 pub(crate) struct CommitOutcome {
-    /// One per [`Entry::Apply`], in order: the client's answer.
-    pub(crate) applied: Vec<Result<Applied, CounterError>>,
+    /// One per entry, in order.
+    pub(crate) outcomes: Vec<Outcome>,
     /// The new record of every counter the commit changed, by index (each counter is
     /// handed its record: one message per counter per commit, however many changes).
     pub(crate) counters: Vec<(u32, CounterRecord)>,
@@ -248,44 +368,6 @@ pub(crate) struct CommitOutcome {
     pub(crate) operations: OperationTally,
     /// The new record of every incoming stream the commit touched.
     pub(crate) streams: Vec<(String, InRecord)>,
-}
-
-/// Operations one commit applied to counters, and refused because they would overflow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct OperationTally {
-    /// Applied.
-    pub(crate) applied: u64,
-    /// Refused.
-    pub(crate) rejected: u64,
-}
-
-impl OperationTally {
-    fn count(&mut self, operations: u64, applied: bool) {
-        let slot = if applied {
-            &mut self.applied
-        } else {
-            &mut self.rejected
-        };
-        *slot = slot.saturating_add(operations);
-    }
-}
-
-/// Everything one commit writes, worked out from its entries before anything is
-/// written (see [`plan`]).
-#[derive(Debug, Default)]
-pub(crate) struct Writes {
-    counters: BTreeMap<u32, CounterRecord>,
-    /// Operations applied to counters and refused.
-    pub(crate) operations: OperationTally,
-    streams_in: BTreeMap<String, InRecord>,
-    /// New outbox rows: destination, batch.
-    outbox: Vec<(String, OutBatch)>,
-    /// Per destination, the last batch acknowledged (rows up to it are deleted).
-    acked: BTreeMap<String, u64>,
-    /// Added to the issued tally.
-    issued: (i64, u64),
-    /// Client change ids recorded by this commit.
-    ids: BTreeMap<String, IdRecord>,
 }
 
 /// What was recovered when the store opened.
@@ -305,6 +387,10 @@ pub(crate) struct Store {
     kind: Kind,
     /// This store's random id: the origin of the node's outgoing streams.
     origin: u64,
+    /// The store's own time.
+    clock: StoreClock,
+    /// Client change ids held in the current bucket: (bucket, count).
+    ids: Mutex<(u32, u64)>,
     /// Held for the length of a commit: see [`Store::settled`].
     committing: Mutex<()>,
     /// Commits handed to another thread and not returned yet (counted from the
@@ -338,19 +424,26 @@ enum Kind {
 
 impl Store {
     /// Opens (or creates) node `node`'s store in `dir`, and recovers `counters` counters.
+    /// `faults` is the file's storage faults (none unless a test arms them).
     pub(crate) fn open(
         dir: &Path,
         node: &str,
         counters: u32,
+        faults: Arc<faults::DiskFaults>,
     ) -> Result<(Self, Recovered), StoreError> {
-        let (file, origin, recovered) = file::StoreFile::open(dir, node, counters)?;
+        let opened = file::StoreFile::open(dir, node, counters, faults)?;
+        let clock = StoreClock::starting_at(opened.clock_ms);
+        let bucket = id_bucket(clock.now_ms());
+        let ids = opened.file.ids_in(bucket)?;
         let store = Self {
-            kind: Kind::File(file),
-            origin,
+            kind: Kind::File(opened.file),
+            origin: opened.origin,
+            clock,
+            ids: Mutex::new((bucket, ids)),
             committing: Mutex::default(),
             handed_off: Default::default(),
         };
-        Ok((store, recovered))
+        Ok((store, opened.recovered))
     }
 
     /// A store in memory for `counters` counters (`--memory-only`).
@@ -358,6 +451,8 @@ impl Store {
         let store = Self {
             kind: Kind::Memory(Mutex::default()),
             origin: fastrand::u64(..),
+            clock: StoreClock::starting_at(crate::clock::unix_millis()),
+            ids: Mutex::default(),
             committing: Mutex::default(),
             handed_off: Default::default(),
         };
@@ -394,20 +489,44 @@ impl Store {
         memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Commits `entries` as commit `number`, at `now_ms` (milliseconds since the Unix
-    /// epoch: when its ids are recorded, and what ids are forgotten), in order, all or
-    /// nothing.
+    /// Commits `entries` as commit `number`, in order, all or nothing, at the store's
+    /// time now (when its ids are recorded, and what ids are forgotten).
     pub(crate) fn commit(
+        &self,
+        number: u64,
+        entries: &[Entry],
+    ) -> Result<CommitOutcome, StoreError> {
+        self.commit_at(number, self.clock.now_ms(), entries)
+    }
+
+    /// [`Store::commit`] at store time `now_ms` (tests set the time themselves).
+    pub(crate) fn commit_at(
         &self,
         number: u64,
         now_ms: u64,
         entries: &[Entry],
     ) -> Result<CommitOutcome, StoreError> {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
-        match &self.kind {
-            Kind::File(file) => file.commit(number, now_ms, entries),
-            Kind::Memory(memory) => Ok(Self::memory_tables(memory).commit(number, now_ms, entries)),
+        let bucket = id_bucket(now_ms);
+        let in_bucket = {
+            let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            if ids.0 == bucket {
+                ids.1
+            } else {
+                0
+            }
+        };
+        let (outcome, new_ids) = match &self.kind {
+            Kind::File(file) => file.commit(number, now_ms, in_bucket, entries)?,
+            Kind::Memory(memory) => {
+                Self::memory_tables(memory).commit(number, now_ms, in_bucket, entries)
+            }
+        };
+        if new_ids > 0 {
+            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            *ids = (bucket, in_bucket + new_ids);
         }
+        Ok(outcome)
     }
 
     /// The records of counters `0..counters` as of the last commit.
@@ -451,9 +570,8 @@ impl Store {
     }
 
     /// Once no commit is running or handed off (one started by a journal that has
-    /// failed since may still be, or may not have begun yet), the last commit's number,
-    /// the records of counters `0..counters` and of every incoming stream. Blocks: call
-    /// it off the async threads.
+    /// failed since may still be, or may not have begun yet), the store as a journal
+    /// starts from: see [`Store::current`]. Blocks: call it off the async threads.
     pub(crate) fn settled(&self, counters: u32) -> Result<Settled, StoreError> {
         let (count, ended) = &self.handed_off;
         let mut pending = count.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,12 +590,27 @@ impl Store {
                 .0;
         }
         drop(pending);
+        self.current(counters)
+    }
+
+    /// What the store holds now, between commits: the last commit's number, the records
+    /// of counters `0..counters` and of every incoming stream. What a journal learns
+    /// from after a commit failed (it may have landed or not). Blocks.
+    pub(crate) fn current(&self, counters: u32) -> Result<Settled, StoreError> {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Settled {
             last_commit: self.last_commit()?,
             records: self.records(counters)?,
             streams: self.streams_in()?,
         })
+    }
+
+    /// Fault injection: the file's storage faults (`None` in memory).
+    pub(crate) fn faults(&self) -> Option<Arc<faults::DiskFaults>> {
+        match &self.kind {
+            Kind::File(file) => Some(file.faults()),
+            Kind::Memory(_) => None,
+        }
     }
 }
 
@@ -492,120 +625,10 @@ pub(crate) struct Settled {
     pub(crate) streams: Vec<(String, InRecord)>,
 }
 
-/// Works out what commit `number` of `entries` writes, reading the counters and
-/// incoming streams it touches through `counter` and `stream_in`. The same arithmetic
-/// as the counters'; a backend then writes [`Writes`] in one transaction.
-pub(crate) fn plan(
-    number: u64,
-    now_ms: u64,
-    entries: &[Entry],
-    mut counter: impl FnMut(u32) -> Result<CounterRecord, StoreError>,
-    mut stream_in: impl FnMut(&str) -> Result<InRecord, StoreError>,
-    mut client_id: impl FnMut(&str) -> Result<Option<IdRecord>, StoreError>,
-) -> Result<(Writes, Vec<Result<Applied, CounterError>>), StoreError> {
-    let mut writes = Writes::default();
-    let mut outcomes = Vec::new();
-    let mut touch = |writes: &mut Writes, index: u32| -> Result<(), StoreError> {
-        if let std::collections::btree_map::Entry::Vacant(slot) = writes.counters.entry(index) {
-            slot.insert(counter(index)?);
-        }
-        Ok(())
-    };
-    for entry in entries {
-        match entry {
-            Entry::Batch {
-                stream,
-                seq,
-                changes,
-            } => {
-                for change in changes {
-                    touch(&mut writes, change.counter)?;
-                    if let Some(record) = writes.counters.get_mut(&change.counter) {
-                        let applied = record.add(change.delta, change.operations).is_ok();
-                        writes.operations.count(change.operations, applied);
-                    }
-                }
-                if !writes.streams_in.contains_key(&**stream) {
-                    let record = stream_in(stream)?;
-                    writes.streams_in.insert(stream.to_string(), record);
-                }
-                if let Some(record) = writes.streams_in.get_mut(&**stream) {
-                    let (value, operations) = changes
-                        .iter()
-                        .fold((0i128, 0u64), |(v, o), c| (v + c.delta, o + c.operations));
-                    record.seq = *seq;
-                    record.value = record.value.saturating_add(saturate(value));
-                    record.operations = record.operations.saturating_add(operations);
-                }
-            }
-            Entry::Apply { counter, delta, id } => {
-                let earlier = match id {
-                    Some(id) => match writes.ids.get(id) {
-                        Some(record) => Some(record.clone()),
-                        None => client_id(id)?,
-                    },
-                    None => None,
-                };
-                if let (Some(earlier), Some(id)) = (earlier, id) {
-                    let same = earlier.counter == *counter && earlier.delta == *delta;
-                    let outcome = if same {
-                        earlier.outcome.map(|value| Applied {
-                            value,
-                            repeated: true,
-                        })
-                    } else {
-                        Err(CounterError::IdReused {
-                            id: id.clone(),
-                            earlier: format!("counter {} {:?}", earlier.counter, earlier.delta),
-                        })
-                    };
-                    outcomes.push(outcome);
-                    continue;
-                }
-                touch(&mut writes, *counter)?;
-                let Some(record) = writes.counters.get_mut(counter) else {
-                    continue;
-                };
-                let outcome = record.apply(*delta);
-                writes.operations.count(1, outcome.is_ok());
-                if let Some(id) = id {
-                    let remembered = IdRecord {
-                        counter: *counter,
-                        delta: *delta,
-                        outcome: outcome.clone(),
-                        at_ms: now_ms,
-                    };
-                    writes.ids.insert(id.clone(), remembered);
-                }
-                outcomes.push(outcome.map(|value| Applied {
-                    value,
-                    repeated: false,
-                }));
-            }
-            Entry::Outgoing { dest, batch } => {
-                writes.issued.0 = writes.issued.0.saturating_add(batch.value);
-                writes.issued.1 = writes.issued.1.saturating_add(batch.operations);
-                writes.outbox.push((dest.clone(), batch.clone()));
-            }
-            Entry::Acked { dest, upto } => {
-                let acked = writes.acked.entry(dest.clone()).or_default();
-                *acked = (*acked).max(*upto);
-            }
-        }
-    }
-    for record in writes.counters.values_mut() {
-        record.commit = number;
-    }
-    Ok((writes, outcomes))
-}
-
-fn saturate(value: i128) -> i64 {
-    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::counter::Applied;
 
     /// A journal that starts reads the store only once every commit handed off before
     /// it has returned, even one that had not begun when it started.
@@ -627,12 +650,9 @@ mod tests {
                 .is_err(),
             "settled while a commit was handed off and had not begun"
         );
-        let change = Entry::Apply {
-            counter: 0,
-            delta: Delta::Increment(1),
-            id: None,
-        };
-        store.commit(1, 0, &[change]).unwrap();
+        store
+            .commit(1, &[apply(0, Delta::Increment(1), "a")])
+            .unwrap();
         drop(handed_off);
         settled
             .recv_timeout(std::time::Duration::from_secs(5))
@@ -652,46 +672,55 @@ mod tests {
         }
     }
 
+    fn apply(counter: u32, delta: Delta, id: &str) -> Entry {
+        Entry::Apply {
+            counter,
+            delta,
+            id: id.into(),
+        }
+    }
+
+    fn batch(stream: &str, seq: u64, changes: Vec<Change>) -> Entry {
+        Entry::Batch {
+            stream: stream.into(),
+            seq,
+            changes,
+        }
+    }
+
+    fn fresh(value: i64) -> Outcome {
+        Outcome::Applied(Ok(Applied {
+            value,
+            repeated: false,
+        }))
+    }
+
+    fn repeated(value: i64) -> Outcome {
+        Outcome::Applied(Ok(Applied {
+            value,
+            repeated: true,
+        }))
+    }
+
     #[test]
     fn a_commit_applies_its_entries_in_order_and_stamps_what_it_touched() {
         let (store, recovered) = Store::memory(3);
         assert_eq!(recovered.records.len(), 3);
         let entries = vec![
-            Entry::Batch {
-                stream: "a#1".into(),
-                seq: 1,
-                changes: vec![change(0, 5, 2), change(2, -1, 1)],
-            },
-            Entry::Apply {
-                counter: 0,
-                delta: Delta::Increment(10),
-                id: Some("x".into()),
-            },
-            Entry::Apply {
-                counter: 1,
-                delta: Delta::Decrement(1 << 63),
-                id: None,
-            },
-            Entry::Apply {
-                counter: 1,
-                delta: Delta::Decrement(1),
-                id: None,
-            },
-            Entry::Batch {
-                stream: "a#1".into(),
-                seq: 2,
-                changes: vec![change(0, 1, 1)],
-            },
+            batch("a#1", 1, vec![change(0, 5, 2), change(2, -1, 1)]),
+            apply(0, Delta::Increment(10), "x"),
+            apply(1, Delta::Decrement(1 << 63), "y"),
+            apply(1, Delta::Decrement(1), "z"),
+            batch("a#1", 2, vec![change(0, 1, 1)]),
         ];
-        let outcome = store.commit(4, 0, &entries).unwrap();
-        let values: Vec<Result<i64, CounterError>> = outcome
-            .applied
-            .iter()
-            .map(|a| a.clone().map(|a| a.value))
-            .collect();
-        assert_eq!(values[0], Ok(15));
-        assert_eq!(values[1], Ok(i64::MIN));
-        assert!(values[2].is_err(), "the second would overflow");
+        let outcome = store.commit(4, &entries).unwrap();
+        assert_eq!(outcome.outcomes[0], Outcome::Done);
+        assert_eq!(outcome.outcomes[1], fresh(15));
+        assert_eq!(outcome.outcomes[2], fresh(i64::MIN));
+        assert!(
+            matches!(outcome.outcomes[3], Outcome::Applied(Err(_))),
+            "the second would overflow"
+        );
         let zero = store.record(0).unwrap();
         assert_eq!((zero.value, zero.operations, zero.commit), (16, 4, 4));
         let one = store.record(1).unwrap();
@@ -719,15 +748,10 @@ mod tests {
     #[test]
     fn a_change_is_applied_once_per_id_and_ids_are_remembered_for_a_day_at_least() {
         let (store, _) = Store::memory(2);
-        let apply = |counter: u32, delta: Delta, id: &str| Entry::Apply {
-            counter,
-            delta,
-            id: Some(id.into()),
-        };
         let day = ID_MEMORY.as_millis() as u64;
         // The same id twice in one commit, and again in a later one: applied once.
         let first = store
-            .commit(
+            .commit_at(
                 1,
                 1000,
                 &[
@@ -737,84 +761,212 @@ mod tests {
             )
             .unwrap();
         let again = store
-            .commit(2, 2000, &[apply(0, Delta::Increment(5), "a")])
+            .commit_at(2, 2000, &[apply(0, Delta::Increment(5), "a")])
             .unwrap();
         let outcomes: Vec<_> = first
-            .applied
+            .outcomes
             .iter()
-            .chain(&again.applied)
+            .chain(&again.outcomes)
             .cloned()
             .collect();
-        let fresh = |value| {
-            Ok(Applied {
-                value,
-                repeated: false,
-            })
-        };
-        let repeated = |value| {
-            Ok(Applied {
-                value,
-                repeated: true,
-            })
-        };
         assert_eq!(outcomes, [fresh(5), repeated(5), repeated(5)]);
         assert_eq!(store.record(0).unwrap().operations, 1);
         // The same id for another change: refused, nothing applied.
         let reused = store
-            .commit(3, 3000, &[apply(1, Delta::Increment(5), "a")])
+            .commit_at(3, 3000, &[apply(1, Delta::Increment(5), "a")])
             .unwrap();
         assert!(matches!(
-            reused.applied[0],
-            Err(CounterError::IdReused { .. })
+            reused.outcomes[0],
+            Outcome::Applied(Err(CounterError::IdReused { .. }))
         ));
         assert_eq!(store.record(1).unwrap().operations, 0);
         // A day later it is remembered still; two days later it is forgotten, and the
         // same change is a new one.
         let next_day = store
-            .commit(4, 1000 + day, &[apply(0, Delta::Increment(5), "a")])
+            .commit_at(4, 1000 + day, &[apply(0, Delta::Increment(5), "a")])
             .unwrap();
-        assert_eq!(next_day.applied, [repeated(5)]);
+        assert_eq!(next_day.outcomes, [repeated(5)]);
         let later = store
-            .commit(5, 1000 + 2 * day, &[apply(0, Delta::Increment(5), "a")])
+            .commit_at(5, 1000 + 2 * day, &[apply(0, Delta::Increment(5), "a")])
             .unwrap();
-        assert_eq!(later.applied, [fresh(10)]);
+        assert_eq!(later.outcomes, [fresh(10)]);
+    }
+
+    fn out_batch(seq: u64, value: i64, operations: u64) -> OutBatch {
+        OutBatch {
+            seq,
+            changes: vec![change(0, value.into(), operations)],
+            value,
+            operations,
+        }
+    }
+
+    fn out(dest: &str, seq: u64) -> Entry {
+        Entry::Outgoing {
+            dest: dest.into(),
+            batch: out_batch(seq, 3, 2),
+        }
     }
 
     #[test]
     fn the_outbox_keeps_what_is_not_acknowledged_and_the_tally_what_was_issued() {
         let (store, _) = Store::memory(1);
-        let batch = |seq: u64| OutBatch {
-            seq,
-            changes: vec![change(0, 3, 2)],
-            value: 3,
-            operations: 2,
-        };
-        let out = |dest: &str, seq: u64| Entry::Outgoing {
-            dest: dest.into(),
-            batch: batch(seq),
-        };
         store
-            .commit(1, 0, &[out("b", 1), out("b", 2), out("c", 1)])
+            .commit(1, &[out("b", 1), out("b", 2), out("c", 1)])
             .unwrap();
-        store
-            .commit(
-                2,
-                0,
-                &[
-                    out("b", 3),
-                    Entry::Acked {
-                        dest: "b".into(),
-                        upto: 2,
-                    },
-                ],
-            )
-            .unwrap();
+        let acked = Entry::Acked {
+            dest: "b".into(),
+            upto: 2,
+        };
+        store.commit(2, &[out("b", 3), acked]).unwrap();
         let (outbox, issued) = store.outbox().unwrap();
         assert_eq!(issued, (12, 8));
         let b = &outbox["b"];
-        assert_eq!((b.last_seq, b.acked), (3, 2));
-        assert_eq!(b.batches, [batch(3)]);
+        assert_eq!((b.record.last_seq, b.record.acked), (3, 2));
+        assert_eq!(b.record.issued, (9, 6), "what b should hold of all three");
+        assert_eq!(b.batches, [out_batch(3, 3, 2)]);
         let c = &outbox["c"];
-        assert_eq!((c.last_seq, c.acked, c.batches.len()), (1, 0, 1));
+        assert_eq!(
+            (c.record.last_seq, c.record.acked, c.batches.len()),
+            (1, 0, 1)
+        );
+    }
+
+    /// The whole of a commit retried (as after a sync that reported an error though
+    /// the data had landed) applies nothing twice and adds nothing to any tally.
+    #[test]
+    fn a_commit_retried_after_it_landed_changes_nothing() {
+        let (store, _) = Store::memory(2);
+        store.commit(1, &[out("d", 1)]).unwrap();
+        let entries = vec![
+            batch("s#1", 1, vec![change(0, 7, 3)]),
+            apply(1, Delta::Increment(4), "id-1"),
+            out("d", 2),
+            out("d", 3),
+            Entry::Acked {
+                dest: "d".into(),
+                upto: 1,
+            },
+        ];
+        let first = store.commit(2, &entries).unwrap();
+        let again = store.commit(3, &entries).unwrap();
+        let issued = |fresh_or_repeated| {
+            vec![
+                Outcome::Done,
+                fresh_or_repeated,
+                Outcome::Issued(true),
+                Outcome::Issued(true),
+                Outcome::Done,
+            ]
+        };
+        assert_eq!(first.outcomes, issued(fresh(4)));
+        assert_eq!(
+            again.outcomes,
+            issued(repeated(4)),
+            "the batches it issued are issued, once"
+        );
+        assert_eq!(again.operations, OperationTally::default());
+        let zero = store.record(0).unwrap();
+        assert_eq!((zero.value, zero.operations), (7, 3));
+        assert_eq!(store.record(1).unwrap().value, 4);
+        let (outbox, issued) = store.outbox().unwrap();
+        assert_eq!(issued, (9, 6), "issued once");
+        assert_eq!(outbox["d"].record.issued, (9, 6));
+        assert_eq!(
+            outbox["d"].batches,
+            [out_batch(2, 3, 2), out_batch(3, 3, 2)]
+        );
+        assert_eq!(
+            store.streams_in().unwrap()[0].1,
+            InRecord {
+                seq: 1,
+                value: 7,
+                operations: 3
+            }
+        );
+    }
+
+    /// The outbox never has a gap, and never holds two batches under one number.
+    #[test]
+    fn an_outgoing_batch_must_follow_its_destinations_last() {
+        let (store, _) = Store::memory(1);
+        let outcome = store
+            .commit(1, &[out("d", 1), out("d", 3), out("d", 2)])
+            .unwrap();
+        assert_eq!(
+            outcome.outcomes,
+            [
+                Outcome::Issued(true),
+                Outcome::Issued(false),
+                Outcome::Issued(true)
+            ],
+            "3 beyond the next is refused; 2 follows"
+        );
+        let other = Entry::Outgoing {
+            dest: "d".into(),
+            batch: out_batch(2, 99, 1),
+        };
+        let outcome = store.commit(2, &[other]).unwrap();
+        assert_eq!(outcome.outcomes, [Outcome::Issued(false)], "2 is taken");
+        let (outbox, issued) = store.outbox().unwrap();
+        assert_eq!(issued, (6, 4));
+        let seqs: Vec<u64> = outbox["d"].batches.iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+    }
+
+    /// An adoption is taken once, moves what the destination should hold, counts as
+    /// unvouched when it says so, and carries the numbering past the destination's.
+    #[test]
+    fn an_adoption_is_taken_once_by_its_number() {
+        let (store, _) = Store::memory(1);
+        store.commit(1, &[out("d", 1), out("d", 2)]).unwrap();
+        let adopt = Entry::Adopt(Adopt {
+            dest: "d".into(),
+            number: 1,
+            upto: 5,
+            value: 10,
+            operations: 4,
+            unvouched: true,
+        });
+        store.commit(2, std::slice::from_ref(&adopt)).unwrap();
+        store.commit(3, &[adopt]).unwrap();
+        let (outbox, issued) = store.outbox().unwrap();
+        let d = &outbox["d"];
+        assert_eq!((d.record.last_seq, d.record.acked), (5, 5));
+        assert!(d.batches.is_empty(), "acknowledged by the adoption");
+        assert_eq!(d.record.issued, (16, 8));
+        assert_eq!(d.record.unvouched, (10, 4));
+        assert_eq!(d.record.adoptions, 1);
+        assert_eq!(issued, (6, 4), "the issued tally is what this store issued");
+        // Numbering carries on after the destination's.
+        let outcome = store.commit(4, &[out("d", 6)]).unwrap();
+        assert_eq!(outcome.outcomes, [Outcome::Issued(true)]);
+    }
+
+    /// The ids kept per bucket are bounded: beyond, a new id is refused (and nothing
+    /// applied), a stored one still answered.
+    #[test]
+    fn ids_beyond_the_bound_are_refused_and_stored_ones_still_answered() {
+        let (store, _) = Store::memory(1);
+        store
+            .commit_at(1, 0, &[apply(0, Delta::Increment(1), "kept")])
+            .unwrap();
+        *store.ids.lock().unwrap() = (0, MAX_IDS_PER_BUCKET);
+        let outcome = store
+            .commit_at(
+                2,
+                1,
+                &[
+                    apply(0, Delta::Increment(1), "new"),
+                    apply(0, Delta::Increment(1), "kept"),
+                ],
+            )
+            .unwrap();
+        assert!(matches!(
+            outcome.outcomes[0],
+            Outcome::Applied(Err(CounterError::Unavailable(_)))
+        ));
+        assert_eq!(outcome.outcomes[1], repeated(1));
+        assert_eq!(store.record(0).unwrap().operations, 1);
     }
 }
