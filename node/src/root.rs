@@ -300,7 +300,10 @@ impl RootState {
                         .map(|tls| IncomingEncryptionMode::Tls(tls.acceptor().clone())),
                     Some(NodeConnectionMode::Isolated),
                 )
-                .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+                .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
+                .with_peer_policy(Arc::new(
+                    crate::cluster::policy::MemberPolicy::new(&config.name, config.tls.clone()),
+                ));
                 let (server, _) = Actor::spawn_linked(None, server, (), me)
                     .await
                     .map_err(spawn_error(what))?;

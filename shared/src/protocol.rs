@@ -22,7 +22,7 @@ pub const MAX_NODE_NAME_LEN: usize = 64;
 
 /// The most counters a node may host: a node refuses to start with more, and a peer
 /// that claims more is not believed (the claim would size allocations everywhere).
-pub const MAX_COUNTERS: u32 = 10_000_000;
+pub const MAX_COUNTERS: u32 = 1_000_000;
 
 /// The longest id a client change may carry, in bytes.
 pub const MAX_ID_LEN: usize = 128;

@@ -192,8 +192,9 @@ fn forged_messages_after_a_valid_handshake_are_dropped() {
             );
         }
         // Well-formed, but out of range: no such counter, and a delta no i64 can take.
+        // (In another's name it would not even reach the host: see `lying_member`.)
         let stream = StreamId {
-            sender: "forger".into(),
+            sender: client.own_name().into(),
             origin: 1,
         };
         host.cast(HostMessage::Batch(Batch {

@@ -14,11 +14,11 @@ const TOKEN: &str = "http-test-token";
 
 /// One answer: status, headers (lowercased names), body as JSON (Null if not JSON).
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-    text: String,
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub text: String,
 }
 
 impl Reply {
@@ -31,7 +31,13 @@ impl Reply {
 }
 
 /// Sends one request (`Connection: close`) and reads the whole answer.
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     try_request(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -89,7 +95,7 @@ fn parse(raw: &[u8]) -> Reply {
     }
 }
 
-fn get(addr: &str, path: &str) -> Reply {
+pub fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"")
 }
 

@@ -22,6 +22,7 @@ mod faults;
 mod hostile;
 mod http;
 mod load;
+mod lying_member;
 mod membership;
 mod metrics;
 mod netns;

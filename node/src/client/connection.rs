@@ -50,6 +50,8 @@ pub struct ClusterClient {
     host: Option<ActorRef<HostMessage>>,
     node: String,
     addr: String,
+    /// This client's own name in its session (`~client-…`).
+    name: String,
 }
 
 enum SessionEvent {
@@ -170,7 +172,7 @@ impl ClusterClient {
         let server = NodeServer::new(
             0,
             cookie.to_string(),
-            name,
+            name.clone(),
             "127.0.0.1".to_string(),
             None,
             Some(NodeConnectionMode::Isolated),
@@ -261,6 +263,7 @@ impl ClusterClient {
                 host,
                 node,
                 addr: addr.to_string(),
+                name,
             }),
             Err(error) => {
                 server.stop(None);
@@ -300,6 +303,12 @@ impl ClusterClient {
     /// The name of the node this client is connected to.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// This client's own name in its session: a stream of batches it sends must carry
+    /// it as its sender (members speak only for themselves, and so do clients).
+    pub fn own_name(&self) -> &str {
+        &self.name
     }
 
     /// That node's counter host, as this client's session reaches it.

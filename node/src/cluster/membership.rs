@@ -68,6 +68,9 @@ pub(crate) struct PeerView {
 #[derive(Debug, Clone)]
 struct Peer {
     addr: String,
+    /// Whether `addr` came from the peer itself (its session, or its own description):
+    /// gossip from others never replaces such an address.
+    addr_own: bool,
     status: PeerStatus,
     since_ms: u64,
     changed: Instant,
@@ -133,15 +136,28 @@ impl Membership {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `name` (run `incarnation`, if known) can be dialed at `addr` (from
-    /// gossip). A new peer starts pending; so does a peer that left, if this is a later
-    /// run of it (it came back). True if that is news.
+    /// Records that `name` (run `incarnation`, if known) can be dialed at `addr`, as
+    /// another peer's gossip says. A new peer starts pending; so does a peer that left,
+    /// if this is a later run of it (it came back). An address the peer gave itself is
+    /// never replaced by another's word. True if that is news.
     pub(crate) fn learn(
         &self,
         name: &str,
         addr: &str,
         incarnation: Option<u64>,
         now: Instant,
+    ) -> bool {
+        self.learn_from(name, addr, incarnation, now, false)
+    }
+
+    /// [`Membership::learn`], from the peer itself (`own`) or from another.
+    fn learn_from(
+        &self,
+        name: &str,
+        addr: &str,
+        incarnation: Option<u64>,
+        now: Instant,
+        own: bool,
     ) -> bool {
         let mut peers = self.lock();
         match peers.get_mut(name) {
@@ -150,15 +166,21 @@ impl Membership {
                     .is_some_and(|run| peer.left_incarnation.is_none_or(|gone| run > gone));
                 if later {
                     peer.addr = addr.to_string();
+                    peer.addr_own = own;
                     peer.incarnation = incarnation;
                     peer.left_incarnation = None;
                     set_status(peer, PeerStatus::Pending, now);
                 }
                 later
             }
-            Some(peer) if peer.addr == addr => false,
+            Some(peer) if peer.addr == addr => {
+                peer.addr_own |= own;
+                false
+            }
+            Some(peer) if peer.addr_own && !own => false,
             Some(peer) => {
                 peer.addr = addr.to_string();
+                peer.addr_own = own;
                 true
             }
             None => {
@@ -166,6 +188,7 @@ impl Membership {
                     name.to_string(),
                     Peer {
                         addr: addr.to_string(),
+                        addr_own: own,
                         status: PeerStatus::Pending,
                         since_ms: now_ms(),
                         changed: now,
@@ -183,9 +206,16 @@ impl Membership {
         }
     }
 
-    /// Records what a peer said about itself (its agent's `GetInfo`).
+    /// Records what a peer said about itself (its agent's `GetInfo`, or its part of a
+    /// collection). The caller checks that it came from that peer ([`crate::cluster::policy::of_itself`]).
     pub(crate) fn describe(&self, info: &NodeInfo, now: Instant) {
-        self.learn(&info.name, &info.advertise, Some(info.incarnation), now);
+        self.learn_from(
+            &info.name,
+            &info.advertise,
+            Some(info.incarnation),
+            now,
+            true,
+        );
         if let Some(peer) = self.lock().get_mut(&info.name) {
             peer.role = Some(info.role);
             peer.counters = Some(info.counters);
@@ -203,7 +233,7 @@ impl Membership {
     /// A session to `name` is ready: the peer is up, and its heartbeat deadline starts
     /// now. Returns the previous status if this is a change.
     pub(crate) fn session_up(&self, name: &str, addr: &str, now: Instant) -> Option<PeerStatus> {
-        self.learn(name, addr, None, now);
+        self.learn_from(name, addr, None, now, true);
         let mut peers = self.lock();
         let peer = peers.get_mut(name)?;
         peer.last_heard = now;
@@ -433,6 +463,29 @@ mod tests {
         assert_eq!(m.forget_stale(10 * S, t0 + 11 * S), ["b", "c"]);
         let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["a"]);
+    }
+
+    /// Another peer's gossip never replaces the address a peer gave itself, but gives
+    /// one where only gossip had.
+    #[test]
+    fn gossip_never_moves_a_peer_from_its_own_address() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        m.session_up("a", "h:1", t0);
+        assert!(!m.learn("a", "evil:1", None, t0));
+        assert!(m.learn("b", "h:2", None, t0));
+        assert!(m.learn("b", "h:3", None, t0), "gossip may correct gossip");
+        let addr = |name: &str| {
+            m.snapshot()
+                .into_iter()
+                .find(|p| p.name == name)
+                .map(|p| p.addr)
+        };
+        assert_eq!(addr("a").as_deref(), Some("h:1"));
+        assert_eq!(addr("b").as_deref(), Some("h:3"));
+        m.session_up("b", "h:2", t0);
+        assert!(!m.learn("b", "h:3", None, t0));
+        assert_eq!(addr("b").as_deref(), Some("h:2"));
     }
 
     #[test]

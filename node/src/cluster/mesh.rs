@@ -246,9 +246,14 @@ impl MeshState {
                             membership.round_trip(node, *round_trip);
                         }
                     }
+                    // A peer's answer is about itself, or it is not believed.
                     let infos = answers
                         .into_iter()
-                        .filter_map(|(_, answer)| answer.map(|(info, _)| info))
+                        .filter_map(|(node, answer)| {
+                            answer
+                                .map(|(info, _)| info)
+                                .filter(|info| super::policy::of_itself(&node, info))
+                        })
                         .collect();
                     let _ = myself.cast(MeshMessage::Gossip(infos));
                 });
@@ -325,6 +330,9 @@ impl MeshState {
             SessionEvent::Closed => {
                 self.sessions.remove(&session);
                 self.args.facts.metrics.traffic.closed(&ses.peer_addr);
+                if let Some(tls) = &self.args.tls {
+                    tls.forget(&ses.peer_addr);
+                }
                 if let Some(early) = &mut self.closed_early {
                     early.insert(session);
                 }

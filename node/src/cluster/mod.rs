@@ -9,6 +9,7 @@
 //! | [`agent`] | the node's face to peers (info, heartbeats, leaving) and to clients |
 //! | [`facts`] | what a node says about itself (`NodeInfo`) |
 //! | [`discovery`] | finding hosts and agents through the process groups |
+//! | [`policy`] | what a peer may say: members speak only for themselves |
 //! | [`rpc`] | calls with a deadline, and fan-outs without a task per call |
 
 pub(crate) mod agent;
@@ -17,4 +18,5 @@ pub mod discovery;
 pub(crate) mod facts;
 pub(crate) mod membership;
 pub(crate) mod mesh;
+pub(crate) mod policy;
 pub mod rpc;

@@ -217,7 +217,7 @@ async fn start_pusher(
             let _ = events.cast(LoadMessage::Push(event));
         }),
     );
-    pusher.resume(outbox)?;
+    pusher.resume(outbox);
     args.facts
         .issued
         .set_in_flight(pusher.in_flight_operations());

@@ -26,9 +26,9 @@ pub trait Outbox: Send + Sync {
     /// `dest` acknowledged every batch up to `upto`: they may go.
     fn acked(&self, dest: &str, upto: u64);
 
-    /// The sender takes its receiver's side on what the stream holds (see
-    /// [`Adopt`]); committed with the next commit.
-    fn adopt(&self, adopt: Adopt);
+    /// The sender takes its receiver's side on what the stream holds (see [`Adopt`]);
+    /// `done` hears whether it was committed.
+    fn adopt(&self, adopt: Adopt, done: Box<dyn FnOnce(bool) + Send>);
 }
 
 /// The outbox in the node's store, through its journal.
@@ -77,11 +77,14 @@ impl Outbox for JournalOutbox {
         }
     }
 
-    fn adopt(&self, adopt: Adopt) {
-        // Lost if the journal is down: the sender starts again from the store, which
-        // finds the same disagreement at the next answer.
+    fn adopt(&self, adopt: Adopt, done: Box<dyn FnOnce(bool) + Send>) {
+        // If the journal is not running, the message (and with it `done`) is dropped,
+        // which tells the sender the adoption was not committed.
         if let Some(journal) = self.journal() {
-            let _ = journal.cast(JournalMessage::Append(Entry::Adopt(adopt), Waiter::None));
+            let waiter = Waiter::Issued(OnCommit::new(done));
+            let _ = journal.cast(JournalMessage::Append(Entry::Adopt(adopt), waiter));
+        } else {
+            done(false);
         }
     }
 }

@@ -31,7 +31,12 @@
 //! batches beyond any this store issued (this store is older than what it had sent) is
 //! the one case it cannot carry on from where it is: the pusher says so
 //! ([`StartAgain::ReceiverAhead`]), and its owner starts again from the store, numbering
-//! after them.
+//! after them. So that no batch is ever numbered into a stream its destination is
+//! ahead in, a stream makes no new batch until an answer from its destination's
+//! current host has been checked: when the pusher starts, and whenever the destination
+//! has a new host (it restarted: perhaps from an older copy). Only answers from the
+//! current host are checked, and an answer that claims a stream beyond any sender's
+//! reach ([`MAX_AHEAD`]) is not believed.
 //!
 //! **Backpressure.** ractor_cluster's queues are unbounded, so each stream has at most
 //! [`Limits::window`] batches unacknowledged. A node whose window is full gets nothing
@@ -61,6 +66,11 @@ use crate::cluster::rpc::call_until;
 /// How long a fence's answer may take before everything unacknowledged is sent again
 /// (the node is slow, frozen or gone; the failure detector will say which).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most batches a destination is believed to hold beyond what a sender issued (a
+/// store restored from an older copy falls this far behind only after a trillion
+/// batches): an answer beyond it is a lie or a fault, and is ignored.
+pub const MAX_AHEAD: u64 = 1 << 40;
 
 /// One message per operation, or coalesced batches (`--load-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -148,6 +158,14 @@ pub enum PushEvent {
         /// The batch.
         seq: u64,
     },
+    /// An adoption for `node` was handed to the outbox, which went down before it was
+    /// committed: the sender must start again from the outbox.
+    AdoptionLost {
+        /// The destination.
+        node: String,
+        /// Which pusher made it.
+        pusher: u64,
+    },
     /// Batch `seq` for `node` was handed to the outbox, which went down before it said
     /// whether it was committed: the sender must start again from the outbox.
     IssueLost {
@@ -195,17 +213,11 @@ pub enum StartAgain {
         /// The last batch this sender issued.
         issued: u64,
     },
-    /// The outbox holds a stream whose batches are not numbered one after another.
-    #[error(
-        "the outbox for {node} has batches {found:?} after batch {acked}, not one after another"
-    )]
-    OutboxGap {
+    /// The outbox went down before it committed an adoption (see [`Adopt`]).
+    #[error("the outbox did not commit an adoption for {node}: start again from it")]
+    AdoptionLost {
         /// The destination.
         node: String,
-        /// Its last acknowledged batch.
-        acked: u64,
-        /// The numbers found.
-        found: Vec<u64>,
     },
 }
 
@@ -239,6 +251,9 @@ struct Lane {
     known: bool,
     /// Adoptions so far (see [`Adopt`]).
     adoptions: u64,
+    /// Whether an answer from the destination's current host has been checked: until
+    /// then, no new batch is made (see the module documentation).
+    verified: bool,
 }
 
 impl Lane {
@@ -257,7 +272,13 @@ impl Lane {
             issued_totals: (0, 0),
             known: true,
             adoptions: 0,
+            verified: false,
         }
+    }
+
+    /// Whether the window lets no new batch be made now.
+    fn blocked(&self) -> bool {
+        !self.verified || self.window.is_full()
     }
 
     /// Whether the pending batch should go now (see [`Limits`]).
@@ -279,19 +300,22 @@ impl Lane {
     /// What the destination should hold of the stream through batch `upto`, if this
     /// lane can tell: not for a batch already acknowledged (the answer is older than
     /// what it knows), and all it issued for one beyond.
-    fn expected_through(&self, upto: u64) -> Option<Totals> {
+    fn expected_through(&self, upto: u64) -> Option<(i128, i128)> {
         if upto < self.window.acked() {
             return None;
         }
         let issued = self.window.issued();
-        let (mut value, mut operations) = self.issued_totals;
+        let (mut value, mut operations) = (
+            i128::from(self.issued_totals.0),
+            i128::from(self.issued_totals.1),
+        );
         for batch in self.batches.iter().rev() {
             if batch.seq <= upto {
                 break;
             }
             if batch.seq <= issued {
-                value = value.saturating_sub(batch.value);
-                operations = operations.saturating_sub(batch.operations);
+                value -= i128::from(batch.value);
+                operations -= i128::from(batch.operations);
             }
         }
         Some((value, operations))
@@ -302,26 +326,36 @@ impl Lane {
     /// known), or `None` if they agree or the answer is too old to tell.
     fn audit(&mut self, mark: StreamMark) -> Option<Adopt> {
         let expected = self.expected_through(mark.seq)?;
-        let value = i128::from(mark.value) - i128::from(expected.0);
-        let operations = i128::from(mark.operations) - i128::from(expected.1);
+        let value = i128::from(mark.value) - expected.0;
+        let operations = i128::from(mark.operations) - expected.1;
         let ahead = mark.seq > self.window.issued();
         if value == 0 && operations == 0 && !ahead && self.known {
             return None;
         }
         let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
+        let adopt = self.adoption(
+            mark.seq.max(self.window.acked()),
+            (clamp(value), clamp(operations)),
+            self.known && (value != 0 || operations != 0),
+        );
+        Some(adopt)
+    }
+
+    /// The lane's next adoption: acknowledged up to `upto`, what it counts as issued
+    /// moved by `by`; taken here at once.
+    fn adoption(&mut self, upto: u64, by: (i64, i64), unvouched: bool) -> Adopt {
         self.adoptions += 1;
-        let adopt = Adopt {
+        self.issued_totals.0 = self.issued_totals.0.saturating_add(by.0);
+        self.issued_totals.1 = self.issued_totals.1.saturating_add_signed(by.1);
+        self.known = true;
+        Adopt {
             dest: self.node.clone(),
             number: self.adoptions,
-            upto: mark.seq.max(self.window.acked()),
-            value: clamp(value),
-            operations: clamp(operations),
-            unvouched: self.known && (value != 0 || operations != 0),
-        };
-        self.issued_totals.0 = self.issued_totals.0.saturating_add(adopt.value);
-        self.issued_totals.1 = self.issued_totals.1.saturating_add_signed(adopt.operations);
-        self.known = true;
-        Some(adopt)
+            upto,
+            value: by.0,
+            operations: by.1,
+            unvouched,
+        }
     }
 }
 
@@ -377,45 +411,75 @@ impl Pusher {
     }
 
     /// Takes up the streams of an outbox (a sender that started again): what they had
-    /// not had acknowledged is sent once each node is a target. Refuses an outbox whose
-    /// batches are not numbered one after another from the acknowledged one on (the
-    /// store never keeps one so; sending it would misnumber batches).
-    pub(crate) fn resume(
-        &mut self,
-        streams: BTreeMap<String, crate::store::OutStream>,
-    ) -> Result<(), StartAgain> {
+    /// not had acknowledged is sent once each node is a target. A stream whose batches
+    /// are not numbered one after another from the acknowledged one on (only a store of
+    /// an earlier version could hold one) cannot be sent as it is: its unacknowledged
+    /// batches are given up, with an ERROR, and counted as unvouched; the destination's
+    /// first answer then says what it really holds.
+    pub(crate) fn resume(&mut self, streams: BTreeMap<String, crate::store::OutStream>) {
         for (node, stream) in streams {
             let record = stream.record;
             let contiguous = stream
                 .batches
                 .iter()
-                .zip(record.acked + 1..)
+                .zip(record.acked.saturating_add(1)..)
                 .all(|(batch, seq)| batch.seq == seq)
-                && record.acked + stream.batches.len() as u64 == record.last_seq;
-            if !contiguous {
-                return Err(StartAgain::OutboxGap {
-                    node,
-                    acked: record.acked,
-                    found: stream.batches.iter().map(|b| b.seq).collect(),
-                });
-            }
-            let window = Window::resume(
-                self.limits.window,
-                self.limits.fence_every,
-                record.last_seq,
-                record.acked,
-            );
-            let mut lane = Lane::new(node, window);
-            self.in_flight += stream.batches.iter().map(|b| b.operations).sum::<u64>();
-            lane.batches = stream.batches.into();
+                && record.acked.checked_add(stream.batches.len() as u64) == Some(record.last_seq);
+            let window = |acked| {
+                Window::resume(
+                    self.limits.window,
+                    self.limits.fence_every,
+                    record.last_seq,
+                    acked,
+                )
+            };
+            let mut lane = Lane::new(node, window(record.acked));
             lane.issued_totals = record.issued;
             lane.known = record.known;
             lane.adoptions = record.adoptions;
             self.tally
                 .add_unvouched(record.unvouched.0, record.unvouched.1);
+            if contiguous {
+                self.in_flight += stream.batches.iter().map(|b| b.operations).sum::<u64>();
+                lane.batches = stream.batches.into();
+            } else {
+                let given_up = stream.batches.iter().fold((0i64, 0i64), |(v, o), b| {
+                    (
+                        v.saturating_add(b.value),
+                        o.saturating_add_unsigned(b.operations),
+                    )
+                });
+                error!(destination = %lane.node, acked = record.acked, last = record.last_seq,
+                    found = ?stream.batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
+                    "the outbox holds batches that are not numbered one after another (an \
+                     earlier version's store): they are given up and counted as unvouched");
+                lane.window = window(record.last_seq);
+                let adopt = lane.adoption(
+                    record.last_seq,
+                    (given_up.0.saturating_neg(), given_up.1.saturating_neg()),
+                    true,
+                );
+                self.tally.add_unvouched(adopt.value, adopt.operations);
+                self.adopt(adopt);
+            }
             self.lanes.push(lane);
         }
-        Ok(())
+    }
+
+    /// Hands `adopt` to the outbox; if it is never committed, the sender starts again.
+    fn adopt(&self, adopt: Adopt) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let (notify, node, pusher) = (Arc::clone(&self.notify), adopt.dest.clone(), self.id);
+        outbox.adopt(
+            adopt,
+            Box::new(move |committed| {
+                if !committed {
+                    notify(PushEvent::AdoptionLost { node, pusher });
+                }
+            }),
+        );
     }
 
     /// Replaces the destinations. A node's stream outlives its being a target: one that
@@ -442,6 +506,8 @@ impl Pusher {
             if lane.host.as_ref().map(|h| h.get_id()) != Some(target.host.get_id()) {
                 lane.host = Some(target.host);
                 lane.window.rewind();
+                // A new host: the node restarted, perhaps from an older copy of its store.
+                lane.verified = false;
             }
             if lane.counters != target.counters {
                 // Pending changes were made for the node's old counters: they go as
@@ -481,7 +547,7 @@ impl Pusher {
         let limits = self.limits;
         match self.mode {
             Mode::Unbatched => {
-                if self.lanes[i].window.is_full() {
+                if self.lanes[i].blocked() {
                     return Offer::Blocked;
                 }
                 let lane = &mut self.lanes[i];
@@ -527,7 +593,7 @@ impl Pusher {
         if lane.dirty.is_empty() {
             return Offer::Accepted;
         }
-        if lane.window.is_full() {
+        if lane.blocked() {
             return Offer::Blocked;
         }
         let changes: Vec<Change> = lane
@@ -609,6 +675,11 @@ impl Pusher {
         let Some(host) = lane.host.clone() else {
             return Offer::Accepted;
         };
+        if !lane.verified && lane.fences_out == 0 {
+            // Where the stream stands there comes first (see the module documentation).
+            let fence = lane.window.fence_now();
+            Self::fence(&self.stream, &self.notify, lane, &host, fence);
+        }
         for seq in lane.window.sendable() {
             let Some(batch) = lane.batch(seq) else {
                 break;
@@ -676,10 +747,15 @@ impl Pusher {
                 let Some(i) = self.lanes.iter().position(|lane| lane.node == node) else {
                     return Ok(());
                 };
-                if let Some(mark) = committed {
+                let lane = &self.lanes[i];
+                let current = lane.host.as_ref().map(|h| h.get_id()) == Some(host);
+                let reach = lane.window.issued().saturating_add(MAX_AHEAD);
+                let believed = committed.filter(|mark| mark.seq <= reach);
+                if let (true, Some(mark)) = (current, believed) {
                     self.audit(i, mark)?;
+                    self.lanes[i].verified = true;
                 }
-                self.answered(i, host, fence, committed.map(|mark| mark.seq));
+                self.answered(i, current, fence, believed.map(|mark| mark.seq));
             }
             PushEvent::Issued { node, seq } => {
                 if let Some(i) = self.lanes.iter().position(|lane| lane.node == node) {
@@ -690,6 +766,10 @@ impl Pusher {
                 return Err(StartAgain::IssueLost { node, seq })
             }
             PushEvent::IssueLost { .. } => {}
+            PushEvent::AdoptionLost { node, pusher } if pusher == self.id => {
+                return Err(StartAgain::AdoptionLost { node })
+            }
+            PushEvent::AdoptionLost { .. } => {}
         }
         Ok(())
     }
@@ -715,9 +795,7 @@ impl Pusher {
                 earlier version: taken from the destination");
         }
         let ahead = mark.seq > issued;
-        if let Some(outbox) = &self.outbox {
-            outbox.adopt(adopt);
-        }
+        self.adopt(adopt);
         if ahead {
             return Err(StartAgain::ReceiverAhead {
                 node: self.lanes[i].node.clone(),
@@ -728,11 +806,11 @@ impl Pusher {
         Ok(())
     }
 
-    /// Lane `i`'s destination (its host `host`) answered `fence` with `committed`.
-    fn answered(&mut self, i: usize, host: ActorId, fence: Fence, committed: Option<u64>) {
+    /// Lane `i`'s destination (its `current` host, or one it no longer has) answered
+    /// `fence` with `committed`.
+    fn answered(&mut self, i: usize, current: bool, fence: Fence, committed: Option<u64>) {
         let lane = &mut self.lanes[i];
         lane.fences_out = lane.fences_out.saturating_sub(1);
-        let current = lane.host.as_ref().map(|h| h.get_id()) == Some(host);
         let before = lane.window.acked();
         let answer = if current {
             lane.window.on_answer(fence, committed)
@@ -757,6 +835,8 @@ impl Pusher {
         if answer == Answer::Resend {
             let _ = self.transmit(i);
         }
+        // Newly verified, or its window freed: the pending batch may go now.
+        let _ = self.flush(i);
     }
 
     /// Makes every pending batch whose window allows it, and asks a node with sent
@@ -769,7 +849,13 @@ impl Pusher {
             let lane = &mut self.lanes[i];
             if lane.fences_out == 0 {
                 if let Some(host) = lane.host.clone() {
-                    if let Some(fence) = lane.window.fence_rest() {
+                    // A stream not yet checked asks at once, even with nothing sent.
+                    let fence = if lane.verified {
+                        lane.window.fence_rest()
+                    } else {
+                        Some(lane.window.fence_now())
+                    };
+                    if let Some(fence) = fence {
                         Self::fence(&self.stream, &self.notify, lane, &host, fence);
                     }
                 }
@@ -1000,7 +1086,7 @@ mod tests {
         let (mut second, mut events, tally) =
             pusher(Mode::Unbatched, Some(JournalOutbox::new(node)));
         tally.set(value, operations);
-        second.resume(outbox).expect("an outbox without a gap");
+        second.resume(outbox);
         second.set_targets(vec![target()]);
         push_all(&mut second, &mut events, 5, |_| 0).await;
         // The two lost operations were never issued: 15 were, and the counter holds
@@ -1017,20 +1103,34 @@ mod tests {
         counter_handle.await.unwrap();
     }
 
-    /// An outbox whose batches are not numbered one after another is refused, rather
-    /// than sent misnumbered.
+    /// An outbox whose batches are not numbered one after another (an earlier
+    /// version's) is never sent misnumbered: its unacknowledged batches are given up,
+    /// counted as unvouched, and the store told.
     #[test]
-    fn an_outbox_with_a_gap_is_refused() {
-        let (mut pusher, _events, _) = pusher(Mode::Unbatched, None);
+    fn an_outbox_with_a_gap_is_given_up_and_counted() {
+        struct Adoptions(std::sync::Mutex<Vec<Adopt>>);
+        impl Outbox for Adoptions {
+            fn issue(&self, _: &str, _: OutBatch, done: Box<dyn FnOnce(bool) + Send>) {
+                done(false);
+            }
+            fn acked(&self, _: &str, _: u64) {}
+            fn adopt(&self, adopt: Adopt, done: Box<dyn FnOnce(bool) + Send>) {
+                self.0.lock().unwrap().push(adopt);
+                done(true);
+            }
+        }
+        let outbox = Arc::new(Adoptions(std::sync::Mutex::default()));
+        let (mut pusher, _events, tally) = pusher(Mode::Unbatched, Some(outbox.clone()));
         let batch = |seq| OutBatch {
             seq,
             changes: Vec::new(),
-            value: 0,
+            value: 3,
             operations: 1,
         };
         let record = OutRecord {
             last_seq: 4,
             acked: 1,
+            issued: (12, 4),
             known: true,
             ..OutRecord::default()
         };
@@ -1038,11 +1138,42 @@ mod tests {
             record,
             batches: vec![batch(2), batch(4)],
         };
-        let refused = pusher.resume(BTreeMap::from([("n".to_string(), stream)]));
-        assert!(
-            matches!(&refused, Err(StartAgain::OutboxGap { found, .. }) if *found == [2, 4]),
-            "{refused:?}"
+        pusher.resume(BTreeMap::from([("n".to_string(), stream)]));
+        assert_eq!(pusher.in_flight_operations(), 0, "nothing left to send");
+        assert!(pusher.settled());
+        assert_eq!(tally.unvouched(), (-6, -2));
+        let adopted = outbox.0.lock().unwrap().clone();
+        assert_eq!(
+            adopted,
+            [Adopt {
+                dest: "n".into(),
+                number: 1,
+                upto: 4,
+                value: -6,
+                operations: -2,
+                unvouched: true
+            }]
         );
+    }
+
+    /// No batch is made into a stream before its destination's current host has
+    /// answered (it may hold batches of this stream this sender never issued).
+    #[tokio::test]
+    async fn no_batch_is_made_before_the_destination_has_answered() {
+        let (silent, silent_handle) =
+            crate::testing::Hoarder::<HostMessage>::start(None, None).await;
+        let (mut pusher, _events, _) = pusher(Mode::Unbatched, None);
+        pusher.set_targets(vec![Target {
+            node: "quiet".into(),
+            host: silent.clone(),
+            counters: 1,
+        }]);
+        assert_eq!(pusher.offer(0, Delta::Increment(1)), Offer::Blocked);
+        pusher.flush_all();
+        assert_eq!(pusher.offer(0, Delta::Increment(1)), Offer::Blocked);
+        assert_eq!(pusher.messages(), 0);
+        silent.stop(None);
+        silent_handle.await.unwrap();
     }
 
     #[tokio::test]
@@ -1066,14 +1197,16 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_never_acknowledges_blocks_the_sender() {
         for mode in [Mode::Coalesced, Mode::Unbatched] {
-            // A host that takes everything and never acknowledges.
-            let (host, handle) = crate::testing::Hoarder::<HostMessage>::start(None, None).await;
-            let (mut pusher, _events, _) = pusher(mode, None);
+            // A host that answers where the stream stands once, then takes everything
+            // and never acknowledges.
+            let (host, handle) = Actor::spawn(None, Stuck, ()).await.unwrap();
+            let (mut pusher, mut events, _) = pusher(mode, None);
             pusher.set_targets(vec![Target {
                 node: "stuck".into(),
                 host: host.clone(),
                 counters: 10,
             }]);
+            next_event(&mut pusher, &mut events).await;
             let limits = mode.limits();
             let mut accepted = 0u64;
             while pusher.offer(accepted % 10, Delta::Increment(1)) == Offer::Accepted {
@@ -1099,6 +1232,40 @@ mod tests {
             assert!(!pusher.settled());
             host.stop(None);
             handle.await.unwrap();
+        }
+    }
+
+    /// A destination that answers the first `Sync` (a new stream) and holds every
+    /// other message, never answering.
+    struct Stuck;
+
+    impl Actor for Stuck {
+        type Msg = HostMessage;
+        type State = (bool, Vec<HostMessage>);
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            _: (),
+        ) -> Result<Self::State, ractor::ActorProcessingErr> {
+            Ok((false, Vec::new()))
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<Self::Msg>,
+            message: Self::Msg,
+            (answered, held): &mut Self::State,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            match message {
+                HostMessage::Sync(_, reply) if !*answered => {
+                    *answered = true;
+                    let _ = reply.send(StreamMark::default());
+                }
+                other => held.push(other),
+            }
+            Ok(())
         }
     }
 
@@ -1202,15 +1369,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_host_gets_everything_unacknowledged_and_a_resumed_outbox_is_sent() {
-        // A host that never answers takes four batches; then the node has a new host.
-        let (silent, silent_handle) =
-            crate::testing::Hoarder::<HostMessage>::start(None, None).await;
+        // A host that answers only where a new stream stands takes four batches; then
+        // the node has a new host.
+        let (silent, silent_handle) = Actor::spawn(None, Stuck, ()).await.unwrap();
         let (mut pusher, mut events, _) = pusher(Mode::Unbatched, None);
         pusher.set_targets(vec![Target {
             node: "n".into(),
             host: silent.clone(),
             counters: 1,
         }]);
+        next_event(&mut pusher, &mut events).await;
         for _ in 0..4 {
             assert_eq!(pusher.offer(0, Delta::Increment(2)), Offer::Accepted);
         }
@@ -1284,7 +1452,7 @@ mod tests {
             ..OutRecord::default()
         };
         let outbox = BTreeMap::from([("n".to_string(), OutStream { record, batches })]);
-        pusher.resume(outbox).unwrap();
+        pusher.resume(outbox);
         (pusher, events, tally)
     }
 

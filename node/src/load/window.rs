@@ -107,7 +107,7 @@ impl Window {
     /// Makes the next batch; returns its number. (The caller checks [`Window::is_full`]
     /// first.)
     pub fn make(&mut self) -> u64 {
-        self.last += 1;
+        self.last = self.last.saturating_add(1);
         self.last
     }
 
@@ -133,6 +133,12 @@ impl Window {
     /// A fence over everything sent, if anything sent is not covered by one yet.
     pub fn fence_rest(&mut self) -> Option<Fence> {
         (self.unfenced > 0).then(|| self.fence())
+    }
+
+    /// A fence over everything sent, even if that is nothing new: to learn where the
+    /// stream stands at the destination.
+    pub fn fence_now(&mut self) -> Fence {
+        self.fence()
     }
 
     fn fence(&mut self) -> Fence {

@@ -6,6 +6,14 @@
 //! shown is signed by the same CA and names the host it dialed. Nodes and clients alike
 //! present their own certificate (`--tls-cert`, `--tls-key`). `scripts/make-certs.sh`
 //! makes a CA and such certificates. The three options go together: all or none.
+//!
+//! **Node and client certificates are told apart.** A node's certificate is good for
+//! both ends of a link (extended key usage `serverAuth` and `clientAuth`) and names the
+//! node (its `--name`, as a DNS name); a client's is good for `clientAuth` only. A
+//! session may go on under a member's name only if its certificate is a node
+//! certificate naming that member ([`Tls::admits`], asked when the peer names itself):
+//! a client certificate joins as a client and nothing more, and a node certificate
+//! speaks only for the node it names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +21,12 @@ use std::sync::Arc;
 use clap::Args;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rustls_pki_types::UnixTime;
+use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -46,7 +60,16 @@ pub struct Tls {
     /// The HTTP side's end: the same certificate, no client certificate asked for (a
     /// browser has none; the HTTP token does that job).
     https: TlsAcceptor,
+    /// Checks that a certificate is a node certificate naming a given node.
+    members: Arc<WebPkiServerVerifier>,
+    /// The certificate chain each link's peer presented, by the peer's address, from
+    /// the handshake until the peer names itself.
+    presented: Arc<Mutex<HashMap<String, Vec<CertificateDer<'static>>>>>,
 }
+
+/// Links whose presented certificates are kept at once, at most (a link's entry goes
+/// when its peer names itself, or its session closes).
+const MAX_PRESENTED: usize = 4096;
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +121,9 @@ impl Tls {
             .with_single_cert(chain.clone(), private_key.clone_key())
             .map_err(|e| format!("{}: {e}", cert.display()))?;
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let members = WebPkiServerVerifier::builder(Arc::clone(&roots))
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
         let client = ClientConfig::builder()
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, private_key)
@@ -106,7 +132,51 @@ impl Tls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             connector: TlsConnector::from(Arc::new(client)),
             https: TlsAcceptor::from(Arc::new(https)),
+            members,
+            presented: Arc::default(),
         })
+    }
+
+    /// Records the chain the peer at `peer` presented (its handshake just completed).
+    pub(crate) fn presented(&self, peer: &str, chain: Option<&[CertificateDer<'_>]>) {
+        let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
+        if presented.len() >= MAX_PRESENTED {
+            // Links that never named themselves: their sessions are gone or going.
+            presented.clear();
+        }
+        let chain = chain.unwrap_or_default();
+        presented.insert(
+            peer.to_string(),
+            chain.iter().map(|c| c.clone().into_owned()).collect(),
+        );
+    }
+
+    /// Forgets what the peer at `peer` presented (its session closed).
+    pub(crate) fn forget(&self, peer: &str) {
+        let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
+        presented.remove(peer);
+    }
+
+    /// Whether the peer at `peer` may go on as node `node` (`client`: a client's
+    /// session, which any certificate the CA signed may open): only with a node
+    /// certificate that names `node`. Asked once, when the peer names itself.
+    pub(crate) fn admits(&self, peer: &str, node: &str, client: bool) -> bool {
+        let chain = {
+            let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
+            presented.remove(peer)
+        };
+        let Some(chain) = chain else {
+            return false;
+        };
+        if client {
+            return true;
+        }
+        let (Some(leaf), Ok(name)) = (chain.first(), ServerName::try_from(node.to_string())) else {
+            return false;
+        };
+        self.members
+            .verify_server_cert(leaf, &chain[1..], &name, &[], UnixTime::now())
+            .is_ok()
     }
 
     /// The accepting end.

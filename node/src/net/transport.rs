@@ -275,7 +275,11 @@ fn accepted(
             Some(tls) => {
                 let accepting = tls.acceptor().accept(watched);
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
-                    Ok(Ok(stream)) => screen(&server, stream, place, deadline, peer, local).await,
+                    Ok(Ok(stream)) => {
+                        // Whether it may be a member is decided once it names itself.
+                        tls.presented(&peer.to_string(), stream.get_ref().1.peer_certificates());
+                        screen(&server, stream, place, deadline, peer, local).await
+                    }
                     Ok(Err(error)) => {
                         conn.refuse(Refusal::Tls, format!("TLS handshake failed: {error}"))
                     }
@@ -530,6 +534,7 @@ pub(crate) async fn dial(
                     DialError::Tls(e.to_string())
                 }
             })?;
+            tls.presented(&target.to_string(), stream.get_ref().1.peer_certificates());
             hand_over(
                 server,
                 stream,

@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use shared::host::{CollectReply, HostMessage};
+use shared::host::{CollectReply, HostMessage, LocalReport};
+use shared::protocol::parse_counter_name;
 use shared::stats::ClusterStats;
 use tokio::time::Instant;
 
@@ -26,6 +27,18 @@ use crate::cluster::rpc::{ask, gather};
 /// Share of a collection's time a node gets for its own counters; the rest is for its
 /// answer to travel back.
 const NODE_SHARE: f64 = 0.8;
+
+/// Whether node `node`'s report speaks for that node only: its description (see
+/// [`crate::cluster::policy::of_itself`]), and at most as many counters as it says it
+/// has, each named after it and within them. Any other report counts as no answer.
+fn of_itself(node: &str, report: &LocalReport) -> bool {
+    let counters = report.info.counters;
+    crate::cluster::policy::of_itself(node, &report.info)
+        && report.counters.len() <= counters as usize
+        && report.counters.iter().all(|(name, _)| {
+            parse_counter_name(name).is_some_and(|(owner, index)| owner == node && index < counters)
+        })
+}
 
 /// Runs one collection with the given deadline, as seen from this node (`facts`: who
 /// collects, and which peers it expects, reachable or not).
@@ -50,7 +63,7 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     let mut counters = Vec::new();
     for (node, answer) in gather(pending, until).await {
         match answer {
-            Some(CollectReply(Some(report))) => {
+            Some(CollectReply(Some(report))) if of_itself(&node, &report) => {
                 // What a peer says of itself here is as good as gossip, and newer.
                 if report.info.name != facts.name {
                     facts.membership.describe(&report.info, Instant::now());

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    WriteTransaction,
+};
 
 use super::faults::{DiskFaults, FaultyFile};
 use super::plan::{plan, Tables, Writes};
@@ -53,6 +56,9 @@ pub(crate) const LOCK_NAME: &str = "LOCK";
 /// operation until the database is opened again; so an operation that fails marks the
 /// file broken, and the next one, a read or a commit, first reopens it (redb recovers
 /// the last commit that reached the disk), which succeeds once the disk works again.
+/// Before reopening, the file's pages are dropped from the kernel's cache: after a
+/// failed sync, Linux may keep pages it could not write as if they were clean, and what
+/// the store reads next must be what the disk holds, not what it was asked to hold.
 /// The data dir's lock is held throughout, reopening included.
 pub(crate) struct StoreFile {
     db: RwLock<Option<Database>>,
@@ -132,7 +138,10 @@ impl StoreFile {
                     expected: node.to_string(),
                 })
             }
-            Some(_) => false,
+            Some(_) => {
+                add_missing_tables(&db).map_err(|e| open_error(e.to_string()))?;
+                false
+            }
             None if existed => {
                 return Err(unreadable(&"it holds no node's name"));
             }
@@ -241,7 +250,9 @@ impl StoreFile {
         }
         // Closes the file first.
         *db = None;
-        let reopened = open_database(&self.dir.join(FILE_NAME), &self.faults)
+        let file = self.dir.join(FILE_NAME);
+        drop_cached_pages(&file);
+        let reopened = open_database(&file, &self.faults)
             .map_err(|e| StoreError::Write(format!("cannot reopen the store: {e}")))?;
         *db = Some(reopened);
         self.broken.store(false, Ordering::Release);
@@ -380,6 +391,15 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Asks the kernel to drop `file`'s cached pages (those it holds as written: pages
+/// still to be written are started on their way instead), so that the next read comes
+/// from the disk. Best effort: where it is not supported, the cache stays.
+fn drop_cached_pages(file: &Path) {
+    if let Ok(handle) = File::open(file) {
+        let _ = rustix::fs::fadvise(&handle, 0, None, rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// Opens (or creates) the database in `file` through the fault hook.
 fn open_database(file: &Path, faults: &Arc<DiskFaults>) -> Result<Database, redb::DatabaseError> {
     let handle = File::options()
@@ -406,13 +426,44 @@ fn create_tables(db: &Database, node: &str) -> Result<(), redb::Error> {
             "clock",
             crate::clock::unix_millis().to_be_bytes().as_slice(),
         )?;
-        write.open_table(COUNTERS)?;
-        write.open_table(STREAMS_IN)?;
-        write.open_table(OUTBOX)?;
-        write.open_table(STREAMS_OUT)?;
-        write.open_table(OUT_TOTALS)?;
-        write.open_table(CLIENT_IDS)?;
+        open_all_tables(&write)?;
     }
+    write.commit()?;
+    Ok(())
+}
+
+/// Opens (and so makes) every table but `meta`.
+fn open_all_tables(write: &WriteTransaction) -> Result<(), redb::TableError> {
+    write.open_table(COUNTERS)?;
+    write.open_table(STREAMS_IN)?;
+    write.open_table(OUTBOX)?;
+    write.open_table(STREAMS_OUT)?;
+    write.open_table(OUT_TOTALS)?;
+    write.open_table(CLIENT_IDS)?;
+    Ok(())
+}
+
+/// Makes the tables a store made by an earlier version lacks (`out_totals`), in one
+/// commit, only if some are missing.
+fn add_missing_tables(db: &Database) -> Result<(), redb::Error> {
+    let wanted = [
+        COUNTERS.name(),
+        STREAMS_IN.name(),
+        OUTBOX.name(),
+        STREAMS_OUT.name(),
+        OUT_TOTALS.name(),
+        CLIENT_IDS.name(),
+    ];
+    let present: Vec<String> = db
+        .begin_read()?
+        .list_tables()?
+        .map(|table| table.name().to_string())
+        .collect();
+    if wanted.iter().all(|name| present.iter().any(|p| p == name)) {
+        return Ok(());
+    }
+    let write = db.begin_write()?;
+    open_all_tables(&write)?;
     write.commit()?;
     Ok(())
 }
@@ -743,6 +794,39 @@ mod tests {
         );
         assert_eq!((m.record.issued, m.record.known), ((-2, 3), true));
         assert_eq!(store.streams_in().unwrap()[0].1.seq, 9);
+    }
+
+    /// A store made by the version before this one (no `out_totals` table, no clock)
+    /// opens; its streams' totals are unknown until a destination's answer sets them.
+    #[test]
+    fn a_store_of_the_earlier_version_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            let outgoing = Entry::Outgoing {
+                dest: "m".into(),
+                batch: OutBatch {
+                    seq: 1,
+                    changes: Vec::new(),
+                    value: 4,
+                    operations: 2,
+                },
+            };
+            store.commit(1, 0, 0, &[outgoing]).unwrap();
+        }
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let write = db.begin_write().unwrap();
+            write.delete_table(OUT_TOTALS).unwrap();
+            write.open_table(META).unwrap().remove("clock").unwrap();
+            write.commit().unwrap();
+        }
+        let opened = open(dir.path(), "n", 1).unwrap();
+        let (outbox, issued) = opened.file.outbox().unwrap();
+        assert_eq!(issued, (4, 2));
+        let m = &outbox["m"];
+        assert_eq!((m.record.last_seq, m.record.known), (1, false));
+        assert_eq!(m.batches.len(), 1);
     }
 
     #[test]

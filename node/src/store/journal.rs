@@ -125,7 +125,8 @@ pub(crate) enum Waiter {
     None,
     /// A client, for the outcome of its [`Entry::Apply`].
     Client(RpcReplyPort<ApplyOutcome>),
-    /// A load client, for its [`Entry::Outgoing`] to be issued.
+    /// A load client, for its [`Entry::Outgoing`] to be issued (or its [`Entry::Adopt`]
+    /// committed).
     Issued(OnCommit),
 }
 
@@ -446,7 +447,9 @@ impl JournalState {
                 (Waiter::Client(reply), Outcome::Applied(result)) => {
                     let _ = reply.send(ApplyOutcome(result));
                 }
-                (Waiter::Issued(on_commit), Outcome::Issued(true)) => on_commit.committed(),
+                (Waiter::Issued(on_commit), Outcome::Issued(true) | Outcome::Done) => {
+                    on_commit.committed()
+                }
                 // Refused (not the next of its stream): its sender hears it was not
                 // issued, and takes up the outbox again.
                 (Waiter::Issued(on_commit), _) => drop(on_commit),

@@ -58,11 +58,8 @@ impl MemoryTables {
         now_ms: u64,
         in_bucket: u64,
         entries: &[Entry],
-    ) -> (CommitOutcome, u64) {
-        // Reading memory cannot fail.
-        let Ok((writes, outcomes)) = plan(number, now_ms, in_bucket, entries, &mut &*self) else {
-            return (CommitOutcome::default(), 0);
-        };
+    ) -> Result<(CommitOutcome, u64), StoreError> {
+        let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut &*self)?;
         let counters: Vec<(u32, CounterRecord)> = writes.counters.into_iter().collect();
         self.counters.extend(counters.iter().copied());
         let streams: Vec<(String, InRecord)> = writes.streams_in.into_iter().collect();
@@ -101,7 +98,7 @@ impl MemoryTables {
             operations: writes.operations,
             streams,
         };
-        (outcome, new_ids)
+        Ok((outcome, new_ids))
     }
 
     /// Counter `index`'s record.

@@ -519,7 +519,7 @@ impl Store {
         let (outcome, new_ids) = match &self.kind {
             Kind::File(file) => file.commit(number, now_ms, in_bucket, entries)?,
             Kind::Memory(memory) => {
-                Self::memory_tables(memory).commit(number, now_ms, in_bucket, entries)
+                Self::memory_tables(memory).commit(number, now_ms, in_bucket, entries)?
             }
         };
         if new_ids > 0 {

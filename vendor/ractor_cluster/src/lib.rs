@@ -86,6 +86,8 @@ pub use node::NodeServer;
 pub use node::NodeServerMessage;
 pub use node::NodeSession;
 pub use node::NodeSessionMessage;
+// PATCHED (counter-cluster): what a peer may say.
+pub use node::PeerPolicy;
 pub use node::DEFAULT_MAX_INBOUND_FRAME_SIZE;
 pub use ractor::serialization::*;
 // Re-export the procedural macros so people don't need to reference them directly

@@ -46,6 +46,9 @@ up-to-date information on the status of remoting and actors
 pub mod auth;
 pub mod client;
 pub mod node_session;
+// PATCHED (counter-cluster): what a peer may say (`peer_policy.rs`).
+pub mod peer_policy;
+pub use peer_policy::PeerPolicy;
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -228,6 +231,8 @@ pub struct NodeServer {
     connection_mode: NodeConnectionMode,
     listen_addr: Option<IpAddr>,
     max_inbound_frame_size: u64,
+    /// PATCHED (counter-cluster): what peers may say (`peer_policy.rs`).
+    peer_policy: Option<std::sync::Arc<dyn PeerPolicy>>,
 }
 
 impl NodeServer {
@@ -256,7 +261,15 @@ impl NodeServer {
             connection_mode: connection_mode.unwrap_or(NodeConnectionMode::Isolated),
             listen_addr: None,
             max_inbound_frame_size: DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            peer_policy: None,
         }
+    }
+
+    /// PATCHED (counter-cluster): every session consults `policy` before it believes
+    /// its peer (see [`PeerPolicy`]).
+    pub fn with_peer_policy(mut self, policy: std::sync::Arc<dyn PeerPolicy>) -> Self {
+        self.peer_policy = Some(policy);
+        self
     }
 
     /// Set a custom listen address for the TCP listener.
@@ -649,7 +662,8 @@ impl Actor for NodeServer {
                         state.this_node_name.clone(),
                         self.connection_mode,
                     )
-                    .with_max_inbound_frame_size(self.max_inbound_frame_size),
+                    .with_max_inbound_frame_size(self.max_inbound_frame_size)
+                    .with_peer_policy(self.peer_policy.clone(), peer_addr.clone()),
                     *stream,
                     myself.get_cell(),
                 )
@@ -699,7 +713,8 @@ impl Actor for NodeServer {
                         state.this_node_name.clone(),
                         self.connection_mode,
                     )
-                    .with_max_inbound_frame_size(self.max_inbound_frame_size),
+                    .with_max_inbound_frame_size(self.max_inbound_frame_size)
+                    .with_peer_policy(self.peer_policy.clone(), peer_addr.clone()),
                     *external_stream,
                     myself.get_cell(),
                 )

@@ -77,7 +77,10 @@ pub(crate) async fn run(
             return Err(CommandError::Local(format!("{addr} hosts no counters")));
         }
         match measure {
-            Measure::Push => push(&info.name, host, info.counters, mode, operations).await,
+            Measure::Push => {
+                let sender = client.own_name().to_string();
+                push(&info.name, &sender, host, info.counters, mode, operations).await
+            }
             Measure::Calls => calls(host, info.counters, operations, false).await,
             Measure::Applies => calls(host, info.counters, operations, true).await,
         }
@@ -109,6 +112,7 @@ async fn read_all(
 
 async fn push(
     node: &str,
+    sender: &str,
     host: ractor::ActorRef<HostMessage>,
     counters: u32,
     mode: Mode,
@@ -116,9 +120,10 @@ async fn push(
 ) -> Result<SenderReport, CommandError> {
     let before = read_all(&host, counters).await?;
     let (tx, mut acks) = mpsc::unbounded_channel();
-    // A stream of its own (no outbox: its batches are issued as they are made).
+    // A stream of its own (no outbox: its batches are issued as they are made), in its
+    // session's name: the node takes a client's batches only so.
     let stream = StreamId {
-        sender: format!("node-bench-{}", std::process::id()),
+        sender: sender.to_string(),
         origin: fastrand::u64(..),
     };
     let mut pusher = Pusher::new(

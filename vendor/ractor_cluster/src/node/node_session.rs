@@ -117,6 +117,10 @@ pub struct NodeSession {
     connection_mode: super::NodeConnectionMode,
     max_inbound_frame_size: u64,
     connection_id: u64,
+    /// PATCHED (counter-cluster): what the peer may say (`peer_policy.rs`), and the
+    /// peer's label (its address) the policy is told.
+    peer_policy: Option<std::sync::Arc<dyn super::PeerPolicy>>,
+    peer_label: String,
 }
 
 impl NodeSession {
@@ -150,7 +154,40 @@ impl NodeSession {
             } else {
                 Self::new_connection_id()
             },
+            peer_policy: None,
+            peer_label: String::new(),
         }
+    }
+
+    /// PATCHED (counter-cluster): the session consults `policy` (if any) before it
+    /// believes the peer labelled `peer_label` (see [`super::PeerPolicy`]).
+    pub fn with_peer_policy(
+        mut self,
+        policy: Option<std::sync::Arc<dyn super::PeerPolicy>>,
+        peer_label: String,
+    ) -> Self {
+        self.peer_policy = policy;
+        self.peer_label = peer_label;
+        self
+    }
+
+    /// PATCHED (counter-cluster): whether the policy lets the peer go on as `name`;
+    /// if so, the session's route knows it by that name from now on.
+    fn admits(&self, state: &NodeSessionState, name: &str) -> bool {
+        let admitted = self
+            .peer_policy
+            .as_ref()
+            .is_none_or(|policy| policy.may_authenticate(name, &self.peer_label));
+        if admitted {
+            state.route.set_peer(name);
+        } else {
+            tracing::info!(
+                "Node Session {} refused by the peer policy: '{name}' from {}",
+                self.node_id,
+                self.peer_label
+            );
+        }
+        admitted
     }
 
     fn new_connection_id() -> u64 {
@@ -249,6 +286,11 @@ impl NodeSession {
                             connection_id: 0,
                         };
                         state.name = Some(name_message.clone());
+                        // PATCHED (counter-cluster): the peer policy decides first.
+                        if !self.admits(state, &name_message.name) {
+                            myself.stop(Some("refused by the peer policy".to_string()));
+                            return;
+                        }
                         let mut registered_name = name_message;
                         registered_name.connection_id = self.connection_id;
                         // tell the node server that we now know this peer's name information
@@ -300,6 +342,11 @@ impl NodeSession {
                         // store the peer node's name in the session state
                         state.name = Some(peer_name.clone());
                         state.connection_id = connection_id;
+                        // PATCHED (counter-cluster): the peer policy decides first.
+                        if !self.admits(state, &peer_name.name) {
+                            myself.stop(Some("refused by the peer policy".to_string()));
+                            return;
+                        }
                         // Publish identity before checking. Messages from this
                         // actor retain mailbox order at the NodeServer.
                         let _ = self
@@ -535,9 +582,11 @@ impl NodeSession {
                             .get_or_spawn_remote_actor(&myself, name, pid, state)
                             .await
                         {
-                            Ok(actor) => {
+                            Ok(Some(actor)) => {
                                 cells.push(actor.get_cell());
                             }
+                            // PATCHED (counter-cluster): refused by the peer policy.
+                            Ok(None) => {}
                             Err(spawn_err) => {
                                 tracing::error!("Failed to spawn remote actor with '{spawn_err}'");
                             }
@@ -750,15 +799,24 @@ impl NodeSession {
     }
 
     /// Get a given remote actor, or spawn it if it doesn't exist.
+    ///
+    /// PATCHED (counter-cluster): `None` if the peer policy refuses to mirror it.
     async fn get_or_spawn_remote_actor(
         &self,
         myself: &ActorRef<super::NodeSessionMessage>,
         actor_name: Option<String>,
         actor_pid: u64,
         state: &mut NodeSessionState,
-    ) -> Result<ActorRef<RemoteActorMessage>, SpawnErr> {
+    ) -> Result<Option<ActorRef<RemoteActorMessage>>, SpawnErr> {
         match state.route.remote_actor(actor_pid) {
-            Some(actor) => Ok(actor.clone()),
+            Some(actor) => Ok(Some(actor.clone())),
+            _ if !state.route.may_advertise(actor_name.as_deref()) => {
+                tracing::debug!(
+                    "Peer policy refused remote actor {actor_name:?} ({actor_pid}) on node {}",
+                    self.node_id
+                );
+                Ok(None)
+            }
             _ => {
                 // PATCHED (counter-cluster): the remote actor writes to the session's
                 // writer task directly.
@@ -773,7 +831,7 @@ impl NodeSession {
                     )
                     .await?;
                 state.route.add_remote_actor(actor_pid, remote_actor.clone());
-                Ok(remote_actor)
+                Ok(Some(remote_actor))
             }
         }
     }
@@ -995,7 +1053,7 @@ impl Actor for NodeSession {
         let peer_addr = stream.peer_addr();
         let local_addr = stream.local_addr();
         // startup the TCP socket handler for message write + reading
-        let route = InboundRoute::new();
+        let route = InboundRoute::with_policy(self.peer_policy.clone());
         let (actor, writer) = crate::net::Session::spawn_linked(
             myself.clone(),
             route.clone(),

@@ -37,6 +37,10 @@ pub(crate) struct InboundRoute {
     advertised_local_pids: RwLock<HashSet<u64>>,
     /// The `RemoteActor`s of the peer's actors, by pid: where replies to calls go.
     remote_actors: RwLock<HashMap<u64, ActorRef<RemoteActorMessage>>>,
+    /// What the peer may say (see `peer_policy.rs`), and its name once the policy let
+    /// it authenticate under it: nothing is delivered before.
+    policy: Option<Arc<dyn crate::node::PeerPolicy>>,
+    peer: RwLock<Option<String>>,
 }
 
 /// Where a call's reply goes: the session's writer, or (without one) a function that
@@ -44,8 +48,48 @@ pub(crate) struct InboundRoute {
 pub(crate) type ReplyTo = Box<dyn Fn(node_protocol::NodeMessage) + Send + 'static>;
 
 impl InboundRoute {
+    #[cfg(test)]
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A route that consults `policy` (if any) before delivering.
+    pub(crate) fn with_policy(policy: Option<Arc<dyn crate::node::PeerPolicy>>) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            ..Self::default()
+        })
+    }
+
+    /// The peer is `name` (as it authenticated, and the policy admitted).
+    pub(crate) fn set_peer(&self, name: &str) {
+        *write(&self.peer) = Some(name.to_string());
+    }
+
+    /// Whether the policy lets the peer's actor `actor_name` be mirrored here.
+    pub(crate) fn may_advertise(&self, actor_name: Option<&str>) -> bool {
+        let Some(policy) = &self.policy else {
+            return true;
+        };
+        let peer = read(&self.peer);
+        let mirrored = read(&self.remote_actors).len();
+        peer.as_deref()
+            .is_some_and(|peer| policy.may_advertise(peer, actor_name, mirrored))
+    }
+
+    /// Whether the policy lets the peer deliver `variant` (`args`) to `target`.
+    fn may_deliver(&self, target: &ractor::ActorCell, variant: &str, args: &[u8]) -> bool {
+        let Some(policy) = &self.policy else {
+            return true;
+        };
+        let peer = read(&self.peer);
+        let allowed = peer
+            .as_deref()
+            .is_some_and(|peer| policy.may_deliver(peer, target, variant, args));
+        if !allowed {
+            tracing::debug!("Peer policy refused '{variant}' for local PID {}", target.get_id());
+        }
+        allowed
     }
 
     /// The session is authenticated and elected: its reader may deliver directly.
@@ -157,6 +201,10 @@ impl InboundRoute {
 
     pub(crate) fn deliver_cast(&self, cast: node_protocol::Cast) {
         if let Some(actor) = self.authorized_local_actor(cast.to) {
+            // PATCHED (counter-cluster): the peer policy's say.
+            if !self.may_deliver(&actor, &cast.variant, &cast.what) {
+                return;
+            }
             let _ = actor.send_serialized(SerializedMessage::Cast {
                 variant: cast.variant,
                 args: cast.what,
@@ -179,6 +227,10 @@ impl InboundRoute {
         let Some(actor) = self.authorized_local_actor(to) else {
             return;
         };
+        // PATCHED (counter-cluster): the peer policy's say.
+        if !self.may_deliver(&actor, &call.variant, &call.what) {
+            return;
+        }
         let (tx, rx) = ractor::concurrency::oneshot();
 
         // send off the transmission in the serialized format, letting the message's own

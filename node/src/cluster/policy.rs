@@ -1,0 +1,230 @@
+//! What a peer may say: members speak only for themselves.
+//!
+//! Any holder of the cookie (and, with TLS, of a certificate the CA signed) can open a
+//! session. What it sends is then believed only where it concerns the peer itself, by
+//! the name it authenticated with ([`MemberPolicy`], the node's
+//! [`ractor_cluster::PeerPolicy`], consulted by every session before anything reaches
+//! an actor):
+//!
+//! | what | believed when |
+//! | --- | --- |
+//! | its name | with TLS: a member's name only from a node certificate naming it ([`Tls::admits`]); a client certificate opens a client's session only |
+//! | its actors (`NAME/host`, `NAME/agent`) | named after the peer itself: nobody else's host or agent can be mirrored here |
+//! | a batch, or a `Sync`, of stream `S` | `S`'s sender is the peer (a client's streams carry its own session name) |
+//! | a heartbeat or a leave notice | from a member, in its own name |
+//!
+//! and each peer has at most [`MAX_MIRRORED`] actors mirrored here. What a member says
+//! of itself in its answers (its counters, whom it sees) is checked where it is read
+//! ([`crate::stats::collect`], [`super::detector`]). What a member with a node
+//! certificate can still do is in the README (Security).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ractor::ActorCell;
+use serde::de::DeserializeOwned;
+use shared::agent::Beat;
+use shared::host::StreamId;
+use shared::protocol::{agent_name, host_name, owner_node, validate_node_name};
+use tracing::warn;
+
+use super::mesh::{session_node_name, CLIENT_NAME_PREFIX};
+use crate::net::tls::Tls;
+
+/// The most actors of one peer mirrored here (a node has two: its agent and its host).
+pub(crate) const MAX_MIRRORED: usize = 16;
+
+/// This node's policy; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct MemberPolicy {
+    host: String,
+    agent: String,
+    tls: Option<Tls>,
+    /// Things refused so far (logged at the first and then at each power of two).
+    refused: AtomicU64,
+}
+
+impl MemberPolicy {
+    /// The policy of node `me`, whose links use `tls` (if on).
+    pub(crate) fn new(me: &str, tls: Option<Tls>) -> Self {
+        Self {
+            host: host_name(me),
+            agent: agent_name(me),
+            tls,
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs a refusal, a bounded number of times.
+    fn refuse(&self, peer: &str, what: &str) -> bool {
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(%peer, refused = n, "refused from a peer: {what} (members speak only for themselves)");
+        }
+        false
+    }
+}
+
+/// Whether a session's node name is a client's.
+fn is_client(node: &str) -> bool {
+    node.starts_with(CLIENT_NAME_PREFIX)
+}
+
+/// The first argument of a serialized cluster message: ractor_cluster's derive frames
+/// each argument as its length (8 bytes, big-endian) followed by its bytes; decoded
+/// as far as a `T` at its start.
+fn first_argument<T: DeserializeOwned>(args: &[u8]) -> Option<T> {
+    let (length, rest) = args.split_first_chunk::<8>()?;
+    let length = usize::try_from(u64::from_be_bytes(*length)).ok()?;
+    shared::codec::decode_prefix(rest.get(..length)?).ok()
+}
+
+impl ractor_cluster::PeerPolicy for MemberPolicy {
+    fn may_authenticate(&self, peer_name: &str, peer_addr: &str) -> bool {
+        let node = session_node_name(peer_name);
+        let client = is_client(node);
+        if !client && validate_node_name(node).is_err() {
+            return self.refuse(peer_name, "a member's name that is not a node name");
+        }
+        match &self.tls {
+            Some(tls) if !tls.admits(peer_addr, node, client) => self.refuse(
+                peer_name,
+                "a member's name without a node certificate that names it",
+            ),
+            _ => true,
+        }
+    }
+
+    fn may_advertise(&self, peer_name: &str, actor_name: Option<&str>, mirrored: usize) -> bool {
+        let node = session_node_name(peer_name);
+        if mirrored >= MAX_MIRRORED {
+            return self.refuse(peer_name, "more actors than a node has");
+        }
+        match actor_name {
+            Some(name) if owner_node(name) != Some(node) => {
+                self.refuse(peer_name, "an actor named for another node")
+            }
+            _ => true,
+        }
+    }
+
+    fn may_deliver(&self, peer_name: &str, target: &ActorCell, variant: &str, args: &[u8]) -> bool {
+        let node = session_node_name(peer_name);
+        let Some(name) = target.get_name() else {
+            return true;
+        };
+        if name == self.host && matches!(variant, "Batch" | "Sync") {
+            let sender = first_argument::<StreamId>(args).map(|stream| stream.sender);
+            if sender.as_deref() != Some(node) {
+                return self.refuse(peer_name, "a batch or sync of another's stream");
+            }
+        } else if name == self.agent && matches!(variant, "Heartbeat" | "Leaving") {
+            let from = first_argument::<Beat>(args).map(|beat| beat.from);
+            if is_client(node) || from.as_deref() != Some(node) {
+                return self.refuse(peer_name, "a heartbeat or leave notice for another");
+            }
+        }
+        true
+    }
+}
+
+/// Whether `info`, an answer from node `node`'s own agent or host, speaks for that node
+/// and stays within what any node may claim: what is believed of a peer's description.
+pub(crate) fn of_itself(node: &str, info: &shared::agent::NodeInfo) -> bool {
+    info.name == node && info.counters <= shared::protocol::MAX_COUNTERS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::message::SerializedMessage;
+    use ractor::Message;
+    use ractor_cluster::PeerPolicy;
+    use shared::agent::AgentMessage;
+    use shared::host::{Batch, HostMessage};
+
+    fn cast_args<M: Message>(message: M) -> (String, Vec<u8>) {
+        match message.serialize().unwrap() {
+            SerializedMessage::Cast { variant, args, .. } => (variant, args),
+            _ => panic!("not a cast"),
+        }
+    }
+
+    /// Each peer speaks for itself: its own streams, its own heartbeats, actors named
+    /// after it; and a client for nobody but its own session.
+    #[tokio::test]
+    async fn a_peer_speaks_only_for_itself() {
+        let policy = MemberPolicy::new("policy-me", None);
+        let (host, host_handle) =
+            crate::testing::Hoarder::<HostMessage>::start(Some("policy-me/host"), None).await;
+        let (agent, agent_handle) =
+            crate::testing::Hoarder::<AgentMessage>::start(Some("policy-me/agent"), None).await;
+        let batch = |sender: &str| {
+            cast_args(HostMessage::Batch(Batch {
+                stream: StreamId {
+                    sender: sender.into(),
+                    origin: 9,
+                },
+                seq: 1,
+                base: 0,
+                changes: Vec::new(),
+            }))
+        };
+        let beat = |from: &str| {
+            cast_args(AgentMessage::Heartbeat(Beat {
+                from: from.into(),
+                incarnation: 1,
+            }))
+        };
+        let host_cell = host.get_cell();
+        let agent_cell = agent.get_cell();
+        let deliver = |peer: &str, cell: &ActorCell, (variant, args): (String, Vec<u8>)| {
+            policy.may_deliver(peer, cell, &variant, &args)
+        };
+        assert!(deliver("w1@h:1", &host_cell, batch("w1")));
+        assert!(
+            !deliver("w1@h:1", &host_cell, batch("w2")),
+            "another's stream"
+        );
+        assert!(deliver("~client-7-0@h:1", &host_cell, batch("~client-7-0")));
+        assert!(!deliver("~client-7-0@h:1", &host_cell, batch("w1")));
+        assert!(deliver("w1@h:1", &agent_cell, beat("w1")));
+        assert!(
+            !deliver("w1@h:1", &agent_cell, beat("w2")),
+            "another's heartbeat"
+        );
+        assert!(!deliver(
+            "~client-7-0@h:1",
+            &agent_cell,
+            beat("~client-7-0")
+        ));
+        // Reads and client requests are for anyone.
+        let get = cast_args(AgentMessage::Heartbeat(Beat {
+            from: String::new(),
+            incarnation: 0,
+        }));
+        assert!(!deliver("w1@h:1", &agent_cell, get.clone()));
+        assert!(deliver(
+            "w1@h:1",
+            &host_cell,
+            (String::from("Flush"), Vec::new())
+        ));
+        // Garbage where a stream id should be is refused.
+        assert!(!deliver(
+            "w1@h:1",
+            &host_cell,
+            ("Batch".into(), vec![0, 0, 0])
+        ));
+
+        assert!(policy.may_advertise("w1@h:1", Some("w1/host"), 1));
+        assert!(!policy.may_advertise("w1@h:1", Some("w2/host"), 1));
+        assert!(!policy.may_advertise("w1@h:1", Some("w1/x"), MAX_MIRRORED));
+        assert!(policy.may_advertise("w1@h:1", None, 0));
+        assert!(policy.may_authenticate("w1@h:1", "127.0.0.1:9"));
+        assert!(policy.may_authenticate("~client-1-0@h:1", "127.0.0.1:9"));
+        assert!(!policy.may_authenticate("a b@h:1", "127.0.0.1:9"));
+        host.stop(None);
+        agent.stop(None);
+        host_handle.await.unwrap();
+        agent_handle.await.unwrap();
+    }
+}
