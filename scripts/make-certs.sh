@@ -6,8 +6,10 @@
 # writes DIR/ca.pem (every node and client gets it: --tls-ca), DIR/ca-key.pem (the CA's
 # key: keep it safe, it signs new members), and for each NAME DIR/NAME.pem and
 # DIR/NAME-key.pem (--tls-cert and --tls-key). A NAME is a node (its certificate names
-# the host other nodes dial, e.g. the compose service name) or a client ("client").
-# Each certificate names NAME, localhost, 127.0.0.1 and ::1; add more with
+# the node, which must be its --name, and the host other nodes dial, e.g. the compose
+# service name) or, if it starts with "client", a client: a client's certificate is
+# good for client links only (extended key usage clientAuth), and a node refuses it as
+# a member. Each certificate names NAME, localhost, 127.0.0.1 and ::1; add more with
 # SAN="DNS:node1.example.com,IP:10.0.0.5". An existing CA in DIR is reused, so running
 # it again adds members to the same cluster. Keys are written readable by you only.
 #
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 command -v openssl >/dev/null || {
@@ -60,13 +62,17 @@ if [ ! -f "$dir/ca.pem" ]; then
 fi
 
 for name in "$@"; do
+  case "$name" in
+    client*) usage=clientAuth ;;
+    *) usage=serverAuth,clientAuth ;;
+  esac
   ext=$(mktemp)
   trap 'rm -f "$ext" "$dir/$name.csr"' EXIT
   {
     printf 'subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1%s\n' "$name" "${SAN:+,$SAN}"
     printf 'basicConstraints=critical,CA:FALSE\n'
     printf 'keyUsage=critical,digitalSignature\n'
-    printf 'extendedKeyUsage=serverAuth,clientAuth\n'
+    printf 'extendedKeyUsage=%s\n' "$usage"
   } >"$ext"
   quiet openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$dir/$name-key.pem" -out "$dir/$name.csr" -subj "/CN=$name"

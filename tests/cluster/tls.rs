@@ -145,6 +145,43 @@ fn a_tls_cluster_forms_and_serves_clients_with_certificates() {
     }
 }
 
+/// A node starts with certificate `cert` (another's, or a client's) under `name`.
+fn start_as(name: &str, cert: &str, certs: &Certs, extra: &[&str]) -> NodeProc {
+    let tls = certs.args(cert);
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    NodeProc::start(name, &args)
+}
+
+/// A client's certificate opens client sessions only, and a node's certificate speaks
+/// for the node it names only: a "member" with either is refused as it names itself,
+/// and the cluster never counts it; the real member then joins.
+#[test]
+fn a_client_certificate_cannot_join_and_a_node_certificate_names_its_node() {
+    let certs = Certs::make(&["coordinator", "worker-1", "client"]);
+    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    let join = ["--counters", "2", "--join", coordinator.addr.as_str()];
+    let with_client_cert = start_as("worker-1", "client", &certs, &join);
+    let impostor = start_as("worker-2", "worker-1", &certs, &join);
+    wait_for(
+        "the coordinator to refuse both",
+        Duration::from_secs(20),
+        || {
+            let log = coordinator.log();
+            let refused = lines_with(&log, "a member's name without a node certificate");
+            (refused >= 2).then_some(()).ok_or(log)
+        },
+    );
+    let s = tls_stats(&coordinator.addr, &certs).unwrap();
+    assert_eq!(s["num_nodes"], 1, "a refused member was counted: {s}");
+    drop(with_client_cert);
+    drop(impostor);
+    let worker = start("worker-1", &certs, &join);
+    let s = wait_complete(&coordinator.addr, &certs, 2, 4);
+    assert!(crate::util::node_entry(&s, "worker-2").is_none(), "{s}");
+    drop(worker);
+}
+
 #[test]
 fn links_without_a_certificate_from_the_cluster_ca_are_refused() {
     let certs = Certs::make(&["coordinator", "client"]);

@@ -298,6 +298,8 @@ async fn inbound_messages_require_an_advertised_remotable_pid() {
         node_server: server.get_cell().into(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
     let mut state = authenticated_state(None);
@@ -394,6 +396,8 @@ async fn node_sesison_client_auth_success() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -547,6 +551,8 @@ async fn node_session_client_auth_session_state_failures() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -684,6 +690,8 @@ async fn node_session_server_auth_success() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -788,6 +796,8 @@ async fn node_session_server_auth_session_state_failures() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -947,6 +957,8 @@ async fn node_session_handle_node_msg() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -1052,6 +1064,8 @@ async fn node_session_handle_control() {
         node_server: server_ref.clone(),
         connection_mode: NodeConnectionMode::Isolated,
         max_inbound_frame_size: super::super::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        peer_policy: None,
+        peer_label: String::new(),
         connection_id: 0,
     };
 
@@ -1274,6 +1288,70 @@ async fn the_reader_delivers_casts_itself_only_when_the_route_allows() {
     assert!(route.try_deliver(cast_frame(pid), 1, &writer).is_err());
     assert_eq!(received.load(Ordering::Relaxed), 1);
 
+    target.stop(None);
+    target_handle.await.unwrap();
+}
+
+/// PATCHED (counter-cluster): a policy that lets one peer deliver "Cast" and mirror
+/// actors named after it, nothing else.
+#[derive(Debug)]
+struct OnlyAlice;
+
+impl crate::node::PeerPolicy for OnlyAlice {
+    fn may_authenticate(&self, peer_name: &str, _peer_addr: &str) -> bool {
+        peer_name == "alice"
+    }
+
+    fn may_advertise(&self, peer_name: &str, actor_name: Option<&str>, mirrored: usize) -> bool {
+        mirrored < 2 && actor_name.is_some_and(|name| name.starts_with(peer_name))
+    }
+
+    fn may_deliver(
+        &self,
+        peer_name: &str,
+        _target: &ractor::ActorCell,
+        variant: &str,
+        _args: &[u8],
+    ) -> bool {
+        peer_name == "alice" && variant == "Cast"
+    }
+}
+
+#[ractor::concurrency::test]
+async fn the_peer_policy_decides_what_is_delivered_and_mirrored() {
+    let received = Arc::new(AtomicU8::new(0));
+    let (target, target_handle) = Actor::spawn(
+        None,
+        RemotableCounter {
+            received: received.clone(),
+        },
+        (),
+    )
+    .await
+    .unwrap();
+    let pid = target.get_id().pid();
+    let (writer, _frames) = tokio::sync::mpsc::unbounded_channel();
+    let route = InboundRoute::with_policy(Some(Arc::new(OnlyAlice)));
+    route.advertise([pid]);
+    route.open();
+    // Nobody has authenticated yet: nothing is delivered, nothing mirrored.
+    assert!(route.try_deliver(cast_frame(pid), 0, &writer).is_ok());
+    assert!(!route.may_advertise(Some("alice/x")));
+    route.set_peer("bob");
+    assert!(route.try_deliver(cast_frame(pid), 0, &writer).is_ok());
+    assert!(!route.may_advertise(Some("alice/x")));
+    route.set_peer("alice");
+    assert!(route.may_advertise(Some("alice/x")));
+    assert!(!route.may_advertise(Some("bob/x")));
+    assert!(!route.may_advertise(None));
+    assert!(route.try_deliver(cast_frame(pid), 0, &writer).is_ok());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < 1 {
+        assert!(Instant::now() < deadline, "alice's cast never arrived");
+        sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(received.load(Ordering::Relaxed), 1, "only alice's cast arrived");
     target.stop(None);
     target_handle.await.unwrap();
 }
