@@ -23,6 +23,9 @@ pub enum NodeError {
         what: &'static str,
         /// Why.
         reason: String,
+        /// Whether it failed reading the node's store (a disk fault): it may start once
+        /// the store can be read again.
+        store: bool,
     },
     /// The node's store cannot be used (it says why, and what to do).
     #[error("{0}")]

@@ -19,6 +19,11 @@
 //! └── LoadClient   (--load)        restarted: carries on from the issued tally
 //! ```
 //!
+//! A child that cannot start again only because the store cannot be read (its disk is
+//! failing) is not a failure of the node: the root tries again every half second,
+//! outside the restart budget, and the node goes on without it meanwhile (its counters
+//! answer that they are not running, changes are refused or sent again).
+//!
 //! What survives every restart lives outside the actors, owned here: the
 //! [`NodeFacts`] (counter table, issued tally, membership), the [`Store`] (every
 //! counter's committed figures), the bound cluster port, and the places of connections
@@ -27,7 +32,8 @@
 //!
 //! The root also stops the node in order ([`RootMessage::Shutdown`]: the accept loop,
 //! load, a leave notice to the peers, mesh, aggregator, agent, host, journal (its last
-//! commit), counters, then the network) and carries out fault injection ([`RootMessage::Crash`], only with
+//! commit), counters, then the network) and carries out fault injection
+//! ([`RootMessage::Crash`], [`RootMessage::DiskErrors`], only with
 //! `--enable-fault-injection`).
 
 use std::collections::{HashMap, VecDeque};
@@ -240,15 +246,42 @@ pub(crate) enum RootMessage {
     },
     /// Stop every child in order; answered when done.
     Shutdown(RpcReplyPort<()>),
+    /// Try again to start a part that could not start because the store could not be
+    /// read (a disk fault).
+    Respawn(Child),
 }
+
+/// How often a part that waits for the store tries to start again.
+const RESPAWN_EVERY: Duration = Duration::from_millis(500);
 
 fn spawn_error(what: &'static str) -> impl FnOnce(ractor::SpawnErr) -> ActorProcessingErr {
     move |e| {
         Box::new(NodeError::Spawn {
             what,
             reason: root_cause(&e),
+            store: caused_by_store(&e),
         })
     }
+}
+
+/// Whether `error` comes from the node's store (a read or commit that failed).
+fn caused_by_store(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<crate::store::StoreError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Whether a part could not start only because the store could not be read.
+fn store_unavailable(error: &ActorProcessingErr) -> bool {
+    matches!(
+        error.downcast_ref::<NodeError>(),
+        Some(NodeError::Spawn { store: true, .. })
+    )
 }
 
 /// ractor wraps a failed `pre_start` in layers; the innermost message is the useful one
@@ -464,11 +497,25 @@ impl RootState {
             ));
         }
         error!(part = what, %reason, "the {what} failed; restarting it");
+        self.respawn(child, root, true).await;
+    }
+
+    /// Starts `child` again; if it cannot start only because the store cannot be read
+    /// (a disk fault), tries again every [`RESPAWN_EVERY`] without spending the restart
+    /// budget (saying so once, when `first`), and meanwhile the node goes on without it
+    /// (reads of its counters say they are not running, changes are refused or resent).
+    async fn respawn(&mut self, child: Child, root: &ActorRef<RootMessage>, first: bool) {
+        let what = child.what();
         match self.spawn(child, root).await {
             Ok(()) => info!(part = what, "the {what} restarted"),
-            Err(e) => self.give_up(format!(
-                "the {what} failed ({reason}) and could not be restarted: {e}"
-            )),
+            Err(e) if store_unavailable(&e) => {
+                if first {
+                    error!(part = what, error = %e, "the {what} cannot start until the store can be \
+                        read again; trying again every {RESPAWN_EVERY:?}");
+                }
+                root.send_after(RESPAWN_EVERY, move || RootMessage::Respawn(child));
+            }
+            Err(e) => self.give_up(format!("the {what} could not be restarted: {e}")),
         }
     }
 
@@ -649,7 +696,7 @@ impl Actor for NodeRoot {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -689,6 +736,11 @@ impl Actor for NodeRoot {
             RootMessage::Shutdown(reply) => {
                 state.shutdown().await;
                 let _ = reply.send(());
+            }
+            RootMessage::Respawn(child) => {
+                if !state.stopping && state.children.cell(child).is_none() {
+                    state.respawn(child, &myself, false).await;
+                }
             }
         }
         Ok(())

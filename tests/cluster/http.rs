@@ -521,3 +521,120 @@ fn a_client_that_never_reads_its_answers_is_cut_off() {
         "a client that never read its answers kept its connection for 60 s"
     );
 }
+
+/// `GET path` on `addr`, addressed to `host` (its `Host` header), with `auth` if given.
+fn get_as(addr: &str, host: &str, path: &str, auth: Option<&str>) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    parse(&raw)
+}
+
+/// Without the token, reads are answered only to requests that name the node by a
+/// loopback name: a page in a browser on the same machine whose own name was made to
+/// resolve to 127.0.0.1 (DNS rebinding) sends that name, and is refused.
+#[test]
+fn token_less_reads_answer_only_loopback_names() {
+    let (_cluster, http) = http_cluster();
+    let addr = &http[0];
+    let port = addr.rsplit_once(':').unwrap().1;
+    for host in [
+        addr.clone(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        for path in ["/stats", "/cluster/members", "/counters/worker-1/0"] {
+            let reply = get_as(addr, &host, path, None);
+            assert_eq!(reply.status, 200, "{host} {path}: {}", reply.text);
+        }
+    }
+    let rebound = format!("attacker.example:{port}");
+    for path in ["/stats", "/cluster/members", "/counters/worker-1/0"] {
+        let reply = get_as(addr, &rebound, path, None);
+        assert_eq!(reply.status, 403, "{path}: {}", reply.text);
+        assert!(reply.text.contains("loopback name"), "{}", reply.text);
+    }
+    // With the token, any name; and the probes and the dashboard page for anyone.
+    let auth = format!("Bearer {TOKEN}");
+    let reply = get_as(addr, &rebound, "/stats", Some(&auth));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for path in ["/health/alive", "/health/ready", "/metrics"] {
+        assert_eq!(get_as(addr, &rebound, path, None).status, 200, "{path}");
+    }
+}
+
+/// Connections that hold the HTTP side's places without asking anything (headers
+/// that never end), 256 of them from one address and reopened as they are closed, do
+/// not keep the health probes or a read from being answered: each newcomer takes the
+/// place of the oldest one that is serving nothing. Every probe answers within 1 s.
+#[test]
+fn a_slow_header_flood_from_one_address_does_not_starve_the_probes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (_cluster, http) = http_cluster();
+    let addr = http[0].clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (addr, stop) = (addr.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let open = |addr: &str| {
+                let mut stream = TcpStream::connect(addr).ok()?;
+                stream
+                    .write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                    .ok()?;
+                Some(stream)
+            };
+            let mut held: Vec<Option<TcpStream>> = (0..256).map(|_| open(&addr)).collect();
+            let mut reopened = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for slot in &mut held {
+                    if slot.as_ref().is_none_or(is_closed) {
+                        *slot = open(&addr);
+                        reopened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reopened
+        })
+    };
+    // As a prober does, a connection the node closes is tried again, within the
+    // probe's one second.
+    let (mut slowest, mut attempts) = (Duration::ZERO, 0u32);
+    for round in 0..20 {
+        for path in ["/health/alive", "/health/ready", "/stats"] {
+            let started = Instant::now();
+            let reply = loop {
+                attempts += 1;
+                match std::panic::catch_unwind(|| try_request(&addr, "GET", path, &[], b"")) {
+                    Ok(Ok(reply)) => break reply,
+                    other => assert!(
+                        started.elapsed() < Duration::from_secs(1),
+                        "round {round}, {path}: no answer within 1 s: {:?}",
+                        other.map_err(|_| "not an HTTP answer")
+                    ),
+                }
+            };
+            assert_eq!(reply.status, 200, "round {round}, {path}: {}", reply.text);
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reopened = flood.join().unwrap();
+    println!(
+        "  slowest answer under the flood: {slowest:?}, {attempts} connections for 60 \
+         requests ({reopened} flooding connections reopened)"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a probe took {slowest:?} under the flood"
+    );
+    assert!(reopened > 0, "the node never evicted a flooding connection");
+}

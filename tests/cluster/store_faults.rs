@@ -176,3 +176,84 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+/// Parts that read the store when they start are restarted while its disk keeps
+/// failing: the node does not stop (a part that cannot read the store waits for it,
+/// outside the restart budget), goes on serving what it can, and once the disk works
+/// the parts come back; the change refused meanwhile, retried with its id, applies
+/// once.
+#[test]
+fn a_restart_during_a_disk_fault_waits_for_the_store() {
+    let cluster = crate::util::Cluster::start(0, &["--counters", "2", "--enable-fault-injection"]);
+    cluster.wait_mesh(2);
+    let node = &cluster.nodes[0];
+    // Every commit from now on fails, in turn after the sync, instead of it, and at a
+    // write, until the hook is disarmed.
+    arm_disk_errors(node, 0, 1_000_000);
+    let incr = || {
+        crate::util::client(&[
+            "incr",
+            "coordinator/1",
+            "--by",
+            "5",
+            "--id",
+            "during-the-fault",
+            "--timeout",
+            "1",
+            "--join",
+            &node.addr,
+        ])
+    };
+    let first = incr();
+    assert!(
+        !first.status.success(),
+        "a change was acknowledged on a failing disk"
+    );
+    node.wait_for_log(
+        "a commit to fail",
+        "a commit failed",
+        Duration::from_secs(10),
+    );
+    for (part, what) in [
+        ("counter-supervisor", "counter supervisor"),
+        ("journal", "journal"),
+    ] {
+        client_ok(&["debug", "crash", part, "--join", &node.addr]);
+        wait_for(
+            &format!("the {what} to restart or wait for the store"),
+            Duration::from_secs(10),
+            || {
+                let log = node.log();
+                let waiting = format!("the {what} cannot start until the store can be read");
+                let back = format!("the {what} restarted");
+                (lines_with(&log, &waiting) + lines_with(&log, &back) > 0)
+                    .then_some(())
+                    .ok_or(log)
+            },
+        );
+    }
+    // The node serves meanwhile (a collection says what is missing).
+    crate::util::stats(&node.addr).expect("the node stopped serving");
+    arm_disk_errors(node, 0, 0);
+    for what in ["counter supervisor", "journal"] {
+        node.wait_for_log(
+            &format!("the {what} to be back"),
+            &format!("the {what} restarted"),
+            Duration::from_secs(30),
+        );
+    }
+    wait_for("the change to be applied", Duration::from_secs(30), || {
+        let out = incr();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
+    assert_eq!(
+        client_ok(&["get", "coordinator/1", "--join", &node.addr]),
+        "5"
+    );
+    cluster.wait_complete(0, 1, 2);
+    let log = node.log();
+    assert_eq!(lines_with(&log, "stopping the node"), 0, "{log}");
+}

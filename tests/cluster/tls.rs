@@ -338,7 +338,7 @@ fn the_http_side_of_a_tls_node_is_https() {
         let mut stream = client_tls_stream(&certs, &http).await;
         stream
             .write_all(
-                b"GET /counters/coordinator/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"GET /counters/coordinator/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
             )
             .await
             .unwrap();
@@ -362,6 +362,95 @@ fn the_http_side_of_a_tls_node_is_https() {
         !String::from_utf8_lossy(&raw).contains("200 OK"),
         "plain HTTP was answered on an HTTPS port"
     );
+}
+
+/// 256 connections from one address that never begin their TLS handshake, reopened as
+/// they are closed, do not keep the HTTPS side's probes from being answered: each
+/// newcomer takes the place of the oldest one that is serving nothing. Every probe,
+/// over TLS, answers within 1 s.
+#[test]
+fn silent_connections_do_not_starve_the_https_probes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let certs = Certs::make(&["coordinator", "client"]);
+    let http = format!("127.0.0.1:{}", crate::util::free_port());
+    let coordinator = start("coordinator", &certs, &["--counters", "2", "--http", &http]);
+    wait_complete(&coordinator.addr, &certs, 1, 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (http, stop) = (http.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut held: Vec<Option<TcpStream>> =
+                (0..256).map(|_| TcpStream::connect(&http).ok()).collect();
+            let mut reopened = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for slot in &mut held {
+                    if slot.as_ref().is_none_or(is_closed) {
+                        *slot = TcpStream::connect(&http).ok();
+                        reopened += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reopened
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tls = node::net::tls::Tls::load(
+        Path::new(&certs.path("client.pem")),
+        Path::new(&certs.path("client-key.pem")),
+        Path::new(&certs.path("ca.pem")),
+    )
+    .unwrap();
+    let (slowest, attempts) = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // One probe: connect, handshake, ask; as a prober does, a connection the node
+        // closes is tried again, within the probe's one second.
+        let probe = async || -> Result<String, String> {
+            let tcp = tokio::net::TcpStream::connect(&http)
+                .await
+                .map_err(|e| e.to_string())?;
+            let name = node::net::tls::server_name(&http).unwrap();
+            let mut stream = tls
+                .connector()
+                .connect(name, tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut raw = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut raw)).await;
+            Ok(String::from_utf8_lossy(&raw).to_string())
+        };
+        let (mut slowest, mut attempts) = (Duration::ZERO, 0u32);
+        for round in 0..10 {
+            let started = Instant::now();
+            let answer = loop {
+                attempts += 1;
+                match probe().await {
+                    Ok(answer) if answer.starts_with("HTTP/1.1 200") => break answer,
+                    other => assert!(
+                        started.elapsed() < Duration::from_secs(1),
+                        "round {round}: no answer within 1 s: {other:?}"
+                    ),
+                }
+            };
+            assert!(answer.contains("ready"), "{answer}");
+            slowest = slowest.max(started.elapsed());
+        }
+        (slowest, attempts)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let reopened = flood.join().unwrap();
+    println!(
+        "  slowest HTTPS probe under the flood: {slowest:?}, {attempts} connections for 10 \
+         probes ({reopened} flooding connections reopened)"
+    );
+    assert!(slowest < Duration::from_secs(1), "a probe took {slowest:?}");
 }
 
 /// A TLS connection to `addr` as the client `certs` made (trusting the cluster's CA,

@@ -11,6 +11,12 @@
 //! `--http-token-file`), one way only, and never logged. A node refuses to serve HTTP
 //! beyond loopback without one. Without a token on loopback, changes are refused:
 //! nothing changes a counter without the token.
+//!
+//! A read without the token is answered only if the request names this node by a
+//! loopback name (its `Host` header is `localhost`, a name under `.localhost`, or a
+//! loopback address, with any port): a web page in a browser on the same machine whose
+//! own name an attacker has made resolve to 127.0.0.1 (DNS rebinding) sends its own
+//! name, and is refused.
 
 use std::path::PathBuf;
 
@@ -101,6 +107,9 @@ pub(crate) enum Denied {
     WrongToken,
     /// A change to a node that has no token: nothing may change counters over HTTP.
     ChangesOff,
+    /// A read without the token, addressed to this node by another name than a
+    /// loopback one (see the module documentation).
+    ForeignHost,
 }
 
 impl Denied {
@@ -112,6 +121,11 @@ impl Denied {
             Denied::ChangesOff => {
                 "this node takes no changes over HTTP: start it with an HTTP token \
                  (--http-token, NODE_HTTP_TOKEN or --http-token-file)"
+            }
+            Denied::ForeignHost => {
+                "without the token this node answers reads only when addressed by a loopback \
+                 name (Host: localhost or 127.0.0.1): give the token (Authorization: Bearer \
+                 TOKEN), or address it so"
             }
         }
     }
@@ -136,8 +150,12 @@ impl Access {
 
     /// Whether a request with `headers` may do what needs `need`.
     pub(crate) fn check(&self, need: Need, headers: &HeaderMap) -> Result<(), Denied> {
-        if need == Need::Read && self.open_reads {
-            return Ok(());
+        if need == Need::Read && self.open_reads && bearer(headers).is_none() {
+            return if names_loopback(headers) {
+                Ok(())
+            } else {
+                Err(Denied::ForeignHost)
+            };
         }
         let Some(token) = &self.token else {
             // Beyond loopback a node always has a token, so only a change gets here.
@@ -150,6 +168,25 @@ impl Access {
             Err(Denied::WrongToken)
         }
     }
+}
+
+/// Whether the request's `Host` header names this machine's loopback: `localhost`, a
+/// name under `.localhost`, or a loopback address, each with or without a port.
+fn names_loopback(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]` or `[::1]:PORT`.
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.
@@ -171,7 +208,51 @@ mod tests {
         if let Some(auth) = auth {
             headers.insert(header::AUTHORIZATION, auth.parse().unwrap());
         }
+        headers.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
         headers
+    }
+
+    /// A read without the token is answered only when the request names this node by
+    /// a loopback name: a page whose name was made to resolve to 127.0.0.1 is refused.
+    #[test]
+    fn token_less_reads_only_for_loopback_names() {
+        let access = Access::new(Some(Token::new("s3cret")), true);
+        let host = |host: Option<&str>, auth: Option<&str>| {
+            let mut headers = with(auth);
+            headers.remove(header::HOST);
+            if let Some(host) = host {
+                headers.insert(header::HOST, host.parse().unwrap());
+            }
+            access.check(Need::Read, &headers)
+        };
+        for good in [
+            "127.0.0.1:4800",
+            "127.0.0.1",
+            "127.9.9.9:1",
+            "localhost:4800",
+            "LOCALHOST",
+            "app.localhost:80",
+            "[::1]:4800",
+            "[::1]",
+        ] {
+            assert_eq!(host(Some(good), None), Ok(()), "{good}");
+        }
+        for bad in [
+            "evil.example:4800",
+            "evil.example",
+            "10.0.0.5:4800",
+            "[::2]:1",
+            "local",
+        ] {
+            assert_eq!(host(Some(bad), None), Err(Denied::ForeignHost), "{bad}");
+        }
+        assert_eq!(host(None, None), Err(Denied::ForeignHost));
+        // With the token, any name.
+        assert_eq!(host(Some("evil.example"), Some("Bearer s3cret")), Ok(()));
+        assert_eq!(
+            host(Some("evil.example"), Some("Bearer nope")),
+            Err(Denied::WrongToken)
+        );
     }
 
     #[test]

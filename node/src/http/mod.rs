@@ -7,6 +7,7 @@
 //! | [`access`] | the token and the rule of what needs it |
 //! | [`routes`] | the routes and their handlers (through the node's own agent) |
 //! | [`members`] | the `/cluster/members` view, a pure function of the membership table |
+//! | [`places`] | places for connections: per address, the oldest idle one evicted for a newcomer |
 //! | [`serve`] | the accept loop: bounded connections, deadlines, graceful stop |
 //!
 //! The HTTP side is not an actor of the supervision tree: it holds no state of its own
@@ -17,6 +18,7 @@
 
 pub mod access;
 pub(crate) mod members;
+pub(crate) mod places;
 pub(crate) mod routes;
 pub(crate) mod serve;
 

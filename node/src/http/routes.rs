@@ -169,7 +169,7 @@ impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {
         let status = match denied {
             Denied::NoToken => StatusCode::UNAUTHORIZED,
-            Denied::WrongToken | Denied::ChangesOff => StatusCode::FORBIDDEN,
+            Denied::WrongToken | Denied::ChangesOff | Denied::ForeignHost => StatusCode::FORBIDDEN,
         };
         Self::new(status, denied.reason())
     }

@@ -1,8 +1,10 @@
 //! The HTTP side's accept loop: plain or TLS, a bounded number of connections, a
 //! deadline on each request's headers, and a graceful stop.
 //!
-//! Each accepted connection takes one of [`MAX_CONNECTIONS`] places (a newcomer beyond
-//! them is closed at once) and runs in its own task: the TLS handshake (within
+//! Each accepted connection takes one of [`MAX_CONNECTIONS`] places, at most
+//! [`MAX_PER_ADDRESS`] from one address ([`places`](super::places): a newcomer takes the
+//! place of the oldest connection that is not serving a request, and is closed at once
+//! only if every candidate is), and runs in its own task: the TLS handshake (within
 //! [`HANDSHAKE_TIMEOUT`]), then HTTP/1.1 with keep-alive, where a request's headers must
 //! arrive within [`HEADER_TIMEOUT`], its answers must be read within [`WRITE_TIMEOUT`]
 //! (a client that pipelines requests and never reads is cut off), and at most 64 KiB of
@@ -21,17 +23,24 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use super::places::{Connection, Limits, Places};
+
 /// Connections served at once.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Connections from one address at once.
+pub(crate) const MAX_PER_ADDRESS: usize = 128;
 /// How long a client may take to send a request's headers.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake under way keeps its place against newcomers (a handshake
+/// takes a round trip or two).
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(250);
 /// How long a stop waits for the requests being served.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an answer may wait for the client to read it.
@@ -46,15 +55,19 @@ pub(crate) async fn serve(
     app: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let places = Places::new(Limits {
+        total: MAX_CONNECTIONS,
+        per_ip: MAX_PER_ADDRESS,
+        grace: HANDSHAKE_GRACE,
+    });
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stopped(&mut stop) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it was
                 // accepted: let the moment pass.
@@ -63,25 +76,39 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-            debug!("HTTP connections at their bound: closing a new one");
+        let Some(place) = places.admit(peer.ip(), tokio::time::Instant::now()) else {
+            debug!(%peer, "HTTP connections at their bound, each serving: closing a new one");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
         connections.spawn(async move {
-            let _place = place;
-            match tls {
-                None => connection(stream, app, stop).await,
-                Some(tls) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(stream)) => connection(stream, app, stop).await,
-                        Ok(Err(e)) => debug!(error = %e, "HTTPS handshake failed"),
-                        Err(_) => debug!("HTTPS handshake timed out"),
+            let conn = Arc::clone(&place.conn);
+            let served = async {
+                match tls {
+                    None => connection(stream, app, stop, &conn).await,
+                    Some(tls) => {
+                        let stream = Heard {
+                            inner: stream,
+                            conn: Arc::clone(&conn),
+                        };
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, app, stop, &conn).await,
+                            Ok(Err(e)) => debug!(error = %e, "HTTPS handshake failed"),
+                            Err(_) => debug!("HTTPS handshake timed out"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                () = served => {}
+                () = place.conn.evicted() => debug!(%peer, "HTTP connection evicted for a newcomer"),
             }
+            drop(place);
         });
+        // Each accepted connection goes through admission before the next is
+        // accepted: the ones just admitted are not evicted before they had a chance.
+        tokio::task::yield_now().await;
         while connections.try_join_next().is_some() {}
     }
     // No new connections from here on: they are refused, not left waiting.
@@ -100,12 +127,27 @@ pub(crate) async fn serve(
 }
 
 /// One connection: HTTP/1.1 until the client closes it, a header deadline passes, or
-/// the stop (which lets the request being served finish).
-async fn connection<S>(stream: S, app: Router, mut stop: watch::Receiver<bool>)
-where
+/// the stop (which lets the request being served finish). While a request is served,
+/// `conn` says so (its place cannot be taken).
+async fn connection<S>(
+    stream: S,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    conn: &Arc<Connection>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
+    let tower = TowerToHyperService::new(app);
+    let conn = Arc::clone(conn);
+    let service = hyper::service::service_fn(move |request| {
+        let serving = conn.serving();
+        let answer = hyper::service::Service::call(&tower, request);
+        async move {
+            let answer = answer.await;
+            drop(serving);
+            answer
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -133,6 +175,47 @@ where
 /// Returns once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// A connection that tells its place once the client's first bytes are in (its TLS
+/// handshake is under way).
+struct Heard<S> {
+    inner: S,
+    conn: Arc<Connection>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.conn.heard();
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// A connection whose writes must make progress within [`WRITE_TIMEOUT`].
