@@ -314,6 +314,13 @@ impl Collector for NodeCollector {
         )?;
         gauge(
             &mut encoder,
+            "operations_unvouched",
+            "Operations this node's destinations hold beyond (negative: short of) what its store \
+             issued to them: 0 unless a store was restored from an older copy or lost",
+            facts.issued.unvouched().1,
+        )?;
+        gauge(
+            &mut encoder,
             "counters",
             "Counters this node hosts",
             i64::from(facts.table.len()),

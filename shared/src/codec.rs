@@ -66,10 +66,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-/// Decodes the `T` at the start of `bytes`, whatever follows it (to read the first
-/// fields of a larger value without decoding the rest).
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    Ok(bincode::serde::decode_from_slice(bytes, config())?.0)
+/// Decodes the `T` at the start of `bytes`, whatever follows it, borrowing from
+/// `bytes` (to read the first fields of a larger value without decoding, or copying,
+/// the rest).
+pub fn decode_prefix<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
+    Ok(bincode::serde::borrow_decode_from_slice(bytes, config())?.0)
 }
 
 /// How the panic of an undecodable field starts (`node` keeps those out of its log).

@@ -575,36 +575,15 @@ fn token_less_reads_answer_only_loopback_names() {
 /// place of the oldest one that is serving nothing. Every probe answers within 1 s.
 #[test]
 fn a_slow_header_flood_from_one_address_does_not_starve_the_probes() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     let (_cluster, http) = http_cluster();
     let addr = http[0].clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let (addr, stop) = (addr.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let open = |addr: &str| {
-                let mut stream = TcpStream::connect(addr).ok()?;
-                stream
-                    .write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-                    .ok()?;
-                Some(stream)
-            };
-            let mut held: Vec<Option<TcpStream>> = (0..256).map(|_| open(&addr)).collect();
-            let mut reopened = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for slot in &mut held {
-                    if slot.as_ref().is_none_or(is_closed) {
-                        *slot = open(&addr);
-                        reopened += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            reopened
-        })
-    };
+    let flood = crate::util::Flood::start(&addr, 256, |addr| {
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream
+            .write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .ok()?;
+        Some(stream)
+    });
     // As a prober does, a connection the node closes is tried again, within the
     // probe's one second.
     let (mut slowest, mut attempts) = (Duration::ZERO, 0u32);
@@ -626,8 +605,7 @@ fn a_slow_header_flood_from_one_address_does_not_starve_the_probes() {
             slowest = slowest.max(started.elapsed());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let reopened = flood.join().unwrap();
+    let reopened = flood.stop();
     println!(
         "  slowest answer under the flood: {slowest:?}, {attempts} connections for 60 \
          requests ({reopened} flooding connections reopened)"

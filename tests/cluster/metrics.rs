@@ -139,6 +139,15 @@ fn every_node_exports_its_metrics_and_promtool_accepts_them() {
     ] {
         assert!(sample(&text, series).is_some(), "no {series} in\n{text}");
     }
+    // Nothing restored, nothing lost: nothing unvouched.
+    assert_eq!(
+        sample(
+            &text,
+            r#"counter_cluster_operations_unvouched{node="worker-1"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
     // The coordinator's aggregator collects every 2 s.
     let coordinator = wait_for("a timed collection", Duration::from_secs(10), || {
         let text = http_get(&http[0], "/metrics")?;

@@ -370,32 +370,11 @@ fn the_http_side_of_a_tls_node_is_https() {
 /// over TLS, answers within 1 s.
 #[test]
 fn silent_connections_do_not_starve_the_https_probes() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     let certs = Certs::make(&["coordinator", "client"]);
     let http = format!("127.0.0.1:{}", crate::util::free_port());
     let coordinator = start("coordinator", &certs, &["--counters", "2", "--http", &http]);
     wait_complete(&coordinator.addr, &certs, 1, 2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let (http, stop) = (http.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut held: Vec<Option<TcpStream>> =
-                (0..256).map(|_| TcpStream::connect(&http).ok()).collect();
-            let mut reopened = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                for slot in &mut held {
-                    if slot.as_ref().is_none_or(is_closed) {
-                        *slot = TcpStream::connect(&http).ok();
-                        reopened += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            reopened
-        })
-    };
+    let flood = crate::util::Flood::start(&http, 256, |addr| TcpStream::connect(addr).ok());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tls = node::net::tls::Tls::load(
         Path::new(&certs.path("client.pem")),
@@ -444,8 +423,7 @@ fn silent_connections_do_not_starve_the_https_probes() {
         }
         (slowest, attempts)
     });
-    stop.store(true, Ordering::Relaxed);
-    let reopened = flood.join().unwrap();
+    let reopened = flood.stop();
     println!(
         "  slowest HTTPS probe under the flood: {slowest:?}, {attempts} connections for 10 \
          probes ({reopened} flooding connections reopened)"

@@ -466,3 +466,42 @@ fn thread_states(pid: u32) -> Vec<char> {
 fn state_of(stat: &str) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
+
+/// `n` connections to `addr` kept open by a thread of their own, each reopened (with
+/// `open`) as soon as the other end closes it: a flood that holds places and renews
+/// them. Stops when [`Flood::stop`] is called, which says how many it reopened.
+pub struct Flood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Flood {
+    /// Starts the flood.
+    pub fn start(addr: &str, n: usize, open: fn(&str) -> Option<std::net::TcpStream>) -> Flood {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, flag) = (addr.to_string(), std::sync::Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut held: Vec<Option<std::net::TcpStream>> = (0..n).map(|_| open(&addr)).collect();
+            let mut reopened = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                for slot in &mut held {
+                    if slot.as_ref().is_none_or(is_closed) {
+                        *slot = open(&addr);
+                        reopened += 1;
+                    }
+                }
+                // The pace of the renewal, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            reopened
+        });
+        Flood { stop, thread }
+    }
+
+    /// Stops the flood; returns how many connections it reopened.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the flood thread")
+    }
+}

@@ -21,9 +21,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::ActorCell;
-use serde::de::DeserializeOwned;
-use shared::agent::Beat;
-use shared::host::StreamId;
 use shared::protocol::{agent_name, host_name, owner_node, validate_node_name};
 use tracing::warn;
 
@@ -69,13 +66,22 @@ fn is_client(node: &str) -> bool {
     node.starts_with(CLIENT_NAME_PREFIX)
 }
 
-/// The first argument of a serialized cluster message: ractor_cluster's derive frames
-/// each argument as its length (8 bytes, big-endian) followed by its bytes; decoded
-/// as far as a `T` at its start.
-fn first_argument<T: DeserializeOwned>(args: &[u8]) -> Option<T> {
+/// The name a stream id or a beat starts with (its sender, or whom it is from): the
+/// first field of each, a string.
+#[derive(serde::Deserialize)]
+struct FirstName<'a> {
+    #[serde(borrow)]
+    name: &'a str,
+}
+
+/// The name at the start of the first argument of a serialized cluster message (a
+/// `StreamId` or a `Beat`). ractor_cluster's derive frames each argument as its length
+/// (8 bytes, big-endian) followed by its bytes; only the name is decoded, in place.
+fn first_name(args: &[u8]) -> Option<&str> {
     let (length, rest) = args.split_first_chunk::<8>()?;
     let length = usize::try_from(u64::from_be_bytes(*length)).ok()?;
-    shared::codec::decode_prefix(rest.get(..length)?).ok()
+    let first: FirstName<'_> = shared::codec::decode_prefix(rest.get(..length)?).ok()?;
+    Some(first.name)
 }
 
 impl ractor_cluster::PeerPolicy for MemberPolicy {
@@ -113,13 +119,11 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
             return true;
         };
         if name == self.host && matches!(variant, "Batch" | "Sync") {
-            let sender = first_argument::<StreamId>(args).map(|stream| stream.sender);
-            if sender.as_deref() != Some(node) {
+            if first_name(args) != Some(node) {
                 return self.refuse(peer_name, "a batch or sync of another's stream");
             }
         } else if name == self.agent && matches!(variant, "Heartbeat" | "Leaving") {
-            let from = first_argument::<Beat>(args).map(|beat| beat.from);
-            if is_client(node) || from.as_deref() != Some(node) {
+            if is_client(node) || first_name(args) != Some(node) {
                 return self.refuse(peer_name, "a heartbeat or leave notice for another");
             }
         }
@@ -139,8 +143,8 @@ mod tests {
     use ractor::message::SerializedMessage;
     use ractor::Message;
     use ractor_cluster::PeerPolicy;
-    use shared::agent::AgentMessage;
-    use shared::host::{Batch, HostMessage};
+    use shared::agent::{AgentMessage, Beat};
+    use shared::host::{Batch, HostMessage, StreamId};
 
     fn cast_args<M: Message>(message: M) -> (String, Vec<u8>) {
         match message.serialize().unwrap() {

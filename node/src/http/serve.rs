@@ -88,10 +88,12 @@ pub(crate) async fn serve(
                 match tls {
                     None => connection(stream, app, stop, &conn).await,
                     Some(tls) => {
-                        let stream = Heard {
-                            inner: stream,
+                        let (read, write) = stream.into_split();
+                        let read = Heard {
+                            inner: read,
                             conn: Arc::clone(&conn),
                         };
+                        let stream = tokio::io::join(read, write);
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                             Ok(Ok(stream)) => connection(stream, app, stop, &conn).await,
                             Ok(Err(e)) => debug!(error = %e, "HTTPS handshake failed"),
@@ -177,8 +179,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// A connection that tells its place once the client's first bytes are in (its TLS
-/// handshake is under way).
+/// A connection's read half that tells its place once the client's first bytes are in
+/// (its TLS handshake is under way).
 struct Heard<S> {
     inner: S,
     conn: Arc<Connection>,
@@ -197,24 +199,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Heard<S> {
             this.conn.heard();
         }
         read
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

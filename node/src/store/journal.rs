@@ -656,23 +656,31 @@ mod tests {
         }])
     }
 
+    /// A counter actor for each of `table`'s counters, recorded in it.
+    async fn spawn_counters(
+        table: &CounterTable,
+    ) -> Vec<(
+        ActorRef<CounterMessage>,
+        ractor::concurrency::JoinHandle<()>,
+    )> {
+        let mut counters = Vec::new();
+        for index in 0..table.len() {
+            let name = table.name(index).unwrap().to_string();
+            let (actor, handle) = Actor::spawn(None, Counter, CounterArgs::new(name))
+                .await
+                .unwrap();
+            table.set_actor(index, Some(actor.clone()));
+            counters.push((actor, handle));
+        }
+        counters
+    }
+
     #[tokio::test]
     async fn each_batch_of_a_stream_is_applied_once_in_order_and_only_after_its_commit() {
         let table = Arc::new(CounterTable::new("journal-test", 2));
         let (store, _) = Store::memory(2);
         let store = Arc::new(store);
-        let mut counters = Vec::new();
-        for index in 0..2 {
-            let (actor, handle) = Actor::spawn(
-                None,
-                Counter,
-                CounterArgs::new(table.name(index).unwrap().to_string()),
-            )
-            .await
-            .unwrap();
-            table.set_actor(index, Some(actor.clone()));
-            counters.push((actor, handle));
-        }
+        let counters = spawn_counters(&table).await;
         let received = Arc::new(ReceivedTotals::default());
         let (journal, handle) = Actor::spawn(
             None,
@@ -827,18 +835,11 @@ mod tests {
         let table = Arc::new(CounterTable::new("journal-disk", counters));
         let (store, _) = Store::open(dir, "journal-disk", counters, Arc::default()).unwrap();
         let store = Arc::new(store);
-        let mut actors = Vec::new();
-        for index in 0..counters {
-            let (actor, _) = Actor::spawn(
-                None,
-                Counter,
-                CounterArgs::new(table.name(index).unwrap().to_string()),
-            )
+        let actors = spawn_counters(&table)
             .await
-            .unwrap();
-            table.set_actor(index, Some(actor.clone()));
-            actors.push(actor);
-        }
+            .into_iter()
+            .map(|(actor, _)| actor)
+            .collect();
         let (journal, _) = Actor::spawn(
             None,
             Journal,

@@ -151,25 +151,15 @@ impl<T: Tables> Planner<'_, T> {
     }
 
     fn stream_in(&mut self, key: &str) -> Result<&mut InRecord, StoreError> {
-        if !self.writes.streams_in.contains_key(key) {
-            let record = self.tables.stream_in(key)?;
-            self.writes.streams_in.insert(key.to_string(), record);
-        }
-        self.writes
-            .streams_in
-            .get_mut(key)
-            .ok_or_else(|| StoreError::Write("a stream record vanished".into()))
+        cached(&mut self.writes.streams_in, key, || {
+            self.tables.stream_in(key)
+        })
     }
 
     fn stream_out(&mut self, dest: &str) -> Result<&mut OutRecord, StoreError> {
-        if !self.writes.streams_out.contains_key(dest) {
-            let record = self.tables.stream_out(dest)?;
-            self.writes.streams_out.insert(dest.to_string(), record);
-        }
-        self.writes
-            .streams_out
-            .get_mut(dest)
-            .ok_or_else(|| StoreError::Write("a destination record vanished".into()))
+        cached(&mut self.writes.streams_out, dest, || {
+            self.tables.stream_out(dest)
+        })
     }
 
     /// Batch `seq` of stream `key`: applied with the stream's new record, unless the
@@ -319,6 +309,20 @@ impl<T: Tables> Planner<'_, T> {
         record.acked = record.acked.max(adopt.upto);
         Ok(Outcome::Done)
     }
+}
+
+/// The record of `key` in `map`, read first if this commit has not touched it yet.
+fn cached<'m, V>(
+    map: &'m mut BTreeMap<String, V>,
+    key: &str,
+    read: impl FnOnce() -> Result<V, StoreError>,
+) -> Result<&'m mut V, StoreError> {
+    if !map.contains_key(key) {
+        let record = read()?;
+        map.insert(key.to_string(), record);
+    }
+    map.get_mut(key)
+        .ok_or_else(|| StoreError::Write(format!("the record of '{key}' vanished")))
 }
 
 /// `value` within `i64`, saturating at its bounds.
