@@ -114,18 +114,23 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
     }
 
     fn may_deliver(&self, peer_name: &str, target: &ActorCell, variant: &str, args: &[u8]) -> bool {
-        let node = session_node_name(peer_name);
-        let Some(name) = target.get_name() else {
-            return true;
+        // Only these say something about their sender; anything else goes through
+        // (the variant is looked at first: it costs nothing).
+        let (about, clients_may, refusal) = match variant {
+            "Batch" | "Sync" => (&self.host, true, "a batch or sync of another's stream"),
+            "Heartbeat" | "Leaving" => (
+                &self.agent,
+                false,
+                "a heartbeat or leave notice for another",
+            ),
+            _ => return true,
         };
-        if name == self.host && matches!(variant, "Batch" | "Sync") {
-            if first_name(args) != Some(node) {
-                return self.refuse(peer_name, "a batch or sync of another's stream");
-            }
-        } else if name == self.agent && matches!(variant, "Heartbeat" | "Leaving") {
-            if is_client(node) || first_name(args) != Some(node) {
-                return self.refuse(peer_name, "a heartbeat or leave notice for another");
-            }
+        if target.get_name().as_ref() != Some(about) {
+            return true;
+        }
+        let node = session_node_name(peer_name);
+        if (is_client(node) && !clients_may) || first_name(args) != Some(node) {
+            return self.refuse(peer_name, refusal);
         }
         true
     }
