@@ -460,7 +460,12 @@ impl RootState {
         }
         let store = Arc::clone(&self.args.store);
         let outbox = crate::runtime::busy_poll::spawn_blocking(move || store.outbox()).await;
-        let waiting = matches!(outbox, Ok(Ok((streams, _))) if streams.values().any(|s| !s.batches.is_empty()));
+        // An outbox that cannot be read now may hold batches: the load client reads it
+        // itself (and waits for the store if need be).
+        let waiting = match outbox {
+            Ok(Ok((streams, _))) => streams.values().any(|s| !s.batches.is_empty()),
+            _ => true,
+        };
         waiting.then_some(LoadSpec {
             rate: 0,
             max_ops: Some(0),

@@ -695,7 +695,7 @@ impl Detector {
         if std::mem::take(&mut self.gossip_again) {
             self.gossip_now(now, out);
         }
-        for info in infos {
+        for info in infos.into_iter().filter(|info| info.name != self.name) {
             membership.describe(&info, now);
             for peer in info.known_peers {
                 let run = Some(peer.incarnation).filter(|&run| run != 0);

@@ -13,16 +13,18 @@ use std::collections::HashSet;
 use ractor::{pg, ActorCell, ActorRef};
 use shared::agent::AgentMessage;
 use shared::host::HostMessage;
-use shared::protocol::{owner_node, HOSTS_GROUP, NODES_GROUP};
+use shared::protocol::{owner_node, validate_node_name, HOSTS_GROUP, NODES_GROUP};
 
-/// Members of `group` that follow the naming scheme, as `(node, actor)`, one per node
-/// (a peer that is briefly connected twice shows its actors twice), sorted by node.
+/// Members of `group` that follow the naming scheme (a valid node name, `NODE/…`), as
+/// `(node, actor)`, one per node (a peer that is briefly connected twice shows its
+/// actors twice), sorted by node.
 fn by_node(group: &str) -> Vec<(String, ActorCell)> {
     let mut seen = HashSet::new();
     let mut members: Vec<(String, ActorCell)> = pg::get_members(&group.to_string())
         .into_iter()
         .filter_map(|cell| {
             let node = owner_node(&cell.get_name()?)?.to_string();
+            validate_node_name(&node).ok()?;
             Some((node, cell))
         })
         .filter(|(node, _)| seen.insert(node.clone()))

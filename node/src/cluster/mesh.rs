@@ -330,9 +330,6 @@ impl MeshState {
             SessionEvent::Closed => {
                 self.sessions.remove(&session);
                 self.args.facts.metrics.traffic.closed(&ses.peer_addr);
-                if let Some(tls) = &self.args.tls {
-                    tls.forget(&ses.peer_addr);
-                }
                 if let Some(early) = &mut self.closed_early {
                     early.insert(session);
                 }

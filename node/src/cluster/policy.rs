@@ -33,6 +33,8 @@ pub(crate) const MAX_MIRRORED: usize = 16;
 /// This node's policy; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct MemberPolicy {
+    /// This node's name: no peer may go by it.
+    me: String,
     host: String,
     agent: String,
     tls: Option<Tls>,
@@ -44,6 +46,7 @@ impl MemberPolicy {
     /// The policy of node `me`, whose links use `tls` (if on).
     pub(crate) fn new(me: &str, tls: Option<Tls>) -> Self {
         Self {
+            me: me.to_string(),
             host: host_name(me),
             agent: agent_name(me),
             tls,
@@ -91,6 +94,9 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         if !client && validate_node_name(node).is_err() {
             return self.refuse(peer_name, "a member's name that is not a node name");
         }
+        if node == self.me {
+            return self.refuse(peer_name, "this node's own name");
+        }
         match &self.tls {
             Some(tls) if !tls.admits(peer_addr, node, client) => self.refuse(
                 peer_name,
@@ -102,6 +108,11 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
 
     fn may_advertise(&self, peer_name: &str, actor_name: Option<&str>, mirrored: usize) -> bool {
         let node = session_node_name(peer_name);
+        if is_client(node) {
+            // A client needs none of its actors known here, and a host or an agent of
+            // one would pass for a member's.
+            return self.refuse(peer_name, "a client's actor");
+        }
         if mirrored >= MAX_MIRRORED {
             return self.refuse(peer_name, "more actors than a node has");
         }
@@ -137,9 +148,12 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
 }
 
 /// Whether `info`, an answer from node `node`'s own agent or host, speaks for that node
-/// and stays within what any node may claim: what is believed of a peer's description.
+/// (a node's, by its name) and stays within what any node may claim: what is believed
+/// of a peer's description.
 pub(crate) fn of_itself(node: &str, info: &shared::agent::NodeInfo) -> bool {
-    info.name == node && info.counters <= shared::protocol::MAX_COUNTERS
+    info.name == node
+        && validate_node_name(node).is_ok()
+        && info.counters <= shared::protocol::MAX_COUNTERS
 }
 
 #[cfg(test)]
@@ -226,6 +240,14 @@ mod tests {
 
         assert!(policy.may_advertise("w1@h:1", Some("w1/host"), 1));
         assert!(!policy.may_advertise("w1@h:1", Some("w2/host"), 1));
+        assert!(
+            !policy.may_advertise("~client-7-0@h:1", Some("~client-7-0/host"), 0),
+            "a client's host would pass for a member's"
+        );
+        assert!(
+            !policy.may_authenticate("policy-me@h:1", "127.0.0.1:9"),
+            "my own name"
+        );
         assert!(!policy.may_advertise("w1@h:1", Some("w1/x"), MAX_MIRRORED));
         assert!(policy.may_advertise("w1@h:1", None, 0));
         assert!(policy.may_authenticate("w1@h:1", "127.0.0.1:9"));

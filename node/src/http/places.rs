@@ -34,22 +34,40 @@ pub(crate) struct Limits {
     pub(crate) grace: Duration,
 }
 
-/// One connection's state, shared by its task and the places.
+/// One connection's state, shared by its task and the places: how many requests it is
+/// serving, and whether it has been evicted, in one word, so that a connection is
+/// evicted only while it serves nothing and a request never starts on an evicted one.
 #[derive(Debug, Default)]
 pub(crate) struct Connection {
-    /// Requests being served now.
-    serving: AtomicUsize,
+    /// Requests being served, with [`EVICTED`] set once evicted.
+    state: AtomicUsize,
     /// Its TLS handshake is under way (its first bytes are in).
     heard: AtomicBool,
-    evicted: AtomicBool,
     wake: Notify,
 }
 
+/// The bit of [`Connection::state`] that says it was evicted.
+const EVICTED: usize = 1 << (usize::BITS - 1);
+
 impl Connection {
-    /// A request is being served until the returned guard is dropped.
-    pub(crate) fn serving(self: &Arc<Self>) -> Serving {
-        self.serving.fetch_add(1, Ordering::AcqRel);
-        Serving(Arc::clone(self))
+    /// A request is being served until the returned guard is dropped; `None` if the
+    /// connection has been evicted (the request must not start).
+    pub(crate) fn serving(self: &Arc<Self>) -> Option<Serving> {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if state & EVICTED != 0 {
+                return None;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Serving(Arc::clone(self))),
+                Err(now) => state = now,
+            }
+        }
     }
 
     /// Its TLS handshake is under way: the client's first bytes are in.
@@ -61,29 +79,41 @@ impl Connection {
     pub(crate) async fn evicted(&self) {
         loop {
             let notified = self.wake.notified();
-            if self.evicted.load(Ordering::Acquire) {
+            if self.is_evicted() {
                 return;
             }
             notified.await;
         }
     }
 
-    fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.wake.notify_waiters();
+    fn is_evicted(&self) -> bool {
+        self.state.load(Ordering::Acquire) & EVICTED != 0
+    }
+
+    /// Evicts it if it serves nothing now; whether it did.
+    fn try_evict(&self) -> bool {
+        let evicted = self
+            .state
+            .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if evicted {
+            self.wake.notify_waiters();
+        }
+        evicted
     }
 
     fn is_serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire) > 0
+        self.state.load(Ordering::Acquire) & !EVICTED > 0
     }
 }
 
 /// A request being served (see [`Connection::serving`]).
+#[derive(Debug)]
 pub(crate) struct Serving(Arc<Connection>);
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::AcqRel);
+        self.0.state.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -145,20 +175,17 @@ impl Places {
             None
         };
         if let Some(from) = victim_from {
-            let candidates = || {
-                entries
-                    .iter()
-                    .filter(move |e| from.is_none_or(|ip| e.ip == ip) && !e.conn.is_serving())
-            };
-            let young = |e: &&Entry| now.saturating_duration_since(e.opened) <= self.limits.grace;
-            let victim = candidates()
-                .filter(|e| !e.conn.heard.load(Ordering::Acquire))
-                .min_by_key(|e| e.opened)
-                .or_else(|| candidates().filter(|e| !young(e)).min_by_key(|e| e.opened))?
-                .id;
-            if let Some(i) = entries.iter().position(|e| e.id == victim) {
-                entries.swap_remove(i).conn.evict();
-            }
+            // Silent ones first, then handshakes past their grace; the oldest first in
+            // each; one that has just begun serving is passed over.
+            let young = |e: &Entry| now.saturating_duration_since(e.opened) <= self.limits.grace;
+            let mut candidates: Vec<&Entry> = entries
+                .iter()
+                .filter(|e| from.is_none_or(|ip| e.ip == ip) && !e.conn.is_serving())
+                .filter(|e| !e.conn.heard.load(Ordering::Acquire) || !young(e))
+                .collect();
+            candidates.sort_by_key(|e| (e.conn.heard.load(Ordering::Acquire), e.opened));
+            let victim = candidates.into_iter().find(|e| e.conn.try_evict())?.id;
+            entries.retain(|e| e.id != victim);
         }
         *next += 1;
         let conn = Arc::new(Connection::default());
@@ -206,19 +233,13 @@ mod tests {
         let ms = Duration::from_millis(1);
         let first = places.admit(ip(1), t0).unwrap();
         let busy = places.admit(ip(1), t0 + ms).unwrap();
-        let _serving = busy.conn.serving();
+        let _serving = busy.conn.serving().unwrap();
         let third = places.admit(ip(1), t0 + 2 * ms).unwrap();
         let other = places.admit(ip(2), t0).unwrap();
         let newcomer = places.admit(ip(1), t0 + 3 * ms).unwrap();
-        assert!(
-            first.conn.evicted.load(Ordering::Acquire),
-            "the oldest idle one"
-        );
-        assert!(
-            !busy.conn.evicted.load(Ordering::Acquire),
-            "it is serving a request"
-        );
-        assert!(!other.conn.evicted.load(Ordering::Acquire));
+        assert!(first.conn.is_evicted(), "the oldest idle one");
+        assert!(!busy.conn.is_evicted(), "it is serving a request");
+        assert!(!other.conn.is_evicted());
         assert_eq!(places.len(), 4);
         drop(first);
         assert_eq!(
@@ -237,11 +258,15 @@ mod tests {
         let places = Places::new(LIMITS);
         let t0 = Instant::now();
         let held: Vec<Place> = (0..4).map(|n| places.admit(ip(n), t0).unwrap()).collect();
-        let serving: Vec<Serving> = held.iter().map(|p| p.conn.serving()).collect();
+        let serving: Vec<Serving> = held.iter().map(|p| p.conn.serving().unwrap()).collect();
         assert!(places.admit(ip(9), t0).is_none());
         drop(serving);
         assert!(places.admit(ip(9), t0).is_some());
-        assert!(held[0].conn.evicted.load(Ordering::Acquire));
+        assert!(held[0].conn.is_evicted());
+        assert!(
+            held[0].conn.serving().is_none(),
+            "no request starts on an evicted connection"
+        );
     }
 
     /// A TLS handshake under way keeps its place for its grace: silent connections go
@@ -257,11 +282,8 @@ mod tests {
         let silent = places.admit(ip(1), t0 + ms).unwrap();
         let _third = places.admit(ip(1), t0 + 2 * ms).unwrap();
         let _newcomer = places.admit(ip(1), t0 + 3 * ms).unwrap();
-        assert!(
-            silent.conn.evicted.load(Ordering::Acquire),
-            "the silent one went first"
-        );
-        assert!(!shaking.conn.evicted.load(Ordering::Acquire));
+        assert!(silent.conn.is_evicted(), "the silent one went first");
+        assert!(!shaking.conn.is_evicted());
 
         let places = Places::new(LIMITS);
         let held: Vec<Place> = (0..3).map(|_| places.admit(ip(1), t0).unwrap()).collect();
@@ -274,7 +296,7 @@ mod tests {
         );
         let later = t0 + LIMITS.grace + ms;
         assert!(places.admit(ip(1), later).is_some());
-        assert!(held[0].conn.evicted.load(Ordering::Acquire));
+        assert!(held[0].conn.is_evicted());
     }
 
     #[tokio::test]

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use super::places::{Connection, Limits, Places};
+use super::places::{Connection, Limits, Places, Serving};
 
 /// Connections served at once.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -142,12 +142,17 @@ async fn connection<S>(
     let tower = TowerToHyperService::new(app);
     let conn = Arc::clone(conn);
     let service = hyper::service::service_fn(move |request| {
+        // The place is held from the request until its answer is written.
         let serving = conn.serving();
-        let answer = hyper::service::Service::call(&tower, request);
+        let answer = serving
+            .is_some()
+            .then(|| hyper::service::Service::call(&tower, request));
         async move {
-            let answer = answer.await;
-            drop(serving);
-            answer
+            let Some(answer) = answer else {
+                return Ok(evicted_answer());
+            };
+            let answer = answer.await?;
+            Ok::<_, std::convert::Infallible>(answer.map(|body| Held { body, serving }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -177,6 +182,57 @@ async fn connection<S>(
 /// Returns once `stop` turns true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+/// The answer to a request that arrived on a connection just evicted for a newcomer:
+/// not served (nothing of it happened), to be sent again.
+fn evicted_answer() -> hyper::Response<Held> {
+    let mut answer = hyper::Response::new(Held {
+        body: axum::body::Body::from("the node is busy: send the request again"),
+        serving: None,
+    });
+    *answer.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = answer.headers_mut();
+    headers.insert(
+        axum::http::header::CONNECTION,
+        "close".parse().expect("a header"),
+    );
+    headers.insert(
+        axum::http::header::RETRY_AFTER,
+        "1".parse().expect("a header"),
+    );
+    answer
+}
+
+/// An answer's body, holding its connection's place until it is written whole.
+struct Held {
+    body: axum::body::Body,
+    serving: Option<Serving>,
+}
+
+impl http_body::Body for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.serving = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A connection's read half that tells its place once the client's first bytes are in

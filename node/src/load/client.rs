@@ -38,7 +38,7 @@ use crate::cluster::discovery::hosts;
 use crate::cluster::facts::NodeFacts;
 use crate::cluster::rpc::call_until;
 use crate::store::journal::{journal_name, JournalMessage};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How often the load client wakes up to send its share of operations and flush the
 /// batches it has coalesced (the most a change waits before it is sent).
@@ -48,6 +48,10 @@ const REFRESH: Duration = Duration::from_millis(250);
 /// How long a starting load client waits for the journal (which the root may be
 /// restarting) to commit what it holds.
 const JOURNAL_WAIT: Duration = Duration::from_secs(10);
+/// How long a starting load client waits for a journal that is not running at all (it
+/// may be waiting for the store to be readable: the root starts the load client again
+/// later).
+const JOURNAL_ABSENT: Duration = Duration::from_secs(1);
 
 /// The `k`-th operation of a load client: increments of 1..=5, every fourth operation a
 /// decrement of 1..=3. Deterministic, so a run can be reasoned about; the net drift is
@@ -172,21 +176,34 @@ impl LoadState {
     }
 }
 
-/// Waits until the journal runs and has committed everything handed to it so far.
-async fn journal_settled(node: &str) -> Result<(), ActorProcessingErr> {
-    let deadline = Instant::now() + JOURNAL_WAIT;
+/// Waits until the journal runs and has committed everything handed to it so far. If it
+/// does not (its store takes no writes, or it cannot start), the store is unavailable:
+/// the load client is started again once it is.
+async fn journal_settled(node: &str) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let deadline = started + JOURNAL_WAIT;
     loop {
-        if let Some(cell) = ractor::registry::where_is(journal_name(node)) {
-            let journal: ActorRef<JournalMessage> = cell.into();
-            if call_until(journal, |r| JournalMessage::Sync(0, r), deadline)
-                .await
-                .is_some()
-            {
-                return Ok(());
+        match ractor::registry::where_is(journal_name(node)) {
+            Some(cell) => {
+                let journal: ActorRef<JournalMessage> = cell.into();
+                if call_until(journal, |r| JournalMessage::Sync(0, r), deadline)
+                    .await
+                    .is_some()
+                {
+                    return Ok(());
+                }
             }
+            None if started.elapsed() >= JOURNAL_ABSENT => {
+                return Err(StoreError::Unavailable(format!(
+                    "the journal has not been running for {JOURNAL_ABSENT:?}"
+                )))
+            }
+            None => {}
         }
         if Instant::now() >= deadline {
-            return Err(format!("the journal did not settle within {JOURNAL_WAIT:?}").into());
+            return Err(StoreError::Unavailable(format!(
+                "the journal did not settle within {JOURNAL_WAIT:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

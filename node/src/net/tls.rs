@@ -13,7 +13,9 @@
 //! session may go on under a member's name only if its certificate is a node
 //! certificate naming that member ([`Tls::admits`], asked when the peer names itself):
 //! a client certificate joins as a client and nothing more, and a node certificate
-//! speaks only for the node it names.
+//! speaks only for the node it names. (Certificates name hosts, and DNS names are
+//! compared without regard to case: node names that differ only in case cannot be told
+//! apart by their certificates.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,14 +64,20 @@ pub struct Tls {
     https: TlsAcceptor,
     /// Checks that a certificate is a node certificate naming a given node.
     members: Arc<WebPkiServerVerifier>,
-    /// The certificate chain each link's peer presented, by the peer's address, from
-    /// the handshake until the peer names itself.
-    presented: Arc<Mutex<HashMap<String, Vec<CertificateDer<'static>>>>>,
+    /// The certificate chain each link's peer presented, by the peer's address, and
+    /// when: from the handshake until the peer names itself.
+    presented: Arc<Mutex<HashMap<String, Presented>>>,
 }
 
-/// Links whose presented certificates are kept at once, at most (a link's entry goes
-/// when its peer names itself, or its session closes).
-const MAX_PRESENTED: usize = 4096;
+/// A chain a link's peer presented, and when.
+type Presented = (std::time::Instant, Vec<CertificateDer<'static>>);
+
+/// Links whose presented certificates are kept at once before stale ones are dropped.
+const MAX_PRESENTED: usize = 1024;
+
+/// A link's peer names itself within the authentication deadline, or the link is
+/// closed: a chain kept longer than this is stale.
+const PRESENTED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,22 +147,15 @@ impl Tls {
 
     /// Records the chain the peer at `peer` presented (its handshake just completed).
     pub(crate) fn presented(&self, peer: &str, chain: Option<&[CertificateDer<'_>]>) {
+        let now = std::time::Instant::now();
         let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
         if presented.len() >= MAX_PRESENTED {
-            // Links that never named themselves: their sessions are gone or going.
-            presented.clear();
+            // Links that never named themselves: they are closed, or about to be.
+            presented.retain(|_, (at, _)| now.duration_since(*at) < PRESENTED_FOR);
         }
         let chain = chain.unwrap_or_default();
-        presented.insert(
-            peer.to_string(),
-            chain.iter().map(|c| c.clone().into_owned()).collect(),
-        );
-    }
-
-    /// Forgets what the peer at `peer` presented (its session closed).
-    pub(crate) fn forget(&self, peer: &str) {
-        let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
-        presented.remove(peer);
+        let chain = chain.iter().map(|c| c.clone().into_owned()).collect();
+        presented.insert(peer.to_string(), (now, chain));
     }
 
     /// Whether the peer at `peer` may go on as node `node` (`client`: a client's
@@ -165,7 +166,7 @@ impl Tls {
             let mut presented = self.presented.lock().unwrap_or_else(|e| e.into_inner());
             presented.remove(peer)
         };
-        let Some(chain) = chain else {
+        let Some((_, chain)) = chain else {
             return false;
         };
         if client {

@@ -30,13 +30,17 @@ const NODE_SHARE: f64 = 0.8;
 
 /// Whether node `node`'s report speaks for that node only: its description (see
 /// [`crate::cluster::policy::of_itself`]), and at most as many counters as it says it
-/// has, each named after it and within them. Any other report counts as no answer.
+/// has, each named after it, within them, and once. Any other report counts as no
+/// answer.
 fn of_itself(node: &str, report: &LocalReport) -> bool {
     let counters = report.info.counters;
+    let mut seen = std::collections::HashSet::with_capacity(report.counters.len());
     crate::cluster::policy::of_itself(node, &report.info)
         && report.counters.len() <= counters as usize
         && report.counters.iter().all(|(name, _)| {
-            parse_counter_name(name).is_some_and(|(owner, index)| owner == node && index < counters)
+            parse_counter_name(name).is_some_and(|(owner, index)| {
+                owner == node && index < counters && seen.insert(index)
+            })
         })
 }
 

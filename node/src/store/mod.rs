@@ -95,6 +95,10 @@ pub(crate) enum StoreError {
     /// may not have reached the disk; retrying it applies nothing twice.
     #[error("cannot write to the store: {0}")]
     Write(String),
+    /// The store cannot be used right now: its journal is not running, or commits
+    /// nothing (it waits for the disk).
+    #[error("the store cannot be used now: {0}")]
+    Unavailable(String),
 }
 
 /// One change the journal commits: what it stands for, and how it is applied.
