@@ -308,6 +308,7 @@ fn a_lying_member_speaks_only_for_itself() {
     assert!(lines_with(&log, "do not add up") >= 1, "{log}");
     assert_eq!(lines_with(&log, "panicked"), 0, "{log}");
     let peak_after = peak_rss_mib(coordinator_pid);
+    println!("  the coordinator's peak memory: {peak_before:.1} -> {peak_after:.1} MiB");
     assert!(
         peak_after < peak_before + 64.0,
         "the coordinator's peak memory grew from {peak_before:.1} to {peak_after:.1} MiB"

@@ -108,8 +108,8 @@ pub(crate) async fn serve(
             }
             drop(place);
         });
-        // Each accepted connection goes through admission before the next is
-        // accepted: the ones just admitted are not evicted before they had a chance.
+        // The connection just admitted gets to run (to read its first bytes) before
+        // the next newcomer looks for a place.
         tokio::task::yield_now().await;
         while connections.try_join_next().is_some() {}
     }
