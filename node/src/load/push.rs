@@ -342,12 +342,14 @@ impl Lane {
     }
 
     /// The lane's next adoption: acknowledged up to `upto`, what it counts as issued
-    /// moved by `by`; taken here at once.
+    /// moved by `by`; taken here at once. One that is not a discrepancy sets the
+    /// baseline (the totals are known from then on); one that is leaves an unknown
+    /// baseline unknown, for the destination's first answer to set.
     fn adoption(&mut self, upto: u64, by: (i64, i64), unvouched: bool) -> Adopt {
         self.adoptions += 1;
         self.issued_totals.0 = self.issued_totals.0.saturating_add(by.0);
         self.issued_totals.1 = self.issued_totals.1.saturating_add_signed(by.1);
-        self.known = true;
+        self.known |= !unvouched;
         Adopt {
             dest: self.node.clone(),
             number: self.adoptions,
@@ -835,8 +837,6 @@ impl Pusher {
         if answer == Answer::Resend {
             let _ = self.transmit(i);
         }
-        // Newly verified, or its window freed: the pending batch may go now.
-        let _ = self.flush(i);
     }
 
     /// Makes every pending batch whose window allows it, and asks a node with sent
@@ -1154,6 +1154,27 @@ mod tests {
                 unvouched: true
             }]
         );
+        // A store that kept no totals (an earlier version's): the given-up batches are
+        // unvouched, and the destination's first answer still sets the baseline, as no
+        // discrepancy.
+        let (mut unknown, _events, tally) = self::pusher(Mode::Unbatched, Some(outbox.clone()));
+        let stream = OutStream {
+            record: OutRecord {
+                known: false,
+                ..record
+            },
+            batches: vec![batch(2), batch(4)],
+        };
+        unknown.resume(BTreeMap::from([("n".to_string(), stream)]));
+        assert_eq!(tally.unvouched(), (-6, -2));
+        let mark = StreamMark {
+            seq: 4,
+            value: 40,
+            operations: 9,
+        };
+        let baseline = unknown.lanes[0].audit(mark).expect("the baseline is taken");
+        assert!(!baseline.unvouched, "{baseline:?}");
+        assert_eq!(unknown.lanes[0].audit(mark), None, "then both sides agree");
     }
 
     /// No batch is made into a stream before its destination's current host has

@@ -298,7 +298,8 @@ impl<T: Tables> Planner<'_, T> {
             return Ok(Outcome::Done);
         }
         record.adoptions = adopt.number;
-        record.known = true;
+        // As the sender's lane: a discrepancy leaves an unknown baseline unknown.
+        record.known |= !adopt.unvouched;
         record.issued.0 = record.issued.0.saturating_add(adopt.value);
         record.issued.1 = record.issued.1.saturating_add_signed(adopt.operations);
         if adopt.unvouched {
