@@ -15,10 +15,7 @@ use crate::error::CommandError;
 use crate::load::push::Mode;
 use crate::net::cookie::CookieArgs;
 use crate::net::tls::TlsArgs;
-use shared::protocol::MAX_ID_LEN;
-
-/// The default cluster port.
-pub const DEFAULT_PORT: u16 = 4697;
+use shared::protocol::parse_change_id;
 
 /// A node of the distributed counter cluster, or a client of one.
 ///
@@ -45,15 +42,15 @@ pub const DEFAULT_PORT: u16 = 4697;
 pub struct Cli {
     /// A client command; without one, run a node.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// Node options.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub(crate) serve: ServeArgs,
 }
 
 /// Options of a running node.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// coordinator (runs the aggregator) or worker. Default: worker when --join is given,
     /// coordinator otherwise.
     #[arg(long, value_parser = role_parser())]
@@ -91,7 +88,7 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
 
     /// Serve HTTP on this address: health probes, stats, members, counters (see the
-    /// README's "HTTP API"). HTTPS with the node's certificate where it has TLS. Off
+    /// docs/operations.md, "The HTTP API"). HTTPS with the node's certificate where it has TLS. Off
     /// unless given; beyond loopback it needs an HTTP token.
     #[arg(long, env = "NODE_HTTP", value_name = "HOST:PORT", value_parser = parse_socket_addr)]
     pub http: Option<SocketAddr>,
@@ -173,7 +170,7 @@ pub struct ServeArgs {
 
 /// Client commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a fresh collection over the whole cluster and print it.
     Stats {
         /// Print one JSON object instead of a table.
@@ -247,9 +244,9 @@ pub enum Command {
 
 /// Fault injection, honoured only by nodes started with --enable-fault-injection.
 #[derive(Debug, Subcommand)]
-pub enum DebugCommand {
+pub(crate) enum DebugCommand {
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
-    /// the supervision tree in the README). Always about the node --join names.
+    /// the supervision tree in docs/architecture.md). Always about the node --join names.
     Crash {
         /// Which actor.
         #[arg(value_enum)]
@@ -278,7 +275,7 @@ pub enum DebugCommand {
 
 /// The kinds of actor `node debug crash` can make fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CrashKind {
+pub(crate) enum CrashKind {
     /// One counter (give its name).
     Counter,
     /// The supervisor of the node's counters.
@@ -304,7 +301,7 @@ pub enum CrashKind {
 impl CrashKind {
     /// The wire form, with the counter's name for `counter` (required there, refused
     /// elsewhere).
-    pub fn with_counter(self, counter: Option<String>) -> Result<CrashTarget, CommandError> {
+    pub(crate) fn with_counter(self, counter: Option<String>) -> Result<CrashTarget, CommandError> {
         let target = match (self, counter) {
             (CrashKind::Counter, Some(name)) => return Ok(CrashTarget::Counter(name)),
             (CrashKind::Counter, None) => {
@@ -333,7 +330,7 @@ impl CrashKind {
 
 /// How a client reaches the cluster.
 #[derive(Debug, Clone, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Any cluster member.
     #[arg(long = "join", value_name = "HOST:PORT", default_value = "127.0.0.1:4697", value_parser = parse_host_port)]
     pub join: String,
@@ -351,26 +348,6 @@ pub struct ClientArgs {
 
 fn role_parser() -> impl TypedValueParser<Value = Role> {
     PossibleValuesParser::new(["coordinator", "worker"]).try_map(|s| s.parse::<Role>())
-}
-
-/// A client change's id: 1 to [`MAX_ID_LEN`] of letters, digits, '.', '_', ':', '-'.
-pub fn parse_change_id(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "an id is 1 to {MAX_ID_LEN} of letters, digits, '.', '_', ':', '-'"
-        ))
-    }
-}
-
-/// A new random change id (when a client gives none): 128 random bits in hex.
-pub(crate) fn new_change_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
 }
 
 fn parse_node_name(s: &str) -> Result<String, String> {

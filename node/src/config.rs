@@ -14,7 +14,7 @@ use crate::net::tls::Tls;
 
 /// Everything a node needs to run, checked.
 #[derive(Clone)]
-pub struct NodeConfig {
+pub(crate) struct NodeConfig {
     /// Unique node name.
     pub name: String,
     /// Coordinator or worker.
@@ -49,7 +49,7 @@ pub struct NodeConfig {
 
 /// Where a node keeps its counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Storage {
+pub(crate) enum Storage {
     /// In a store in this directory (`--data-dir`).
     Dir(std::path::PathBuf),
     /// In memory only (`--memory-only`): nothing survives the process.
@@ -75,7 +75,7 @@ impl std::fmt::Debug for NodeConfig {
 
 impl NodeConfig {
     /// Resolves defaults and checks the combination of arguments.
-    pub fn from_args(args: ServeArgs) -> Result<Self, NodeError> {
+    pub(crate) fn from_args(args: ServeArgs) -> Result<Self, NodeError> {
         let port = args.listen.port();
         if port == 0 {
             return Err(NodeError::Config(
@@ -143,13 +143,13 @@ impl NodeConfig {
     }
 
     /// `host:port` other nodes dial.
-    pub fn advertise(&self) -> String {
+    pub(crate) fn advertise(&self) -> String {
         host_port(&self.advertise_host, self.listen.port())
     }
 }
 
 /// Joins a host and a port, bracketing IPv6 literals.
-pub fn host_port(host: &str, port: u16) -> String {
+pub(crate) fn host_port(host: &str, port: u16) -> String {
     if host.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{host}]:{port}")
     } else {

@@ -35,27 +35,65 @@
 //! | [`clock`] | wall-clock timestamps for reports |
 //! | [`sys`] | this process's memory, from `/proc` |
 //!
-//! The benchmark is its own binary (`node-bench`, in `src/bin/node-bench/`), built on
-//! the public parts of this library; none of it is compiled into the node.
+//! | [`supervision`] | what every supervisor shares: exits, the restart budget, drills |
+//! | [`facts`] | what a node says about itself (`NodeInfo`), outliving its actors |
+//! | [`retry`] | a client change tried, with its id, until its fate is known |
+//!
+//! The public surface is the short list of re-exports below: what the `node` binary,
+//! the benchmark (`node-bench`, a crate of its own) and the tests need. Everything
+//! else is private to the crate.
 
-pub mod cli;
-pub mod client;
-pub(crate) mod clock;
-pub mod cluster;
-pub mod config;
-pub(crate) mod counters;
-pub mod error;
-pub mod http;
-pub mod load;
-pub mod logging;
-pub(crate) mod metrics;
-pub mod net;
-pub(crate) mod root;
-pub mod runtime;
-pub mod server;
-pub mod shutdown;
-pub(crate) mod stats;
-pub(crate) mod store;
-pub mod sys;
+mod cli;
+mod client;
+mod clock;
+mod cluster;
+mod config;
+mod counters;
+mod error;
+mod facts;
+mod http;
+mod load;
+mod logging;
+mod metrics;
+mod net;
+mod program;
+mod retry;
+mod root;
+mod runtime;
+mod server;
+mod shutdown;
+mod stats;
+mod store;
+mod supervision;
+mod sys;
 #[cfg(test)]
-pub(crate) mod testing;
+mod testing;
+
+// The `node` program: its command line, and running what it asks for.
+pub use cli::Cli;
+pub use program::main;
+
+// The runtime and logging every program of the workspace runs on.
+pub use logging::init as init_logging;
+pub use runtime::{run as run_on_runtime, BusyPoll, RuntimeOptions};
+
+// Talking to a cluster from another program: a client's connection, calls with a
+// deadline, finding a node's actors.
+pub use client::connection::ClusterClient;
+pub use cluster::discovery::{find_host, remote_agents};
+pub use cluster::rpc::call_until;
+pub use error::CommandError;
+pub use net::cookie::DEV_COOKIE;
+pub use net::tls::{server_name, Tls};
+
+// The write path without a node, for the benchmark: the pusher and what it sends.
+pub use load::client::operation;
+pub use load::push::{Mode, Offer, Pusher, Target};
+pub use load::tally::IssuedTally;
+
+// What the benchmark and the tests measure and start processes with.
+pub use net::conn::BUSY_MARKER;
+pub use net::port::unused_loopback_port;
+pub use runtime::busy_poll::enabled as busy_poll_enabled;
+pub use runtime::calibrate::{last as busy_poll_verdict, Measured};
+pub use sys::{status_kb, status_mib};

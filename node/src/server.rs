@@ -11,20 +11,24 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::clock::unix_micros;
-use crate::cluster::facts::NodeFacts;
 use crate::cluster::membership::Membership;
 use crate::config::{NodeConfig, Storage};
 use crate::counters::table::CounterTable;
 use crate::error::NodeError;
-use crate::root::{root_cause, NodeRoot, RootArgs, RootMessage};
+use crate::facts::NodeFacts;
+use crate::root::{NodeRoot, RootArgs, RootMessage};
 use crate::store::Store;
+use crate::supervision::root_cause;
 
 /// How long the ordered stop of every part may take in all.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs a node until `shutdown` completes (then stops it cleanly and returns `Ok`), or
 /// until a part of it fails for good (then stops it cleanly and returns the failure).
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+pub(crate) async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     if config.cookie.is_development() {
         warn!("no cookie given: using the development cookie (loopback only)");
     }
@@ -69,9 +73,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         store,
         fatal,
     };
-    let (root, mut root_handle) = Actor::spawn(None, NodeRoot, args)
-        .await
-        .map_err(|e| NodeError::Start(startup_failure(&e)))?;
+    let (root, mut root_handle) =
+        Actor::spawn(None, NodeRoot, args)
+            .await
+            .map_err(|source| NodeError::Start {
+                reason: startup_failure(&source),
+                source,
+            })?;
 
     if let Some(http) = &http {
         http.started(facts);
@@ -105,7 +113,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         _ = &mut root_handle => {
             let why = "the node's supervision root stopped unexpectedly".to_string();
             tracing::error!("{why}; stopping the node");
-            return Err(NodeError::Failed(why));
+            return Err(NodeError::Failed { why });
         }
     };
     if let Some(http) = http {
@@ -140,9 +148,8 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
             let opened = crate::runtime::busy_poll::spawn_blocking(move || {
                 Store::open(&dir, &name, counters, Arc::default()).map(|o| (o, dir))
             })
-            .await
-            .map_err(|e| NodeError::Store(format!("opening the store failed: {e}")))?;
-            let ((store, recovered), dir) = opened.map_err(|e| NodeError::Store(e.to_string()))?;
+            .await?;
+            let ((store, recovered), dir) = opened?;
             if recovered.fresh {
                 info!(data_dir = %dir.display(), "created a new store");
             } else {
@@ -164,10 +171,8 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
     drop(recovered);
     let store = Arc::new(store);
     let reading = Arc::clone(&store);
-    let (outbox, issued) = crate::runtime::busy_poll::spawn_blocking(move || reading.outbox())
-        .await
-        .map_err(|e| NodeError::Store(format!("reading the store failed: {e}")))?
-        .map_err(|e| NodeError::Store(e.to_string()))?;
+    let (outbox, issued) =
+        crate::runtime::busy_poll::spawn_blocking(move || reading.outbox()).await??;
     let unacknowledged: usize = outbox.values().map(|s| s.batches.len()).sum();
     if unacknowledged > 0 {
         info!(

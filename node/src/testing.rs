@@ -60,7 +60,7 @@ pub(crate) struct WritePath {
     pub(crate) host: ActorRef<shared::host::HostMessage>,
     /// The store the journal commits to.
     pub(crate) store: std::sync::Arc<crate::store::Store>,
-    facts: std::sync::Arc<crate::cluster::facts::NodeFacts>,
+    facts: std::sync::Arc<crate::facts::NodeFacts>,
     journal: ActorRef<crate::store::journal::JournalMessage>,
     journal_handle: ractor::concurrency::JoinHandle<()>,
     host_handle: ractor::concurrency::JoinHandle<()>,
@@ -68,7 +68,7 @@ pub(crate) struct WritePath {
 
 impl WritePath {
     /// Starts the journal and the host for `facts`.
-    pub(crate) async fn start(facts: &std::sync::Arc<crate::cluster::facts::NodeFacts>) -> Self {
+    pub(crate) async fn start(facts: &std::sync::Arc<crate::facts::NodeFacts>) -> Self {
         use std::sync::Arc;
         let (store, _) = crate::store::Store::memory(facts.table.len());
         let store = Arc::new(store);
@@ -88,7 +88,7 @@ impl WritePath {
     }
 
     async fn journal(
-        facts: &std::sync::Arc<crate::cluster::facts::NodeFacts>,
+        facts: &std::sync::Arc<crate::facts::NodeFacts>,
         store: &std::sync::Arc<crate::store::Store>,
     ) -> (
         ActorRef<crate::store::journal::JournalMessage>,

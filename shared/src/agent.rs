@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counter::{CounterError, Delta};
 use crate::protocol::Role;
-use crate::stats::ClusterStats;
+use crate::stats::{ClusterStats, SenderTotals};
 
 /// A message to a node agent (one per node, in [`crate::protocol::NODES_GROUP`]).
 #[derive(RactorClusterMessage)]
@@ -92,17 +92,6 @@ pub struct NodeInfo {
     pub known_peers: Vec<PeerAddr>,
 }
 
-/// What a node applied from one sender: every batch of every stream from it, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SenderTotals {
-    /// The sending node.
-    pub sender: String,
-    /// Net value of its batches.
-    pub value: i64,
-    /// Operations in its batches.
-    pub operations: u64,
-}
-
 /// A client command, served by whichever node the client connected to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
@@ -136,7 +125,7 @@ pub enum ClientRequest {
         counter: String,
     },
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
-    /// the supervision tree in the README). Fault injection for tests and drills:
+    /// the supervision tree in docs/architecture.md). Fault injection for tests and drills:
     /// refused unless the node runs with `--enable-fault-injection`, and only ever
     /// about the node that receives it.
     Crash(CrashTarget),

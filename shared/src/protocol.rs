@@ -38,6 +38,26 @@ pub fn validate_change_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A client change's id: 1 to [`MAX_ID_LEN`] of letters, digits, '.', '_', ':', '-'.
+pub fn parse_change_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "an id is 1 to {MAX_ID_LEN} of letters, digits, '.', '_', ':', '-'"
+        ))
+    }
+}
+
+/// A new random change id (when a client gives none): 128 random bits in hex.
+pub fn new_change_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 /// What a node does besides hosting counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {

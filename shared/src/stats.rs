@@ -5,6 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::Role;
 
+/// What a node applied from one sender: every batch of every stream from it, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderTotals {
+    /// The sending node.
+    pub sender: String,
+    /// Net value of its batches.
+    pub value: i64,
+    /// Operations in its batches.
+    pub operations: u64,
+}
+
 /// The result of one collection over the whole cluster.
 ///
 /// Sums are `i128` so that adding many `i64` values can never overflow.
@@ -92,7 +103,7 @@ pub struct NodeStats {
     /// Operations its streams' receivers hold beyond (negative: short of) what it issued.
     pub unvouched_operations: i64,
     /// What this node applied from each sender (every run of each), by sender name.
-    pub received: Vec<crate::agent::SenderTotals>,
+    pub received: Vec<SenderTotals>,
     /// Counter restarts on this node.
     pub counter_restarts: u64,
     /// Counters that answered, sorted by name.

@@ -4,9 +4,10 @@
 use ractor::message::SerializedMessage;
 use ractor::{BytesConvertable, Message, RpcReplyPort};
 use serde::{de::DeserializeOwned, Serialize};
-use shared::agent::{AgentMessage, Beat, PeerAddr, SenderTotals};
+use shared::agent::{AgentMessage, Beat, PeerAddr};
 use shared::codec::{decode, encode, CodecError};
 use shared::protocol::{Role, PROTOCOL_VERSION};
+use shared::stats::SenderTotals;
 use shared::*;
 
 fn round_trip<T>(value: T)

@@ -117,28 +117,6 @@ fn bad_arguments_get_clap_errors() {
     ] {
         assert!(text.contains(flag), "--help does not explain {flag}");
     }
-    // The benchmark is its own program, with its own checked options.
-    let bench = env!("CARGO_BIN_EXE_node-bench");
-    for args in [
-        vec!["--scale-counters", "100001"],
-        vec!["--counters", "2"],
-        vec!["--ops", "0"],
-    ] {
-        let out = Command::new(bench).args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "node-bench {args:?}");
-    }
-    let help = Command::new(bench).arg("--help").output().unwrap();
-    let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--json", "--scale", "--ops", "--counters", "BENCHMARKS.md"] {
-        assert!(
-            text.contains(flag),
-            "node-bench --help does not explain {flag}"
-        );
-    }
-    assert!(
-        !text.contains("sender"),
-        "the internal sender is hidden: {text}"
-    );
 }
 
 #[test]

@@ -159,8 +159,8 @@ enum Forged {
 /// its log gets at most one line about it.
 #[test]
 fn forged_messages_after_a_valid_handshake_are_dropped() {
-    use node::client::ClusterClient;
-    use node::cluster::discovery::find_host;
+    use node::find_host;
+    use node::ClusterClient;
     use shared::host::{Batch, Change, HostMessage, StreamId};
 
     let _one_in_process_client = crate::util::in_process_client_lock();
@@ -327,7 +327,7 @@ impl ractor_cluster::ClusterBidiStream for Tapped {
 /// node drops that connection and keeps serving, with one log line at most.
 #[test]
 fn a_valid_cookie_handshake_followed_by_garbage_is_dropped() {
-    use node::cluster::discovery::remote_agents;
+    use node::remote_agents;
     use ractor::Actor;
     use ractor_cluster::NodeServer;
 
@@ -490,7 +490,7 @@ fn a_legitimate_client_gets_in_within_a_second_under_a_flood_from_its_own_addres
                     }
                     round += 1;
                     // One in four stalls after a real first frame (50 of them, fewer
-                    // than an address's 64 places: see the README for more).
+                    // than an address's 64 places: see docs/operations.md, Security).
                     let bytes = match i % 4 {
                         0 => Vec::new(),
                         1 => noise(4096, round),
@@ -598,7 +598,7 @@ fn turning_away(say: &'static [u8]) -> (String, impl FnOnce() -> usize) {
 /// connection that way; the client tries again until its timeout.)
 #[test]
 fn a_client_turned_away_as_busy_is_told_so() {
-    let (addr, finish) = turning_away(&node::net::conn::BUSY_MARKER);
+    let (addr, finish) = turning_away(&node::BUSY_MARKER);
     let started = Instant::now();
     let out = crate::util::client(&["get", "x/0", "--join", &addr, "--timeout", "1"]);
     let took = started.elapsed();

@@ -164,11 +164,11 @@ fn a_lying_member_speaks_only_for_itself() {
             .await
             .unwrap();
         let coordinator_host = wait_for("the coordinator's host", Duration::from_secs(10), || {
-            node::cluster::discovery::find_host("coordinator").ok_or("not yet".to_string())
+            node::find_host("coordinator").ok_or("not yet".to_string())
         });
         let coordinator_agent =
             wait_for("the coordinator's agent", Duration::from_secs(10), || {
-                node::cluster::discovery::remote_agents()
+                node::remote_agents()
                     .into_iter()
                     .find(|(name, _)| name == "coordinator")
                     .map(|(_, agent)| agent)

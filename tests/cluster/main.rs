@@ -11,7 +11,6 @@
 
 mod util;
 
-mod bench;
 mod busy_poll;
 mod cli_errors;
 mod client_ids;

@@ -73,8 +73,21 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// `GET /metrics` on the node whose HTTP side is `http`: the Prometheus text.
+pub fn scrape(http: &str) -> Result<String, String> {
+    http_get(http, "/metrics")
+}
+
+/// The value of counter `series` (name and labels exactly as printed) on the node whose
+/// HTTP side is `http`; 0 while the series has not appeared (a labelled series appears
+/// at its first increment).
+pub fn counter_value(http: &str, series: &str) -> Result<f64, String> {
+    let text = scrape(http)?;
+    Ok(sample(&text, series).unwrap_or(0.0))
+}
+
 /// The value of the sample `series` (name and labels exactly as printed).
-fn sample(text: &str, series: &str) -> Option<f64> {
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -69,7 +69,7 @@ fn unknown_counter_is_a_clear_error() {
 /// authenticates, whether the previous one was closed or is still open.
 #[test]
 fn back_to_back_connections_from_one_process_all_authenticate() {
-    use node::client::ClusterClient;
+    use node::ClusterClient;
     use std::time::Duration;
 
     let _one_in_process_client = crate::util::in_process_client_lock();
@@ -101,7 +101,7 @@ fn back_to_back_connections_from_one_process_all_authenticate() {
 /// process knows.
 #[test]
 fn each_client_talks_to_the_node_it_connected_to() {
-    use node::client::ClusterClient;
+    use node::ClusterClient;
     use shared::agent::{ClientAnswer, ClientRequest};
     use std::time::Duration;
 

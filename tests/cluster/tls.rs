@@ -376,7 +376,7 @@ fn silent_connections_do_not_starve_the_https_probes() {
     wait_complete(&coordinator.addr, &certs, 1, 2);
     let flood = crate::util::Flood::start(&http, 256, |addr| TcpStream::connect(addr).ok());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let tls = node::net::tls::Tls::load(
+    let tls = node::Tls::load(
         Path::new(&certs.path("client.pem")),
         Path::new(&certs.path("client-key.pem")),
         Path::new(&certs.path("ca.pem")),
@@ -390,7 +390,7 @@ fn silent_connections_do_not_starve_the_https_probes() {
             let tcp = tokio::net::TcpStream::connect(&http)
                 .await
                 .map_err(|e| e.to_string())?;
-            let name = node::net::tls::server_name(&http).unwrap();
+            let name = node::server_name(&http).unwrap();
             let mut stream = tls
                 .connector()
                 .connect(name, tcp)
@@ -437,13 +437,13 @@ async fn client_tls_stream(
     certs: &Certs,
     addr: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let tls = node::net::tls::Tls::load(
+    let tls = node::Tls::load(
         Path::new(&certs.path("client.pem")),
         Path::new(&certs.path("client-key.pem")),
         Path::new(&certs.path("ca.pem")),
     )
     .unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = node::net::tls::server_name(addr).unwrap();
+    let name = node::server_name(addr).unwrap();
     tls.connector().connect(name, tcp).await.unwrap()
 }

@@ -19,7 +19,7 @@ pub fn node_bin() -> PathBuf {
 
 /// A port nobody listens on right now, and no other node of this test run was given.
 pub fn free_port() -> u16 {
-    node::net::port::unused_loopback_port().expect("cannot pick a loopback port")
+    node::unused_loopback_port().expect("cannot pick a loopback port")
 }
 
 /// A path under cargo's temporary directory unique to this test process, ending in
@@ -413,12 +413,12 @@ pub fn timing_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// Resident memory of a process, in MiB.
 pub fn rss_mib(pid: u32) -> f64 {
-    node::sys::status_mib(pid, "VmRSS")
+    node::status_mib(pid, "VmRSS")
 }
 
 /// Peak resident memory of a process, in MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
-    node::sys::status_mib(pid, "VmHWM")
+    node::status_mib(pid, "VmHWM")
 }
 
 /// Lines of `log` that mention `needle`.

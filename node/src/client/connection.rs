@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::cluster::mesh::{session_node_name, CLIENT_NAME_PREFIX};
+use crate::cluster::names::{session_node_name, CLIENT_NAME_PREFIX};
 use crate::cluster::rpc::call_until;
 use crate::error::CommandError;
 use crate::net::tls::Tls;
@@ -118,17 +118,23 @@ impl ClusterClient {
             {
                 Ok(client) => break Ok(client),
                 // Out of time on a later attempt: the node's answer was "busy".
-                Err(Attempt::Failed(CommandError::ConnectTimeout(..))) if turned_away => {
-                    break Err(CommandError::Busy(addr.to_string()));
+                Err(Attempt::Failed(CommandError::ConnectTimeout { .. })) if turned_away => {
+                    break Err(CommandError::Busy {
+                        addr: addr.to_string(),
+                    });
                 }
                 Err(Attempt::Failed(error)) => break Err(error),
                 Err(Attempt::Busy) => {
                     turned_away = true;
-                    CommandError::Busy(addr.to_string())
+                    CommandError::Busy {
+                        addr: addr.to_string(),
+                    }
                 }
                 Err(Attempt::NoAnswer) => {
                     unanswered += 1;
-                    let error = CommandError::NoAnswer(addr.to_string());
+                    let error = CommandError::NoAnswer {
+                        addr: addr.to_string(),
+                    };
                     if unanswered >= NO_ANSWER_ATTEMPTS {
                         break Err(error);
                     }
@@ -192,18 +198,30 @@ impl ClusterClient {
         }
 
         let result = async {
-            let timed_out = || failed(CommandError::ConnectTimeout(addr.to_string(), timeout));
+            let timed_out = || {
+                failed(CommandError::ConnectTimeout {
+                    addr: addr.to_string(),
+                    within: timeout,
+                })
+            };
             let (_, probe) =
                 tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls, None))
                     .await
                     .map_err(|_| timed_out())?
                     .map_err(|e| match e {
                         DialError::Busy => Attempt::Busy,
-                        DialError::Resolve(e) => failed(CommandError::Resolve(addr.to_string(), e)),
-                        DialError::Connect(e) => {
-                            failed(CommandError::Unreachable(addr.to_string(), e.to_string()))
-                        }
-                        DialError::Tls(e) => failed(CommandError::Tls(addr.to_string(), e)),
+                        DialError::Resolve(e) => failed(CommandError::Resolve {
+                            addr: addr.to_string(),
+                            reason: e,
+                        }),
+                        DialError::Connect(e) => failed(CommandError::Unreachable {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }),
+                        DialError::Tls(e) => failed(CommandError::Tls {
+                            addr: addr.to_string(),
+                            reason: e,
+                        }),
                         DialError::TimedOut(_) => timed_out(),
                     })?;
             tracing::debug!(elapsed = ?began.elapsed(), "connected (TCP)");
@@ -230,13 +248,15 @@ impl ClusterClient {
                     }
                     // The node hangs up during the handshake when the cookies differ.
                     Ok(Some(SessionEvent::Closed)) if !authenticated => {
-                        return Err(failed(CommandError::AuthFailed(addr.to_string())))
+                        return Err(failed(CommandError::AuthFailed {
+                            addr: addr.to_string(),
+                        }))
                     }
                     Ok(Some(SessionEvent::Closed)) => {
-                        return Err(failed(CommandError::Unreachable(
-                            addr.to_string(),
-                            "the node closed the connection".into(),
-                        )))
+                        return Err(failed(CommandError::Unreachable {
+                            addr: addr.to_string(),
+                            reason: "the node closed the connection".into(),
+                        }))
                     }
                 }
             };
@@ -249,8 +269,11 @@ impl ClusterClient {
                     .into_iter()
                     .find(|cell| cell.get_name().as_deref() == Some(name.as_str()))
             };
-            let agent = remote(agent_name(&node))
-                .ok_or_else(|| failed(CommandError::NotANode(addr.to_string())))?;
+            let agent = remote(agent_name(&node)).ok_or_else(|| {
+                failed(CommandError::NotANode {
+                    addr: addr.to_string(),
+                })
+            })?;
             let host = remote(host_name(&node)).map(Into::into);
             Ok((agent.into(), host, node))
         }
@@ -285,7 +308,10 @@ impl ClusterClient {
             until,
         )
         .await
-        .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))?;
+        .ok_or_else(|| CommandError::RequestTimeout {
+            addr: self.addr.clone(),
+            within: timeout,
+        })?;
         answer.map_err(CommandError::Rejected)
     }
 
@@ -297,7 +323,10 @@ impl ClusterClient {
             Instant::now() + timeout,
         )
         .await
-        .ok_or_else(|| CommandError::RequestTimeout(self.addr.clone(), timeout))
+        .ok_or_else(|| CommandError::RequestTimeout {
+            addr: self.addr.clone(),
+            within: timeout,
+        })
     }
 
     /// The name of the node this client is connected to.

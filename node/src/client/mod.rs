@@ -6,7 +6,5 @@
 //! | [`connection`] | a client's connection to the node it dialed, and its requests |
 //! | [`commands`] | running a command and printing its answer |
 
-pub mod commands;
-pub mod connection;
-
-pub use connection::ClusterClient;
+pub(crate) mod commands;
+pub(crate) mod connection;

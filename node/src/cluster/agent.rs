@@ -24,12 +24,12 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::discovery::{find_host, hosts};
-use super::facts::NodeFacts;
 use super::membership::Heard;
 use super::rpc::call_until;
-use crate::root::RootMessage;
+use crate::facts::NodeFacts;
 use crate::stats::aggregator::AggregatorMessage;
 use crate::stats::collect::collect;
+use crate::supervision::{Drill, DrillPort};
 
 /// Client commands served at once.
 pub(crate) const MAX_CLIENT_REQUESTS: usize = 64;
@@ -52,9 +52,9 @@ pub(crate) struct AgentArgs {
     /// The registry name of the local aggregator, on the coordinator (looked up at
     /// each use, so a restarted aggregator is found).
     pub(crate) aggregator: Option<String>,
-    /// The node's root, which carries out fault injection; `None` unless the node runs
-    /// with `--enable-fault-injection`.
-    pub(crate) fault_injection: Option<ActorRef<RootMessage>>,
+    /// Where fault injection is carried out (the node's root); `None` unless the node
+    /// runs with `--enable-fault-injection`.
+    pub(crate) drills: Option<DrillPort>,
 }
 
 /// The agent's state.
@@ -191,26 +191,21 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 call_until(host, |reply| HostMessage::GetValue(index, reply), until).await;
             value_answer(facts, counter, outcome)
         }
-        ClientRequest::Crash(target) => {
-            fault(args, |reply| RootMessage::Crash(target, reply)).await
-        }
+        ClientRequest::Crash(target) => fault(args, Drill::Crash(target)).await,
         ClientRequest::DiskErrors { pass, fail } => {
-            fault(args, |reply| RootMessage::DiskErrors { pass, fail, reply }).await
+            fault(args, Drill::DiskErrors { pass, fail }).await
         }
     }
 }
 
 /// Hands a fault injection request to the node's root, if the node allows them.
-async fn fault(
-    args: &AgentArgs,
-    request: impl FnOnce(ractor::RpcReplyPort<Result<(), ClientError>>) -> RootMessage,
-) -> Result<ClientAnswer, ClientError> {
-    let root = args
-        .fault_injection
-        .clone()
+async fn fault(args: &AgentArgs, drill: Drill) -> Result<ClientAnswer, ClientError> {
+    let drills = args
+        .drills
+        .as_ref()
         .ok_or_else(|| ClientError::FaultInjectionDisabled(args.facts.name.clone()))?;
-    let until = Instant::now() + COUNTER_CALL_TIMEOUT;
-    call_until(root, request, until)
+    drills
+        .ask(drill, COUNTER_CALL_TIMEOUT)
         .await
         .ok_or_else(|| ClientError::Internal("the node's root did not answer".into()))?
         .map(|()| ClientAnswer::Done)
@@ -295,7 +290,7 @@ mod tests {
         let args = AgentArgs {
             facts,
             aggregator: None,
-            fault_injection: None,
+            drills: None,
         };
         let (agent, agent_handle) = Actor::spawn(None, NodeAgent, args).await.unwrap();
         let stats = || ClientRequest::Stats {

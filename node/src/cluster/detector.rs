@@ -96,7 +96,7 @@ pub(crate) enum Input {
         /// The session.
         session: ActorId,
         /// How the peer treated it, for a dialed session still in its handshake.
-        refusal: Refusal,
+        refusal: HandshakeEnd,
     },
     /// A dial attempt ended: the socket address reached, or why not.
     Dialed {
@@ -111,7 +111,7 @@ pub(crate) enum Input {
 
 /// How a dialed peer ended a handshake (see `net::conn`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum HandshakeEnd {
     /// It said it was busy.
     Busy,
     /// It closed before it said a word (too busy to check the name in time, or not
@@ -567,7 +567,7 @@ impl Detector {
         &mut self,
         now: Instant,
         session: ActorId,
-        refusal: Refusal,
+        refusal: HandshakeEnd,
         membership: &Membership,
         out: &mut Vec<Action>,
     ) {
@@ -614,7 +614,7 @@ impl Detector {
         &mut self,
         now: Instant,
         h: Handshake,
-        refusal: Refusal,
+        refusal: HandshakeEnd,
         out: &mut Vec<Action>,
     ) {
         if h.inbound {
@@ -635,8 +635,8 @@ impl Detector {
         }
         if let Some(attempts) = self.dial_failed(&addr, now) {
             let report = match refusal {
-                Refusal::Busy | Refusal::Silent => Report::Busy { addr, attempts },
-                Refusal::Rejected => Report::AuthFailed { addr, attempts },
+                HandshakeEnd::Busy | HandshakeEnd::Silent => Report::Busy { addr, attempts },
+                HandshakeEnd::Rejected => Report::AuthFailed { addr, attempts },
             };
             out.push(Action::Report(report));
         }
@@ -887,7 +887,7 @@ mod tests {
             t0 + 1001 * MS,
             Input::Closed {
                 session: id(1),
-                refusal: Refusal::Rejected,
+                refusal: HandshakeEnd::Rejected,
             },
             &m,
         );
@@ -940,7 +940,7 @@ mod tests {
 
     /// Session `session` closed.
     fn close(d: &mut Detector, m: &Membership, at: Instant, session: u64) -> Vec<Action> {
-        let refusal = Refusal::Rejected;
+        let refusal = HandshakeEnd::Rejected;
         d.step(
             at,
             Input::Closed {
@@ -1209,7 +1209,11 @@ mod tests {
 
         // A dial whose handshake the peer closes: a wrong cookie, or a busy peer; each
         // the first failure of a fresh detector, so each is logged, and told apart.
-        for refusal in [Refusal::Rejected, Refusal::Busy, Refusal::Silent] {
+        for refusal in [
+            HandshakeEnd::Rejected,
+            HandshakeEnd::Busy,
+            HandshakeEnd::Silent,
+        ] {
             let (mut d, m) = detector("a", &["s:1"]);
             d.step(t0, Input::Tick, &m);
             d.step(
@@ -1238,7 +1242,7 @@ mod tests {
                 &m,
             );
             let addr = "s:1".to_string();
-            let want = if refusal == Refusal::Rejected {
+            let want = if refusal == HandshakeEnd::Rejected {
                 Report::AuthFailed { addr, attempts: 1 }
             } else {
                 Report::Busy { addr, attempts: 1 }
@@ -1260,7 +1264,7 @@ mod tests {
                 t0,
                 Input::Closed {
                     session: id(9),
-                    refusal: Refusal::Rejected
+                    refusal: HandshakeEnd::Rejected
                 },
                 &m
             )
@@ -1323,7 +1327,7 @@ mod tests {
                 t0,
                 Input::Closed {
                     session: id(n),
-                    refusal: Refusal::Rejected,
+                    refusal: HandshakeEnd::Rejected,
                 },
                 &m,
             );
@@ -1372,7 +1376,7 @@ mod tests {
             t0,
             Input::Closed {
                 session: id(1),
-                refusal: Refusal::Rejected
+                refusal: HandshakeEnd::Rejected
             },
             &m
         ))
@@ -1382,7 +1386,7 @@ mod tests {
             t0,
             Input::Closed {
                 session: id(2),
-                refusal: Refusal::Rejected,
+                refusal: HandshakeEnd::Rejected,
             },
             &m,
         );

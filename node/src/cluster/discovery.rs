@@ -34,7 +34,7 @@ fn by_node(group: &str) -> Vec<(String, ActorCell)> {
 }
 
 /// Every counter host known (this node's and its peers'), by node name.
-pub fn hosts() -> Vec<(String, ActorRef<HostMessage>)> {
+pub(crate) fn hosts() -> Vec<(String, ActorRef<HostMessage>)> {
     by_node(HOSTS_GROUP)
         .into_iter()
         .map(|(node, cell)| (node, cell.into()))

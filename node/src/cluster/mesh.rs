@@ -34,14 +34,15 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::detector::{
-    detector_timing, Action, Detector, Input, Refusal, Report, SessionPeer, AUTH_GRACE,
+    detector_timing, Action, Detector, HandshakeEnd, Input, Report, SessionPeer, AUTH_GRACE,
     GOSSIP_EVERY,
 };
 use super::discovery::remote_agents;
-use super::facts::NodeFacts;
+use super::names::{session_node_name, CLIENT_NAME_PREFIX};
 use super::rpc::{ask, gather, gather_timed};
 use crate::clock::Ticker;
-use crate::net::conn::DialProbe;
+use crate::facts::NodeFacts;
+use crate::net::probe::DialProbe;
 use crate::net::tls::Tls;
 use crate::net::transport::{self, Inbound};
 
@@ -49,17 +50,6 @@ use crate::net::transport::{self, Inbound};
 const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a clean leave waits for its peers to acknowledge.
 pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Node names of short-lived clients start with this (a character node names may not
-/// contain), so their sessions are told apart from cluster members.
-pub(crate) const CLIENT_NAME_PREFIX: &str = "~client";
-
-/// The node-name part of ractor_cluster's `name@host` session names.
-pub(crate) fn session_node_name(session_name: &str) -> &str {
-    session_name
-        .split_once('@')
-        .map_or(session_name, |(name, _)| name)
-}
 
 /// The `HOST:PORT` a peer advertises, from its session's name message. ractor_cluster
 /// builds `connection_string` as `{hostname}:{port}` from the peer's `NodeServer`
@@ -334,9 +324,9 @@ impl MeshState {
                     early.insert(session);
                 }
                 let refusal = match self.probes.remove(&ses.peer_addr) {
-                    Some(probe) if probe.refused_busy() => Refusal::Busy,
-                    Some(probe) if !probe.answered() => Refusal::Silent,
-                    _ => Refusal::Rejected,
+                    Some(probe) if probe.refused_busy() => HandshakeEnd::Busy,
+                    Some(probe) if !probe.answered() => HandshakeEnd::Silent,
+                    _ => HandshakeEnd::Rejected,
                 };
                 self.step(myself, Input::Closed { session, refusal });
             }
@@ -499,12 +489,6 @@ impl Actor for Mesh {
 mod tests {
     use super::*;
     use crate::testing::Hoarder;
-
-    #[test]
-    fn session_names_map_to_node_names() {
-        assert_eq!(session_node_name("worker-1@10.0.0.2:4697"), "worker-1");
-        assert_eq!(session_node_name("plain"), "plain");
-    }
 
     /// The mesh never waits on the `NodeServer` (or anything else) in a handler: with a
     /// server that never answers, ten thousand ticks are still handled at once.

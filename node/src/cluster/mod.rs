@@ -7,16 +7,16 @@
 //! | [`detector`] | the mesh's decisions as a pure type driven by `step(now, input)` |
 //! | [`membership`] | the table of peers: reachable or not, since when, last heard |
 //! | [`agent`] | the node's face to peers (info, heartbeats, leaving) and to clients |
-//! | [`facts`] | what a node says about itself (`NodeInfo`) |
+//! | [`names`] | whose session is whose: member and client node names |
 //! | [`discovery`] | finding hosts and agents through the process groups |
 //! | [`policy`] | what a peer may say: members speak only for themselves |
 //! | [`rpc`] | calls with a deadline, and fan-outs without a task per call |
 
 pub(crate) mod agent;
 pub(crate) mod detector;
-pub mod discovery;
-pub(crate) mod facts;
+pub(crate) mod discovery;
 pub(crate) mod membership;
 pub(crate) mod mesh;
+pub(crate) mod names;
 pub(crate) mod policy;
-pub mod rpc;
+pub(crate) mod rpc;

@@ -16,7 +16,7 @@
 //! and each peer has at most [`MAX_MIRRORED`] actors mirrored here. What a member says
 //! of itself in its answers (its counters, whom it sees) is checked where it is read
 //! ([`crate::stats::collect`], [`super::detector`]). What a member with a node
-//! certificate can still do is in the README (Security).
+//! certificate can still do is in docs/operations.md (Security).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +24,7 @@ use ractor::ActorCell;
 use shared::protocol::{agent_name, host_name, owner_node, validate_node_name};
 use tracing::warn;
 
-use super::mesh::{session_node_name, CLIENT_NAME_PREFIX};
+use super::names::{session_node_name, CLIENT_NAME_PREFIX};
 use crate::net::tls::Tls;
 
 /// The most actors of one peer mirrored here (a node has two: its agent and its host).

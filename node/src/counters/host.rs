@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::counter::CounterMessage;
-use crate::cluster::facts::NodeFacts;
+use crate::facts::NodeFacts;
 use crate::store::journal::{journal_name, JournalMessage, Waiter};
 use crate::store::Entry;
 

@@ -190,8 +190,8 @@ impl Actor for CounterSupervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // Failed or stopped unasked: restarted either way (unless draining).
-        match crate::root::exit_of(event) {
-            Some((id, reason, _)) => state.lost(id, &reason, myself.get_cell()).await,
+        match crate::supervision::exit_of(event) {
+            Some(exit) => state.lost(exit.id, &exit.reason, myself.get_cell()).await,
             None => Ok(()),
         }
     }

@@ -28,7 +28,7 @@ use crate::net::cookie::read_secret_file;
 
 /// Where the HTTP token may come from.
 #[derive(Clone, Default, Args)]
-pub struct HttpTokenArgs {
+pub(crate) struct HttpTokenArgs {
     /// The HTTP side's bearer token (`Authorization: Bearer TOKEN`): changes always need
     /// it, reads need it when --http is beyond loopback (where it is required).
     /// Prefer NODE_HTTP_TOKEN or --http-token-file: a command line shows in `ps`.
@@ -51,7 +51,7 @@ impl std::fmt::Debug for HttpTokenArgs {
 
 impl HttpTokenArgs {
     /// The token given, if any. Reads `--http-token-file` now.
-    pub fn given(&self) -> Result<Option<Token>, String> {
+    pub(crate) fn given(&self) -> Result<Option<Token>, String> {
         match (&self.http_token, &self.http_token_file) {
             (Some(_), Some(_)) => Err("the HTTP token is given twice: use one of \
                  --http-token, NODE_HTTP_TOKEN, --http-token-file (NODE_HTTP_TOKEN_FILE)"
@@ -74,7 +74,7 @@ fn parse_token(s: &str) -> Result<String, String> {
 
 /// A resolved HTTP token. Its `Debug` hides it; it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,8 +83,9 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// A token, for tests and for callers that resolved it themselves.
-    pub fn new(token: impl Into<String>) -> Self {
+    /// A token, for tests.
+    #[cfg(test)]
+    pub(crate) fn new(token: impl Into<String>) -> Self {
         Self(token.into())
     }
 }

@@ -16,7 +16,7 @@
 //! say the node is starting), until the node stops, when it stops first: it closes its
 //! port, and the requests being served finish.
 
-pub mod access;
+pub(crate) mod access;
 pub(crate) mod members;
 pub(crate) mod places;
 pub(crate) mod routes;
@@ -31,13 +31,13 @@ use tokio::task::JoinHandle;
 
 use self::access::{Access, Token};
 use self::routes::{router, HttpState, Node};
-use crate::cluster::facts::NodeFacts;
 use crate::error::NodeError;
+use crate::facts::NodeFacts;
 use crate::net::tls::Tls;
 
 /// The HTTP side's settings.
 #[derive(Debug, Clone)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// Where it listens.
     pub listen: SocketAddr,
     /// The bearer token (required beyond loopback).

@@ -39,13 +39,13 @@ use tokio::time::Instant;
 
 use super::access::{Access, Denied, Need};
 use super::members::{members, Me};
-use crate::cli::parse_change_id;
-use crate::client::commands::{try_change, ChangeOutcome};
 use crate::cluster::agent::MAX_CLIENT_DEADLINE;
-use crate::cluster::facts::NodeFacts;
 use crate::cluster::membership::PeerStatus;
 use crate::cluster::rpc::call_until;
 use crate::error::CommandError;
+use crate::facts::NodeFacts;
+use crate::retry::{try_change, ChangeOutcome};
+use shared::protocol::{new_change_id, parse_change_id};
 
 /// Largest request body taken (a change is a few bytes of JSON).
 pub(crate) const MAX_BODY: usize = 16 * 1024;
@@ -477,7 +477,7 @@ async fn change(
         }
     };
     let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => crate::cli::new_change_id(),
+        None => new_change_id(),
         Some(value) => value
             .to_str()
             .map_err(|_| "not text".to_string())

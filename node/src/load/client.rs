@@ -35,8 +35,8 @@ use super::outbox::JournalOutbox;
 use super::push::{Mode, Offer, PushEvent, Pusher, Target};
 use crate::clock::Ticker;
 use crate::cluster::discovery::hosts;
-use crate::cluster::facts::NodeFacts;
 use crate::cluster::rpc::call_until;
+use crate::facts::NodeFacts;
 use crate::store::journal::{journal_name, JournalMessage};
 use crate::store::{Store, StoreError};
 
@@ -70,7 +70,7 @@ pub(crate) struct LoadClient;
 
 /// Load clients to run on a node (`--load`, `--load-ops`, `--load-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     /// Operations per second.
     pub rate: u32,
     /// Stop after this many operations.
@@ -337,7 +337,7 @@ impl Actor for LoadClient {
                     value,
                     operations, "load clients finished: everything they issued is acknowledged"
                 );
-                myself.stop(Some(crate::root::LOAD_FINISHED.into()));
+                myself.stop(Some(crate::supervision::LOAD_FINISHED.into()));
             }
         }
         Ok(())

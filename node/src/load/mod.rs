@@ -9,8 +9,8 @@
 //! | [`outbox`] | where issued batches are kept until acknowledged (the node's store) |
 //! | [`tally`] | what this node has issued: the other side of the exactness check |
 
-pub mod client;
-pub mod outbox;
-pub mod push;
-pub mod tally;
-pub mod window;
+pub(crate) mod client;
+pub(crate) mod outbox;
+pub(crate) mod push;
+pub(crate) mod tally;
+pub(crate) mod window;

@@ -14,7 +14,7 @@ use ractor::ActorRef;
 
 use crate::store::journal::{journal_name, JournalMessage, OnCommit, Waiter};
 use crate::store::Entry;
-pub use crate::store::{Adopt, OutBatch};
+pub(crate) use crate::store::{Adopt, OutBatch};
 
 /// Where a sender's batches are kept until acknowledged.
 pub trait Outbox: Send + Sync {

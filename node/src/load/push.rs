@@ -70,7 +70,7 @@ const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most batches a destination is believed to hold beyond what a sender issued (a
 /// store restored from an older copy falls this far behind only after a trillion
 /// batches): an answer beyond it is a lie or a fault, and is ignored.
-pub const MAX_AHEAD: u64 = 1 << 40;
+pub(crate) const MAX_AHEAD: u64 = 1 << 40;
 
 /// One message per operation, or coalesced batches (`--load-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,7 +83,7 @@ pub enum Mode {
 
 /// Window and batch sizes of a [`Mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Unacknowledged batches allowed per destination node.
     pub window: u64,
     /// Batches between two acknowledgement requests to the same node.
@@ -101,7 +101,7 @@ pub struct Limits {
 
 impl Mode {
     /// The window and batch sizes used in this mode.
-    pub fn limits(self) -> Limits {
+    pub(crate) fn limits(self) -> Limits {
         match self {
             // Up to 32 batches in flight per node: enough to keep a loopback link busy
             // through a round trip, small enough to stay flat. A batch carries 4096 to
@@ -537,7 +537,7 @@ impl Pusher {
     }
 
     /// Counters over all targets.
-    pub fn total_counters(&self) -> u64 {
+    pub(crate) fn total_counters(&self) -> u64 {
         self.total
     }
 
@@ -842,7 +842,7 @@ impl Pusher {
     /// Makes every pending batch whose window allows it, and asks a node with sent
     /// batches no fence covers (and none waiting) to acknowledge them, so that a trickle
     /// is acknowledged too. Returns false if a host is gone (refresh the targets).
-    pub fn flush_all(&mut self) -> bool {
+    pub(crate) fn flush_all(&mut self) -> bool {
         let mut ok = true;
         for i in 0..self.lanes.len() {
             ok &= self.flush(i) != Offer::Failed;
@@ -886,7 +886,7 @@ impl Pusher {
     }
 
     /// Operations issued and not yet acknowledged by their destination.
-    pub fn in_flight_operations(&self) -> u64 {
+    pub(crate) fn in_flight_operations(&self) -> u64 {
         self.in_flight
     }
 
@@ -899,8 +899,8 @@ impl Pusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::facts::NodeFacts;
     use crate::counters::counter::{Counter, CounterArgs};
+    use crate::facts::NodeFacts;
     use crate::load::outbox::JournalOutbox;
     use crate::store::journal::{journal_name, JournalMessage};
     use crate::store::{OutRecord, OutStream};

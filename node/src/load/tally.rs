@@ -20,14 +20,14 @@ pub struct IssuedTally {
 
 impl IssuedTally {
     /// Records `operations` operations that sum to `value`.
-    pub fn record(&self, value: i64, operations: u64) {
+    pub(crate) fn record(&self, value: i64, operations: u64) {
         self.value.fetch_add(value, Ordering::Relaxed);
         self.operations.fetch_add(operations, Ordering::Relaxed);
     }
 
     /// Sets the tally (to what the store holds, when a sender starts); the unvouched
     /// figures start again from zero (the sender adds its streams' back).
-    pub fn set(&self, value: i64, operations: u64) {
+    pub(crate) fn set(&self, value: i64, operations: u64) {
         self.value.store(value, Ordering::Relaxed);
         self.operations.store(operations, Ordering::Relaxed);
         self.unvouched_value.store(0, Ordering::Relaxed);
@@ -36,14 +36,14 @@ impl IssuedTally {
 
     /// Adds a discrepancy: `value` and `operations` that a destination holds beyond
     /// (negative: short of) what was issued to it.
-    pub fn add_unvouched(&self, value: i64, operations: i64) {
+    pub(crate) fn add_unvouched(&self, value: i64, operations: i64) {
         self.unvouched_value.fetch_add(value, Ordering::Relaxed);
         self.unvouched_operations
             .fetch_add(operations, Ordering::Relaxed);
     }
 
     /// Unvouched `(value, operations)` so far.
-    pub fn unvouched(&self) -> (i64, i64) {
+    pub(crate) fn unvouched(&self) -> (i64, i64) {
         (
             self.unvouched_value.load(Ordering::Relaxed),
             self.unvouched_operations.load(Ordering::Relaxed),
@@ -51,17 +51,17 @@ impl IssuedTally {
     }
 
     /// Sets how many issued operations are not acknowledged yet.
-    pub fn set_in_flight(&self, operations: u64) {
+    pub(crate) fn set_in_flight(&self, operations: u64) {
         self.in_flight.store(operations, Ordering::Relaxed);
     }
 
     /// Issued operations not acknowledged yet.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// `(value, operations)` so far.
-    pub fn read(&self) -> (i64, u64) {
+    pub(crate) fn read(&self) -> (i64, u64) {
         (
             self.value.load(Ordering::Relaxed),
             self.operations.load(Ordering::Relaxed),

@@ -34,7 +34,7 @@ pub struct Fence {
 
 /// What to do after a fence's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Nothing more.
     Fine,
     /// Batches were lost: send everything after `acked` again.
@@ -43,7 +43,7 @@ pub enum Answer {
 
 /// One stream's marks; see the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     limit: u64,
     fence_every: u64,
     last: u64,
@@ -58,13 +58,13 @@ pub struct Window {
 impl Window {
     /// A new stream: at most `limit` batches unacknowledged, fenced every
     /// `fence_every` sent.
-    pub fn new(limit: u64, fence_every: u64) -> Self {
+    pub(crate) fn new(limit: u64, fence_every: u64) -> Self {
         Self::resume(limit, fence_every, 0, 0)
     }
 
     /// A stream taken up again from an outbox: batches up to `last` made and issued,
     /// up to `acked` acknowledged, none sent in this run.
-    pub fn resume(limit: u64, fence_every: u64, last: u64, acked: u64) -> Self {
+    pub(crate) fn resume(limit: u64, fence_every: u64, last: u64, acked: u64) -> Self {
         let acked = acked.min(last);
         Self {
             limit: limit.max(1),
@@ -80,64 +80,64 @@ impl Window {
     }
 
     /// Whether the sender must wait for an acknowledgement before making more.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.in_flight() >= self.limit
     }
 
     /// Batches made and not acknowledged.
-    pub fn in_flight(&self) -> u64 {
+    pub(crate) fn in_flight(&self) -> u64 {
         self.last - self.acked
     }
 
     /// Whether every batch made has been acknowledged.
-    pub fn is_settled(&self) -> bool {
+    pub(crate) fn is_settled(&self) -> bool {
         self.acked >= self.last
     }
 
     /// The last batch acknowledged.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.acked
     }
 
     /// The last batch issued.
-    pub fn issued(&self) -> u64 {
+    pub(crate) fn issued(&self) -> u64 {
         self.issued
     }
 
     /// Makes the next batch; returns its number. (The caller checks [`Window::is_full`]
     /// first.)
-    pub fn make(&mut self) -> u64 {
+    pub(crate) fn make(&mut self) -> u64 {
         self.last = self.last.saturating_add(1);
         self.last
     }
 
     /// Batches up to `upto` are committed to the outbox; returns the range newly issued.
-    pub fn on_issued(&mut self, upto: u64) -> std::ops::RangeInclusive<u64> {
+    pub(crate) fn on_issued(&mut self, upto: u64) -> std::ops::RangeInclusive<u64> {
         let before = self.issued;
         self.issued = self.issued.max(upto.min(self.last));
         before + 1..=self.issued
     }
 
     /// The batches to send now (issued, not yet sent to the current host).
-    pub fn sendable(&self) -> std::ops::RangeInclusive<u64> {
+    pub(crate) fn sendable(&self) -> std::ops::RangeInclusive<u64> {
         self.sent + 1..=self.issued
     }
 
     /// Batch `seq` went to the host; returns a fence if one is due.
-    pub fn on_sent(&mut self, seq: u64) -> Option<Fence> {
+    pub(crate) fn on_sent(&mut self, seq: u64) -> Option<Fence> {
         self.sent = self.sent.max(seq);
         self.unfenced += 1;
         (self.unfenced >= self.fence_every).then(|| self.fence())
     }
 
     /// A fence over everything sent, if anything sent is not covered by one yet.
-    pub fn fence_rest(&mut self) -> Option<Fence> {
+    pub(crate) fn fence_rest(&mut self) -> Option<Fence> {
         (self.unfenced > 0).then(|| self.fence())
     }
 
     /// A fence over everything sent, even if that is nothing new: to learn where the
     /// stream stands at the destination.
-    pub fn fence_now(&mut self) -> Fence {
+    pub(crate) fn fence_now(&mut self) -> Fence {
         self.fence()
     }
 
@@ -152,7 +152,7 @@ impl Window {
 
     /// The destination answered `fence` with the last batch it committed (`None`: no
     /// answer in time).
-    pub fn on_answer(&mut self, fence: Fence, committed: Option<u64>) -> Answer {
+    pub(crate) fn on_answer(&mut self, fence: Fence, committed: Option<u64>) -> Answer {
         if let Some(committed) = committed {
             self.acked = self.acked.max(committed.min(self.issued));
             self.sent = self.sent.max(self.acked);
@@ -172,7 +172,7 @@ impl Window {
     /// Everything after `acked` is to be sent again (the destination's host changed,
     /// or batches were lost); answers to fences made before now cause no further
     /// rewind.
-    pub fn rewind(&mut self) {
+    pub(crate) fn rewind(&mut self) {
         self.sent = self.acked;
         self.unfenced = 0;
         self.rewound_at = self.fences;

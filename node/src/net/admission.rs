@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::conn::Pending;
+use super::screen::Pending;
 
 /// The bounds on connections waiting to authenticate.
 #[derive(Debug, Clone, Copy)]

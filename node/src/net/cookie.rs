@@ -20,7 +20,7 @@ const MAX_COOKIE_FILE_BYTES: u64 = 4096;
 
 /// Where the secret may come from (shared by nodes and client commands).
 #[derive(Clone, Default, Args)]
-pub struct CookieArgs {
+pub(crate) struct CookieArgs {
     /// The cluster's shared secret, which every node and client must present. A node
     /// listening beyond loopback refuses to start without one; on loopback the default
     /// is a development cookie. Anyone on the machine can read a command line with
@@ -45,7 +45,7 @@ impl std::fmt::Debug for CookieArgs {
 
 /// A resolved secret.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Cookie {
+pub(crate) struct Cookie {
     secret: String,
     development: bool,
 }
@@ -60,7 +60,7 @@ impl std::fmt::Debug for Cookie {
 
 impl Cookie {
     /// The development cookie.
-    pub fn development() -> Self {
+    pub(crate) fn development() -> Self {
         Self {
             secret: DEV_COOKIE.to_string(),
             development: true,
@@ -68,7 +68,7 @@ impl Cookie {
     }
 
     /// A cookie given by the user.
-    pub fn given(secret: String) -> Self {
+    pub(crate) fn given(secret: String) -> Self {
         Self {
             secret,
             development: false,
@@ -76,19 +76,19 @@ impl Cookie {
     }
 
     /// The secret, for ractor_cluster's handshake.
-    pub fn secret(&self) -> &str {
+    pub(crate) fn secret(&self) -> &str {
         &self.secret
     }
 
     /// Whether this is [`DEV_COOKIE`].
-    pub fn is_development(&self) -> bool {
+    pub(crate) fn is_development(&self) -> bool {
         self.development
     }
 }
 
 impl CookieArgs {
     /// The cookie given, if any. Reads `--cookie-file` now.
-    pub fn given(&self) -> Result<Option<Cookie>, String> {
+    pub(crate) fn given(&self) -> Result<Option<Cookie>, String> {
         match (&self.cookie, &self.cookie_file) {
             (Some(_), Some(_)) => Err(
                 "the cookie is given twice: use one of --cookie, NODE_COOKIE, --cookie-file \
@@ -103,7 +103,7 @@ impl CookieArgs {
 
     /// The cookie given, or the development cookie (for clients: a wrong one only fails
     /// authentication, with an error that says so).
-    pub fn or_development(&self) -> Result<Cookie, String> {
+    pub(crate) fn or_development(&self) -> Result<Cookie, String> {
         Ok(self.given()?.unwrap_or_else(Cookie::development))
     }
 }

@@ -16,13 +16,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The shortest time between two summary lines.
-pub const REPORT_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static LAST_REPORT: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Installs the hook (once per process; later calls stack harmlessly).
-pub fn install() {
+pub(crate) fn install() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if is_undecodable_frame(info) {
@@ -34,7 +34,7 @@ pub fn install() {
 }
 
 /// Undecodable message fields dropped since the process started.
-pub fn dropped() -> u64 {
+pub(crate) fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 

@@ -35,7 +35,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The certificate options (shared by nodes and client commands).
 #[derive(Debug, Clone, Default, Args)]
-pub struct TlsArgs {
+pub(crate) struct TlsArgs {
     /// Turn on mutual TLS with this certificate (PEM; the chain, leaf first). Every
     /// link then needs a certificate signed by --tls-ca: other nodes and clients
     /// without one, or speaking plain TCP, are refused. Needs --tls-key and --tls-ca.
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Reads the certificate files, or `None` without `--tls-cert`.
-    pub fn from_args(args: &TlsArgs) -> Result<Option<Self>, String> {
+    pub(crate) fn from_args(args: &TlsArgs) -> Result<Option<Self>, String> {
         match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
             (None, None, None) => Ok(None),
             (Some(cert), Some(key), Some(ca)) => Self::load(cert, key, ca).map(Some),
@@ -181,7 +181,7 @@ impl Tls {
     }
 
     /// The accepting end.
-    pub fn acceptor(&self) -> &TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
 
@@ -191,7 +191,7 @@ impl Tls {
     }
 
     /// The HTTP side's accepting end (HTTPS, server certificate only).
-    pub fn https_acceptor(&self) -> &TlsAcceptor {
+    pub(crate) fn https_acceptor(&self) -> &TlsAcceptor {
         &self.https
     }
 }

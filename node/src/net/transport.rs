@@ -39,14 +39,14 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::admission::{Admission, Admit, Limits};
-use super::conn::{
-    DialProbe, Dialed, FrameGate, FramePolicy, NoteAnswer, Pending, Split, Watched, BUSY_MARKER,
-};
+use super::conn::{Split, BUSY_MARKER};
 use super::log_limit::PerSource;
 use super::metered::Metered;
+use super::probe::{DialProbe, Dialed, NoteAnswer};
+use super::screen::{FrameGate, FramePolicy, Pending, Watched};
 use super::tls::{server_name, Tls};
 use crate::cluster::detector::AUTH_GRACE;
-use crate::metrics::{NodeMetrics, Refusal, Traffic};
+use crate::metrics::{ConnectionRefusal, NodeMetrics, Traffic};
 use crate::runtime::busy_poll::Noted;
 
 /// Connections waiting to authenticate (TLS handshake included), from everyone.
@@ -129,12 +129,16 @@ impl Inbound {
                 victim.evict();
                 self.refused(
                     victim.peer,
-                    Refusal::Evicted,
+                    ConnectionRefusal::Evicted,
                     "too many connections waiting to authenticate; dropped one to make room",
                 );
             }
             Admit::Refused => {
-                self.refused(peer, Refusal::Full, "too many handshakes in progress");
+                self.refused(
+                    peer,
+                    ConnectionRefusal::Full,
+                    "too many handshakes in progress",
+                );
                 return None;
             }
         }
@@ -166,7 +170,7 @@ impl Inbound {
         }
         let (kind, why) = conn.refusal().unwrap_or_else(|| {
             (
-                Refusal::Auth,
+                ConnectionRefusal::Auth,
                 "it failed to authenticate (wrong cookie, silent, or not a cluster node)".into(),
             )
         });
@@ -175,7 +179,7 @@ impl Inbound {
 
     /// Logs that the connection from `peer` was refused, unless its source was logged
     /// less than a minute ago.
-    pub(crate) fn refused(&self, peer: SocketAddr, kind: Refusal, why: &str) {
+    pub(crate) fn refused(&self, peer: SocketAddr, kind: ConnectionRefusal, why: &str) {
         self.metrics.refused(kind);
         let due = lock(&self.refusals).due(peer.ip(), Instant::now());
         if due {
@@ -280,11 +284,12 @@ fn accepted(
                         tls.presented(&peer.to_string(), stream.get_ref().1.peer_certificates());
                         screen(&server, stream, place, deadline, peer, local).await
                     }
-                    Ok(Err(error)) => {
-                        conn.refuse(Refusal::Tls, format!("TLS handshake failed: {error}"))
-                    }
+                    Ok(Err(error)) => conn.refuse(
+                        ConnectionRefusal::Tls,
+                        format!("TLS handshake failed: {error}"),
+                    ),
                     Err(_) => conn.refuse(
-                        Refusal::Tls,
+                        ConnectionRefusal::Tls,
                         format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
                     ),
                 }
@@ -359,13 +364,13 @@ where
             Some((policy, frame))
         }
         Ok(Ok(Err(why))) => {
-            conn.refuse(Refusal::PreauthLimit, why);
+            conn.refuse(ConnectionRefusal::PreauthLimit, why);
             None
         }
         Ok(Err(error)) => {
             if !conn.is_evicted() {
                 conn.refuse(
-                    Refusal::Silent,
+                    ConnectionRefusal::Silent,
                     format!("it closed the connection without a handshake ({error})"),
                 );
             }
@@ -373,7 +378,7 @@ where
         }
         Err(_) => {
             conn.refuse(
-                Refusal::Silent,
+                ConnectionRefusal::Silent,
                 format!("it sent no complete first frame within {AUTH_GRACE:?}"),
             );
             None
@@ -551,7 +556,7 @@ pub(crate) async fn dial(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::conn::{PREAUTH_MAX_BYTES, PREAUTH_MAX_FRAME};
+    use crate::net::screen::{PREAUTH_MAX_BYTES, PREAUTH_MAX_FRAME};
     use tokio::io::AsyncWriteExt;
 
     fn pending() -> Pending {
@@ -580,21 +585,24 @@ mod tests {
         let conn = pending();
         assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
         assert!(!conn.is_in_progress());
-        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::Silent));
+        assert_eq!(conn.refusal().map(|r| r.0), Some(ConnectionRefusal::Silent));
 
         let (mut near, mut far) = tokio::io::duplex(64);
         near.write_all(&u64::MAX.to_be_bytes()).await.unwrap();
         let conn = pending();
         assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
         assert!(!conn.is_in_progress());
-        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::PreauthLimit));
+        assert_eq!(
+            conn.refusal().map(|r| r.0),
+            Some(ConnectionRefusal::PreauthLimit)
+        );
 
         let (near, mut far) = tokio::io::duplex(64);
         drop(near);
         let conn = pending();
         assert!(first_frame(&mut far, &conn, deadline()).await.is_none());
         assert!(!conn.is_in_progress());
-        assert_eq!(conn.refusal().map(|r| r.0), Some(Refusal::Silent));
+        assert_eq!(conn.refusal().map(|r| r.0), Some(ConnectionRefusal::Silent));
     }
 
     /// The bytes of the first frame count against the pre-authentication budget once:

@@ -84,7 +84,7 @@ static BLOCKING: AtomicUsize = AtomicUsize::new(0);
 /// tokio's `spawn_blocking`, counted: while the task runs, the spinner yields its
 /// thread to the operating system on every turn, so the blocking thread does not wait
 /// for a CPU behind it.
-pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+pub(crate) fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
@@ -114,7 +114,7 @@ where
 }
 
 /// Blocking tasks started through [`spawn_blocking`] and still running.
-pub fn blocking_running() -> usize {
+pub(crate) fn blocking_running() -> usize {
     BLOCKING.load(Ordering::Relaxed)
 }
 
@@ -166,14 +166,16 @@ fn note() {
 }
 
 /// Whether this process's spinner is spinning now (false where there is none).
-pub fn spinning() -> bool {
+#[cfg(test)]
+pub(crate) fn spinning() -> bool {
     SPINNER
         .get()
         .is_some_and(|s| s.spinning.load(Ordering::SeqCst))
 }
 
 /// Spins this process's spinner has started (0 where there is none).
-pub fn spins_started() -> u64 {
+#[cfg(test)]
+pub(crate) fn spins_started() -> u64 {
     SPINNER.get().map_or(0, |s| s.spins.load(Ordering::Relaxed))
 }
 

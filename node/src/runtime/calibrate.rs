@@ -37,7 +37,7 @@ const CLEAR_WIN: f64 = 0.8;
 const DEAR_WAKE_UPS: Duration = Duration::from_micros(50);
 
 /// How often [`watch`] measures again.
-pub const MEASURE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const MEASURE_EVERY: Duration = Duration::from_secs(10);
 
 /// The last measure taken in this process.
 static LAST: Mutex<Option<Measured>> = Mutex::new(None);
@@ -60,7 +60,7 @@ impl Measured {
 }
 
 /// The medians of `sleeping` and `spinning` round trips (reordered).
-pub fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> Measured {
+pub(crate) fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> Measured {
     let median = |d: &mut [Duration]| {
         d.sort();
         d.get(d.len() / 2).copied().unwrap_or_default()
@@ -74,7 +74,7 @@ pub fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> Measured
 /// Measures round trips between two threads, waited for asleep and spinning for at
 /// most `window`, [`ROUNDS`] of each, alternately. `None` if the answering thread
 /// could not be started.
-pub fn measure(window: Duration) -> Option<Measured> {
+pub(crate) fn measure(window: Duration) -> Option<Measured> {
     let measured = measure_rounds(window, ROUNDS)?;
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(measured);
     Some(measured)
@@ -87,7 +87,7 @@ pub fn last() -> Option<Measured> {
 
 /// Measures again every [`MEASURE_EVERY`], for as long as the process runs, and hands
 /// each verdict that differs from the one before to `apply`.
-pub fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measured)) {
+pub(crate) fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measured)) {
     loop {
         std::thread::sleep(MEASURE_EVERY);
         let Some(measured) = measure(window) else {

@@ -29,25 +29,25 @@
 //! a future polled by `block_on` runs on the main thread, and every message between it
 //! and the actors would wake another thread.
 
-pub mod busy_poll;
-pub mod calibrate;
+pub(crate) mod busy_poll;
+pub(crate) mod calibrate;
 
 use std::future::Future;
 use std::time::Duration;
 
 /// The default busy-poll window after a read from a cluster connection.
-pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
+pub(crate) const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(100);
 
 /// The longest busy-poll window accepted.
-pub const MAX_BUSY_POLL_US: u64 = 10_000;
+pub(crate) const MAX_BUSY_POLL_US: u64 = 10_000;
 
 /// Environment variable with the worker threads (all programs; the node's
 /// `--worker-threads` reads it too).
-pub const WORKER_THREADS_ENV: &str = "NODE_WORKER_THREADS";
+pub(crate) const WORKER_THREADS_ENV: &str = "NODE_WORKER_THREADS";
 
 /// Environment variable with the busy poll, `auto` or a window in microseconds (all
 /// programs; the node's `--busy-poll-us` reads it too).
-pub const BUSY_POLL_ENV: &str = "NODE_BUSY_POLL_US";
+pub(crate) const BUSY_POLL_ENV: &str = "NODE_BUSY_POLL_US";
 
 /// The busy poll asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl RuntimeOptions {
 }
 
 /// Parses a worker thread count: 1 to 256.
-pub fn parse_worker_threads(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_worker_threads(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n @ 1..=256) => Ok(n),
         _ => Err(format!(
@@ -107,7 +107,7 @@ pub fn parse_worker_threads(text: &str) -> Result<usize, String> {
 
 /// Parses a busy poll: `auto`, or a window in microseconds, 0 (off) to
 /// [`MAX_BUSY_POLL_US`].
-pub fn parse_busy_poll(text: &str) -> Result<BusyPoll, String> {
+pub(crate) fn parse_busy_poll(text: &str) -> Result<BusyPoll, String> {
     if text.trim().eq_ignore_ascii_case("auto") {
         return Ok(BusyPoll::Auto);
     }

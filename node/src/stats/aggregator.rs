@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::collect::collect;
 use super::output::summary_line;
 use crate::clock::Ticker;
-use crate::cluster::facts::NodeFacts;
+use crate::facts::NodeFacts;
 
 /// The aggregator behaviour.
 #[derive(Debug, Default)]

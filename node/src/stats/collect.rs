@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::summarize::summarize;
 use crate::clock::unix_millis;
 use crate::cluster::discovery::hosts;
-use crate::cluster::facts::NodeFacts;
 use crate::cluster::rpc::{ask, gather};
+use crate::facts::NodeFacts;
 
 /// Share of a collection's time a node gets for its own counters; the rest is for its
 /// answer to travel back.

@@ -21,15 +21,47 @@ pub(crate) fn summarize(
     nodes: Vec<(String, Option<NodeInfo>)>,
     counters: Vec<(String, Option<CounterStats>)>,
 ) -> ClusterStats {
-    let mut by_node: BTreeMap<String, NodeStats> = BTreeMap::new();
-    // How many counters each node is known to host (from the membership or its answer).
-    let mut hosts: BTreeMap<String, u32> = BTreeMap::new();
-    let empty_node = |name: &str| NodeStats {
+    let sees = sees_up(&nodes);
+    let mut summary = Summary::new(collected_by);
+    summary.add_members(peers);
+    summary.add_answers(nodes);
+    summary.add_seen_by_others(&sees);
+    let totals = summary.add_counters(counters);
+    summary.name_undiscovered_counters();
+    summary.finish(totals, missing_links(&sees))
+}
+
+/// Whom each answering node sees as up: a node any member sees must be covered, and
+/// every member must see every other (a full mesh) for the collection to be complete.
+fn sees_up(nodes: &[(String, Option<NodeInfo>)]) -> BTreeMap<String, Vec<PeerAddr>> {
+    nodes
+        .iter()
+        .filter_map(|(name, info)| Some((name.clone(), info.as_ref()?.known_peers.clone())))
+        .collect()
+}
+
+/// Every `member -> other` pair of answering nodes where the member does not see the
+/// other up.
+fn missing_links(sees: &BTreeMap<String, Vec<PeerAddr>>) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (member, peers) in sees {
+        for other in sees.keys().filter(|other| *other != member) {
+            if !peers.iter().any(|p| &p.name == other) {
+                missing.push(format!("{member} -> {other}"));
+            }
+        }
+    }
+    missing
+}
+
+/// A node's line before anything is known of it. Seen in the process groups but not
+/// (yet) in the membership is a session that has just come up: reachable, as far as
+/// anyone knows.
+fn empty_node(name: &str) -> NodeStats {
+    NodeStats {
         name: name.to_string(),
         role: None,
         advertise: None,
-        // Seen in the process groups but not (yet) in the membership: a session that
-        // has just come up. Reachable, as far as anyone knows.
         reachable: true,
         since_ms: 0,
         answered: false,
@@ -42,167 +74,197 @@ pub(crate) fn summarize(
         counter_restarts: 0,
         counters: Vec::new(),
         missing_counters: Vec::new(),
-    };
-
-    by_node.insert(collected_by.to_string(), empty_node(collected_by));
-    for peer in peers {
-        let mut entry = empty_node(&peer.name);
-        entry.role = peer.role;
-        entry.advertise = Some(peer.addr);
-        entry.reachable = peer.status == PeerStatus::Up;
-        entry.since_ms = peer.since_ms;
-        if let Some(n) = peer.counters {
-            hosts.insert(peer.name.clone(), n);
-        }
-        by_node.insert(peer.name, entry);
     }
+}
 
-    // Whom each answering node sees as up: a node any member sees must be covered, and
-    // every member must see every other (a full mesh) for the collection to be complete.
-    let sees: BTreeMap<String, Vec<PeerAddr>> = nodes
-        .iter()
-        .filter_map(|(name, info)| Some((name.clone(), info.as_ref()?.known_peers.clone())))
-        .collect();
-    for (name, info) in nodes {
-        let entry = by_node
-            .entry(name.clone())
-            .or_insert_with(|| empty_node(&name));
-        if let Some(info) = info {
-            entry.role = Some(info.role);
-            entry.advertise = Some(info.advertise);
-            entry.answered = true;
-            entry.issued_value = info.issued_value;
-            entry.issued_operations = info.issued_operations;
-            entry.in_flight_operations = info.in_flight_operations;
-            entry.unvouched_value = info.unvouched_value;
-            entry.unvouched_operations = info.unvouched_operations;
-            entry.received = info.received;
-            entry.counter_restarts = info.counter_restarts;
-            hosts.insert(name, info.counters);
+/// What the counters that answered add up to.
+#[derive(Debug, Default)]
+struct CounterTotals {
+    value: i128,
+    operations: u128,
+    lifetime_rates: f64,
+    recent_ops_per_sec: f64,
+    answered: usize,
+}
+
+/// A collection's statistics as they are put together, node by node.
+struct Summary {
+    collected_by: String,
+    by_node: BTreeMap<String, NodeStats>,
+    /// How many counters each node is known to host (from the membership or its
+    /// answer).
+    hosts: BTreeMap<String, u32>,
+}
+
+impl Summary {
+    fn new(collected_by: &str) -> Self {
+        let mut by_node = BTreeMap::new();
+        by_node.insert(collected_by.to_string(), empty_node(collected_by));
+        Self {
+            collected_by: collected_by.to_string(),
+            by_node,
+            hosts: BTreeMap::new(),
         }
     }
 
-    for peer in sees.values().flatten() {
-        by_node.entry(peer.name.clone()).or_insert_with(|| {
-            // Seen up by another member, unknown here: missing, never left out.
+    /// Every member of the collecting node's view, up or not.
+    fn add_members(&mut self, peers: Vec<PeerView>) {
+        for peer in peers {
             let mut entry = empty_node(&peer.name);
-            entry.advertise = Some(peer.addr.clone());
-            entry.reachable = false;
-            entry
-        });
+            entry.role = peer.role;
+            entry.advertise = Some(peer.addr);
+            entry.reachable = peer.status == PeerStatus::Up;
+            entry.since_ms = peer.since_ms;
+            if let Some(n) = peer.counters {
+                self.hosts.insert(peer.name.clone(), n);
+            }
+            self.by_node.insert(peer.name, entry);
+        }
     }
-    let mut missing_links = Vec::new();
-    for (member, peers) in &sees {
-        for other in sees.keys().filter(|other| *other != member) {
-            if !peers.iter().any(|p| &p.name == other) {
-                missing_links.push(format!("{member} -> {other}"));
+
+    /// What each node said of itself (or that it did not answer).
+    fn add_answers(&mut self, nodes: Vec<(String, Option<NodeInfo>)>) {
+        for (name, info) in nodes {
+            let entry = self
+                .by_node
+                .entry(name.clone())
+                .or_insert_with(|| empty_node(&name));
+            if let Some(info) = info {
+                entry.role = Some(info.role);
+                entry.advertise = Some(info.advertise);
+                entry.answered = true;
+                entry.issued_value = info.issued_value;
+                entry.issued_operations = info.issued_operations;
+                entry.in_flight_operations = info.in_flight_operations;
+                entry.unvouched_value = info.unvouched_value;
+                entry.unvouched_operations = info.unvouched_operations;
+                entry.received = info.received;
+                entry.counter_restarts = info.counter_restarts;
+                self.hosts.insert(name, info.counters);
             }
         }
     }
 
-    let mut total_value: i128 = 0;
-    let mut total_operations: u128 = 0;
-    let mut lifetime_rates = 0.0;
-    let mut recent_ops_per_sec = 0.0;
-    let mut answered = 0;
-    for (name, stats) in counters {
-        // Looked up by `&str`: a node's name is allocated once, not once per counter.
-        let node = owner_node(&name).unwrap_or("?");
-        if !by_node.contains_key(node) {
-            by_node.insert(node.to_string(), empty_node(node));
-        }
-        let Some(entry) = by_node.get_mut(node) else {
-            continue;
-        };
-        match stats {
-            Some(s) => {
-                answered += 1;
-                total_value += i128::from(s.value);
-                total_operations += u128::from(s.operations);
-                lifetime_rates += s.ops_per_sec;
-                recent_ops_per_sec += s.recent_ops_per_sec;
-                entry.counters.push(CounterReport {
-                    name,
-                    value: s.value,
-                    operations: s.operations,
-                    rejected: s.rejected,
-                    ops_per_sec: s.ops_per_sec,
-                    recent_ops_per_sec: s.recent_ops_per_sec,
-                });
-            }
-            None => entry.missing_counters.push(name),
+    /// A node seen up by another member but unknown here: missing, never left out.
+    fn add_seen_by_others(&mut self, sees: &BTreeMap<String, Vec<PeerAddr>>) {
+        for peer in sees.values().flatten() {
+            self.by_node.entry(peer.name.clone()).or_insert_with(|| {
+                let mut entry = empty_node(&peer.name);
+                entry.advertise = Some(peer.addr.clone());
+                entry.reachable = false;
+                entry
+            });
         }
     }
 
-    // Counters a node hosts that were not even discovered (its session is down) are
-    // missing too, by name.
-    for (node, count) in hosts {
-        let Some(entry) = by_node.get_mut(&node) else {
-            continue;
-        };
-        // Which of the node's indices were seen (answered or listed missing); only the
-        // unseen ones get a name made.
-        let mut seen = vec![false; count as usize];
-        let names = entry.counters.iter().map(|c| c.name.as_str());
-        for name in names.chain(entry.missing_counters.iter().map(String::as_str)) {
-            if let Some((owner, index)) = parse_counter_name(name) {
-                if owner == node && index < count {
-                    seen[index as usize] = true;
+    /// Each discovered counter's answer, under its node, or its name as missing.
+    fn add_counters(&mut self, counters: Vec<(String, Option<CounterStats>)>) -> CounterTotals {
+        let mut totals = CounterTotals::default();
+        for (name, stats) in counters {
+            // Looked up by `&str`: a node's name is allocated once, not once per counter.
+            let node = owner_node(&name).unwrap_or("?");
+            if !self.by_node.contains_key(node) {
+                self.by_node.insert(node.to_string(), empty_node(node));
+            }
+            let Some(entry) = self.by_node.get_mut(node) else {
+                continue;
+            };
+            match stats {
+                Some(s) => {
+                    totals.answered += 1;
+                    totals.value += i128::from(s.value);
+                    totals.operations += u128::from(s.operations);
+                    totals.lifetime_rates += s.ops_per_sec;
+                    totals.recent_ops_per_sec += s.recent_ops_per_sec;
+                    entry.counters.push(CounterReport {
+                        name,
+                        value: s.value,
+                        operations: s.operations,
+                        rejected: s.rejected,
+                        ops_per_sec: s.ops_per_sec,
+                        recent_ops_per_sec: s.recent_ops_per_sec,
+                    });
+                }
+                None => entry.missing_counters.push(name),
+            }
+        }
+        totals
+    }
+
+    /// Counters a node hosts that were not even discovered (its session is down) are
+    /// missing too, by name. Only the indices not seen (answered or listed missing)
+    /// get a name made.
+    fn name_undiscovered_counters(&mut self) {
+        for (node, count) in &self.hosts {
+            let Some(entry) = self.by_node.get_mut(node) else {
+                continue;
+            };
+            let mut seen = vec![false; *count as usize];
+            let names = entry.counters.iter().map(|c| c.name.as_str());
+            for name in names.chain(entry.missing_counters.iter().map(String::as_str)) {
+                if let Some((owner, index)) = parse_counter_name(name) {
+                    if owner == node && index < *count {
+                        seen[index as usize] = true;
+                    }
                 }
             }
-        }
-        for (index, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
-            entry
-                .missing_counters
-                .push(counter_name(&node, index as u32));
+            for (index, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
+                entry
+                    .missing_counters
+                    .push(counter_name(node, index as u32));
+            }
         }
     }
 
-    let mut nodes: Vec<NodeStats> = by_node.into_values().collect();
-    let mut missing_counters = Vec::new();
-    for node in &mut nodes {
-        node.counters
-            .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
-        node.missing_counters
-            .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
-        missing_counters.extend(node.missing_counters.iter().cloned());
-    }
-
-    let reachable_nodes = nodes.iter().filter(|n| n.reachable && n.answered).count();
-    ClusterStats {
-        collected_by: collected_by.to_string(),
-        collected_at_ms: 0,
-        duration_ms: 0,
-        deadline_ms: 0,
-        total_value,
-        total_operations,
-        num_counters: answered,
-        known_counters: answered + missing_counters.len(),
-        num_nodes: nodes.len(),
-        reachable_nodes,
-        complete: missing_counters.is_empty()
-            && reachable_nodes == nodes.len()
-            && missing_links.is_empty(),
-        avg_ops_per_sec: if answered > 0 {
-            lifetime_rates / answered as f64
-        } else {
-            0.0
-        },
-        recent_ops_per_sec,
-        issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
-        issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
-        in_flight_operations: nodes
-            .iter()
-            .map(|n| u128::from(n.in_flight_operations))
-            .sum(),
-        unvouched_value: nodes.iter().map(|n| i128::from(n.unvouched_value)).sum(),
-        unvouched_operations: nodes
-            .iter()
-            .map(|n| i128::from(n.unvouched_operations))
-            .sum(),
-        missing_counters,
-        missing_links,
-        nodes,
+    /// The statistics: nodes and their counters in natural order, the cluster's sums,
+    /// and whether the collection is complete.
+    fn finish(self, totals: CounterTotals, missing_links: Vec<String>) -> ClusterStats {
+        let mut nodes: Vec<NodeStats> = self.by_node.into_values().collect();
+        let mut missing_counters = Vec::new();
+        for node in &mut nodes {
+            node.counters
+                .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+            node.missing_counters
+                .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+            missing_counters.extend(node.missing_counters.iter().cloned());
+        }
+        let answered = totals.answered;
+        let reachable_nodes = nodes.iter().filter(|n| n.reachable && n.answered).count();
+        ClusterStats {
+            collected_by: self.collected_by,
+            collected_at_ms: 0,
+            duration_ms: 0,
+            deadline_ms: 0,
+            total_value: totals.value,
+            total_operations: totals.operations,
+            num_counters: answered,
+            known_counters: answered + missing_counters.len(),
+            num_nodes: nodes.len(),
+            reachable_nodes,
+            complete: missing_counters.is_empty()
+                && reachable_nodes == nodes.len()
+                && missing_links.is_empty(),
+            avg_ops_per_sec: if answered > 0 {
+                totals.lifetime_rates / answered as f64
+            } else {
+                0.0
+            },
+            recent_ops_per_sec: totals.recent_ops_per_sec,
+            issued_value: nodes.iter().map(|n| i128::from(n.issued_value)).sum(),
+            issued_operations: nodes.iter().map(|n| u128::from(n.issued_operations)).sum(),
+            in_flight_operations: nodes
+                .iter()
+                .map(|n| u128::from(n.in_flight_operations))
+                .sum(),
+            unvouched_value: nodes.iter().map(|n| i128::from(n.unvouched_value)).sum(),
+            unvouched_operations: nodes
+                .iter()
+                .map(|n| i128::from(n.unvouched_operations))
+                .sum(),
+            missing_counters,
+            missing_links,
+            nodes,
+        }
     }
 }
 

@@ -22,11 +22,12 @@ use redb::{
     WriteTransaction,
 };
 
+use super::error::StoreError;
 use super::faults::{DiskFaults, FaultyFile};
-use super::plan::{plan, Tables, Writes};
-use super::{
-    CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Recovered,
-    StoreError, ID_PRUNE_PER_COMMIT,
+use super::plan::{plan, CommitOutcome, Tables, Writes};
+use super::records::{
+    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Outbox, Recovered,
+    ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
 
@@ -93,89 +94,46 @@ pub(crate) struct Opened {
 
 impl StoreFile {
     /// Opens (or creates) node `node`'s store in `dir`, locks the dir, and reads
-    /// `counters` records.
+    /// `counters` records: every table must be readable now, not at the first commit.
     pub(crate) fn open(
         dir: &Path,
         node: &str,
         counters: u32,
         faults: Arc<DiskFaults>,
     ) -> Result<Opened, StoreError> {
-        let path = dir.to_path_buf();
-        let open_error = |reason: String| StoreError::Open {
-            path: path.clone(),
-            reason,
-        };
-        let unreadable = |e: &dyn std::fmt::Display| StoreError::Unreadable {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let lock = lock_dir(dir)?;
-        let file = dir.join(FILE_NAME);
-        let existed = file.metadata().is_ok_and(|m| m.len() > 0);
-        let db = open_database(&file, &faults).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
-            other if existed => unreadable(&other),
-            other => open_error(other.to_string()),
-        })?;
-
-        let found = {
-            let read = db.begin_read().map_err(|e| unreadable(&e))?;
-            match read.open_table(META) {
-                Ok(meta) => meta
-                    .get("node")
-                    .map_err(|e| unreadable(&e))?
-                    .map(|name| String::from_utf8_lossy(name.value()).into_owned()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(unreadable(&e)),
-            }
-        };
-        let fresh = match found {
-            Some(found) if found != node => {
-                return Err(StoreError::WrongNode {
-                    path,
-                    found,
-                    expected: node.to_string(),
-                })
-            }
-            Some(_) => {
-                add_missing_tables(&db).map_err(|e| open_error(e.to_string()))?;
-                false
-            }
-            None if existed => {
-                return Err(unreadable(&"it holds no node's name"));
-            }
-            None => {
-                create_tables(&db, node).map_err(|e| open_error(e.to_string()))?;
-                true
-            }
-        };
-
+        let (db, lock, existed) = open_locked(dir, &faults)?;
+        let fresh = claim(&db, dir, node, existed)?;
         let store = Self {
             db: RwLock::new(Some(db)),
-            dir: path.clone(),
+            dir: dir.to_path_buf(),
             broken: AtomicBool::new(false),
             faults,
             _lock: lock,
         };
-        let last_commit = store.last_commit().map_err(|e| unreadable(&e))?;
-        let records = store.records(counters).map_err(|e| unreadable(&e))?;
-        let origin = store
+        store.recover(counters, fresh)
+    }
+
+    /// Reads what the node resumes from: the last commit, every counter's record, the
+    /// store's id and clock; and checks the incoming streams and the outbox read too.
+    fn recover(self, counters: u32, fresh: bool) -> Result<Opened, StoreError> {
+        let unreadable = |e: &dyn std::fmt::Display| unreadable(&self.dir, e);
+        let last_commit = self.last_commit().map_err(|e| unreadable(&e))?;
+        let records = self.records(counters).map_err(|e| unreadable(&e))?;
+        let origin = self
             .meta_u64s::<1>("store_id")
             .map_err(|e| unreadable(&e))?
             .map(|[id]| id)
             .ok_or_else(|| unreadable(&"it holds no store id"))?;
-        // A store from before the store kept its own clock starts it from the wall
-        // clock, once: its ids were kept by wall-clock day, which that continues.
-        let clock_ms = store
+        // A store that keeps no clock of its own starts it from the wall clock, once:
+        // its ids were kept by wall-clock day, which that continues.
+        let clock_ms = self
             .meta_u64s::<1>("clock")
             .map_err(|e| unreadable(&e))?
             .map_or_else(crate::clock::unix_millis, |[ms]| ms);
-        // Everything else must be readable too: now, rather than at the first commit.
-        store.streams_in().map_err(|e| unreadable(&e))?;
-        store.outbox().map_err(|e| unreadable(&e))?;
+        self.streams_in().map_err(|e| unreadable(&e))?;
+        self.outbox().map_err(|e| unreadable(&e))?;
         Ok(Opened {
-            file: store,
+            file: self,
             origin,
             recovered: Recovered {
                 records,
@@ -192,7 +150,7 @@ impl StoreFile {
     }
 
     /// One commit at store time `now_ms`, with `in_bucket` ids held in the current
-    /// bucket: see [`super::Store::commit`]. Returns what it did and how many new ids
+    /// bucket: see `Store::commit`. Returns what it did and how many new ids
     /// it stored.
     pub(crate) fn commit(
         &self,
@@ -331,7 +289,7 @@ impl StoreFile {
     }
 
     /// The outbox, per destination, and the issued tally.
-    pub(crate) fn outbox(&self) -> Result<super::Outbox, StoreError> {
+    pub(crate) fn outbox(&self) -> Result<Outbox, StoreError> {
         self.read(|read| {
             let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
             let out = read.open_table(STREAMS_OUT).map_err(write_error)?;
@@ -365,6 +323,75 @@ impl StoreFile {
     }
 }
 
+/// Makes `dir`, locks it for this process's life, and opens its database; says
+/// whether the file existed (with something in it) before.
+fn open_locked(dir: &Path, faults: &Arc<DiskFaults>) -> Result<(Database, File, bool), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| cannot_open(dir, e))?;
+    let lock = lock_dir(dir)?;
+    let file = dir.join(FILE_NAME);
+    let existed = file.metadata().is_ok_and(|m| m.len() > 0);
+    let db = open_database(&file, faults).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: dir.to_path_buf(),
+        },
+        other if existed => unreadable(dir, &other),
+        other => cannot_open(dir, other),
+    })?;
+    Ok((db, lock, existed))
+}
+
+/// Checks that the store is node `node`'s (a data dir holds one node's data), and
+/// makes the tables it lacks; true if the store is new.
+fn claim(db: &Database, dir: &Path, node: &str, existed: bool) -> Result<bool, StoreError> {
+    match node_name(db).map_err(|e| unreadable(dir, &e))? {
+        Some(found) if found != node => Err(StoreError::WrongNode {
+            path: dir.to_path_buf(),
+            found,
+            expected: node.to_string(),
+        }),
+        Some(_) => {
+            add_missing_tables(db).map_err(|e| cannot_open(dir, e))?;
+            Ok(false)
+        }
+        None if existed => Err(unreadable(dir, &"it holds no node's name")),
+        None => {
+            create_tables(db, node).map_err(|e| cannot_open(dir, e))?;
+            Ok(true)
+        }
+    }
+}
+
+/// The name of the node whose store this is; `None` for a store without one.
+fn node_name(db: &Database) -> Result<Option<String>, redb::Error> {
+    let read = db.begin_read()?;
+    match read.open_table(META) {
+        Ok(meta) => Ok(meta
+            .get("node")?
+            .map(|name| String::from_utf8_lossy(name.value()).into_owned())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The store in `dir` cannot be opened (or created), for `source`.
+fn cannot_open(
+    dir: &Path,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Open {
+        path: dir.to_path_buf(),
+        source: source.into(),
+    }
+}
+
+/// The store in `dir` exists and cannot be read, for `reason`.
+fn unreadable(dir: &Path, reason: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Unreadable {
+        path: dir.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Locks the data dir for this process (an advisory lock on its `LOCK` file, held
 /// until the file is closed: when the store is dropped, or the process ends however it
 /// ends).
@@ -375,19 +402,16 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Open {
-            path: dir.to_path_buf(),
-            reason: format!("cannot open {}: {e}", path.display()),
-        })?;
+        .map_err(|e| cannot_open(dir, format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
             path: dir.to_path_buf(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
-            path: dir.to_path_buf(),
-            reason: format!("cannot lock {}: {e}", path.display()),
-        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(cannot_open(
+            dir,
+            format!("cannot lock {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -547,7 +571,7 @@ impl<'txn> FileTables<'txn> {
         let write = self.write;
         if !writes.ids.is_empty() {
             let ids = opened(&mut self.client_ids, write, CLIENT_IDS)?;
-            prune_ids(ids, super::id_bucket(now_ms))?;
+            prune_ids(ids, id_bucket(now_ms))?;
             for (id, (bucket, record)) in &writes.ids {
                 let bytes = shared::codec::encode(record).map_err(write_error)?;
                 ids.insert((*bucket, id.as_str()), bytes.as_slice())

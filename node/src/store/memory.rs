@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::plan::{plan, Tables};
-use super::{
-    CommitOutcome, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, StoreError,
+use super::error::StoreError;
+use super::plan::{plan, CommitOutcome, Tables};
+use super::records::{
+    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Outbox,
     ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
@@ -50,7 +51,7 @@ impl Tables for &MemoryTables {
 }
 
 impl MemoryTables {
-    /// One commit: see [`super::Store::commit`]. Returns what it did and how many new
+    /// One commit: see `Store::commit`. Returns what it did and how many new
     /// ids it stored.
     pub(crate) fn commit(
         &mut self,
@@ -74,7 +75,7 @@ impl MemoryTables {
         }
         let new_ids = writes.ids.len() as u64;
         if new_ids > 0 {
-            let before = super::id_bucket(now_ms).saturating_sub(1);
+            let before = id_bucket(now_ms).saturating_sub(1);
             let forgotten: Vec<(u32, String)> = self
                 .ids
                 .keys()
@@ -120,7 +121,7 @@ impl MemoryTables {
     }
 
     /// The outbox and the issued tally.
-    pub(crate) fn outbox(&self) -> super::Outbox {
+    pub(crate) fn outbox(&self) -> Outbox {
         let mut streams: BTreeMap<String, OutStream> = self
             .streams_out
             .iter()

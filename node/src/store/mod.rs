@@ -32,358 +32,30 @@
 //! entries, and the [plan](plan) makes each of them idempotent against what the store
 //! holds, so nothing is applied twice whichever way the failure went.
 
+mod error;
 pub(crate) mod faults;
-pub(crate) mod file;
+mod file;
 pub(crate) mod journal;
-pub(crate) mod memory;
-pub(crate) mod plan;
+mod memory;
+mod plan;
+mod records;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::{Deserialize, Serialize};
-use shared::counter::{CounterError, Delta};
-use shared::host::{Change, StreamMark};
-
 use crate::counters::record::CounterRecord;
-pub(crate) use plan::{OperationTally, Outcome};
 
-/// Why the store cannot be used. Each says what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
-    /// The data dir or its file cannot be opened (or created).
-    #[error("cannot open the store in {path}: {reason}")]
-    Open {
-        /// The data dir.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Another process has the data dir open.
-    #[error("the store in {path} is in use by another process (is that node running already?)")]
-    InUse {
-        /// The data dir.
-        path: PathBuf,
-    },
-    /// The store there is not this node's.
-    #[error(
-        "the store in {path} belongs to node '{found}', not '{expected}': give each node its own \
-         --data-dir (or --name '{found}')"
-    )]
-    WrongNode {
-        /// The data dir.
-        path: PathBuf,
-        /// The node whose data it holds.
-        found: String,
-        /// This node.
-        expected: String,
-    },
-    /// The store exists but cannot be read: the node refuses to start rather than
-    /// replace it with an empty one.
-    #[error(
-        "the store in {path} cannot be read ({reason}); the node will not replace it with an \
-         empty one: move it aside to start afresh, or restore it"
-    )]
-    Unreadable {
-        /// The data dir.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A commit or a read failed (the disk is full, or failing). A failed commit may or
-    /// may not have reached the disk; retrying it applies nothing twice.
-    #[error("cannot write to the store: {0}")]
-    Write(String),
-    /// The store cannot be used right now: its journal is not running, or commits
-    /// nothing (it waits for the disk).
-    #[error("the store cannot be used now: {0}")]
-    Unavailable(String),
-}
-
-/// One change the journal commits: what it stands for, and how it is applied.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Entry {
-    /// Batch `seq` of stream `stream` (its key), to counters of this node, applied in
-    /// the same commit that records it as the stream's last; nothing if the store holds
-    /// that batch already.
-    Batch {
-        /// The stream's key ([`shared::host::StreamId::key`]), shared by its batches.
-        stream: Arc<str>,
-        /// Its number.
-        seq: u64,
-        /// Its changes.
-        changes: Vec<Change>,
-    },
-    /// One client change to counter `counter`, whose outcome the client waits for:
-    /// applied once per id (a change whose id is stored gets the stored outcome and
-    /// changes nothing).
-    Apply {
-        /// Counter index.
-        counter: u32,
-        /// The change.
-        delta: Delta,
-        /// The client's id for it.
-        id: String,
-    },
-    /// A batch this node's load clients issued to node `dest`: into the outbox, and
-    /// into the issued tally, if it is the next of that destination's stream.
-    Outgoing {
-        /// The destination node.
-        dest: String,
-        /// The batch.
-        batch: OutBatch,
-    },
-    /// Node `dest` acknowledged every batch up to `upto`: out of the outbox.
-    Acked {
-        /// The destination node.
-        dest: String,
-        /// The last batch acknowledged.
-        upto: u64,
-    },
-    /// A sender found its receiver holding other totals than it issued to it (see
-    /// [`Adopt`]).
-    Adopt(Adopt),
-}
-
-/// A sender's stream and its receiver disagree, and the sender takes the receiver's
-/// side: what it counts as issued to that destination moves by (`value`,
-/// `operations`), and, when that is a discrepancy nobody can vouch for (`unvouched`),
-/// so does its unvouched tally; with `upto` beyond its last batch (the receiver holds
-/// batches this store never issued: it was restored from an older copy), its numbering
-/// carries on after them. Numbered per destination, so a retried commit takes it once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Adopt {
-    /// The destination node.
-    pub dest: String,
-    /// This adoption's number for `dest` (from 1).
-    pub number: u64,
-    /// The receiver's last batch: acknowledged, and the last number used if beyond it.
-    pub upto: u64,
-    /// Net value to add.
-    pub value: i64,
-    /// Operations to add (negative: the receiver holds fewer).
-    pub operations: i64,
-    /// Whether it is a discrepancy (false: a store from before totals were kept, whose
-    /// baseline is taken as the receiver's).
-    pub unvouched: bool,
-}
-
-/// One batch a sender made: its number in its stream, its changes, and what they add up
-/// to. Kept in the sender's outbox until the destination acknowledges it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutBatch {
-    /// Its number in the stream (from 1).
-    pub seq: u64,
-    /// At most one entry per counter.
-    pub changes: Vec<Change>,
-    /// Net value.
-    pub value: i64,
-    /// Operations.
-    pub operations: u64,
-}
-
-/// What a receiver keeps per incoming stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct InRecord {
-    /// The last batch applied.
-    pub(crate) seq: u64,
-    /// Net value of every batch applied.
-    pub(crate) value: i64,
-    /// Operations in every batch applied.
-    pub(crate) operations: u64,
-}
-
-impl InRecord {
-    fn to_tuple(self) -> (u64, i64, u64) {
-        (self.seq, self.value, self.operations)
-    }
-
-    fn from_tuple((seq, value, operations): (u64, i64, u64)) -> Self {
-        Self {
-            seq,
-            value,
-            operations,
-        }
-    }
-
-    /// The record as its stream's sender is told it.
-    pub(crate) fn mark(self) -> StreamMark {
-        StreamMark {
-            seq: self.seq,
-            value: self.value,
-            operations: self.operations,
-        }
-    }
-}
-
-/// What a sender keeps per destination (its outgoing stream), besides the batches in
-/// its outbox.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct OutRecord {
-    /// The last batch number used.
-    pub(crate) last_seq: u64,
-    /// The last batch acknowledged.
-    pub(crate) acked: u64,
-    /// What the destination should hold of this stream once it has every batch up to
-    /// `last_seq`: net value and operations of every batch issued to it, moved by the
-    /// adoptions.
-    pub(crate) issued: (i64, u64),
-    /// Whether `issued` is known: false for a stream a store from before these totals
-    /// were kept had begun, until the destination's answer sets it.
-    pub(crate) known: bool,
-    /// Adoptions taken (see [`Adopt`]).
-    pub(crate) adoptions: u64,
-    /// What the destination holds beyond (negative: short of) what this store issued:
-    /// net value and operations nobody can vouch for.
-    pub(crate) unvouched: (i64, i64),
-}
-
-/// The outbox per destination, and the issued tally `(value, operations)`.
-pub(crate) type Outbox = (BTreeMap<String, OutStream>, (i64, u64));
-
-/// One destination's part of the outbox, as a sender starts with it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct OutStream {
-    /// The stream's record.
-    pub(crate) record: OutRecord,
-    /// The batches after `record.acked`, in order.
-    pub(crate) batches: Vec<OutBatch>,
-}
-
-/// What this node has applied from each incoming stream, as of the last commit, and
-/// how many commits its journal has made: the journal keeps them current, and the
-/// node's description reports them.
-#[derive(Debug, Default)]
-pub(crate) struct ReceivedTotals(
-    Mutex<BTreeMap<String, InRecord>>,
-    std::sync::atomic::AtomicU64,
-);
-
-impl ReceivedTotals {
-    /// One more commit.
-    pub(crate) fn committed(&self) {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Commits so far.
-    pub(crate) fn commits(&self) -> u64 {
-        self.1.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Records the streams' new records.
-    pub(crate) fn update(&self, streams: impl IntoIterator<Item = (String, InRecord)>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.extend(streams);
-    }
-
-    /// Per sender (every stream from it), sorted by name.
-    pub(crate) fn by_sender(&self) -> Vec<shared::agent::SenderTotals> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut by: BTreeMap<&str, (i64, u64)> = BTreeMap::new();
-        for (key, record) in map.iter() {
-            let sender = key.split_once('#').map_or(key.as_str(), |(s, _)| s);
-            let totals = by.entry(sender).or_default();
-            totals.0 = totals.0.saturating_add(record.value);
-            totals.1 = totals.1.saturating_add(record.operations);
-        }
-        by.into_iter()
-            .map(
-                |(sender, (value, operations))| shared::agent::SenderTotals {
-                    sender: sender.to_string(),
-                    value,
-                    operations,
-                },
-            )
-            .collect()
-    }
-}
-
-/// How long, at least, a node remembers a client change's id (and so how long a retry
-/// with that id is safe), in the store's own time ([`StoreClock`]): ids are kept in
-/// buckets of this length, and a bucket's ids are forgotten once the bucket after it is
-/// over, so between one and two lengths of the store's running time. A wall clock that
-/// steps (back across midnight, or forward by days) neither hides an id nor forgets it.
-pub(crate) const ID_MEMORY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// The id bucket of store time `ms` (see [`ID_MEMORY`]).
-pub(crate) fn id_bucket(ms: u64) -> u32 {
-    u32::try_from(ms / ID_MEMORY.as_millis() as u64).unwrap_or(u32::MAX)
-}
-
-/// At most this many forgotten ids are removed per commit (the rest go with later ones).
-pub(crate) const ID_PRUNE_PER_COMMIT: usize = 1024;
-
-/// The most change ids the store takes in one bucket: beyond it, changes with new ids
-/// are refused (not applied, and the client told so) until the next bucket. What bounds
-/// the ids a member, honest or not, can make a node keep.
-pub(crate) const MAX_IDS_PER_BUCKET: u64 = 1_000_000;
-
-/// What became of a client change with an id, as the store remembers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct IdRecord {
-    /// The counter it changed.
-    pub(crate) counter: u32,
-    /// The change.
-    pub(crate) delta: Delta,
-    /// The value after it, or why it was refused.
-    pub(crate) outcome: Result<i64, CounterError>,
-    /// When it was applied, in store time (see [`StoreClock`]).
-    pub(crate) at_ms: u64,
-}
-
-/// The store's own clock: milliseconds that advance only while the store is open, with
-/// the monotonic clock, from where they stood when it was last written. Client change
-/// ids are kept by it, so no step of the wall clock can forget one early or keep one
-/// forever; time the node is down does not count (an id lives longer, never shorter).
-/// It starts from the wall clock once, when the store is made.
-#[derive(Debug)]
-pub(crate) struct StoreClock {
-    base_ms: u64,
-    opened: std::time::Instant,
-}
-
-impl StoreClock {
-    /// A clock that stood at `base_ms` when the store was opened, now.
-    pub(crate) fn starting_at(base_ms: u64) -> Self {
-        Self {
-            base_ms,
-            opened: std::time::Instant::now(),
-        }
-    }
-
-    /// Store time now.
-    pub(crate) fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.base_ms.saturating_add(elapsed)
-    }
-}
-
-/// What a commit did: the outcome of each entry, in order, and the new records of the
-/// counters and incoming streams it touched.
-#[derive(Debug, Default)]
-pub(crate) struct CommitOutcome {
-    /// One per entry, in order.
-    pub(crate) outcomes: Vec<Outcome>,
-    /// The new record of every counter the commit changed, by index (each counter is
-    /// handed its record: one message per counter per commit, however many changes).
-    pub(crate) counters: Vec<(u32, CounterRecord)>,
-    /// Operations the commit applied to counters, and refused (they would overflow).
-    pub(crate) operations: OperationTally,
-    /// The new record of every incoming stream the commit touched.
-    pub(crate) streams: Vec<(String, InRecord)>,
-}
-
-/// What was recovered when the store opened.
-#[derive(Debug)]
-pub(crate) struct Recovered {
-    /// Every counter's record (zero for counters the store had not seen).
-    pub(crate) records: Vec<CounterRecord>,
-    /// The last commit's number (0 for a new store).
-    pub(crate) last_commit: u64,
-    /// Whether the store was created now.
-    pub(crate) fresh: bool,
-}
+pub(crate) use error::StoreError;
+pub(crate) use plan::{CommitOutcome, Outcome};
+pub(crate) use records::{
+    id_bucket, Adopt, Entry, InRecord, OutBatch, OutStream, Outbox, ReceivedTotals, Recovered,
+    StoreClock,
+};
+#[cfg(test)]
+pub(crate) use {
+    plan::OperationTally,
+    records::{OutRecord, ID_MEMORY, MAX_IDS_PER_BUCKET},
+};
 
 /// The node's store; see the module documentation.
 #[derive(Debug)]
@@ -632,7 +304,8 @@ pub(crate) struct Settled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::counter::Applied;
+    use shared::counter::{Applied, CounterError, Delta};
+    use shared::host::Change;
 
     /// A journal that starts reads the store only once every commit handed off before
     /// it has returned, even one that had not begun when it started.

@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use shared::counter::{Applied, CounterError};
 use shared::host::changes_totals;
 
-use super::{
-    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, StoreError, MAX_IDS_PER_BUCKET,
+use super::error::StoreError;
+use super::records::{
+    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, MAX_IDS_PER_BUCKET,
 };
 use crate::counters::record::CounterRecord;
 
@@ -329,4 +330,19 @@ fn cached<'m, V>(
 /// `value` within `i64`, saturating at its bounds.
 pub(crate) fn saturate(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// What a commit did: the outcome of each entry, in order, and the new records of the
+/// counters and incoming streams it touched.
+#[derive(Debug, Default)]
+pub(crate) struct CommitOutcome {
+    /// One per entry, in order.
+    pub(crate) outcomes: Vec<Outcome>,
+    /// The new record of every counter the commit changed, by index (each counter is
+    /// handed its record: one message per counter per commit, however many changes).
+    pub(crate) counters: Vec<(u32, CounterRecord)>,
+    /// Operations the commit applied to counters, and refused (they would overflow).
+    pub(crate) operations: OperationTally,
+    /// The new record of every incoming stream the commit touched.
+    pub(crate) streams: Vec<(String, InRecord)>,
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use node::error::CommandError;
-use node::sys::status_mib;
+use node::status_mib;
+use node::CommandError;
 
 /// Starts `command` with its log (appended to) in `log`.
 fn spawn(command: &mut Command, name: &str, log: &Path) -> Result<Child, CommandError> {
@@ -159,6 +159,6 @@ fn node_binary() -> Result<PathBuf, CommandError> {
 /// A loopback port nobody is listening on right now, and no other node of this run
 /// was given.
 pub(crate) fn free_port() -> Result<u16, CommandError> {
-    node::net::port::unused_loopback_port()
+    node::unused_loopback_port()
         .map_err(|e| CommandError::Local(format!("no free loopback port: {e}")))
 }

@@ -14,12 +14,12 @@ use shared::host::{HostMessage, StreamId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use node::client::ClusterClient;
-use node::cluster::rpc::call_until;
-use node::error::CommandError;
-use node::load::client::operation;
-use node::load::push::{Mode, Offer, Pusher, Target};
-use node::load::tally::IssuedTally;
+use node::call_until;
+use node::operation;
+use node::ClusterClient;
+use node::CommandError;
+use node::IssuedTally;
+use node::{Mode, Offer, Pusher, Target};
 
 /// How long one acknowledgement (or one counter read) may take.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,7 +88,7 @@ pub(crate) async fn run(
     .await;
     client.close().await;
     let mut report = result?;
-    report.peak_rss_kb = node::sys::status_kb(std::process::id(), "VmHWM").unwrap_or(0);
+    report.peak_rss_kb = node::status_kb(std::process::id(), "VmHWM").unwrap_or(0);
     let text = serde_json::to_string(&report).map_err(|e| CommandError::Local(e.to_string()))?;
     println!("{text}");
     Ok(())

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use node::client::ClusterClient;
-use node::cluster::rpc::call_until;
-use node::error::CommandError;
-use node::net::cookie::DEV_COOKIE;
+use node::call_until;
+use node::ClusterClient;
+use node::CommandError;
+use node::DEV_COOKIE;
 use shared::counter::StatsOutcome;
 use shared::host::HostMessage;
 use tokio::time::Instant;

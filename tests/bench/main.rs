@@ -3,12 +3,26 @@
 //! here (keys present, figures positive, pushes exact, collections complete); the speeds
 //! themselves are reported by the benchmark, never asserted in a test.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
+/// The benchmark, with the `node` binary it starts beside it (built by the workspace's
+/// `cargo test`, or `cargo build -p node`).
+fn bench_bin() -> PathBuf {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_node-bench"));
+    let node = bench.with_file_name(format!("node{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        node.is_file(),
+        "{} is missing: run the tests from the workspace (`cargo test`), which builds it",
+        node.display()
+    );
+    bench
+}
+
 fn bench(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_node-bench"))
+    let out = Command::new(bench_bin())
         .arg("--json")
         .args(args)
         .output()
@@ -101,4 +115,30 @@ fn bench_scale_forms_and_collects_every_counter() {
     positive(&report, "scale_form_ms");
     positive(&report, "scale_collect_ms");
     positive(&report, "scale_rss_mb_max");
+}
+
+#[test]
+fn bench_checks_its_options_and_explains_them() {
+    // The benchmark is its own program, with its own checked options.
+    let bench = bench_bin();
+    for args in [
+        vec!["--scale-counters", "100001"],
+        vec!["--counters", "2"],
+        vec!["--ops", "0"],
+    ] {
+        let out = Command::new(&bench).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "node-bench {args:?}");
+    }
+    let help = Command::new(&bench).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--json", "--scale", "--ops", "--counters", "BENCHMARKS.md"] {
+        assert!(
+            text.contains(flag),
+            "node-bench --help does not explain {flag}"
+        );
+    }
+    assert!(
+        !text.contains("sender"),
+        "the internal sender is hidden: {text}"
+    );
 }

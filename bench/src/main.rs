@@ -27,10 +27,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use node::client::ClusterClient;
-use node::error::CommandError;
-use node::load::push::Mode;
-use node::net::cookie::DEV_COOKIE;
+use node::ClusterClient;
+use node::CommandError;
+use node::Mode;
+use node::DEV_COOKIE;
 use serde::Serialize;
 use shared::agent::{ClientAnswer, ClientRequest};
 use shared::stats::ClusterStats;
@@ -120,14 +120,14 @@ enum Internal {
 }
 
 /// mimalloc rather than glibc's malloc: every message allocates, and a profile of a
-/// collection put a third of its CPU in glibc's malloc and free (BENCHMARKS, issue 14).
+/// collection put a third of its CPU in glibc's malloc and free (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    node::logging::init(true);
-    let options = match node::runtime::RuntimeOptions::from_env(node::runtime::BusyPoll::Auto) {
+    node::init_logging(true);
+    let options = match node::RuntimeOptions::from_env(node::BusyPoll::Auto) {
         Ok(options) => options,
         Err(error) => {
             eprintln!("node-bench: error: {error}");
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
             None => run(cli.options).await,
         }
     };
-    let result = node::runtime::run(options, work)
+    let result = node::run_on_runtime(options, work)
         .unwrap_or_else(|e| Err(CommandError::Local(format!("cannot run: {e}"))));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -495,14 +495,14 @@ async fn time_collections(
 /// This process's busy poll, as the report says it.
 fn busy_poll() -> String {
     let on = |on: bool| if on { "on" } else { "off" };
-    match node::runtime::calibrate::last() {
+    match node::busy_poll_verdict() {
         Some(m) => format!(
             "auto, {} (a wake-up round trip: {} µs asleep, {} µs spinning)",
-            on(node::runtime::busy_poll::enabled()),
+            on(node::busy_poll_enabled()),
             m.sleeping.as_micros(),
             m.spinning.as_micros()
         ),
-        None => format!("{} (set)", on(node::runtime::busy_poll::enabled())),
+        None => format!("{} (set)", on(node::busy_poll_enabled())),
     }
 }
 

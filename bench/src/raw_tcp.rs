@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use node::error::CommandError;
+use node::CommandError;
 
 fn io(what: &'static str) -> impl Fn(std::io::Error) -> CommandError {
     move |e| CommandError::Local(format!("raw TCP reference: {what}: {e}"))

@@ -5,12 +5,12 @@
 //! figure is left out and the output says so.
 //!
 //! Not quite like for like: our client process busy-polls between a call and its answer
-//! (as the node does; see `node::runtime`), `redis-benchmark` does not.
+//! (as the node does; see `node::RuntimeOptions`), `redis-benchmark` does not.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use node::error::CommandError;
+use node::CommandError;
 use tokio::time::Instant;
 
 use super::nodes::free_port;

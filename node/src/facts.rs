@@ -8,7 +8,7 @@ use std::sync::Arc;
 use shared::agent::NodeInfo;
 use shared::protocol::{Role, PROTOCOL_VERSION};
 
-use super::membership::Membership;
+use crate::cluster::membership::Membership;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
 use crate::metrics::NodeMetrics;
