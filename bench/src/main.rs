@@ -201,110 +201,140 @@ async fn figures(
         aggregate_counters: options.counters,
         ..BenchReport::default()
     };
-
     step("raw TCP reference");
     report.raw_tcp_frames_per_sec = raw_tcp::frames_per_sec(options.raw_frames).await?;
 
-    step("pushes and calls to a single node (durable)");
-    {
-        let sink = sink(dir, "sink", options.push_counters, &[]).await?;
-        let commits_before = store_commits(&sink.addr).await?;
-        let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
-        let commits = store_commits(&sink.addr)
-            .await?
-            .saturating_sub(commits_before);
-        report.remote_increments_per_sec = per_sec(&coalesced);
-        report.ops_per_fsync = coalesced.operations as f64 / commits.max(1) as f64;
-        report.fsyncs_per_sec = commits as f64 / (coalesced.elapsed_us.max(1) as f64 / 1e6);
-        report.remote_increments_ops_per_message =
-            coalesced.operations as f64 / coalesced.messages.max(1) as f64;
-        report.sender_peak_rss_mb = coalesced.peak_rss_kb as f64 / 1024.0;
-        let unbatched = run_sender(
-            &sink.addr,
-            Measure::Push,
-            Mode::Unbatched,
-            options.unbatched_ops,
-        )
-        .await?;
-        report.remote_increments_per_sec_unbatched = per_sec(&unbatched);
-        report.remote_increments_exact = coalesced.exact && unbatched.exact;
-        let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
-        report.remote_call_p50_us = calls.p50_us;
-        report.remote_call_p99_us = calls.p99_us;
-        step("the yardstick: Redis, one client's INCRs one at a time (optional)");
-        report.redis_incr_p50_us = match redis::incr_p50_us().await {
-            Ok(Some(p50)) => Some(p50),
-            Ok(None) => {
-                step("redis-server or redis-benchmark is not installed: the Redis yardstick is left out (optional; Debian: redis-server redis-tools)");
-                None
-            }
-            Err(error) => {
-                step(&format!(
-                    "the Redis yardstick is left out (optional): {error}"
-                ));
-                None
-            }
-        };
-        let applies = run_sender(
-            &sink.addr,
-            Measure::Applies,
-            Mode::Coalesced,
-            options.applies,
-        )
-        .await?;
-        report.durable_change_p50_us = applies.p50_us;
-        report.durable_change_p99_us = applies.p99_us;
-    }
-
-    step("the same pushes and changes to a memory-only node");
-    {
-        let sink = sink(
-            dir,
-            "sink-memory",
-            options.push_counters,
-            &["--memory-only"],
-        )
-        .await?;
-        let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
-        report.remote_increments_per_sec_memory = per_sec(&coalesced);
-        report.remote_increments_exact &= coalesced.exact;
-        let applies = run_sender(
-            &sink.addr,
-            Measure::Applies,
-            Mode::Coalesced,
-            options.applies,
-        )
-        .await?;
-        report.memory_change_p50_us = applies.p50_us;
-    }
-    if report.remote_increments_per_sec_memory > 0.0 {
-        report.durable_vs_memory =
-            report.remote_increments_per_sec / report.remote_increments_per_sec_memory;
-    }
-
-    step("a node with --restart-counters counters killed and restarted");
-    {
-        let mut nodes = vec![BenchNode::start(dir, "restart-seed", 1, None)?];
-        let seed = nodes[0].addr.clone();
-        nodes.push(BenchNode::start(
-            dir,
-            "restart-big",
-            options.restart_counters,
-            Some(&seed),
-        )?);
-        let counters = options.restart_counters + 1;
-        wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
-        nodes[1].kill_and_restart()?;
-        let started = Instant::now();
-        wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
-        report.restart_complete_ms = started.elapsed().as_secs_f64() * 1e3;
-        report.restart_counters = options.restart_counters;
-    }
+    durable_node(options, dir, &mut report).await?;
     if report.raw_tcp_frames_per_sec > 0.0 {
         report.remote_increments_vs_raw_tcp =
             report.remote_increments_per_sec / report.raw_tcp_frames_per_sec;
     }
+    memory_node(options, dir, &mut report).await?;
+    restart(options, dir, &mut report).await?;
+    collections(options, dir, &mut report).await?;
+    Ok(report)
+}
 
+/// Pushes, calls and durable changes to a single node, and the Redis yardstick.
+async fn durable_node(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+    report: &mut BenchReport,
+) -> Result<(), CommandError> {
+    step("pushes and calls to a single node (durable)");
+    let sink = sink(dir, "sink", options.push_counters, &[]).await?;
+    let commits_before = store_commits(&sink.addr).await?;
+    let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
+    let commits = store_commits(&sink.addr)
+        .await?
+        .saturating_sub(commits_before);
+    report.remote_increments_per_sec = per_sec(&coalesced);
+    report.ops_per_fsync = coalesced.operations as f64 / commits.max(1) as f64;
+    report.fsyncs_per_sec = commits as f64 / (coalesced.elapsed_us.max(1) as f64 / 1e6);
+    report.remote_increments_ops_per_message =
+        coalesced.operations as f64 / coalesced.messages.max(1) as f64;
+    report.sender_peak_rss_mb = coalesced.peak_rss_kb as f64 / 1024.0;
+    let unbatched = run_sender(
+        &sink.addr,
+        Measure::Push,
+        Mode::Unbatched,
+        options.unbatched_ops,
+    )
+    .await?;
+    report.remote_increments_per_sec_unbatched = per_sec(&unbatched);
+    report.remote_increments_exact = coalesced.exact && unbatched.exact;
+    let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
+    report.remote_call_p50_us = calls.p50_us;
+    report.remote_call_p99_us = calls.p99_us;
+    step("the yardstick: Redis, one client's INCRs one at a time (optional)");
+    report.redis_incr_p50_us = match redis::incr_p50_us().await {
+        Ok(Some(p50)) => Some(p50),
+        Ok(None) => {
+            step("redis-server or redis-benchmark is not installed: the Redis yardstick is left out (optional; Debian: redis-server redis-tools)");
+            None
+        }
+        Err(error) => {
+            step(&format!(
+                "the Redis yardstick is left out (optional): {error}"
+            ));
+            None
+        }
+    };
+    let applies = run_sender(
+        &sink.addr,
+        Measure::Applies,
+        Mode::Coalesced,
+        options.applies,
+    )
+    .await?;
+    report.durable_change_p50_us = applies.p50_us;
+    report.durable_change_p99_us = applies.p99_us;
+    Ok(())
+}
+
+/// The same pushes and changes to a memory-only node, and durable against memory.
+async fn memory_node(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+    report: &mut BenchReport,
+) -> Result<(), CommandError> {
+    step("the same pushes and changes to a memory-only node");
+    let sink = sink(
+        dir,
+        "sink-memory",
+        options.push_counters,
+        &["--memory-only"],
+    )
+    .await?;
+    let coalesced = run_sender(&sink.addr, Measure::Push, Mode::Coalesced, options.ops).await?;
+    report.remote_increments_per_sec_memory = per_sec(&coalesced);
+    report.remote_increments_exact &= coalesced.exact;
+    let applies = run_sender(
+        &sink.addr,
+        Measure::Applies,
+        Mode::Coalesced,
+        options.applies,
+    )
+    .await?;
+    report.memory_change_p50_us = applies.p50_us;
+    if report.remote_increments_per_sec_memory > 0.0 {
+        report.durable_vs_memory =
+            report.remote_increments_per_sec / report.remote_increments_per_sec_memory;
+    }
+    Ok(())
+}
+
+/// A node with `--restart-counters` counters killed and restarted: until complete.
+async fn restart(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+    report: &mut BenchReport,
+) -> Result<(), CommandError> {
+    step("a node with --restart-counters counters killed and restarted");
+    let mut nodes = vec![BenchNode::start(dir, "restart-seed", 1, None)?];
+    let seed = nodes[0].addr.clone();
+    nodes.push(BenchNode::start(
+        dir,
+        "restart-big",
+        options.restart_counters,
+        Some(&seed),
+    )?);
+    let counters = options.restart_counters + 1;
+    wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
+    nodes[1].kill_and_restart()?;
+    let started = Instant::now();
+    wait_for_cluster(&seed, 2, counters, Duration::from_secs(300)).await?;
+    report.restart_complete_ms = started.elapsed().as_secs_f64() * 1e3;
+    report.restart_counters = options.restart_counters;
+    Ok(())
+}
+
+/// Collections over a 3-node cluster, and the memory of each counter.
+async fn collections(
+    options: &BenchOptions,
+    dir: &std::path::Path,
+    report: &mut BenchReport,
+) -> Result<(), CommandError> {
     step("memory of an empty node");
     let empty_rss = {
         let empty = BenchNode::start(dir, "empty", 0, None)?;
@@ -332,7 +362,7 @@ async fn figures(
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
     report.aggregate_10k_sequential_ms = sequential::median_ms(&addrs, 3, options.counters).await?;
     drop(nodes);
-    Ok(report)
+    Ok(())
 }
 
 async fn scale(options: &BenchOptions, dir: &std::path::Path) -> Result<ScaleReport, CommandError> {

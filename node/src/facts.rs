@@ -40,8 +40,8 @@ pub(crate) struct NodeFacts {
 impl NodeFacts {
     /// The node's description right now.
     pub(crate) fn info(&self) -> NodeInfo {
-        let (issued_value, issued_operations) = self.issued.read();
-        let (unvouched_value, unvouched_operations) = self.issued.unvouched();
+        let issued = self.issued.read();
+        let unvouched = self.issued.unvouched();
         NodeInfo {
             name: self.name.clone(),
             role: self.role,
@@ -50,11 +50,11 @@ impl NodeFacts {
             incarnation: self.incarnation,
             counters: self.table.len(),
             counter_restarts: self.table.restarts(),
-            issued_value,
-            issued_operations,
+            issued_value: issued.value,
+            issued_operations: issued.operations,
             in_flight_operations: self.issued.in_flight(),
-            unvouched_value,
-            unvouched_operations,
+            unvouched_value: unvouched.value,
+            unvouched_operations: unvouched.operations,
             received: self.received.by_sender(),
             store_commits: self.received.commits(),
             known_peers: self.membership.gossip(),

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorRef};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -17,7 +18,7 @@ use crate::counters::table::CounterTable;
 use crate::error::NodeError;
 use crate::facts::NodeFacts;
 use crate::root::{NodeRoot, RootArgs, RootMessage};
-use crate::store::Store;
+use crate::store::{Store, Sum};
 use crate::supervision::root_cause;
 
 /// How long the ordered stop of every part may take in all.
@@ -38,7 +39,6 @@ pub(crate) async fn run(
         addr: config.listen.to_string(),
         reason: e.to_string(),
     })?;
-
     // Serving at once: probes see the node alive (and not ready) while its store is
     // being recovered.
     let http = match &config.http {
@@ -49,22 +49,8 @@ pub(crate) async fn run(
         )),
         None => None,
     };
-
     let (store, issued) = open_store(&config).await?;
-    let tally = crate::load::tally::IssuedTally::default();
-    tally.set(issued.0, issued.1);
-    let facts = Arc::new(NodeFacts {
-        name: config.name.clone(),
-        role: config.role,
-        // Identifies this run: peers tell a restart under the same name by it.
-        incarnation: unix_micros(),
-        advertise: config.advertise(),
-        table: Arc::new(CounterTable::new(&config.name, config.counters)),
-        issued: Arc::new(tally),
-        received: Arc::default(),
-        membership: Membership::default(),
-        metrics: Arc::default(),
-    });
+    let facts = node_facts(&config, issued);
     let (fatal, mut failures) = mpsc::unbounded_channel();
     let args = RootArgs {
         config: config.clone(),
@@ -80,11 +66,51 @@ pub(crate) async fn run(
                 reason: startup_failure(&source),
                 source,
             })?;
-
     if let Some(http) = &http {
         http.started(facts);
     }
+    say_started(&config);
 
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Some(failure) = failures.recv() => Some(failure),
+        // The root itself ended (it panicked): every part went with it.
+        _ = &mut root_handle => {
+            let why = "the node's supervision root stopped unexpectedly".to_string();
+            tracing::error!("{why}; stopping the node");
+            return Err(NodeError::Failed { why });
+        }
+    };
+    if let Some(http) = http {
+        // First: readiness turns 503 and the requests being served finish.
+        http.stop().await;
+    }
+    stop_in_order(&root, root_handle).await;
+    info!(node = %config.name, "node stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// What the node says about itself, shared by every part and outliving them all; its
+/// issued tally starts from what the store holds.
+fn node_facts(config: &NodeConfig, issued: Sum) -> Arc<NodeFacts> {
+    let tally = crate::load::tally::IssuedTally::default();
+    tally.set(issued);
+    Arc::new(NodeFacts {
+        name: config.name.clone(),
+        role: config.role,
+        // Identifies this run: peers tell a restart under the same name by it.
+        incarnation: unix_micros(),
+        advertise: config.advertise(),
+        table: Arc::new(CounterTable::new(&config.name, config.counters)),
+        issued: Arc::new(tally),
+        received: Arc::default(),
+        membership: Membership::default(),
+        metrics: Arc::default(),
+    })
+}
+
+/// The node's one line on starting (and, if it measured, whether spinning pays).
+fn say_started(config: &NodeConfig) {
     info!(
         node = %config.name,
         role = %config.role,
@@ -105,21 +131,10 @@ pub(crate) async fn run(
             "busy poll: measured whether it pays on this machine"
         );
     }
+}
 
-    let failure = tokio::select! {
-        () = shutdown => None,
-        Some(failure) = failures.recv() => Some(failure),
-        // The root itself ended (it panicked): every part went with it.
-        _ = &mut root_handle => {
-            let why = "the node's supervision root stopped unexpectedly".to_string();
-            tracing::error!("{why}; stopping the node");
-            return Err(NodeError::Failed { why });
-        }
-    };
-    if let Some(http) = http {
-        // First: readiness turns 503 and the requests being served finish.
-        http.stop().await;
-    }
+/// Asks the root to stop every part in order, then stops the root.
+async fn stop_in_order(root: &ActorRef<RootMessage>, root_handle: JoinHandle<()>) {
     if ractor::call_t!(
         root,
         RootMessage::Shutdown,
@@ -131,13 +146,11 @@ pub(crate) async fn run(
     }
     root.stop(Some("node stopped".into()));
     let _ = root_handle.await;
-    info!(node = %config.name, "node stopped");
-    failure.map_or(Ok(()), Err)
 }
 
 /// Opens the node's store (off the async threads: it reads every counter's record) and
 /// says what it recovered; returns it with the issued tally it holds.
-async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), NodeError> {
+async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, Sum), NodeError> {
     let (name, counters) = (config.name.clone(), config.counters);
     let (store, recovered) = match config.storage.clone() {
         Storage::Memory => {
@@ -171,17 +184,16 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, (i64, u64)), Nod
     drop(recovered);
     let store = Arc::new(store);
     let reading = Arc::clone(&store);
-    let (outbox, issued) =
-        crate::runtime::busy_poll::spawn_blocking(move || reading.outbox()).await??;
-    let unacknowledged: usize = outbox.values().map(|s| s.batches.len()).sum();
+    let outbox = crate::runtime::busy_poll::spawn_blocking(move || reading.outbox()).await??;
+    let unacknowledged: usize = outbox.streams.values().map(|s| s.batches.len()).sum();
     if unacknowledged > 0 {
         info!(
             batches = unacknowledged,
-            destinations = outbox.len(),
+            destinations = outbox.streams.len(),
             "the outbox holds batches not yet acknowledged: they are sent again"
         );
     }
-    Ok((store, issued))
+    Ok((store, outbox.issued))
 }
 
 /// The most useful line from a failed start: our own error if a part reported one,

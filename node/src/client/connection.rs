@@ -167,118 +167,20 @@ impl ClusterClient {
         timeout: Duration,
         deadline: Instant,
     ) -> Result<Self, Attempt> {
-        static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "{CLIENT_NAME_PREFIX}-{}-{}",
-            std::process::id(),
-            CONNECTIONS.fetch_add(1, Ordering::Relaxed)
-        );
-        let failed = |e| Attempt::Failed(e);
-        let began = Instant::now();
-        let server = NodeServer::new(
-            0,
-            cookie.to_string(),
-            name.clone(),
-            "127.0.0.1".to_string(),
-            None,
-            Some(NodeConnectionMode::Isolated),
-        )
-        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
-        let (server, _) = Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| failed(CommandError::Local(format!("cannot start the client: {e}"))))?;
-
-        let (tx, mut events) = mpsc::unbounded_channel();
-        let subscribed = server.cast(NodeServerMessage::SubscribeToEvents {
-            id: "client".to_string(),
-            subscription: Box::new(Events(tx)),
-        });
-        if subscribed.is_err() {
-            return Err(failed(CommandError::Local("client node stopped".into())));
-        }
-
+        let (server, name, mut events) = client_server(cookie).await?;
+        let dialed = Dialing {
+            addr,
+            timeout,
+            deadline,
+            began: Instant::now(),
+        };
         let result = async {
-            let timed_out = || {
-                failed(CommandError::ConnectTimeout {
-                    addr: addr.to_string(),
-                    within: timeout,
-                })
-            };
-            let (_, probe) =
-                tokio::time::timeout_at(deadline, transport::dial(&server, addr, tls, None))
-                    .await
-                    .map_err(|_| timed_out())?
-                    .map_err(|e| match e {
-                        DialError::Busy => Attempt::Busy,
-                        DialError::Resolve(e) => failed(CommandError::Resolve {
-                            addr: addr.to_string(),
-                            reason: e,
-                        }),
-                        DialError::Connect(e) => failed(CommandError::Unreachable {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        }),
-                        DialError::Tls(e) => failed(CommandError::Tls {
-                            addr: addr.to_string(),
-                            reason: e,
-                        }),
-                        DialError::TimedOut(_) => timed_out(),
-                    })?;
-            tracing::debug!(elapsed = ?began.elapsed(), "connected (TCP)");
-            let mut authenticated = false;
-            let (session, node) = loop {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Err(_) => return Err(timed_out()),
-                    Ok(None) => {
-                        return Err(failed(CommandError::Local("client node stopped".into())))
-                    }
-                    Ok(Some(SessionEvent::Authenticated)) => {
-                        tracing::debug!(elapsed = ?began.elapsed(), "authenticated");
-                        authenticated = true
-                    }
-                    Ok(Some(SessionEvent::Ready(session, node))) => {
-                        tracing::debug!(elapsed = ?began.elapsed(), "ready");
-                        break (session, node);
-                    }
-                    Ok(Some(SessionEvent::Closed)) if probe.refused_busy() => {
-                        return Err(Attempt::Busy)
-                    }
-                    Ok(Some(SessionEvent::Closed)) if !probe.answered() => {
-                        return Err(Attempt::NoAnswer)
-                    }
-                    // The node hangs up during the handshake when the cookies differ.
-                    Ok(Some(SessionEvent::Closed)) if !authenticated => {
-                        return Err(failed(CommandError::AuthFailed {
-                            addr: addr.to_string(),
-                        }))
-                    }
-                    Ok(Some(SessionEvent::Closed)) => {
-                        return Err(failed(CommandError::Unreachable {
-                            addr: addr.to_string(),
-                            reason: "the node closed the connection".into(),
-                        }))
-                    }
-                }
-            };
-            // The peer announces its actors before it reports ready, so its agent is a
-            // remote actor of this session by now; a peer without one is not a node.
-            let remote = |name: String| {
-                session
-                    .get_cell()
-                    .get_children()
-                    .into_iter()
-                    .find(|cell| cell.get_name().as_deref() == Some(name.as_str()))
-            };
-            let agent = remote(agent_name(&node)).ok_or_else(|| {
-                failed(CommandError::NotANode {
-                    addr: addr.to_string(),
-                })
-            })?;
-            let host = remote(host_name(&node)).map(Into::into);
-            Ok((agent.into(), host, node))
+            let probe = dialed.connect(&server, tls).await?;
+            let (session, node) = dialed.ready(&mut events, &probe).await?;
+            let (agent, host) = dialed.agents(&session, &node)?;
+            Ok((agent, host, node))
         }
         .await;
-
         match result {
             Ok((agent, host, node)) => Ok(ClusterClient {
                 server,
@@ -351,5 +253,163 @@ impl ClusterClient {
             .server
             .stop_and_wait(None, Some(Duration::from_secs(1)))
             .await;
+    }
+}
+
+/// This client's own node server (a client is a node of its own, under a name no
+/// member may have), subscribed to its session events.
+async fn client_server(
+    cookie: &str,
+) -> Result<
+    (
+        ActorRef<NodeServerMessage>,
+        String,
+        mpsc::UnboundedReceiver<SessionEvent>,
+    ),
+    Attempt,
+> {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{CLIENT_NAME_PREFIX}-{}-{}",
+        std::process::id(),
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+    );
+    let server = NodeServer::new(
+        0,
+        cookie.to_string(),
+        name.clone(),
+        "127.0.0.1".to_string(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+    let (server, _) = Actor::spawn(None, server, ()).await.map_err(|e| {
+        Attempt::Failed(CommandError::Local(format!("cannot start the client: {e}")))
+    })?;
+    let (tx, events) = mpsc::unbounded_channel();
+    let subscribed = server.cast(NodeServerMessage::SubscribeToEvents {
+        id: "client".to_string(),
+        subscription: Box::new(Events(tx)),
+    });
+    if subscribed.is_err() {
+        server.stop(None);
+        return Err(Attempt::Failed(CommandError::Local(
+            "client node stopped".into(),
+        )));
+    }
+    Ok((server, name, events))
+}
+
+/// One attempt at reaching the member at `addr`, step by step.
+struct Dialing<'a> {
+    addr: &'a str,
+    timeout: Duration,
+    deadline: Instant,
+    began: Instant,
+}
+
+impl Dialing<'_> {
+    fn timed_out(&self) -> Attempt {
+        Attempt::Failed(CommandError::ConnectTimeout {
+            addr: self.addr.to_string(),
+            within: self.timeout,
+        })
+    }
+
+    /// TCP (and TLS) to the member; what its first bytes say is in the probe.
+    async fn connect(
+        &self,
+        server: &ActorRef<NodeServerMessage>,
+        tls: Option<&Tls>,
+    ) -> Result<std::sync::Arc<crate::net::probe::DialProbe>, Attempt> {
+        let addr = self.addr.to_string();
+        let (_, probe) =
+            tokio::time::timeout_at(self.deadline, transport::dial(server, self.addr, tls, None))
+                .await
+                .map_err(|_| self.timed_out())?
+                .map_err(|e| match e {
+                    DialError::Busy => Attempt::Busy,
+                    DialError::Resolve(reason) => {
+                        Attempt::Failed(CommandError::Resolve { addr, reason })
+                    }
+                    DialError::Connect(e) => Attempt::Failed(CommandError::Unreachable {
+                        addr,
+                        reason: e.to_string(),
+                    }),
+                    DialError::Tls(reason) => Attempt::Failed(CommandError::Tls { addr, reason }),
+                    DialError::TimedOut(_) => self.timed_out(),
+                })?;
+        tracing::debug!(elapsed = ?self.began.elapsed(), "connected (TCP)");
+        Ok(probe)
+    }
+
+    /// Waits for the session to authenticate and be ready: the session, and the name
+    /// of the node at its other end. A session that closes first says why, as far as
+    /// it can be told: busy, silent, the cookie, or closed.
+    async fn ready(
+        &self,
+        events: &mut mpsc::UnboundedReceiver<SessionEvent>,
+        probe: &crate::net::probe::DialProbe,
+    ) -> Result<(ActorRef<NodeSessionMessage>, String), Attempt> {
+        let addr = || self.addr.to_string();
+        let mut authenticated = false;
+        loop {
+            match tokio::time::timeout_at(self.deadline, events.recv()).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(None) => {
+                    return Err(Attempt::Failed(CommandError::Local(
+                        "client node stopped".into(),
+                    )))
+                }
+                Ok(Some(SessionEvent::Authenticated)) => {
+                    tracing::debug!(elapsed = ?self.began.elapsed(), "authenticated");
+                    authenticated = true
+                }
+                Ok(Some(SessionEvent::Ready(session, node))) => {
+                    tracing::debug!(elapsed = ?self.began.elapsed(), "ready");
+                    return Ok((session, node));
+                }
+                Ok(Some(SessionEvent::Closed)) if probe.refused_busy() => {
+                    return Err(Attempt::Busy)
+                }
+                Ok(Some(SessionEvent::Closed)) if !probe.answered() => {
+                    return Err(Attempt::NoAnswer)
+                }
+                // The node hangs up during the handshake when the cookies differ.
+                Ok(Some(SessionEvent::Closed)) if !authenticated => {
+                    return Err(Attempt::Failed(CommandError::AuthFailed { addr: addr() }))
+                }
+                Ok(Some(SessionEvent::Closed)) => {
+                    return Err(Attempt::Failed(CommandError::Unreachable {
+                        addr: addr(),
+                        reason: "the node closed the connection".into(),
+                    }))
+                }
+            }
+        }
+    }
+
+    /// The node's agent and counter host, as remote actors of the session. The peer
+    /// announces its actors before it reports ready, so its agent is one by now; a peer
+    /// without one is not a node.
+    fn agents(
+        &self,
+        session: &ActorRef<NodeSessionMessage>,
+        node: &str,
+    ) -> Result<(ActorRef<AgentMessage>, Option<ActorRef<HostMessage>>), Attempt> {
+        let remote = |name: String| {
+            session
+                .get_cell()
+                .get_children()
+                .into_iter()
+                .find(|cell| cell.get_name().as_deref() == Some(name.as_str()))
+        };
+        let agent = remote(agent_name(node)).ok_or_else(|| {
+            Attempt::Failed(CommandError::NotANode {
+                addr: self.addr.to_string(),
+            })
+        })?;
+        let host = remote(host_name(node)).map(Into::into);
+        Ok((agent.into(), host))
     }
 }

@@ -1,8 +1,10 @@
 //! The mesh's decisions, as a plain type: whom to dial and when, which session to
 //! close, when a peer is declared unreachable, and what is worth a log line. Time and
-//! events go in through [`Detector::step`]; [`Action`]s come out. No actor, socket or
-//! clock is involved, so every rule is tested on a fake clock (`t0 + n ms`), the way
-//! raft-rs drives `RawNode` with ticks.
+//! events go in through [`Detector::step`]; [`Action`]s come out, the changes to the
+//! membership table among them ([`Action::Member`]): the step reads the table and
+//! changes only its own copy, and the mesh applies the changes, as raft-rs's `Ready`
+//! hands its caller what to persist and send. No actor, socket or clock is involved, so
+//! every rule is tested on a fake clock (`t0 + n ms`).
 //!
 //! The rules:
 //! - **Dialing.** Every seed is dialed until a session to it is up, and again whenever
@@ -30,7 +32,7 @@ use ractor::ActorId;
 use shared::agent::NodeInfo;
 use tokio::time::Instant;
 
-use super::membership::{Membership, PeerStatus, PeerView, FORGET_AFTER};
+use super::membership::{MemberChange, Membership, PeerStatus, PeerView, FORGET_AFTER};
 
 /// How often peers are asked whom they know.
 pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(500);
@@ -133,6 +135,8 @@ pub(crate) enum Action {
         /// Why (ractor's stop reason).
         reason: &'static str,
     },
+    /// Change the membership table so.
+    Member(MemberChange),
     /// Send every peer a heartbeat.
     SendHeartbeats,
     /// Ask every peer whom it knows, then report back with [`Input::Gossip`].
@@ -283,13 +287,17 @@ impl Detector {
         }
     }
 
-    /// Takes in what happened at `now`, updates `membership`, and says what to do.
+    /// Takes in what happened at `now`, and says what to do, the changes to
+    /// `membership` among it ([`Action::Member`], in order). `membership` itself is not
+    /// changed: the step works on a copy, so what it decides later in the step sees
+    /// what it changed earlier.
     pub(crate) fn step(
         &mut self,
         now: Instant,
         input: Input,
         membership: &Membership,
     ) -> Vec<Action> {
+        let membership = &membership.detached();
         let mut out = Vec::new();
         match input {
             Input::Tick => self.tick(now, membership, &mut out),
@@ -370,6 +378,8 @@ impl Detector {
             }
             self.deferred_losses.remove(&name);
             if !back && membership.lost(&name, now) {
+                let change = MemberChange::Lost { name: name.clone() };
+                out.push(Action::Member(change));
                 out.push(Action::Report(Report::Lost { peer: name, addr }));
             }
         }
@@ -381,6 +391,8 @@ impl Detector {
         self.expire_handshakes(now, out);
 
         for (peer, silent) in membership.expire_silent(self.silence, now) {
+            let name = peer.name.clone();
+            out.push(Action::Member(MemberChange::Lost { name }));
             for (session, _) in self.sessions_of(&peer.name) {
                 out.push(Action::Close {
                     session,
@@ -429,6 +441,8 @@ impl Detector {
         self.last_gossip = Some(now);
         out.push(Action::AskGossip);
         for peer in membership.forget_stale(FORGET_AFTER, now) {
+            let name = peer.clone();
+            out.push(Action::Member(MemberChange::Forget { name }));
             out.push(Action::Report(Report::Forgotten { peer }));
         }
         // Bookkeeping for addresses nobody needs any more goes too, so the map does
@@ -551,6 +565,10 @@ impl Detector {
         }
         let addr = peer.advertised.clone();
         self.sessions.insert(session, peer);
+        out.push(Action::Member(MemberChange::SessionUp {
+            name: name.clone(),
+            addr: addr.clone(),
+        }));
         match membership.session_up(&name, &addr, now) {
             Some(PeerStatus::Unreachable) => {
                 out.push(Action::Report(Report::Back { peer: name, addr }))
@@ -601,6 +619,8 @@ impl Detector {
             return;
         }
         if membership.lost(&name, now) {
+            let change = MemberChange::Lost { name: name.clone() };
+            out.push(Action::Member(change));
             out.push(Action::Report(Report::Lost {
                 peer: name,
                 addr: peer.advertised,
@@ -697,9 +717,16 @@ impl Detector {
         }
         for info in infos.into_iter().filter(|info| info.name != self.name) {
             membership.describe(&info, now);
-            for peer in info.known_peers {
+            let known_peers = info.known_peers.clone();
+            out.push(Action::Member(MemberChange::Describe(Box::new(info))));
+            for peer in known_peers {
                 let run = Some(peer.incarnation).filter(|&run| run != 0);
                 if peer.name != self.name && membership.learn(&peer.name, &peer.addr, run, now) {
+                    out.push(Action::Member(MemberChange::Learn {
+                        name: peer.name.clone(),
+                        addr: peer.addr.clone(),
+                        incarnation: run,
+                    }));
                     out.push(Action::Report(Report::Learned {
                         peer: peer.name,
                         addr: peer.addr,
@@ -715,6 +742,72 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step with its membership changes applied, as the mesh applies them.
+    trait Run {
+        fn run(&mut self, now: Instant, input: Input, m: &Membership) -> Vec<Action>;
+    }
+
+    impl Run for Detector {
+        fn run(&mut self, now: Instant, input: Input, m: &Membership) -> Vec<Action> {
+            let actions = self.step(now, input, m);
+            for action in &actions {
+                if let Action::Member(change) = action {
+                    m.apply(change, now);
+                }
+            }
+            actions
+        }
+    }
+
+    /// The step leaves the table alone: what it changes comes out as actions, which,
+    /// applied, give the table the step worked out for itself.
+    #[test]
+    fn a_step_changes_the_membership_only_through_its_actions() {
+        let t0 = Instant::now();
+        let m = Membership::default();
+        let mut d = Detector::new("a".into(), vec![], Duration::from_secs(1), 7);
+        let ready = Input::Ready {
+            session: ActorId::Local(1),
+            peer: SessionPeer {
+                member: Some("b".into()),
+                peer_addr: "127.0.0.1:50000".into(),
+                advertised: "127.0.0.1:2".into(),
+            },
+        };
+        let actions = d.step(t0, ready.clone(), &m);
+        assert!(m.snapshot().is_empty(), "the step changed the table itself");
+        let changes: Vec<&MemberChange> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Member(change) => Some(change),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [&MemberChange::SessionUp {
+                name: "b".into(),
+                addr: "127.0.0.1:2".into()
+            }]
+        );
+        let mut twin = Detector::new("a".into(), vec![], Duration::from_secs(1), 7);
+        twin.run(t0, ready, &m);
+        let peers = m.snapshot();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].status, PeerStatus::Up);
+        // Silence: the peer is lost through an action too.
+        let later = t0 + Duration::from_secs(2);
+        let out = twin.step(later, Input::Tick, &m);
+        assert_eq!(m.snapshot()[0].status, PeerStatus::Up, "not until applied");
+        assert!(out.contains(&Action::Member(MemberChange::Lost { name: "b".into() })));
+        for action in &out {
+            if let Action::Member(change) = action {
+                m.apply(change, later);
+            }
+        }
+        assert_eq!(m.snapshot()[0].status, PeerStatus::Unreachable);
+    }
     use shared::agent::PeerAddr;
     use shared::protocol::{Role, PROTOCOL_VERSION};
 
@@ -808,10 +901,10 @@ mod tests {
         let mut attempts = Vec::new();
         let mut logged = Vec::new();
         while now < t0 + Duration::from_secs(10) {
-            let out = d.step(now, Input::Tick, &m);
+            let out = d.run(now, Input::Tick, &m);
             if dials(&out) == ["seed:1"] {
                 attempts.push(now - t0);
-                let out = d.step(
+                let out = d.run(
                     now,
                     Input::Dialed {
                         addr: "seed:1".into(),
@@ -841,8 +934,8 @@ mod tests {
         assert_eq!(&logged[..4], [1, 2, 4, 8]);
         // While a dial is in flight, no second one starts.
         let (mut d, m) = detector("a", &["seed:1"]);
-        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["seed:1"]);
-        assert!(dials(&d.step(t0 + 500 * MS, Input::Tick, &m)).is_empty());
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["seed:1"]);
+        assert!(dials(&d.run(t0 + 500 * MS, Input::Tick, &m)).is_empty());
     }
 
     /// A connected seed is not dialed again; a lost one is, and a ready session
@@ -851,8 +944,8 @@ mod tests {
     fn a_seed_is_dialed_until_its_session_is_up_and_again_when_lost() {
         let (mut d, m) = detector("b", &["127.0.0.1:1"]);
         let t0 = Instant::now();
-        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:1"]);
-        d.step(
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:1"]);
+        d.run(
             t0,
             Input::Dialed {
                 addr: "127.0.0.1:1".into(),
@@ -865,9 +958,9 @@ mod tests {
             peer_addr: "127.0.0.1:1".into(),
             inbound: false,
         };
-        d.step(t0, opened, &m);
-        d.step(t0 + MS, authenticated(1, "a"), &m);
-        let out = d.step(
+        d.run(t0, opened, &m);
+        d.run(t0 + MS, authenticated(1, "a"), &m);
+        let out = d.run(
             t0 + 2 * MS,
             Input::Ready {
                 session: id(1),
@@ -882,8 +975,8 @@ mod tests {
                 addr: "127.0.0.1:1".into()
             }]
         );
-        assert!(dials(&d.step(t0 + 1000 * MS, Input::Tick, &m)).is_empty());
-        let out = d.step(
+        assert!(dials(&d.run(t0 + 1000 * MS, Input::Tick, &m)).is_empty());
+        let out = d.run(
             t0 + 1001 * MS,
             Input::Closed {
                 session: id(1),
@@ -900,7 +993,7 @@ mod tests {
         );
         assert_eq!(m.status("a"), Some(PeerStatus::Unreachable));
         assert_eq!(
-            dials(&d.step(t0 + 1002 * MS, Input::Tick, &m)),
+            dials(&d.run(t0 + 1002 * MS, Input::Tick, &m)),
             ["127.0.0.1:1"]
         );
     }
@@ -916,13 +1009,13 @@ mod tests {
     /// This node's dial to `addr` connected, and its session `session` authenticated.
     fn dial_authenticated(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
         dial_opened(d, m, at, session, addr);
-        d.step(at, authenticated(session, "b"), m);
+        d.run(at, authenticated(session, "b"), m);
     }
 
     /// This node's dial to `addr` connected: its session `session` is in its handshake.
     fn dial_opened(d: &mut Detector, m: &Membership, at: Instant, session: u64, addr: &str) {
         let reached = Ok(addr.parse().unwrap());
-        d.step(
+        d.run(
             at,
             Input::Dialed {
                 addr: addr.into(),
@@ -935,13 +1028,13 @@ mod tests {
             peer_addr: addr.into(),
             inbound: false,
         };
-        d.step(at, opened, m);
+        d.run(at, opened, m);
     }
 
     /// Session `session` closed.
     fn close(d: &mut Detector, m: &Membership, at: Instant, session: u64) -> Vec<Action> {
         let refusal = HandshakeEnd::Rejected;
-        d.step(
+        d.run(
             at,
             Input::Closed {
                 session: id(session),
@@ -979,9 +1072,9 @@ mod tests {
             // b is a seed: this node dials it.
             let (mut d, m) = detector("a", &["127.0.0.1:2"]);
             let t0 = Instant::now();
-            assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+            assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
             // b's inbound session is ready.
-            d.step(
+            d.run(
                 t0,
                 Input::Opened {
                     session: id(1),
@@ -990,8 +1083,8 @@ mod tests {
                 },
                 &m,
             );
-            d.step(t0, authenticated(1, "b"), &m);
-            let out = d.step(t0, b_inbound_ready(1), &m);
+            d.run(t0, authenticated(1, "b"), &m);
+            let out = d.run(t0, b_inbound_ready(1), &m);
             assert_eq!(reports(&out).len(), 1, "{out:?}");
             // Meanwhile this node dialed b's address: connected and authenticated.
             dial_authenticated(&mut d, &m, t0 + MS, 2, "127.0.0.1:2");
@@ -1008,7 +1101,7 @@ mod tests {
                 );
                 assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
             } else {
-                let out = d.step(
+                let out = d.run(
                     t0 + 3 * MS,
                     Input::Ready {
                         session: id(2),
@@ -1033,26 +1126,26 @@ mod tests {
         for winner_fails in [false, true] {
             let (mut d, m) = detector("a", &["127.0.0.1:2"]);
             let t0 = Instant::now();
-            assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+            assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
             dial_authenticated(&mut d, &m, t0, 2, "127.0.0.1:2");
             let ready = Input::Ready {
                 session: id(2),
                 peer: member("b", 2),
             };
-            assert_eq!(reports(&d.step(t0, ready, &m)).len(), 1);
+            assert_eq!(reports(&d.run(t0, ready, &m)).len(), 1);
             // b dials this node too; its session wins the election here.
             let opened = Input::Opened {
                 session: id(1),
                 peer_addr: "127.0.0.1:50000".into(),
                 inbound: true,
             };
-            d.step(t0 + MS, opened, &m);
-            d.step(t0 + MS, authenticated(1, "b"), &m);
+            d.run(t0 + MS, opened, &m);
+            d.run(t0 + MS, authenticated(1, "b"), &m);
             let out = close(&mut d, &m, t0 + 2 * MS, 2);
             assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
             assert_eq!(m.status("b"), Some(PeerStatus::Up));
             if !winner_fails {
-                let out = d.step(t0 + 3 * MS, b_inbound_ready(1), &m);
+                let out = d.run(t0 + 3 * MS, b_inbound_ready(1), &m);
                 assert!(reports(&out).is_empty(), "b never left: {out:?}");
             }
             // The winner closing is a loss, reported once.
@@ -1068,10 +1161,10 @@ mod tests {
     fn a_dial_that_lost_the_election_to_the_peers_dial_is_not_a_failure() {
         let (mut d, m) = detector("a", &["127.0.0.1:2"]);
         let t0 = Instant::now();
-        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
         dial_opened(&mut d, &m, t0, 2, "127.0.0.1:2");
         // b's own dial came up first.
-        assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
+        assert_eq!(reports(&d.run(t0, b_inbound_ready(1), &m)).len(), 1);
         let out = close(&mut d, &m, t0 + MS, 2);
         assert!(reports(&out).is_empty(), "not a failure: {out:?}");
     }
@@ -1082,18 +1175,18 @@ mod tests {
     fn a_session_closing_while_our_dial_is_in_its_handshake_is_not_a_loss_yet() {
         let (mut d, m) = detector("a", &["127.0.0.1:2"]);
         let t0 = Instant::now();
-        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
-        assert_eq!(reports(&d.step(t0, b_inbound_ready(1), &m)).len(), 1);
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        assert_eq!(reports(&d.run(t0, b_inbound_ready(1), &m)).len(), 1);
         dial_opened(&mut d, &m, t0, 2, "127.0.0.1:2");
         let out = close(&mut d, &m, t0 + MS, 1);
         assert!(reports(&out).is_empty(), "no loss yet: {out:?}");
         assert_eq!(m.status("b"), Some(PeerStatus::Up));
-        d.step(t0 + 2 * MS, authenticated(2, "b"), &m);
+        d.run(t0 + 2 * MS, authenticated(2, "b"), &m);
         let ready = Input::Ready {
             session: id(2),
             peer: member("b", 2),
         };
-        let out = d.step(t0 + 3 * MS, ready, &m);
+        let out = d.run(t0 + 3 * MS, ready, &m);
         assert!(reports(&out).is_empty(), "b never left: {out:?}");
     }
 
@@ -1103,8 +1196,8 @@ mod tests {
     fn a_deferred_loss_is_declared_once_the_handshake_grace_is_over() {
         let (mut d, m) = detector("a", &["127.0.0.1:2"]);
         let t0 = Instant::now();
-        assert_eq!(dials(&d.step(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
-        d.step(
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["127.0.0.1:2"]);
+        d.run(
             t0,
             Input::Ready {
                 session: id(1),
@@ -1115,9 +1208,9 @@ mod tests {
         dial_authenticated(&mut d, &m, t0, 2, "127.0.0.1:2");
         let out = close(&mut d, &m, t0 + MS, 1);
         assert!(reports(&out).is_empty(), "{out:?}");
-        let out = d.step(t0 + AUTH_GRACE / 2, Input::Deadlines, &m);
+        let out = d.run(t0 + AUTH_GRACE / 2, Input::Deadlines, &m);
         assert!(reports(&out).is_empty(), "{out:?}");
-        let out = d.step(t0 + AUTH_GRACE + 2 * MS, Input::Deadlines, &m);
+        let out = d.run(t0 + AUTH_GRACE + 2 * MS, Input::Deadlines, &m);
         assert_eq!(reports(&out), [&lost_b()]);
     }
 
@@ -1127,7 +1220,7 @@ mod tests {
     fn a_silent_peer_is_declared_once_and_its_session_closed() {
         let (mut d, m) = detector("a", &[]);
         let t0 = Instant::now();
-        d.step(
+        d.run(
             t0,
             Input::Ready {
                 session: id(5),
@@ -1142,7 +1235,7 @@ mod tests {
             if now <= t0 + Duration::from_secs(1) {
                 m.heard("b", 1, now);
             }
-            let out = d.step(now, Input::Tick, &m);
+            let out = d.run(now, Input::Tick, &m);
             assert!(out.contains(&Action::SendHeartbeats));
             for r in reports(&out) {
                 if let Report::Silent { peer, silent, .. } = r {
@@ -1167,8 +1260,8 @@ mod tests {
     fn handshakes_have_a_deadline_and_failed_ones_are_told_apart() {
         let (mut d, m) = detector("a", &["s:1"]);
         let t0 = Instant::now();
-        d.step(t0, Input::Tick, &m);
-        d.step(
+        d.run(t0, Input::Tick, &m);
+        d.run(
             t0,
             Input::Dialed {
                 addr: "s:1".into(),
@@ -1176,7 +1269,7 @@ mod tests {
             },
             &m,
         );
-        d.step(
+        d.run(
             t0,
             Input::Opened {
                 session: id(1),
@@ -1185,7 +1278,7 @@ mod tests {
             },
             &m,
         );
-        d.step(
+        d.run(
             t0,
             Input::Opened {
                 session: id(2),
@@ -1194,8 +1287,8 @@ mod tests {
             },
             &m,
         );
-        assert!(closes(&d.step(t0 + AUTH_GRACE, Input::Deadlines, &m)).is_empty());
-        let out = d.step(t0 + AUTH_GRACE + MS, Input::Deadlines, &m);
+        assert!(closes(&d.run(t0 + AUTH_GRACE, Input::Deadlines, &m)).is_empty());
+        let out = d.run(t0 + AUTH_GRACE + MS, Input::Deadlines, &m);
         let mut closed = closes(&out);
         closed.sort_by_key(|id| id.pid());
         assert_eq!(closed, [id(1), id(2)]);
@@ -1215,8 +1308,8 @@ mod tests {
             HandshakeEnd::Silent,
         ] {
             let (mut d, m) = detector("a", &["s:1"]);
-            d.step(t0, Input::Tick, &m);
-            d.step(
+            d.run(t0, Input::Tick, &m);
+            d.run(
                 t0,
                 Input::Dialed {
                     addr: "s:1".into(),
@@ -1224,7 +1317,7 @@ mod tests {
                 },
                 &m,
             );
-            d.step(
+            d.run(
                 t0,
                 Input::Opened {
                     session: id(3),
@@ -1233,7 +1326,7 @@ mod tests {
                 },
                 &m,
             );
-            let out = d.step(
+            let out = d.run(
                 t0,
                 Input::Closed {
                     session: id(3),
@@ -1250,7 +1343,7 @@ mod tests {
             assert_eq!(reports(&out), [&want]);
         }
         // An inbound handshake that fails is not the mesh's to log.
-        d.step(
+        d.run(
             t0,
             Input::Opened {
                 session: id(9),
@@ -1260,7 +1353,7 @@ mod tests {
             &m,
         );
         assert!(d
-            .step(
+            .run(
                 t0,
                 Input::Closed {
                     session: id(9),
@@ -1278,12 +1371,12 @@ mod tests {
         let (mut d, m) = detector("b", &[]);
         let t0 = Instant::now();
         let asked = |out: &[Action]| out.contains(&Action::AskGossip);
-        assert!(asked(&d.step(t0, Input::Tick, &m)));
+        assert!(asked(&d.run(t0, Input::Tick, &m)));
         assert!(
-            !asked(&d.step(t0 + 600 * MS, Input::Tick, &m)),
+            !asked(&d.run(t0 + 600 * MS, Input::Tick, &m)),
             "one round at a time"
         );
-        let out = d.step(
+        let out = d.run(
             t0 + 700 * MS,
             Input::Gossip(vec![info("x", &[("a", "a:1"), ("c", "c:1"), ("b", "b:1")])]),
             &m,
@@ -1302,10 +1395,10 @@ mod tests {
         dialed.sort();
         assert_eq!(dialed, ["c:1", "x:1"]);
         // The next round comes 500 ms after the last one started, not before.
-        assert!(asked(&d.step(t0 + 800 * MS, Input::Tick, &m)));
-        d.step(t0 + 900 * MS, Input::Gossip(vec![]), &m);
-        assert!(!asked(&d.step(t0 + 1200 * MS, Input::Tick, &m)), "paced");
-        assert!(asked(&d.step(t0 + 1300 * MS, Input::Tick, &m)));
+        assert!(asked(&d.run(t0 + 800 * MS, Input::Tick, &m)));
+        d.run(t0 + 900 * MS, Input::Gossip(vec![]), &m);
+        assert!(!asked(&d.run(t0 + 1200 * MS, Input::Tick, &m)), "paced");
+        assert!(asked(&d.run(t0 + 1300 * MS, Input::Tick, &m)));
     }
 
     /// A peer that was up and is lost is redialed by the side whose name sorts first
@@ -1315,7 +1408,7 @@ mod tests {
         let (mut d, m) = detector("b", &[]);
         let t0 = Instant::now();
         for (n, name, port) in [(1, "a", 1), (2, "c", 3)] {
-            d.step(
+            d.run(
                 t0,
                 Input::Ready {
                     session: id(n),
@@ -1323,7 +1416,7 @@ mod tests {
                 },
                 &m,
             );
-            d.step(
+            d.run(
                 t0,
                 Input::Closed {
                     session: id(n),
@@ -1332,7 +1425,7 @@ mod tests {
                 &m,
             );
         }
-        let out = d.step(t0 + MS, Input::Tick, &m);
+        let out = d.run(t0 + MS, Input::Tick, &m);
         assert_eq!(dials(&out), ["127.0.0.1:3"], "b dials c, and a dials b");
     }
 
@@ -1342,18 +1435,18 @@ mod tests {
     fn a_new_session_is_asked_whom_it_knows_at_once() {
         let (mut d, m) = detector("b", &[]);
         let t0 = Instant::now();
-        d.step(t0, Input::Tick, &m);
-        d.step(t0, Input::Gossip(vec![]), &m);
+        d.run(t0, Input::Tick, &m);
+        d.run(t0, Input::Gossip(vec![]), &m);
         let ready = |n: u64, name: &str| Input::Ready {
             session: id(n),
             peer: member(name, n as u16),
         };
-        let out = d.step(t0 + 10 * MS, ready(1, "a"), &m);
+        let out = d.run(t0 + 10 * MS, ready(1, "a"), &m);
         assert!(out.contains(&Action::AskGossip), "{out:?}");
         // Another peer comes up while that round is out: asked as soon as it is back.
-        let out = d.step(t0 + 11 * MS, ready(2, "c"), &m);
+        let out = d.run(t0 + 11 * MS, ready(2, "c"), &m);
         assert!(!out.contains(&Action::AskGossip), "{out:?}");
-        let out = d.step(t0 + 12 * MS, Input::Gossip(vec![]), &m);
+        let out = d.run(t0 + 12 * MS, Input::Gossip(vec![]), &m);
         assert!(out.contains(&Action::AskGossip), "{out:?}");
     }
 
@@ -1363,7 +1456,7 @@ mod tests {
         let (mut d, m) = detector("a", &[]);
         let t0 = Instant::now();
         for n in [1, 2] {
-            d.step(
+            d.run(
                 t0,
                 Input::Ready {
                     session: id(n),
@@ -1372,7 +1465,7 @@ mod tests {
                 &m,
             );
         }
-        assert!(reports(&d.step(
+        assert!(reports(&d.run(
             t0,
             Input::Closed {
                 session: id(1),
@@ -1382,7 +1475,7 @@ mod tests {
         ))
         .is_empty());
         assert_eq!(m.status("b"), Some(PeerStatus::Up));
-        let out = d.step(
+        let out = d.run(
             t0,
             Input::Closed {
                 session: id(2),

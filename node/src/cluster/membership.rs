@@ -129,7 +129,76 @@ impl Default for Membership {
     }
 }
 
+/// A change to the membership table, as the failure detector decides it (see
+/// [`super::detector::Action::Member`]); the mesh applies it with
+/// [`Membership::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MemberChange {
+    /// Gossip named `name` at `addr` (run `incarnation`, if known): see
+    /// [`Membership::learn`].
+    Learn {
+        /// The peer.
+        name: String,
+        /// Its address.
+        addr: String,
+        /// Its run, if known.
+        incarnation: Option<u64>,
+    },
+    /// A peer described itself: see [`Membership::describe`].
+    Describe(Box<NodeInfo>),
+    /// A session to `name` at `addr` is ready: see [`Membership::session_up`].
+    SessionUp {
+        /// The peer.
+        name: String,
+        /// The address it advertises.
+        addr: String,
+    },
+    /// `name`'s last session closed, or it went silent: see [`Membership::lost`].
+    Lost {
+        /// The peer.
+        name: String,
+    },
+    /// `name` has been pending or unreachable too long: it is forgotten.
+    Forget {
+        /// The peer.
+        name: String,
+    },
+}
+
 impl Membership {
+    /// Applies `change` at `now`.
+    pub(crate) fn apply(&self, change: &MemberChange, now: Instant) {
+        match change {
+            MemberChange::Learn {
+                name,
+                addr,
+                incarnation,
+            } => {
+                self.learn(name, addr, *incarnation, now);
+            }
+            MemberChange::Describe(info) => self.describe(info, now),
+            MemberChange::SessionUp { name, addr } => {
+                self.session_up(name, addr, now);
+            }
+            MemberChange::Lost { name } => {
+                self.lost(name, now);
+            }
+            MemberChange::Forget { name } => {
+                self.lock().remove(name);
+            }
+        }
+    }
+
+    /// A copy of the table that shares nothing with it (and keeps no events): what the
+    /// failure detector works on within one step.
+    pub(crate) fn detached(&self) -> Membership {
+        Membership {
+            peers: Arc::new(Mutex::new(self.lock().clone())),
+            events: Arc::default(),
+            started_ms: self.started_ms,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
         // A panic while holding the lock cannot leave the map half-updated in a way
         // that matters: every method changes one entry.

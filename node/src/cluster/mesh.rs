@@ -198,16 +198,16 @@ impl MeshState {
     }
 
     fn step(&mut self, myself: &ActorRef<MeshMessage>, input: Input) {
-        let actions = self
-            .detector
-            .step(Instant::now(), input, &self.args.facts.membership);
+        let now = Instant::now();
+        let actions = self.detector.step(now, input, &self.args.facts.membership);
         for action in actions {
-            self.act(myself, action);
+            self.act(myself, action, now);
         }
     }
 
-    fn act(&mut self, myself: &ActorRef<MeshMessage>, action: Action) {
+    fn act(&mut self, myself: &ActorRef<MeshMessage>, action: Action, now: Instant) {
         match action {
+            Action::Member(change) => self.args.facts.membership.apply(&change, now),
             Action::Dial(addr) => self.dial(myself, addr),
             Action::Close { session, reason } => {
                 if let Some(ses) = self.sessions.get(&session) {

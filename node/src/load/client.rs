@@ -218,9 +218,8 @@ async fn start_pusher(
 ) -> Result<(Pusher, u64), ActorProcessingErr> {
     journal_settled(&args.facts.name).await?;
     let store = Arc::clone(&args.store);
-    let (outbox, (value, issued)) =
-        crate::runtime::busy_poll::spawn_blocking(move || store.outbox()).await??;
-    args.facts.issued.set(value, issued);
+    let outbox = crate::runtime::busy_poll::spawn_blocking(move || store.outbox()).await??;
+    args.facts.issued.set(outbox.issued);
     let events = myself.clone();
     let mut pusher = Pusher::new(
         args.spec.mode,
@@ -234,11 +233,11 @@ async fn start_pusher(
             let _ = events.cast(LoadMessage::Push(event));
         }),
     );
-    pusher.resume(outbox);
+    pusher.resume(outbox.streams);
     args.facts
         .issued
         .set_in_flight(pusher.in_flight_operations());
-    Ok((pusher, issued))
+    Ok((pusher, outbox.issued.operations))
 }
 
 impl Actor for LoadClient {
@@ -279,8 +278,12 @@ impl Actor for LoadClient {
         // Issue what is coalesced but not yet issued (if the windows allow): the
         // journal commits it before the node stops, and the next run sends it.
         state.pusher.flush_all();
-        let (value, operations) = state.args.facts.issued.read();
-        info!(value, operations, "load clients stopped");
+        let issued = state.args.facts.issued.read();
+        info!(
+            value = issued.value,
+            operations = issued.operations,
+            "load clients stopped"
+        );
         Ok(())
     }
 
@@ -332,10 +335,11 @@ impl Actor for LoadClient {
             state.pusher.drain();
             if state.pusher.settled() && !state.stopping {
                 state.stopping = true;
-                let (value, operations) = state.args.facts.issued.read();
+                let issued = state.args.facts.issued.read();
                 info!(
-                    value,
-                    operations, "load clients finished: everything they issued is acknowledged"
+                    value = issued.value,
+                    operations = issued.operations,
+                    "load clients finished: everything they issued is acknowledged"
                 );
                 myself.stop(Some(crate::supervision::LOAD_FINISHED.into()));
             }

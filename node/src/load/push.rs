@@ -62,6 +62,7 @@ use super::outbox::{Adopt, OutBatch, Outbox};
 use super::tally::IssuedTally;
 use super::window::{Answer, Fence, Window};
 use crate::cluster::rpc::call_until;
+use crate::store::{Discrepancy, Sum};
 
 /// How long a fence's answer may take before everything unacknowledged is sent again
 /// (the node is slow, frozen or gone; the failure detector will say which).
@@ -221,9 +222,6 @@ pub enum StartAgain {
     },
 }
 
-/// Net value and operations of what a stream's batches add up to.
-type Totals = (i64, u64);
-
 /// One destination node's stream: its pending changes, window and unacknowledged
 /// batches.
 struct Lane {
@@ -245,7 +243,7 @@ struct Lane {
     messages: u64,
     /// What the destination should hold once it has every batch up to the window's
     /// `issued` (see [`crate::store::OutRecord::issued`]).
-    issued_totals: Totals,
+    issued_totals: Sum,
     /// Whether `issued_totals` is known (a stream begun by a store that kept no totals
     /// takes the destination's at its first answer).
     known: bool,
@@ -269,7 +267,7 @@ impl Lane {
             batches: VecDeque::new(),
             fences_out: 0,
             messages: 0,
-            issued_totals: (0, 0),
+            issued_totals: Sum::default(),
             known: true,
             adoptions: 0,
             verified: false,
@@ -306,8 +304,8 @@ impl Lane {
         }
         let issued = self.window.issued();
         let (mut value, mut operations) = (
-            i128::from(self.issued_totals.0),
-            i128::from(self.issued_totals.1),
+            i128::from(self.issued_totals.value),
+            i128::from(self.issued_totals.operations),
         );
         for batch in self.batches.iter().rev() {
             if batch.seq <= upto {
@@ -335,7 +333,7 @@ impl Lane {
         let clamp = |n: i128| i64::try_from(n).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX });
         let adopt = self.adoption(
             mark.seq.max(self.window.acked()),
-            (clamp(value), clamp(operations)),
+            Discrepancy::new(clamp(value), clamp(operations)),
             self.known && (value != 0 || operations != 0),
         );
         Some(adopt)
@@ -345,17 +343,16 @@ impl Lane {
     /// moved by `by`; taken here at once. One that is not a discrepancy sets the
     /// baseline (the totals are known from then on); one that is leaves an unknown
     /// baseline unknown, for the destination's first answer to set.
-    fn adoption(&mut self, upto: u64, by: (i64, i64), unvouched: bool) -> Adopt {
+    fn adoption(&mut self, upto: u64, by: Discrepancy, unvouched: bool) -> Adopt {
         self.adoptions += 1;
-        self.issued_totals.0 = self.issued_totals.0.saturating_add(by.0);
-        self.issued_totals.1 = self.issued_totals.1.saturating_add_signed(by.1);
+        self.issued_totals = self.issued_totals.moved_by(by);
         self.known |= !unvouched;
         Adopt {
             dest: self.node.clone(),
             number: self.adoptions,
             upto,
-            value: by.0,
-            operations: by.1,
+            value: by.value,
+            operations: by.operations,
             unvouched,
         }
     }
@@ -439,18 +436,20 @@ impl Pusher {
             lane.issued_totals = record.issued;
             lane.known = record.known;
             lane.adoptions = record.adoptions;
-            self.tally
-                .add_unvouched(record.unvouched.0, record.unvouched.1);
+            self.tally.add_unvouched(record.unvouched);
             if contiguous {
                 self.in_flight += stream.batches.iter().map(|b| b.operations).sum::<u64>();
                 lane.batches = stream.batches.into();
             } else {
-                let given_up = stream.batches.iter().fold((0i64, 0i64), |(v, o), b| {
-                    (
-                        v.saturating_add(b.value),
-                        o.saturating_add_unsigned(b.operations),
-                    )
-                });
+                let given_up = stream
+                    .batches
+                    .iter()
+                    .fold(Discrepancy::default(), |sum, b| {
+                        Discrepancy::new(
+                            sum.value.saturating_add(b.value),
+                            sum.operations.saturating_add_unsigned(b.operations),
+                        )
+                    });
                 error!(destination = %lane.node, acked = record.acked, last = record.last_seq,
                     found = ?stream.batches.iter().map(|b| b.seq).collect::<Vec<_>>(),
                     "the outbox holds batches that are not numbered one after another (an \
@@ -458,10 +457,13 @@ impl Pusher {
                 lane.window = window(record.last_seq);
                 let adopt = lane.adoption(
                     record.last_seq,
-                    (given_up.0.saturating_neg(), given_up.1.saturating_neg()),
+                    Discrepancy::new(
+                        given_up.value.saturating_neg(),
+                        given_up.operations.saturating_neg(),
+                    ),
                     true,
                 );
-                self.tally.add_unvouched(adopt.value, adopt.operations);
+                self.tally.add_unvouched(adopt.discrepancy());
                 self.adopt(adopt);
             }
             self.lanes.push(lane);
@@ -664,8 +666,7 @@ impl Pusher {
             {
                 self.tally.record(value, operations);
                 self.in_flight += operations;
-                lane.issued_totals.0 = lane.issued_totals.0.saturating_add(value);
-                lane.issued_totals.1 = lane.issued_totals.1.saturating_add(operations);
+                lane.issued_totals = lane.issued_totals.plus(value, operations);
             }
         }
         self.transmit(i)
@@ -791,7 +792,7 @@ impl Pusher {
                  batch {} (negative: fewer). A store on one side was restored from an older \
                  copy or lost; counted as unvouched, and the destination's figures taken from \
                  here on", adopt.operations, adopt.value, mark.seq);
-            self.tally.add_unvouched(adopt.value, adopt.operations);
+            self.tally.add_unvouched(adopt.discrepancy());
         } else if adopt.value != 0 || adopt.operations != 0 {
             info!(destination = %adopt.dest, "the stream's totals were not kept by this store's \
                 earlier version: taken from the destination");
@@ -903,7 +904,7 @@ mod tests {
     use crate::facts::NodeFacts;
     use crate::load::outbox::JournalOutbox;
     use crate::store::journal::{journal_name, JournalMessage};
-    use crate::store::{OutRecord, OutStream};
+    use crate::store::{OutRecord, OutStream, OutboxRecord};
     use crate::testing::WritePath;
     use ractor::Actor;
     use shared::counter::StatsOutcome;
@@ -1012,15 +1013,18 @@ mod tests {
             );
         }
         let net: i64 = expected.iter().map(|e| e.0).sum();
-        assert_eq!(tally.read(), (net, ops));
+        assert_eq!(tally.read(), Sum::new(net, ops));
         assert_eq!(pusher.in_flight_operations(), 0);
         // Everything issued went through the outbox and left it once acknowledged.
         let journal: ActorRef<JournalMessage> = ractor::registry::where_is(journal_name(node))
             .unwrap()
             .into();
         ractor::call!(journal, |r| JournalMessage::Sync(0, r)).unwrap();
-        let (outbox, issued) = path.store.outbox().unwrap();
-        assert_eq!(issued, (net, ops));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = path.store.outbox().unwrap();
+        assert_eq!(issued, Sum::new(net, ops));
         assert!(outbox.values().all(|s| s.batches.is_empty()), "{outbox:?}");
         let messages = pusher.messages();
         path.stop().await;
@@ -1078,21 +1082,24 @@ mod tests {
             .unwrap()
             .into();
         ractor::call!(journal, |r| JournalMessage::Sync(0, r)).unwrap();
-        let (outbox, (value, operations)) = path.store.outbox().unwrap();
+        let OutboxRecord {
+            streams: outbox,
+            issued: Sum { value, operations },
+        } = path.store.outbox().unwrap();
         assert_eq!(
             outbox[node].record.last_seq, 10,
             "nothing after the gap was kept"
         );
         let (mut second, mut events, tally) =
             pusher(Mode::Unbatched, Some(JournalOutbox::new(node)));
-        tally.set(value, operations);
+        tally.set(Sum::new(value, operations));
         second.resume(outbox);
         second.set_targets(vec![target()]);
         push_all(&mut second, &mut events, 5, |_| 0).await;
         // The two lost operations were never issued: 15 were, and the counter holds
         // exactly them.
         let record = path.store.record(0).unwrap();
-        let (value, operations) = tally.read();
+        let Sum { value, operations } = tally.read();
         assert_eq!(operations, 15);
         assert_eq!((record.value, record.operations), (value, 15));
         let StatsOutcome(stats) =
@@ -1130,7 +1137,7 @@ mod tests {
         let record = OutRecord {
             last_seq: 4,
             acked: 1,
-            issued: (12, 4),
+            issued: Sum::new(12, 4),
             known: true,
             ..OutRecord::default()
         };
@@ -1141,7 +1148,7 @@ mod tests {
         pusher.resume(BTreeMap::from([("n".to_string(), stream)]));
         assert_eq!(pusher.in_flight_operations(), 0, "nothing left to send");
         assert!(pusher.settled());
-        assert_eq!(tally.unvouched(), (-6, -2));
+        assert_eq!(tally.unvouched(), Discrepancy::new(-6, -2));
         let adopted = outbox.0.lock().unwrap().clone();
         assert_eq!(
             adopted,
@@ -1166,7 +1173,7 @@ mod tests {
             batches: vec![batch(2), batch(4)],
         };
         unknown.resume(BTreeMap::from([("n".to_string(), stream)]));
-        assert_eq!(tally.unvouched(), (-6, -2));
+        assert_eq!(tally.unvouched(), Discrepancy::new(-6, -2));
         let mark = StreamMark {
             seq: 4,
             value: 40,
@@ -1382,7 +1389,7 @@ mod tests {
             let net: i128 = expected.iter().map(|e| i128::from(e.0)).sum();
             assert_eq!((value, operations), (net, ops), "{mode:?}");
             assert!(lost > 0, "{mode:?}: nothing was lost");
-            assert_eq!(tally.read(), (net as i64, ops));
+            assert_eq!(tally.read(), Sum::new(net as i64, ops));
             assert_eq!(pusher.in_flight_operations(), 0);
             host.stop(None);
         }
@@ -1440,7 +1447,11 @@ mod tests {
             (s.applied, s.value, s.batches)
         };
         assert_eq!(seen, (4, 26, 2));
-        assert_eq!(tally.unvouched(), (0, 0), "both sides agree");
+        assert_eq!(
+            tally.unvouched(),
+            Discrepancy::new(0, 0),
+            "both sides agree"
+        );
         silent.stop(None);
         silent_handle.await.unwrap();
     }
@@ -1468,7 +1479,7 @@ mod tests {
             last_seq: last,
             acked,
             // Batches 1..=last add up to this.
-            issued: ((1..=last).map(|k| k as i64 + 4).sum(), last),
+            issued: Sum::new((1..=last).map(|k| k as i64 + 4).sum(), last),
             known: true,
             ..OutRecord::default()
         };

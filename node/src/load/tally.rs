@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::store::{Discrepancy, Sum};
+
 /// Net value and operations issued so far; shared by the load clients that add to it
 /// and the node's description that reports it. Beside it, what this node's streams and
 /// their destinations disagree on (see [`crate::load::push`]): unvouched.
@@ -27,24 +29,23 @@ impl IssuedTally {
 
     /// Sets the tally (to what the store holds, when a sender starts); the unvouched
     /// figures start again from zero (the sender adds its streams' back).
-    pub(crate) fn set(&self, value: i64, operations: u64) {
-        self.value.store(value, Ordering::Relaxed);
-        self.operations.store(operations, Ordering::Relaxed);
+    pub(crate) fn set(&self, issued: Sum) {
+        self.value.store(issued.value, Ordering::Relaxed);
+        self.operations.store(issued.operations, Ordering::Relaxed);
         self.unvouched_value.store(0, Ordering::Relaxed);
         self.unvouched_operations.store(0, Ordering::Relaxed);
     }
 
-    /// Adds a discrepancy: `value` and `operations` that a destination holds beyond
-    /// (negative: short of) what was issued to it.
-    pub(crate) fn add_unvouched(&self, value: i64, operations: i64) {
-        self.unvouched_value.fetch_add(value, Ordering::Relaxed);
+    /// Adds what a destination holds beyond (negative: short of) what was issued to it.
+    pub(crate) fn add_unvouched(&self, by: Discrepancy) {
+        self.unvouched_value.fetch_add(by.value, Ordering::Relaxed);
         self.unvouched_operations
-            .fetch_add(operations, Ordering::Relaxed);
+            .fetch_add(by.operations, Ordering::Relaxed);
     }
 
-    /// Unvouched `(value, operations)` so far.
-    pub(crate) fn unvouched(&self) -> (i64, i64) {
-        (
+    /// What is unvouched so far.
+    pub(crate) fn unvouched(&self) -> Discrepancy {
+        Discrepancy::new(
             self.unvouched_value.load(Ordering::Relaxed),
             self.unvouched_operations.load(Ordering::Relaxed),
         )
@@ -60,9 +61,9 @@ impl IssuedTally {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// `(value, operations)` so far.
-    pub(crate) fn read(&self) -> (i64, u64) {
-        (
+    /// What was issued so far.
+    pub(crate) fn read(&self) -> Sum {
+        Sum::new(
             self.value.load(Ordering::Relaxed),
             self.operations.load(Ordering::Relaxed),
         )
@@ -78,6 +79,6 @@ mod tests {
         let tally = IssuedTally::default();
         tally.record(5, 1);
         tally.record(-2, 3);
-        assert_eq!(tally.read(), (3, 4));
+        assert_eq!(tally.read(), Sum::new(3, 4));
     }
 }

@@ -44,52 +44,67 @@ pub(crate) struct NodeCollector {
 
 impl Collector for NodeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.node_figures(&mut encoder)?;
+        self.peers(&mut encoder)?;
+        self.traffic(&mut encoder)?;
+        self.received(&mut encoder)
+    }
+}
+
+impl NodeCollector {
+    /// What the node issued, hosts and committed.
+    fn node_figures(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let facts = &self.facts;
-        let (_, issued) = facts.issued.read();
+        let issued = facts.issued.read().operations;
         counter(
-            &mut encoder,
+            encoder,
             "operations_issued",
             "Operations this node's load clients issued (committed to its outbox)",
             issued,
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "operations_in_flight",
             "Issued operations their destination has not acknowledged yet",
             facts.issued.in_flight() as i64,
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "operations_unvouched",
             "Operations this node's destinations hold beyond (negative: short of) what its store \
              issued to them: 0 unless a store was restored from an older copy or lost",
-            facts.issued.unvouched().1,
+            facts.issued.unvouched().operations,
         )?;
         gauge(
-            &mut encoder,
+            encoder,
             "counters",
             "Counters this node hosts",
             i64::from(facts.table.len()),
         )?;
         counter(
-            &mut encoder,
+            encoder,
             "actor_restarts",
             "Counter actors restarted by this node's supervisor",
             facts.table.restarts(),
         )?;
         counter(
-            &mut encoder,
+            encoder,
             "store_commits",
             "Store commits (one fsync each) since the node started",
             facts.received.commits(),
         )?;
         counter(
-            &mut encoder,
+            encoder,
             "messages_undecodable",
             "Message fields from peers that did not decode and were dropped",
             crate::net::panic_hook::dropped(),
         )?;
+        Ok(())
+    }
 
+    /// Each peer: whether it is up, and the round trip to its agent.
+    fn peers(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let facts = &self.facts;
         let peers = facts.membership.snapshot();
         let mut up = encoder.encode_descriptor(
             "peer_up",
@@ -107,7 +122,7 @@ impl Collector for NodeCollector {
         let mut rtt = encoder.encode_descriptor(
             "peer_round_trip",
             "Round trip of the last exchange with the peer's agent (every gossip round, \
-             about once a second), over the cluster link heartbeats use",
+             every 500 ms), over the cluster link heartbeats use",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
@@ -119,6 +134,12 @@ impl Collector for NodeCollector {
                 ConstGauge::new(seconds).encode(rtt.encode_family(&label)?)?;
             }
         }
+        Ok(())
+    }
+
+    /// Bytes and frames each way, per member.
+    fn traffic(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let facts = &self.facts;
         let traffic = facts.metrics.traffic.by_member();
         for (index, (name, help)) in [
             (
@@ -144,6 +165,12 @@ impl Collector for NodeCollector {
                 ConstCounter::new(totals[index]).encode(family.encode_family(&label)?)?;
             }
         }
+        Ok(())
+    }
+
+    /// What each sender's batches added here.
+    fn received(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let facts = &self.facts;
         let mut received = encoder.encode_descriptor(
             "operations_received",
             "Operations this node applied from each sender's batches (every run of it)",

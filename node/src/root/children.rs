@@ -294,7 +294,7 @@ impl Kit {
         // An outbox that cannot be read now may hold batches: the load client reads it
         // itself (and waits for the store if need be).
         let waiting = match outbox {
-            Ok(Ok((streams, _))) => streams.values().any(|s| !s.batches.is_empty()),
+            Ok(Ok(outbox)) => outbox.streams.values().any(|s| !s.batches.is_empty()),
             _ => true,
         };
         waiting.then_some(LoadSpec {

@@ -47,9 +47,16 @@ pub(crate) enum StoreError {
     /// A commit or a read failed (the disk is full, or failing). A failed commit may or
     /// may not have reached the disk; retrying it applies nothing twice.
     #[error("cannot write to the store: {0}")]
-    Write(String),
+    Write(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store cannot be used right now: its journal is not running, or commits
     /// nothing (it waits for the disk).
     #[error("the store cannot be used now: {0}")]
     Unavailable(String),
+}
+
+impl StoreError {
+    /// A commit or read failed, for `source`.
+    pub(crate) fn write(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Write(source.into())
+    }
 }

@@ -26,8 +26,8 @@ use super::error::StoreError;
 use super::faults::{DiskFaults, FaultyFile};
 use super::plan::{plan, CommitOutcome, Tables, Writes};
 use super::records::{
-    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Outbox, Recovered,
-    ID_PRUNE_PER_COMMIT,
+    id_bucket, Discrepancy, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream,
+    OutboxRecord, Recovered, Sum, ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
 
@@ -76,8 +76,8 @@ impl std::fmt::Debug for StoreFile {
     }
 }
 
-fn write_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Write(e.to_string())
+fn write_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    StoreError::Write(e.into())
 }
 
 /// What opening a store file found.
@@ -211,7 +211,7 @@ impl StoreFile {
         let file = self.dir.join(FILE_NAME);
         drop_cached_pages(&file);
         let reopened = open_database(&file, &self.faults)
-            .map_err(|e| StoreError::Write(format!("cannot reopen the store: {e}")))?;
+            .map_err(|e| StoreError::write(format!("cannot reopen the store: {e}")))?;
         *db = Some(reopened);
         self.broken.store(false, Ordering::Release);
         Ok(())
@@ -289,7 +289,7 @@ impl StoreFile {
     }
 
     /// The outbox, per destination, and the issued tally.
-    pub(crate) fn outbox(&self) -> Result<Outbox, StoreError> {
+    pub(crate) fn outbox(&self) -> Result<OutboxRecord, StoreError> {
         self.read(|read| {
             let mut streams: BTreeMap<String, OutStream> = BTreeMap::new();
             let out = read.open_table(STREAMS_OUT).map_err(write_error)?;
@@ -312,8 +312,10 @@ impl StoreFile {
             }
             let meta = read.open_table(META).map_err(write_error)?;
             let issued = read_u64s::<2>(&meta, "issued")?
-                .map_or((0, 0), |[value, operations]| (value as i64, operations));
-            Ok((streams, issued))
+                .map_or(Sum::default(), |[value, operations]| {
+                    Sum::new(value as i64, operations)
+                });
+            Ok(OutboxRecord { streams, issued })
         })
     }
 
@@ -520,9 +522,9 @@ fn stream_out_in(
         ..OutRecord::default()
     };
     if let Some((value, operations, adoptions, unvouched_value, unvouched_operations)) = sums {
-        record.issued = (value, operations);
+        record.issued = Sum::new(value, operations);
         record.adoptions = adoptions;
-        record.unvouched = (unvouched_value, unvouched_operations);
+        record.unvouched = Discrepancy::new(unvouched_value, unvouched_operations);
     }
     Ok(record)
 }
@@ -550,7 +552,7 @@ fn opened<'s, 'txn, K: redb::Key + 'static, V: redb::Value + 'static>(
         *slot = Some(write.open_table(definition).map_err(write_error)?);
     }
     slot.as_mut()
-        .ok_or_else(|| StoreError::Write("a table did not open".into()))
+        .ok_or_else(|| StoreError::write("a table did not open"))
 }
 
 impl<'txn> FileTables<'txn> {
@@ -599,12 +601,16 @@ impl<'txn> FileTables<'txn> {
             }
         }
         self.write_outgoing(writes)?;
-        if writes.issued != (0, 0) {
+        if writes.issued != Sum::default() {
             let mut meta = write.open_table(META).map_err(write_error)?;
             let [value, operations] = read_u64s::<2>(&meta, "issued")?.unwrap_or([0, 0]);
-            let value = (value as i64).saturating_add(writes.issued.0);
-            let operations = operations.saturating_add(writes.issued.1);
-            let bytes = [(value as u64).to_be_bytes(), operations.to_be_bytes()].concat();
+            let issued = Sum::new(value as i64, operations)
+                .plus(writes.issued.value, writes.issued.operations);
+            let bytes = [
+                (issued.value as u64).to_be_bytes(),
+                issued.operations.to_be_bytes(),
+            ]
+            .concat();
             meta.insert("issued", bytes.as_slice())
                 .map_err(write_error)?;
         }
@@ -634,11 +640,11 @@ impl<'txn> FileTables<'txn> {
                 .map_err(write_error)?;
             if record.known {
                 let totals = (
-                    record.issued.0,
-                    record.issued.1,
+                    record.issued.value,
+                    record.issued.operations,
                     record.adoptions,
-                    record.unvouched.0,
-                    record.unvouched.1,
+                    record.unvouched.value,
+                    record.unvouched.operations,
                 );
                 opened(&mut self.out_totals, write, OUT_TOTALS)?
                     .insert(dest.as_str(), totals)
@@ -710,7 +716,7 @@ impl Tables for FileTables<'_> {
         opened(&mut self.out_totals, write, OUT_TOTALS)?;
         match (&self.streams_out, &self.out_totals) {
             (Some(out), Some(totals)) => stream_out_in(out, totals, dest),
-            _ => Err(StoreError::Write("a table did not open".into())),
+            _ => Err(StoreError::write("a table did not open")),
         }
     }
 
@@ -736,7 +742,7 @@ fn read_u64s<const N: usize>(
     };
     let bytes = bytes.value();
     if bytes.len() != 8 * N {
-        return Err(StoreError::Write(format!(
+        return Err(StoreError::write(format!(
             "meta entry '{key}' has {} bytes, not {}",
             bytes.len(),
             8 * N
@@ -810,13 +816,16 @@ mod tests {
         let store = opened.file;
         assert_eq!(store.record(1).unwrap().commit, 1);
         assert_eq!(store.ids_in(0).unwrap(), 1);
-        let (outbox, issued) = store.outbox().unwrap();
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
         let m = &outbox["m"];
         assert_eq!(
             (issued, m.record.last_seq, m.batches.len()),
-            ((-2, 3), 1, 1)
+            (Sum::new(-2, 3), 1, 1)
         );
-        assert_eq!((m.record.issued, m.record.known), ((-2, 3), true));
+        assert_eq!((m.record.issued, m.record.known), (Sum::new(-2, 3), true));
         assert_eq!(store.streams_in().unwrap()[0].1.seq, 9);
     }
 
@@ -846,8 +855,11 @@ mod tests {
             write.commit().unwrap();
         }
         let opened = open(dir.path(), "n", 1).unwrap();
-        let (outbox, issued) = opened.file.outbox().unwrap();
-        assert_eq!(issued, (4, 2));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = opened.file.outbox().unwrap();
+        assert_eq!(issued, Sum::new(4, 2));
         let m = &outbox["m"];
         assert_eq!((m.record.last_seq, m.record.known), (1, false));
         assert_eq!(m.batches.len(), 1);
@@ -958,8 +970,11 @@ mod tests {
         assert_eq!(failures, 3, "each kind failed one commit");
         let record = store.record(0).unwrap();
         assert_eq!((record.value, record.operations), (15, 6));
-        let (outbox, issued) = store.outbox().unwrap();
-        assert_eq!(issued, (3, 3));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
+        assert_eq!(issued, Sum::new(3, 3));
         assert_eq!(outbox["d"].batches.len(), 3);
     }
 }

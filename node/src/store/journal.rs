@@ -637,6 +637,7 @@ impl Actor for Journal {
 mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
+    use crate::store::{OutboxRecord, Sum};
     use shared::counter::Delta;
     use shared::host::{Change, StreamId};
 
@@ -928,8 +929,11 @@ mod tests {
         assert_eq!((record.value, record.operations), (120, 60));
         let record = store.record(0).unwrap();
         assert_eq!((record.value, record.operations), (600, 6));
-        let (outbox, tally) = store.outbox().unwrap();
-        assert_eq!(tally, (60, 60), "each outgoing batch issued once");
+        let OutboxRecord {
+            streams: outbox,
+            issued: tally,
+        } = store.outbox().unwrap();
+        assert_eq!(tally, Sum::new(60, 60), "each outgoing batch issued once");
         assert_eq!(outbox["d"].record.last_seq, 60);
         for (index, want) in [(0, 600), (1, 120)] {
             let value = ractor::call!(counters[index], CounterMessage::GetValue).unwrap();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::error::StoreError;
 use super::plan::{plan, CommitOutcome, Tables};
 use super::records::{
-    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, Outbox,
+    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream, OutboxRecord, Sum,
     ID_PRUNE_PER_COMMIT,
 };
 use crate::counters::record::CounterRecord;
@@ -18,7 +18,7 @@ pub(crate) struct MemoryTables {
     streams_in: BTreeMap<String, InRecord>,
     streams_out: BTreeMap<String, OutRecord>,
     outbox: BTreeMap<(String, u64), OutBatch>,
-    issued: (i64, u64),
+    issued: Sum,
     /// By bucket and id, as in the file.
     ids: BTreeMap<(u32, String), IdRecord>,
     /// The last commit's number.
@@ -90,8 +90,9 @@ impl MemoryTables {
         for (id, (bucket, record)) in writes.ids {
             self.ids.insert((bucket, id), record);
         }
-        self.issued.0 = self.issued.0.saturating_add(writes.issued.0);
-        self.issued.1 = self.issued.1.saturating_add(writes.issued.1);
+        self.issued = self
+            .issued
+            .plus(writes.issued.value, writes.issued.operations);
         self.last_commit = number;
         let outcome = CommitOutcome {
             outcomes,
@@ -121,7 +122,7 @@ impl MemoryTables {
     }
 
     /// The outbox and the issued tally.
-    pub(crate) fn outbox(&self) -> Outbox {
+    pub(crate) fn outbox(&self) -> OutboxRecord {
         let mut streams: BTreeMap<String, OutStream> = self
             .streams_out
             .iter()
@@ -140,6 +141,9 @@ impl MemoryTables {
                 .batches
                 .push(batch.clone());
         }
-        (streams, self.issued)
+        OutboxRecord {
+            streams,
+            issued: self.issued,
+        }
     }
 }

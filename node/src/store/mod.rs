@@ -48,8 +48,8 @@ use crate::counters::record::CounterRecord;
 pub(crate) use error::StoreError;
 pub(crate) use plan::{CommitOutcome, Outcome};
 pub(crate) use records::{
-    id_bucket, Adopt, Entry, InRecord, OutBatch, OutStream, Outbox, ReceivedTotals, Recovered,
-    StoreClock,
+    id_bucket, Adopt, Discrepancy, Entry, InRecord, OutBatch, OutStream, OutboxRecord,
+    ReceivedTotals, Recovered, StoreClock, Sum,
 };
 #[cfg(test)]
 pub(crate) use {
@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// The outbox, per destination, and the issued tally `(value, operations)`.
-    pub(crate) fn outbox(&self) -> Result<Outbox, StoreError> {
+    pub(crate) fn outbox(&self) -> Result<OutboxRecord, StoreError> {
         match &self.kind {
             Kind::File(file) => file.outbox(),
             Kind::Memory(memory) => Ok(Self::memory_tables(memory).outbox()),
@@ -255,7 +255,7 @@ impl Store {
         while *pending > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
-                return Err(StoreError::Write(format!(
+                return Err(StoreError::write(format!(
                     "a commit handed off before this journal started has not returned in \
                      {SETTLE_WAIT:?}"
                 )));
@@ -496,11 +496,18 @@ mod tests {
             upto: 2,
         };
         store.commit(2, &[out("b", 3), acked]).unwrap();
-        let (outbox, issued) = store.outbox().unwrap();
-        assert_eq!(issued, (12, 8));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
+        assert_eq!(issued, Sum::new(12, 8));
         let b = &outbox["b"];
         assert_eq!((b.record.last_seq, b.record.acked), (3, 2));
-        assert_eq!(b.record.issued, (9, 6), "what b should hold of all three");
+        assert_eq!(
+            b.record.issued,
+            Sum::new(9, 6),
+            "what b should hold of all three"
+        );
         assert_eq!(b.batches, [out_batch(3, 3, 2)]);
         let c = &outbox["c"];
         assert_eq!(
@@ -546,9 +553,12 @@ mod tests {
         let zero = store.record(0).unwrap();
         assert_eq!((zero.value, zero.operations), (7, 3));
         assert_eq!(store.record(1).unwrap().value, 4);
-        let (outbox, issued) = store.outbox().unwrap();
-        assert_eq!(issued, (9, 6), "issued once");
-        assert_eq!(outbox["d"].record.issued, (9, 6));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
+        assert_eq!(issued, Sum::new(9, 6), "issued once");
+        assert_eq!(outbox["d"].record.issued, Sum::new(9, 6));
         assert_eq!(
             outbox["d"].batches,
             [out_batch(2, 3, 2), out_batch(3, 3, 2)]
@@ -585,8 +595,11 @@ mod tests {
         };
         let outcome = store.commit(2, &[other]).unwrap();
         assert_eq!(outcome.outcomes, [Outcome::Issued(false)], "2 is taken");
-        let (outbox, issued) = store.outbox().unwrap();
-        assert_eq!(issued, (6, 4));
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
+        assert_eq!(issued, Sum::new(6, 4));
         let seqs: Vec<u64> = outbox["d"].batches.iter().map(|b| b.seq).collect();
         assert_eq!(seqs, [1, 2]);
     }
@@ -607,14 +620,21 @@ mod tests {
         });
         store.commit(2, std::slice::from_ref(&adopt)).unwrap();
         store.commit(3, &[adopt]).unwrap();
-        let (outbox, issued) = store.outbox().unwrap();
+        let OutboxRecord {
+            streams: outbox,
+            issued,
+        } = store.outbox().unwrap();
         let d = &outbox["d"];
         assert_eq!((d.record.last_seq, d.record.acked), (5, 5));
         assert!(d.batches.is_empty(), "acknowledged by the adoption");
-        assert_eq!(d.record.issued, (16, 8));
-        assert_eq!(d.record.unvouched, (10, 4));
+        assert_eq!(d.record.issued, Sum::new(16, 8));
+        assert_eq!(d.record.unvouched, Discrepancy::new(10, 4));
         assert_eq!(d.record.adoptions, 1);
-        assert_eq!(issued, (6, 4), "the issued tally is what this store issued");
+        assert_eq!(
+            issued,
+            Sum::new(6, 4),
+            "the issued tally is what this store issued"
+        );
         // Numbering carries on after the destination's.
         let outcome = store.commit(4, &[out("d", 6)]).unwrap();
         assert_eq!(outcome.outcomes, [Outcome::Issued(true)]);

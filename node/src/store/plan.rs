@@ -22,7 +22,7 @@ use shared::host::changes_totals;
 
 use super::error::StoreError;
 use super::records::{
-    id_bucket, Entry, IdRecord, InRecord, OutBatch, OutRecord, MAX_IDS_PER_BUCKET,
+    id_bucket, Discrepancy, Entry, IdRecord, InRecord, OutBatch, OutRecord, Sum, MAX_IDS_PER_BUCKET,
 };
 use crate::counters::record::CounterRecord;
 
@@ -86,8 +86,8 @@ pub(crate) struct Writes {
     pub(crate) outbox: Vec<(String, OutBatch)>,
     /// Every destination the commit touched, with its new record.
     pub(crate) streams_out: BTreeMap<String, OutRecord>,
-    /// Added to the issued tally: net value, operations.
-    pub(crate) issued: (i64, u64),
+    /// Added to the issued tally.
+    pub(crate) issued: Sum,
     /// Client change ids recorded by this commit, with the bucket they go in.
     pub(crate) ids: BTreeMap<String, (u32, IdRecord)>,
 }
@@ -264,10 +264,8 @@ impl<T: Tables> Planner<'_, T> {
         }
         let record = self.stream_out(dest)?;
         record.last_seq = batch.seq;
-        record.issued.0 = record.issued.0.saturating_add(batch.value);
-        record.issued.1 = record.issued.1.saturating_add(batch.operations);
-        self.writes.issued.0 = self.writes.issued.0.saturating_add(batch.value);
-        self.writes.issued.1 = self.writes.issued.1.saturating_add(batch.operations);
+        record.issued = record.issued.plus(batch.value, batch.operations);
+        self.writes.issued = self.writes.issued.plus(batch.value, batch.operations);
         self.writes.outbox.push((dest.to_string(), batch.clone()));
         Ok(Outcome::Issued(true))
     }
@@ -301,11 +299,10 @@ impl<T: Tables> Planner<'_, T> {
         record.adoptions = adopt.number;
         // As the sender's lane: a discrepancy leaves an unknown baseline unknown.
         record.known |= !adopt.unvouched;
-        record.issued.0 = record.issued.0.saturating_add(adopt.value);
-        record.issued.1 = record.issued.1.saturating_add_signed(adopt.operations);
+        let by = Discrepancy::new(adopt.value, adopt.operations);
+        record.issued = record.issued.moved_by(by);
         if adopt.unvouched {
-            record.unvouched.0 = record.unvouched.0.saturating_add(adopt.value);
-            record.unvouched.1 = record.unvouched.1.saturating_add(adopt.operations);
+            record.unvouched = record.unvouched.plus(by);
         }
         record.last_seq = record.last_seq.max(adopt.upto);
         record.acked = record.acked.max(adopt.upto);
@@ -324,7 +321,7 @@ fn cached<'m, V>(
         map.insert(key.to_string(), record);
     }
     map.get_mut(key)
-        .ok_or_else(|| StoreError::Write(format!("the record of '{key}' vanished")))
+        .ok_or_else(|| StoreError::write(format!("the record of '{key}' vanished")))
 }
 
 /// `value` within `i64`, saturating at its bounds.

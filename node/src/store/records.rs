@@ -78,6 +78,13 @@ pub struct Adopt {
     pub unvouched: bool,
 }
 
+impl Adopt {
+    /// What the adoption moves the sender's figures by.
+    pub(crate) fn discrepancy(&self) -> Discrepancy {
+        Discrepancy::new(self.value, self.operations)
+    }
+}
+
 /// One batch a sender made: its number in its stream, its changes, and what they add up
 /// to. Kept in the sender's outbox until the destination acknowledges it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,7 +144,7 @@ pub(crate) struct OutRecord {
     /// What the destination should hold of this stream once it has every batch up to
     /// `last_seq`: net value and operations of every batch issued to it, moved by the
     /// adoptions.
-    pub(crate) issued: (i64, u64),
+    pub(crate) issued: Sum,
     /// Whether `issued` is known: false for a stream a store from before these totals
     /// were kept had begun, until the destination's answer sets it.
     pub(crate) known: bool,
@@ -145,11 +152,76 @@ pub(crate) struct OutRecord {
     pub(crate) adoptions: u64,
     /// What the destination holds beyond (negative: short of) what this store issued:
     /// net value and operations nobody can vouch for.
-    pub(crate) unvouched: (i64, i64),
+    pub(crate) unvouched: Discrepancy,
 }
 
-/// The outbox per destination, and the issued tally `(value, operations)`.
-pub(crate) type Outbox = (BTreeMap<String, OutStream>, (i64, u64));
+/// What a node's load clients issued: the outbox per destination, and the issued
+/// tally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OutboxRecord {
+    /// Per destination, its record and the batches it has not acknowledged.
+    pub(crate) streams: BTreeMap<String, OutStream>,
+    /// Every batch ever issued, added up.
+    pub(crate) issued: Sum,
+}
+
+/// A net value and the operations that add up to it (what batches issued, or a stream
+/// applied), each saturating at the bounds of its type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Sum {
+    /// Net value.
+    pub(crate) value: i64,
+    /// Operations.
+    pub(crate) operations: u64,
+}
+
+impl Sum {
+    /// `value` from `operations` operations.
+    pub(crate) const fn new(value: i64, operations: u64) -> Self {
+        Self { value, operations }
+    }
+
+    /// This, plus `value` from `operations` more operations.
+    pub(crate) fn plus(self, value: i64, operations: u64) -> Self {
+        Self::new(
+            self.value.saturating_add(value),
+            self.operations.saturating_add(operations),
+        )
+    }
+
+    /// This, moved by a discrepancy (which may take operations away).
+    pub(crate) fn moved_by(self, by: Discrepancy) -> Self {
+        Self::new(
+            self.value.saturating_add(by.value),
+            self.operations.saturating_add_signed(by.operations),
+        )
+    }
+}
+
+/// What one side holds beyond (negative: short of) the other: net value and operations
+/// nobody can vouch for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Discrepancy {
+    /// Net value.
+    pub(crate) value: i64,
+    /// Operations.
+    pub(crate) operations: i64,
+}
+
+impl Discrepancy {
+    /// `value` and `operations` beyond (negative: short of).
+    pub(crate) const fn new(value: i64, operations: i64) -> Self {
+        Self { value, operations }
+    }
+
+    /// This plus `other`, saturating.
+    pub(crate) fn plus(self, other: Discrepancy) -> Self {
+        Self::new(
+            self.value.saturating_add(other.value),
+            self.operations.saturating_add(other.operations),
+        )
+    }
+}
 
 /// One destination's part of the outbox, as a sender starts with it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
