@@ -12,6 +12,7 @@ use crate::cluster::membership::Membership;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
 use crate::metrics::NodeMetrics;
+use crate::store::faults::DiskFaults;
 use crate::store::ReceivedTotals;
 
 /// The node as it describes itself; see the module documentation.
@@ -35,6 +36,11 @@ pub(crate) struct NodeFacts {
     pub(crate) membership: Membership,
     /// What the node records for `GET /metrics`.
     pub(crate) metrics: Arc<NodeMetrics>,
+    /// The store's last commit when the node started (0: a new store, or memory-only).
+    pub(crate) recovered_commit: u64,
+    /// The store's disk fault hook, when fault injection is enabled (for the count of
+    /// disk errors it injected).
+    pub(crate) disk_faults: Option<Arc<DiskFaults>>,
 }
 
 impl NodeFacts {
@@ -74,6 +80,8 @@ impl NodeFacts {
             received: Arc::default(),
             membership: Membership::default(),
             metrics: Arc::default(),
+            recovered_commit: 0,
+            disk_faults: None,
         }
     }
 }

@@ -49,8 +49,9 @@ pub(crate) async fn run(
         )),
         None => None,
     };
-    let (store, issued) = open_store(&config).await?;
-    let facts = node_facts(&config, issued);
+    let opened = open_store(&config).await?;
+    let facts = node_facts(&config, &opened);
+    let store = opened.store;
     let (fatal, mut failures) = mpsc::unbounded_channel();
     let args = RootArgs {
         config: config.clone(),
@@ -92,9 +93,9 @@ pub(crate) async fn run(
 
 /// What the node says about itself, shared by every part and outliving them all; its
 /// issued tally starts from what the store holds.
-fn node_facts(config: &NodeConfig, issued: Sum) -> Arc<NodeFacts> {
+fn node_facts(config: &NodeConfig, opened: &OpenedStore) -> Arc<NodeFacts> {
     let tally = crate::load::tally::IssuedTally::default();
-    tally.set(issued);
+    tally.set(opened.issued);
     Arc::new(NodeFacts {
         name: config.name.clone(),
         role: config.role,
@@ -106,6 +107,11 @@ fn node_facts(config: &NodeConfig, issued: Sum) -> Arc<NodeFacts> {
         received: Arc::default(),
         membership: Membership::default(),
         metrics: Arc::default(),
+        recovered_commit: opened.recovered_commit,
+        disk_faults: config
+            .fault_injection
+            .then(|| opened.store.faults())
+            .flatten(),
     })
 }
 
@@ -148,9 +154,18 @@ async fn stop_in_order(root: &ActorRef<RootMessage>, root_handle: JoinHandle<()>
     let _ = root_handle.await;
 }
 
+/// The node's store, as it was opened.
+struct OpenedStore {
+    store: Arc<Store>,
+    /// What this node's load clients had issued, per the store.
+    issued: Sum,
+    /// The store's last commit (0 for a new store, or memory-only).
+    recovered_commit: u64,
+}
+
 /// Opens the node's store (off the async threads: it reads every counter's record) and
-/// says what it recovered; returns it with the issued tally it holds.
-async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, Sum), NodeError> {
+/// says what it recovered.
+async fn open_store(config: &NodeConfig) -> Result<OpenedStore, NodeError> {
     let (name, counters) = (config.name.clone(), config.counters);
     let (store, recovered) = match config.storage.clone() {
         Storage::Memory => {
@@ -181,6 +196,7 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, Sum), NodeError>
             (store, recovered)
         }
     };
+    let recovered_commit = recovered.last_commit;
     drop(recovered);
     let store = Arc::new(store);
     let reading = Arc::clone(&store);
@@ -193,7 +209,11 @@ async fn open_store(config: &NodeConfig) -> Result<(Arc<Store>, Sum), NodeError>
             "the outbox holds batches not yet acknowledged: they are sent again"
         );
     }
-    Ok((store, outbox.issued))
+    Ok(OpenedStore {
+        store,
+        issued: outbox.issued,
+        recovered_commit,
+    })
 }
 
 /// The most useful line from a failed start: our own error if a part reported one,

@@ -22,7 +22,7 @@ fn figures(stats: &Value, name: &str) -> Option<(i64, u64)> {
 
 #[test]
 fn acknowledged_changes_survive_kill_9_and_a_clean_restart() {
-    let mut cluster = Cluster::start(1, &[]);
+    let (mut cluster, https) = Cluster::start_with_http(&["coordinator", "worker-1"], &[]);
     cluster.wait_mesh(8);
     let via = |k: usize| cluster.nodes[k % 2].addr.clone();
     // Known changes to the worker's counters, through either node: every one
@@ -64,10 +64,14 @@ fn acknowledged_changes_survive_kill_9_and_a_clean_restart() {
                 "{name} after SIG{how} and restart: {stats}"
             );
         }
-        let log = cluster.nodes[1].log();
+        // It recovered its counters from its store (not from a new one).
+        let series = r#"counter_cluster_store_recovered_commit{node="worker-1"}"#;
+        let text = wait_for("worker-1's metrics", Duration::from_secs(10), || {
+            crate::metrics::scrape(&https[1])
+        });
         assert!(
-            log.contains("recovered the counters from the store"),
-            "after SIG{how}: {log}"
+            crate::metrics::sample(&text, series).is_some_and(|commit| commit > 0.0),
+            "after SIG{how}, no commit recovered:\n{text}"
         );
     }
 }

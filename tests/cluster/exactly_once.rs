@@ -156,18 +156,40 @@ pub fn load_args(ops: u64) -> Vec<String> {
     .collect()
 }
 
-/// Three nodes under load, each to issue `ops` operations.
-fn loaded_cluster(ops: u64) -> Cluster {
+/// Three nodes under load, each to issue `ops` operations; and their HTTP sides.
+fn loaded_cluster(ops: u64) -> (Cluster, Vec<String>) {
     loaded_cluster_with(ops, &[])
 }
 
-/// Three nodes under load, each to issue `ops` operations, each with `extra` arguments.
-pub fn loaded_cluster_with(ops: u64, extra: &[&str]) -> Cluster {
+/// Three nodes under load, each to issue `ops` operations, each with `extra` arguments
+/// and an HTTP side on loopback; returns them with their HTTP addresses, in order
+/// (coordinator, worker-1, worker-2).
+pub fn loaded_cluster_with(ops: u64, extra: &[&str]) -> (Cluster, Vec<String>) {
     let args = load_args(ops);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cluster = Cluster::start(2, &[&args[..], extra].concat());
+    let (cluster, https) = Cluster::start_with_http(
+        &["coordinator", "worker-1", "worker-2"],
+        &[&args[..], extra].concat(),
+    );
     cluster.wait_mesh(12);
-    cluster
+    (cluster, https)
+}
+
+/// The value of `series` on the node whose HTTP side is `http`, once the node serves
+/// its metrics and `ok` holds of it (within `timeout`); `what` says what is awaited.
+pub fn wait_metric(
+    what: &str,
+    http: &str,
+    series: &str,
+    timeout: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    wait_for(what, timeout, || {
+        let value = crate::metrics::counter_value(http, series)?;
+        ok(value)
+            .then_some(value)
+            .ok_or(format!("{series} is {value}"))
+    })
 }
 
 /// Operations node `name` has issued, per a collection through `via`.
@@ -302,22 +324,20 @@ pub fn settles(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> 
 fn kill_9_of_a_worker_mid_load_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(8);
-    let mut cluster = loaded_cluster(ops);
+    let (mut cluster, https) = loaded_cluster(ops);
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 3);
     let clients = ClientLoop::start(&cluster);
     cluster.nodes[1].kill();
     cluster.nodes[1].restart();
-    let log = || cluster.nodes[1].log();
-    wait_for(
+    // The restarted worker serves its metrics once it has opened its store: it
+    // recovered commits, not a new store.
+    wait_metric(
         "worker-1 to recover its store",
+        &https[1],
+        r#"counter_cluster_store_recovered_commit{node="worker-1"}"#,
         Duration::from_secs(10),
-        || {
-            log()
-                .contains("recovered the counters from the store")
-                .then_some(())
-                .ok_or_else(log)
-        },
+        |commit| commit > 0.0,
     );
     cluster.wait_mesh(12);
     let clients = clients.finish();
@@ -329,7 +349,7 @@ fn kill_9_of_a_worker_mid_load_loses_and_doubles_nothing() {
 fn kill_9_of_the_coordinator_mid_load_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(8);
-    let mut cluster = loaded_cluster(ops);
+    let (mut cluster, _) = loaded_cluster(ops);
     let via = cluster.nodes[1].addr.clone();
     wait_issued(&via, "coordinator", ops / 3);
     let clients = ClientLoop::start(&cluster);
@@ -350,7 +370,7 @@ fn kill_9_of_the_coordinator_mid_load_loses_and_doubles_nothing() {
 fn a_worker_frozen_three_times_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(15);
-    let cluster = loaded_cluster(ops);
+    let (cluster, _) = loaded_cluster(ops);
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 10);
     let clients = ClientLoop::start(&cluster);
@@ -408,7 +428,7 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
 fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(8);
-    let mut cluster = loaded_cluster(ops);
+    let (mut cluster, _) = loaded_cluster(ops);
     let via = cluster.nodes[0].addr.clone();
     // worker-2: not the others' seed, and its name sorts last.
     wait_issued(&via, "worker-2", ops / 3);
@@ -507,10 +527,18 @@ fn a_full_disk_refuses_changes_serves_reads_and_loses_nothing_once_freed() {
     let seed = coordinator.addr.clone();
     let store = disk.path.join("worker-1");
     let store = store.display().to_string();
+    let http = format!("127.0.0.1:{}", free_port());
     let worker = NodeProc::start(
         "worker-1",
         &[
-            &["--join", seed.as_str(), "--data-dir", store.as_str()],
+            &[
+                "--join",
+                seed.as_str(),
+                "--data-dir",
+                store.as_str(),
+                "--http",
+                http.as_str(),
+            ],
             &load[..],
         ]
         .concat(),
@@ -569,10 +597,22 @@ fn a_full_disk_refuses_changes_serves_reads_and_loses_nothing_once_freed() {
         refused.contains("No space left on device"),
         "refused for another reason: {refused}"
     );
+    // The operator reads why in the log.
     cluster.nodes[1].wait_for_log(
         "worker-1 to log its full disk",
         "No space left on device",
         Duration::from_secs(10),
+    );
+    let writable = r#"counter_cluster_store_writable{node="worker-1"}"#;
+    let failed = r#"counter_cluster_store_commits_failed_total{node="worker-1"}"#;
+    let text = crate::metrics::scrape(&http).unwrap();
+    assert_eq!(
+        (
+            crate::metrics::sample(&text, writable),
+            crate::metrics::sample(&text, failed).is_some_and(|n| n >= 1.0)
+        ),
+        (Some(0.0), true),
+        "worker-1's metrics do not say its commits fail:\n{text}"
     );
     // Reads go on: worker-1's counters answer, and so do collections through it.
     crate::util::client_ok(&["get", "worker-1/0", "--join", &cluster.nodes[1].addr]);
@@ -581,10 +621,12 @@ fn a_full_disk_refuses_changes_serves_reads_and_loses_nothing_once_freed() {
     // The disk stays full for 3 s (its length, not a wait for anything), then is freed.
     std::thread::sleep(Duration::from_secs(3));
     std::fs::remove_file(&filler).unwrap();
-    cluster.nodes[1].wait_for_log(
+    wait_metric(
         "worker-1's store to take writes again",
-        "the store takes writes again",
+        &http,
+        writable,
         Duration::from_secs(10),
+        |w| w == 1.0,
     );
     // The refused change (and any whose fate was unknown), retried with its id, is
     // applied once.

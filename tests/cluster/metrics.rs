@@ -44,9 +44,14 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())?;
     let mut raw = String::new();
     let _ = stream.read_to_string(&mut raw);
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or(raw.clone())?;
+    body_of(&raw)
+}
+
+/// The body of `raw`, a whole HTTP/1.1 answer (its status must be 200).
+pub fn body_of(raw: &str) -> Result<String, String> {
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or(raw.to_string())?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(raw);
+        return Err(raw.to_string());
     }
     // Prometheus's API may answer in chunks.
     if head

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use crate::exactly_once::{
-    budget, loaded_cluster_with, settles, settles_exactly, wait_issued, ClientLoop,
+    budget, loaded_cluster_with, settles, settles_exactly, wait_issued, wait_metric, ClientLoop,
 };
-use crate::metrics::counter_value;
+use crate::metrics::{counter_value, sample, scrape};
 use crate::util::{client_ok, lines_with, timing_lock, wait_for, NodeProc};
 
 /// Disk errors armed on every node: after `pass` more syncs, `fail` commits fail, each
@@ -28,15 +28,17 @@ fn arm_disk_errors(node: &NodeProc, pass: u64, fail: u64) {
     ]);
 }
 
-/// Waits until `node` has injected `n` disk errors.
-fn wait_injected(node: &NodeProc, n: usize) {
-    wait_for(
+/// Waits until `node`, whose HTTP side is `http`, has injected `n` disk errors.
+fn wait_injected(node: &NodeProc, http: &str, n: usize) {
+    wait_metric(
         &format!("{} to inject {n} disk errors", node.name),
+        http,
+        &format!(
+            "counter_cluster_store_faults_injected_total{{node=\"{}\"}}",
+            node.name
+        ),
         Duration::from_secs(60),
-        || {
-            let seen = lines_with(&node.log(), "injecting a disk error");
-            (seen >= n).then_some(()).ok_or(format!("{seen} so far"))
-        },
+        |seen| seen >= n as f64,
     );
 }
 
@@ -47,7 +49,7 @@ fn wait_injected(node: &NodeProc, n: usize) {
 fn disk_errors_under_load_apply_nothing_twice() {
     let _serial = timing_lock();
     let ops = budget(10);
-    let cluster = loaded_cluster_with(ops, &["--enable-fault-injection"]);
+    let (cluster, https) = loaded_cluster_with(ops, &["--enable-fault-injection"]);
     wait_issued(&cluster.nodes[0].addr, "worker-1", ops / 10);
     let clients = ClientLoop::start(&cluster);
     // Twice on each node: 6 failed commits each time, two of each kind.
@@ -55,17 +57,25 @@ fn disk_errors_under_load_apply_nothing_twice() {
         for node in &cluster.nodes {
             arm_disk_errors(node, 200, 6);
         }
-        for node in &cluster.nodes {
-            wait_injected(node, 6 * (round + 1));
+        for (node, http) in cluster.nodes.iter().zip(&https) {
+            wait_injected(node, http, 6 * (round + 1));
         }
     }
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "disk errors on every node, 12 each");
-    for node in &cluster.nodes {
-        let log = node.log();
+    // Every node failed commits, and its store takes writes again.
+    for (node, http) in cluster.nodes.iter().zip(&https) {
+        let text = scrape(http).unwrap();
+        let series = |name: &str| format!("counter_cluster_{name}{{node=\"{}\"}}", node.name);
         assert!(
-            lines_with(&log, "the store takes writes again") >= 1,
-            "{} never failed a commit:\n{log}",
+            sample(&text, &series("store_commits_failed_total")).is_some_and(|n| n >= 1.0),
+            "{} never failed a commit:\n{text}",
+            node.name
+        );
+        assert_eq!(
+            sample(&text, &series("store_writable")),
+            Some(1.0),
+            "{}'s store takes no writes:\n{text}",
             node.name
         );
     }
@@ -79,21 +89,18 @@ fn disk_errors_under_load_apply_nothing_twice() {
 fn a_journal_crashed_again_and_again_under_load_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(10);
-    let cluster = loaded_cluster_with(ops, &["--enable-fault-injection"]);
+    let (cluster, https) = loaded_cluster_with(ops, &["--enable-fault-injection"]);
     let worker = &cluster.nodes[1];
     wait_issued(&cluster.nodes[0].addr, "worker-1", ops / 10);
     let clients = ClientLoop::start(&cluster);
     for round in 1..=5 {
         client_ok(&["debug", "crash", "journal", "--join", &worker.addr]);
-        wait_for(
+        wait_metric(
             &format!("worker-1's journal to restart ({round})"),
+            &https[1],
+            r#"counter_cluster_part_restarts_total{node="worker-1",part="journal"}"#,
             Duration::from_secs(10),
-            || {
-                let seen = lines_with(&worker.log(), "the journal restarted");
-                (seen >= round)
-                    .then_some(())
-                    .ok_or(format!("{seen} so far"))
-            },
+            |seen| seen >= f64::from(round),
         );
         // Let the load run against the new journal before the next crash.
         wait_issued(
@@ -118,7 +125,7 @@ fn a_journal_crashed_again_and_again_under_load_loses_and_doubles_nothing() {
 fn a_data_dir_restored_from_an_older_copy_is_reported_by_name_and_number() {
     let _serial = timing_lock();
     let ops = budget(12);
-    let mut cluster = loaded_cluster_with(ops, &[]);
+    let (mut cluster, _) = loaded_cluster_with(ops, &[]);
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 4);
     let dir = cluster.nodes[1]
@@ -224,37 +231,44 @@ fn a_restart_during_a_disk_fault_waits_for_the_store() {
         !first.status.success(),
         "a change was acknowledged on a failing disk"
     );
-    node.wait_for_log(
+    wait_metric(
         "a commit to fail",
-        "a commit failed",
+        &http,
+        r#"counter_cluster_store_commits_failed_total{node="coordinator"}"#,
         Duration::from_secs(10),
+        |failed| failed >= 1.0,
     );
-    for (part, what) in [
-        ("counter-supervisor", "counter supervisor"),
+    let part_series = |name: &str, part: &str| {
+        format!("counter_cluster_{name}{{node=\"coordinator\",part=\"{part}\"}}")
+    };
+    for (crash, part) in [
+        ("counter-supervisor", "counter_supervisor"),
         ("journal", "journal"),
     ] {
-        client_ok(&["debug", "crash", part, "--join", &node.addr]);
+        client_ok(&["debug", "crash", crash, "--join", &node.addr]);
+        let (waiting, back) = (
+            part_series("part_waiting_for_store", part),
+            part_series("part_restarts_total", part),
+        );
         wait_for(
-            &format!("the {what} to restart or wait for the store"),
+            &format!("the {part} to restart or wait for the store"),
             Duration::from_secs(10),
             || {
-                let log = node.log();
-                let waiting = format!("the {what} cannot start until the store can be read");
-                let back = format!("the {what} restarted");
-                (lines_with(&log, &waiting) + lines_with(&log, &back) > 0)
+                let text = scrape(&http)?;
+                let (waits, restarts) = (sample(&text, &waiting), sample(&text, &back));
+                (waits == Some(1.0) || restarts.is_some_and(|n| n >= 1.0))
                     .then_some(())
-                    .ok_or(log)
+                    .ok_or(format!("{waiting} is {waits:?}, {back} is {restarts:?}"))
             },
         );
     }
     // The node serves meanwhile (a collection says what is missing).
     crate::util::stats(&node.addr).expect("the node stopped serving");
     arm_disk_errors(node, 0, 0);
-    for what in ["counter_supervisor", "journal"] {
-        let series =
-            format!("counter_cluster_part_restarts_total{{node=\"coordinator\",part=\"{what}\"}}");
+    for part in ["counter_supervisor", "journal"] {
+        let series = part_series("part_restarts_total", part);
         wait_for(
-            &format!("the {what} to be back"),
+            &format!("the {part} to be back"),
             Duration::from_secs(30),
             || {
                 let restarts = counter_value(&http, &series)?;

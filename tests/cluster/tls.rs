@@ -99,17 +99,78 @@ fn wait_complete(addr: &str, certs: &Certs, nodes: u64, counters: u64) -> Value 
     )
 }
 
+/// `GET PATH` over HTTPS on `addr` (a TLS node's HTTP side), as the client `certs`
+/// made: the body (the status must be 200).
+fn https_get(certs: &Certs, addr: &str, path: &str) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let raw = runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = node::Tls::load(
+            Path::new(&certs.path("client.pem")),
+            Path::new(&certs.path("client-key.pem")),
+            Path::new(&certs.path("ca.pem")),
+        )
+        .map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let name = node::server_name(addr)?;
+        let mut stream = tls
+            .connector()
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {addr}: {e}"))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw)).await;
+        Ok::<_, String>(String::from_utf8_lossy(&raw).to_string())
+    })?;
+    crate::metrics::body_of(&raw)
+}
+
+/// Connections node `http` (its HTTPS side) refused, over every reason.
+fn connections_refused(certs: &Certs, http: &str) -> Result<f64, String> {
+    let text = https_get(certs, http, "/metrics")?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("counter_cluster_connections_refused_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
 #[test]
 fn a_tls_cluster_forms_and_serves_clients_with_certificates() {
     let certs = Certs::make(&["coordinator", "worker-1", "worker-2", "client"]);
-    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    let https: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", crate::util::free_port()))
+        .collect();
+    let coordinator = start(
+        "coordinator",
+        &certs,
+        &["--counters", "2", "--http", &https[0]],
+    );
     let workers: Vec<NodeProc> = ["worker-1", "worker-2"]
         .iter()
-        .map(|name| {
+        .zip(&https[1..])
+        .map(|(name, http)| {
             start(
                 name,
                 &certs,
-                &["--counters", "2", "--join", &coordinator.addr],
+                &[
+                    "--counters",
+                    "2",
+                    "--join",
+                    &coordinator.addr,
+                    "--http",
+                    http,
+                ],
             )
         })
         .collect();
@@ -134,14 +195,12 @@ fn a_tls_cluster_forms_and_serves_clients_with_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
-    for node in std::iter::once(&coordinator).chain(&workers) {
-        assert!(node.log().contains("tls=true"), "{}: TLS is off", node.name);
-        assert_eq!(
-            lines_with(&node.log(), "refused a connection"),
-            0,
-            "{}",
-            node.log()
-        );
+    // Every node runs TLS (its cluster port answered a TLS client above, and its
+    // HTTP side is HTTPS) and refused no connection.
+    for (node, http) in std::iter::once(&coordinator).chain(&workers).zip(&https) {
+        let refused = connections_refused(&certs, http)
+            .unwrap_or_else(|e| panic!("{}: no metrics over HTTPS: {e}", node.name));
+        assert_eq!(refused, 0.0, "{} refused connections", node.name);
     }
 }
 
@@ -159,17 +218,22 @@ fn start_as(name: &str, cert: &str, certs: &Certs, extra: &[&str]) -> NodeProc {
 #[test]
 fn a_client_certificate_cannot_join_and_a_node_certificate_names_its_node() {
     let certs = Certs::make(&["coordinator", "worker-1", "client"]);
-    let coordinator = start("coordinator", &certs, &["--counters", "2"]);
+    let http = format!("127.0.0.1:{}", crate::util::free_port());
+    let coordinator = start("coordinator", &certs, &["--counters", "2", "--http", &http]);
     let join = ["--counters", "2", "--join", coordinator.addr.as_str()];
     let with_client_cert = start_as("worker-1", "client", &certs, &join);
     let impostor = start_as("worker-2", "worker-1", &certs, &join);
+    let series =
+        r#"counter_cluster_peer_refusals_total{node="coordinator",reason="no_node_certificate"}"#;
     wait_for(
         "the coordinator to refuse both",
         Duration::from_secs(20),
         || {
-            let log = coordinator.log();
-            let refused = lines_with(&log, "a member's name without a node certificate");
-            (refused >= 2).then_some(()).ok_or(log)
+            let text = https_get(&certs, &http, "/metrics")?;
+            let refused = crate::metrics::sample(&text, series).unwrap_or(0.0);
+            (refused >= 2.0)
+                .then_some(())
+                .ok_or(format!("{series} is {refused}"))
         },
     );
     let s = tls_stats(&coordinator.addr, &certs).unwrap();

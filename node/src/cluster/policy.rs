@@ -19,12 +19,14 @@
 //! certificate can still do is in docs/operations.md (Security).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ractor::ActorCell;
 use shared::protocol::{agent_name, host_name, owner_node, validate_node_name};
 use tracing::warn;
 
 use super::names::{session_node_name, CLIENT_NAME_PREFIX};
+use crate::metrics::{NodeMetrics, PolicyRefusal};
 use crate::net::tls::Tls;
 
 /// The most actors of one peer mirrored here (a node has two: its agent and its host).
@@ -40,27 +42,49 @@ pub(crate) struct MemberPolicy {
     tls: Option<Tls>,
     /// Things refused so far (logged at the first and then at each power of two).
     refused: AtomicU64,
+    /// Where each refusal is counted, by reason.
+    metrics: Arc<NodeMetrics>,
 }
 
 impl MemberPolicy {
-    /// The policy of node `me`, whose links use `tls` (if on).
-    pub(crate) fn new(me: &str, tls: Option<Tls>) -> Self {
+    /// The policy of node `me`, whose links use `tls` (if on); refusals are counted
+    /// in `metrics`.
+    pub(crate) fn new(me: &str, tls: Option<Tls>, metrics: Arc<NodeMetrics>) -> Self {
         Self {
             me: me.to_string(),
             host: host_name(me),
             agent: agent_name(me),
             tls,
             refused: AtomicU64::new(0),
+            metrics,
         }
     }
 
-    /// Logs a refusal, a bounded number of times.
-    fn refuse(&self, peer: &str, what: &str) -> bool {
+    /// Counts a refusal, and logs it a bounded number of times.
+    fn refuse(&self, peer: &str, why: PolicyRefusal) -> bool {
+        self.metrics.policy_refused(why);
         let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
+            let what = said(why);
             warn!(%peer, refused = n, "refused from a peer: {what} (members speak only for themselves)");
         }
         false
+    }
+}
+
+/// What a peer said that was refused for `why`, in words.
+fn said(why: PolicyRefusal) -> &'static str {
+    match why {
+        PolicyRefusal::NotANodeName => "a member's name that is not a node name",
+        PolicyRefusal::OwnName => "this node's own name",
+        PolicyRefusal::NoNodeCertificate => {
+            "a member's name without a node certificate that names it"
+        }
+        PolicyRefusal::ClientActor => "a client's actor",
+        PolicyRefusal::TooManyActors => "more actors than a node has",
+        PolicyRefusal::AnotherNodesActor => "an actor named for another node",
+        PolicyRefusal::AnotherStream => "a batch or sync of another's stream",
+        PolicyRefusal::AnotherHeartbeat => "a heartbeat or leave notice for another",
     }
 }
 
@@ -92,16 +116,15 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         let node = session_node_name(peer_name);
         let client = is_client(node);
         if !client && validate_node_name(node).is_err() {
-            return self.refuse(peer_name, "a member's name that is not a node name");
+            return self.refuse(peer_name, PolicyRefusal::NotANodeName);
         }
         if node == self.me {
-            return self.refuse(peer_name, "this node's own name");
+            return self.refuse(peer_name, PolicyRefusal::OwnName);
         }
         match &self.tls {
-            Some(tls) if !tls.admits(peer_addr, node, client) => self.refuse(
-                peer_name,
-                "a member's name without a node certificate that names it",
-            ),
+            Some(tls) if !tls.admits(peer_addr, node, client) => {
+                self.refuse(peer_name, PolicyRefusal::NoNodeCertificate)
+            }
             _ => true,
         }
     }
@@ -111,14 +134,14 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         if is_client(node) {
             // A client needs none of its actors known here, and a host or an agent of
             // one would pass for a member's.
-            return self.refuse(peer_name, "a client's actor");
+            return self.refuse(peer_name, PolicyRefusal::ClientActor);
         }
         if mirrored >= MAX_MIRRORED {
-            return self.refuse(peer_name, "more actors than a node has");
+            return self.refuse(peer_name, PolicyRefusal::TooManyActors);
         }
         match actor_name {
             Some(name) if owner_node(name) != Some(node) => {
-                self.refuse(peer_name, "an actor named for another node")
+                self.refuse(peer_name, PolicyRefusal::AnotherNodesActor)
             }
             _ => true,
         }
@@ -128,12 +151,8 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         // Only these say something about their sender; anything else goes through
         // (the variant is looked at first: it costs nothing).
         let (about, clients_may, refusal) = match variant {
-            "Batch" | "Sync" => (&self.host, true, "a batch or sync of another's stream"),
-            "Heartbeat" | "Leaving" => (
-                &self.agent,
-                false,
-                "a heartbeat or leave notice for another",
-            ),
+            "Batch" | "Sync" => (&self.host, true, PolicyRefusal::AnotherStream),
+            "Heartbeat" | "Leaving" => (&self.agent, false, PolicyRefusal::AnotherHeartbeat),
             _ => return true,
         };
         if target.get_name().as_ref() != Some(about) {
@@ -176,7 +195,8 @@ mod tests {
     /// after it; and a client for nobody but its own session.
     #[tokio::test]
     async fn a_peer_speaks_only_for_itself() {
-        let policy = MemberPolicy::new("policy-me", None);
+        let facts = Arc::new(crate::facts::NodeFacts::for_tests("policy-me", 0));
+        let policy = MemberPolicy::new("policy-me", None, Arc::clone(&facts.metrics));
         let (host, host_handle) =
             crate::testing::Hoarder::<HostMessage>::start(Some("policy-me/host"), None).await;
         let (agent, agent_handle) =
@@ -253,6 +273,22 @@ mod tests {
         assert!(policy.may_authenticate("w1@h:1", "127.0.0.1:9"));
         assert!(policy.may_authenticate("~client-1-0@h:1", "127.0.0.1:9"));
         assert!(!policy.may_authenticate("a b@h:1", "127.0.0.1:9"));
+        // Each refusal is counted by its reason.
+        let text = crate::metrics::encode(&crate::metrics::registry(Arc::clone(&facts)));
+        for (reason, n) in [
+            ("another_stream", 3),
+            ("another_heartbeat", 3),
+            ("another_nodes_actor", 1),
+            ("client_actor", 1),
+            ("own_name", 1),
+            ("too_many_actors", 1),
+            ("not_a_node_name", 1),
+        ] {
+            let series = format!(
+                "counter_cluster_peer_refusals_total{{node=\"policy-me\",reason=\"{reason}\"}} {n}\n"
+            );
+            assert!(text.contains(&series), "no {series} in\n{text}");
+        }
         host.stop(None);
         agent.stop(None);
         host_handle.await.unwrap();

@@ -44,6 +44,7 @@ use tracing::{error, warn};
 
 use super::counter::CounterMessage;
 use crate::facts::NodeFacts;
+use crate::metrics::BatchRefusal;
 use crate::store::journal::{journal_name, JournalMessage, Waiter};
 use crate::store::Entry;
 
@@ -176,6 +177,7 @@ impl HostState {
         }
         if batch.totals().is_none() {
             self.malformed += 1;
+            self.facts.metrics.batch_refused(BatchRefusal::SumsOverflow);
             if self.malformed.is_power_of_two() {
                 error!(sender = %batch.stream.sender, seq = batch.seq, dropped = self.malformed,
                     "dropped a batch whose changes do not add up (their sums overflow): its \

@@ -3,11 +3,14 @@
 //!
 //! - **recorded** as things happen, in [`NodeMetrics`] (shared through
 //!   [`NodeFacts`](crate::facts::NodeFacts)): operations applied and rejected
-//!   by this node's commits, each commit's duration (its fsync) and operations, each
-//!   collection's duration, connections refused by reason;
+//!   by this node's commits, each commit's duration (its fsync) and operations, failed
+//!   commits and whether the store takes writes, each collection's duration,
+//!   connections refused by reason, what the member policy refused by reason, batches
+//!   refused whole by reason, parts restarted, and parts waiting for the store, by part;
 //! - **read** at each scrape from what the node already keeps ([`NodeCollector`]):
 //!   issued and in-flight operations, counters and their restarts, each peer's
-//!   reachability and gossip round trip, what each sender's batches added here.
+//!   reachability and gossip round trip, what each sender's batches added here, the
+//!   store's last commit when the node started, disk errors injected (fault injection).
 //!
 //! Names follow Prometheus's conventions: the `counter_cluster_` prefix, base units
 //! (seconds), `_total` on counters. Labels stay bounded: `node` on every series,
@@ -23,5 +26,7 @@
 mod recorded;
 mod scrape;
 
-pub(crate) use recorded::{ConnectionRefusal, LinkCounters, NodeMetrics, Traffic};
+pub(crate) use recorded::{
+    BatchRefusal, ConnectionRefusal, LinkCounters, NodeMetrics, PolicyRefusal, Traffic,
+};
 pub(crate) use scrape::{encode, registry, to_prometheus_text};

@@ -1,6 +1,8 @@
 //! The figures recorded as things happen: operations applied and rejected by this
-//! node's commits, each commit's duration and operations, each collection's duration,
-//! connections refused by reason, parts restarted by part, each member link's traffic.
+//! node's commits, each commit's duration and operations, failed commits and whether
+//! the store takes writes, each collection's duration, connections refused by reason,
+//! what peers said that the member policy refused, batches refused whole, parts
+//! restarted and parts waiting for the store by part, each member link's traffic.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -38,6 +41,61 @@ impl ConnectionRefusal {
             ConnectionRefusal::PreauthLimit => "preauth_limit",
             ConnectionRefusal::Tls => "tls",
             ConnectionRefusal::Auth => "auth",
+        }
+    }
+}
+
+/// Why the member policy refused what a peer said (the `reason` label): members speak
+/// only for themselves (see `cluster::policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PolicyRefusal {
+    /// A member's name that is not a node name.
+    NotANodeName,
+    /// This node's own name.
+    OwnName,
+    /// With TLS, a member's name without a node certificate that names it.
+    NoNodeCertificate,
+    /// An actor of a client's.
+    ClientActor,
+    /// More actors than a node has.
+    TooManyActors,
+    /// An actor named for another node.
+    AnotherNodesActor,
+    /// A batch or a sync of another's stream.
+    AnotherStream,
+    /// A heartbeat or a leave notice for another, or from a client.
+    AnotherHeartbeat,
+}
+
+impl PolicyRefusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            PolicyRefusal::NotANodeName => "not_a_node_name",
+            PolicyRefusal::OwnName => "own_name",
+            PolicyRefusal::NoNodeCertificate => "no_node_certificate",
+            PolicyRefusal::ClientActor => "client_actor",
+            PolicyRefusal::TooManyActors => "too_many_actors",
+            PolicyRefusal::AnotherNodesActor => "another_nodes_actor",
+            PolicyRefusal::AnotherStream => "another_stream",
+            PolicyRefusal::AnotherHeartbeat => "another_heartbeat",
+        }
+    }
+}
+
+/// Why a batch from a peer was refused whole (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum BatchRefusal {
+    /// Its changes' sums overflow (only a sender that lies makes one).
+    SumsOverflow,
+    /// It would start an incoming stream beyond the store's bounds.
+    TooManyStreams,
+}
+
+impl BatchRefusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchRefusal::SumsOverflow => "sums_overflow",
+            BatchRefusal::TooManyStreams => "too_many_streams",
         }
     }
 }
@@ -174,9 +232,15 @@ pub(crate) struct NodeMetrics {
     rejected: Counter,
     commit_seconds: Histogram,
     commit_operations: Histogram,
+    commits_failed: Counter,
+    /// 1 while the store takes writes, 0 from a failed commit until one succeeds.
+    writable: Gauge,
     collection_seconds: Histogram,
     refused: Family<ReasonLabel, Counter>,
+    policy_refused: Family<ReasonLabel, Counter>,
+    batches_refused: Family<ReasonLabel, Counter>,
     part_restarts: Family<PartLabel, Counter>,
+    part_waiting: Family<PartLabel, Gauge>,
     /// Bytes and frames per session link.
     pub(crate) traffic: Traffic,
 }
@@ -190,10 +254,19 @@ impl Default for NodeMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
             // 1 to about 4 million operations.
             commit_operations: Histogram::new(exponential_buckets(1.0, 4.0, 12)),
+            commits_failed: Counter::default(),
+            writable: {
+                let writable = Gauge::default();
+                writable.set(1);
+                writable
+            },
             // 1 ms to about 65 s.
             collection_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             refused: Family::default(),
+            policy_refused: Family::default(),
+            batches_refused: Family::default(),
             part_restarts: Family::default(),
+            part_waiting: Family::default(),
             traffic: Traffic::default(),
         }
     }
@@ -223,6 +296,17 @@ impl NodeMetrics {
             "Operations in each store commit (group commit: many batches per fsync)",
             self.commit_operations.clone(),
         );
+        registry.register(
+            "store_commits_failed",
+            "Store commits that failed (a full or failing disk), each retry counted",
+            self.commits_failed.clone(),
+        );
+        registry.register(
+            "store_writable",
+            "Whether the store takes writes (1), or its commits fail (0: from a failed \
+             commit until one succeeds; client changes are refused meanwhile)",
+            self.writable.clone(),
+        );
         registry.register_with_unit(
             "collection_duration",
             "Time of each collection this node ran (stats over the whole cluster)",
@@ -235,9 +319,27 @@ impl NodeMetrics {
             self.refused.clone(),
         );
         registry.register(
+            "peer_refusals",
+            "What peers said that this node's member policy refused (members speak only \
+             for themselves), by reason",
+            self.policy_refused.clone(),
+        );
+        registry.register(
+            "batches_refused",
+            "Batches from peers dropped whole, by reason: their sums overflow, or they \
+             would start an incoming stream beyond the store's bounds",
+            self.batches_refused.clone(),
+        );
+        registry.register(
             "part_restarts",
             "Parts of the node (the root's children) restarted after they failed, by part",
             self.part_restarts.clone(),
+        );
+        registry.register(
+            "part_waiting_for_store",
+            "Whether a failed part of the node waits for the store to be readable before it \
+             can start again (1) or not (0), by part",
+            self.part_waiting.clone(),
         );
     }
 
@@ -248,6 +350,13 @@ impl NodeMetrics {
         self.rejected.inc_by(rejected);
         self.commit_seconds.observe(seconds);
         self.commit_operations.observe((applied + rejected) as f64);
+        self.writable.set(1);
+    }
+
+    /// A commit failed: the store takes no writes until one succeeds.
+    pub(crate) fn commit_failed(&self) {
+        self.commits_failed.inc();
+        self.writable.set(0);
     }
 
     /// A collection took `seconds`.
@@ -264,13 +373,42 @@ impl NodeMetrics {
             .inc();
     }
 
-    /// The root restarted the part it calls `what` ("counter host", "journal", ...):
-    /// labelled with its words joined by `_` (`counter_host`).
-    pub(crate) fn part_restarted(&self, what: &str) {
-        self.part_restarts
-            .get_or_create(&PartLabel {
-                part: what.replace(' ', "_"),
+    /// The member policy refused what a peer said.
+    pub(crate) fn policy_refused(&self, why: PolicyRefusal) {
+        self.policy_refused
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
             })
             .inc();
+    }
+
+    /// A batch from a peer was dropped whole.
+    pub(crate) fn batch_refused(&self, why: BatchRefusal) {
+        self.batches_refused
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// The root restarted the part it calls `what` ("counter host", "journal", ...):
+    /// labelled with its words joined by `_` (`counter_host`). It waits for the store
+    /// no more.
+    pub(crate) fn part_restarted(&self, what: &str) {
+        self.part_restarts.get_or_create(&part_label(what)).inc();
+        self.part_waiting.get_or_create(&part_label(what)).set(0);
+    }
+
+    /// The root cannot start the part it calls `what` until the store can be read: it
+    /// tries again until it can.
+    pub(crate) fn part_waits_for_store(&self, what: &str) {
+        self.part_waiting.get_or_create(&part_label(what)).set(1);
+    }
+}
+
+/// The `part` label of the part the root calls `what`: its words joined by `_`.
+fn part_label(what: &str) -> PartLabel {
+    PartLabel {
+        part: what.replace(' ', "_"),
     }
 }

@@ -93,6 +93,21 @@ impl NodeCollector {
             "Store commits (one fsync each) since the node started",
             facts.received.commits(),
         )?;
+        gauge(
+            encoder,
+            "store_recovered_commit",
+            "The store's last commit when the node started: 0 for a new store (or \
+             memory-only), else the node recovered its counters from the store",
+            i64::try_from(facts.recovered_commit).unwrap_or(i64::MAX),
+        )?;
+        if let Some(faults) = &facts.disk_faults {
+            counter(
+                encoder,
+                "store_faults_injected",
+                "Disk errors the fault hook injected (only with --enable-fault-injection)",
+                faults.injected(),
+            )?;
+        }
         counter(
             encoder,
             "messages_undecodable",
@@ -283,5 +298,31 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_failed_commit_makes_the_store_unwritable_until_one_succeeds() {
+        use crate::metrics::BatchRefusal;
+        let facts = Arc::new(NodeFacts::for_tests("m", 1));
+        let writable = "counter_cluster_store_writable{node=\"m\"} ";
+        let text = encode(&registry(Arc::clone(&facts)));
+        assert!(text.contains(&format!("{writable}1\n")), "{text}");
+        facts.metrics.commit_failed();
+        facts.metrics.commit_failed();
+        facts.metrics.batch_refused(BatchRefusal::SumsOverflow);
+        let text = encode(&registry(Arc::clone(&facts)));
+        for expected in [
+            format!("{writable}0\n"),
+            "counter_cluster_store_commits_failed_total{node=\"m\"} 2\n".to_string(),
+            "counter_cluster_batches_refused_total{node=\"m\",reason=\"sums_overflow\"} 1\n"
+                .to_string(),
+            "counter_cluster_store_recovered_commit{node=\"m\"} 0\n".to_string(),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from\n{text}");
+        }
+        assert!(!text.contains("store_faults_injected"), "{text}");
+        facts.metrics.committed(0.001, 1, 0);
+        let text = encode(&registry(facts));
+        assert!(text.contains(&format!("{writable}1\n")), "{text}");
     }
 }

@@ -216,6 +216,7 @@ impl Kit {
         .with_peer_policy(Arc::new(MemberPolicy::new(
             &config.name,
             config.tls.clone(),
+            Arc::clone(&self.facts.metrics),
         )))
     }
 

@@ -171,6 +171,7 @@ impl RootState {
                 info!(part = what, "the {what} restarted");
             }
             Err(e) if store_unavailable(&e) => {
+                self.kit.facts.metrics.part_waits_for_store(what);
                 if first {
                     error!(part = what, error = %e, "the {what} cannot start until the store can be \
                         read again; trying again every {RESPAWN_EVERY:?}");

@@ -76,7 +76,6 @@ impl DiskFaults {
     }
 
     /// Faults injected so far.
-    #[cfg(test)]
     pub(crate) fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)
     }

@@ -59,7 +59,7 @@ use tracing::{error, info};
 use super::{CommitOutcome, Entry, InRecord, Outcome, ReceivedTotals, Settled, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
-use crate::metrics::NodeMetrics;
+use crate::metrics::{BatchRefusal, NodeMetrics};
 
 /// The registered name of node `node`'s journal (the host and the load clients find it
 /// by this name).
@@ -89,7 +89,8 @@ pub(crate) struct JournalArgs {
     pub(crate) table: Arc<CounterTable>,
     /// What this node applied per incoming stream, for its description.
     pub(crate) received: Arc<ReceivedTotals>,
-    /// Where each commit's duration and operations are recorded.
+    /// Where each commit's duration and operations, failed commits and refused
+    /// streams are recorded.
     pub(crate) metrics: Arc<NodeMetrics>,
 }
 
@@ -336,6 +337,9 @@ impl JournalState {
         let from_sender = self.senders.get(&id.sender).copied().unwrap_or(0);
         if from_sender >= MAX_STREAMS_PER_SENDER || self.streams.len() >= MAX_STREAMS {
             self.refused_streams += 1;
+            self.args
+                .metrics
+                .batch_refused(BatchRefusal::TooManyStreams);
             if self.refused_streams.is_power_of_two() {
                 error!(sender = %id.sender, origin = id.origin, from_sender,
                     streams = self.streams.len(), refused = self.refused_streams,
@@ -601,6 +605,7 @@ impl Actor for Journal {
                         state.committed(number, *batch, outcome);
                     }
                     Err(why) => {
+                        state.args.metrics.commit_failed();
                         if state.failing.is_none() {
                             error!(error = %why, "a commit failed: nothing is acknowledged until the store takes writes again; client changes are refused meanwhile, reads go on");
                         }
