@@ -99,6 +99,22 @@ fn parse(raw: &[u8]) -> Reply {
     }
 }
 
+/// Every membership event the node at `addr` holds (fewer than it keeps, so none was
+/// dropped), and the whole answer for failure messages.
+pub fn member_events(addr: &str) -> (Vec<Value>, String) {
+    let members = get(addr, "/cluster/members");
+    let events = members.body["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events: {}", members.text))
+        .clone();
+    assert!(
+        events.len() < 64,
+        "some events were dropped: {}",
+        members.text
+    );
+    (events, members.text)
+}
+
 pub fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"")
 }
