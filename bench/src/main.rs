@@ -15,6 +15,7 @@
 //! Nothing here is part of a running node: the one-call-after-another baseline in
 //! particular runs in this process, over its own connections to every node.
 
+mod light;
 mod nodes;
 mod raw_tcp;
 mod redis;
@@ -43,7 +44,7 @@ use sender::{Measure, SenderReport};
 /// Measure this machine's cluster: start node processes on loopback, push increments,
 /// time calls and collections, and print the figures beside their goals (see
 /// BENCHMARKS.md). Takes 10 to 30 seconds; with --scale, about as long but several GB
-/// of memory. Needs the `node` binary beside this one (`cargo build --release` builds
+/// of memory; with --light, about three windows of --light-seconds. Needs the `node` binary beside this one (`cargo build --release` builds
 /// both).
 #[derive(Debug, Parser)]
 #[command(name = "node-bench", version, args_conflicts_with_subcommands = true)]
@@ -65,6 +66,21 @@ struct BenchOptions {
     /// they take to form, a full collection, and their memory.
     #[arg(long)]
     scale: bool,
+    /// Instead: what a node costs at light load. --light-nodes nodes (4 counters and a
+    /// data dir each), idle and then with load clients at --light-rate operations per
+    /// second on every node: CPU per node, fsync'd commits per node, beside Redis with
+    /// AOF `always` taking one client's INCRs at the same rate.
+    #[arg(long, conflicts_with = "scale")]
+    light: bool,
+    /// Nodes with --light.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+    light_nodes: u32,
+    /// Operations per second per node with --light.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    light_rate: u32,
+    /// Seconds each --light measurement lasts.
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    light_seconds: u64,
     /// Increments in the coalesced push.
     #[arg(long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     ops: u64,
@@ -162,7 +178,15 @@ async fn run(options: BenchOptions) -> Result<(), CommandError> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
     eprintln!("node-bench: node logs in {}", dir.display());
-    let text = if options.scale {
+    let text = if options.light {
+        let window = Duration::from_secs(options.light_seconds);
+        let report = light::light(&dir, options.light_nodes, options.light_rate, window).await?;
+        if options.json {
+            json(&report)?
+        } else {
+            light::light_table(&report)
+        }
+    } else if options.scale {
         let report = scale(&options, &dir).await?;
         if options.json {
             json(&report)?

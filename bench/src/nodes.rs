@@ -67,10 +67,17 @@ impl BenchNode {
             .args(extra)
             .args(["--name", name, "--listen", &addr])
             .args(["--counters", &counters.to_string()])
-            .args(["--stats-interval", "3600", "--load", "0"])
             .env_remove("NODE_COOKIE")
             .env_remove("NODE_DATA_DIR")
             .env("RUST_LOG", "warn");
+        // No load and no periodic collections unless asked for: they would compete
+        // with what is measured.
+        if !extra.contains(&"--stats-interval") {
+            command.args(["--stats-interval", "3600"]);
+        }
+        if !extra.contains(&"--load") {
+            command.args(["--load", "0"]);
+        }
         if !extra.contains(&"--memory-only") {
             // A fresh store for every node started, in the run's own directory.
             let n = STARTED.fetch_add(1, Ordering::Relaxed);
@@ -108,6 +115,11 @@ impl BenchNode {
             .env("RUST_LOG", "warn");
         self.child = spawn(&mut command, &self.name, &self.log)?;
         Ok(())
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's current resident memory, in MiB.

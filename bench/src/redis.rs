@@ -19,7 +19,46 @@ use super::nodes::free_port;
 const REQUESTS: u32 = 20_000;
 
 /// A `redis-server` of our own, killed when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
+
+impl Server {
+    /// Starts `redis-server` on a free loopback port with `extra` arguments, and waits
+    /// until it listens; returns it with its port.
+    pub(crate) async fn start(extra: &[&str]) -> Result<(Server, String), CommandError> {
+        let port = free_port()?.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--daemonize", "no"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| CommandError::Local(format!("cannot start redis-server: {e}")))?;
+        let mut server = Server(child);
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            if let Ok(Some(status)) = server.0.try_wait() {
+                return Err(CommandError::Local(format!(
+                    "redis-server exited at once ({status})"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(CommandError::Local(format!(
+                    "redis-server did not listen on {addr} within 10 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok((server, port))
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -28,7 +67,8 @@ impl Drop for Server {
     }
 }
 
-fn installed(program: &str) -> bool {
+/// Whether `program` runs (`program --version`).
+pub(crate) fn installed(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
@@ -43,31 +83,7 @@ pub(crate) async fn incr_p50_us() -> Result<Option<f64>, CommandError> {
     if !installed("redis-server") || !installed("redis-benchmark") {
         return Ok(None);
     }
-    let port = free_port()?.to_string();
-    let child = Command::new("redis-server")
-        .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--daemonize", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| CommandError::Local(format!("cannot start redis-server: {e}")))?;
-    let mut server = Server(child);
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        if let Ok(Some(status)) = server.0.try_wait() {
-            return Err(CommandError::Local(format!(
-                "redis-server exited at once ({status})"
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(CommandError::Local(format!(
-                "redis-server did not listen on {addr} within 10 s"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_server, port) = Server::start(&["--appendonly", "no"]).await?;
     let output = tokio::process::Command::new("redis-benchmark")
         .args([
             "-h",

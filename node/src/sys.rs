@@ -1,5 +1,7 @@
-//! This process's (or another's) resident memory, from `/proc/PID/status` (Linux):
+//! This process's (or another's) resident memory and CPU time, from `/proc` (Linux):
 //! what `node-bench` and the tests report and bound.
+
+use std::time::Duration;
 
 /// A `kB` line of `/proc/PID/status`, e.g. `VmRSS` (resident now) or `VmHWM` (peak), in
 /// KiB; `None` if the process or the line is not there.
@@ -16,6 +18,22 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
     status_kb(pid, field).unwrap_or(0) as f64 / 1024.0
 }
 
+/// CPU time process `pid` has used so far, user and system (`/proc/PID/stat`); `None`
+/// if the process is not there.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count the
+    // fields after its closing one. utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_nanos(
+        (user + system).saturating_mul(1_000_000_000) / ticks,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +44,19 @@ mod tests {
         assert!(rss > 0);
         assert!(status_kb(std::process::id(), "NoSuchField").is_none());
         assert_eq!(status_mib(u32::MAX, "VmRSS"), 0.0);
+    }
+
+    #[test]
+    fn this_process_has_used_cpu_time_that_grows_with_work() {
+        let before = cpu_time(std::process::id()).unwrap();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = cpu_time(std::process::id()).unwrap();
+        assert!(after > before, "{before:?} then {after:?}");
+        assert!(cpu_time(u32::MAX).is_none());
     }
 }

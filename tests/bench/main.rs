@@ -125,13 +125,23 @@ fn bench_checks_its_options_and_explains_them() {
         vec!["--scale-counters", "100001"],
         vec!["--counters", "2"],
         vec!["--ops", "0"],
+        vec!["--light", "--scale"],
+        vec!["--light", "--light-rate", "0"],
     ] {
         let out = Command::new(&bench).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "node-bench {args:?}");
     }
     let help = Command::new(&bench).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--json", "--scale", "--ops", "--counters", "BENCHMARKS.md"] {
+    for flag in [
+        "--json",
+        "--scale",
+        "--light",
+        "--light-nodes",
+        "--ops",
+        "--counters",
+        "BENCHMARKS.md",
+    ] {
         assert!(
             text.contains(flag),
             "node-bench --help does not explain {flag}"
@@ -141,4 +151,31 @@ fn bench_checks_its_options_and_explains_them() {
         !text.contains("sender"),
         "the internal sender is hidden: {text}"
     );
+}
+
+/// `--light`: every figure of the light-load mode is there, the load clients met the
+/// rate asked for, and the nodes' CPU and commits were seen (the figures themselves are
+/// compared with their goals by the benchmark, not here).
+#[test]
+fn light_mode_reports_cost_at_light_load() {
+    let report = bench(&["--light", "--light-seconds", "2", "--light-rate", "200"]);
+    for key in [
+        "load_cpu_ms_per_s",
+        "load_cpu_ms_per_s_max",
+        "load_commits_per_s",
+    ] {
+        positive(&report, key);
+    }
+    for key in ["idle_cpu_ms_per_s", "idle_cpu_ms_per_s_max"] {
+        let value = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("`{key}` is missing or not a number in {report}"));
+        assert!(value >= 0.0, "`{key}` is {value} in {report}");
+    }
+    let issued = positive(&report, "load_issued_per_s");
+    assert!(
+        (100.0..=300.0).contains(&issued),
+        "the load clients issued {issued} ops/s per node, asked for 200: {report}"
+    );
+    assert_eq!(report["light_nodes"], 3, "{report}");
 }
