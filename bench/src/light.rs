@@ -238,10 +238,9 @@ async fn redis_aof(dir: &Path, rate: u32, window: Duration) -> Result<(f64, f64)
         &aof_dir,
     ])
     .await?;
-    let mut stream =
-        tokio::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap_or(0)))
-            .await
-            .map_err(|e| CommandError::Local(format!("cannot reach redis-server: {e}")))?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| CommandError::Local(format!("cannot reach redis-server: {e}")))?;
     let _ = stream.set_nodelay(true);
     let every = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let mut ticks = tokio::time::interval(every);

@@ -24,10 +24,11 @@ pub(crate) struct Server(Child);
 impl Server {
     /// Starts `redis-server` on a free loopback port with `extra` arguments, and waits
     /// until it listens; returns it with its port.
-    pub(crate) async fn start(extra: &[&str]) -> Result<(Server, String), CommandError> {
-        let port = free_port()?.to_string();
+    pub(crate) async fn start(extra: &[&str]) -> Result<(Server, u16), CommandError> {
+        let port = free_port()?;
+        let port_arg = port.to_string();
         let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""])
             .args(["--daemonize", "no"])
             .args(extra)
             .stdin(Stdio::null())
@@ -84,6 +85,7 @@ pub(crate) async fn incr_p50_us() -> Result<Option<f64>, CommandError> {
         return Ok(None);
     }
     let (_server, port) = Server::start(&["--appendonly", "no"]).await?;
+    let port = port.to_string();
     let output = tokio::process::Command::new("redis-benchmark")
         .args([
             "-h",
