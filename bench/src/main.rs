@@ -270,20 +270,9 @@ async fn durable_node(
     let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
     report.remote_call_p50_us = calls.p50_us;
     report.remote_call_p99_us = calls.p99_us;
-    step("the yardstick: Redis, one client's INCRs one at a time (optional)");
-    report.redis_incr_p50_us = match redis::incr_p50_us().await {
-        Ok(Some(p50)) => Some(p50),
-        Ok(None) => {
-            step("redis-server or redis-benchmark is not installed: the Redis yardstick is left out (optional; Debian: redis-server redis-tools)");
-            None
-        }
-        Err(error) => {
-            step(&format!(
-                "the Redis yardstick is left out (optional): {error}"
-            ));
-            None
-        }
-    };
+    step("the yardstick: Redis, one client's INCRs one at a time, in memory and with AOF always (optional)");
+    report.redis_incr_p50_us = redis_p50(redis::Keeping::Memory).await;
+    report.redis_aof_incr_p50_us = redis_p50(redis::Keeping::AofAlways).await;
     let applies = run_sender(
         &sink.addr,
         Measure::Applies,
@@ -294,6 +283,24 @@ async fn durable_node(
     report.durable_change_p50_us = applies.p50_us;
     report.durable_change_p99_us = applies.p99_us;
     Ok(())
+}
+
+/// Redis's one-client `INCR` p50 kept as `keeping` says, or `None` (and a line saying
+/// why) where it cannot be had.
+async fn redis_p50(keeping: redis::Keeping) -> Option<f64> {
+    match redis::incr_p50_us(keeping).await {
+        Ok(Some(p50)) => Some(p50),
+        Ok(None) => {
+            step("redis-server or redis-benchmark is not installed: the Redis yardstick is left out (optional; Debian: redis-server redis-tools)");
+            None
+        }
+        Err(error) => {
+            step(&format!(
+                "the Redis yardstick ({keeping:?}) is left out (optional): {error}"
+            ));
+            None
+        }
+    }
 }
 
 /// The same pushes and changes to a memory-only node, and durable against memory.

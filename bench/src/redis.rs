@@ -1,6 +1,7 @@
 //! The yardstick (optional): Redis answering one client's `INCR`s, one at a time
 //! (`redis-benchmark -c 1 -P 1 -t incr`), measured in the same run as our calls, so the
-//! two latencies meet the same machine. Needs `redis-server` and `redis-benchmark`
+//! two latencies meet the same machine: in memory (beside our calls) and with AOF
+//! `always`, each `INCR` fsync'd before its answer (beside our durable changes). Needs `redis-server` and `redis-benchmark`
 //! (Debian: `redis-server`, `redis-tools`); without them, or if Redis fails, the
 //! figure is left out and the output says so.
 //!
@@ -78,13 +79,44 @@ pub(crate) fn installed(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// How Redis keeps what it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keeping {
+    /// In memory only (`--appendonly no`).
+    Memory,
+    /// Appended to its AOF and fsync'd before each answer (`--appendfsync always`), in a
+    /// directory of its own that is removed afterwards.
+    AofAlways,
+}
+
 /// Redis's one-client `INCR` p50 in microseconds, or `None` where Redis is not
 /// installed.
-pub(crate) async fn incr_p50_us() -> Result<Option<f64>, CommandError> {
+pub(crate) async fn incr_p50_us(keeping: Keeping) -> Result<Option<f64>, CommandError> {
     if !installed("redis-server") || !installed("redis-benchmark") {
         return Ok(None);
     }
-    let (_server, port) = Server::start(&["--appendonly", "no"]).await?;
+    let dir = std::env::temp_dir().join(format!("node-bench-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
+    let p50 = timed(keeping, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    p50
+}
+
+async fn timed(keeping: Keeping, dir: &std::path::Path) -> Result<Option<f64>, CommandError> {
+    let dir_arg = dir.display().to_string();
+    let args: &[&str] = match keeping {
+        Keeping::Memory => &["--appendonly", "no"],
+        Keeping::AofAlways => &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir_arg,
+        ],
+    };
+    let (_server, port) = Server::start(args).await?;
     let port = port.to_string();
     let output = tokio::process::Command::new("redis-benchmark")
         .args([

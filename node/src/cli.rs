@@ -140,6 +140,16 @@ pub(crate) struct ServeArgs {
     )]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Least milliseconds between two of the store's commits (each one fsync) that carry
+    /// only traffic between nodes (load batches, the outbox, acknowledgements): such
+    /// traffic gathers for it, so a trickle costs at most 1000/MS fsyncs per second
+    /// however many nodes send. A client's change (`node incr`, HTTP) is committed at
+    /// once, and so is a queue of 64 entries or more. 0 commits whenever anything is
+    /// queued.
+    #[arg(long, value_name = "MS", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub group_commit_ms: u64,
+
     /// Keep counters in memory only, for comparison: changes are acknowledged as fast as
     /// the memory store takes them, and nothing survives the process.
     #[arg(long)]
@@ -152,10 +162,12 @@ pub(crate) struct ServeArgs {
           value_parser = crate::runtime::parse_worker_threads)]
     pub worker_threads: usize,
 
-    /// After a read from a cluster connection, keep polling for more this many
+    /// After a read from a cluster connection, keep polling for more up to this many
     /// microseconds before the worker sleeps: a request or answer arriving meanwhile
     /// is taken without waking a sleeping thread (on some VMs, tens of microseconds
-    /// each). Costs CPU only while traffic flows; 0 turns it off. `auto` (the default)
+    /// each). The spin adapts: it halves (down to none) while reads come further
+    /// apart than this, and doubles back while they follow closely, so a trickle of
+    /// traffic costs no spinning. 0 turns it off. `auto` (the default)
     /// measures at start whether it pays on this machine and then spins 100 µs or not
     /// at all (it does not on VMs that pack threads onto few vCPUs).
     #[arg(long, env = crate::runtime::BUSY_POLL_ENV, value_name = "MICROS|auto", default_value = "auto",

@@ -39,6 +39,8 @@ pub(crate) struct NodeConfig {
     pub collect_timeout: Duration,
     /// Bound on failure detection.
     pub failure_timeout: Duration,
+    /// The least time between two commits that hold only traffic between nodes.
+    pub group_commit: Duration,
     /// Whether counters may be crashed on request.
     pub fault_injection: bool,
     /// Where the counters are kept.
@@ -138,6 +140,7 @@ impl NodeConfig {
             stats_interval: args.stats_interval,
             collect_timeout: args.collect_timeout,
             failure_timeout: args.failure_timeout,
+            group_commit: Duration::from_millis(args.group_commit_ms),
             fault_injection: args.enable_fault_injection,
         })
     }

@@ -104,6 +104,7 @@ impl WritePath {
                 table: Arc::clone(&facts.table),
                 received: Arc::clone(&facts.received),
                 metrics: Arc::clone(&facts.metrics),
+                group_commit: std::time::Duration::ZERO,
             },
         )
         .await

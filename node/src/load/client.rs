@@ -40,9 +40,25 @@ use crate::facts::NodeFacts;
 use crate::store::journal::{journal_name, JournalMessage};
 use crate::store::{Store, StoreError};
 
-/// How often the load client wakes up to send its share of operations and flush the
-/// batches it has coalesced (the most a change waits before it is sent).
-const TICK: Duration = Duration::from_millis(5);
+/// The load client wakes up often enough to issue about this many operations each
+/// time (a wake-up costs far more than an operation)...
+const OPS_PER_TICK: f64 = 25.0;
+/// ...but at least this often, so a trickle still leaves within a tick...
+const LONGEST_TICK: Duration = Duration::from_millis(50);
+/// ...and at most this often.
+const SHORTEST_TICK: Duration = Duration::from_millis(5);
+
+/// How often a load client issuing `rate` operations per second wakes up to issue its
+/// share and flush what it has coalesced: every 5 ms from 5,000 operations per second
+/// on, every 20 ms at 1,250, every 50 ms at 500 or fewer (and with no load of its own).
+/// What it coalesces waits anyway while its destination's last batch is on its way
+/// (see [`Pusher`]), and a wake-up costs as much as hundreds of operations.
+pub(crate) fn tick_for(rate: u32) -> Duration {
+    if rate == 0 {
+        return LONGEST_TICK;
+    }
+    Duration::from_secs_f64(OPS_PER_TICK / f64::from(rate)).clamp(SHORTEST_TICK, LONGEST_TICK)
+}
 /// How often the load client re-reads the hosts group. A failed send refreshes at once.
 const REFRESH: Duration = Duration::from_millis(250);
 /// How long a starting load client waits for the journal (which the root may be
@@ -263,7 +279,7 @@ impl Actor for LoadClient {
             sent: issued,
             tokens: 0.0,
             last_refill: Instant::now(),
-            _ticker: Ticker::every(&myself, TICK, || LoadMessage::Tick),
+            _ticker: Ticker::every(&myself, tick_for(rate), || LoadMessage::Tick),
             pusher,
             refreshed: None,
             stopping: false,
@@ -351,6 +367,17 @@ impl Actor for LoadClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_load_client_wakes_up_about_once_per_25_operations_within_bounds() {
+        assert_eq!(tick_for(10_000_000), Duration::from_millis(5));
+        assert_eq!(tick_for(5_000), Duration::from_millis(5));
+        assert_eq!(tick_for(1_250), Duration::from_millis(20));
+        assert_eq!(tick_for(500), Duration::from_millis(50));
+        assert_eq!(tick_for(160), Duration::from_millis(50));
+        assert_eq!(tick_for(1), Duration::from_millis(50));
+        assert_eq!(tick_for(0), Duration::from_millis(50));
+    }
 
     #[test]
     fn operations_have_known_amounts() {

@@ -4,9 +4,12 @@
 //!
 //! **Coalescing.** In [`Mode::Coalesced`] a [`Pusher`] sums the changes for each
 //! counter (a net delta plus how many operations it stands for) and makes each node one
-//! batch, when a node has [`Limits::flush_ops`] pending operations or when its owner
-//! calls [`Pusher::flush_all`] (every few milliseconds). Each counter still counts every
-//! operation exactly. [`Mode::Unbatched`] makes one batch, one message, per operation
+//! batch, when a node has [`Limits::flush_ops`] pending operations, or when its owner
+//! calls [`Pusher::flush_all`] (every few milliseconds) and the node has nothing
+//! unacknowledged. A node with batches on their way gathers until their
+//! acknowledgement, which makes its next batch at once (Nagle's rule, with no timer for
+//! a lone change): a trickle costs one batch, one commit on each side, per round trip,
+//! and a burst fills the window. Each counter still counts every operation exactly. [`Mode::Unbatched`] makes one batch, one message, per operation
 //! (the baseline `node-bench` compares against).
 //!
 //! **Exactly once.** Each destination node is a stream of numbered batches
@@ -703,6 +706,13 @@ impl Pusher {
                 Self::fence(&self.stream, &self.notify, lane, &host, fence);
             }
         }
+        if self.mode == Mode::Coalesced && lane.fences_out == 0 {
+            // The end of a burst asks for its acknowledgement at once: the next batch
+            // waits for it.
+            if let Some(fence) = lane.window.fence_rest() {
+                Self::fence(&self.stream, &self.notify, lane, &host, fence);
+            }
+        }
         Offer::Accepted
     }
 
@@ -837,16 +847,30 @@ impl Pusher {
         }
         if answer == Answer::Resend {
             let _ = self.transmit(i);
+        } else if self.mode == Mode::Coalesced && self.lanes[i].window.is_settled() {
+            // What gathered while batches were on their way goes now (Nagle's rule).
+            let _ = self.flush(i);
         }
     }
 
-    /// Makes every pending batch whose window allows it, and asks a node with sent
-    /// batches no fence covers (and none waiting) to acknowledge them, so that a trickle
-    /// is acknowledged too. Returns false if a host is gone (refresh the targets).
+    /// The periodic flush: makes the pending batch of every node that has nothing
+    /// unacknowledged (a node with batches on their way gathers until their
+    /// acknowledgement, which flushes it: see [`Pusher::answered`]), and asks a node
+    /// with sent batches no fence covers (and none waiting) to acknowledge them, so that
+    /// a trickle is acknowledged too. Returns false if a host is gone (refresh the
+    /// targets).
     pub(crate) fn flush_all(&mut self) -> bool {
+        self.flush_lanes(self.mode == Mode::Coalesced)
+    }
+
+    /// Makes every pending batch whose window allows it (with `gather`, only those of
+    /// nodes with nothing unacknowledged), and fences what no fence covers.
+    fn flush_lanes(&mut self, gather: bool) -> bool {
         let mut ok = true;
         for i in 0..self.lanes.len() {
-            ok &= self.flush(i) != Offer::Failed;
+            if !gather || self.lanes[i].window.is_settled() {
+                ok &= self.flush(i) != Offer::Failed;
+            }
             let lane = &mut self.lanes[i];
             if lane.fences_out == 0 {
                 if let Some(host) = lane.host.clone() {
@@ -868,7 +892,7 @@ impl Pusher {
     /// Flushes what it can and asks for acknowledgement of everything sent. Call it
     /// (again after each event) until [`Pusher::settled`].
     pub fn drain(&mut self) -> bool {
-        let ok = self.flush_all();
+        let ok = self.flush_lanes(false);
         for lane in &mut self.lanes {
             if let Some(host) = lane.host.clone() {
                 if let Some(fence) = lane.window.fence_rest() {
@@ -1035,6 +1059,23 @@ mod tests {
         messages
     }
 
+    /// Node `node` with one real counter, behind a real host and journal.
+    async fn one_counter_node(
+        node: &str,
+    ) -> (
+        ActorRef<crate::counters::counter::CounterMessage>,
+        ractor::concurrency::JoinHandle<()>,
+        WritePath,
+    ) {
+        let facts = Arc::new(NodeFacts::for_tests(node, 1));
+        let (counter, counter_handle) =
+            Actor::spawn(None, Counter, CounterArgs::new(counter_name(node, 0)))
+                .await
+                .unwrap();
+        facts.table.set_actor(0, Some(counter.clone()));
+        (counter, counter_handle, WritePath::start(&facts).await)
+    }
+
     /// A journal that crashes with a batch of the sender's unhandled, and a new one
     /// started before the sender hears of it: the sender's next batch would leave a gap
     /// in the outbox, so the store refuses it; the sender starts again from the store,
@@ -1042,13 +1083,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_after_one_a_crashed_journal_lost_is_refused_and_nothing_is_misnumbered() {
         let node = "push-gap";
-        let facts = Arc::new(NodeFacts::for_tests(node, 1));
-        let (counter, counter_handle) =
-            Actor::spawn(None, Counter, CounterArgs::new(counter_name(node, 0)))
-                .await
-                .unwrap();
-        facts.table.set_actor(0, Some(counter.clone()));
-        let mut path = WritePath::start(&facts).await;
+        let (counter, counter_handle, mut path) = one_counter_node(node).await;
         let host = path.host.clone();
         let target = || Target {
             node: node.into(),
@@ -1202,6 +1237,54 @@ mod tests {
         assert_eq!(pusher.messages(), 0);
         silent.stop(None);
         silent_handle.await.unwrap();
+    }
+
+    /// Nagle's rule: a destination with a batch on its way gathers the periodic
+    /// flushes' changes until the acknowledgement, which sends them at once; a batch
+    /// that is due by its size goes regardless.
+    #[tokio::test]
+    async fn a_trickle_gathers_behind_the_batch_on_its_way_and_leaves_with_its_ack() {
+        let node = "push-nagle";
+        let (counter, counter_handle, path) = one_counter_node(node).await;
+        let (mut pusher, mut events, _) = pusher(Mode::Coalesced, None);
+        pusher.set_targets(vec![Target {
+            node: node.into(),
+            host: path.host.clone(),
+            counters: 1,
+        }]);
+        // The stream is checked first.
+        next_event(&mut pusher, &mut events).await;
+        assert_eq!(pusher.offer(0, Delta::Increment(1)), Offer::Accepted);
+        pusher.flush_all();
+        assert_eq!(pusher.messages(), 1, "nothing was on its way: sent at once");
+        for _ in 0..3 {
+            assert_eq!(pusher.offer(0, Delta::Increment(1)), Offer::Accepted);
+            pusher.flush_all();
+        }
+        assert_eq!(
+            pusher.messages(),
+            1,
+            "gathered behind the unacknowledged batch"
+        );
+        // The acknowledgement sends what gathered, with no flush.
+        while pusher.messages() < 2 {
+            next_event(&mut pusher, &mut events).await;
+        }
+        // A batch due by its size does not wait.
+        let limits = Mode::Coalesced.limits();
+        for _ in 0..limits.flush_ops {
+            assert_eq!(pusher.offer(0, Delta::Increment(1)), Offer::Accepted);
+        }
+        assert_eq!(pusher.messages(), 3);
+        while !pusher.settled() {
+            pusher.drain();
+            next_event(&mut pusher, &mut events).await;
+        }
+        let value = ractor::call!(counter, crate::counters::counter::CounterMessage::GetValue);
+        assert_eq!(value.unwrap().0, Ok(4 + limits.flush_ops as i64));
+        path.stop().await;
+        counter.stop(None);
+        counter_handle.await.unwrap();
     }
 
     #[tokio::test]

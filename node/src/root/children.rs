@@ -235,6 +235,12 @@ impl Kit {
             table: Arc::clone(&facts.table),
             received: Arc::clone(&facts.received),
             metrics: Arc::clone(&facts.metrics),
+            // Only an fsync is worth gathering for.
+            group_commit: if self.store.is_durable() {
+                self.config.group_commit
+            } else {
+                std::time::Duration::ZERO
+            },
         }
     }
 

@@ -14,6 +14,14 @@
 //! and a durable change took a whole window longer (BENCHMARKS.md). Yielding the
 //! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
+//! **The window adapts**, as the kernel's haltpoll governs its guest poll: a spin's
+//! window is [`SpinLength`], which grows (doubling, up to the configured window) while
+//! reads keep arriving soon after a spin gave up, when a longer spin would have caught
+//! them, and shrinks (halving, down to no spin at all) while reads arrive later than the
+//! longest spin could wait. So request-and-answer traffic gets the whole window, and a
+//! trickle (a few hundred reads a second, milliseconds apart) costs no spinning: a host
+//! running many quiet nodes does not spend a core per node on spins that find nothing.
+//!
 //! The spinner is one per process (the runtime that [`start`]ed it); [`Noted`] is a
 //! no-op where none was started (tests, other runtimes) and while it is off
 //! ([`enable`]: with `auto`, until a measure says spinning pays).
@@ -59,6 +67,47 @@ impl SpinWindow {
             self.until = now + self.window;
         }
         now < self.until
+    }
+}
+
+/// The shortest spin worth starting: below it, none.
+const SHORTEST_SPIN: Duration = Duration::from_micros(10);
+
+/// How long the next spin lasts, adapted to how soon reads follow the spins' ends. A
+/// pure core: driven by the silences it is told of.
+#[derive(Debug, Clone)]
+pub(crate) struct SpinLength {
+    current: Duration,
+    longest: Duration,
+}
+
+impl SpinLength {
+    /// Spins of at most `longest`, starting at that.
+    pub(crate) fn new(longest: Duration) -> Self {
+        Self {
+            current: longest,
+            longest,
+        }
+    }
+
+    /// The next spin's window (zero: no spin).
+    pub(crate) fn current(&self) -> Duration {
+        self.current
+    }
+
+    /// A read came `silence` after the last spin gave up: within the longest window,
+    /// a longer spin would have caught it (grow); beyond it, none could have (shrink).
+    pub(crate) fn after_silence(&mut self, silence: Duration) {
+        self.current = if silence <= self.longest {
+            (self.current * 2).max(SHORTEST_SPIN).min(self.longest)
+        } else {
+            let halved = self.current / 2;
+            if halved < SHORTEST_SPIN {
+                Duration::ZERO
+            } else {
+                halved
+            }
+        };
     }
 }
 
@@ -180,10 +229,16 @@ pub(crate) fn spins_started() -> u64 {
 }
 
 async fn spin(spinner: &'static Spinner, window: Duration) {
+    let mut length = SpinLength::new(window);
+    let mut gave_up: Option<Instant> = None;
     loop {
         spinner.wake.notified().await;
         spinner.spinning.store(true, Ordering::SeqCst);
         spinner.spins.fetch_add(1, Ordering::Relaxed);
+        if let Some(at) = gave_up {
+            length.after_silence(at.elapsed());
+        }
+        let window = length.current();
         let mut spin = SpinWindow::start(
             window,
             spinner.activity.load(Ordering::SeqCst),
@@ -205,6 +260,7 @@ async fn spin(spinner: &'static Spinner, window: Duration) {
             // and woke nothing: it gets its window now.
             let activity = spinner.activity.load(Ordering::SeqCst);
             if activity == spin.seen() {
+                gave_up = Some(Instant::now());
                 break;
             }
             spinner.spinning.store(true, Ordering::SeqCst);
@@ -264,6 +320,28 @@ mod tests {
         let panicked = spawn_counted(&COUNT, || panic!("on purpose"));
         assert!(panicked.await.is_err());
         assert_eq!(COUNT.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn spins_grow_while_reads_follow_closely_and_stop_while_they_do_not() {
+        let mut length = SpinLength::new(100 * US);
+        assert_eq!(length.current(), 100 * US);
+        // A trickle: reads milliseconds apart. Halved each time, then no spin at all.
+        for expected_ns in [50_000, 25_000, 12_500, 0, 0] {
+            length.after_silence(5_000 * US);
+            assert_eq!(length.current(), Duration::from_nanos(expected_ns));
+        }
+        // Request and answer traffic: a read soon after the spin gave up. From the
+        // shortest spin, doubled up to the configured window, and kept there.
+        for expected in [10, 20, 40, 80, 100, 100] {
+            length.after_silence(30 * US);
+            assert_eq!(length.current(), expected * US);
+        }
+        // A read just within the longest window still grows it; one beyond shrinks it.
+        length.after_silence(100 * US);
+        assert_eq!(length.current(), 100 * US);
+        length.after_silence(101 * US);
+        assert_eq!(length.current(), 50 * US);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! waits on the disk itself) that reports back; entries that arrive meanwhile wait for
 //! the next one. So one fsync carries however many changes arrived during the previous
 //! one: few under light load (low latency), many under heavy load (high throughput).
+//! A queue that holds only traffic between nodes also waits until the group commit
+//! interval since the last commit is over ([`pace`](super::pace)), so a trickle from
+//! many senders costs at most one fsync per interval; a client's change goes at once.
 //!
 //! **After a commit** the journal hands each counter the commit changed its new record,
 //! one message per counter however many changes the commit held for it (a counter that
@@ -56,6 +59,7 @@ use shared::counter::{ApplyOutcome, CounterError};
 use shared::host::{Batch, StreamId, StreamMark};
 use tracing::{error, info};
 
+use super::pace::{Pace, Queued, Start};
 use super::{CommitOutcome, Entry, InRecord, Outcome, ReceivedTotals, Settled, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
@@ -92,6 +96,9 @@ pub(crate) struct JournalArgs {
     /// Where each commit's duration and operations, failed commits and refused
     /// streams are recorded.
     pub(crate) metrics: Arc<NodeMetrics>,
+    /// The least time between two commits that hold only traffic between nodes
+    /// (`--group-commit-ms`; zero: no pacing).
+    pub(crate) group_commit: Duration,
 }
 
 /// Called once with `true` when an entry is committed, or with `false` if it never will
@@ -136,6 +143,10 @@ pub(crate) enum Waiter {
 pub(crate) struct Queue {
     entries: Vec<Entry>,
     waiters: Vec<Waiter>,
+    /// How many of the waiters are clients.
+    clients: usize,
+    /// Operations the entries carry.
+    operations: u64,
 }
 
 impl Queue {
@@ -148,6 +159,8 @@ impl Queue {
     }
 
     fn push(&mut self, entry: Entry, waiter: Waiter) {
+        self.clients += usize::from(matches!(waiter, Waiter::Client(_)));
+        self.operations += entry.operations();
         self.entries.push(entry);
         self.waiters.push(waiter);
     }
@@ -156,6 +169,8 @@ impl Queue {
     fn append(&mut self, later: &mut Queue) {
         self.entries.append(&mut later.entries);
         self.waiters.append(&mut later.waiters);
+        self.clients += std::mem::take(&mut later.clients);
+        self.operations += std::mem::take(&mut later.operations);
     }
 
     /// Empties the queue, keeping its memory for the next commit (a commit can hold
@@ -163,6 +178,8 @@ impl Queue {
     fn recycle(mut self) -> Queue {
         self.entries.clear();
         self.waiters.clear();
+        self.clients = 0;
+        self.operations = 0;
         self
     }
 }
@@ -195,6 +212,10 @@ pub(crate) struct JournalState {
     committed: u64,
     next_commit: u64,
     in_flight: bool,
+    /// When the next commit may start.
+    pace: Pace,
+    /// Whether a [`JournalMessage::Due`] is on its way.
+    due_scheduled: bool,
     streams: HashMap<Arc<str>, InStream>,
     /// Each incoming stream's key, made once ([`StreamId::key`]).
     keys: HashMap<StreamId, Arc<str>>,
@@ -239,6 +260,8 @@ pub(crate) enum JournalMessage {
     },
     /// Time to try a failed commit again.
     Retry,
+    /// The group commit interval is over: commit what is queued.
+    Due,
     /// Answer once everything appended so far is committed (a clean stop waits for it).
     Drain(RpcReplyPort<()>),
 }
@@ -248,11 +271,25 @@ impl JournalState {
     /// failure, the commit first learns what the store holds (see the module
     /// documentation).
     fn commit_next(&mut self, myself: &ActorRef<JournalMessage>) {
-        if self.in_flight
-            || self.queue.is_empty()
-            || (self.failing.is_some() && self.retry_scheduled)
-        {
+        if self.in_flight || (self.failing.is_some() && self.retry_scheduled) {
             return;
+        }
+        let now = std::time::Instant::now();
+        let queued = Queued {
+            entries: self.queue.len(),
+            operations: self.queue.operations,
+            urgent: self.queue.clients > 0 || !self.drains.is_empty() || self.failing.is_some(),
+        };
+        match self.pace.check(now, queued) {
+            Start::Now => self.pace.started(now),
+            Start::Idle => return,
+            Start::After(wait) => {
+                if !self.due_scheduled {
+                    self.due_scheduled = true;
+                    myself.send_after(wait, || JournalMessage::Due);
+                }
+                return;
+            }
         }
         self.in_flight = true;
         let number = self.next_commit;
@@ -534,6 +571,7 @@ impl Actor for Journal {
             *senders.entry(sender.to_string()).or_default() += 1;
         }
         args.received.update(settled.streams);
+        let pace = Pace::new(args.group_commit);
         Ok(JournalState {
             args,
             queue: Queue::default(),
@@ -542,6 +580,8 @@ impl Actor for Journal {
             committed: 0,
             next_commit: settled.last_commit + 1,
             in_flight: false,
+            pace,
+            due_scheduled: false,
             streams,
             keys: HashMap::new(),
             senders,
@@ -627,7 +667,12 @@ impl Actor for Journal {
                     let _ = reply.send(());
                 } else {
                     state.drains.push(reply);
+                    state.commit_next(&myself);
                 }
+            }
+            JournalMessage::Due => {
+                state.due_scheduled = false;
+                state.commit_next(&myself);
             }
             JournalMessage::Retry => {
                 state.retry_scheduled = false;
@@ -681,6 +726,77 @@ mod tests {
         counters
     }
 
+    /// With a group commit interval (an hour here, so only urgency can start a second
+    /// commit), traffic between nodes waits for it and a client's change does not: it
+    /// takes the waiting batch along in its commit.
+    #[tokio::test]
+    async fn stream_traffic_waits_for_the_interval_and_a_client_change_goes_at_once() {
+        let table = Arc::new(CounterTable::new("journal-pace", 2));
+        let (store, _) = Store::memory(2);
+        let counters = spawn_counters(&table).await;
+        let (journal, handle) = Actor::spawn(
+            None,
+            Journal,
+            JournalArgs {
+                store: Arc::new(store),
+                table: Arc::clone(&table),
+                received: Arc::default(),
+                metrics: Arc::default(),
+                group_commit: Duration::from_secs(3600),
+            },
+        )
+        .await
+        .unwrap();
+        let stream_at = async || {
+            ractor::call!(journal, |r| JournalMessage::SyncStream(
+                "s#0000000000000007".into(),
+                r
+            ))
+        };
+        // The first commit in a while goes at once.
+        journal.cast(batch(1, 0, 5)).unwrap();
+        assert_eq!(stream_at().await.unwrap().seq, 1);
+        // The next waits for the interval: its acknowledgement does not come.
+        journal.cast(batch(2, 0, 7)).unwrap();
+        let waiting = ractor::call_t!(
+            journal,
+            |r| JournalMessage::SyncStream("s#0000000000000007".into(), r),
+            300
+        );
+        assert!(
+            waiting.is_err(),
+            "a paced batch was acknowledged before the interval: {waiting:?}"
+        );
+        // A client's change is committed at once, with the batch waiting before it.
+        let applied = ractor::call_t!(
+            journal,
+            |r| JournalMessage::Append(
+                Entry::Apply {
+                    counter: 1,
+                    delta: Delta::Increment(1),
+                    id: "c-1".into(),
+                },
+                Waiter::Client(r)
+            ),
+            5000
+        )
+        .expect("a client's change committed within 5 s, not after the interval");
+        assert_eq!(
+            applied,
+            ApplyOutcome(Ok(shared::counter::Applied {
+                value: 13,
+                repeated: false,
+            }))
+        );
+        assert_eq!(stream_at().await.unwrap().seq, 2);
+        journal.stop(None);
+        handle.await.unwrap();
+        for (counter, handle) in counters {
+            counter.stop(None);
+            handle.await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn each_batch_of_a_stream_is_applied_once_in_order_and_only_after_its_commit() {
         let table = Arc::new(CounterTable::new("journal-test", 2));
@@ -696,6 +812,7 @@ mod tests {
                 table: Arc::clone(&table),
                 received: Arc::clone(&received),
                 metrics: Arc::default(),
+                group_commit: Duration::ZERO,
             },
         )
         .await
@@ -773,6 +890,7 @@ mod tests {
                 table: Arc::clone(&table),
                 received,
                 metrics: Arc::default(),
+                group_commit: Duration::ZERO,
             },
         )
         .await
@@ -854,6 +972,7 @@ mod tests {
                 table: Arc::clone(&table),
                 received: Arc::default(),
                 metrics: Arc::default(),
+                group_commit: Duration::ZERO,
             },
         )
         .await

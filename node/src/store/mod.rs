@@ -8,6 +8,7 @@
 //! | [`memory`] | the same tables in memory (`--memory-only`) |
 //! | [`faults`] | the file's storage, with the sync and write errors tests inject |
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
+//! | [`pace`] | when the journal's next commit may start (the group commit interval) |
 //!
 //! What is durable, all of it changed only by commits (one redb write transaction each,
 //! all or nothing):
@@ -37,6 +38,7 @@ pub(crate) mod faults;
 mod file;
 pub(crate) mod journal;
 mod memory;
+mod pace;
 mod plan;
 mod records;
 

@@ -55,6 +55,18 @@ pub(crate) enum Entry {
     Adopt(Adopt),
 }
 
+impl Entry {
+    /// The operations it carries (a client change is one; bookkeeping none).
+    pub(crate) fn operations(&self) -> u64 {
+        match self {
+            Entry::Batch { changes, .. } => changes.iter().map(|c| c.operations).sum(),
+            Entry::Apply { .. } => 1,
+            Entry::Outgoing { batch, .. } => batch.operations,
+            Entry::Acked { .. } | Entry::Adopt(_) => 0,
+        }
+    }
+}
+
 /// A sender's stream and its receiver disagree, and the sender takes the receiver's
 /// side: what it counts as issued to that destination moves by (`value`,
 /// `operations`), and, when that is a discrepancy nobody can vouch for (`unvouched`),
