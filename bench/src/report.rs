@@ -134,7 +134,7 @@ pub(crate) fn table(r: &BenchReport) -> String {
                         "Redis AOF always p50 {redis:.0}: {:.2}x",
                         r.durable_change_p50_us / redis
                     ),
-                    None => "Redis not installed".to_string(),
+                    None => "Redis AOF not measured".to_string(),
                 }
             ),
             "<= 700 and <= 1.2x Redis AOF".to_string(),

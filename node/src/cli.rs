@@ -144,8 +144,8 @@ pub(crate) struct ServeArgs {
     /// only traffic between nodes (load batches, the outbox, acknowledgements): such
     /// traffic gathers for it, so a trickle costs at most 1000/MS fsyncs per second
     /// however many nodes send. A client's change (`node incr`, HTTP) is committed at
-    /// once, and so is a queue of 64 entries or more. 0 commits whenever anything is
-    /// queued.
+    /// once, and so is a clean stop's last commit and a queue of 256 changes or 4,096
+    /// operations. 0 commits whenever anything is queued.
     #[arg(long, value_name = "MS", default_value_t = 40,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub group_commit_ms: u64,

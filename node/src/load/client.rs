@@ -291,9 +291,10 @@ impl Actor for LoadClient {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Issue what is coalesced but not yet issued (if the windows allow): the
-        // journal commits it before the node stops, and the next run sends it.
-        state.pusher.flush_all();
+        // Issue what is coalesced but not yet issued (if the windows allow), whether or
+        // not a batch is on its way: the journal commits it before the node stops, and
+        // the next run sends it.
+        state.pusher.flush_pending();
         let issued = state.args.facts.issued.read();
         info!(
             value = issued.value,

@@ -9,8 +9,9 @@
 //! unacknowledged. A node with batches on their way gathers until their
 //! acknowledgement, which makes its next batch at once (Nagle's rule, with no timer for
 //! a lone change): a trickle costs one batch, one commit on each side, per round trip,
-//! and a burst fills the window. Each counter still counts every operation exactly. [`Mode::Unbatched`] makes one batch, one message, per operation
-//! (the baseline `node-bench` compares against).
+//! and a burst fills the window. Each counter still counts every operation exactly.
+//! [`Mode::Unbatched`] makes one batch, one message, per operation (the baseline
+//! `node-bench` compares against).
 //!
 //! **Exactly once.** Each destination node is a stream of numbered batches
 //! ([`Batch`]), with a [`Window`] per stream. A batch is issued once it is committed to
@@ -887,6 +888,13 @@ impl Pusher {
             }
         }
         ok
+    }
+
+    /// Makes every pending batch whose window allows it, whether or not a batch is on
+    /// its way (a sender that stops issues what it coalesced). Returns false if a host
+    /// is gone.
+    pub(crate) fn flush_pending(&mut self) -> bool {
+        self.flush_lanes(false)
     }
 
     /// Flushes what it can and asks for acknowledgement of everything sent. Call it

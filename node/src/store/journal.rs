@@ -147,6 +147,8 @@ pub(crate) struct Queue {
     clients: usize,
     /// Operations the entries carry.
     operations: u64,
+    /// Entries that carry operations.
+    changes: usize,
 }
 
 impl Queue {
@@ -160,7 +162,9 @@ impl Queue {
 
     fn push(&mut self, entry: Entry, waiter: Waiter) {
         self.clients += usize::from(matches!(waiter, Waiter::Client(_)));
-        self.operations += entry.operations();
+        let operations = entry.operations();
+        self.operations += operations;
+        self.changes += usize::from(operations > 0);
         self.entries.push(entry);
         self.waiters.push(waiter);
     }
@@ -171,6 +175,7 @@ impl Queue {
         self.waiters.append(&mut later.waiters);
         self.clients += std::mem::take(&mut later.clients);
         self.operations += std::mem::take(&mut later.operations);
+        self.changes += std::mem::take(&mut later.changes);
     }
 
     /// Empties the queue, keeping its memory for the next commit (a commit can hold
@@ -180,6 +185,7 @@ impl Queue {
         self.waiters.clear();
         self.clients = 0;
         self.operations = 0;
+        self.changes = 0;
         self
     }
 }
@@ -267,9 +273,10 @@ pub(crate) enum JournalMessage {
 }
 
 impl JournalState {
-    /// Starts the next commit if none is running and something is queued. After a
-    /// failure, the commit first learns what the store holds (see the module
-    /// documentation).
+    /// Starts the next commit if none is running, something is queued, and the group
+    /// commit interval allows it now (else makes sure a [`JournalMessage::Due`] comes
+    /// when it will). After a failure, the commit first learns what the store holds (see
+    /// the module documentation).
     fn commit_next(&mut self, myself: &ActorRef<JournalMessage>) {
         if self.in_flight || (self.failing.is_some() && self.retry_scheduled) {
             return;
@@ -277,6 +284,7 @@ impl JournalState {
         let now = std::time::Instant::now();
         let queued = Queued {
             entries: self.queue.len(),
+            changes: self.queue.changes,
             operations: self.queue.operations,
             urgent: self.queue.clients > 0 || !self.drains.is_empty() || self.failing.is_some(),
         };

@@ -8,18 +8,21 @@
 //! behind their windows. So a commit that holds only such traffic starts no sooner than
 //! the interval after the previous commit started, and gathers whatever arrives
 //! meanwhile: at most `1 / interval` such commits per second, whatever the number of
-//! senders. A commit holding something a person waits on (a client's change, a clean
-//! stop) starts at once, and so does one whose queue is already large (under heavy load
-//! a commit takes longer than the interval, and waiting would only cost throughput).
+//! senders up to a few hundred (each sends a node about one batch per two intervals). A
+//! commit holding something a person waits on (a client's change, a clean stop) starts
+//! at once, and so does one whose queue is already large (under heavy load a commit
+//! takes longer than the interval, and waiting would only cost throughput).
 //!
 //! Nothing is acknowledged before its commit returns, so pacing moves when traffic is
 //! acknowledged, never whether it is durable first.
 
 use std::time::{Duration, Instant};
 
-/// Queued entries that make a commit start at once, however recent the last one: a
-/// queue this long pays for its fsync already...
-pub(crate) const ENOUGH_ENTRIES: usize = 64;
+/// Queued changes (entries carrying operations: batches, outgoing batches, client
+/// changes) that make a commit start at once, however recent the last one: a queue this
+/// long pays for its fsync already (one-operation batches under heavy unbatched load
+/// reach it within a millisecond)...
+pub(crate) const ENOUGH_CHANGES: usize = 256;
 /// ...and so do this many queued operations (a sender's batch that is due by its size
 /// carries at least as many).
 pub(crate) const ENOUGH_OPERATIONS: u64 = 4096;
@@ -27,8 +30,10 @@ pub(crate) const ENOUGH_OPERATIONS: u64 = 4096;
 /// What the journal's queue holds, as far as pacing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Queued {
-    /// Entries queued.
+    /// Entries queued (bookkeeping included).
     pub(crate) entries: usize,
+    /// How many of them carry operations.
+    pub(crate) changes: usize,
     /// Operations they carry.
     pub(crate) operations: u64,
     /// Whether anyone waits on them in person (a client's change, a drain).
@@ -68,7 +73,7 @@ impl Pace {
             return Start::Idle;
         }
         if queued.urgent
-            || queued.entries >= ENOUGH_ENTRIES
+            || queued.changes >= ENOUGH_CHANGES
             || queued.operations >= ENOUGH_OPERATIONS
         {
             return Start::Now;
@@ -97,6 +102,7 @@ mod tests {
     fn queued(entries: usize, urgent: bool) -> Queued {
         Queued {
             entries,
+            changes: entries,
             operations: entries as u64,
             urgent,
         }
@@ -128,15 +134,24 @@ mod tests {
         pace.started(t0);
         assert_eq!(pace.check(t0 + MS, queued(1, true)), Start::Now);
         assert_eq!(
-            pace.check(t0 + MS, queued(ENOUGH_ENTRIES - 1, false)),
+            pace.check(t0 + MS, queued(ENOUGH_CHANGES - 1, false)),
             Start::After(9 * MS)
         );
         assert_eq!(
-            pace.check(t0 + MS, queued(ENOUGH_ENTRIES, false)),
+            pace.check(t0 + MS, queued(ENOUGH_CHANGES, false)),
             Start::Now
         );
+        // Bookkeeping (acknowledgements) does not count as changes.
+        let acks = Queued {
+            entries: 10 * ENOUGH_CHANGES,
+            changes: 0,
+            operations: 0,
+            urgent: false,
+        };
+        assert_eq!(pace.check(t0 + MS, acks), Start::After(9 * MS));
         let big_batch = Queued {
             entries: 1,
+            changes: 1,
             operations: ENOUGH_OPERATIONS,
             urgent: false,
         };
