@@ -381,17 +381,25 @@ async fn collections(
     let nodes = start_cluster(dir, &shares)?;
     let seed = nodes[0].addr.clone();
     wait_for_cluster(&seed, 3, options.counters, Duration::from_secs(60)).await?;
-    // The workers' memory over their counters (the coordinator also aggregates).
-    let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum();
-    let worker_counters = f64::from(shares[1] + shares[2]);
-    report.rss_per_counter_kb = (worker_rss - 2.0 * empty_rss) * 1024.0 / worker_counters;
     let client = ClusterClient::connect(&seed, DEV_COOKIE, None, Duration::from_secs(10)).await?;
     let fast = time_collections(&client, options.collections, options.counters).await;
     client.close().await;
     report.aggregate_10k_ms = fast?;
+    // The workers' memory over their counters (the coordinator also aggregates): idle
+    // (collections read them from the store), then running (each called once).
+    let worker_counters = f64::from(shares[1] + shares[2]);
+    let per_counter_kb = |nodes: &[BenchNode]| {
+        let worker_rss: f64 = nodes[1..].iter().map(BenchNode::rss_mb).sum();
+        (worker_rss - 2.0 * empty_rss) * 1024.0 / worker_counters
+    };
+    report.rss_per_idle_counter_kb = per_counter_kb(&nodes);
     step("the same, one call per counter, one after another");
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
-    report.aggregate_10k_sequential_ms = sequential::median_ms(&addrs, 3, options.counters).await?;
+    let timed = sequential::median_ms(&addrs, 3, options.counters).await?;
+    report.aggregate_10k_sequential_ms = timed.median_ms;
+    report.activation_us =
+        (timed.first_ms - timed.median_ms) * 1e3 / f64::from(options.counters.max(1));
+    report.rss_per_counter_kb = per_counter_kb(&nodes);
     drop(nodes);
     Ok(())
 }

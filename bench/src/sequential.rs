@@ -19,13 +19,22 @@ use crate::median;
 /// How long one counter may take to answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Median milliseconds of `runs` sequential collections of all `counters` counters of
-/// the nodes at `addrs` (after one unmeasured run).
+/// Milliseconds of sequential collections of all `counters` counters of the nodes at
+/// `addrs`: the median of `runs`, and, apart, the first run before them (which starts
+/// every idle counter's actor on its first call).
+pub(crate) struct Sequential {
+    /// The median of the measured runs.
+    pub(crate) median_ms: f64,
+    /// The first run.
+    pub(crate) first_ms: f64,
+}
+
+/// See [`Sequential`].
 pub(crate) async fn median_ms(
     addrs: &[String],
     runs: u32,
     counters: u32,
-) -> Result<f64, CommandError> {
+) -> Result<Sequential, CommandError> {
     let mut clients = Vec::new();
     for addr in addrs {
         clients.push(ClusterClient::connect(addr, DEV_COOKIE, None, CALL_TIMEOUT).await?);
@@ -37,7 +46,11 @@ pub(crate) async fn median_ms(
     result
 }
 
-async fn timed(clients: &[ClusterClient], runs: u32, counters: u32) -> Result<f64, CommandError> {
+async fn timed(
+    clients: &[ClusterClient],
+    runs: u32,
+    counters: u32,
+) -> Result<Sequential, CommandError> {
     let mut nodes = Vec::new();
     for client in clients {
         let info = client.info(CALL_TIMEOUT).await?;
@@ -46,7 +59,7 @@ async fn timed(clients: &[ClusterClient], runs: u32, counters: u32) -> Result<f6
             .ok_or_else(|| CommandError::Local(format!("{} has no counter host", info.name)))?;
         nodes.push((host, info.counters));
     }
-    let mut times = Vec::new();
+    let (mut times, mut first_ms) = (Vec::new(), 0.0);
     for run in 0..=runs {
         let at = Instant::now();
         let mut answered = 0;
@@ -68,9 +81,15 @@ async fn timed(clients: &[ClusterClient], runs: u32, counters: u32) -> Result<f6
                 "a sequential collection got {answered} of {counters} counters"
             )));
         }
+        let ms = at.elapsed().as_secs_f64() * 1e3;
         if run > 0 {
-            times.push(at.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
+        } else {
+            first_ms = ms;
         }
     }
-    Ok(median(&mut times))
+    Ok(Sequential {
+        median_ms: median(&mut times),
+        first_ms,
+    })
 }

@@ -140,6 +140,15 @@ pub(crate) struct ServeArgs {
     )]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// Seconds a counter's actor runs without being used (a change, a read) before it
+    /// is retired. A counter is an actor only while it is used: started from its
+    /// record in the store on its first message (tens of microseconds), retired once
+    /// idle this long, its figures always in the store, where a collection reads an
+    /// idle counter without starting it. So memory follows the counters in use, not
+    /// the counters hosted.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub counter_idle_secs: Duration,
+
     /// Least milliseconds between two of the store's commits (each one fsync) that carry
     /// only traffic between nodes (load batches, the outbox, acknowledgements): such
     /// traffic gathers for it, so a trickle costs at most 1000/MS fsyncs per second

@@ -41,6 +41,8 @@ pub(crate) struct NodeConfig {
     pub failure_timeout: Duration,
     /// The least time between two commits that hold only traffic between nodes.
     pub group_commit: Duration,
+    /// How long a counter's actor runs without being used.
+    pub counter_idle: Duration,
     /// Whether counters may be crashed on request.
     pub fault_injection: bool,
     /// Where the counters are kept.
@@ -141,6 +143,7 @@ impl NodeConfig {
             collect_timeout: args.collect_timeout,
             failure_timeout: args.failure_timeout,
             group_commit: Duration::from_millis(args.group_commit_ms),
+            counter_idle: args.counter_idle_secs,
             fault_injection: args.enable_fault_injection,
         })
     }

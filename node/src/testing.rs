@@ -73,10 +73,13 @@ impl WritePath {
         let (store, _) = crate::store::Store::memory(facts.table.len());
         let store = Arc::new(store);
         let (journal, journal_handle) = Self::journal(facts, &store).await;
-        let (host, host_handle) =
-            Actor::spawn(None, crate::counters::host::CounterHost, Arc::clone(facts))
-                .await
-                .expect("the host starts");
+        let args = crate::counters::host::HostArgs {
+            facts: Arc::clone(facts),
+            store: Arc::clone(&store),
+        };
+        let (host, host_handle) = Actor::spawn(None, crate::counters::host::CounterHost, args)
+            .await
+            .expect("the host starts");
         Self {
             host,
             store,

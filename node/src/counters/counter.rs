@@ -10,6 +10,11 @@
 //! peer), which at 100,000 counters per node would cost gigabytes. Other nodes reach a
 //! counter through its node's [`host`](super::host).
 //!
+//! A counter's actor runs only while the counter is used (see
+//! [`CounterTable`](super::table::CounterTable)): it is started from the store on its
+//! first message and stops on [`CounterMessage::Retire`] once idle, its figures staying
+//! in the store.
+//!
 //! Every change reaches a counter only once it is committed to the node's store: after
 //! each commit the journal hands every counter it changed its new record (one message
 //! per counter per commit, however many changes the commit held for it). A counter
@@ -23,7 +28,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{CounterStats, StatsOutcome, ValueOutcome};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::rate::RateWindow;
 use super::record::CounterRecord;
@@ -48,6 +53,10 @@ pub(crate) enum CounterMessage {
     /// Fail on purpose (fault injection, for supervision tests and drills). Ignored,
     /// with a warning, unless the node runs with `--enable-fault-injection`.
     Crash,
+    /// Stop: the counter has been idle, and its slot in the table is empty already
+    /// (messages after this one went to the supervisor). Every message before it has
+    /// been handled.
+    Retire,
 }
 
 /// The counter behaviour.
@@ -81,10 +90,12 @@ impl CounterArgs {
     }
 }
 
-/// The running counter: its state, and whether it may be crashed on request.
+/// The running counter: its state, whether it may be crashed on request, and whether
+/// it was retired (idle) rather than stopped with the node.
 pub(crate) struct CounterActorState {
     state: CounterState,
     fault_injection: bool,
+    retired: bool,
 }
 
 /// A counter's private state.
@@ -166,15 +177,20 @@ impl Actor for Counter {
         Ok(CounterActorState {
             state: CounterState::new(args.name, args.record, args.started, Instant::now()),
             fault_injection: args.fault_injection,
+            retired: false,
         })
     }
 
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
-        CounterActorState { state, .. }: &mut Self::State,
+        CounterActorState { state, retired, .. }: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let record = &state.record;
+        if *retired {
+            debug!(counter = %state.name, value = record.value, "counter retired: idle");
+            return Ok(());
+        }
         info!(
             counter = %state.name,
             value = record.value,
@@ -188,11 +204,12 @@ impl Actor for Counter {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         CounterActorState {
             state,
             fault_injection,
+            retired,
         }: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // A caller that gave up has dropped its reply port: failing to answer it is
@@ -218,6 +235,10 @@ impl Actor for Counter {
             }
             CounterMessage::Crash => {
                 warn!(counter = %state.name, "ignored a crash request: fault injection is off");
+            }
+            CounterMessage::Retire => {
+                *retired = true;
+                myself.stop(None);
             }
         }
         Ok(())

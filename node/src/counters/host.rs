@@ -17,7 +17,8 @@
 //!
 //! **Reads** (`GetValue`, `GetStats`) go straight to the counter, which answers the
 //! caller itself: counters are node-local actors (see [`counter`](super::counter)),
-//! and the host hands over the caller's reply port.
+//! and the host hands over the caller's reply port. A counter that is not running is
+//! started from the store first ([`CounterTable::deliver`]).
 //!
 //! A collection asks the host once (`Collect`) for every counter's `GetStats`. The host
 //! never waits for them itself: it starts the fan-out in a task and goes on forwarding
@@ -26,9 +27,13 @@
 //! wait for a permit until their own deadline. Beyond that the host answers at once that
 //! it is busy, and the collector reports this node as not answering.
 //!
-//! Counter references come from the node's [`CounterTable`](super::table::CounterTable)
-//! and are cached; a counter that was restarted by its supervisor is looked up again
-//! on the first failed send. The journal is found by its registered name, the same way.
+//! Counters are reached through the node's [`CounterTable`]; a collection reads the
+//! counters that are not running from the store, without starting them. The journal
+//! is found by its registered name, and cached; a journal restarted since is looked up
+//! again on the first failed send.
+//!
+//! [`CounterTable`]: super::table::CounterTable
+//! [`CounterTable::deliver`]: super::table::CounterTable::deliver
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,10 +48,11 @@ use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::counter::CounterMessage;
+use super::table::Undelivered;
 use crate::facts::NodeFacts;
 use crate::metrics::BatchRefusal;
 use crate::store::journal::{journal_name, JournalMessage, Waiter};
-use crate::store::Entry;
+use crate::store::{Entry, Store};
 
 /// Collections this host runs at once.
 pub(crate) const MAX_COLLECTIONS: usize = 8;
@@ -61,11 +67,20 @@ pub(crate) const MAX_COLLECT_DEADLINE: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub(crate) struct CounterHost;
 
-/// The host's state: a cache of counter references by index.
+/// What the host works with.
+#[derive(Clone)]
+pub(crate) struct HostArgs {
+    /// The node: its counters' table, and its description for collection reports.
+    pub(crate) facts: Arc<NodeFacts>,
+    /// The store, where a collection reads the counters that are not running.
+    pub(crate) store: Arc<Store>,
+}
+
+/// The host's state.
 pub(crate) struct HostState {
     /// The node: its counters' table, and its description for collection reports.
     facts: Arc<NodeFacts>,
-    cache: Vec<Option<ActorRef<CounterMessage>>>,
+    store: Arc<Store>,
     /// The journal, once found (see [`journal_name`]).
     journal: Option<ActorRef<JournalMessage>>,
     collections: Arc<Semaphore>,
@@ -84,36 +99,11 @@ impl HostState {
         counter_name(&self.facts.name, index)
     }
 
-    /// Hands `message` to counter `index`; on failure gives the message back with the
-    /// reason, so a reply port inside can still be answered.
-    fn forward(
-        &mut self,
-        index: u32,
-        message: CounterMessage,
-    ) -> Result<(), (Option<CounterMessage>, CounterError)> {
-        let Some(slot) = self.cache.get_mut(index as usize) else {
-            return Err((Some(message), CounterError::NoSuchCounter(self.name(index))));
-        };
-        let mut message = message;
-        // Twice: a cached reference may belong to a counter that was restarted since.
-        for fresh in [false, true] {
-            if fresh || slot.is_none() {
-                *slot = self.facts.table.actor(index);
-            }
-            let Some(counter) = slot.as_ref() else {
-                break;
-            };
-            match counter.send_message(message) {
-                Ok(()) => return Ok(()),
-                Err(MessagingErr::SendErr(back)) => message = back,
-                Err(_) => return Err((None, self.not_running(index))),
-            }
-        }
-        Err((Some(message), self.not_running(index)))
-    }
-
-    fn not_running(&self, index: u32) -> CounterError {
-        CounterError::NotRunning(self.name(index))
+    /// Hands `message` to counter `index` (started if it is not running); on failure
+    /// gives the message back with the reason, so a reply port inside can still be
+    /// answered.
+    fn forward(&self, index: u32, message: CounterMessage) -> Result<(), Undelivered> {
+        self.facts.table.deliver(index, message)
     }
 
     /// Hands `message` to the journal, after the pending batches; gives it back if no
@@ -213,6 +203,7 @@ impl HostState {
         let until = Instant::now() + deadline.min(MAX_COLLECT_DEADLINE);
         let info = self.facts.info();
         let table = Arc::clone(&self.facts.table);
+        let store = Arc::clone(&self.store);
         let waiting = Arc::clone(&self.waiting);
         tokio::spawn(async move {
             let permit = match permit {
@@ -229,7 +220,20 @@ impl HostState {
                     }
                 }
             };
-            let counters = table.ask_all_stats(until).await;
+            // Read after `info`: what the counters hold is at least as recent as what
+            // the node says it applied.
+            let records = if table.active() < table.len() as usize {
+                let len = table.len();
+                let read = crate::runtime::busy_poll::spawn_blocking(move || store.records(len));
+                match read.await {
+                    Ok(Ok(records)) => records,
+                    // Idle counters are then reported missing: the collection says so.
+                    _ => Vec::new(),
+                }
+            } else {
+                Vec::new()
+            };
+            let counters = table.ask_all_stats(&records, until).await;
             let _ = reply.send(CollectReply(Some(LocalReport { info, counters })));
             drop(permit);
         });
@@ -239,18 +243,18 @@ impl HostState {
 impl Actor for CounterHost {
     type Msg = HostMessage;
     type State = HostState;
-    type Arguments = Arc<NodeFacts>;
+    type Arguments = HostArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        facts: Arc<NodeFacts>,
+        HostArgs { facts, store }: HostArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         pg::join(HOSTS_GROUP.to_string(), vec![myself.get_cell()]);
         Ok(HostState {
-            cache: vec![None; facts.table.len() as usize],
             journal: None,
             facts,
+            store,
             collections: Arc::new(Semaphore::new(MAX_COLLECTIONS)),
             waiting: Arc::default(),
             unknown: 0,
@@ -428,7 +432,8 @@ mod tests {
             ValueOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
         );
 
-        // One call collects every counter: answers, and `None` for the one not running.
+        // One call collects every counter: the running one answers, the other is read
+        // from the store.
         let CollectReply(report) = ractor::call!(host, |r| HostMessage::Collect(1000, r)).unwrap();
         let report = report.expect("not busy");
         assert_eq!(report.info.name, "host-test");
@@ -437,7 +442,10 @@ mod tests {
             .iter()
             .map(|(n, s)| (n.as_str(), s.as_ref().map(|s| s.value)))
             .collect();
-        assert_eq!(values, [("host-test/0", Some(39)), ("host-test/1", None)]);
+        assert_eq!(
+            values,
+            [("host-test/0", Some(39)), ("host-test/1", Some(0))]
+        );
 
         // A counter restarted since is found again.
         counter.stop(None);

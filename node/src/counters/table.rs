@@ -1,11 +1,23 @@
-//! The node's counters by index: which actor runs counter `N` right now, when it first
-//! started, and how many restarts there have been. (Their figures are in the store,
-//! where a restarted counter resumes from.)
+//! The node's counters by index: which actor runs counter `N` right now (if any), when
+//! each was last used, and how many restarts there have been. (Their figures are in the
+//! store, which an actor starts from.)
 //!
-//! The table outlives every actor of the node: the [`CounterSupervisor`] fills a slot
-//! when it starts a counter and empties it when the counter fails. The [`CounterHost`],
-//! the journal and collections read it; nobody looks counters up by name or through a
-//! process group.
+//! **Counters are virtual actors.** A counter's actor exists only while the counter is
+//! used: [`CounterTable::deliver`] hands a message to the running actor, or, when none
+//! runs, to the [`CounterSupervisor`], which activates the counter from its record in
+//! the store and delivers the message (the activator it installs here). The supervisor
+//! retires a counter that has not been used for the idle period
+//! ([`CounterTable::retire_if_idle`]). Whatever runs, the store holds every counter's
+//! committed figures, and a collection reads an idle counter's from there
+//! ([`CounterTable::ask_all_stats`]), without activating it.
+//!
+//! Handing a message to a running actor and retiring it both happen under the counter's
+//! slot lock: a message handed to an actor is in its mailbox before the retirement, which
+//! the actor handles after every message before it; a message after the retirement goes
+//! to the supervisor. So no message is lost to a counter going idle.
+//!
+//! The table outlives every actor of the node. The [`CounterHost`], the journal and
+//! collections read it; nobody looks counters up by name or through a process group.
 //!
 //! [`CounterSupervisor`]: super::supervisor::CounterSupervisor
 //! [`CounterHost`]: super::host::CounterHost
@@ -15,46 +27,64 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use ractor::concurrency::{oneshot, OneshotReceiver};
-use ractor::{ActorRef, RpcReplyPort};
-use shared::counter::{CounterStats, StatsOutcome};
+use ractor::{ActorId, ActorRef, MessagingErr, RpcReplyPort};
+use shared::counter::{CounterError, CounterStats, StatsOutcome};
 use shared::protocol::counter_name;
 use tokio::time::Instant;
 
-use super::counter::CounterMessage;
+use super::counter::{CounterMessage, CounterState};
+use super::record::CounterRecord;
 
 /// Counter calls one collection keeps in flight at once on this node: enough to keep
 /// every counter busy, few enough that a collection of 100,000 counters holds a few
 /// hundred KB of pending replies rather than megabytes.
 const FAN_OUT: usize = 1024;
 
-/// One counter's place in the table.
-#[derive(Debug)]
+/// Hands a message for a counter that is not running to whoever activates counters
+/// (the supervisor); gives the message back if it cannot.
+pub(crate) type Activator =
+    Box<dyn Fn(u32, CounterMessage) -> Result<(), Option<CounterMessage>> + Send + Sync>;
+
+/// Why a message did not reach a counter, and the message back if it still holds a
+/// reply port to answer.
+pub(crate) type Undelivered = (Option<CounterMessage>, CounterError);
+
+/// One counter's place in the table: its actor while it runs, and its last use.
+#[derive(Debug, Default)]
 struct Slot {
-    name: String,
-    started: std::time::Instant,
     actor: Mutex<Option<ActorRef<CounterMessage>>>,
+    /// Milliseconds since the table's epoch.
+    used_ms: AtomicU64,
 }
 
 /// The node's counters, indices `0..len()`; see the module documentation.
-#[derive(Debug)]
 pub(crate) struct CounterTable {
+    node: String,
+    /// When the table was made: every counter's start on this node.
+    epoch: std::time::Instant,
     slots: Vec<Slot>,
     restarts: AtomicU64,
+    activator: Mutex<Option<Activator>>,
+}
+
+impl std::fmt::Debug for CounterTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CounterTable")
+            .field("node", &self.node)
+            .field("counters", &self.slots.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CounterTable {
-    /// `counters` counters named `node/0..`, starting now.
+    /// `counters` counters named `node/0..`, starting now, none running.
     pub(crate) fn new(node: &str, counters: u32) -> Self {
-        let now = std::time::Instant::now();
         Self {
-            slots: (0..counters)
-                .map(|index| Slot {
-                    name: counter_name(node, index),
-                    started: now,
-                    actor: Mutex::new(None),
-                })
-                .collect(),
+            node: node.to_string(),
+            epoch: std::time::Instant::now(),
+            slots: (0..counters).map(|_| Slot::default()).collect(),
             restarts: AtomicU64::new(0),
+            activator: Mutex::new(None),
         }
     }
 
@@ -64,13 +94,13 @@ impl CounterTable {
     }
 
     /// Counter `index`'s cluster-wide name.
-    pub(crate) fn name(&self, index: u32) -> Option<&str> {
-        self.slots.get(index as usize).map(|s| s.name.as_str())
+    pub(crate) fn name(&self, index: u32) -> Option<String> {
+        (index < self.len()).then(|| counter_name(&self.node, index))
     }
 
-    /// When counter `index` first started on this node.
-    pub(crate) fn started(&self, index: u32) -> Option<std::time::Instant> {
-        self.slots.get(index as usize).map(|s| s.started)
+    /// When the node's counters started (the table's making).
+    pub(crate) fn started(&self) -> std::time::Instant {
+        self.epoch
     }
 
     /// The actor running counter `index`, if one is running.
@@ -78,17 +108,116 @@ impl CounterTable {
         self.slots.get(index as usize).and_then(|s| lock(s).clone())
     }
 
-    /// Records which actor runs counter `index` (`None`: none, until a restart).
+    /// Records which actor runs counter `index` (`None`: none).
     pub(crate) fn set_actor(&self, index: u32, actor: Option<ActorRef<CounterMessage>>) {
         if let Some(slot) = self.slots.get(index as usize) {
             *lock(slot) = actor;
         }
     }
 
+    /// Empties counter `index`'s slot if actor `id` still holds it (a newer actor may
+    /// have taken it since `id` stopped).
+    pub(crate) fn clear_if(&self, index: u32, id: ActorId) {
+        if let Some(slot) = self.slots.get(index as usize) {
+            let mut actor = lock(slot);
+            if actor.as_ref().is_some_and(|a| a.get_id() == id) {
+                *actor = None;
+            }
+        }
+    }
+
+    /// Empties every slot (a new supervisor starts with no counter running).
+    pub(crate) fn clear_all(&self) {
+        for slot in &self.slots {
+            *lock(slot) = None;
+        }
+    }
+
+    /// Counters with an actor now.
+    pub(crate) fn active(&self) -> usize {
+        self.slots.iter().filter(|s| lock(s).is_some()).count()
+    }
+
+    /// Who activates counters that are not running (`None`: nobody, for now).
+    pub(crate) fn set_activator(&self, activator: Option<Activator>) {
+        *self.activator.lock().unwrap_or_else(|e| e.into_inner()) = activator;
+    }
+
+    /// Hands `message` to counter `index`: to its actor if one runs, else to the
+    /// activator, which starts one from the store. Counts as a use of the counter.
+    pub(crate) fn deliver(&self, index: u32, message: CounterMessage) -> Result<(), Undelivered> {
+        let Some(slot) = self.slots.get(index as usize) else {
+            let name = counter_name(&self.node, index);
+            return Err((Some(message), CounterError::NoSuchCounter(name)));
+        };
+        slot.used_ms.store(self.now_ms(), Ordering::Relaxed);
+        let mut message = message;
+        {
+            let actor = lock(slot);
+            if let Some(actor) = actor.as_ref() {
+                match actor.send_message(message) {
+                    Ok(()) => return Ok(()),
+                    // It stopped (failed, or retired): activated afresh below.
+                    Err(MessagingErr::SendErr(back)) => message = back,
+                    Err(_) => return Err((None, self.not_running(index))),
+                }
+            }
+        }
+        self.activate(index, message)
+    }
+
+    /// Hands `message` to counter `index` only if its actor runs (what is sent to a
+    /// counter that is not running is in the store already, which it starts from).
+    pub(crate) fn send_if_active(&self, index: u32, message: CounterMessage) {
+        if let Some(slot) = self.slots.get(index as usize) {
+            if let Some(actor) = lock(slot).as_ref() {
+                let _ = actor.send_message(message);
+            }
+        }
+    }
+
+    fn activate(&self, index: u32, message: CounterMessage) -> Result<(), Undelivered> {
+        let activator = self.activator.lock().unwrap_or_else(|e| e.into_inner());
+        match activator.as_ref() {
+            Some(activate) => {
+                activate(index, message).map_err(|back| (back, self.not_running(index)))
+            }
+            None => Err((Some(message), self.not_running(index))),
+        }
+    }
+
+    fn not_running(&self, index: u32) -> CounterError {
+        CounterError::NotRunning(counter_name(&self.node, index))
+    }
+
+    /// Retires counter `index` if its actor has not been used for `idle`: empties its
+    /// slot and tells the actor to stop once it has handled every message before this
+    /// one ([`CounterMessage::Retire`]), under the slot's lock. Returns the actor.
+    pub(crate) fn retire_if_idle(
+        &self,
+        index: u32,
+        idle: std::time::Duration,
+    ) -> Option<ActorRef<CounterMessage>> {
+        let slot = self.slots.get(index as usize)?;
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let mut actor = lock(slot);
+        let used = slot.used_ms.load(Ordering::Relaxed);
+        if actor.is_none() || self.now_ms().saturating_sub(used) < idle_ms {
+            return None;
+        }
+        let retired = actor.take()?;
+        let _ = retired.cast(CounterMessage::Retire);
+        Some(retired)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// The index of the counter named `name` on this node.
     pub(crate) fn index_of(&self, name: &str) -> Option<u32> {
         let (_, index) = shared::protocol::parse_counter_name(name)?;
-        (self.name(index) == Some(name)).then_some(index)
+        (self.name(index).as_deref() == Some(name)).then_some(index)
     }
 
     /// Counts one restart of a counter.
@@ -101,23 +230,32 @@ impl CounterTable {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Every counter's own `GetStats` answer, or `None` for a counter that is not
-    /// running or did not answer by `until`. At most [`FAN_OUT`] calls are in flight
-    /// at once; no task is spawned per counter.
+    /// Every counter's statistics: a running counter's own `GetStats` answer (`None` if
+    /// it did not answer by `until`), an idle counter's from `records` (the store's, read
+    /// after the collection began), computed as the counter would (its recent rate 0:
+    /// it has had no change for the idle period). At most [`FAN_OUT`] calls are in
+    /// flight at once; no task is spawned per counter, and no idle counter is activated.
     pub(crate) async fn ask_all_stats(
         &self,
+        records: &[CounterRecord],
         until: Instant,
     ) -> Vec<(String, Option<CounterStats>)> {
         let mut answers = Vec::with_capacity(self.slots.len());
         let mut pending: VecDeque<(usize, OneshotReceiver<StatsOutcome>)> = VecDeque::new();
+        let now = std::time::Instant::now();
         for (index, slot) in self.slots.iter().enumerate() {
-            answers.push((slot.name.clone(), None));
+            let name = counter_name(&self.node, index as u32);
             if pending.len() >= FAN_OUT {
                 settle_oldest(&mut pending, &mut answers, until).await;
             }
             let Some(actor) = lock(slot).clone() else {
+                let idle = records
+                    .get(index)
+                    .map(|&record| CounterState::new(name.clone(), record, self.epoch, now));
+                answers.push((name, idle.map(|state| state.stats(now))));
                 continue;
             };
+            answers.push((name, None));
             let (tx, rx) = oneshot();
             let port = RpcReplyPort::from(tx);
             if actor.cast(CounterMessage::GetStats(port)).is_ok() {
@@ -146,8 +284,8 @@ async fn settle_oldest(
 }
 
 fn lock(slot: &Slot) -> MutexGuard<'_, Option<ActorRef<CounterMessage>>> {
-    // Each critical section replaces or clones one reference: nothing can be left
-    // half-done by a panic elsewhere.
+    // Each critical section replaces, clones or sends to one reference: nothing can be
+    // left half-done by a panic elsewhere.
     slot.actor.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -155,38 +293,43 @@ fn lock(slot: &Slot) -> MutexGuard<'_, Option<ActorRef<CounterMessage>>> {
 mod tests {
     use super::*;
     use crate::counters::counter::{Counter, CounterArgs};
-    use crate::counters::record::CounterRecord;
     use ractor::Actor;
     use std::time::Duration;
 
+    fn record(value: i64, commit: u64) -> CounterRecord {
+        CounterRecord {
+            value,
+            operations: 1,
+            rejected: 0,
+            commit,
+        }
+    }
+
     #[tokio::test]
-    async fn stats_come_from_every_running_counter_and_none_for_the_rest() {
+    async fn stats_come_from_running_counters_and_from_the_store_for_idle_ones() {
         let table = CounterTable::new("table-test", 3);
         assert_eq!(table.len(), 3);
+        assert_eq!(table.name(2).as_deref(), Some("table-test/2"));
+        assert_eq!(table.name(3), None);
         assert_eq!(table.index_of("table-test/2"), Some(2));
         assert_eq!(table.index_of("table-test/3"), None);
         assert_eq!(table.index_of("other/1"), None);
         let mut running = Vec::new();
         for index in [0, 2] {
-            let (actor, handle) = Actor::spawn(
-                None,
-                Counter,
-                CounterArgs::new(table.name(index).unwrap().to_string()),
-            )
-            .await
-            .unwrap();
-            let record = CounterRecord {
-                value: i64::from(index) + 1,
-                operations: 1,
-                rejected: 0,
-                commit: 1,
-            };
+            let (actor, handle) =
+                Actor::spawn(None, Counter, CounterArgs::new(table.name(index).unwrap()))
+                    .await
+                    .unwrap();
+            let record = record(i64::from(index) + 1, 2);
             actor.cast(CounterMessage::Committed(record)).unwrap();
             table.set_actor(index, Some(actor.clone()));
             running.push((actor, handle));
         }
+        assert_eq!(table.active(), 2);
+        // The store's records: counter 1 is idle, and read from them.
+        let records = [record(100, 1), record(7, 1), record(300, 1)];
         let stats = table
-            .ask_all_stats(Instant::now() + Duration::from_secs(5))
+            .ask_all_stats(&records, Instant::now() + Duration::from_secs(5))
             .await;
         let values: Vec<_> = stats
             .iter()
@@ -196,16 +339,87 @@ mod tests {
             values,
             [
                 ("table-test/0", Some(1)),
-                ("table-test/1", None),
+                ("table-test/1", Some(7)),
                 ("table-test/2", Some(3))
             ]
         );
+        assert_eq!(stats[1].1.as_ref().unwrap().recent_ops_per_sec, 0.0);
+        // Actors that are gone answer nothing, and a deadline that has passed does not
+        // wait for them; an idle counter without a record has no figures either.
         for (actor, handle) in running {
             actor.stop(None);
             handle.await.unwrap();
         }
-        // A deadline that has passed gets no answer, and does not wait.
-        let stats = table.ask_all_stats(Instant::now()).await;
-        assert!(stats.iter().all(|(_, s)| s.is_none()));
+        let stats = table.ask_all_stats(&[], Instant::now()).await;
+        assert!(stats.iter().all(|(_, s)| s.is_none()), "{stats:?}");
+    }
+
+    /// Messages for a counter that is not running go to the activator; a counter used
+    /// within the idle period is kept, one idle beyond it retired after the messages
+    /// before the retirement.
+    #[tokio::test]
+    async fn deliveries_activate_and_idle_counters_are_retired_after_their_messages() {
+        let table = CounterTable::new("table-idle", 2);
+        // Nobody activates: the message comes back with the reason.
+        let undelivered = table.deliver(0, CounterMessage::Crash);
+        assert!(matches!(
+            undelivered,
+            Err((Some(_), CounterError::NotRunning(_)))
+        ));
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&asked);
+        table.set_activator(Some(Box::new(move |index, _| {
+            seen.lock().unwrap().push(index);
+            Ok(())
+        })));
+        table
+            .deliver(1, CounterMessage::Crash)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(*asked.lock().unwrap(), [1]);
+        assert!(matches!(
+            table.deliver(5, CounterMessage::Crash),
+            Err((Some(_), CounterError::NoSuchCounter(_)))
+        ));
+        // A running counter gets its messages itself.
+        let (actor, handle) = Actor::spawn(None, Counter, CounterArgs::new(table.name(0).unwrap()))
+            .await
+            .unwrap();
+        table.set_actor(0, Some(actor.clone()));
+        table
+            .deliver(0, CounterMessage::Committed(record(5, 1)))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(
+            *asked.lock().unwrap(),
+            [1],
+            "no activation for a running counter"
+        );
+        assert!(table.retire_if_idle(0, Duration::from_secs(3600)).is_none());
+        // Idle for zero time: retired, after the message before it.
+        let (tx, rx) = oneshot();
+        table
+            .deliver(0, CounterMessage::GetValue(RpcReplyPort::from(tx)))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        let retired = table.retire_if_idle(0, Duration::ZERO).unwrap();
+        assert_eq!(retired.get_id(), actor.get_id());
+        assert_eq!(table.active(), 0);
+        let value = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        assert_eq!(
+            value.expect("answered within 5 s").unwrap(),
+            shared::counter::ValueOutcome(Ok(5)),
+            "a message before the retirement is handled"
+        );
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .expect("a retired counter stops")
+            .unwrap();
+        // After it, the next message goes to the activator again.
+        table
+            .deliver(0, CounterMessage::Crash)
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(*asked.lock().unwrap(), [1, 0]);
     }
 }

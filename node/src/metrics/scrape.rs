@@ -81,6 +81,13 @@ impl NodeCollector {
             "Counters this node hosts",
             i64::from(facts.table.len()),
         )?;
+        gauge(
+            encoder,
+            "counters_active",
+            "Counters whose actor runs now (used within --counter-idle-secs); the others are \
+             in the store only",
+            i64::try_from(facts.table.active()).unwrap_or(i64::MAX),
+        )?;
         counter(
             encoder,
             "actor_restarts",

@@ -14,7 +14,7 @@ use crate::cluster::agent::{AgentArgs, NodeAgent};
 use crate::cluster::mesh::{Mesh, MeshArgs};
 use crate::cluster::policy::MemberPolicy;
 use crate::config::NodeConfig;
-use crate::counters::host::CounterHost;
+use crate::counters::host::{CounterHost, HostArgs};
 use crate::counters::supervisor::{CounterSupervisor, SupervisorArgs};
 use crate::error::NodeError;
 use crate::facts::NodeFacts;
@@ -174,8 +174,11 @@ impl Kit {
                 link(Some(journal_name(name)), Journal, self.journal_args(), me).await
             }
             Child::Host => {
-                let facts = Arc::clone(&self.facts);
-                link(Some(host_name(name)), CounterHost, facts, me).await
+                let args = HostArgs {
+                    facts: Arc::clone(&self.facts),
+                    store: Arc::clone(&self.store),
+                };
+                link(Some(host_name(name)), CounterHost, args, me).await
             }
             Child::Aggregator => {
                 let args = self.aggregator_args();
@@ -225,6 +228,7 @@ impl Kit {
             table: Arc::clone(&self.facts.table),
             store: Arc::clone(&self.store),
             fault_injection: self.config.fault_injection,
+            idle: self.config.counter_idle,
         }
     }
 

@@ -252,10 +252,10 @@ impl RootState {
                 let index = table.index_of(&counter).ok_or_else(|| {
                     ClientError::Internal(format!("'{counter}' is not a counter of node '{name}'"))
                 })?;
-                let actor = table
-                    .actor(index)
-                    .ok_or(ClientError::CounterTimeout(counter))?;
-                let _ = actor.cast(CounterMessage::Crash);
+                // Started first if it is not running.
+                table
+                    .deliver(index, CounterMessage::Crash)
+                    .map_err(|_| ClientError::CounterTimeout(counter))?;
                 return Ok(());
             }
             CrashTarget::CounterSupervisor => Child::CounterSupervisor,

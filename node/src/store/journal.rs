@@ -449,9 +449,7 @@ impl JournalState {
     fn learned(&mut self, settled: Settled) {
         let table = &self.args.table;
         for (index, record) in (0..table.len()).zip(settled.records) {
-            if let Some(counter) = table.actor(index) {
-                let _ = counter.cast(CounterMessage::Resume(record));
-            }
+            table.send_if_active(index, CounterMessage::Resume(record));
         }
         for (key, record) in &settled.streams {
             self.note_committed(key, *record);
@@ -482,14 +480,13 @@ impl JournalState {
         self.args.received.update(outcome.streams);
         self.args.received.committed();
         // The counters first: a client that reads right after its answer sees its
-        // change (its read reaches the counter after its new record). A counter that is
-        // not running (it is being restarted) resumes from the store, which holds this
-        // commit already.
+        // change (its read reaches the counter after its new record, or after the
+        // counter's start from the store, which holds this commit). A change is a use:
+        // a counter that is not running is started (and one that cannot be, being
+        // restarted, resumes from the store, which holds this commit already).
         let table = &self.args.table;
         for (index, record) in outcome.counters {
-            if let Some(actor) = table.actor(index) {
-                let _ = actor.cast(CounterMessage::Committed(record));
-            }
+            let _ = table.deliver(index, CounterMessage::Committed(record));
         }
         for (waiter, outcome) in batch.waiters.drain(..).zip(outcome.outcomes) {
             match (waiter, outcome) {
@@ -558,9 +555,8 @@ impl Actor for Journal {
         let settled =
             crate::runtime::busy_poll::spawn_blocking(move || store.settled(counters)).await??;
         for (index, record) in (0..counters).zip(settled.records) {
-            if let Some(counter) = args.table.actor(index) {
-                let _ = counter.cast(CounterMessage::Resume(record));
-            }
+            args.table
+                .send_if_active(index, CounterMessage::Resume(record));
         }
         let streams: HashMap<Arc<str>, InStream> = settled
             .streams
