@@ -221,17 +221,22 @@ impl HostState {
                 }
             };
             // Read after `info`: what the counters hold is at least as recent as what
-            // the node says it applied.
-            let records = if table.active() < table.len() as usize {
-                let len = table.len();
-                let read = crate::runtime::busy_poll::spawn_blocking(move || store.records(len));
-                match read.await {
-                    Ok(Ok(records)) => records,
+            // the node says it applied. Read even if every counter runs now: one may be
+            // retired while the collection goes on.
+            let len = table.len();
+            let read = crate::runtime::busy_poll::spawn_blocking(move || store.records(len));
+            let records = match read.await {
+                Ok(Ok(records)) => records,
+                failed => {
                     // Idle counters are then reported missing: the collection says so.
-                    _ => Vec::new(),
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    warn!(error = %why, "a collection could not read the idle counters from the store");
+                    Vec::new()
                 }
-            } else {
-                Vec::new()
             };
             let counters = table.ask_all_stats(&records, until).await;
             let _ = reply.send(CollectReply(Some(LocalReport { info, counters })));

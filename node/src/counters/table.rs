@@ -11,10 +11,11 @@
 //! committed figures, and a collection reads an idle counter's from there
 //! ([`CounterTable::ask_all_stats`]), without activating it.
 //!
-//! Handing a message to a running actor and retiring it both happen under the counter's
-//! slot lock: a message handed to an actor is in its mailbox before the retirement, which
-//! the actor handles after every message before it; a message after the retirement goes
-//! to the supervisor. So no message is lost to a counter going idle.
+//! Handing a message to a running actor (a delivery, a collection's question),
+//! retiring it and installing a new one all happen under the counter's slot lock: a
+//! message handed to an actor is in its mailbox before the retirement, which the actor
+//! handles after every message before it; a message after the retirement goes to the
+//! supervisor. So no message is lost to a counter going idle.
 //!
 //! The table outlives every actor of the node. The [`CounterHost`], the journal and
 //! collections read it; nobody looks counters up by name or through a process group.
@@ -108,11 +109,34 @@ impl CounterTable {
         self.slots.get(index as usize).and_then(|s| lock(s).clone())
     }
 
-    /// Records which actor runs counter `index` (`None`: none).
+    /// Records which actor runs counter `index` (`None`: none), as a test sets up a
+    /// node (the supervisor installs actors with [`CounterTable::install`]).
+    #[cfg(test)]
     pub(crate) fn set_actor(&self, index: u32, actor: Option<ActorRef<CounterMessage>>) {
         if let Some(slot) = self.slots.get(index as usize) {
             *lock(slot) = actor;
         }
+    }
+
+    /// Puts `actor` in counter `index`'s slot, first handing it the store's record as it
+    /// is now (`latest`), under the slot's lock: no message reaches the actor through
+    /// the table before that record, and a commit that lands after the read is handed
+    /// on to it (its delivery waits for the lock). Nothing is installed if the read
+    /// fails.
+    pub(crate) fn install<E>(
+        &self,
+        index: u32,
+        actor: ActorRef<CounterMessage>,
+        latest: impl FnOnce() -> Result<CounterRecord, E>,
+    ) -> Result<(), E> {
+        let Some(slot) = self.slots.get(index as usize) else {
+            return Ok(());
+        };
+        let mut held = lock(slot);
+        let record = latest()?;
+        let _ = actor.cast(CounterMessage::Resume(record));
+        *held = Some(actor);
+        Ok(())
     }
 
     /// Empties counter `index`'s slot if actor `id` still holds it (a newer actor may
@@ -206,7 +230,9 @@ impl CounterTable {
             return None;
         }
         let retired = actor.take()?;
-        let _ = retired.cast(CounterMessage::Retire);
+        // An actor that is gone already failed: its end is the supervisor's business as
+        // a failure, not a retirement.
+        retired.cast(CounterMessage::Retire).ok()?;
         Some(retired)
     }
 
@@ -248,18 +274,28 @@ impl CounterTable {
             if pending.len() >= FAN_OUT {
                 settle_oldest(&mut pending, &mut answers, until).await;
             }
-            let Some(actor) = lock(slot).clone() else {
-                let idle = records
-                    .get(index)
-                    .map(|&record| CounterState::new(name.clone(), record, self.epoch, now));
-                answers.push((name, idle.map(|state| state.stats(now))));
-                continue;
+            // Asked under the slot's lock, as `deliver` does: a retirement cannot come
+            // between the look and the question.
+            let asked = {
+                let actor = lock(slot);
+                actor.as_ref().and_then(|actor| {
+                    let (tx, rx) = oneshot();
+                    let port = RpcReplyPort::from(tx);
+                    actor.cast(CounterMessage::GetStats(port)).ok().map(|()| rx)
+                })
             };
-            answers.push((name, None));
-            let (tx, rx) = oneshot();
-            let port = RpcReplyPort::from(tx);
-            if actor.cast(CounterMessage::GetStats(port)).is_ok() {
-                pending.push_back((index, rx));
+            match asked {
+                Some(rx) => {
+                    answers.push((name, None));
+                    pending.push_back((index, rx));
+                }
+                // Idle (or its actor just gone): its figures are the store's.
+                None => {
+                    let idle = records
+                        .get(index)
+                        .map(|&record| CounterState::new(name.clone(), record, self.epoch, now));
+                    answers.push((name, idle.map(|state| state.stats(now))));
+                }
             }
         }
         while !pending.is_empty() {
@@ -352,6 +388,30 @@ mod tests {
         }
         let stats = table.ask_all_stats(&[], Instant::now()).await;
         assert!(stats.iter().all(|(_, s)| s.is_none()), "{stats:?}");
+    }
+
+    /// An actor started from an older record is installed with the store's latest
+    /// handed to it first: a message through the table after the install sees it; a
+    /// failed read installs nothing.
+    #[tokio::test]
+    async fn an_installed_counter_holds_the_latest_record_before_any_message() {
+        let table = CounterTable::new("table-install", 1);
+        let mut args = CounterArgs::new(table.name(0).unwrap());
+        args.record = record(1, 1);
+        let (actor, handle) = Actor::spawn(None, Counter, args).await.unwrap();
+        let failed: Result<(), &str> = table.install(0, actor.clone(), || Err("disk"));
+        assert_eq!(failed, Err("disk"));
+        assert_eq!(table.active(), 0, "nothing installed after a failed read");
+        let installed: Result<(), &str> = table.install(0, actor.clone(), || Ok(record(5, 2)));
+        assert_eq!(installed, Ok(()));
+        let (tx, rx) = oneshot();
+        table
+            .deliver(0, CounterMessage::GetValue(RpcReplyPort::from(tx)))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        assert_eq!(rx.await.unwrap(), shared::counter::ValueOutcome(Ok(5)));
+        actor.stop(None);
+        handle.await.unwrap();
     }
 
     /// Messages for a counter that is not running go to the activator; a counter used
