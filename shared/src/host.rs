@@ -56,6 +56,11 @@ pub enum HostMessage {
     /// counters for its `GetStats`, answering within the given milliseconds.
     #[rpc]
     Collect(u64, RpcReplyPort<CollectReply>),
+    /// A batch and the `Sync` after it in one message: the batch is taken as `Batch`'s
+    /// is, and the answer is `Sync`'s for its stream. A sender sends the last batch of a
+    /// burst this way, where it would send a `Batch` and then a `Sync`.
+    #[rpc]
+    SyncedBatch(Batch, RpcReplyPort<StreamMark>),
     /// Hand the batches received so far on to the node's journal, in one message. A
     /// host sends it to itself when a batch arrives and none is pending, so it comes
     /// after every message already queued: under load one hand-off carries many

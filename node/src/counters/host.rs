@@ -284,6 +284,12 @@ impl Actor for CounterHost {
                 // for a node that does not answer, and it sends again.
                 let _ = state.journal(JournalMessage::SyncStream(stream.key(), reply));
             }
+            HostMessage::SyncedBatch(batch, reply) => {
+                let stream = batch.stream.key();
+                state.batch(batch, &myself);
+                // After the batch: the journal gets the pending batches first.
+                let _ = state.journal(JournalMessage::SyncStream(stream, reply));
+            }
             HostMessage::Apply {
                 counter,
                 delta,
@@ -467,6 +473,20 @@ mod tests {
             ractor::call!(host, |r| HostMessage::GetValue(0, r)).unwrap(),
             ValueOutcome(Ok(0))
         );
+        // A batch and its `Sync` in one message: taken, and answered once committed.
+        let synced = Batch {
+            stream: stream(),
+            seq: 3,
+            base: 0,
+            changes: vec![Change {
+                counter: 0,
+                delta: 5,
+                operations: 1,
+            }],
+        };
+        let mark = ractor::call!(host, |r| HostMessage::SyncedBatch(synced, r)).unwrap();
+        assert_eq!((mark.seq, mark.value, mark.operations), (3, 43, 10));
+        assert_eq!(path.store.record(0).unwrap().value, 44);
         again.stop(None);
         again_handle.await.unwrap();
         path.stop().await;

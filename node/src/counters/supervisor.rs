@@ -169,8 +169,8 @@ impl SupervisorState {
                 return;
             }
         };
-        // Should the actor not start, the message is lost with it and its caller hears
-        // nothing (its deadline runs out).
+        // Should the actor not start, the message is dropped with it: a caller in this
+        // process hears an error at once, a remote one when its deadline runs out.
         if let Err(e) = self.activate(index, record, Some(message), myself).await {
             error!(counter = %name, error = %e, "cannot start the counter");
         }

@@ -19,8 +19,10 @@
 //! is kept until the destination acknowledges it. Every [`Limits::fence_every`] batches
 //! the pusher asks the destination's host where the stream stands
 //! ([`HostMessage::Sync`], answered once what came before it is on disk there, with the
-//! last batch committed). An answer short of what was sent, no answer in time, or a new
-//! host for the node (a new session, a new run) sends everything unacknowledged again;
+//! last batch committed); the last batch of a coalesced burst carries its fence in the
+//! same message ([`HostMessage::SyncedBatch`]). An answer short of what was sent, no
+//! answer in time, or a new host for the node (a new session, a new run) sends
+//! everything unacknowledged again;
 //! the destination takes each batch once. A node that is gone keeps its stream, parked,
 //! until it is back.
 //!
@@ -59,13 +61,12 @@ use std::time::Duration;
 use ractor::{ActorId, ActorRef};
 use shared::counter::Delta;
 use shared::host::{Batch, Change, HostMessage, StreamId, StreamMark};
-use tokio::time::Instant;
 use tracing::{error, info};
 
 use super::outbox::{Adopt, OutBatch, Outbox};
 use super::tally::IssuedTally;
 use super::window::{Answer, Fence, Window};
-use crate::cluster::rpc::call_until;
+use crate::cluster::rpc::ask;
 use crate::store::{Discrepancy, Sum};
 
 /// How long a fence's answer may take before everything unacknowledged is sent again
@@ -685,61 +686,84 @@ impl Pusher {
         if !lane.verified && lane.fences_out == 0 {
             // Where the stream stands there comes first (see the module documentation).
             let fence = lane.window.fence_now();
-            Self::fence(&self.stream, &self.notify, lane, &host, fence);
+            Self::fence(&self.stream, &self.notify, lane, &host, fence, None);
         }
-        for seq in lane.window.sendable() {
+        let sendable = lane.window.sendable();
+        let last = *sendable.end();
+        for seq in sendable {
             let Some(batch) = lane.batch(seq) else {
                 break;
             };
-            let message = HostMessage::Batch(Batch {
+            let batch = Batch {
                 stream: self.stream.clone(),
                 seq,
                 base: lane.window.acked(),
                 changes: batch.changes.clone(),
-            });
-            if host.cast(message).is_err() {
+            };
+            lane.messages += 1;
+            if self.mode == Mode::Coalesced && seq == last && lane.fences_out == 0 {
+                // The end of a burst asks for its acknowledgement in the same message
+                // (the next batch waits for it).
+                let fence = match lane.window.on_sent(seq) {
+                    Some(fence) => fence,
+                    None => lane.window.fence_now(),
+                };
+                if !Self::fence(&self.stream, &self.notify, lane, &host, fence, Some(batch)) {
+                    lane.host = None;
+                    return Offer::Failed;
+                }
+                continue;
+            }
+            if host.cast(HostMessage::Batch(batch)).is_err() {
                 // The host is gone: parked until the targets are refreshed.
                 lane.host = None;
                 return Offer::Failed;
             }
-            lane.messages += 1;
             if let Some(fence) = lane.window.on_sent(seq) {
-                Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                Self::fence(&self.stream, &self.notify, lane, &host, fence, None);
             }
         }
         if self.mode == Mode::Coalesced && lane.fences_out == 0 {
-            // The end of a burst asks for its acknowledgement at once: the next batch
-            // waits for it.
+            // Batches sent earlier and covered by no fence yet (none went now).
             if let Some(fence) = lane.window.fence_rest() {
-                Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                Self::fence(&self.stream, &self.notify, lane, &host, fence, None);
             }
         }
         Offer::Accepted
     }
 
-    /// Asks `host` where the stream stands, for `fence`.
+    /// Asks `host` where the stream stands, for `fence`: with `batch` in the same
+    /// message (the fence's last batch), or alone. Sent now, in order with the batches
+    /// around it; the answer is awaited in a task. Returns false if the host is gone
+    /// (the fence is then answered as unanswered).
     fn fence(
         stream: &StreamId,
         notify: &Arc<dyn Fn(PushEvent) + Send + Sync>,
         lane: &mut Lane,
         host: &ActorRef<HostMessage>,
         fence: Fence,
-    ) {
+        batch: Option<Batch>,
+    ) -> bool {
         lane.fences_out += 1;
-        let (host, notify, stream, node) = (
-            host.clone(),
-            Arc::clone(notify),
-            stream.clone(),
-            lane.node.clone(),
+        let stream = stream.clone();
+        let answer = ask(
+            host,
+            |reply| match batch {
+                Some(batch) => HostMessage::SyncedBatch(batch, reply),
+                None => HostMessage::Sync(stream, reply),
+            },
+            FENCE_TIMEOUT,
         );
+        let sent = answer.is_some();
+        let (id, notify, node) = (host.get_id(), Arc::clone(notify), lane.node.clone());
         tokio::spawn(async move {
-            let id = host.get_id();
-            let committed = call_until(
-                host,
-                |reply| HostMessage::Sync(stream, reply),
-                Instant::now() + FENCE_TIMEOUT,
-            )
-            .await;
+            let committed = match answer {
+                Some(rx) => tokio::time::timeout(FENCE_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
             notify(PushEvent::Answered {
                 node,
                 host: id,
@@ -747,6 +771,7 @@ impl Pusher {
                 committed,
             });
         });
+        sent
     }
 
     /// Takes in one of the events the pusher's tasks and outbox report.
@@ -882,7 +907,7 @@ impl Pusher {
                         Some(lane.window.fence_now())
                     };
                     if let Some(fence) = fence {
-                        Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                        Self::fence(&self.stream, &self.notify, lane, &host, fence, None);
                     }
                 }
             }
@@ -904,7 +929,7 @@ impl Pusher {
         for lane in &mut self.lanes {
             if let Some(host) = lane.host.clone() {
                 if let Some(fence) = lane.window.fence_rest() {
-                    Self::fence(&self.stream, &self.notify, lane, &host, fence);
+                    Self::fence(&self.stream, &self.notify, lane, &host, fence, None);
                 }
             }
         }
@@ -1425,30 +1450,44 @@ mod tests {
         ) -> Result<(), ractor::ActorProcessingErr> {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             match message {
-                HostMessage::Sync(_, reply) => {
-                    let _ = reply.send(StreamMark {
-                        seq: s.applied,
-                        value: i64::try_from(s.value).unwrap_or(i64::MAX),
-                        operations: s.operations,
-                    });
-                }
-                HostMessage::Batch(batch) => {
-                    if s.lose_every > 0 && batch.seq % s.lose_every == 0 && s.lost.insert(batch.seq)
-                    {
-                        return Ok(());
-                    }
-                    if batch.seq == s.applied + 1 {
-                        s.applied = batch.seq;
-                        let (value, operations) = batch.totals().unwrap();
-                        s.value += value;
-                        s.operations += operations;
-                        s.batches += 1;
-                        s.changes += batch.changes.len() as u64;
-                    }
+                HostMessage::Sync(_, reply) => s.answer(reply),
+                HostMessage::Batch(batch) => s.take(batch),
+                HostMessage::SyncedBatch(batch, reply) => {
+                    s.take(batch);
+                    s.answer(reply);
                 }
                 _ => {}
             }
             Ok(())
+        }
+    }
+
+    impl LossyState {
+        /// Takes `batch` if it is the next and not lost on the way.
+        fn take(&mut self, batch: Batch) {
+            if self.lose_every > 0
+                && batch.seq.is_multiple_of(self.lose_every)
+                && self.lost.insert(batch.seq)
+            {
+                return;
+            }
+            if batch.seq == self.applied + 1 {
+                self.applied = batch.seq;
+                let (value, operations) = batch.totals().unwrap();
+                self.value += value;
+                self.operations += operations;
+                self.batches += 1;
+                self.changes += batch.changes.len() as u64;
+            }
+        }
+
+        /// Answers a `Sync` with where the stream stands.
+        fn answer(&self, reply: ractor::RpcReplyPort<StreamMark>) {
+            let _ = reply.send(StreamMark {
+                seq: self.applied,
+                value: i64::try_from(self.value).unwrap_or(i64::MAX),
+                operations: self.operations,
+            });
         }
     }
 
