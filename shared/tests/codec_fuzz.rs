@@ -122,6 +122,7 @@ const VARIANTS: &[&str] = &[
     "Changes",
     "Increment",
     "Sync",
+    "SyncedBatch",
     "Apply",
     "GetValue",
     "GetStats",

@@ -218,6 +218,14 @@ fn a_lying_member_speaks_only_for_itself() {
         })
         .await;
         assert_eq!(synced, None, "a sync of another's stream was answered");
+        let synced_batch = ask(&coordinator_host, |r| {
+            HostMessage::SyncedBatch(batch("worker-1", 1, 1_000_000), r)
+        })
+        .await;
+        assert_eq!(
+            synced_batch, None,
+            "a batch of another's stream, with its fence, was answered"
+        );
         for origin in 0..1_000 {
             coordinator_host
                 .cast(HostMessage::Batch(batch("liar", origin, 1)))

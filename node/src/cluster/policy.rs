@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | its name | with TLS: a member's name only from a node certificate naming it ([`Tls::admits`]); a client certificate opens a client's session only |
 //! | its actors (`NAME/host`, `NAME/agent`) | named after the peer itself: nobody else's host or agent can be mirrored here |
-//! | a batch, or a `Sync`, of stream `S` | `S`'s sender is the peer (a client's streams carry its own session name) |
+//! | a batch, a `Sync` or a `SyncedBatch`, of stream `S` | `S`'s sender is the peer (a client's streams carry its own session name) |
 //! | a heartbeat or a leave notice | from a member, in its own name |
 //!
 //! and each peer has at most [`MAX_MIRRORED`] actors mirrored here. What a member says
@@ -151,7 +151,7 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         // Only these say something about their sender; anything else goes through
         // (the variant is looked at first: it costs nothing).
         let (about, clients_may, refusal) = match variant {
-            "Batch" | "Sync" => (&self.host, true, PolicyRefusal::AnotherStream),
+            "Batch" | "Sync" | "SyncedBatch" => (&self.host, true, PolicyRefusal::AnotherStream),
             "Heartbeat" | "Leaving" => (&self.agent, false, PolicyRefusal::AnotherHeartbeat),
             _ => return true,
         };
@@ -186,8 +186,9 @@ mod tests {
 
     fn cast_args<M: Message>(message: M) -> (String, Vec<u8>) {
         match message.serialize().unwrap() {
-            SerializedMessage::Cast { variant, args, .. } => (variant, args),
-            _ => panic!("not a cast"),
+            SerializedMessage::Cast { variant, args, .. }
+            | SerializedMessage::Call { variant, args, .. } => (variant, args),
+            _ => panic!("not a cast or a call"),
         }
     }
 
@@ -201,16 +202,19 @@ mod tests {
             crate::testing::Hoarder::<HostMessage>::start(Some("policy-me/host"), None).await;
         let (agent, agent_handle) =
             crate::testing::Hoarder::<AgentMessage>::start(Some("policy-me/agent"), None).await;
-        let batch = |sender: &str| {
-            cast_args(HostMessage::Batch(Batch {
-                stream: StreamId {
-                    sender: sender.into(),
-                    origin: 9,
-                },
-                seq: 1,
-                base: 0,
-                changes: Vec::new(),
-            }))
+        let stream_batch = |sender: &str| Batch {
+            stream: StreamId {
+                sender: sender.into(),
+                origin: 9,
+            },
+            seq: 1,
+            base: 0,
+            changes: Vec::new(),
+        };
+        let batch = |sender: &str| cast_args(HostMessage::Batch(stream_batch(sender)));
+        let synced = |sender: &str| {
+            let (reply, _) = ractor::concurrency::oneshot();
+            cast_args(HostMessage::SyncedBatch(stream_batch(sender), reply.into()))
         };
         let beat = |from: &str| {
             cast_args(AgentMessage::Heartbeat(Beat {
@@ -227,6 +231,11 @@ mod tests {
         assert!(
             !deliver("w1@h:1", &host_cell, batch("w2")),
             "another's stream"
+        );
+        assert!(deliver("w1@h:1", &host_cell, synced("w1")));
+        assert!(
+            !deliver("w1@h:1", &host_cell, synced("w2")),
+            "another's stream, with its fence"
         );
         assert!(deliver("~client-7-0@h:1", &host_cell, batch("~client-7-0")));
         assert!(!deliver("~client-7-0@h:1", &host_cell, batch("w1")));
@@ -276,7 +285,7 @@ mod tests {
         // Each refusal is counted by its reason.
         let text = crate::metrics::encode(&crate::metrics::registry(Arc::clone(&facts)));
         for (reason, n) in [
-            ("another_stream", 3),
+            ("another_stream", 4),
             ("another_heartbeat", 3),
             ("another_nodes_actor", 1),
             ("client_actor", 1),
