@@ -145,22 +145,40 @@ impl CounterState {
 
     /// The counter's statistics at `now`.
     pub(crate) fn stats(&self, now: Instant) -> CounterStats {
-        let uptime = now.saturating_duration_since(self.started);
-        let secs = uptime.as_secs_f64();
-        let record = &self.record;
-        CounterStats {
-            name: self.name.clone(),
-            value: record.value,
-            operations: record.operations,
-            rejected: record.rejected,
-            ops_per_sec: if secs > 0.0 {
-                record.operations as f64 / secs
-            } else {
-                0.0
-            },
-            recent_ops_per_sec: self.rate.rate(now),
-            uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
-        }
+        stats_of(
+            self.name.clone(),
+            &self.record,
+            self.started,
+            now,
+            self.rate.rate(now),
+        )
+    }
+}
+
+/// A counter's statistics at `now` from its figures, its start and its recent rate: a
+/// running counter's, or an idle one's from its record in the store (recent rate 0: the
+/// rate window lives with the actor).
+pub(crate) fn stats_of(
+    name: String,
+    record: &CounterRecord,
+    started: Instant,
+    now: Instant,
+    recent_ops_per_sec: f64,
+) -> CounterStats {
+    let uptime = now.saturating_duration_since(started);
+    let secs = uptime.as_secs_f64();
+    CounterStats {
+        name,
+        value: record.value,
+        operations: record.operations,
+        rejected: record.rejected,
+        ops_per_sec: if secs > 0.0 {
+            record.operations as f64 / secs
+        } else {
+            0.0
+        },
+        recent_ops_per_sec,
+        uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
     }
 }
 

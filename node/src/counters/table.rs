@@ -33,7 +33,7 @@ use shared::counter::{CounterError, CounterStats, StatsOutcome};
 use shared::protocol::counter_name;
 use tokio::time::Instant;
 
-use super::counter::{CounterMessage, CounterState};
+use super::counter::{stats_of, CounterMessage};
 use super::record::CounterRecord;
 
 /// Counter calls one collection keeps in flight at once on this node: enough to keep
@@ -293,8 +293,8 @@ impl CounterTable {
                 None => {
                     let idle = records
                         .get(index)
-                        .map(|&record| CounterState::new(name.clone(), record, self.epoch, now));
-                    answers.push((name, idle.map(|state| state.stats(now))));
+                        .map(|record| stats_of(name.clone(), record, self.epoch, now, 0.0));
+                    answers.push((name, idle));
                 }
             }
         }
