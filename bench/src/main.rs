@@ -15,6 +15,7 @@
 //! Nothing here is part of a running node: the one-call-after-another baseline in
 //! particular runs in this process, over its own connections to every node.
 
+mod big_node;
 mod light;
 mod nodes;
 mod raw_tcp;
@@ -72,6 +73,20 @@ struct BenchOptions {
     /// AOF `always` taking one client's INCRs at the same rate.
     #[arg(long, conflicts_with = "scale")]
     light: bool,
+    /// Instead: a node of --big-counters counters, --big-active of them running, and
+    /// a coordinator: their memory after full collections, and how long a collection
+    /// takes.
+    #[arg(long, conflicts_with_all = ["scale", "light"])]
+    big_node: bool,
+    /// Counters on the worker with --big-node.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    big_counters: u32,
+    /// Of them, counters started (running as actors) with --big-node.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    big_active: u32,
+    /// With --big-node: the big node is the coordinator itself, alone.
+    #[arg(long, requires = "big_node")]
+    big_alone: bool,
     /// Nodes with --light.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     light_nodes: u32,
@@ -186,6 +201,19 @@ async fn run(options: BenchOptions) -> Result<(), CommandError> {
         } else {
             light::light_table(&report)
         }
+    } else if options.big_node {
+        let report = big_node::big_node(
+            &dir,
+            options.big_counters,
+            options.big_active,
+            options.big_alone,
+        )
+        .await?;
+        if options.json {
+            json(&report)?
+        } else {
+            big_node::big_node_table(&report)
+        }
     } else if options.scale {
         let report = scale(&options, &dir).await?;
         if options.json {
@@ -209,7 +237,7 @@ fn json(value: &impl Serialize) -> Result<String, CommandError> {
     serde_json::to_string_pretty(value).map_err(|e| CommandError::Local(e.to_string()))
 }
 
-fn step(what: &str) {
+pub(crate) fn step(what: &str) {
     eprintln!("node-bench: {what}");
 }
 
@@ -483,7 +511,7 @@ async fn store_commits(addr: &str) -> Result<u64, CommandError> {
 
 /// Waits until a collection through `addr` sees `nodes` nodes and `counters` counters,
 /// all answering.
-async fn wait_for_cluster(
+pub(crate) async fn wait_for_cluster(
     addr: &str,
     nodes: usize,
     counters: u32,
@@ -522,7 +550,10 @@ async fn wait_for_cluster(
     )))
 }
 
-async fn stats(client: &ClusterClient, deadline: Duration) -> Result<ClusterStats, CommandError> {
+pub(crate) async fn stats(
+    client: &ClusterClient,
+    deadline: Duration,
+) -> Result<ClusterStats, CommandError> {
     let request = ClientRequest::Stats {
         deadline_ms: deadline.as_millis() as u64,
         per_counter: false,

@@ -75,8 +75,10 @@ pub(crate) struct ServeArgs {
     #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
     pub join: Vec<String>,
 
-    /// Number of counters this node hosts.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    /// Number of counters this node hosts (at most 1,000,000). A counter runs as an
+    /// actor only while it is used (see --counter-idle-secs); an idle one is a record
+    /// in the store.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=i64::from(shared::protocol::MAX_COUNTERS)))]
     pub counters: u32,
 
     /// The cluster's shared secret.

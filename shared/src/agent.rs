@@ -99,9 +99,9 @@ pub enum ClientRequest {
     Stats {
         /// The collection's deadline in milliseconds.
         deadline_ms: u64,
-        /// Include one line per counter (false: totals, nodes and missing counters
-        /// only; what a cluster of 100,000s of counters needs to stay under the
-        /// 16 MiB frame limit).
+        /// Include one line per counter (false: totals, nodes and at most
+        /// [`MISSING_NAMES`] missing counters' names; what a cluster of 100,000s of
+        /// counters needs to stay under the 16 MiB frame limit).
         per_counter: bool,
     },
     /// The coordinator aggregator's most recent periodic collection.
@@ -232,10 +232,24 @@ pub enum ClientError {
         /// The node that was asked.
         from: String,
     },
+    /// The answer would not fit one message.
+    #[error(
+        "the answer takes {bytes} bytes to decode, more than one message may ({limit}): ask for totals only (node stats --totals, or GET /stats?totals=true)"
+    )]
+    TooLarge {
+        /// What decoding it takes: its bytes, and the memory its lists are given.
+        bytes: u64,
+        /// The most a message carries.
+        limit: u64,
+    },
     /// The node could not serve the request for an internal reason.
     #[error("node failed to serve the request: {0}")]
     Internal(String),
 }
+
+/// Missing counters named, at most, in statistics without per-counter lines (overall,
+/// and per node): their numbers stay exact.
+pub const MISSING_NAMES: usize = 1_000;
 
 /// The answer to [`AgentMessage::Client`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,9 @@
 //! Counters are addressed by their index on the node (`worker-1/3` is index 3 on
 //! `worker-1`). The host forwards each message to that counter, in arrival order, and
 //! the counter handles it like any other: every figure still comes from the counter.
-//! A collection asks each node's host once ([`HostMessage::Collect`]) for all of its
-//! counters' `GetStats`, so the network carries one request per node, not per counter.
+//! A collection asks each node's host ([`HostMessage::Collect`]) for its counters'
+//! `GetStats` a page of [`COLLECT_PAGE`] counters at a time, so the network carries one
+//! request per page, not per counter, and no answer outgrows a frame.
 
 use ractor::RpcReplyPort;
 use ractor_cluster_derive::RactorClusterMessage;
@@ -52,10 +53,18 @@ pub enum HostMessage {
     /// Answer with the counter's own statistics.
     #[rpc]
     GetStats(u32, RpcReplyPort<StatsOutcome>),
-    /// This node's part of a collection: describe the node and ask every one of its
-    /// counters for its `GetStats`, answering within the given milliseconds.
+    /// A page of this node's part of a collection: describe the node and ask counters
+    /// `first` onwards (at most [`COLLECT_PAGE`] of them) for their `GetStats`,
+    /// answering within `deadline_ms`. The answer says where the next page starts.
     #[rpc]
-    Collect(u64, RpcReplyPort<CollectReply>),
+    Collect {
+        /// Milliseconds the host may take.
+        deadline_ms: u64,
+        /// The page's first counter index.
+        first: u32,
+        /// Where the page goes.
+        reply: RpcReplyPort<CollectReply>,
+    },
     /// A batch and the `Sync` after it in one message: the batch is taken as `Batch`'s
     /// is, and the answer is `Sync`'s for its stream. A sender sends the last batch of a
     /// burst this way, where it would send a `Batch` and then a `Sync`.
@@ -69,15 +78,27 @@ pub enum HostMessage {
     Flush,
 }
 
-/// One node's part of a collection: the node's description and each counter's own
-/// `GetStats` answer.
+/// Counters in one page of a collection, at most. A counter's line takes at most 128
+/// bytes on the wire (its name at most 73), and its decoder gives it about 200 bytes
+/// of memory, so a page stays well inside a frame's bound
+/// ([`crate::codec::MAX_MESSAGE_BYTES`], which counts both), and a node of a million
+/// counters answers in 20 pages.
+pub const COLLECT_PAGE: u32 = 50_000;
+
+/// One page of a node's part of a collection: the node's description and the `GetStats`
+/// answers of consecutive counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalReport {
-    /// The node's description of itself.
+    /// The node's description of itself, as of this page.
     pub info: NodeInfo,
-    /// Every counter of the node with its `GetStats` answer, or `None` if it did not
-    /// answer in time.
-    pub counters: Vec<(String, Option<CounterStats>)>,
+    /// Index of the page's first counter.
+    pub first: u32,
+    /// Counters `first`, `first + 1`, ... in order, each with its `GetStats` answer, or
+    /// `None` if it did not answer in time.
+    pub counters: Vec<Option<CounterStats>>,
+    /// Where the next page starts (`first + counters.len()`), or `None` after the
+    /// node's last counter.
+    pub next: Option<u32>,
 }
 
 /// The answer to [`HostMessage::Collect`]: the report, or `None` when the host is
@@ -175,3 +196,38 @@ crate::wire_type!(
     CollectReply,
     StreamMark
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode, MAX_MESSAGE_BYTES};
+    use crate::protocol::{counter_name, MAX_COUNTERS, MAX_NODE_NAME_LEN};
+
+    /// A full page of the longest lines there can be fits a frame with room to spare for
+    /// the node's description.
+    #[test]
+    fn a_full_page_of_the_longest_lines_fits_a_frame() {
+        let node = "n".repeat(MAX_NODE_NAME_LEN);
+        let line = CounterStats {
+            name: counter_name(&node, MAX_COUNTERS - 1),
+            value: i64::MIN,
+            operations: u64::MAX,
+            rejected: u64::MAX,
+            ops_per_sec: f64::MAX,
+            recent_ops_per_sec: f64::MAX,
+            uptime_ms: u64::MAX,
+        };
+        let one = encode(&Some(line.clone())).unwrap().len();
+        assert!(one <= 128, "a line takes {one} bytes");
+        let page = vec![Some(line); COLLECT_PAGE as usize];
+        let bytes = encode(&page).unwrap();
+        assert!(
+            bytes.len() + 8 * 1024 * 1024 <= MAX_MESSAGE_BYTES,
+            "a page takes {} bytes",
+            bytes.len()
+        );
+        // Decoding counts the memory given to the list too, against the same bound.
+        let decoded: Vec<Option<CounterStats>> = decode(&bytes).unwrap();
+        assert_eq!(decoded, page);
+    }
+}

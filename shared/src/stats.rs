@@ -65,7 +65,9 @@ pub struct ClusterStats {
     pub unvouched_value: i128,
     /// Operations the nodes' streams and their receivers disagree on, over all nodes.
     pub unvouched_operations: i128,
-    /// Counters that did not answer in time, or whose node is unreachable.
+    /// Counters that did not answer in time, or whose node is unreachable (in an answer
+    /// without per-counter lines, at most [`crate::agent::MISSING_NAMES`] of them:
+    /// `known_counters - num_counters` is how many there are).
     pub missing_counters: Vec<String>,
     /// Members that do not see each other as up (`"a -> b"`: `a` does not see `b`). A
     /// collection is complete only over a full mesh.
@@ -109,7 +111,8 @@ pub struct NodeStats {
     /// Counters that answered, sorted by name.
     pub counters: Vec<CounterReport>,
     /// Counters of this node that did not answer in time (all of them, by name, when
-    /// the node is unreachable).
+    /// the node is unreachable; at most [`crate::agent::MISSING_NAMES`] in an answer
+    /// without per-counter lines).
     pub missing_counters: Vec<String>,
 }
 

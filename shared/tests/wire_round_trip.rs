@@ -187,11 +187,15 @@ fn data_types_round_trip() {
             store_commits: 0,
             known_peers: vec![],
         },
-        counters: vec![("n/0".into(), None), ("n/1".into(), Some(sample_counter()))],
+        first: 50_000,
+        counters: vec![None, Some(sample_counter())],
+        next: Some(50_002),
     });
     round_trip(CollectReply(Some(LocalReport {
         info: sample_info(),
-        counters: vec![("n/0".into(), Some(sample_counter()))],
+        first: 0,
+        counters: vec![Some(sample_counter())],
+        next: None,
     })));
     round_trip(Beat {
         from: "n".into(),
@@ -363,14 +367,24 @@ async fn rpc_messages_round_trip_through_bytes() {
     )
     .await;
     rpc_round_trip(
-        |reply| HostMessage::Collect(250, reply),
+        |reply| HostMessage::Collect {
+            deadline_ms: 250,
+            first: 7,
+            reply,
+        },
         |m, r| match m {
-            HostMessage::Collect(250, reply) => reply.send(r).unwrap(),
+            HostMessage::Collect {
+                deadline_ms: 250,
+                first: 7,
+                reply,
+            } => reply.send(r).unwrap(),
             _ => panic!("wrong variant"),
         },
         CollectReply(Some(LocalReport {
             info: sample_info(),
-            counters: vec![("n/0".into(), None)],
+            first: 7,
+            counters: vec![None],
+            next: None,
         })),
     )
     .await;

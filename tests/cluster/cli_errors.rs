@@ -68,7 +68,7 @@ fn bad_arguments_get_clap_errors() {
         vec!["--listen", "127.0.0.1:99999"],
         vec!["--join", ":4697"],
         vec!["--join", "bad host:4697"],
-        vec!["--counters", "100001"],
+        vec!["--counters", "1000001"],
         vec!["--counters", "-1"],
         vec!["--load", "-5"],
         vec!["--failure-timeout", "0.01"],

@@ -96,11 +96,12 @@ impl Actor for LyingHost {
         received: &mut u64,
     ) -> Result<(), ActorProcessingErr> {
         *received += 1;
-        if let HostMessage::Collect(_, reply) = message {
-            let counters = vec![("worker-1/0".to_string(), None)];
+        if let HostMessage::Collect { first, reply, .. } = message {
             let _ = reply.send(CollectReply(Some(LocalReport {
                 info: lie(),
-                counters,
+                first,
+                counters: vec![None],
+                next: None,
             })));
         }
         Ok(())

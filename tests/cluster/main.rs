@@ -20,6 +20,7 @@ mod exactly_once;
 mod faults;
 mod hostile;
 mod http;
+mod large;
 mod load;
 mod lying_member;
 mod membership;

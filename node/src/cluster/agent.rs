@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
-use shared::agent::{AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest};
+use shared::agent::{
+    AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, MISSING_NAMES,
+};
+use shared::codec::{encoded_len, MAX_MESSAGE_BYTES};
 use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
 use shared::host::HostMessage;
 use shared::protocol::{counter_name, parse_counter_name, validate_change_id, NODES_GROUP};
-use shared::stats::ClusterStats;
+use shared::stats::{ClusterStats, CounterReport, NodeStats};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::info;
@@ -136,15 +139,15 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
             per_counter,
         } => {
             let deadline = Duration::from_millis(deadline_ms.max(1)).min(MAX_CLIENT_DEADLINE);
-            let stats = collect(facts, deadline).await;
+            let stats = Arc::new(collect(facts, deadline).await);
             if let Some(aggregator) = aggregator(args) {
                 // The coordinator's view stays current with every fresh collection.
                 let _ = aggregator.cast(AggregatorMessage::Collected {
-                    stats: Box::new(stats.clone()),
+                    stats: Arc::clone(&stats),
                     periodic: false,
                 });
             }
-            Ok(ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
+            answer(stats, per_counter).await
         }
         ClientRequest::LastStats { per_counter } => {
             if args.aggregator.is_none() {
@@ -153,11 +156,11 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
             let aggregator = aggregator(args)
                 .ok_or_else(|| ClientError::Internal("the aggregator is restarting".into()))?;
             let until = Instant::now() + Duration::from_secs(1);
-            call_until(aggregator, AggregatorMessage::GetTotalStats, until)
+            let last = call_until(aggregator, AggregatorMessage::GetTotalStats, until)
                 .await
                 .ok_or_else(|| ClientError::Internal("aggregator did not answer".into()))?
-                .map(|stats| ClientAnswer::Stats(Box::new(detail(stats, per_counter))))
-                .ok_or(ClientError::NotCollectedYet)
+                .ok_or(ClientError::NotCollectedYet)?;
+            answer(last, per_counter).await
         }
         ClientRequest::Apply { counter, delta, id } => {
             validate_change_id(&id).map_err(ClientError::Internal)?;
@@ -216,14 +219,75 @@ fn aggregator(args: &AgentArgs) -> Option<ActorRef<AggregatorMessage>> {
     ActorRef::where_is(args.aggregator.clone()?)
 }
 
-/// Drops the per-counter lines unless the client asked for them.
-fn detail(mut stats: ClusterStats, per_counter: bool) -> ClusterStats {
-    if !per_counter {
-        for node in &mut stats.nodes {
-            node.counters = Vec::new();
-        }
+/// The answer's copy of `stats`: without the per-counter lines unless the client asked
+/// for them, and then naming at most [`MISSING_NAMES`] missing counters (overall and
+/// per node).
+fn detail(stats: &ClusterStats, per_counter: bool) -> ClusterStats {
+    if per_counter {
+        return stats.clone();
     }
-    stats
+    let nodes = stats
+        .nodes
+        .iter()
+        .map(|node| NodeStats {
+            counters: Vec::new(),
+            missing_counters: first_names(&node.missing_counters),
+            received: node.received.clone(),
+            name: node.name.clone(),
+            role: node.role,
+            advertise: node.advertise.clone(),
+            ..*node
+        })
+        .collect();
+    ClusterStats {
+        collected_by: stats.collected_by.clone(),
+        missing_counters: first_names(&stats.missing_counters),
+        missing_links: stats.missing_links.clone(),
+        nodes,
+        ..*stats
+    }
+}
+
+fn first_names(names: &[String]) -> Vec<String> {
+    names.iter().take(MISSING_NAMES).cloned().collect()
+}
+
+/// The answer with `stats`: built on a blocking thread, as copying and sizing a million
+/// lines would hold up an async worker (and with it heartbeats).
+async fn answer(stats: Arc<ClusterStats>, per_counter: bool) -> Result<ClientAnswer, ClientError> {
+    crate::runtime::busy_poll::spawn_blocking(move || fitting(detail(&stats, per_counter)))
+        .await
+        .map_err(|e| ClientError::Internal(format!("building the answer failed: {e}")))?
+}
+
+/// Room left in a message for what wraps the answer (the reply, the actor's address).
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// `stats` as the answer, if the client can take it; otherwise why not, and what to ask
+/// instead. What a decoder may take is bounded ([`MAX_MESSAGE_BYTES`]) and counts, on
+/// top of the bytes, the memory each list is given: a line per counter is 64 bytes
+/// there, so the bound is met at about 250,000 lines, long before the bytes reach it.
+fn fitting(stats: ClusterStats) -> Result<ClientAnswer, ClientError> {
+    let limit = MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
+    let bytes = encoded_len(&stats).map_err(|e| ClientError::Internal(e.to_string()))?;
+    let lines: usize = stats.nodes.iter().map(|n| n.counters.len()).sum();
+    let names = stats.missing_counters.len()
+        + stats
+            .nodes
+            .iter()
+            .map(|n| n.missing_counters.len())
+            .sum::<usize>();
+    let decoded = bytes
+        + lines * std::mem::size_of::<CounterReport>()
+        + names * std::mem::size_of::<String>()
+        + stats.nodes.len() * std::mem::size_of::<NodeStats>();
+    if decoded > limit {
+        return Err(ClientError::TooLarge {
+            bytes: decoded as u64,
+            limit: limit as u64,
+        });
+    }
+    Ok(ClientAnswer::Stats(Box::new(stats)))
 }
 
 /// A counter's answer (or its absence) as the client's answer.
@@ -276,8 +340,46 @@ fn unknown(facts: &NodeFacts, counter: &str) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::membership::{PeerStatus, PeerView};
     use crate::testing::Hoarder;
-    use shared::protocol::HOSTS_GROUP;
+    use shared::protocol::{Role, HOSTS_GROUP};
+
+    /// A collection by `me` of nothing, where an unreachable peer `far` hosts `counters`
+    /// counters (all missing, by name).
+    fn far_away(counters: u32) -> ClusterStats {
+        let far = PeerView {
+            name: "far".into(),
+            addr: "far:4697".into(),
+            status: PeerStatus::Unreachable,
+            since_ms: 1,
+            role: Some(Role::Worker),
+            counters: Some(counters),
+            sees_up: None,
+            round_trip: None,
+        };
+        crate::stats::summarize::summarize("me", vec![far], Vec::new(), Vec::new())
+    }
+
+    /// Without per-counter lines an answer names at most [`MISSING_NAMES`] missing
+    /// counters, overall and per node, and keeps their numbers; an answer a client
+    /// could not decode is refused with what to ask instead.
+    #[test]
+    fn an_answer_is_cut_to_what_a_message_carries() {
+        let stats = far_away(300_000);
+        assert_eq!(stats.missing_counters.len(), 300_000);
+        let totals = detail(&stats, false);
+        assert_eq!(totals.missing_counters.len(), MISSING_NAMES);
+        assert!(totals
+            .nodes
+            .iter()
+            .all(|n| n.missing_counters.len() <= MISSING_NAMES));
+        assert_eq!(totals.known_counters, 300_000);
+        assert!(matches!(fitting(totals), Ok(ClientAnswer::Stats(_))));
+        let refused = fitting(detail(&stats, true)).unwrap_err();
+        assert!(matches!(refused, ClientError::TooLarge { .. }), "{refused}");
+        assert!(refused.to_string().contains("--totals"), "{refused}");
+        assert!(fitting(detail(&far_away(1_000), true)).is_ok());
+    }
 
     /// Client commands run in tasks, at most [`MAX_CLIENT_REQUESTS`] at once: one more
     /// is told the node is busy, and the agent itself goes on answering meanwhile.

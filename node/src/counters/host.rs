@@ -20,8 +20,9 @@
 //! and the host hands over the caller's reply port. A counter that is not running is
 //! started from the store first ([`CounterTable::deliver`]).
 //!
-//! A collection asks the host once (`Collect`) for every counter's `GetStats`. The host
-//! never waits for them itself: it starts the fan-out in a task and goes on forwarding
+//! A collection asks the host (`Collect`) for its counters' `GetStats`, a page of
+//! [`COLLECT_PAGE`] counters at a time, each page answered with where the next one
+//! starts. The host never waits for them itself: it starts the fan-out in a task and goes on forwarding
 //! changes. At most [`MAX_COLLECTIONS`] such tasks collect at once (a semaphore whose
 //! permits free themselves when a task ends); up to [`MAX_WAITING_COLLECTIONS`] more
 //! wait for a permit until their own deadline. Beyond that the host answers at once that
@@ -33,6 +34,7 @@
 //! again on the first failed send.
 //!
 //! [`CounterTable`]: super::table::CounterTable
+//! [`COLLECT_PAGE`]: shared::host::COLLECT_PAGE
 //! [`CounterTable::deliver`]: super::table::CounterTable::deliver
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +43,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use shared::counter::{ApplyOutcome, CounterError, StatsOutcome, ValueOutcome};
-use shared::host::{Batch, CollectReply, HostMessage, LocalReport};
+use shared::host::{Batch, CollectReply, HostMessage, LocalReport, COLLECT_PAGE};
 use shared::protocol::{counter_name, validate_change_id, HOSTS_GROUP};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -184,10 +186,11 @@ impl HostState {
         }
     }
 
-    /// Starts this node's part of a collection in a task (which may first wait, until
-    /// the collection's deadline, for one of the running ones to end), or answers `None`
-    /// at once if as many are running and waiting as allowed.
-    fn collect(&self, deadline: Duration, reply: ractor::RpcReplyPort<CollectReply>) {
+    /// Starts a page of this node's part of a collection, counters `first` onwards, in a
+    /// task (which may first wait, until the collection's deadline, for one of the
+    /// running ones to end), or answers `None` at once if as many are running and
+    /// waiting as allowed.
+    fn collect(&self, deadline: Duration, first: u32, reply: ractor::RpcReplyPort<CollectReply>) {
         let semaphore = Arc::clone(&self.collections);
         let permit = match Arc::clone(&semaphore).try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -224,7 +227,10 @@ impl HostState {
             // the node says it applied. Read even if every counter runs now: one may be
             // retired while the collection goes on.
             let len = table.len();
-            let read = crate::runtime::busy_poll::spawn_blocking(move || store.records(len));
+            let first = first.min(len);
+            let page = first..len.min(first.saturating_add(COLLECT_PAGE));
+            let indices = page.clone();
+            let read = crate::runtime::busy_poll::spawn_blocking(move || store.records(indices));
             let records = match read.await {
                 Ok(Ok(records)) => records,
                 failed => {
@@ -238,8 +244,15 @@ impl HostState {
                     Vec::new()
                 }
             };
-            let counters = table.ask_all_stats(&records, until).await;
-            let _ = reply.send(CollectReply(Some(LocalReport { info, counters })));
+            let counters = table.ask_stats(page.clone(), &records, until).await;
+            let next = (page.end < len).then_some(page.end);
+            let report = LocalReport {
+                info,
+                first,
+                counters,
+                next,
+            };
+            let _ = reply.send(CollectReply(Some(report)));
             drop(permit);
         });
     }
@@ -329,8 +342,12 @@ impl Actor for CounterHost {
                     let _ = reply.send(StatsOutcome(Err(error)));
                 }
             }
-            HostMessage::Collect(deadline_ms, reply) => {
-                state.collect(Duration::from_millis(deadline_ms), reply);
+            HostMessage::Collect {
+                deadline_ms,
+                first,
+                reply,
+            } => {
+                state.collect(Duration::from_millis(deadline_ms), first, reply);
             }
         }
         Ok(())
@@ -443,19 +460,19 @@ mod tests {
             ValueOutcome(Err(CounterError::NoSuchCounter("host-test/5".into())))
         );
 
-        // One call collects every counter: the running one answers, the other is read
-        // from the store.
-        let CollectReply(report) = ractor::call!(host, |r| HostMessage::Collect(1000, r)).unwrap();
-        let report = report.expect("not busy");
+        // One call collects every counter (they fit one page): the running one
+        // answers, the other is read from the store.
+        let report = collect_page(&host, 0).await;
         assert_eq!(report.info.name, "host-test");
+        assert_eq!((report.first, report.next), (0, None));
         let values: Vec<_> = report
             .counters
             .iter()
-            .map(|(n, s)| (n.as_str(), s.as_ref().map(|s| s.value)))
+            .map(|s| s.as_ref().map(|s| (s.name.as_str(), s.value)))
             .collect();
         assert_eq!(
             values,
-            [("host-test/0", Some(39)), ("host-test/1", Some(0))]
+            [Some(("host-test/0", 39)), Some(("host-test/1", 0))]
         );
 
         // A counter restarted since is found again.
@@ -505,11 +522,20 @@ mod tests {
         let mut running = Vec::new();
         for _ in 0..MAX_COLLECTIONS + MAX_WAITING_COLLECTIONS {
             let (tx, rx) = ractor::concurrency::oneshot();
-            host.cast(HostMessage::Collect(60_000, tx.into())).unwrap();
+            let ask = HostMessage::Collect {
+                deadline_ms: 60_000,
+                first: 0,
+                reply: tx.into(),
+            };
+            host.cast(ask).unwrap();
             running.push(rx);
         }
-        let CollectReply(refused) =
-            ractor::call!(host, |r| HostMessage::Collect(60_000, r)).unwrap();
+        let CollectReply(refused) = ractor::call!(host, |reply| HostMessage::Collect {
+            deadline_ms: 60_000,
+            first: 0,
+            reply
+        })
+        .unwrap();
         assert!(
             refused.is_none(),
             "a collection beyond the bound was queued"
@@ -529,6 +555,53 @@ mod tests {
             let CollectReply(report) = rx.await.unwrap();
             assert!(report.is_some());
         }
+        path.stop().await;
+    }
+
+    /// Page `first` of the host's part of a collection.
+    async fn collect_page(host: &ActorRef<HostMessage>, first: u32) -> LocalReport {
+        let CollectReply(report) = ractor::call!(host, |reply| HostMessage::Collect {
+            deadline_ms: 10_000,
+            first,
+            reply
+        })
+        .unwrap();
+        report.expect("not busy")
+    }
+
+    /// A node of more counters than a page answers in consecutive pages, each saying
+    /// where the next starts, every counter once and by its own name; a page asked past
+    /// the end is empty.
+    #[tokio::test]
+    async fn a_large_node_answers_in_pages() {
+        let counters = 2 * COLLECT_PAGE + 7;
+        let facts = Arc::new(NodeFacts::for_tests("host-pages", counters));
+        let path = WritePath::start(&facts).await;
+        let host = path.host.clone();
+        let (mut first, mut pages, mut seen) = (Some(0), 0, 0u32);
+        while let Some(at) = first {
+            let report = collect_page(&host, at).await;
+            assert_eq!(report.first, at);
+            assert!(report.counters.len() <= COLLECT_PAGE as usize);
+            for (offset, stats) in report.counters.iter().enumerate() {
+                let stats = stats
+                    .as_ref()
+                    .expect("an idle counter is read from the store");
+                assert_eq!(stats.name, counter_name("host-pages", at + offset as u32));
+            }
+            seen += report.counters.len() as u32;
+            pages += 1;
+            first = report.next;
+            if let Some(next) = first {
+                assert_eq!(next, at + report.counters.len() as u32);
+            }
+        }
+        assert_eq!((pages, seen), (3, counters));
+        let past = collect_page(&host, counters + 5).await;
+        assert_eq!(
+            (past.first, past.counters.len(), past.next),
+            (counters, 0, None)
+        );
         path.stop().await;
     }
 }

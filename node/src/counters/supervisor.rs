@@ -191,7 +191,7 @@ impl SupervisorState {
     /// first [`IDLE_FINAL_LINES`], then one line for the rest.
     fn log_idle_final_values(&self) {
         let table = &self.args.table;
-        let records = match self.args.store.records(table.len()) {
+        let records = match self.args.store.records(0..table.len()) {
             Ok(records) => records,
             Err(e) => {
                 error!(error = %e, "cannot read the idle counters' final values from the store");

@@ -9,7 +9,7 @@
 //! retires a counter that has not been used for the idle period
 //! ([`CounterTable::retire_if_idle`]). Whatever runs, the store holds every counter's
 //! committed figures, and a collection reads an idle counter's from there
-//! ([`CounterTable::ask_all_stats`]), without activating it.
+//! ([`CounterTable::ask_stats`]), without activating it.
 //!
 //! Handing a message to a running actor (a delivery, a collection's question),
 //! retiring it and installing a new one all happen under the counter's slot lock: a
@@ -24,6 +24,7 @@
 //! [`CounterHost`]: super::host::CounterHost
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -256,21 +257,25 @@ impl CounterTable {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Every counter's statistics: a running counter's own `GetStats` answer (`None` if
-    /// it did not answer by `until`), an idle counter's from `records` (the store's, read
-    /// after the collection began), computed as the counter would (its recent rate 0:
-    /// it has had no change for the idle period). At most [`FAN_OUT`] calls are in
-    /// flight at once; no task is spawned per counter, and no idle counter is activated.
-    pub(crate) async fn ask_all_stats(
+    /// The statistics of counters `indices`, in order: a running counter's own
+    /// `GetStats` answer (`None` if it did not answer by `until`), an idle counter's from
+    /// `records` (the store's records of `indices`, read after the collection began),
+    /// computed as the counter would (its recent rate 0: it has had no change for the
+    /// idle period). At most [`FAN_OUT`] calls are in flight at once; no task is spawned
+    /// per counter, and no idle counter is activated.
+    pub(crate) async fn ask_stats(
         &self,
+        indices: Range<u32>,
         records: &[CounterRecord],
         until: Instant,
-    ) -> Vec<(String, Option<CounterStats>)> {
-        let mut answers = Vec::with_capacity(self.slots.len());
+    ) -> Vec<Option<CounterStats>> {
+        let first = indices.start;
+        let end = (indices.end as usize).min(self.slots.len());
+        let slots = self.slots.get(first as usize..end).unwrap_or_default();
+        let mut answers = Vec::with_capacity(slots.len());
         let mut pending: VecDeque<(usize, OneshotReceiver<StatsOutcome>)> = VecDeque::new();
         let now = std::time::Instant::now();
-        for (index, slot) in self.slots.iter().enumerate() {
-            let name = counter_name(&self.node, index as u32);
+        for (at, slot) in slots.iter().enumerate() {
             if pending.len() >= FAN_OUT {
                 settle_oldest(&mut pending, &mut answers, until).await;
             }
@@ -286,15 +291,21 @@ impl CounterTable {
             };
             match asked {
                 Some(rx) => {
-                    answers.push((name, None));
-                    pending.push_back((index, rx));
+                    answers.push(None);
+                    pending.push_back((at, rx));
                 }
                 // Idle (or its actor just gone): its figures are the store's.
                 None => {
-                    let idle = records
-                        .get(index)
-                        .map(|record| stats_of(name.clone(), record, self.epoch, now, 0.0));
-                    answers.push((name, idle));
+                    let index = first + at as u32;
+                    answers.push(records.get(at).map(|record| {
+                        stats_of(
+                            counter_name(&self.node, index),
+                            record,
+                            self.epoch,
+                            now,
+                            0.0,
+                        )
+                    }));
                 }
             }
         }
@@ -308,14 +319,14 @@ impl CounterTable {
 /// Waits (until `until` at most) for the oldest pending answer and records it.
 async fn settle_oldest(
     pending: &mut VecDeque<(usize, OneshotReceiver<StatsOutcome>)>,
-    answers: &mut [(String, Option<CounterStats>)],
+    answers: &mut [Option<CounterStats>],
     until: Instant,
 ) {
-    let Some((index, rx)) = pending.pop_front() else {
+    let Some((at, rx)) = pending.pop_front() else {
         return;
     };
     if let Ok(Ok(StatsOutcome(Ok(stats)))) = tokio::time::timeout_at(until, rx).await {
-        answers[index].1 = Some(stats);
+        answers[at] = Some(stats);
     }
 }
 
@@ -365,29 +376,43 @@ mod tests {
         // The store's records: counter 1 is idle, and read from them.
         let records = [record(100, 1), record(7, 1), record(300, 1)];
         let stats = table
-            .ask_all_stats(&records, Instant::now() + Duration::from_secs(5))
+            .ask_stats(0..3, &records, Instant::now() + Duration::from_secs(5))
             .await;
         let values: Vec<_> = stats
             .iter()
-            .map(|(name, s)| (name.as_str(), s.as_ref().map(|s| s.value)))
+            .map(|s| s.as_ref().map(|s| (s.name.as_str(), s.value)))
             .collect();
         assert_eq!(
             values,
             [
-                ("table-test/0", Some(1)),
-                ("table-test/1", Some(7)),
-                ("table-test/2", Some(3))
+                Some(("table-test/0", 1)),
+                Some(("table-test/1", 7)),
+                Some(("table-test/2", 3))
             ]
         );
-        assert_eq!(stats[1].1.as_ref().unwrap().recent_ops_per_sec, 0.0);
+        assert_eq!(stats[1].as_ref().unwrap().recent_ops_per_sec, 0.0);
+        // A page from the middle: its records are the page's, and it ends with the
+        // table.
+        let page = table
+            .ask_stats(1..5, &records[1..], Instant::now() + Duration::from_secs(5))
+            .await;
+        let values: Vec<_> = page
+            .iter()
+            .map(|s| s.as_ref().map(|s| (s.name.as_str(), s.value)))
+            .collect();
+        assert_eq!(
+            values,
+            [Some(("table-test/1", 7)), Some(("table-test/2", 3))]
+        );
         // Actors that are gone answer nothing, and a deadline that has passed does not
         // wait for them; an idle counter without a record has no figures either.
         for (actor, handle) in running {
             actor.stop(None);
             handle.await.unwrap();
         }
-        let stats = table.ask_all_stats(&[], Instant::now()).await;
-        assert!(stats.iter().all(|(_, s)| s.is_none()), "{stats:?}");
+        let stats = table.ask_stats(0..3, &[], Instant::now()).await;
+        assert_eq!(stats.len(), 3);
+        assert!(stats.iter().all(Option::is_none), "{stats:?}");
     }
 
     /// An actor started from an older record is installed with the store's latest

@@ -195,6 +195,7 @@ impl From<ClientError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             E::FaultInjectionDisabled(_) => StatusCode::FORBIDDEN,
+            E::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error.to_string())

@@ -38,7 +38,9 @@ pub(crate) struct AggregatorArgs {
 /// The aggregator's state.
 pub(crate) struct AggregatorState {
     args: AggregatorArgs,
-    last: Option<ClusterStats>,
+    /// Shared with whoever asks for it: a collection of a million counters is about
+    /// 80 MB, and is never copied here.
+    last: Option<Arc<ClusterStats>>,
     periodic_in_flight: bool,
     _ticker: Ticker,
 }
@@ -49,11 +51,11 @@ pub(crate) enum AggregatorMessage {
     /// Time for a periodic collection.
     Tick,
     /// Answer with the most recent collection (`None` before the first one finishes).
-    GetTotalStats(RpcReplyPort<Option<ClusterStats>>),
+    GetTotalStats(RpcReplyPort<Option<Arc<ClusterStats>>>),
     /// A collection finished.
     Collected {
         /// Its result.
-        stats: Box<ClusterStats>,
+        stats: Arc<ClusterStats>,
         /// Whether it was a periodic one (which is logged).
         periodic: bool,
     },
@@ -95,7 +97,7 @@ impl Actor for Aggregator {
                         let stats = collect(&facts, deadline).await;
                         // The aggregator may be stopping; then nobody needs the result.
                         let _ = myself.cast(AggregatorMessage::Collected {
-                            stats: Box::new(stats),
+                            stats: Arc::new(stats),
                             periodic: true,
                         });
                     });
@@ -118,7 +120,7 @@ impl Actor for Aggregator {
                     .as_ref()
                     .is_none_or(|last| last.collected_at_ms <= stats.collected_at_ms);
                 if newer {
-                    state.last = Some(*stats);
+                    state.last = Some(stats);
                 }
             }
         }

@@ -1,20 +1,26 @@
 //! One collection over the whole cluster: ask every node's counter host at once for
-//! its part, and sum what answered before one shared deadline.
+//! its part, page by page, and sum what answered before one shared deadline.
 //!
 //! Nodes are discovered through the hosts group. Each host answers `Collect` with its
-//! node's description and every one of its counters' own `GetStats` (see
-//! [`CounterHost`](crate::counters::host::CounterHost)), so the network carries one
-//! request and one answer per node instead of one per counter. Every call's timeout is
-//! the time left until the same deadline, so a collection never takes much longer than
-//! its deadline whatever the peers do, and no task is spawned per node. Whoever does not
+//! node's description and the `GetStats` of up to [`COLLECT_PAGE`] of its counters
+//! (see [`CounterHost`](crate::counters::host::CounterHost)), and where its next page
+//! starts; so the network carries one request and one answer per page instead of one
+//! per counter, and no answer outgrows a frame. The collection goes in rounds: every
+//! node with pages left is asked for its next one at once. Every call's timeout is the
+//! time left until the same deadline, so a collection never takes much longer than its
+//! deadline whatever the peers do, and no task is spawned per node. Whoever does not
 //! answer in time is reported, never silently dropped: a missing counter is listed in
 //! `missing_counters` and makes the collection incomplete, and so is every counter of a
-//! node that is unreachable or busy.
+//! node that is unreachable or busy, and every counter of the pages a node did not
+//! answer.
 
 use std::time::Duration;
 
-use shared::host::{CollectReply, HostMessage, LocalReport};
-use shared::protocol::parse_counter_name;
+use ractor::ActorRef;
+use shared::agent::NodeInfo;
+use shared::counter::CounterStats;
+use shared::host::{CollectReply, HostMessage, LocalReport, COLLECT_PAGE};
+use shared::protocol::{counter_name, parse_counter_name};
 use shared::stats::ClusterStats;
 use tokio::time::Instant;
 
@@ -24,24 +30,88 @@ use crate::cluster::discovery::hosts;
 use crate::cluster::rpc::{ask, gather};
 use crate::facts::NodeFacts;
 
-/// Share of a collection's time a node gets for its own counters; the rest is for its
-/// answer to travel back.
+/// Share of a page's time a node gets for its own counters; the rest is for its answer
+/// to travel back.
 const NODE_SHARE: f64 = 0.8;
 
-/// Whether node `node`'s report speaks for that node only: its description (see
-/// [`crate::cluster::policy::of_itself`]), and at most as many counters as it says it
-/// has, each named after it, within them, and once. Any other report counts as no
+/// Whether node `node`'s page, asked from counter `first`, speaks for that node only:
+/// its description (see [`crate::cluster::policy::of_itself`]), and the counters it
+/// says it has from `first` on, each named after it and its place, at most a page of
+/// them, with the next page after them and within them. Any other page counts as no
 /// answer.
-fn of_itself(node: &str, report: &LocalReport) -> bool {
-    let counters = report.info.counters;
-    let mut seen = std::collections::HashSet::with_capacity(report.counters.len());
+fn of_itself(node: &str, first: u32, report: &LocalReport) -> bool {
+    let counters = u64::from(report.info.counters);
+    let end = u64::from(first) + report.counters.len() as u64;
+    let next_fits = match report.next {
+        None => true,
+        Some(next) => u64::from(next) == end && end < counters && end > u64::from(first),
+    };
     crate::cluster::policy::of_itself(node, &report.info)
-        && report.counters.len() <= counters as usize
-        && report.counters.iter().all(|(name, _)| {
-            parse_counter_name(name).is_some_and(|(owner, index)| {
-                owner == node && index < counters && seen.insert(index)
+        && report.first == first
+        && report.counters.len() <= COLLECT_PAGE as usize
+        && end <= counters
+        && next_fits
+        && report.counters.iter().zip(first..).all(|(stats, index)| {
+            stats.as_ref().is_none_or(|stats| {
+                parse_counter_name(&stats.name)
+                    .is_some_and(|(owner, at)| owner == node && at == index)
             })
         })
+}
+
+/// One node's part of a collection as its pages come in.
+struct Reading {
+    node: String,
+    host: ActorRef<HostMessage>,
+    /// The node's description, from its first page (`None`: it did not answer).
+    info: Option<NodeInfo>,
+    /// Its counters so far, in order, each by name.
+    counters: Vec<(String, Option<CounterStats>)>,
+    /// The next page to ask for, if any.
+    next: Option<u32>,
+}
+
+impl Reading {
+    fn new(node: String, host: ActorRef<HostMessage>) -> Self {
+        Self {
+            node,
+            host,
+            info: None,
+            counters: Vec::new(),
+            next: Some(0),
+        }
+    }
+
+    /// Takes the answer to page `first`; a page missing or not of the node's own ends
+    /// the node's reading there (its other counters are then missing).
+    fn take(&mut self, first: u32, answer: Option<CollectReply>) {
+        let report = match answer {
+            Some(CollectReply(Some(report))) if of_itself(&self.node, first, &report) => report,
+            // No answer, or too busy to collect.
+            _ => {
+                self.next = None;
+                return;
+            }
+        };
+        self.next = report.next;
+        if self.info.is_none() {
+            // Room for every counter the node has (at most a million: see
+            // `of_itself`), so that no page moves the ones before it.
+            self.counters.reserve_exact(report.info.counters as usize);
+        }
+        for (stats, index) in report.counters.into_iter().zip(first..) {
+            match stats {
+                // Its name, checked above, moves to the line: one allocation per counter.
+                Some(mut stats) => self
+                    .counters
+                    .push((std::mem::take(&mut stats.name), Some(stats))),
+                None => self.counters.push((counter_name(&self.node, index), None)),
+            }
+        }
+        // The first page's description: what the node says it applied is no more
+        // recent than what its counters hold on every page after it.
+        self.info.get_or_insert(report.info);
+    }
 }
 
 /// Runs one collection with the given deadline, as seen from this node (`facts`: who
@@ -50,44 +120,144 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     let started = Instant::now();
     let collected_at_ms = unix_millis();
     let until = started + deadline;
-    let node_ms = deadline.mul_f64(NODE_SHARE).as_millis() as u64;
 
-    let pending = hosts()
+    let mut readings: Vec<Reading> = hosts()
         .into_iter()
-        .map(|(node, host)| {
-            let rx = ask(
-                &host,
-                |reply| HostMessage::Collect(node_ms, reply),
-                deadline,
-            );
-            (node, rx)
-        })
+        .map(|(node, host)| Reading::new(node, host))
         .collect();
-    let mut nodes = Vec::new();
-    let mut counters = Vec::new();
-    for (node, answer) in gather(pending, until).await {
-        match answer {
-            Some(CollectReply(Some(report))) if of_itself(&node, &report) => {
-                // What a peer says of itself here is as good as gossip, and newer.
-                if report.info.name != facts.name {
-                    facts.membership.describe(&report.info, Instant::now());
-                }
-                nodes.push((node, Some(report.info)));
-                counters.extend(report.counters);
-            }
-            // No answer, or too busy to collect: the node did not answer.
-            _ => nodes.push((node, None)),
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let node_ms = left.mul_f64(NODE_SHARE).as_millis() as u64;
+        let pending: Vec<_> = readings
+            .iter()
+            .enumerate()
+            .filter_map(|(at, reading)| Some((at, reading.next?, &reading.host)))
+            .map(|(at, first, host)| {
+                let page = |reply| HostMessage::Collect {
+                    deadline_ms: node_ms,
+                    first,
+                    reply,
+                };
+                ((at, first), ask(host, page, left))
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        for ((at, first), answer) in gather(pending, until).await {
+            readings[at].take(first, answer);
         }
     }
-
-    let membership = &facts.membership;
-    let mut stats = summarize(&facts.name, membership.snapshot(), nodes, counters);
-    if let Some(me) = stats.nodes.iter_mut().find(|n| n.name == facts.name) {
-        me.since_ms = membership.started_ms();
+    let mut nodes = Vec::with_capacity(readings.len());
+    let mut counters = Vec::with_capacity(readings.len());
+    for reading in readings {
+        if let Some(info) = &reading.info {
+            // What a peer says of itself here is as good as gossip, and newer.
+            if info.name != facts.name {
+                facts.membership.describe(info, Instant::now());
+            }
+        }
+        nodes.push((reading.node, reading.info));
+        counters.push(reading.counters);
     }
+
+    // Summing a million lines takes long enough to hold up an async worker (and with
+    // it heartbeats): it runs on a blocking thread.
+    let (me, peers, started_ms) = (
+        facts.name.clone(),
+        facts.membership.snapshot(),
+        facts.membership.started_ms(),
+    );
+    let summed = crate::runtime::busy_poll::spawn_blocking(move || {
+        let mut stats = summarize(&me, peers, nodes, counters.into_iter().flatten());
+        if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
+            mine.since_ms = started_ms;
+        }
+        stats
+    });
+    let mut stats = match summed.await {
+        Ok(stats) => stats,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: nobody waits for this collection.
+        Err(_) => std::future::pending().await,
+    };
     stats.collected_at_ms = collected_at_ms;
     stats.duration_ms = started.elapsed().as_millis() as u64;
     stats.deadline_ms = deadline.as_millis() as u64;
     facts.metrics.collected(started.elapsed().as_secs_f64());
     stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(name: &str) -> CounterStats {
+        CounterStats {
+            name: name.to_string(),
+            value: 1,
+            operations: 1,
+            rejected: 0,
+            ops_per_sec: 0.0,
+            recent_ops_per_sec: 0.0,
+            uptime_ms: 1,
+        }
+    }
+
+    /// Node `w` of 5 counters, page from `first` with these lines.
+    fn page(first: u32, lines: &[Option<&str>], next: Option<u32>) -> LocalReport {
+        LocalReport {
+            info: NodeFacts::for_tests("w", 5).info(),
+            first,
+            counters: lines.iter().map(|l| l.map(stats)).collect(),
+            next,
+        }
+    }
+
+    /// A page is taken only as the node's own counters in their places, with the next
+    /// page right after them and within the node's counters.
+    #[test]
+    fn a_page_speaks_only_for_its_node_and_its_places() {
+        let good = page(2, &[Some("w/2"), None], Some(4));
+        assert!(of_itself("w", 2, &good));
+        assert!(of_itself(
+            "w",
+            3,
+            &page(3, &[Some("w/3"), Some("w/4")], None)
+        ));
+        // Asked for another page; another node's name; a counter out of its place.
+        assert!(!of_itself("w", 0, &good));
+        assert!(!of_itself("x", 2, &good));
+        assert!(!of_itself("w", 2, &page(2, &[Some("w/3")], Some(3))));
+        assert!(!of_itself("w", 2, &page(2, &[Some("x/2")], Some(3))));
+        // Beyond the node's counters; a next page that skips, repeats or is past the end.
+        assert!(!of_itself("w", 4, &page(4, &[None, None], None)));
+        assert!(!of_itself("w", 2, &page(2, &[None], Some(4))));
+        assert!(!of_itself("w", 2, &page(2, &[], Some(2))));
+        assert!(!of_itself("w", 4, &page(4, &[None], Some(5))));
+    }
+
+    /// A node's pages add up to its counters in order; a page that does not answer ends
+    /// the node's reading there.
+    #[tokio::test]
+    async fn a_reading_takes_pages_in_order_and_stops_at_a_missing_one() {
+        let (host, handle) = crate::testing::Hoarder::<HostMessage>::start(None, None).await;
+        let mut reading = Reading::new("w".into(), host.clone());
+        reading.take(
+            0,
+            Some(CollectReply(Some(page(0, &[Some("w/0"), None], Some(2))))),
+        );
+        assert_eq!(reading.next, Some(2));
+        reading.take(2, Some(CollectReply(None)));
+        assert_eq!(reading.next, None);
+        let names: Vec<_> = reading
+            .counters
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.is_some()))
+            .collect();
+        assert_eq!(names, [("w/0", true), ("w/1", false)]);
+        assert_eq!(reading.info.map(|i| i.counters), Some(5));
+        host.stop(None);
+        handle.await.unwrap();
+    }
 }

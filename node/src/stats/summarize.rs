@@ -19,7 +19,7 @@ pub(crate) fn summarize(
     collected_by: &str,
     peers: Vec<PeerView>,
     nodes: Vec<(String, Option<NodeInfo>)>,
-    counters: Vec<(String, Option<CounterStats>)>,
+    counters: impl IntoIterator<Item = (String, Option<CounterStats>)>,
 ) -> ClusterStats {
     let sees = sees_up(&nodes);
     let mut summary = Summary::new(collected_by);
@@ -158,7 +158,10 @@ impl Summary {
     }
 
     /// Each discovered counter's answer, under its node, or its name as missing.
-    fn add_counters(&mut self, counters: Vec<(String, Option<CounterStats>)>) -> CounterTotals {
+    fn add_counters(
+        &mut self,
+        counters: impl IntoIterator<Item = (String, Option<CounterStats>)>,
+    ) -> CounterTotals {
         let mut totals = CounterTotals::default();
         for (name, stats) in counters {
             // Looked up by `&str`: a node's name is allocated once, not once per counter.
@@ -169,6 +172,11 @@ impl Summary {
             let Some(entry) = self.by_node.get_mut(node) else {
                 continue;
             };
+            if entry.counters.capacity() == 0 {
+                // Room for all of the node's counters at once: no line is moved.
+                let hosts = self.hosts.get(node).copied().unwrap_or(0);
+                entry.counters.reserve_exact(hosts as usize);
+            }
             match stats {
                 Some(s) => {
                     totals.answered += 1;

@@ -108,9 +108,9 @@ impl MemoryTables {
         self.counters.get(&index).copied().unwrap_or_default()
     }
 
-    /// The records of counters `0..counters`.
-    pub(crate) fn records(&self, counters: u32) -> Vec<CounterRecord> {
-        (0..counters).map(|i| self.record(i)).collect()
+    /// The records of counters `indices`.
+    pub(crate) fn records(&self, indices: std::ops::Range<u32>) -> Vec<CounterRecord> {
+        indices.map(|i| self.record(i)).collect()
     }
 
     /// Every incoming stream's record.

@@ -42,6 +42,7 @@ mod pace;
 mod plan;
 mod records;
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -207,11 +208,11 @@ impl Store {
         Ok(outcome)
     }
 
-    /// The records of counters `0..counters` as of the last commit.
-    pub(crate) fn records(&self, counters: u32) -> Result<Vec<CounterRecord>, StoreError> {
+    /// The records of counters `indices` (in order, one each) as of the last commit.
+    pub(crate) fn records(&self, indices: Range<u32>) -> Result<Vec<CounterRecord>, StoreError> {
         match &self.kind {
-            Kind::File(file) => file.records(counters),
-            Kind::Memory(memory) => Ok(Self::memory_tables(memory).records(counters)),
+            Kind::File(file) => file.records(indices),
+            Kind::Memory(memory) => Ok(Self::memory_tables(memory).records(indices)),
         }
     }
 
@@ -278,7 +279,7 @@ impl Store {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Settled {
             last_commit: self.last_commit()?,
-            records: self.records(counters)?,
+            records: self.records(0..counters)?,
             streams: self.streams_in()?,
         })
     }
