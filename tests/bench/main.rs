@@ -118,11 +118,43 @@ fn bench_scale_forms_and_collects_every_counter() {
 }
 
 #[test]
+fn big_node_mode_pages_through_a_node_larger_than_a_page() {
+    // 120,000 counters: three pages of a collection.
+    for alone in [false, true] {
+        let mut args = vec![
+            "--big-node",
+            "--big-counters",
+            "120000",
+            "--big-active",
+            "50",
+        ];
+        if alone {
+            args.push("--big-alone");
+        }
+        let report = bench(&args);
+        let others = if alone { 0 } else { 4 };
+        assert_eq!(
+            report["big_collected_counters"],
+            120_000 + others,
+            "{report}"
+        );
+        assert_eq!(report["big_complete"], true, "{report}");
+        assert_eq!(report["big_alone"], alone, "{report}");
+        positive(&report, "big_collect_ms");
+        positive(&report, "big_activation_us");
+        positive(&report, "big_worker_rss_mb");
+        positive(&report, "big_coordinator_rss_mb");
+    }
+}
+
+#[test]
 fn bench_checks_its_options_and_explains_them() {
     // The benchmark is its own program, with its own checked options.
     let bench = bench_bin();
     for args in [
         vec!["--scale-counters", "100001"],
+        vec!["--big-counters", "1000001"],
+        vec!["--big-alone"],
         vec!["--counters", "2"],
         vec!["--ops", "0"],
         vec!["--light", "--scale"],
@@ -138,6 +170,7 @@ fn bench_checks_its_options_and_explains_them() {
         "--scale",
         "--light",
         "--light-nodes",
+        "--big-node",
         "--ops",
         "--counters",
         "BENCHMARKS.md",
