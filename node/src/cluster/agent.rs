@@ -19,7 +19,7 @@ use shared::agent::{
 };
 use shared::codec::{encoded_len, MAX_MESSAGE_BYTES};
 use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
-use shared::host::HostMessage;
+use shared::host::{HostMessage, COLLECT_PAGE};
 use shared::protocol::{counter_name, parse_counter_name, validate_change_id, NODES_GROUP};
 use shared::stats::{ClusterStats, CounterReport, NodeStats};
 use tokio::sync::Semaphore;
@@ -252,9 +252,13 @@ fn first_names(names: &[String]) -> Vec<String> {
     names.iter().take(MISSING_NAMES).cloned().collect()
 }
 
-/// The answer with `stats`: built on a blocking thread, as copying and sizing a million
-/// lines would hold up an async worker (and with it heartbeats).
+/// The answer with `stats`: for more counters than a page, built on a blocking thread,
+/// as copying and sizing a million lines would hold up an async worker (and with it
+/// heartbeats).
 async fn answer(stats: Arc<ClusterStats>, per_counter: bool) -> Result<ClientAnswer, ClientError> {
+    if stats.known_counters <= COLLECT_PAGE as usize {
+        return fitting(detail(&stats, per_counter));
+    }
     crate::runtime::busy_poll::spawn_blocking(move || fitting(detail(&stats, per_counter)))
         .await
         .map_err(|e| ClientError::Internal(format!("building the answer failed: {e}")))?

@@ -28,7 +28,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{CounterStats, StatsOutcome, ValueOutcome};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::rate::RateWindow;
 use super::record::CounterRecord;
@@ -204,19 +204,9 @@ impl Actor for Counter {
         _myself: ActorRef<Self::Msg>,
         CounterActorState { state, retired, .. }: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let record = &state.record;
-        if *retired {
-            debug!(counter = %state.name, value = record.value, "counter retired: idle");
-            return Ok(());
-        }
-        info!(
-            counter = %state.name,
-            value = record.value,
-            operations = record.operations,
-            rejected = record.rejected,
-            "counter stopped with final value {}",
-            record.value
-        );
+        // Its final value on a clean stop is the supervisor's to log, from the store.
+        let why = if *retired { "retired: idle" } else { "stopped" };
+        debug!(counter = %state.name, value = state.record.value, "counter {why}");
         Ok(())
     }
 

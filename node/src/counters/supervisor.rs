@@ -26,10 +26,12 @@
 //!
 //! A counter that stops without failing (and without being retired) is restarted too,
 //! unless the supervisor has been told to [`SupervisorMessage::Drain`]: the node is
-//! stopping and its counters with it; the supervisor then logs the final values of the
-//! counters that are not running, from the store (running ones log their own as they
-//! stop). If the supervisor itself fails, ractor stops every counter with it; the node's
-//! root starts a new supervisor, with no counter running.
+//! stopping and its counters with it. The journal has committed its last changes by
+//! then, so the store holds every counter's last word, running or not (a running one
+//! holds nothing the store has not): the supervisor logs each counter's final value
+//! from there, once, whatever its actor is doing (stopping, retiring, or none). If the
+//! supervisor itself fails, ractor stops every counter with it; the node's root starts
+//! a new supervisor, with no counter running.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -48,8 +50,8 @@ use super::table::CounterTable;
 use crate::clock::Ticker;
 use crate::store::Store;
 
-/// Idle counters whose final value a clean stop logs one line each (the rest in one).
-const IDLE_FINAL_LINES: usize = 1000;
+/// Counters whose final value a clean stop logs one line each (the rest in one).
+const FINAL_LINES: usize = 1000;
 
 /// The shortest time between two sweeps for idle counters.
 const SHORTEST_SWEEP: Duration = Duration::from_millis(100);
@@ -86,8 +88,8 @@ pub(crate) struct SupervisorState {
 #[derive(RactorMessage)]
 pub(crate) enum SupervisorMessage {
     /// The node is stopping: counters that stop from now on stay stopped, and none is
-    /// activated. Answered once recorded (and the idle counters' final values logged),
-    /// so the caller can then stop the counters.
+    /// activated. Answered once recorded (and the counters' final values logged), so the
+    /// caller can then stop the counters.
     Drain(RpcReplyPort<()>),
     /// A message for counter `index`, which was not running: activate it and deliver.
     Deliver(u32, CounterMessage),
@@ -186,25 +188,22 @@ impl SupervisorState {
         }
     }
 
-    /// Logs the final value of the counters that are not running, from the store (a
-    /// clean stop: running counters log their own as they stop): one line each for the
-    /// first [`IDLE_FINAL_LINES`], then one line for the rest.
-    fn log_idle_final_values(&self) {
+    /// Logs every counter's final value, from the store (a clean stop, after the
+    /// journal's last commit): one line each for the first [`FINAL_LINES`], then one
+    /// line for the rest.
+    fn log_final_values(&self) {
         let table = &self.args.table;
         let records = match self.args.store.records(0..table.len()) {
             Ok(records) => records,
             Err(e) => {
-                error!(error = %e, "cannot read the idle counters' final values from the store");
+                error!(error = %e, "cannot read the counters' final values from the store");
                 return;
             }
         };
         let (mut rest, mut rest_value, mut rest_operations) = (0u64, 0i128, 0u64);
         let mut lines = 0;
         for (index, record) in (0..table.len()).zip(records) {
-            if table.actor(index).is_some() {
-                continue;
-            }
-            if lines < IDLE_FINAL_LINES {
+            if lines < FINAL_LINES {
                 lines += 1;
                 let name = table.name(index).unwrap_or_default();
                 info!(
@@ -226,7 +225,7 @@ impl SupervisorState {
                 counters = rest,
                 value = %rest_value,
                 operations = rest_operations,
-                "{rest} more idle counters stopped, their final values in the store"
+                "{rest} more counters stopped, their final values in the store"
             );
         }
     }
@@ -323,7 +322,7 @@ impl Actor for CounterSupervisor {
         match message {
             SupervisorMessage::Drain(reply) => {
                 state.draining = true;
-                state.log_idle_final_values();
+                state.log_final_values();
                 let _ = reply.send(());
             }
             SupervisorMessage::Deliver(index, message) => {

@@ -161,25 +161,31 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
         counters.push(reading.counters);
     }
 
-    // Summing a million lines takes long enough to hold up an async worker (and with
-    // it heartbeats): it runs on a blocking thread.
     let (me, peers, started_ms) = (
         facts.name.clone(),
         facts.membership.snapshot(),
         facts.membership.started_ms(),
     );
-    let summed = crate::runtime::busy_poll::spawn_blocking(move || {
+    let lines: usize = counters.iter().map(Vec::len).sum();
+    let sum = move || {
         let mut stats = summarize(&me, peers, nodes, counters.into_iter().flatten());
         if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
             mine.since_ms = started_ms;
         }
         stats
-    });
-    let mut stats = match summed.await {
-        Ok(stats) => stats,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // The runtime is shutting down: nobody waits for this collection.
-        Err(_) => std::future::pending().await,
+    };
+    // Summing a page's worth of lines takes a few milliseconds, and is done here; a
+    // million take long enough to hold up an async worker (and with it heartbeats), and
+    // are summed on a blocking thread.
+    let mut stats = if lines <= COLLECT_PAGE as usize {
+        sum()
+    } else {
+        match crate::runtime::busy_poll::spawn_blocking(sum).await {
+            Ok(stats) => stats,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: nobody waits for this collection.
+            Err(_) => std::future::pending().await,
+        }
     };
     stats.collected_at_ms = collected_at_ms;
     stats.duration_ms = started.elapsed().as_millis() as u64;
