@@ -35,3 +35,50 @@ fn sigterm_and_sigint_stop_nodes_cleanly_with_final_values() {
     }
     assert!(cluster.nodes[1].log().contains("final value 42"));
 }
+
+/// Counters retire and start again all the time (an idle period of 50 ms under load):
+/// a clean stop in the middle of it logs every counter's final value exactly once,
+/// whether its actor was running, retiring or gone.
+#[test]
+fn a_stop_amid_retirements_logs_each_final_value_once() {
+    let counters = 300;
+    let mut node = crate::util::NodeProc::start(
+        "churn",
+        &[
+            "--role",
+            "coordinator",
+            "--counters",
+            &counters.to_string(),
+            "--counter-idle-secs",
+            "0.05",
+            "--load",
+            "3000",
+        ],
+    );
+    let addr = node.addr.clone();
+    crate::util::wait_for(
+        "counters retired and started again under load",
+        Duration::from_secs(20),
+        || {
+            let stats = crate::util::stats(&addr)?;
+            let applied = stats["total_operations"].as_u64().unwrap_or(0);
+            (applied > 3000)
+                .then_some(())
+                .ok_or(format!("{applied} operations applied so far"))
+        },
+    );
+    node.signal("TERM");
+    assert_eq!(node.wait_exit(Duration::from_secs(15)), Some(0));
+    let log = node.log();
+    for i in 0..counters {
+        let counter = format!("counter=churn/{i} ");
+        let lines = log
+            .lines()
+            .filter(|l| l.contains("final value") && l.contains(&counter))
+            .count();
+        assert_eq!(
+            lines, 1,
+            "churn/{i} logged its final value {lines} times:\n{log}"
+        );
+    }
+}
