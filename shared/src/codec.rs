@@ -55,10 +55,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out.0)
 }
 
-/// How many bytes [`encode`] makes of `value`, without making them.
-pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+/// How much of [`MAX_MESSAGE_BYTES`] decoding `value` takes. bincode counts each value
+/// it decodes at its size in memory (8 bytes for a length or a `u64` however short its
+/// varint, 4 for an enum's variant, a string's bytes), which is exactly the length of
+/// the value encoded with fixed-size integers: that is what this measures, without
+/// making the bytes.
+pub fn decode_budget<T: Serialize>(value: &T) -> Result<usize, CodecError> {
     let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(value, &mut size, config())?;
+    let fixed = config::standard().with_fixed_int_encoding();
+    bincode::serde::encode_into_writer(value, &mut size, fixed)?;
     Ok(size.bytes_written)
 }
 
@@ -107,4 +112,27 @@ macro_rules! wire_type {
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value decodes exactly when its [`decode_budget`] is within the bound, however
+    /// few bytes it encodes to: a list of small numbers takes a byte each on the wire
+    /// and 8 of the budget.
+    #[test]
+    fn the_decode_budget_is_what_decoding_counts() {
+        let at_bound = (MAX_MESSAGE_BYTES - 8) / 8;
+        let fits = vec![1u64; at_bound];
+        assert_eq!(decode_budget(&fits).unwrap(), MAX_MESSAGE_BYTES);
+        let bytes = encode(&fits).unwrap();
+        assert!(bytes.len() < MAX_MESSAGE_BYTES / 7);
+        assert_eq!(decode::<Vec<u64>>(&bytes).unwrap().len(), at_bound);
+        let over = vec![1u64; at_bound + 1];
+        assert_eq!(decode_budget(&over).unwrap(), MAX_MESSAGE_BYTES + 8);
+        assert!(decode::<Vec<u64>>(&encode(&over).unwrap()).is_err());
+        let text = vec!["abc".to_string(); 10];
+        assert_eq!(decode_budget(&text).unwrap(), 8 + 10 * (8 + 3));
+    }
 }

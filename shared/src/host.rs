@@ -79,10 +79,10 @@ pub enum HostMessage {
 }
 
 /// Counters in one page of a collection, at most. A counter's line takes at most 128
-/// bytes on the wire (its name at most 73), and its decoder gives it about 200 bytes
-/// of memory, so a page stays well inside a frame's bound
-/// ([`crate::codec::MAX_MESSAGE_BYTES`], which counts both), and a node of a million
-/// counters answers in 20 pages.
+/// bytes on the wire (its name at most 73), and at most 130 of a decoder's budget
+/// ([`crate::codec::decode_budget`]), so a page stays well inside a frame's bound
+/// ([`crate::codec::MAX_MESSAGE_BYTES`]), and a node of a million counters answers in 20
+/// pages.
 pub const COLLECT_PAGE: u32 = 50_000;
 
 /// One page of a node's part of a collection: the node's description and the `GetStats`
@@ -200,7 +200,7 @@ crate::wire_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{decode, encode, MAX_MESSAGE_BYTES};
+    use crate::codec::{decode, decode_budget, encode, MAX_MESSAGE_BYTES};
     use crate::protocol::{counter_name, MAX_COUNTERS, MAX_NODE_NAME_LEN};
 
     /// A full page of the longest lines there can be fits a frame with room to spare for
@@ -226,7 +226,12 @@ mod tests {
             "a page takes {} bytes",
             bytes.len()
         );
-        // Decoding counts the memory given to the list too, against the same bound.
+        // Decoding counts each value at its size in memory, against the same bound.
+        let budget = decode_budget(&page).unwrap();
+        assert!(
+            budget + 8 * 1024 * 1024 <= MAX_MESSAGE_BYTES,
+            "a page takes {budget} bytes to decode"
+        );
         let decoded: Vec<Option<CounterStats>> = decode(&bytes).unwrap();
         assert_eq!(decoded, page);
     }

@@ -91,7 +91,8 @@ pub struct NodeStats {
     /// When `reachable` last changed (or the node was first seen; for the collecting
     /// node, when it started), in milliseconds since the Unix epoch.
     pub since_ms: u64,
-    /// Whether the node's agent answered within the deadline.
+    /// Whether the node answered within the deadline (at least the first page of its
+    /// counters; those of pages it did not answer are in `missing_counters`).
     pub answered: bool,
     /// Net value the node's load clients issued (0 when unreachable).
     pub issued_value: i64,

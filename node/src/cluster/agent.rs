@@ -17,11 +17,11 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::agent::{
     AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, MISSING_NAMES,
 };
-use shared::codec::{encoded_len, MAX_MESSAGE_BYTES};
+use shared::codec::{decode_budget, MAX_MESSAGE_BYTES};
 use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
 use shared::host::{HostMessage, COLLECT_PAGE};
 use shared::protocol::{counter_name, parse_counter_name, validate_change_id, NODES_GROUP};
-use shared::stats::{ClusterStats, CounterReport, NodeStats};
+use shared::stats::{ClusterStats, NodeStats};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::info;
@@ -253,45 +253,47 @@ fn first_names(names: &[String]) -> Vec<String> {
 }
 
 /// The answer with `stats`: for more counters than a page, built on a blocking thread,
-/// as copying and sizing a million lines would hold up an async worker (and with it
+/// as sizing and copying a million lines would hold up an async worker (and with it
 /// heartbeats).
 async fn answer(stats: Arc<ClusterStats>, per_counter: bool) -> Result<ClientAnswer, ClientError> {
     if stats.known_counters <= COLLECT_PAGE as usize {
-        return fitting(detail(&stats, per_counter));
+        return answer_now(&stats, per_counter);
     }
-    crate::runtime::busy_poll::spawn_blocking(move || fitting(detail(&stats, per_counter)))
+    crate::runtime::busy_poll::spawn_blocking(move || answer_now(&stats, per_counter))
         .await
         .map_err(|e| ClientError::Internal(format!("building the answer failed: {e}")))?
+}
+
+/// The answer's copy of `stats` (see [`detail`]), if the client can take it: sized
+/// before anything is copied.
+fn answer_now(stats: &ClusterStats, per_counter: bool) -> Result<ClientAnswer, ClientError> {
+    if per_counter {
+        fitting(stats)?;
+        return Ok(ClientAnswer::Stats(Box::new(stats.clone())));
+    }
+    let totals = detail(stats, false);
+    fitting(&totals)?;
+    Ok(ClientAnswer::Stats(Box::new(totals)))
 }
 
 /// Room left in a message for what wraps the answer (the reply, the actor's address).
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// `stats` as the answer, if the client can take it; otherwise why not, and what to ask
-/// instead. What a decoder may take is bounded ([`MAX_MESSAGE_BYTES`]) and counts, on
-/// top of the bytes, the memory each list is given: a line per counter is 64 bytes
-/// there, so the bound is met at about 250,000 lines, long before the bytes reach it.
-fn fitting(stats: ClusterStats) -> Result<ClientAnswer, ClientError> {
+/// Whether the client can take `stats`; otherwise why not, and what to ask instead. A
+/// decoder takes at most [`MAX_MESSAGE_BYTES`], counting each value at its size in
+/// memory ([`decode_budget`]): a counter's line is about 63 bytes there (its name's
+/// length, the name, five figures of 8 bytes), so the bound is met at about 260,000
+/// lines.
+fn fitting(stats: &ClusterStats) -> Result<(), ClientError> {
     let limit = MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
-    let bytes = encoded_len(&stats).map_err(|e| ClientError::Internal(e.to_string()))?;
-    let lines: usize = stats.nodes.iter().map(|n| n.counters.len()).sum();
-    let names = stats.missing_counters.len()
-        + stats
-            .nodes
-            .iter()
-            .map(|n| n.missing_counters.len())
-            .sum::<usize>();
-    let decoded = bytes
-        + lines * std::mem::size_of::<CounterReport>()
-        + names * std::mem::size_of::<String>()
-        + stats.nodes.len() * std::mem::size_of::<NodeStats>();
-    if decoded > limit {
+    let needs = decode_budget(stats).map_err(|e| ClientError::Internal(e.to_string()))?;
+    if needs > limit {
         return Err(ClientError::TooLarge {
-            bytes: decoded as u64,
+            bytes: needs as u64,
             limit: limit as u64,
         });
     }
-    Ok(ClientAnswer::Stats(Box::new(stats)))
+    Ok(())
 }
 
 /// A counter's answer (or its absence) as the client's answer.
@@ -369,20 +371,27 @@ mod tests {
     /// could not decode is refused with what to ask instead.
     #[test]
     fn an_answer_is_cut_to_what_a_message_carries() {
-        let stats = far_away(300_000);
-        assert_eq!(stats.missing_counters.len(), 300_000);
+        // Each missing name is listed twice (overall and under its node): 1.2 million
+        // names of about 18 bytes each to decode, more than a message carries.
+        let stats = far_away(600_000);
+        assert_eq!(stats.missing_counters.len(), 600_000);
         let totals = detail(&stats, false);
         assert_eq!(totals.missing_counters.len(), MISSING_NAMES);
         assert!(totals
             .nodes
             .iter()
             .all(|n| n.missing_counters.len() <= MISSING_NAMES));
-        assert_eq!(totals.known_counters, 300_000);
-        assert!(matches!(fitting(totals), Ok(ClientAnswer::Stats(_))));
-        let refused = fitting(detail(&stats, true)).unwrap_err();
+        assert_eq!(totals.known_counters, 600_000);
+        assert!(matches!(
+            answer_now(&stats, false),
+            Ok(ClientAnswer::Stats(_))
+        ));
+        let Err(refused) = answer_now(&stats, true) else {
+            panic!("an answer too large for a message was accepted");
+        };
         assert!(matches!(refused, ClientError::TooLarge { .. }), "{refused}");
         assert!(refused.to_string().contains("--totals"), "{refused}");
-        assert!(fitting(detail(&far_away(1_000), true)).is_ok());
+        assert!(answer_now(&far_away(300_000), true).is_ok());
     }
 
     /// Client commands run in tasks, at most [`MAX_CLIENT_REQUESTS`] at once: one more

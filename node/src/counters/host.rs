@@ -223,6 +223,12 @@ impl HostState {
                     }
                 }
             };
+            // A page asked too late, or that waited past its deadline: nobody waits
+            // for it.
+            if Instant::now() >= until {
+                let _ = reply.send(CollectReply(None));
+                return;
+            }
             // Read after `info`: what the counters hold is at least as recent as what
             // the node says it applied. Read even if every counter runs now: one may be
             // retired while the collection goes on.
@@ -602,6 +608,14 @@ mod tests {
             (past.first, past.counters.len(), past.next),
             (counters, 0, None)
         );
+        // A page whose deadline has passed is not worth reading: nobody waits for it.
+        let CollectReply(late) = ractor::call!(host, |reply| HostMessage::Collect {
+            deadline_ms: 0,
+            first: 0,
+            reply
+        })
+        .unwrap();
+        assert!(late.is_none());
         path.stop().await;
     }
 }

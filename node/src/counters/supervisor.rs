@@ -27,9 +27,10 @@
 //! A counter that stops without failing (and without being retired) is restarted too,
 //! unless the supervisor has been told to [`SupervisorMessage::Drain`]: the node is
 //! stopping and its counters with it. The journal has committed its last changes by
-//! then, so the store holds every counter's last word, running or not (a running one
-//! holds nothing the store has not): the supervisor logs each counter's final value
-//! from there, once, whatever its actor is doing (stopping, retiring, or none). If the
+//! then (the supervisor also waits for any commit still running), so the store holds
+//! every counter's last word, running or not (a running one holds nothing the store has
+//! not): the supervisor logs each counter's final value from there, once, whatever its
+//! actor is doing (stopping, retiring, or none). If the
 //! supervisor itself fails, ractor stops every counter with it; the node's root starts
 //! a new supervisor, with no counter running.
 
@@ -193,8 +194,10 @@ impl SupervisorState {
     /// line for the rest.
     fn log_final_values(&self) {
         let table = &self.args.table;
-        let records = match self.args.store.records(0..table.len()) {
-            Ok(records) => records,
+        // After every commit handed off has returned, even one that outlived the
+        // journal's drain.
+        let records = match self.args.store.settled(table.len()) {
+            Ok(settled) => settled.records,
             Err(e) => {
                 error!(error = %e, "cannot read the counters' final values from the store");
                 return;

@@ -190,7 +190,7 @@ impl RootState {
     }
 
     /// Stops every child in order: nothing new comes in, load stops, peers are told,
-    /// then the rest from the edges inwards; counters log their final values.
+    /// then the rest from the edges inwards; the counters' final values are logged.
     async fn shutdown(&mut self) {
         self.stopping = true;
         let c = &self.children;

@@ -5,10 +5,12 @@
 //! node's description and the `GetStats` of up to [`COLLECT_PAGE`] of its counters
 //! (see [`CounterHost`](crate::counters::host::CounterHost)), and where its next page
 //! starts; so the network carries one request and one answer per page instead of one
-//! per counter, and no answer outgrows a frame. The collection goes in rounds: every
-//! node with pages left is asked for its next one at once. Every call's timeout is the
-//! time left until the same deadline, so a collection never takes much longer than its
-//! deadline whatever the peers do, and no task is spawned per node. Whoever does not
+//! per counter, and no answer outgrows a frame. Each node's pages are asked one after
+//! another, the next as soon as the one before it is in, every node at once (a task
+//! per node, as many as there are members): a slow node does not hold up another's
+//! pages. Every call's timeout is the time left until the same deadline, and no page is
+//! asked once it has passed, so a collection never takes much longer than its deadline
+//! whatever the peers do. Whoever does not
 //! answer in time is reported, never silently dropped: a missing counter is listed in
 //! `missing_counters` and makes the collection incomplete, and so is every counter of a
 //! node that is unreachable or busy, and every counter of the pages a node did not
@@ -27,7 +29,7 @@ use tokio::time::Instant;
 use super::summarize::summarize;
 use crate::clock::unix_millis;
 use crate::cluster::discovery::hosts;
-use crate::cluster::rpc::{ask, gather};
+use crate::cluster::rpc::ask;
 use crate::facts::NodeFacts;
 
 /// Share of a page's time a node gets for its own counters; the rest is for its answer
@@ -86,8 +88,13 @@ impl Reading {
     /// the node's reading there (its other counters are then missing).
     fn take(&mut self, first: u32, answer: Option<CollectReply>) {
         let report = match answer {
-            Some(CollectReply(Some(report))) if of_itself(&self.node, first, &report) => report,
-            // No answer, or too busy to collect.
+            Some(CollectReply(Some(report)))
+                if of_itself(&self.node, first, &report) && self.same_node(&report.info) =>
+            {
+                report
+            }
+            // No answer, too busy to collect, or another run of the node than its first
+            // page's.
             _ => {
                 self.next = None;
                 return;
@@ -112,6 +119,41 @@ impl Reading {
         // recent than what its counters hold on every page after it.
         self.info.get_or_insert(report.info);
     }
+
+    /// Whether a page's description is of the same run of the node, with as many
+    /// counters, as its first page's.
+    fn same_node(&self, info: &NodeInfo) -> bool {
+        self.info.as_ref().is_none_or(|first| {
+            first.incarnation == info.incarnation && first.counters == info.counters
+        })
+    }
+
+    /// Asks for the node's pages, each as soon as the one before it is in, until its
+    /// last page or `until`.
+    async fn read(mut self, until: Instant) -> Self {
+        while let Some(first) = self.next {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.next = None;
+                break;
+            }
+            let node_ms = left.mul_f64(NODE_SHARE).as_millis() as u64;
+            let page = |reply| HostMessage::Collect {
+                deadline_ms: node_ms,
+                first,
+                reply,
+            };
+            let answer = match ask(&self.host, page, left) {
+                Some(rx) => tokio::time::timeout_at(until, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            self.take(first, answer);
+        }
+        self
+    }
 }
 
 /// Runs one collection with the given deadline, as seen from this node (`facts`: who
@@ -121,33 +163,22 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     let collected_at_ms = unix_millis();
     let until = started + deadline;
 
-    let mut readings: Vec<Reading> = hosts()
-        .into_iter()
-        .map(|(node, host)| Reading::new(node, host))
-        .collect();
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let node_ms = left.mul_f64(NODE_SHARE).as_millis() as u64;
-        let pending: Vec<_> = readings
-            .iter()
-            .enumerate()
-            .filter_map(|(at, reading)| Some((at, reading.next?, &reading.host)))
-            .map(|(at, first, host)| {
-                let page = |reply| HostMessage::Collect {
-                    deadline_ms: node_ms,
-                    first,
-                    reply,
-                };
-                ((at, first), ask(host, page, left))
-            })
-            .collect();
-        if pending.is_empty() {
-            break;
-        }
-        for ((at, first), answer) in gather(pending, until).await {
-            readings[at].take(first, answer);
+    // A chain of pages per node, in a task each (as many as there are members, each
+    // gone by the deadline): a slow node does not hold up another's next page.
+    let mut reading = tokio::task::JoinSet::new();
+    for (node, host) in hosts() {
+        reading.spawn(Reading::new(node, host).read(until));
+    }
+    let mut readings = Vec::new();
+    while let Some(done) = reading.join_next().await {
+        match done {
+            Ok(done) => readings.push(done),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: nobody waits for this collection.
+            Err(_) => std::future::pending::<()>().await,
         }
     }
+    readings.sort_by(|a, b| a.node.cmp(&b.node));
     let mut nodes = Vec::with_capacity(readings.len());
     let mut counters = Vec::with_capacity(readings.len());
     for reading in readings {
@@ -166,7 +197,18 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
         facts.membership.snapshot(),
         facts.membership.started_ms(),
     );
-    let lines: usize = counters.iter().map(Vec::len).sum();
+    // The lines summing makes, at most: those received, and a name for each counter
+    // missing of those the members and the answers say there are.
+    let known = counters.iter().map(Vec::len).sum::<usize>()
+        + peers
+            .iter()
+            .map(|p| p.counters.unwrap_or(0) as usize)
+            .sum::<usize>()
+        + nodes
+            .iter()
+            .filter_map(|(_, info)| info.as_ref())
+            .map(|info| info.counters as usize)
+            .sum::<usize>();
     let sum = move || {
         let mut stats = summarize(&me, peers, nodes, counters.into_iter().flatten());
         if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
@@ -177,7 +219,7 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     // Summing a page's worth of lines takes a few milliseconds, and is done here; a
     // million take long enough to hold up an async worker (and with it heartbeats), and
     // are summed on a blocking thread.
-    let mut stats = if lines <= COLLECT_PAGE as usize {
+    let mut stats = if known <= COLLECT_PAGE as usize {
         sum()
     } else {
         match crate::runtime::busy_poll::spawn_blocking(sum).await {
@@ -254,6 +296,13 @@ mod tests {
             Some(CollectReply(Some(page(0, &[Some("w/0"), None], Some(2))))),
         );
         assert_eq!(reading.next, Some(2));
+        // A page of another run of the node (here: with more counters) ends it too.
+        let mut other = page(2, &[Some("w/2")], Some(3));
+        other.info.counters = 6;
+        reading.take(2, Some(CollectReply(Some(other))));
+        assert_eq!(reading.next, None);
+        assert_eq!(reading.counters.len(), 2);
+        reading.next = Some(2);
         reading.take(2, Some(CollectReply(None)));
         assert_eq!(reading.next, None);
         let names: Vec<_> = reading

@@ -5,6 +5,9 @@ use std::fmt::Write;
 
 use shared::stats::ClusterStats;
 
+/// Missing counters a summary line names, at most.
+const LOGGED_MISSING: usize = 20;
+
 /// One line summing up a collection, for the coordinator's periodic log.
 pub(crate) fn summary_line(s: &ClusterStats) -> String {
     let mut line = format!(
@@ -47,7 +50,22 @@ pub(crate) fn summary_line(s: &ClusterStats) -> String {
         let _ = write!(line, " not_answering=[{}]", silent.join(","));
     }
     if !s.missing_counters.is_empty() {
-        let _ = write!(line, " missing=[{}]", s.missing_counters.join(","));
+        // A node of a million counters gone would make a line of megabytes: the first
+        // names, and how many more.
+        let missing = s.known_counters.saturating_sub(s.num_counters);
+        let named: Vec<&str> = s
+            .missing_counters
+            .iter()
+            .take(LOGGED_MISSING)
+            .map(String::as_str)
+            .collect();
+        let more = missing.saturating_sub(named.len());
+        let rest = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let _ = write!(line, " missing=[{}{rest}]", named.join(","));
     }
     if !s.missing_links.is_empty() {
         let _ = write!(line, " not_linked=[{}]", s.missing_links.join(","));
