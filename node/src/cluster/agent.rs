@@ -17,7 +17,7 @@ use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::agent::{
     AgentMessage, ClientAnswer, ClientError, ClientReply, ClientRequest, MISSING_NAMES,
 };
-use shared::codec::{decode_budget, MAX_MESSAGE_BYTES};
+use shared::codec::decode_budget;
 use shared::counter::{ApplyOutcome, CounterError, ValueOutcome};
 use shared::host::{HostMessage, COLLECT_PAGE};
 use shared::protocol::{counter_name, parse_counter_name, validate_change_id, NODES_GROUP};
@@ -31,7 +31,8 @@ use super::membership::Heard;
 use super::rpc::call_until;
 use crate::facts::NodeFacts;
 use crate::stats::aggregator::AggregatorMessage;
-use crate::stats::collect::collect;
+use crate::stats::collect::{collect, Collection};
+use crate::stats::lines::ANSWER_LIMIT;
 use crate::supervision::{Drill, DrillPort};
 
 /// Client commands served at once.
@@ -252,45 +253,54 @@ fn first_names(names: &[String]) -> Vec<String> {
     names.iter().take(MISSING_NAMES).cloned().collect()
 }
 
-/// The answer with `stats`: for more counters than a page, built on a blocking thread,
-/// as sizing and copying a million lines would hold up an async worker (and with it
-/// heartbeats).
-async fn answer(stats: Arc<ClusterStats>, per_counter: bool) -> Result<ClientAnswer, ClientError> {
-    if stats.known_counters <= COLLECT_PAGE as usize {
-        return answer_now(&stats, per_counter);
+/// The answer with a collection: for more counters than a page, built on a blocking
+/// thread, as sizing and copying a quarter of a million lines would hold up an async
+/// worker (and with it heartbeats).
+async fn answer(
+    collection: Arc<Collection>,
+    per_counter: bool,
+) -> Result<ClientAnswer, ClientError> {
+    if collection.stats.known_counters <= COLLECT_PAGE as usize {
+        return answer_now(&collection, per_counter);
     }
-    crate::runtime::busy_poll::spawn_blocking(move || answer_now(&stats, per_counter))
+    crate::runtime::busy_poll::spawn_blocking(move || answer_now(&collection, per_counter))
         .await
         .map_err(|e| ClientError::Internal(format!("building the answer failed: {e}")))?
 }
 
-/// The answer's copy of `stats` (see [`detail`]), if the client can take it: sized
-/// before anything is copied.
-fn answer_now(stats: &ClusterStats, per_counter: bool) -> Result<ClientAnswer, ClientError> {
+/// The answer's copy of a collection's statistics (see [`detail`]), if the client can
+/// take it: sized before anything is copied.
+fn answer_now(collection: &Collection, per_counter: bool) -> Result<ClientAnswer, ClientError> {
+    let stats = &collection.stats;
     if per_counter {
-        fitting(stats)?;
+        let needs = match collection.lines_left_out {
+            // Lines more than an answer carries were not kept.
+            Some(lines) => budget(&detail(stats, false))? + lines,
+            None => budget(stats)?,
+        };
+        fitting(needs)?;
         return Ok(ClientAnswer::Stats(Box::new(stats.clone())));
     }
     let totals = detail(stats, false);
-    fitting(&totals)?;
+    fitting(budget(&totals)?)?;
     Ok(ClientAnswer::Stats(Box::new(totals)))
 }
 
-/// Room left in a message for what wraps the answer (the reply, the actor's address).
-const ENVELOPE_BYTES: usize = 64 * 1024;
+/// What decoding `stats` takes.
+fn budget(stats: &ClusterStats) -> Result<usize, ClientError> {
+    decode_budget(stats).map_err(|e| ClientError::Internal(e.to_string()))
+}
 
-/// Whether the client can take `stats`; otherwise why not, and what to ask instead. A
-/// decoder takes at most [`MAX_MESSAGE_BYTES`], counting each value at its size in
-/// memory ([`decode_budget`]): a counter's line is about 63 bytes there (its name's
-/// length, the name, five figures of 8 bytes), so the bound is met at about 260,000
-/// lines.
-fn fitting(stats: &ClusterStats) -> Result<(), ClientError> {
-    let limit = MAX_MESSAGE_BYTES - ENVELOPE_BYTES;
-    let needs = decode_budget(stats).map_err(|e| ClientError::Internal(e.to_string()))?;
-    if needs > limit {
+/// Whether the client can take an answer that takes `needs` bytes to decode;
+/// otherwise why not, and what to ask instead. A decoder takes at most
+/// [`ANSWER_LIMIT`], counting each value at its size in memory ([`decode_budget`]): a
+/// counter's line is about 63 bytes there (its name's length, the name, five figures of
+/// 8 bytes), so the bound is met at about 260,000 lines.
+fn fitting(needs: usize) -> Result<(), ClientError> {
+    if needs > ANSWER_LIMIT {
         return Err(ClientError::TooLarge {
             bytes: needs as u64,
-            limit: limit as u64,
+            limit: ANSWER_LIMIT as u64,
         });
     }
     Ok(())
@@ -352,7 +362,7 @@ mod tests {
 
     /// A collection by `me` of nothing, where an unreachable peer `far` hosts `counters`
     /// counters (all missing, by name).
-    fn far_away(counters: u32) -> ClusterStats {
+    fn far_away(counters: u32) -> Collection {
         let far = PeerView {
             name: "far".into(),
             addr: "far:4697".into(),
@@ -363,7 +373,12 @@ mod tests {
             sees_up: None,
             round_trip: None,
         };
-        crate::stats::summarize::summarize("me", vec![far], Vec::new(), Vec::new())
+        let budget = crate::stats::lines::LineBudget::new(ANSWER_LIMIT);
+        let stats = crate::stats::summarize::summarize("me", vec![far], Vec::new(), &budget);
+        Collection {
+            stats,
+            lines_left_out: (!budget.kept()).then(|| budget.used()),
+        }
     }
 
     /// Without per-counter lines an answer names at most [`MISSING_NAMES`] missing
@@ -372,10 +387,13 @@ mod tests {
     #[test]
     fn an_answer_is_cut_to_what_a_message_carries() {
         // Each missing name is listed twice (overall and under its node): 1.2 million
-        // names of about 18 bytes each to decode, more than a message carries.
-        let stats = far_away(600_000);
-        assert_eq!(stats.missing_counters.len(), 600_000);
-        let totals = detail(&stats, false);
+        // names of about 18 bytes each to decode, more than a message carries, so the
+        // collection kept only the first.
+        let collection = far_away(600_000);
+        let stats = &collection.stats;
+        assert_eq!(stats.missing_counters.len(), MISSING_NAMES);
+        assert!(collection.lines_left_out.unwrap() > ANSWER_LIMIT);
+        let totals = detail(stats, false);
         assert_eq!(totals.missing_counters.len(), MISSING_NAMES);
         assert!(totals
             .nodes
@@ -383,15 +401,26 @@ mod tests {
             .all(|n| n.missing_counters.len() <= MISSING_NAMES));
         assert_eq!(totals.known_counters, 600_000);
         assert!(matches!(
-            answer_now(&stats, false),
+            answer_now(&collection, false),
             Ok(ClientAnswer::Stats(_))
         ));
-        let Err(refused) = answer_now(&stats, true) else {
+        let Err(refused) = answer_now(&collection, true) else {
             panic!("an answer too large for a message was accepted");
         };
-        assert!(matches!(refused, ClientError::TooLarge { .. }), "{refused}");
+        let ClientError::TooLarge { bytes, .. } = refused else {
+            panic!("{refused}");
+        };
+        assert!(bytes > ANSWER_LIMIT as u64, "{bytes}");
         assert!(refused.to_string().contains("--totals"), "{refused}");
-        assert!(answer_now(&far_away(300_000), true).is_ok());
+        // 600,000 names fit, and are all kept and answered.
+        let fits = far_away(300_000);
+        assert_eq!(fits.lines_left_out, None);
+        assert_eq!(fits.stats.missing_counters.len(), 300_000);
+        let Ok(ClientAnswer::Stats(all)) = answer_now(&fits, true) else {
+            panic!("an answer that fits was refused");
+        };
+        let far = all.nodes.iter().find(|n| n.name == "far").unwrap();
+        assert_eq!(far.missing_counters.len(), 300_000);
     }
 
     /// Client commands run in tasks, at most [`MAX_CLIENT_REQUESTS`] at once: one more

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
-use shared::stats::ClusterStats;
 use tracing::{info, warn};
 
-use super::collect::collect;
+use super::collect::{collect, Collection};
 use super::output::summary_line;
 use crate::clock::Ticker;
 use crate::facts::NodeFacts;
@@ -38,9 +37,9 @@ pub(crate) struct AggregatorArgs {
 /// The aggregator's state.
 pub(crate) struct AggregatorState {
     args: AggregatorArgs,
-    /// Shared with whoever asks for it: a collection of a million counters is about
-    /// 80 MB, and is never copied here.
-    last: Option<Arc<ClusterStats>>,
+    /// Shared with whoever asks for it, never copied here: with a line per counter it
+    /// may take as much as an answer may (16 MiB to decode, about 25 MB here).
+    last: Option<Arc<Collection>>,
     periodic_in_flight: bool,
     _ticker: Ticker,
 }
@@ -51,11 +50,11 @@ pub(crate) enum AggregatorMessage {
     /// Time for a periodic collection.
     Tick,
     /// Answer with the most recent collection (`None` before the first one finishes).
-    GetTotalStats(RpcReplyPort<Option<Arc<ClusterStats>>>),
+    GetTotalStats(RpcReplyPort<Option<Arc<Collection>>>),
     /// A collection finished.
     Collected {
         /// Its result.
-        stats: Arc<ClusterStats>,
+        stats: Arc<Collection>,
         /// Whether it was a periodic one (which is logged).
         periodic: bool,
     },
@@ -109,16 +108,16 @@ impl Actor for Aggregator {
             AggregatorMessage::Collected { stats, periodic } => {
                 if periodic {
                     state.periodic_in_flight = false;
-                    if stats.complete {
-                        info!("{}", summary_line(&stats));
+                    if stats.stats.complete {
+                        info!("{}", summary_line(&stats.stats));
                     } else {
-                        warn!("{}", summary_line(&stats));
+                        warn!("{}", summary_line(&stats.stats));
                     }
                 }
                 let newer = state
                     .last
                     .as_ref()
-                    .is_none_or(|last| last.collected_at_ms <= stats.collected_at_ms);
+                    .is_none_or(|last| last.stats.collected_at_ms <= stats.stats.collected_at_ms);
                 if newer {
                     state.last = Some(stats);
                 }

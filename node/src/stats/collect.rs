@@ -15,18 +15,23 @@
 //! `missing_counters` and makes the collection incomplete, and so is every counter of a
 //! node that is unreachable or busy, and every counter of the pages a node did not
 //! answer.
+//!
+//! Each counter's line is kept while all of them fit in one answer; past that, only
+//! sums and the first missing names (see [`super::lines`]), so a node of a million
+//! counters passes through the collecting node a page at a time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
 use shared::agent::NodeInfo;
-use shared::counter::CounterStats;
 use shared::host::{CollectReply, HostMessage, LocalReport, COLLECT_PAGE};
-use shared::protocol::{counter_name, parse_counter_name};
+use shared::protocol::parse_counter_name;
 use shared::stats::ClusterStats;
 use tokio::time::Instant;
 
-use super::summarize::summarize;
+use super::lines::{LineBudget, NodeCounters, ANSWER_LIMIT};
+use super::summarize::{summarize, NodeAnswer};
 use crate::clock::unix_millis;
 use crate::cluster::discovery::hosts;
 use crate::cluster::rpc::ask;
@@ -67,20 +72,23 @@ struct Reading {
     host: ActorRef<HostMessage>,
     /// The node's description, from its first page (`None`: it did not answer).
     info: Option<NodeInfo>,
-    /// Its counters so far, in order, each by name.
-    counters: Vec<(String, Option<CounterStats>)>,
+    /// Its counters so far.
+    counters: NodeCounters,
     /// The next page to ask for, if any.
     next: Option<u32>,
+    /// The collection's lines, over every node.
+    budget: Arc<LineBudget>,
 }
 
 impl Reading {
-    fn new(node: String, host: ActorRef<HostMessage>) -> Self {
+    fn new(node: String, host: ActorRef<HostMessage>, budget: Arc<LineBudget>) -> Self {
         Self {
             node,
             host,
             info: None,
-            counters: Vec::new(),
+            counters: NodeCounters::default(),
             next: Some(0),
+            budget,
         }
     }
 
@@ -101,20 +109,8 @@ impl Reading {
             }
         };
         self.next = report.next;
-        if self.info.is_none() {
-            // Room for every counter the node has (at most a million: see
-            // `of_itself`), so that no page moves the ones before it.
-            self.counters.reserve_exact(report.info.counters as usize);
-        }
-        for (stats, index) in report.counters.into_iter().zip(first..) {
-            match stats {
-                // Its name, checked above, moves to the line: one allocation per counter.
-                Some(mut stats) => self
-                    .counters
-                    .push((std::mem::take(&mut stats.name), Some(stats))),
-                None => self.counters.push((counter_name(&self.node, index), None)),
-            }
-        }
+        self.counters
+            .add_page(&self.node, first, report.counters, &self.budget);
         // The first page's description: what the node says it applied is no more
         // recent than what its counters hold on every page after it.
         self.info.get_or_insert(report.info);
@@ -158,16 +154,17 @@ impl Reading {
 
 /// Runs one collection with the given deadline, as seen from this node (`facts`: who
 /// collects, and which peers it expects, reachable or not).
-pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterStats {
+pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> Collection {
     let started = Instant::now();
     let collected_at_ms = unix_millis();
     let until = started + deadline;
+    let budget = Arc::new(LineBudget::new(ANSWER_LIMIT));
 
     // A chain of pages per node, in a task each (as many as there are members, each
     // gone by the deadline): a slow node does not hold up another's next page.
     let mut reading = tokio::task::JoinSet::new();
     for (node, host) in hosts() {
-        reading.spawn(Reading::new(node, host).read(until));
+        reading.spawn(Reading::new(node, host, Arc::clone(&budget)).read(until));
     }
     let mut readings = Vec::new();
     while let Some(done) = reading.join_next().await {
@@ -180,7 +177,6 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     }
     readings.sort_by(|a, b| a.node.cmp(&b.node));
     let mut nodes = Vec::with_capacity(readings.len());
-    let mut counters = Vec::with_capacity(readings.len());
     for reading in readings {
         if let Some(info) = &reading.info {
             // What a peer says of itself here is as good as gossip, and newer.
@@ -188,8 +184,11 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
                 facts.membership.describe(info, Instant::now());
             }
         }
-        nodes.push((reading.node, reading.info));
-        counters.push(reading.counters);
+        nodes.push(NodeAnswer {
+            name: reading.node,
+            info: reading.info,
+            counters: reading.counters,
+        });
     }
 
     let (me, peers, started_ms) = (
@@ -197,29 +196,31 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
         facts.membership.snapshot(),
         facts.membership.started_ms(),
     );
-    // The lines summing makes, at most: those received, and a name for each counter
-    // missing of those the members and the answers say there are.
-    let known = counters.iter().map(Vec::len).sum::<usize>()
-        + peers
-            .iter()
-            .map(|p| p.counters.unwrap_or(0) as usize)
-            .sum::<usize>()
-        + nodes
-            .iter()
-            .filter_map(|(_, info)| info.as_ref())
-            .map(|info| info.counters as usize)
-            .sum::<usize>();
-    let sum = move || {
-        let mut stats = summarize(&me, peers, nodes, counters.into_iter().flatten());
-        if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
-            mine.since_ms = started_ms;
+    // Names for the counters of nodes that did not answer (a million, for a node of a
+    // million counters gone) take long enough to hold up an async worker, and with it
+    // heartbeats: then the summing runs on a blocking thread.
+    let unread = peers
+        .iter()
+        .map(|p| p.counters.unwrap_or(0) as usize)
+        .chain(
+            nodes
+                .iter()
+                .filter_map(|n| n.info.as_ref())
+                .map(|i| i.counters as usize),
+        )
+        .sum::<usize>()
+        .saturating_sub(nodes.iter().map(|n| n.counters.read as usize).sum());
+    let sum = {
+        let budget = Arc::clone(&budget);
+        move || {
+            let mut stats = summarize(&me, peers, nodes, &budget);
+            if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
+                mine.since_ms = started_ms;
+            }
+            stats
         }
-        stats
     };
-    // Summing a page's worth of lines takes a few milliseconds, and is done here; a
-    // million take long enough to hold up an async worker (and with it heartbeats), and
-    // are summed on a blocking thread.
-    let mut stats = if known <= COLLECT_PAGE as usize {
+    let mut stats = if unread <= COLLECT_PAGE as usize {
         sum()
     } else {
         match crate::runtime::busy_poll::spawn_blocking(sum).await {
@@ -233,11 +234,26 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> ClusterSta
     stats.duration_ms = started.elapsed().as_millis() as u64;
     stats.deadline_ms = deadline.as_millis() as u64;
     facts.metrics.collected(started.elapsed().as_secs_f64());
-    stats
+    Collection {
+        stats,
+        lines_left_out: (!budget.kept()).then(|| budget.used()),
+    }
+}
+
+/// A collection's result.
+#[derive(Debug)]
+pub(crate) struct Collection {
+    /// The statistics: with a line per counter unless they were left out.
+    pub(crate) stats: ClusterStats,
+    /// When the lines were more than one answer carries, and were left out: what
+    /// decoding them would take.
+    pub(crate) lines_left_out: Option<usize>,
 }
 
 #[cfg(test)]
 mod tests {
+    use shared::counter::CounterStats;
+
     use super::*;
 
     fn stats(name: &str) -> CounterStats {
@@ -290,7 +306,8 @@ mod tests {
     #[tokio::test]
     async fn a_reading_takes_pages_in_order_and_stops_at_a_missing_one() {
         let (host, handle) = crate::testing::Hoarder::<HostMessage>::start(None, None).await;
-        let mut reading = Reading::new("w".into(), host.clone());
+        let budget = Arc::new(LineBudget::new(ANSWER_LIMIT));
+        let mut reading = Reading::new("w".into(), host.clone(), budget);
         reading.take(
             0,
             Some(CollectReply(Some(page(0, &[Some("w/0"), None], Some(2))))),
@@ -301,16 +318,13 @@ mod tests {
         other.info.counters = 6;
         reading.take(2, Some(CollectReply(Some(other))));
         assert_eq!(reading.next, None);
-        assert_eq!(reading.counters.len(), 2);
+        assert_eq!(reading.counters.read, 2);
         reading.next = Some(2);
         reading.take(2, Some(CollectReply(None)));
         assert_eq!(reading.next, None);
-        let names: Vec<_> = reading
-            .counters
-            .iter()
-            .map(|(n, s)| (n.as_str(), s.is_some()))
-            .collect();
-        assert_eq!(names, [("w/0", true), ("w/1", false)]);
+        let lines: Vec<_> = reading.counters.lines.iter().map(|l| &l.name).collect();
+        assert_eq!(lines, ["w/0"]);
+        assert_eq!(reading.counters.missing, ["w/1"]);
         assert_eq!(reading.info.map(|i| i.counters), Some(5));
         host.stop(None);
         handle.await.unwrap();

@@ -4,39 +4,48 @@
 
 use std::collections::BTreeMap;
 
-use shared::agent::{NodeInfo, PeerAddr};
-use shared::counter::CounterStats;
-use shared::protocol::{counter_name, owner_node, parse_counter_name};
-use shared::stats::{ClusterStats, CounterReport, NodeStats};
+use shared::agent::{NodeInfo, PeerAddr, MISSING_NAMES};
+use shared::stats::{ClusterStats, NodeStats};
 
+use super::lines::{CounterTotals, LineBudget, NodeCounters};
 use crate::cluster::membership::{PeerStatus, PeerView};
 
-/// Builds the cluster statistics from the membership view and the probes' answers
-/// (`None` = no answer in time). Every node in `peers` is reported, answered or not,
-/// and every counter a node is known to host but that did not answer is listed
-/// missing. Pure: timing fields are left at zero for the caller to fill.
+/// What one node answered: its description (`None`: no answer in time) and its
+/// counters as read.
+#[derive(Debug)]
+pub(crate) struct NodeAnswer {
+    pub(crate) name: String,
+    pub(crate) info: Option<NodeInfo>,
+    pub(crate) counters: NodeCounters,
+}
+
+/// Builds the cluster statistics from the membership view and the nodes' answers.
+/// Every node in `peers` is reported, answered or not, and every counter a node is
+/// known to host but that did not answer is missing. The lines of the counters go in
+/// while `budget` (which the readings charged) has room for them all; otherwise only
+/// sums and the first missing names. Pure: timing fields are left at zero for the
+/// caller to fill.
 pub(crate) fn summarize(
     collected_by: &str,
     peers: Vec<PeerView>,
-    nodes: Vec<(String, Option<NodeInfo>)>,
-    counters: impl IntoIterator<Item = (String, Option<CounterStats>)>,
+    nodes: Vec<NodeAnswer>,
+    budget: &LineBudget,
 ) -> ClusterStats {
     let sees = sees_up(&nodes);
     let mut summary = Summary::new(collected_by);
     summary.add_members(peers);
     summary.add_answers(nodes);
     summary.add_seen_by_others(&sees);
-    let totals = summary.add_counters(counters);
-    summary.name_undiscovered_counters();
-    summary.finish(totals, missing_links(&sees))
+    summary.add_unread_counters(budget);
+    summary.finish(budget.kept(), missing_links(&sees))
 }
 
 /// Whom each answering node sees as up: a node any member sees must be covered, and
 /// every member must see every other (a full mesh) for the collection to be complete.
-fn sees_up(nodes: &[(String, Option<NodeInfo>)]) -> BTreeMap<String, Vec<PeerAddr>> {
+fn sees_up(nodes: &[NodeAnswer]) -> BTreeMap<String, Vec<PeerAddr>> {
     nodes
         .iter()
-        .filter_map(|(name, info)| Some((name.clone(), info.as_ref()?.known_peers.clone())))
+        .filter_map(|node| Some((node.name.clone(), node.info.as_ref()?.known_peers.clone())))
         .collect()
 }
 
@@ -77,20 +86,10 @@ fn empty_node(name: &str) -> NodeStats {
     }
 }
 
-/// What the counters that answered add up to.
-#[derive(Debug, Default)]
-struct CounterTotals {
-    value: i128,
-    operations: u128,
-    lifetime_rates: f64,
-    recent_ops_per_sec: f64,
-    answered: usize,
-}
-
 /// A collection's statistics as they are put together, node by node.
 struct Summary {
     collected_by: String,
-    by_node: BTreeMap<String, NodeStats>,
+    by_node: BTreeMap<String, (NodeStats, NodeCounters)>,
     /// How many counters each node is known to host (from the membership or its
     /// answer).
     hosts: BTreeMap<String, u32>,
@@ -98,38 +97,46 @@ struct Summary {
 
 impl Summary {
     fn new(collected_by: &str) -> Self {
-        let mut by_node = BTreeMap::new();
-        by_node.insert(collected_by.to_string(), empty_node(collected_by));
-        Self {
+        let mut summary = Self {
             collected_by: collected_by.to_string(),
-            by_node,
+            by_node: BTreeMap::new(),
             hosts: BTreeMap::new(),
+        };
+        summary.node(collected_by);
+        summary
+    }
+
+    /// Node `name`'s entry, made empty if it is new.
+    fn node(&mut self, name: &str) -> &mut (NodeStats, NodeCounters) {
+        if !self.by_node.contains_key(name) {
+            let entry = (empty_node(name), NodeCounters::default());
+            self.by_node.insert(name.to_string(), entry);
         }
+        self.by_node
+            .get_mut(name)
+            .expect("the entry was just made if it was missing")
     }
 
     /// Every member of the collecting node's view, up or not.
     fn add_members(&mut self, peers: Vec<PeerView>) {
         for peer in peers {
-            let mut entry = empty_node(&peer.name);
+            let (entry, _) = self.node(&peer.name);
             entry.role = peer.role;
             entry.advertise = Some(peer.addr);
             entry.reachable = peer.status == PeerStatus::Up;
             entry.since_ms = peer.since_ms;
             if let Some(n) = peer.counters {
-                self.hosts.insert(peer.name.clone(), n);
+                self.hosts.insert(peer.name, n);
             }
-            self.by_node.insert(peer.name, entry);
         }
     }
 
-    /// What each node said of itself (or that it did not answer).
-    fn add_answers(&mut self, nodes: Vec<(String, Option<NodeInfo>)>) {
-        for (name, info) in nodes {
-            let entry = self
-                .by_node
-                .entry(name.clone())
-                .or_insert_with(|| empty_node(&name));
-            if let Some(info) = info {
+    /// What each node said of itself (or that it did not answer), and its counters.
+    fn add_answers(&mut self, nodes: Vec<NodeAnswer>) {
+        for node in nodes {
+            let (entry, counters) = self.node(&node.name);
+            *counters = node.counters;
+            if let Some(info) = node.info {
                 entry.role = Some(info.role);
                 entry.advertise = Some(info.advertise);
                 entry.answered = true;
@@ -140,7 +147,7 @@ impl Summary {
                 entry.unvouched_operations = info.unvouched_operations;
                 entry.received = info.received;
                 entry.counter_restarts = info.counter_restarts;
-                self.hosts.insert(name, info.counters);
+                self.hosts.insert(node.name, info.counters);
             }
         }
     }
@@ -148,93 +155,44 @@ impl Summary {
     /// A node seen up by another member but unknown here: missing, never left out.
     fn add_seen_by_others(&mut self, sees: &BTreeMap<String, Vec<PeerAddr>>) {
         for peer in sees.values().flatten() {
-            self.by_node.entry(peer.name.clone()).or_insert_with(|| {
-                let mut entry = empty_node(&peer.name);
+            if !self.by_node.contains_key(&peer.name) {
+                let (entry, _) = self.node(&peer.name);
                 entry.advertise = Some(peer.addr.clone());
                 entry.reachable = false;
-                entry
-            });
+            }
         }
     }
 
-    /// Each discovered counter's answer, under its node, or its name as missing.
-    fn add_counters(
-        &mut self,
-        counters: impl IntoIterator<Item = (String, Option<CounterStats>)>,
-    ) -> CounterTotals {
+    /// Counters a node hosts that were not read (it did not answer their page, or at
+    /// all) are missing too.
+    fn add_unread_counters(&mut self, budget: &LineBudget) {
+        for (node, (_, counters)) in &mut self.by_node {
+            if let Some(count) = self.hosts.get(node) {
+                counters.add_unread(node, *count, budget);
+            }
+        }
+    }
+
+    /// The statistics: nodes and their counters in order, the cluster's sums, and
+    /// whether the collection is complete. With `lines` false, sums and the first
+    /// missing names only.
+    fn finish(self, lines: bool, missing_links: Vec<String>) -> ClusterStats {
         let mut totals = CounterTotals::default();
-        for (name, stats) in counters {
-            // Looked up by `&str`: a node's name is allocated once, not once per counter.
-            let node = owner_node(&name).unwrap_or("?");
-            if !self.by_node.contains_key(node) {
-                self.by_node.insert(node.to_string(), empty_node(node));
-            }
-            let Some(entry) = self.by_node.get_mut(node) else {
-                continue;
-            };
-            if entry.counters.capacity() == 0 {
-                // Room for all of the node's counters at once: no line is moved.
-                let hosts = self.hosts.get(node).copied().unwrap_or(0);
-                entry.counters.reserve_exact(hosts as usize);
-            }
-            match stats {
-                Some(s) => {
-                    totals.answered += 1;
-                    totals.value += i128::from(s.value);
-                    totals.operations += u128::from(s.operations);
-                    totals.lifetime_rates += s.ops_per_sec;
-                    totals.recent_ops_per_sec += s.recent_ops_per_sec;
-                    entry.counters.push(CounterReport {
-                        name,
-                        value: s.value,
-                        operations: s.operations,
-                        rejected: s.rejected,
-                        ops_per_sec: s.ops_per_sec,
-                        recent_ops_per_sec: s.recent_ops_per_sec,
-                    });
-                }
-                None => entry.missing_counters.push(name),
-            }
-        }
-        totals
-    }
-
-    /// Counters a node hosts that were not even discovered (its session is down) are
-    /// missing too, by name. Only the indices not seen (answered or listed missing)
-    /// get a name made.
-    fn name_undiscovered_counters(&mut self) {
-        for (node, count) in &self.hosts {
-            let Some(entry) = self.by_node.get_mut(node) else {
-                continue;
-            };
-            let mut seen = vec![false; *count as usize];
-            let names = entry.counters.iter().map(|c| c.name.as_str());
-            for name in names.chain(entry.missing_counters.iter().map(String::as_str)) {
-                if let Some((owner, index)) = parse_counter_name(name) {
-                    if owner == node && index < *count {
-                        seen[index as usize] = true;
-                    }
-                }
-            }
-            for (index, _) in seen.iter().enumerate().filter(|(_, seen)| !**seen) {
-                entry
-                    .missing_counters
-                    .push(counter_name(node, index as u32));
-            }
-        }
-    }
-
-    /// The statistics: nodes and their counters in natural order, the cluster's sums,
-    /// and whether the collection is complete.
-    fn finish(self, totals: CounterTotals, missing_links: Vec<String>) -> ClusterStats {
-        let mut nodes: Vec<NodeStats> = self.by_node.into_values().collect();
+        let mut missing = 0;
         let mut missing_counters = Vec::new();
-        for node in &mut nodes {
-            node.counters
-                .sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
-            node.missing_counters
-                .sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
-            missing_counters.extend(node.missing_counters.iter().cloned());
+        let mut nodes = Vec::with_capacity(self.by_node.len());
+        for (_, (mut node, mut counters)) in self.by_node {
+            if !lines {
+                counters.drop_lines();
+            }
+            totals.merge(&counters.totals);
+            missing += counters.missing_count;
+            let room = if lines { usize::MAX } else { MISSING_NAMES };
+            let named = room.saturating_sub(missing_counters.len());
+            missing_counters.extend(counters.missing.iter().take(named).cloned());
+            node.counters = counters.lines;
+            node.missing_counters = counters.missing;
+            nodes.push(node);
         }
         let answered = totals.answered;
         let reachable_nodes = nodes.iter().filter(|n| n.reachable && n.answered).count();
@@ -246,12 +204,10 @@ impl Summary {
             total_value: totals.value,
             total_operations: totals.operations,
             num_counters: answered,
-            known_counters: answered + missing_counters.len(),
+            known_counters: answered + missing,
             num_nodes: nodes.len(),
             reachable_nodes,
-            complete: missing_counters.is_empty()
-                && reachable_nodes == nodes.len()
-                && missing_links.is_empty(),
+            complete: missing == 0 && reachable_nodes == nodes.len() && missing_links.is_empty(),
             avg_ops_per_sec: if answered > 0 {
                 totals.lifetime_rates / answered as f64
             } else {
@@ -276,17 +232,10 @@ impl Summary {
     }
 }
 
-/// Sort key that puts `node/2` before `node/10`.
-fn natural_key(name: &str) -> (&str, u64, &str) {
-    match name.rsplit_once('/') {
-        Some((node, index)) => (node, index.parse().unwrap_or(u64::MAX), index),
-        None => (name, u64::MAX, ""),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::counter::CounterStats;
     use shared::protocol::{Role, PROTOCOL_VERSION};
 
     fn knows(info: NodeInfo, peers: &[&str]) -> NodeInfo {
@@ -335,6 +284,21 @@ mod tests {
         }
     }
 
+    /// Node `name`'s answer: its description and its first counters, in order.
+    fn answer(name: &str, info: Option<NodeInfo>, page: Vec<Option<CounterStats>>) -> NodeAnswer {
+        let mut counters = NodeCounters::default();
+        counters.add_page(name, 0, page, &LineBudget::new(usize::MAX));
+        NodeAnswer {
+            name: name.into(),
+            info,
+            counters,
+        }
+    }
+
+    fn full() -> LineBudget {
+        LineBudget::new(crate::stats::lines::ANSWER_LIMIT)
+    }
+
     fn peer(name: &str, status: PeerStatus, counters: Option<u32>) -> PeerView {
         PeerView {
             name: name.into(),
@@ -354,20 +318,21 @@ mod tests {
             "a",
             vec![peer("b", PeerStatus::Up, Some(1))],
             vec![
-                ("a".into(), Some(knows(info("a", 5, 3), &["b"]))),
-                (
-                    "b".into(),
+                answer(
+                    "a",
+                    Some(knows(info("a", 5, 3), &["b"])),
+                    vec![Some(counter("a/0", -1, 1)), Some(counter("a/1", 7, 2))],
+                ),
+                answer(
+                    "b",
                     Some(NodeInfo {
                         counters: 1,
                         ..knows(info("b", -2, 4), &["a"])
                     }),
+                    vec![Some(counter("b/0", 4, 6))],
                 ),
             ],
-            vec![
-                ("a/1".into(), Some(counter("a/1", 7, 2))),
-                ("a/0".into(), Some(counter("a/0", -1, 1))),
-                ("b/0".into(), Some(counter("b/0", 4, 6))),
-            ],
+            &full(),
         );
         assert_eq!((s.total_value, s.total_operations), (10, 9));
         assert_eq!((s.num_counters, s.known_counters), (3, 3));
@@ -395,21 +360,22 @@ mod tests {
                 peer("c", PeerStatus::Up, None),
             ],
             vec![
-                (
-                    "a".into(),
+                answer(
+                    "a",
                     Some(NodeInfo {
                         counters: 1,
                         ..info("a", 0, 0)
                     }),
+                    vec![Some(counter("a/0", 1, 1))],
                 ),
-                ("b".into(), Some(info("b", 0, 0))),
-                ("c".into(), None),
+                answer(
+                    "b",
+                    Some(info("b", 0, 0)),
+                    vec![Some(counter("b/0", 2, 2)), None],
+                ),
+                answer("c", None, vec![]),
             ],
-            vec![
-                ("a/0".into(), Some(counter("a/0", 1, 1))),
-                ("b/0".into(), Some(counter("b/0", 2, 2))),
-                ("b/1".into(), None),
-            ],
+            &full(),
         );
         assert!(!s.complete);
         assert_eq!(s.missing_counters, ["b/1"]);
@@ -426,21 +392,22 @@ mod tests {
     #[test]
     fn unreachable_nodes_report_all_their_counters_missing() {
         // c is unreachable: its session is gone, so none of its counters were even
-        // discovered; the membership remembers it hosts 3. d never described itself.
+        // read; the membership remembers it hosts 3. d never described itself.
         let s = summarize(
             "a",
             vec![
                 peer("c", PeerStatus::Unreachable, Some(3)),
                 peer("d", PeerStatus::Pending, None),
             ],
-            vec![(
-                "a".into(),
+            vec![answer(
+                "a",
                 Some(NodeInfo {
                     counters: 1,
                     ..info("a", 0, 0)
                 }),
+                vec![Some(counter("a/0", 1, 1))],
             )],
-            vec![("a/0".into(), Some(counter("a/0", 1, 1)))],
+            &full(),
         );
         assert!(!s.complete);
         assert_eq!(s.missing_counters, ["c/0", "c/1", "c/2"]);
@@ -461,9 +428,9 @@ mod tests {
             "a",
             vec![peer("b", PeerStatus::Up, Some(0))],
             vec![
-                ("a".into(), Some(knows(info("a", 0, 0), &["b"]))),
-                (
-                    "b".into(),
+                answer("a", Some(knows(info("a", 0, 0), &["b"])), vec![]),
+                answer(
+                    "b",
                     Some(knows(
                         NodeInfo {
                             counters: 0,
@@ -471,9 +438,10 @@ mod tests {
                         },
                         &["a", "c"],
                     )),
+                    vec![],
                 ),
             ],
-            vec![],
+            &full(),
         );
         assert!(!s.complete);
         assert_eq!((s.num_nodes, s.reachable_nodes), (3, 2));
@@ -487,9 +455,9 @@ mod tests {
             "a",
             vec![peer("b", PeerStatus::Up, Some(0))],
             vec![
-                ("a".into(), Some(knows(info("a", 0, 0), &["b"]))),
-                (
-                    "b".into(),
+                answer("a", Some(knows(info("a", 0, 0), &["b"])), vec![]),
+                answer(
+                    "b",
                     Some(knows(
                         NodeInfo {
                             counters: 0,
@@ -497,12 +465,41 @@ mod tests {
                         },
                         &[],
                     )),
+                    vec![],
                 ),
             ],
-            vec![],
+            &full(),
         );
         assert!(!s.complete);
         assert_eq!(s.missing_links, ["b -> a"]);
         assert_eq!(s.reachable_nodes, 2);
+    }
+
+    /// A node of a million counters gone: the numbers are exact, the lines are left
+    /// out and a thousand names are given, overall and under the node.
+    #[test]
+    fn more_lines_than_an_answer_carries_leave_sums_and_a_thousand_names() {
+        let budget = full();
+        let s = summarize(
+            "a",
+            vec![peer("c", PeerStatus::Unreachable, Some(1_000_000))],
+            vec![answer(
+                "a",
+                Some(NodeInfo {
+                    counters: 1,
+                    ..info("a", 0, 0)
+                }),
+                vec![Some(counter("a/0", 7, 1))],
+            )],
+            &budget,
+        );
+        assert!(!budget.kept());
+        assert!(!s.complete);
+        assert_eq!((s.num_counters, s.known_counters), (1, 1_000_001));
+        assert_eq!(s.total_value, 7);
+        assert!(s.nodes.iter().all(|n| n.counters.is_empty()));
+        assert_eq!(s.missing_counters.len(), MISSING_NAMES);
+        assert_eq!(s.missing_counters[..2], ["c/0", "c/1"]);
+        assert_eq!(s.nodes[1].missing_counters.len(), MISSING_NAMES);
     }
 }
