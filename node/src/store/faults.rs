@@ -1,4 +1,5 @@
-//! The store file's storage: redb's own file backend, with a fault hook for tests.
+//! The store file's storage: redb's own file backend, with a fault hook for tests (the
+//! [redo log](super::redo) goes through the same hook).
 //!
 //! Linux may report a failed sync for writes that did reach the disk, and after such an
 //! error nobody can know which; the store must come out exact either way. So the hook
@@ -87,7 +88,7 @@ impl DiskFaults {
     }
 
     /// What to do at a sync: `None` to sync as usual.
-    fn at_sync(&self) -> Option<DiskFault> {
+    pub(super) fn at_sync(&self) -> Option<DiskFault> {
         if self.pending.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -111,7 +112,7 @@ impl DiskFaults {
     }
 
     /// Whether this write is to fail.
-    fn at_write(&self) -> bool {
+    pub(super) fn at_write(&self) -> bool {
         if self.pending.load(Ordering::Acquire) == 0 {
             return false;
         }

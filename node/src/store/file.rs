@@ -16,12 +16,13 @@ use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use redb::{
-    Database, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
     WriteTransaction,
 };
+use tracing::{error, info};
 
 use super::error::StoreError;
 use super::faults::{DiskFaults, FaultyFile};
@@ -30,6 +31,7 @@ use super::records::{
     id_bucket, Discrepancy, Entry, IdRecord, InRecord, OutBatch, OutRecord, OutStream,
     OutboxRecord, Recovered, Sum, ID_PRUNE_PER_COMMIT,
 };
+use super::redo::{Op, Position, RedoLog, LOG_NAME};
 use crate::counters::record::CounterRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -64,6 +66,14 @@ pub(crate) const LOCK_NAME: &str = "LOCK";
 /// The data dir's lock is held throughout, reopening included.
 pub(crate) struct StoreFile {
     db: RwLock<Option<Database>>,
+    /// The redo log: a commit is durable once it is there (see [`super::redo`]).
+    redo: Mutex<RedoLog>,
+    /// A checkpoint is owed before the log may take another record (see [`replay`]).
+    owed: AtomicBool,
+    /// Held by a commit from the moment it is durable (and is answered) until the
+    /// file holds it too; every read waits for it, so whoever heard of a commit reads
+    /// what it wrote.
+    landing: Mutex<()>,
     dir: PathBuf,
     broken: AtomicBool,
     faults: Arc<DiskFaults>,
@@ -79,6 +89,188 @@ impl std::fmt::Debug for StoreFile {
 
 fn write_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Write(e.into())
+}
+
+fn closed() -> StoreError {
+    StoreError::write("the store is closed after a failed operation (it is reopened at the next)")
+}
+
+/// A commit that is durable (its record is in the redo log) and that the file does
+/// not hold yet. Reads wait until it is landed. Dropped without landing (a panic on
+/// the way), it marks the file broken: the next operation reopens it and replays the
+/// log, which holds the commit.
+pub(crate) struct Prepared<'f> {
+    file: &'f StoreFile,
+    /// The file's transaction, to commit without a sync (`None`: committed already).
+    write: Option<WriteTransaction>,
+    landing: Option<MutexGuard<'f, ()>>,
+    /// The file stays open (not reopened) until then.
+    db: RwLockReadGuard<'f, Option<Database>>,
+}
+
+impl Prepared<'_> {
+    /// Commits the writes to the file, without a sync, and lets reads go on; every
+    /// [`super::redo::CHECKPOINT_EVERY`] records of the log (or fewer, larger ones),
+    /// then syncs the file (an empty commit
+    /// with a sync), and the log starts again. Nobody waits on this: a failure marks
+    /// the file broken, and the next operation reopens it and replays the log, which
+    /// still holds the commit.
+    pub(crate) fn land(mut self) {
+        let Some(write) = self.write.take() else {
+            return;
+        };
+        let file = self.file;
+        let mut redo = file.redo.lock().unwrap_or_else(|e| e.into_inner());
+        let attempt = std::panic::AssertUnwindSafe(|| {
+            write.commit().map_err(write_error)?;
+            // Visible to reads from here on.
+            self.landing = None;
+            match self.db.as_ref() {
+                Some(db) if redo.checkpoint_due() => {
+                    checkpoint(db.begin_write().map_err(write_error)?, &mut redo)
+                }
+                _ => Ok(()),
+            }
+        });
+        let landed = std::panic::catch_unwind(attempt)
+            .unwrap_or_else(|_| Err(StoreError::write("landing the commit panicked")));
+        if let Err(e) = landed {
+            error!(error = %e, "a commit in the redo log did not reach the store file, or its checkpoint failed; the log is replayed at the next operation");
+            file.failed();
+        }
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        if self.write.is_some() {
+            self.file.failed();
+        }
+    }
+}
+
+/// Where the store file keeps where its last checkpoint put the redo log: cycle,
+/// offset and number of the next record.
+const REDO_FROM: &str = "redo_from";
+
+/// Commits `write` with a sync, carrying where the redo log's next record goes (see
+/// [`super::redo`]): the log's records before it are in the file from then on.
+fn checkpoint(mut write: WriteTransaction, redo: &mut RedoLog) -> Result<(), StoreError> {
+    let at = redo.position();
+    write
+        .set_durability(Durability::Immediate)
+        .map_err(write_error)?;
+    let from = [at.cycle, at.offset, at.seq].map(u64::to_be_bytes).concat();
+    write
+        .open_table(META)
+        .map_err(write_error)?
+        .insert(REDO_FROM, from.as_slice())
+        .map_err(write_error)?;
+    write.commit().map_err(write_error)?;
+    redo.checkpointed(at);
+    Ok(())
+}
+
+/// Replays the redo log into `db` from where `db`'s last checkpoint put it, in order,
+/// in a commit without a sync: reads see it, and the next commit makes a checkpoint of
+/// it first. Returns whether a checkpoint is owed before the log may take another
+/// record: after a replay, and for a store that has never had one (a new store, one
+/// made before the log).
+fn replay(db: &Database, redo: &mut RedoLog) -> Result<bool, StoreError> {
+    let from = db
+        .begin_read()
+        .map_err(write_error)
+        .and_then(|read| read_u64s::<3>(&read.open_table(META).map_err(write_error)?, REDO_FROM))?;
+    let Some([cycle, offset, seq]) = from else {
+        return Ok(true);
+    };
+    let records = redo.read_from(Position { cycle, offset, seq })?;
+    if records.is_empty() {
+        return Ok(false);
+    }
+    let mut write = db.begin_write().map_err(write_error)?;
+    write
+        .set_durability(Durability::None)
+        .map_err(write_error)?;
+    for op in records.iter().flatten() {
+        apply(&write, op)?;
+    }
+    write.commit().map_err(write_error)?;
+    info!(
+        records = records.len(),
+        "replayed the redo log into the store file"
+    );
+    Ok(true)
+}
+
+/// One write of the redo log, as the commit made it.
+fn apply(write: &WriteTransaction, op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::Meta(key, value) => {
+            write
+                .open_table(META)
+                .map_err(write_error)?
+                .insert(key.as_str(), value.as_slice())
+                .map_err(write_error)?;
+        }
+        Op::Counter(index, record) => {
+            write
+                .open_table(COUNTERS)
+                .map_err(write_error)?
+                .insert(*index, *record)
+                .map_err(write_error)?;
+        }
+        Op::StreamIn(key, record) => {
+            write
+                .open_table(STREAMS_IN)
+                .map_err(write_error)?
+                .insert(key.as_str(), *record)
+                .map_err(write_error)?;
+        }
+        Op::ClientId(bucket, id, record) => {
+            write
+                .open_table(CLIENT_IDS)
+                .map_err(write_error)?
+                .insert((*bucket, id.as_str()), record.as_slice())
+                .map_err(write_error)?;
+        }
+        Op::ForgetId(bucket, id) => {
+            write
+                .open_table(CLIENT_IDS)
+                .map_err(write_error)?
+                .remove((*bucket, id.as_str()))
+                .map_err(write_error)?;
+        }
+        Op::Outbox(dest, seq, batch) => {
+            write
+                .open_table(OUTBOX)
+                .map_err(write_error)?
+                .insert((dest.as_str(), *seq), batch.as_slice())
+                .map_err(write_error)?;
+        }
+        Op::ForgetOutbox(dest, through) => {
+            write
+                .open_table(OUTBOX)
+                .map_err(write_error)?
+                .retain_in((dest.as_str(), 0)..=(dest.as_str(), *through), |_, _| false)
+                .map_err(write_error)?;
+        }
+        Op::StreamOut(dest, marks) => {
+            write
+                .open_table(STREAMS_OUT)
+                .map_err(write_error)?
+                .insert(dest.as_str(), *marks)
+                .map_err(write_error)?;
+        }
+        Op::OutTotals(dest, totals) => {
+            write
+                .open_table(OUT_TOTALS)
+                .map_err(write_error)?
+                .insert(dest.as_str(), *totals)
+                .map_err(write_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// What opening a store file found.
@@ -104,8 +296,14 @@ impl StoreFile {
     ) -> Result<Opened, StoreError> {
         let (db, lock, existed) = open_locked(dir, &faults)?;
         let fresh = claim(&db, dir, node, existed)?;
+        let mut redo = RedoLog::open(dir, Arc::clone(&faults)).map_err(|e| cannot_open(dir, e))?;
+        let owed = replay(&db, &mut redo)
+            .map_err(|e| cannot_open(dir, format!("cannot replay the redo log: {e}")))?;
         let store = Self {
             db: RwLock::new(Some(db)),
+            redo: Mutex::new(redo),
+            owed: AtomicBool::new(owed),
+            landing: Mutex::new(()),
             dir: dir.to_path_buf(),
             broken: AtomicBool::new(false),
             faults,
@@ -151,8 +349,95 @@ impl StoreFile {
     }
 
     /// One commit at store time `now_ms`, with `in_bucket` ids held in the current
-    /// bucket: see `Store::commit`. Returns what it did and how many new ids
-    /// it stored.
+    /// bucket, up to the moment it is durable: see `Store::commit`. Returns what it did,
+    /// how many new ids it stored, and what is left to do: [`Prepared::land`] it.
+    pub(crate) fn prepare(
+        &self,
+        number: u64,
+        now_ms: u64,
+        in_bucket: u64,
+        entries: &[Entry],
+    ) -> Result<(CommitOutcome, u64, Prepared<'_>), StoreError> {
+        let panicked = || StoreError::write("the commit panicked");
+        let reopen = std::panic::AssertUnwindSafe(|| self.reopen_if_broken());
+        std::panic::catch_unwind(reopen).map_err(|_| panicked())??;
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let attempt = std::panic::AssertUnwindSafe(|| {
+            self.prepare_in(&db, number, now_ms, in_bucket, entries)
+        });
+        let result = std::panic::catch_unwind(attempt).unwrap_or_else(|_| Err(panicked()));
+        match result {
+            Ok((outcome, new_ids, write)) => {
+                let prepared = Prepared {
+                    file: self,
+                    write,
+                    landing: Some(self.landing.lock().unwrap_or_else(|e| e.into_inner())),
+                    db,
+                };
+                Ok((outcome, new_ids, prepared))
+            }
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+
+    /// A commit failed, or was not landed: the file is reopened, and the log replayed
+    /// into it, at the next operation; and a checkpoint is owed before the log takes
+    /// another record (a sync that failed may have left the log's header, or a
+    /// record, in the page cache only).
+    fn failed(&self) {
+        self.owed.store(true, Ordering::Release);
+        self.broken.store(true, Ordering::Release);
+    }
+
+    /// The commit's writes in a transaction of the file, and its record in the redo
+    /// log, synced: the transaction is returned to be committed without a sync. A
+    /// commit whose record does not fit the log is committed with a sync here instead
+    /// (`None` returned), and the log starts again.
+    fn prepare_in(
+        &self,
+        db: &Option<Database>,
+        number: u64,
+        now_ms: u64,
+        in_bucket: u64,
+        entries: &[Entry],
+    ) -> Result<(CommitOutcome, u64, Option<WriteTransaction>), StoreError> {
+        let db = db.as_ref().ok_or_else(closed)?;
+        let mut redo = self.redo.lock().unwrap_or_else(|e| e.into_inner());
+        if self.owed.load(Ordering::Acquire) {
+            checkpoint(db.begin_write().map_err(write_error)?, &mut redo)?;
+            self.owed.store(false, Ordering::Release);
+        }
+        let mut write = db.begin_write().map_err(write_error)?;
+        let mut tables = FileTables::new(&write);
+        let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut tables)?;
+        let new_ids = writes.ids.len() as u64;
+        tables.write(&writes, now_ms)?;
+        let ops = std::mem::take(&mut tables.redo);
+        drop(tables);
+        let outcome = CommitOutcome {
+            outcomes,
+            counters: writes.counters.into_iter().collect(),
+            operations: writes.operations,
+            streams: writes.streams_in.into_iter().collect(),
+        };
+        if redo.append(&ops)? {
+            write
+                .set_durability(Durability::None)
+                .map_err(write_error)?;
+            return Ok((outcome, new_ids, Some(write)));
+        }
+        // Too large for the log, or the log is full: durable in the file itself, which
+        // then holds everything the log did, and the log starts a new lap.
+        redo.wrap();
+        checkpoint(write, &mut redo)?;
+        Ok((outcome, new_ids, None))
+    }
+
+    /// [`StoreFile::prepare`] and land it at once.
+    #[cfg(test)]
     pub(crate) fn commit(
         &self,
         number: u64,
@@ -160,22 +445,27 @@ impl StoreFile {
         in_bucket: u64,
         entries: &[Entry],
     ) -> Result<(CommitOutcome, u64), StoreError> {
-        self.with_db(|db| {
-            let write = db.begin_write().map_err(write_error)?;
-            let mut tables = FileTables::new(&write);
-            let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut tables)?;
-            let new_ids = writes.ids.len() as u64;
-            tables.write(&writes, now_ms)?;
-            drop(tables);
-            write.commit().map_err(write_error)?;
-            let outcome = CommitOutcome {
-                outcomes,
-                counters: writes.counters.into_iter().collect(),
-                operations: writes.operations,
-                streams: writes.streams_in.into_iter().collect(),
-            };
-            Ok((outcome, new_ids))
-        })
+        let (outcome, new_ids, prepared) = self.prepare(number, now_ms, in_bucket, entries)?;
+        prepared.land();
+        Ok((outcome, new_ids))
+    }
+
+    /// Starts the log's next lap now, with a checkpoint, as a full log does.
+    #[cfg(test)]
+    fn wrap_log(&self) {
+        let db = self.db.read().unwrap();
+        let mut redo = self.redo.lock().unwrap();
+        redo.wrap();
+        let write = db.as_ref().unwrap().begin_write().unwrap();
+        checkpoint(write, &mut redo).unwrap();
+    }
+
+    /// Reopens the file if an earlier operation failed.
+    fn reopen_if_broken(&self) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        Ok(())
     }
 
     /// Runs `f` on the open database, reopening it first if an earlier operation
@@ -184,15 +474,11 @@ impl StoreFile {
         &self,
         f: impl FnOnce(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        if self.broken.load(Ordering::Acquire) {
-            self.reopen()?;
-        }
+        self.reopen_if_broken()?;
         let db = self.db.read().unwrap_or_else(|e| e.into_inner());
         let result = match db.as_ref() {
             Some(db) => f(db),
-            None => Err(StoreError::Write(
-                "the store is closed after a failed operation (it is reopened at the next)".into(),
-            )),
+            None => Err(closed()),
         };
         if result.is_err() {
             self.broken.store(true, Ordering::Release);
@@ -211,8 +497,15 @@ impl StoreFile {
         *db = None;
         let file = self.dir.join(FILE_NAME);
         drop_cached_pages(&file);
+        drop_cached_pages(&self.dir.join(LOG_NAME));
         let reopened = open_database(&file, &self.faults)
             .map_err(|e| StoreError::write(format!("cannot reopen the store: {e}")))?;
+        // What the log holds and the file may not (a commit answered but not landed,
+        // or one in doubt that reached the log); synced by the next commit, so that
+        // reads go on while the disk takes no writes.
+        let mut redo = self.redo.lock().unwrap_or_else(|e| e.into_inner());
+        let owed = replay(&reopened, &mut redo)?;
+        self.owed.fetch_or(owed, Ordering::AcqRel);
         *db = Some(reopened);
         self.broken.store(false, Ordering::Release);
         Ok(())
@@ -223,6 +516,8 @@ impl StoreFile {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // After the commit being landed, if there is one.
+        drop(self.landing.lock().unwrap_or_else(|e| e.into_inner()));
         self.with_db(|db| f(&db.begin_read().map_err(write_error)?))
     }
 
@@ -548,6 +843,8 @@ struct FileTables<'txn> {
     streams_out: Option<Table<'txn, &'static str, (u64, u64)>>,
     out_totals: Option<Table<'txn, &'static str, OutTotals>>,
     outbox: Option<Table<'txn, (&'static str, u64), &'static [u8]>>,
+    /// What was written, for the redo log.
+    redo: Vec<Op>,
 }
 
 /// Table `definition` of `write`, opened into `slot` the first time.
@@ -573,6 +870,7 @@ impl<'txn> FileTables<'txn> {
             streams_out: None,
             out_totals: None,
             outbox: None,
+            redo: Vec::new(),
         }
     }
 
@@ -581,16 +879,19 @@ impl<'txn> FileTables<'txn> {
         let write = self.write;
         if !writes.ids.is_empty() {
             let ids = opened(&mut self.client_ids, write, CLIENT_IDS)?;
-            prune_ids(ids, id_bucket(now_ms))?;
+            prune_ids(ids, id_bucket(now_ms), &mut self.redo)?;
             for (id, (bucket, record)) in &writes.ids {
                 let bytes = shared::codec::encode(record).map_err(write_error)?;
                 ids.insert((*bucket, id.as_str()), bytes.as_slice())
                     .map_err(write_error)?;
+                self.redo.push(Op::ClientId(*bucket, id.clone(), bytes));
             }
             // The clock goes with the ids it dated: a restart carries on from here.
             let mut meta = write.open_table(META).map_err(write_error)?;
-            meta.insert("clock", now_ms.to_be_bytes().as_slice())
+            let clock = now_ms.to_be_bytes();
+            meta.insert("clock", clock.as_slice())
                 .map_err(write_error)?;
+            self.redo.push(Op::Meta("clock".into(), clock.to_vec()));
         }
         if !writes.counters.is_empty() {
             let counters = opened(&mut self.counters, write, COUNTERS)?;
@@ -598,6 +899,7 @@ impl<'txn> FileTables<'txn> {
                 counters
                     .insert(*index, record.to_tuple())
                     .map_err(write_error)?;
+                self.redo.push(Op::Counter(*index, record.to_tuple()));
             }
         }
         if !writes.streams_in.is_empty() {
@@ -606,6 +908,7 @@ impl<'txn> FileTables<'txn> {
                 streams
                     .insert(key.as_str(), record.to_tuple())
                     .map_err(write_error)?;
+                self.redo.push(Op::StreamIn(key.clone(), record.to_tuple()));
             }
         }
         self.write_outgoing(writes)?;
@@ -621,6 +924,7 @@ impl<'txn> FileTables<'txn> {
             .concat();
             meta.insert("issued", bytes.as_slice())
                 .map_err(write_error)?;
+            self.redo.push(Op::Meta("issued".into(), bytes));
         }
         Ok(())
     }
@@ -636,6 +940,7 @@ impl<'txn> FileTables<'txn> {
                 outbox
                     .insert((dest.as_str(), batch.seq), bytes.as_slice())
                     .map_err(write_error)?;
+                self.redo.push(Op::Outbox(dest.clone(), batch.seq, bytes));
             }
         }
         for (dest, record) in &writes.streams_out {
@@ -646,6 +951,8 @@ impl<'txn> FileTables<'txn> {
             opened(&mut self.streams_out, write, STREAMS_OUT)?
                 .insert(dest.as_str(), (record.last_seq, record.acked))
                 .map_err(write_error)?;
+            self.redo
+                .push(Op::StreamOut(dest.clone(), (record.last_seq, record.acked)));
             if record.known {
                 let totals = (
                     record.issued.value,
@@ -657,6 +964,7 @@ impl<'txn> FileTables<'txn> {
                 opened(&mut self.out_totals, write, OUT_TOTALS)?
                     .insert(dest.as_str(), totals)
                     .map_err(write_error)?;
+                self.redo.push(Op::OutTotals(dest.clone(), totals));
             }
             if record.acked > before.acked {
                 opened(&mut self.outbox, write, OUTBOX)?
@@ -665,6 +973,7 @@ impl<'txn> FileTables<'txn> {
                         |_, _| false,
                     )
                     .map_err(write_error)?;
+                self.redo.push(Op::ForgetOutbox(dest.clone(), record.acked));
             }
         }
         Ok(())
@@ -675,6 +984,7 @@ impl<'txn> FileTables<'txn> {
 fn prune_ids(
     ids: &mut Table<'_, (u32, &'static str), &'static [u8]>,
     bucket: u32,
+    redo: &mut Vec<Op>,
 ) -> Result<(), StoreError> {
     let mut forgotten: Vec<(u32, String)> = Vec::new();
     for row in ids
@@ -688,8 +998,9 @@ fn prune_ids(
             break;
         }
     }
-    for (day, id) in &forgotten {
-        ids.remove((*day, id.as_str())).map_err(write_error)?;
+    for (day, id) in forgotten {
+        ids.remove((day, id.as_str())).map_err(write_error)?;
+        redo.push(Op::ForgetId(day, id));
     }
     Ok(())
 }
@@ -775,6 +1086,117 @@ mod tests {
         StoreFile::open(dir, node, counters, Arc::default())
     }
 
+    /// A change to counter 0 by `by`, as stream `s`'s batch `seq`.
+    fn batch(seq: u64, by: i128) -> Entry {
+        Entry::Batch {
+            stream: "s#1".into(),
+            seq,
+            changes: vec![shared::host::Change {
+                counter: 0,
+                delta: by,
+                operations: 1,
+            }],
+        }
+    }
+
+    /// A commit is answered once its record is in the redo log, before the file has
+    /// it: one that never reached the file (the process died first) is there after a
+    /// restart, read from the log, with the stream record that makes it happen once.
+    #[test]
+    fn a_commit_answered_before_the_file_had_it_is_there_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+            let (_, _, prepared) = store.prepare(2, 0, 0, &[batch(2, 3)]).unwrap();
+            // Dropped unlanded, its transaction aborted: the file never holds commit 2.
+            drop(prepared);
+        }
+        let opened = open(dir.path(), "n", 1).unwrap();
+        assert_eq!(opened.recovered.records[0].value, 8);
+        assert_eq!(opened.recovered.last_commit, 2);
+        assert_eq!(opened.file.streams_in().unwrap()[0].1.seq, 2);
+        // Sent again, it applies nothing.
+        opened.file.commit(3, 0, 0, &[batch(2, 3)]).unwrap();
+        assert_eq!(opened.file.record(0).unwrap().value, 8);
+    }
+
+    /// After any failed commit (here: the log's sync reporting an error after it
+    /// synced), a checkpoint is owed at once, and the next commit makes it first: what
+    /// the log holds may be in the page cache only, and the file is synced before the
+    /// log takes another record. What each commit wrote is there, once.
+    #[test]
+    fn after_a_failed_commit_a_checkpoint_comes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+            assert!(!store.owed.load(Ordering::Acquire));
+            store.faults().arm(0, 1);
+            assert!(store.commit(2, 0, 0, &[batch(2, 3)]).is_err());
+            assert!(store.owed.load(Ordering::Acquire));
+            store.commit(2, 0, 0, &[batch(2, 3)]).unwrap();
+            assert!(!store.owed.load(Ordering::Acquire));
+            // One record since the last checkpoint: the checkpoint came first.
+            assert_eq!(store.redo.lock().unwrap().len(), 1);
+        }
+        let opened = open(dir.path(), "n", 1).unwrap();
+        assert_eq!(opened.recovered.records[0].value, 8);
+    }
+
+    /// Every [`super::super::redo::CHECKPOINT_EVERY`] commits the file is synced;
+    /// what the log held is in the file.
+    #[test]
+    fn the_log_starts_again_at_each_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = super::super::redo::CHECKPOINT_EVERY;
+        let commits = every + 10;
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            for seq in 1..=commits {
+                store.commit(seq, 0, 0, &[batch(seq, 1)]).unwrap();
+            }
+            let held = store.redo.lock().unwrap().len();
+            assert!(held < every, "{held} records held");
+            assert!(held > 0);
+        }
+        let opened = open(dir.path(), "n", 1).unwrap();
+        assert_eq!(opened.recovered.records[0].value, commits as i64);
+    }
+
+    /// A store file restored from an older copy, beside the log: while the log's lap
+    /// still holds every record since the copy's checkpoint, they are replayed, in
+    /// order, and nothing goes back; once the log has wrapped, the copy's position finds
+    /// another lap's record there, and it opens as the copy.
+    #[test]
+    fn a_store_file_restored_from_an_older_copy_takes_the_log_only_from_its_lap() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.redb");
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+        }
+        std::fs::copy(dir.path().join(FILE_NAME), &copy).unwrap();
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            store.commit(2, 0, 0, &[batch(2, 3)]).unwrap();
+        }
+        std::fs::copy(&copy, dir.path().join(FILE_NAME)).unwrap();
+        {
+            let opened = open(dir.path(), "n", 1).unwrap();
+            assert_eq!(
+                opened.recovered.records[0].value, 8,
+                "the lap was not replayed"
+            );
+            opened.file.wrap_log();
+            opened.file.commit(3, 0, 0, &[batch(3, 1)]).unwrap();
+        }
+        std::fs::copy(&copy, dir.path().join(FILE_NAME)).unwrap();
+        let opened = open(dir.path(), "n", 1).unwrap();
+        assert_eq!(opened.recovered.records[0].value, 5);
+        assert_eq!(opened.file.streams_in().unwrap()[0].1.seq, 1);
+    }
+
     #[test]
     fn what_was_committed_is_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -856,6 +1278,8 @@ mod tests {
             store.commit(1, 0, 0, &[outgoing]).unwrap();
         }
         {
+            // Nor a redo log.
+            std::fs::remove_file(dir.path().join(super::super::redo::LOG_NAME)).unwrap();
             let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
             let write = db.begin_write().unwrap();
             write.delete_table(OUT_TOTALS).unwrap();

@@ -19,7 +19,9 @@
 //! interval since the last commit is over ([`pace`](super::pace)), so a trickle from
 //! many senders costs at most one fsync per interval; a client's change goes at once.
 //!
-//! **After a commit** the journal hands each counter the commit changed its new record,
+//! **After a commit** (once it is durable: its record in the store's redo log; the
+//! store file takes it right after, and the next commit waits for that) the journal
+//! hands each counter the commit changed its new record,
 //! one message per counter however many changes the commit held for it (a counter that
 //! holds that commit already, because it was started from the store since, skips it),
 //! answers every client waiting on a change in it with
@@ -218,6 +220,10 @@ pub(crate) struct JournalState {
     committed: u64,
     next_commit: u64,
     in_flight: bool,
+    /// A commit reported, and its blocking task still landing it in the store file;
+    /// the next waits for it, so that one blocking thread at a time commits (each
+    /// thread keeps memory of its own for what it allocates).
+    landing: bool,
     /// When the next commit may start.
     pace: Pace,
     /// Whether a [`JournalMessage::Due`] is on its way.
@@ -264,6 +270,9 @@ pub(crate) enum JournalMessage {
         /// How long it took, in seconds.
         seconds: f64,
     },
+    /// The commit reported last is in the store file too (its blocking task ended):
+    /// the next may start.
+    Landed,
     /// Time to try a failed commit again.
     Retry,
     /// The group commit interval is over: commit what is queued.
@@ -278,7 +287,7 @@ impl JournalState {
     /// when it will). After a failure, the commit first learns what the store holds (see
     /// the module documentation).
     fn commit_next(&mut self, myself: &ActorRef<JournalMessage>) {
-        if self.in_flight || (self.failing.is_some() && self.retry_scheduled) {
+        if self.in_flight || self.landing || (self.failing.is_some() && self.retry_scheduled) {
             return;
         }
         let now = std::time::Instant::now();
@@ -304,42 +313,50 @@ impl JournalState {
         let relearn = self.failing.is_some().then(|| self.args.table.len());
         let batch = std::mem::replace(&mut self.queue, std::mem::take(&mut self.spare));
         let store = Arc::clone(&self.args.store);
-        let commit = move |batch: &Queue| {
+        let reporter = myself.clone();
+        // Reports the commit as soon as it is durable: the store file takes it after.
+        let commit = move |batch: Queue| {
             let started = std::time::Instant::now();
-            let (number, learned, result) = commit_to(&store, number, relearn, &batch.entries);
-            (number, learned, result, started.elapsed().as_secs_f64())
+            commit_to(
+                &store,
+                number,
+                relearn,
+                batch,
+                |batch, number, learned, result| {
+                    let _ = reporter.cast(JournalMessage::Committed {
+                        number,
+                        batch: Box::new(batch),
+                        learned,
+                        result,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                },
+            );
         };
         if !self.args.store.is_durable() {
-            let (number, learned, result, seconds) = commit(&batch);
-            let _ = myself.cast(JournalMessage::Committed {
-                number,
-                batch: Box::new(batch),
-                learned,
-                result,
-                seconds,
-            });
+            commit(batch);
             return;
         }
         let myself = myself.clone();
+        self.landing = true;
         // Counted before it leaves this thread: a journal that replaces this one (if it
         // fails now) waits for the commit, even one that has not begun yet.
         let handed_off = Store::hand_off(&self.args.store);
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
         crate::runtime::busy_poll::spawn_blocking(move || {
-            let attempt = std::panic::AssertUnwindSafe(|| commit(&batch));
-            let (number, learned, result, seconds) = match std::panic::catch_unwind(attempt) {
-                Ok(done) => done,
-                Err(_) => (number, None, Err("the commit panicked".to_string()), 0.0),
-            };
+            // The store turns a panic of the commit (or of reading it) into its error;
+            // one here is of the report itself, and the batch went with it: its waiters
+            // hear that it failed as they are dropped, and the journal is restarted. A
+            // commit not landed in the store file because of it marked the file broken,
+            // so the successor reads the store only after the log is replayed into it.
+            let attempt = std::panic::AssertUnwindSafe(|| commit(batch));
+            if std::panic::catch_unwind(attempt).is_err() {
+                error!("reporting a commit panicked; the journal restarts");
+                myself.stop(Some("reporting a commit panicked".into()));
+            }
             drop(handed_off);
-            let _ = myself.cast(JournalMessage::Committed {
-                number,
-                batch: Box::new(batch),
-                learned,
-                result,
-                seconds,
-            });
+            let _ = myself.cast(JournalMessage::Landed);
         });
     }
 
@@ -522,22 +539,45 @@ impl JournalState {
     }
 }
 
-/// Commits `entries` as commit `number`; after a failure (`relearn`: the number of
+/// Commits `batch` as commit `number`; after a failure (`relearn`: the number of
 /// counters), first reads what the store holds, and commits after its last commit.
-/// Returns the number used, what was learned, and what the commit did or why it failed.
+/// Hands `report` the batch, the number used, what was learned, and what the commit
+/// did or why it failed, as soon as the commit is durable or has failed.
 fn commit_to(
     store: &Store,
     number: u64,
     relearn: Option<u32>,
-    entries: &[Entry],
-) -> (u64, Option<Box<Settled>>, Result<CommitOutcome, String>) {
-    let learned = match relearn.map(|counters| store.current(counters)).transpose() {
-        Ok(learned) => learned,
-        Err(e) => return (number, None, Err(e.to_string())),
+    batch: Queue,
+    report: impl FnOnce(Queue, u64, Option<Box<Settled>>, Result<CommitOutcome, String>),
+) {
+    let read = std::panic::AssertUnwindSafe(|| relearn.map(|n| store.current(n)).transpose());
+    let learned = match std::panic::catch_unwind(read) {
+        Ok(Ok(learned)) => learned,
+        Ok(Err(e)) => return report(batch, number, None, Err(e.to_string())),
+        Err(_) => {
+            return report(
+                batch,
+                number,
+                None,
+                Err("reading the store panicked".into()),
+            )
+        }
     };
     let number = learned.as_ref().map_or(number, |s| s.last_commit + 1);
-    let result = store.commit(number, entries).map_err(|e| e.to_string());
-    (number, learned.map(Box::new), result)
+    store.commit_then(number, batch, |batch, result| {
+        report(
+            batch,
+            number,
+            learned.map(Box::new),
+            result.map_err(|e| e.to_string()),
+        )
+    });
+}
+
+impl AsRef<[Entry]> for Queue {
+    fn as_ref(&self) -> &[Entry] {
+        &self.entries
+    }
 }
 
 impl Actor for Journal {
@@ -584,6 +624,7 @@ impl Actor for Journal {
             committed: 0,
             next_commit: settled.last_commit + 1,
             in_flight: false,
+            landing: false,
             pace,
             due_scheduled: false,
             streams,
@@ -664,6 +705,10 @@ impl Actor for Journal {
                         }
                     }
                 }
+                state.commit_next(&myself);
+            }
+            JournalMessage::Landed => {
+                state.landing = false;
                 state.commit_next(&myself);
             }
             JournalMessage::Drain(reply) => {

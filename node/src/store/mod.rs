@@ -5,13 +5,15 @@
 //! | --- | --- |
 //! | [`plan`] | the store's rules: what a commit writes, every entry idempotent |
 //! | [`file`] | the redb file: its tables, its lock, opening it (or refusing to), one commit |
+//! | [`redo`] | the redo log in front of the file: a commit is durable once its record is synced |
 //! | [`memory`] | the same tables in memory (`--memory-only`) |
 //! | [`faults`] | the file's storage, with the sync and write errors tests inject |
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //! | [`pace`] | when the journal's next commit may start (the group commit interval) |
 //!
 //! What is durable, all of it changed only by commits (one redb write transaction each,
-//! all or nothing):
+//! all or nothing, made durable by one record of the [redo log](redo), or by a sync of
+//! the file itself at a checkpoint):
 //!
 //! - every counter's figures ([`CounterRecord`]) and the last commit's number;
 //! - per incoming stream (sender and its store), the last batch applied and what its
@@ -27,8 +29,9 @@
 //! - the node's name (a data dir holds one node's data) and the store's own random id,
 //!   the origin of this node's outgoing streams.
 //!
-//! A change is acknowledged only once a commit holding it has returned; many changes
-//! share one commit (one fsync). A commit that fails may still have reached the disk (a
+//! A change is acknowledged only once a commit holding it is durable (its record in the
+//! redo log synced); many changes share one commit (one fsync). The file takes the
+//! commit right after, without a sync, and reads of the store wait for that. A commit that fails may still have reached the disk (a
 //! sync can report an error after the data landed): whoever retries it retries the same
 //! entries, and the [plan](plan) makes each of them idempotent against what the store
 //! holds, so nothing is applied twice whichever way the failure went.
@@ -41,6 +44,7 @@ mod memory;
 mod pace;
 mod plan;
 mod records;
+mod redo;
 
 use std::ops::Range;
 use std::path::Path;
@@ -170,6 +174,7 @@ impl Store {
 
     /// Commits `entries` as commit `number`, in order, all or nothing, at the store's
     /// time now (when its ids are recorded, and what ids are forgotten).
+    #[cfg(test)]
     pub(crate) fn commit(
         &self,
         number: u64,
@@ -179,12 +184,36 @@ impl Store {
     }
 
     /// [`Store::commit`] at store time `now_ms` (tests set the time themselves).
+    #[cfg(test)]
     pub(crate) fn commit_at(
         &self,
         number: u64,
         now_ms: u64,
         entries: &[Entry],
     ) -> Result<CommitOutcome, StoreError> {
+        self.commit_at_then(number, now_ms, entries, |_, result| result)
+    }
+
+    /// Commits `batch`'s entries as commit `number` (see [`Store::commit`]), and calls
+    /// `durable` with the batch and what the commit did, or why it failed, as soon as
+    /// that is known: once the commit is durable, before the store file holds it too
+    /// (reads of the store wait for that). Returns what `durable` returns.
+    pub(crate) fn commit_then<B: AsRef<[Entry]>, T>(
+        &self,
+        number: u64,
+        batch: B,
+        durable: impl FnOnce(B, Result<CommitOutcome, StoreError>) -> T,
+    ) -> T {
+        self.commit_at_then(number, self.clock.now_ms(), batch, durable)
+    }
+
+    fn commit_at_then<B: AsRef<[Entry]>, T>(
+        &self,
+        number: u64,
+        now_ms: u64,
+        batch: B,
+        durable: impl FnOnce(B, Result<CommitOutcome, StoreError>) -> T,
+    ) -> T {
         let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = id_bucket(now_ms);
         let in_bucket = {
@@ -195,17 +224,35 @@ impl Store {
                 0
             }
         };
-        let (outcome, new_ids) = match &self.kind {
-            Kind::File(file) => file.commit(number, now_ms, in_bucket, entries)?,
-            Kind::Memory(memory) => {
-                Self::memory_tables(memory).commit(number, now_ms, in_bucket, entries)?
+        let count_ids = |new_ids: u64| {
+            if new_ids > 0 {
+                let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+                *ids = (bucket, in_bucket + new_ids);
             }
         };
-        if new_ids > 0 {
-            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-            *ids = (bucket, in_bucket + new_ids);
+        match &self.kind {
+            Kind::File(file) => match file.prepare(number, now_ms, in_bucket, batch.as_ref()) {
+                Ok((outcome, new_ids, prepared)) => {
+                    count_ids(new_ids);
+                    let answer = durable(batch, Ok(outcome));
+                    prepared.land();
+                    answer
+                }
+                Err(e) => durable(batch, Err(e)),
+            },
+            Kind::Memory(memory) => {
+                let attempt = std::panic::AssertUnwindSafe(|| {
+                    Self::memory_tables(memory).commit(number, now_ms, in_bucket, batch.as_ref())
+                });
+                let result = std::panic::catch_unwind(attempt)
+                    .unwrap_or_else(|_| Err(StoreError::write("the commit panicked")));
+                let result = result.map(|(outcome, new_ids)| {
+                    count_ids(new_ids);
+                    outcome
+                });
+                durable(batch, result)
+            }
         }
-        Ok(outcome)
     }
 
     /// The records of counters `indices` (in order, one each) as of the last commit.
