@@ -36,8 +36,9 @@
 //! **Checkpoint.** A commit of the store file with a sync, carrying the log's position,
 //! makes everything before it durable there: one sync, nothing written to the log. A
 //! commit whose record would not fit (or is larger than [`MAX_RECORD`]) wraps the log
-//! and is such a checkpoint itself, and so is the first commit after opening the store
-//! or after a failure.
+//! and is such a checkpoint itself. Opening the store makes one at once after a replay
+//! (the log read from the disk, its cached pages dropped); after a failure, the next
+//! commit makes one first.
 
 use std::fs::File;
 use std::io::ErrorKind;
