@@ -62,9 +62,9 @@ const RECORDS_START: u64 = 4096;
 
 /// The largest record payload; a commit writing more goes to the store file directly,
 /// as a checkpoint. The log is for small commits, whose latency is its sync: a large
-/// one (a commit under an unbatched overload holds about 20 KB of outgoing batches)
-/// is one of many in a group, and writing it twice (the log, then the file at the
-/// checkpoint) cost the unbatched soak about 7% of its throughput and 5 MiB a node.
+/// one (a commit under an unbatched overload holds about 20 KB of outgoing batches) is
+/// one of many in a group, and writing it twice (the log, then the file at the
+/// checkpoint) gains nothing.
 pub(crate) const MAX_RECORD: usize = 16 * 1024;
 
 /// Commits between checkpoints, at most. The store file keeps in memory every page a
