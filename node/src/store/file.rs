@@ -8,9 +8,10 @@
 //! and the last acknowledged), `out_totals` (per destination, what was issued to it,
 //! its adoptions and what is unvouched) and `client_ids` (what became of each client
 //! change id, by bucket of store time and id, so whole buckets are forgotten in order).
-//! The last commit's number is the highest any counter holds. A commit is one redb
-//! write transaction, durable once its record in the [redo log](super::redo) is synced;
-//! the file takes it without a sync, and is synced at checkpoints.
+//! The last commit's number is the highest any counter holds. A commit is durable once
+//! its record in the [redo log](super::redo) is synced; the file takes its writes into
+//! one redb write transaction kept open from commit to commit ([`Taken`]), which redb
+//! commits when something reads the file, and with a sync at checkpoints.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -71,15 +72,29 @@ pub(crate) struct StoreFile {
     redo: Mutex<RedoLog>,
     /// A checkpoint is owed before the log may take another record (see [`replay`]).
     owed: AtomicBool,
-    /// Held by a commit from the moment it is durable (and is answered) until the
-    /// file holds it too; every read waits for it, so whoever heard of a commit reads
-    /// what it wrote.
-    landing: Mutex<()>,
+    /// The write transaction that holds the commits the file has taken since redb last
+    /// committed (see [`Taken`]). Held by a commit from the start of its plan until the
+    /// file takes it; a read commits it first (without a sync), so whoever heard of a
+    /// commit reads what it wrote.
+    taken: Mutex<Option<WriteTransaction>>,
     dir: PathBuf,
     broken: AtomicBool,
     faults: Arc<DiskFaults>,
     /// Held (locked) for the life of the store.
     _lock: File,
+}
+
+impl Drop for StoreFile {
+    /// A clean close: redb commits what the file has taken, and makes it durable as
+    /// it closes (else the next open would replay it from the log).
+    fn drop(&mut self) {
+        let taken = self.taken.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(write) = taken.take() {
+            if let Err(e) = write.commit() {
+                warn!(error = %e, "closing the store file, its last commits were not written to it; the redo log holds them for the next start");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreFile {
@@ -96,47 +111,65 @@ fn closed() -> StoreError {
     StoreError::write("the store is closed after a failed operation (it is reopened at the next)")
 }
 
-/// A commit that is durable (its record is in the redo log) and that the file does
-/// not hold yet. Reads wait until it is landed. Dropped without landing (a panic on
-/// the way), it marks the file broken: the next operation reopens it and replays the
-/// log, which holds the commit.
+/// The commits the file has taken since redb last committed: one write transaction,
+/// kept open from one commit to the next.
+///
+/// Each commit writes into it, and is durable once its record in the redo log is
+/// synced; redb commits the transaction only when something reads the file (without
+/// a sync: reads see it, the disk need not) and at a checkpoint (with a sync). So a
+/// commit costs redb no commit of its own, and a page that commit after commit changes
+/// (a counter's leaf, the ids of the current bucket) is copied once between two reads
+/// or checkpoints, not once per commit. A failure drops the transaction, and with it every commit
+/// since redb's last: all of them are in the log, which the reopened file replays.
+type Taken = Option<WriteTransaction>;
+
+/// The open transaction, or a new one; either way without a sync of its own (a
+/// checkpoint asks for one).
+fn writer(taken: &mut Taken, db: &Database) -> Result<WriteTransaction, StoreError> {
+    if let Some(write) = taken.take() {
+        return Ok(write);
+    }
+    let mut write = db.begin_write().map_err(write_error)?;
+    write
+        .set_durability(Durability::None)
+        .map_err(write_error)?;
+    Ok(write)
+}
+
+/// A commit that is durable (its record is in the redo log) and that the file has not
+/// taken yet: reads wait until it is landed. Dropped without landing (a panic on the
+/// way), it marks the file broken: the next operation reopens it and replays the log,
+/// which holds the commit.
 pub(crate) struct Prepared<'f> {
     file: &'f StoreFile,
-    /// The file's transaction, to commit without a sync (`None`: committed already).
+    /// The file's transaction with the commit's writes (`None`: committed already).
     write: Option<WriteTransaction>,
-    landing: Option<MutexGuard<'f, ()>>,
+    taken: MutexGuard<'f, Taken>,
     /// The file stays open (not reopened) until then.
     db: RwLockReadGuard<'f, Option<Database>>,
 }
 
 impl Prepared<'_> {
-    /// Commits the writes to the file, without a sync, and lets reads go on; every
+    /// Gives the transaction back to the file, and lets reads go on; every
     /// [`super::redo::CHECKPOINT_EVERY`] records of the log (or fewer, larger ones),
-    /// then syncs the file with a checkpoint (an empty commit with a sync, recording
-    /// where the log's next record goes). Nobody waits on this: a failure marks the file
-    /// broken, and the next operation reopens it and replays the log, which still holds
-    /// the commit.
+    /// commits it with a sync instead (a checkpoint, recording where the log's next
+    /// record goes). Nobody waits on this: a failure marks the file broken, and the
+    /// next operation reopens it and replays the log, which still holds the commit.
     pub(crate) fn land(mut self) {
         let Some(write) = self.write.take() else {
             return;
         };
         let file = self.file;
         let mut redo = file.redo.lock().unwrap_or_else(|e| e.into_inner());
-        let attempt = std::panic::AssertUnwindSafe(|| {
-            write.commit().map_err(write_error)?;
-            // Visible to reads from here on.
-            self.landing = None;
-            match self.db.as_ref() {
-                Some(db) if redo.checkpoint_due() => {
-                    checkpoint(db.begin_write().map_err(write_error)?, &mut redo)
-                }
-                _ => Ok(()),
-            }
-        });
+        if !redo.checkpoint_due() || self.db.is_none() {
+            *self.taken = Some(write);
+            return;
+        }
+        let attempt = std::panic::AssertUnwindSafe(|| checkpoint(write, &mut redo));
         let landed = std::panic::catch_unwind(attempt)
-            .unwrap_or_else(|_| Err(StoreError::write("landing the commit panicked")));
+            .unwrap_or_else(|_| Err(StoreError::write("a checkpoint panicked")));
         if let Err(e) = landed {
-            error!(error = %e, "a commit in the redo log did not reach the store file, or its checkpoint failed; the log is replayed at the next operation");
+            error!(error = %e, "a checkpoint of the store file failed; the redo log is replayed at the next operation");
             file.failed();
         }
     }
@@ -325,7 +358,7 @@ impl StoreFile {
             db: RwLock::new(Some(db)),
             redo: Mutex::new(redo),
             owed: AtomicBool::new(owed),
-            landing: Mutex::new(()),
+            taken: Mutex::new(None),
             dir: dir.to_path_buf(),
             broken: AtomicBool::new(broken),
             faults,
@@ -384,8 +417,9 @@ impl StoreFile {
         let reopen = std::panic::AssertUnwindSafe(|| self.reopen_if_broken());
         std::panic::catch_unwind(reopen).map_err(|_| panicked())??;
         let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = std::panic::AssertUnwindSafe(|| {
-            self.prepare_in(&db, number, now_ms, in_bucket, entries)
+            self.prepare_in(&db, &mut taken, number, now_ms, in_bucket, entries)
         });
         let result = std::panic::catch_unwind(attempt).unwrap_or_else(|_| Err(panicked()));
         match result {
@@ -393,12 +427,13 @@ impl StoreFile {
                 let prepared = Prepared {
                     file: self,
                     write,
-                    landing: Some(self.landing.lock().unwrap_or_else(|e| e.into_inner())),
+                    taken,
                     db,
                 };
                 Ok((outcome, new_ids, prepared))
             }
             Err(e) => {
+                // The open transaction went with it, and the commits it held.
                 self.failed();
                 Err(e)
             }
@@ -414,13 +449,14 @@ impl StoreFile {
         self.broken.store(true, Ordering::Release);
     }
 
-    /// The commit's writes in a transaction of the file, and its record in the redo
-    /// log, synced: the transaction is returned to be committed without a sync. A
+    /// The commit's writes in the file's open transaction, and its record in the redo
+    /// log, synced: the transaction is returned, for [`Prepared::land`] to give back. A
     /// commit whose record does not fit the log is committed with a sync here instead
     /// (`None` returned), and the log starts again.
     fn prepare_in(
         &self,
         db: &Option<Database>,
+        taken: &mut Taken,
         number: u64,
         now_ms: u64,
         in_bucket: u64,
@@ -429,10 +465,10 @@ impl StoreFile {
         let db = db.as_ref().ok_or_else(closed)?;
         let mut redo = self.redo.lock().unwrap_or_else(|e| e.into_inner());
         if self.owed.load(Ordering::Acquire) {
-            checkpoint(db.begin_write().map_err(write_error)?, &mut redo)?;
+            checkpoint(writer(taken, db)?, &mut redo)?;
             self.owed.store(false, Ordering::Release);
         }
-        let mut write = db.begin_write().map_err(write_error)?;
+        let write = writer(taken, db)?;
         let mut tables = FileTables::new(&write);
         let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut tables)?;
         let new_ids = writes.ids.len() as u64;
@@ -445,10 +481,6 @@ impl StoreFile {
             operations: writes.operations,
             streams: writes.streams_in.into_iter().collect(),
         };
-        // Set before the record is synced: past that, nothing may fail the commit.
-        write
-            .set_durability(Durability::None)
-            .map_err(write_error)?;
         if redo.append(&ops)? {
             return Ok((outcome, new_ids, Some(write)));
         }
@@ -477,9 +509,10 @@ impl StoreFile {
     #[cfg(test)]
     fn wrap_log(&self) {
         let db = self.db.read().unwrap();
+        let mut taken = self.taken.lock().unwrap();
         let mut redo = self.redo.lock().unwrap();
         redo.wrap();
-        let write = db.as_ref().unwrap().begin_write().unwrap();
+        let write = writer(&mut taken, db.as_ref().unwrap()).unwrap();
         checkpoint(write, &mut redo).unwrap();
     }
 
@@ -516,7 +549,9 @@ impl StoreFile {
         if !self.broken.load(Ordering::Acquire) {
             return Ok(());
         }
-        // Closes the file first.
+        // Closes the file first, dropping the commits it took since redb's last commit:
+        // the log holds them, and the replay below puts them back.
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).take();
         *db = None;
         let file = self.dir.join(FILE_NAME);
         drop_cached_pages(&file);
@@ -539,9 +574,18 @@ impl StoreFile {
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        // After the commit being landed, if there is one.
-        drop(self.landing.lock().unwrap_or_else(|e| e.into_inner()));
-        self.with_db(|db| f(&db.begin_read().map_err(write_error)?))
+        self.with_db(|db| {
+            // After the commit under way, if there is one, and with every commit the
+            // file has taken.
+            let read = {
+                let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(write) = taken.take() {
+                    write.commit().map_err(write_error)?;
+                }
+                db.begin_read().map_err(write_error)?
+            };
+            f(&read)
+        })
     }
 
     /// The records of counters `indices`, in one read: one pass over the table's
@@ -1169,6 +1213,52 @@ mod tests {
         }
         let opened = open(dir.path(), "n", 1).unwrap();
         assert_eq!(opened.recovered.records[0].value, 8);
+    }
+
+    /// The file takes commits into one open transaction, not a redb commit each: a
+    /// read commits it first and sees every commit, and a clean close writes it to the
+    /// file (here the log is deleted after the close, and nothing is lost).
+    #[test]
+    fn commits_wait_in_one_transaction_until_a_read_or_a_close() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), "n", 1).unwrap().file;
+            store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+            store.commit(2, 0, 0, &[batch(2, 3)]).unwrap();
+            assert!(store.taken.lock().unwrap().is_some(), "no open transaction");
+            assert_eq!(store.record(0).unwrap().value, 8);
+            assert!(
+                store.taken.lock().unwrap().is_none(),
+                "the read left it open"
+            );
+            store.commit(3, 0, 0, &[batch(3, 2)]).unwrap();
+            assert!(store.taken.lock().unwrap().is_some());
+        }
+        std::fs::remove_file(dir.path().join(LOG_NAME)).unwrap();
+        let opened = open(dir.path(), "n", 1).unwrap();
+        assert_eq!(opened.recovered.records[0].value, 10);
+        assert_eq!(opened.recovered.last_commit, 3);
+    }
+
+    /// A failed commit drops the open transaction, and with it the commits the file
+    /// took before it (never committed to redb): the reopened file gets them back from
+    /// the log, each once.
+    #[test]
+    fn a_failed_commit_keeps_the_commits_the_file_took_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "n", 1).unwrap().file;
+        store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+        store.commit(2, 0, 0, &[batch(2, 3)]).unwrap();
+        assert!(store.taken.lock().unwrap().is_some());
+        store.faults().arm(0, 1);
+        assert!(store.commit(3, 0, 0, &[batch(3, 1)]).is_err());
+        assert!(store.taken.lock().unwrap().is_none());
+        // Its sync reported an error after it synced (the first kind of fault): in
+        // doubt, and in the log, so it is there too; sent again, it applies nothing.
+        assert_eq!(store.record(0).unwrap().value, 9);
+        store.commit(3, 0, 0, &[batch(3, 1)]).unwrap();
+        store.commit(4, 0, 0, &[batch(4, 1)]).unwrap();
+        assert_eq!(store.record(0).unwrap().value, 10);
     }
 
     /// Every [`super::super::redo::CHECKPOINT_EVERY`] commits the file is synced;

@@ -101,7 +101,7 @@ impl Drop for HandedOff {
 
 #[derive(Debug)]
 enum Kind {
-    File(file::StoreFile),
+    File(Box<file::StoreFile>),
     Memory(Mutex<memory::MemoryTables>),
 }
 
@@ -119,7 +119,7 @@ impl Store {
         let bucket = id_bucket(clock.now_ms());
         let ids = opened.file.ids_in(bucket)?;
         let store = Self {
-            kind: Kind::File(opened.file),
+            kind: Kind::File(Box::new(opened.file)),
             origin: opened.origin,
             clock,
             ids: Mutex::new((bucket, ids)),
