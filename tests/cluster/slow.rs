@@ -6,8 +6,9 @@
 //!   then one message per operation, for `SOAK_SECS` (default 60) each. Unbatched, the
 //!   receivers cannot keep up and backpressure holds the senders back. Not one peer may be
 //!   declared unreachable, every collection must be complete, and no node's memory may
-//!   grow: its peak in the second half of the soak stays within `SOAK_RSS_GROWTH_MIB` of
-//!   its peak in the first (after `SOAK_WARM_UP`), and never reaches `SOAK_RSS_LIMIT_MIB`.
+//!   grow: its median in the second half of the soak stays within `SOAK_RSS_GROWTH_MIB` of
+//!   its median in the first (after `SOAK_WARM_UP`), and it never reaches
+//!   `SOAK_RSS_LIMIT_MIB`.
 //! - `fault_timings`: each fault `FAULT_RUNS` times (default 5); prints the median and
 //!   worst detection and recovery times (the figures in BENCHMARKS.md).
 
@@ -18,6 +19,12 @@ use std::time::{Duration, Instant};
 use crate::faults::{freeze_worker, kill_coordinator, kill_worker, FaultTimes, DETECT, REJOIN};
 use crate::partition::partition;
 use crate::util::{rss_mib, stats, timing_lock, Cluster};
+
+/// The median and the largest of `samples` (not empty).
+fn median_and_peak(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -49,10 +56,14 @@ fn no_false_alarm_under_unbatched_overload() {
 /// leak is caught by growth, and this bound only stops a runaway.
 const SOAK_RSS_LIMIT_MIB: f64 = 96.0;
 
-/// How much a node's peak memory in the soak's second half may exceed its peak in the
-/// first: a leak of a few bytes per message (hundreds of thousands of messages a
-/// second) grows by far more than this over 30 s.
-const SOAK_RSS_GROWTH_MIB: f64 = 12.0;
+/// How much a node's median memory in the soak's second half may exceed its median in
+/// the first. A leak moves the whole of a node's memory, and so its median: one byte
+/// per message, at the hundreds of thousands of messages a second of this soak, is
+/// more than this over 30 s. Peaks are not compared: under the overload a node's
+/// memory jumps by 10-25 MiB for a moment now and then (the allocator's caches, a
+/// commit of a large group), in either half, and a peak in the second half alone is
+/// not a leak (one run measured 64.8 then 79.5 MiB peaks, with medians 50.5 and 52.5).
+const SOAK_RSS_GROWTH_MIB: f64 = 8.0;
 
 /// Memory before this is not compared (start-up, the windows filling); at most a
 /// quarter of the soak.
@@ -98,8 +109,8 @@ fn soak(mode: &str) {
         })
     };
     let started = Instant::now();
-    // Per node, its peak memory in the first half (after the warm-up) and the second.
-    let mut peaks = vec![(0.0f64, 0.0f64); cluster.nodes.len()];
+    // Per node, its memory samples in the first half (after the warm-up) and the second.
+    let mut samples = vec![(Vec::new(), Vec::new()); cluster.nodes.len()];
     let half = Duration::from_secs(secs) / 2;
     let warm_up = SOAK_WARM_UP.min(half / 2);
     let mut rates = Vec::new();
@@ -119,7 +130,7 @@ fn soak(mode: &str) {
         let rss: Vec<String> = cluster
             .nodes
             .iter()
-            .zip(peaks.iter_mut())
+            .zip(samples.iter_mut())
             .map(|(n, (first, second))| {
                 let mib = rss_mib(n.child.id());
                 let at = started.elapsed();
@@ -129,9 +140,9 @@ fn soak(mode: &str) {
                     n.name,
                 );
                 if at >= half {
-                    *second = second.max(mib);
+                    second.push(mib);
                 } else if at >= warm_up {
-                    *first = first.max(mib);
+                    first.push(mib);
                 }
                 format!("{}={mib:.1}MiB", n.name)
             })
@@ -149,15 +160,25 @@ fn soak(mode: &str) {
     }
     scraping.store(false, Ordering::Relaxed);
     let scrapes = scraper.join().expect("the scraper failed");
-    for (node, (first, second)) in cluster.nodes.iter().zip(&peaks) {
+    for (node, (first, second)) in cluster.nodes.iter().zip(&mut samples) {
         assert!(
-            *first > 0.0 && *second > 0.0 && *second <= first + SOAK_RSS_GROWTH_MIB,
-            "{}: memory grew under {mode} load: peak {first:.1} MiB in the first half, \
-             {second:.1} MiB in the second",
+            !first.is_empty() && !second.is_empty(),
+            "{}: no memory samples in a half of the soak ({} and {})",
+            node.name,
+            first.len(),
+            second.len()
+        );
+        let (first_median, first_peak) = median_and_peak(first);
+        let (second_median, second_peak) = median_and_peak(second);
+        assert!(
+            second_median <= first_median + SOAK_RSS_GROWTH_MIB,
+            "{}: memory grew under {mode} load: median {first_median:.1} MiB in the first \
+             half, {second_median:.1} MiB in the second",
             node.name
         );
         println!(
-            "{}: peak {first:.1} MiB in the first half, {second:.1} MiB in the second",
+            "{}: median {first_median:.1} MiB (peak {first_peak:.1}) in the first half, \
+             {second_median:.1} MiB (peak {second_peak:.1}) in the second",
             node.name
         );
     }
