@@ -123,9 +123,9 @@ async fn activate(addr: &str, counters: u32, active: u32) -> Result<(), CommandE
     let host = client
         .host()
         .ok_or_else(|| CommandError::Local(format!("{addr} has no counter host")))?;
-    let step = (counters / active.max(1)).max(1);
+    let stride = (counters / active.max(1)).max(1);
     let mut answered = 0;
-    for index in (0..counters).step_by(step as usize).take(active as usize) {
+    for index in (0..counters).step_by(stride as usize).take(active as usize) {
         let until = Instant::now() + Duration::from_secs(10);
         let value = call_until(host.clone(), |r| HostMessage::GetValue(index, r), until).await;
         if matches!(value, Some(ValueOutcome(Ok(_)))) {

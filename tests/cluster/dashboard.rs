@@ -2,8 +2,10 @@
 //! DevTools protocol, loads the coordinator's dashboard of a 3-node cluster under load;
 //! the test reads the rendered page (3 nodes, throughput above zero), freezes a worker
 //! (SIGSTOP) and requires the page to show it unreachable within 3 s, then back after
-//! SIGCONT. Screenshots of both moments are saved under `target/tmp/` for people to look
-//! at. Chromium comes from Debian's `chromium` package (`.ci/run` installs it).
+//! SIGCONT. A second test loads the dashboard of 900 counters, more than it lists: it
+//! must show the totals, list no counter and say why. Screenshots are saved under
+//! `target/tmp/` for people to look at. Chromium comes from Debian's `chromium` package
+//! (`.ci/run` installs it).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -14,7 +16,7 @@ use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
 use crate::metrics::{loaded_http_cluster, tool_or_skip};
-use crate::util::{free_port, wait_for};
+use crate::util::{free_port, wait_for, Cluster};
 
 /// A headless Chromium with one page, and its DevTools connection.
 struct Browser {
@@ -194,4 +196,60 @@ fn the_dashboard_shows_the_cluster_live_and_a_frozen_worker_within_3_s() {
             .then_some(())
             .ok_or(page.to_string())
     });
+}
+
+/// What the page shows of the counters: the note above their table, its rows, and the
+/// totals.
+const READ_COUNTERS: &str = r#"JSON.stringify({
+  note: document.getElementById('counters-note').textContent,
+  rows: document.querySelectorAll('#counters tbody tr').length,
+  complete: document.getElementById('complete').textContent,
+  operations: Number(document.getElementById('total-ops').textContent.replace(/,/g, ''))
+})"#;
+
+fn counters_shown(browser: &mut Browser) -> Value {
+    let text = browser.eval(READ_COUNTERS);
+    serde_json::from_str(text.as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// More counters than the page lists (its `MAX_LISTED`, 500): it asks for the totals
+/// alone, says why no counter is listed, lists none, and its totals go on moving.
+#[test]
+fn the_dashboard_of_many_counters_shows_totals_and_lists_none() {
+    let test = "the_dashboard_of_many_counters_shows_totals_and_lists_none";
+    if !tool_or_skip("chromium", test) {
+        return;
+    }
+    let (cluster, http) = Cluster::start_with_http(
+        &["coordinator", "worker-1", "worker-2"],
+        &["--counters", "300", "--load", "1000"],
+    );
+    cluster.wait_mesh(900);
+    let mut browser = Browser::open(&format!("http://{}/", http[0]));
+    let shown = wait_for(
+        "the page to show complete totals and say 900 counters are too many to list",
+        Duration::from_secs(30),
+        || {
+            let page = counters_shown(&mut browser);
+            let note = page["note"].as_str().unwrap_or("");
+            let moving = page["operations"].as_f64().is_some_and(|n| n > 0.0);
+            (note.starts_with("900 counters: too many to list")
+                && page["rows"] == 0
+                && page["complete"] == "complete"
+                && moving)
+                .then(|| page.clone())
+                .ok_or(page.to_string())
+        },
+    );
+    let before = shown["operations"].as_f64().unwrap_or(0.0);
+    wait_for("the totals to move on", Duration::from_secs(30), || {
+        let page = counters_shown(&mut browser);
+        (page["operations"].as_f64().is_some_and(|n| n > before) && page["rows"] == 0)
+            .then_some(())
+            .ok_or(page.to_string())
+    });
+    println!(
+        "dashboard of 900 counters: {}",
+        browser.screenshot("dashboard-many-counters.png")
+    );
 }

@@ -189,50 +189,6 @@ impl SupervisorState {
         }
     }
 
-    /// Logs every counter's final value, from the store (a clean stop, after the
-    /// journal's last commit): one line each for the first [`FINAL_LINES`], then one
-    /// line for the rest.
-    fn log_final_values(&self) {
-        let table = &self.args.table;
-        // After every commit handed off has returned, even one that outlived the
-        // journal's drain.
-        let records = match self.args.store.settled(table.len()) {
-            Ok(settled) => settled.records,
-            Err(e) => {
-                error!(error = %e, "cannot read the counters' final values from the store");
-                return;
-            }
-        };
-        let (mut rest, mut rest_value, mut rest_operations) = (0u64, 0i128, 0u64);
-        let mut lines = 0;
-        for (index, record) in (0..table.len()).zip(records) {
-            if lines < FINAL_LINES {
-                lines += 1;
-                let name = table.name(index).unwrap_or_default();
-                info!(
-                    counter = %name,
-                    value = record.value,
-                    operations = record.operations,
-                    rejected = record.rejected,
-                    "counter stopped with final value {}",
-                    record.value
-                );
-            } else {
-                rest += 1;
-                rest_value += i128::from(record.value);
-                rest_operations = rest_operations.saturating_add(record.operations);
-            }
-        }
-        if rest > 0 {
-            info!(
-                counters = rest,
-                value = %rest_value,
-                operations = rest_operations,
-                "{rest} more counters stopped, their final values in the store"
-            );
-        }
-    }
-
     /// A counter stopped or failed: restart it from the store (unless it was retired,
     /// the node is draining, or it has been activated again since). A counter that
     /// cannot be restarted is not left down: the supervisor fails, and the node's root
@@ -325,7 +281,15 @@ impl Actor for CounterSupervisor {
         match message {
             SupervisorMessage::Drain(reply) => {
                 state.draining = true;
-                state.log_final_values();
+                // Off the actors' thread: a node of a million counters reads them all.
+                let table = Arc::clone(&state.args.table);
+                let store = Arc::clone(&state.args.store);
+                let logged = crate::runtime::busy_poll::spawn_blocking(move || {
+                    log_final_values(&table, &store)
+                });
+                if logged.await.is_err() {
+                    error!("logging the counters' final values panicked");
+                }
                 let _ = reply.send(());
             }
             SupervisorMessage::Deliver(index, message) => {
@@ -348,6 +312,49 @@ impl Actor for CounterSupervisor {
             Some(exit) => state.lost(exit.id, &exit.reason, myself.get_cell()).await,
             None => Ok(()),
         }
+    }
+}
+
+/// Logs every counter's final value, from the store (a clean stop, after the journal's
+/// last commit): one line each for the first [`FINAL_LINES`], then one line for the
+/// rest.
+fn log_final_values(table: &CounterTable, store: &Store) {
+    // After every commit handed off has returned, even one that outlived the
+    // journal's drain.
+    let records = match store.settled(table.len()) {
+        Ok(settled) => settled.records,
+        Err(e) => {
+            error!(error = %e, "cannot read the counters' final values from the store");
+            return;
+        }
+    };
+    let (mut rest, mut rest_value, mut rest_operations) = (0u64, 0i128, 0u64);
+    let mut lines = 0;
+    for (index, record) in (0..table.len()).zip(records) {
+        if lines < FINAL_LINES {
+            lines += 1;
+            let name = table.name(index).unwrap_or_default();
+            info!(
+                counter = %name,
+                value = record.value,
+                operations = record.operations,
+                rejected = record.rejected,
+                "counter stopped with final value {}",
+                record.value
+            );
+        } else {
+            rest += 1;
+            rest_value += i128::from(record.value);
+            rest_operations = rest_operations.saturating_add(record.operations);
+        }
+    }
+    if rest > 0 {
+        info!(
+            counters = rest,
+            value = %rest_value,
+            operations = rest_operations,
+            "{rest} more counters stopped, their final values in the store"
+        );
     }
 }
 

@@ -240,33 +240,11 @@ fn replay(db: &Database, redo: &mut RedoLog) -> Result<bool, StoreError> {
 /// One write of the redo log, as the commit made it.
 fn apply(write: &WriteTransaction, op: &Op) -> Result<(), StoreError> {
     match op {
-        Op::Meta(key, value) => {
-            write
-                .open_table(META)
-                .map_err(write_error)?
-                .insert(key.as_str(), value.as_slice())
-                .map_err(write_error)?;
-        }
-        Op::Counter(index, record) => {
-            write
-                .open_table(COUNTERS)
-                .map_err(write_error)?
-                .insert(*index, *record)
-                .map_err(write_error)?;
-        }
-        Op::StreamIn(key, record) => {
-            write
-                .open_table(STREAMS_IN)
-                .map_err(write_error)?
-                .insert(key.as_str(), *record)
-                .map_err(write_error)?;
-        }
+        Op::Meta(key, value) => put(write, META, key.as_str(), value.as_slice()),
+        Op::Counter(index, record) => put(write, COUNTERS, *index, *record),
+        Op::StreamIn(key, record) => put(write, STREAMS_IN, key.as_str(), *record),
         Op::ClientId(bucket, id, record) => {
-            write
-                .open_table(CLIENT_IDS)
-                .map_err(write_error)?
-                .insert((*bucket, id.as_str()), record.as_slice())
-                .map_err(write_error)?;
+            put(write, CLIENT_IDS, (*bucket, id.as_str()), record.as_slice())
         }
         Op::ForgetId(bucket, id) => {
             write
@@ -274,36 +252,31 @@ fn apply(write: &WriteTransaction, op: &Op) -> Result<(), StoreError> {
                 .map_err(write_error)?
                 .remove((*bucket, id.as_str()))
                 .map_err(write_error)?;
+            Ok(())
         }
-        Op::Outbox(dest, seq, batch) => {
-            write
-                .open_table(OUTBOX)
-                .map_err(write_error)?
-                .insert((dest.as_str(), *seq), batch.as_slice())
-                .map_err(write_error)?;
-        }
-        Op::ForgetOutbox(dest, through) => {
-            write
-                .open_table(OUTBOX)
-                .map_err(write_error)?
-                .retain_in((dest.as_str(), 0)..=(dest.as_str(), *through), |_, _| false)
-                .map_err(write_error)?;
-        }
-        Op::StreamOut(dest, marks) => {
-            write
-                .open_table(STREAMS_OUT)
-                .map_err(write_error)?
-                .insert(dest.as_str(), *marks)
-                .map_err(write_error)?;
-        }
-        Op::OutTotals(dest, totals) => {
-            write
-                .open_table(OUT_TOTALS)
-                .map_err(write_error)?
-                .insert(dest.as_str(), *totals)
-                .map_err(write_error)?;
-        }
+        Op::Outbox(dest, seq, batch) => put(write, OUTBOX, (dest.as_str(), *seq), batch.as_slice()),
+        Op::ForgetOutbox(dest, through) => write
+            .open_table(OUTBOX)
+            .map_err(write_error)?
+            .retain_in((dest.as_str(), 0)..=(dest.as_str(), *through), |_, _| false)
+            .map_err(write_error),
+        Op::StreamOut(dest, marks) => put(write, STREAMS_OUT, dest.as_str(), *marks),
+        Op::OutTotals(dest, totals) => put(write, OUT_TOTALS, dest.as_str(), *totals),
     }
+}
+
+/// Sets `key` to `value` in `table`.
+fn put<'k, 'v, K: redb::Key + 'static, V: redb::Value + 'static>(
+    write: &WriteTransaction,
+    table: TableDefinition<K, V>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+    value: impl std::borrow::Borrow<V::SelfType<'v>>,
+) -> Result<(), StoreError> {
+    write
+        .open_table(table)
+        .map_err(write_error)?
+        .insert(key, value)
+        .map_err(write_error)?;
     Ok(())
 }
 
