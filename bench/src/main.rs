@@ -241,6 +241,17 @@ pub(crate) fn step(what: &str) {
     eprintln!("node-bench: {what}");
 }
 
+/// Has the kernel write every dirty page back now (`sync`), so that a measure of fsyncs
+/// does not meet another process's writeback; a line says so if it cannot.
+async fn flush_dirty_pages() {
+    step("flushing the machine's dirty pages before the durable measures (sync)");
+    match tokio::process::Command::new("sync").status().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("node-bench: sync exited with {status}; measuring anyway"),
+        Err(e) => eprintln!("node-bench: cannot run sync ({e}); measuring anyway"),
+    }
+}
+
 async fn figures(
     options: &BenchOptions,
     dir: &std::path::Path,
@@ -298,6 +309,10 @@ async fn durable_node(
     let calls = run_sender(&sink.addr, Measure::Calls, Mode::Coalesced, options.calls).await?;
     report.remote_call_p50_us = calls.p50_us;
     report.remote_call_p99_us = calls.p99_us;
+    // Both sides of the durable comparison meet a disk with nothing else to write: a
+    // build's freshly linked binaries written back meanwhile (the kernel starts 30 s after)
+    // once tripled one side's fsyncs and not the other's.
+    flush_dirty_pages().await;
     step("the yardstick: Redis, one client's INCRs one at a time, in memory and with AOF always (optional)");
     report.redis_incr_p50_us = redis_p50(redis::Keeping::Memory).await;
     report.redis_aof_incr_p50_us = redis_p50(redis::Keeping::AofAlways).await;
