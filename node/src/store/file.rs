@@ -73,9 +73,10 @@ pub(crate) struct StoreFile {
     /// A checkpoint is owed before the log may take another record (see [`replay`]).
     owed: AtomicBool,
     /// The write transaction that holds the commits the file has taken since redb last
-    /// committed (see [`Taken`]). Held by a commit from the start of its plan until the
-    /// file takes it; a read commits it first (without a sync), so whoever heard of a
-    /// commit reads what it wrote.
+    /// committed (see [`Taken`]). Held by a commit from the start of its plan until it
+    /// lands (through the log's sync, and the checkpoint's when one is due); a read
+    /// commits it first (without a sync), so whoever heard of a commit reads what it
+    /// wrote.
     taken: Mutex<Option<WriteTransaction>>,
     dir: PathBuf,
     broken: AtomicBool,
@@ -85,8 +86,10 @@ pub(crate) struct StoreFile {
 }
 
 impl Drop for StoreFile {
-    /// A clean close: redb commits what the file has taken, and makes it durable as
-    /// it closes (else the next open would replay it from the log).
+    /// A clean close: what the file has taken is committed, and redb makes it durable as
+    /// it closes. The log's position stays at the last checkpoint: the next start
+    /// replays the records since, which the file then holds already (a replay changes
+    /// nothing there), and checkpoints.
     fn drop(&mut self) {
         let taken = self.taken.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(write) = taken.take() {
@@ -153,8 +156,9 @@ impl Prepared<'_> {
     /// Gives the transaction back to the file, and lets reads go on; every
     /// [`super::redo::CHECKPOINT_EVERY`] records of the log (or fewer, larger ones),
     /// commits it with a sync instead (a checkpoint, recording where the log's next
-    /// record goes). Nobody waits on this: a failure marks the file broken, and the
-    /// next operation reopens it and replays the log, which still holds the commit.
+    /// record goes). The next commit and reads wait for this; a failure marks the file
+    /// broken, and the next operation reopens it and replays the log, which still holds
+    /// the commit.
     pub(crate) fn land(mut self) {
         let Some(write) = self.write.take() else {
             return;
@@ -387,10 +391,17 @@ impl StoreFile {
         entries: &[Entry],
     ) -> Result<(CommitOutcome, u64, Prepared<'_>), StoreError> {
         let panicked = || StoreError::write("the commit panicked");
-        let reopen = std::panic::AssertUnwindSafe(|| self.reopen_if_broken());
-        std::panic::catch_unwind(reopen).map_err(|_| panicked())??;
-        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
-        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let (db, mut taken) = loop {
+            let reopen = std::panic::AssertUnwindSafe(|| self.reopen_if_broken());
+            std::panic::catch_unwind(reopen).map_err(|_| panicked())??;
+            let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+            let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+            // An operation that failed while this one waited dropped the open
+            // transaction: what it held is in the log, and comes back with the reopen.
+            if !self.broken.load(Ordering::Acquire) {
+                break (db, taken);
+            }
+        };
         let attempt = std::panic::AssertUnwindSafe(|| {
             self.prepare_in(&db, &mut taken, number, now_ms, in_bucket, entries)
         });
@@ -497,24 +508,6 @@ impl StoreFile {
         Ok(())
     }
 
-    /// Runs `f` on the open database, reopening it first if an earlier operation
-    /// failed; an error marks it broken.
-    fn with_db<T>(
-        &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.reopen_if_broken()?;
-        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
-        let result = match db.as_ref() {
-            Some(db) => f(db),
-            None => Err(closed()),
-        };
-        if result.is_err() {
-            self.broken.store(true, Ordering::Release);
-        }
-        result
-    }
-
     /// Opens the file again (see the type's documentation). The data dir's lock stays
     /// held.
     fn reopen(&self) -> Result<(), StoreError> {
@@ -522,8 +515,9 @@ impl StoreFile {
         if !self.broken.load(Ordering::Acquire) {
             return Ok(());
         }
-        // Closes the file first, dropping the commits it took since redb's last commit:
-        // the log holds them, and the replay below puts them back.
+        // Closes the file first, dropping the open transaction and the commits it held
+        // (taken since redb's last commit): the log holds them, and the replay below puts
+        // them back.
         self.taken.lock().unwrap_or_else(|e| e.into_inner()).take();
         *db = None;
         let file = self.dir.join(FILE_NAME);
@@ -543,22 +537,46 @@ impl StoreFile {
     }
 
     /// Runs `f` in a read transaction (reopening the file first if it is broken).
+    /// After the commit under way, if there is one, and with every commit the file has
+    /// taken (its open transaction committed first, without a sync); reopening the file
+    /// first if an earlier operation failed, or one failed while this waited for it (it
+    /// dropped the open transaction: the reopened file has its commits back from the
+    /// log). An error marks the file broken.
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_db(|db| {
-            // After the commit under way, if there is one, and with every commit the
-            // file has taken.
-            let read = {
-                let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let (read, _db) = loop {
+            self.reopen_if_broken()?;
+            let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+            let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+            if self.broken.load(Ordering::Acquire) {
+                continue;
+            }
+            let begun = std::panic::AssertUnwindSafe(|| {
+                let db = db.as_ref().ok_or_else(closed)?;
                 if let Some(write) = taken.take() {
                     write.commit().map_err(write_error)?;
                 }
-                db.begin_read().map_err(write_error)?
-            };
-            f(&read)
-        })
+                db.begin_read().map_err(write_error)
+            });
+            match std::panic::catch_unwind(begun)
+                .unwrap_or_else(|_| Err(StoreError::write("committing for a read panicked")))
+            {
+                // The file stays open (not reopened) while it is read.
+                Ok(read) => break (read, db),
+                Err(e) => {
+                    // The open transaction went with it, and the commits it held.
+                    self.failed();
+                    return Err(e);
+                }
+            }
+        };
+        let result = f(&read);
+        if result.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// The records of counters `indices`, in one read: one pass over the table's
@@ -1232,6 +1250,55 @@ mod tests {
         store.commit(3, 0, 0, &[batch(3, 1)]).unwrap();
         store.commit(4, 0, 0, &[batch(4, 1)]).unwrap();
         assert_eq!(store.record(0).unwrap().value, 10);
+    }
+
+    /// A read that waits for a commit under way, which then fails and drops the open
+    /// transaction (and the commits it held), reopens the file before it reads: it sees
+    /// every acknowledged commit, from the log, not redb's older state.
+    #[test]
+    fn a_read_waiting_for_a_commit_that_fails_sees_every_acknowledged_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "n", 1).unwrap().file;
+        store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+        store.commit(2, 0, 0, &[batch(2, 3)]).unwrap();
+        std::thread::scope(|scope| {
+            // A commit under way holds the open transaction...
+            let mut under_way = store.taken.lock().unwrap();
+            let tasks = threads_of_this_process();
+            let reader = scope.spawn(|| store.record(0).unwrap().value);
+            // ...and the read waits for it (its thread asleep on the lock)...
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !threads_of_this_process()
+                .iter()
+                .any(|t| !tasks.contains(t) && thread_state(t) == Some('S'))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the reader never waited for the commit under way"
+                );
+                std::thread::yield_now();
+            }
+            // ...which fails: its transaction dropped, with commits 1 and 2.
+            under_way.take();
+            store.failed();
+            drop(under_way);
+            assert_eq!(reader.join().unwrap(), 8);
+        });
+    }
+
+    /// This process's threads (their ids).
+    fn threads_of_this_process() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A thread's state letter (`R` running, `S` asleep...), if it is still there.
+    fn thread_state(tid: &str) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        // After the name, which is in parentheses and may hold spaces.
+        stat.rsplit_once(") ")?.1.chars().next()
     }
 
     /// Every [`super::super::redo::CHECKPOINT_EVERY`] commits the file is synced;

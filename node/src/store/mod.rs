@@ -11,9 +11,10 @@
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //! | [`pace`] | when the journal's next commit may start (the group commit interval) |
 //!
-//! What is durable, all of it changed only by commits (one redb write transaction each,
-//! all or nothing, made durable by one record of the [redo log](redo), or by a sync of
-//! the file itself at a checkpoint):
+//! What is durable, all of it changed only by commits (all or nothing, each made durable
+//! by one record of the [redo log](redo), or by a sync of the file itself at a
+//! checkpoint; the file takes them into one write transaction kept open from commit to
+//! commit):
 //!
 //! - every counter's figures ([`CounterRecord`]) and the last commit's number;
 //! - per incoming stream (sender and its store), the last batch applied and what its
