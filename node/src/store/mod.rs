@@ -32,7 +32,7 @@
 //!
 //! A change is acknowledged only once a commit holding it is durable (its record in the
 //! redo log synced); many changes share one commit (one fsync). The file takes the
-//! commit right after, without a sync, and reads of the store wait for that. A commit that fails may still have reached the disk (a
+//! commit right after, into its open transaction, and reads of the store wait for that. A commit that fails may still have reached the disk (a
 //! sync can report an error after the data landed): whoever retries it retries the same
 //! entries, and the [plan](plan) makes each of them idempotent against what the store
 //! holds, so nothing is applied twice whichever way the failure went.

@@ -67,9 +67,10 @@ const RECORDS_START: u64 = 4096;
 /// checkpoint) gains nothing.
 pub(crate) const MAX_RECORD: usize = 16 * 1024;
 
-/// Commits between checkpoints, at most. The store file keeps in memory every page a
-/// commit without a sync changed, and frees none of them, until the next commit with a
-/// sync: ten pages or more a commit (its copy-on-write trees). With 128 commits between
+/// Commits between checkpoints, at most. The store file keeps in memory every page
+/// its commits changed since its last commit with a sync (redb commits without one at
+/// reads, and frees none of their pages until then): up to ten pages or more a commit,
+/// its copy-on-write trees. With 128 commits between
 /// checkpoints a node under the unbatched soak held about 10 MiB more than without the
 /// log; see also [`CHECKPOINT_BYTES`].
 pub(crate) const CHECKPOINT_EVERY: u64 = 32;
