@@ -178,9 +178,12 @@ pub(crate) struct ServeArgs {
     /// is taken without waking a sleeping thread (on some VMs, tens of microseconds
     /// each). The spin adapts: it halves (down to none) while reads come further
     /// apart than this, and doubles back while they follow closely, so a trickle of
-    /// traffic costs no spinning. 0 turns it off. `auto` (the default)
-    /// measures at start whether it pays on this machine and then spins 100 µs or not
-    /// at all (it does not on VMs that pack threads onto few vCPUs).
+    /// traffic costs no spinning. `auto` (the default) measures at start whether it
+    /// pays on this machine and then spins 100 µs or not at all (it does not on VMs
+    /// that pack threads onto few vCPUs). Either way, while a client's change is being
+    /// committed the worker spins until the commit is done (at most 1 ms) and 100 µs
+    /// after, so the answer and the client's next change wake no thread. 0 turns all
+    /// spinning off.
     #[arg(long, env = crate::runtime::BUSY_POLL_ENV, value_name = "MICROS|auto", default_value = "auto",
           value_parser = crate::runtime::parse_busy_poll)]
     pub busy_poll_us: crate::runtime::BusyPoll,

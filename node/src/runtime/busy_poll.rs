@@ -14,6 +14,15 @@
 //! and a durable change took a whole window longer (BENCHMARKS.md). Yielding the
 //! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
+//! **A client waiting on a commit** ([`spawn_awaited`]) keeps the spinner spinning
+//! (yielding its thread on every turn) until the commit has reported back, for at most
+//! [`AWAITED_SPIN_LONGEST`], and [`AFTER_AWAITED`] after, whether reads start spins or
+//! not: the commit's report then finds the worker awake, the client's answer leaves
+//! without a wake-up, and so does its next change if it follows at once. On a VM
+//! whose idle vCPUs halt, that wake-up and the one before it made a durable change take
+//! a third longer than Redis's (BENCHMARKS.md). Only commits a client waits for do this,
+//! so the traffic between nodes, committed every group interval, costs no spinning.
+//!
 //! **The window adapts**, as the kernel's haltpoll governs its guest poll: a spin's
 //! window is [`SpinLength`], which grows (doubling, up to the configured window) while
 //! reads keep arriving soon after a spin gave up, when a longer spin would have caught
@@ -67,6 +76,37 @@ impl SpinWindow {
             self.until = now + self.window;
         }
         now < self.until
+    }
+}
+
+/// The longest the spinner spins for one commit a client waits for: a disk slower than
+/// this pays one thread's wake-up on top, a small part of its sync.
+pub(crate) const AWAITED_SPIN_LONGEST: Duration = Duration::from_millis(1);
+
+/// How long the spinner goes on after a commit a client waited for has reported back:
+/// the client's answer is on its way, and its next change comes one round trip later.
+pub(crate) const AFTER_AWAITED: Duration = super::DEFAULT_BUSY_POLL;
+
+/// Blocking work a client waits for, as the spinner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Awaited {
+    /// Running now.
+    pub(crate) running: usize,
+    /// Since the last of it started.
+    pub(crate) since_start: Duration,
+    /// Since the last of it ended.
+    pub(crate) since_end: Duration,
+}
+
+impl Awaited {
+    /// Whether it keeps a spin going: running for less than [`AWAITED_SPIN_LONGEST`], or
+    /// ended less than [`AFTER_AWAITED`] ago. A pure core.
+    pub(crate) fn keeps_spinning(&self) -> bool {
+        if self.running > 0 {
+            self.since_start < AWAITED_SPIN_LONGEST
+        } else {
+            self.since_end < AFTER_AWAITED
+        }
     }
 }
 
@@ -130,6 +170,20 @@ static SPINNER: OnceLock<Spinner> = OnceLock::new();
 /// Blocking tasks started through [`spawn_blocking`] and not finished.
 static BLOCKING: AtomicUsize = AtomicUsize::new(0);
 
+/// Of them, those started through [`spawn_awaited`].
+static AWAITED: AtomicUsize = AtomicUsize::new(0);
+
+/// When the last of those started, and when the last ended (see [`since_start`]; 0:
+/// never).
+static AWAITED_STARTED: AtomicU64 = AtomicU64::new(0);
+static AWAITED_ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// Nanoseconds since this process first asked: a clock that fits in an atomic.
+fn since_start() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
 /// tokio's `spawn_blocking`, counted: while the task runs, the spinner yields its
 /// thread to the operating system on every turn, so the blocking thread does not wait
 /// for a CPU behind it.
@@ -141,6 +195,62 @@ where
     spawn_counted(&BLOCKING, f)
 }
 
+/// [`spawn_blocking`] for work a client waits for (a commit holding a client's change):
+/// the spinner, if there is one, spins until it is done (see the module documentation).
+pub(crate) fn spawn_awaited<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    AWAITED_STARTED.store(since_start(), Ordering::Relaxed);
+    // Counted from now, not from when a blocking thread takes it up: a spinner woken
+    // below sees it at once.
+    let awaited = Counted::new(&AWAITED);
+    let task = spawn_counted(&BLOCKING, move || {
+        let result = f();
+        AWAITED_ENDED.store(since_start(), Ordering::Relaxed);
+        drop(awaited);
+        result
+    });
+    // SeqCst with the spinner's store-then-load, as for a read (see `note`).
+    if let Some(spinner) = SPINNER.get() {
+        if !spinner.spinning.load(Ordering::SeqCst) {
+            spinner.wake.notify_one();
+        }
+    }
+    task
+}
+
+/// One more in a count, for as long as it is held.
+struct Counted(&'static AtomicUsize);
+
+impl Counted {
+    fn new(count: &'static AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Blocking work a client waits for, now.
+fn awaited() -> Awaited {
+    let now = since_start();
+    let since = |at: &AtomicU64| match at.load(Ordering::Relaxed) {
+        0 => Duration::MAX,
+        at => Duration::from_nanos(now.saturating_sub(at)),
+    };
+    Awaited {
+        running: AWAITED.load(Ordering::SeqCst),
+        since_start: since(&AWAITED_STARTED),
+        since_end: since(&AWAITED_ENDED),
+    }
+}
+
 /// `spawn_blocking`, with `count` one higher until `f` has run, panicked, or been
 /// dropped unrun.
 fn spawn_counted<F, R>(count: &'static AtomicUsize, f: F) -> tokio::task::JoinHandle<R>
@@ -148,14 +258,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    struct Running(&'static AtomicUsize);
-    impl Drop for Running {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    count.fetch_add(1, Ordering::Relaxed);
-    let running = Running(count);
+    let running = Counted::new(count);
     tokio::task::spawn_blocking(move || {
         let _running = running;
         f()
@@ -238,7 +341,13 @@ async fn spin(spinner: &'static Spinner, window: Duration) {
         if let Some(at) = gave_up {
             length.after_silence(at.elapsed());
         }
-        let window = length.current();
+        // Reads extend a spin only while they start spins; otherwise this one is for
+        // a commit a client waits for, and lasts as long as it does.
+        let window = if spinner.enabled.load(Ordering::Relaxed) {
+            length.current()
+        } else {
+            Duration::ZERO
+        };
         let mut spin = SpinWindow::start(
             window,
             spinner.activity.load(Ordering::SeqCst),
@@ -252,14 +361,15 @@ async fn spin(spinner: &'static Spinner, window: Duration) {
             // Back after every other task ready now has run and the sockets have been
             // polled (without sleeping: this task is ready again).
             tokio::task::yield_now().await;
-            if spin.go_on(spinner.activity.load(Ordering::SeqCst), Instant::now()) {
+            let window_open = spin.go_on(spinner.activity.load(Ordering::SeqCst), Instant::now());
+            if window_open || awaited().keeps_spinning() {
                 continue;
             }
             spinner.spinning.store(false, Ordering::SeqCst);
-            // A read between the last turn and that store saw a spinner still spinning
-            // and woke nothing: it gets its window now.
+            // A read (or a commit a client waits for) between the last turn and that
+            // store saw a spinner still spinning and woke nothing: it gets its spin now.
             let activity = spinner.activity.load(Ordering::SeqCst);
-            if activity == spin.seen() {
+            if activity == spin.seen() && !awaited().keeps_spinning() {
                 gave_up = Some(Instant::now());
                 break;
             }
@@ -345,6 +455,30 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_a_client_waits_for_keeps_a_spin_going_while_it_runs_and_just_after() {
+        let awaited = |running, since_start: u32, since_end: u32| Awaited {
+            running,
+            since_start: US * since_start,
+            since_end: US * since_end,
+        };
+        // Running: up to the longest spin for one commit, then the spin gives up.
+        assert!(awaited(1, 0, 5_000).keeps_spinning());
+        assert!(awaited(1, 999, 5_000).keeps_spinning());
+        assert!(!awaited(1, 1_000, 5_000).keeps_spinning());
+        // Done: the answer's round trip more, for the client's next change.
+        assert!(awaited(0, 150, 0).keeps_spinning());
+        assert!(awaited(0, 150, 99).keeps_spinning());
+        assert!(!awaited(0, 150, 100).keeps_spinning());
+        // None yet.
+        let never = Awaited {
+            running: 0,
+            since_start: Duration::MAX,
+            since_end: Duration::MAX,
+        };
+        assert!(!never.keeps_spinning());
+    }
+
+    #[test]
     fn a_spin_without_activity_ends_after_one_window() {
         let t0 = Instant::now();
         let mut spin = SpinWindow::start(100 * US, 0, t0);
@@ -381,7 +515,28 @@ mod tests {
             // The read was not even counted, so nothing can have woken the spinner.
             let activity = SPINNER.get().unwrap().activity.load(Ordering::SeqCst);
             assert_eq!(activity, 0, "a read reached the spinner while it was off");
-            assert_eq!(spins_started(), 0);
+            // A commit a client waits for starts a spin even so (how long it lasts is
+            // the pure core's, above: real time here is too coarse for 1 ms).
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            // Counted from here: a test running beside this one (`cargo test` runs them
+            // as threads of one process) may start spins of its own.
+            let before = spins_started();
+            let commit = spawn_awaited(move || wait.recv().is_ok());
+            let until = deadline();
+            while spins_started() == before {
+                assert!(Instant::now() < until, "a commit starts a spin within 5 s");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            release.send(()).unwrap();
+            assert!(commit.await.unwrap());
+            let until = deadline();
+            while spinning() {
+                assert!(
+                    Instant::now() < until,
+                    "the spin ends once the commit is done (100 µs), within 5 s"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             enable(true);
             assert!(enabled());
             let before = spins_started();

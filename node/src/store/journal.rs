@@ -342,9 +342,16 @@ impl JournalState {
         // Counted before it leaves this thread: a journal that replaces this one (if it
         // fails now) waits for the commit, even one that has not begun yet.
         let handed_off = Store::hand_off(&self.args.store);
+        // A client waits for this commit: the worker stays awake until it reports back
+        // (see the busy poll), so its answer leaves without waking a thread.
+        let spawn = if batch.clients > 0 {
+            crate::runtime::busy_poll::spawn_awaited
+        } else {
+            crate::runtime::busy_poll::spawn_blocking
+        };
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
-        crate::runtime::busy_poll::spawn_blocking(move || {
+        spawn(move || {
             // The store turns a panic of the commit (or of reading it) into its error;
             // one here is of the report itself, and the batch went with it: its waiters
             // hear that it failed as they are dropped, and the journal is restarted. A
