@@ -15,6 +15,8 @@
 //! Nothing here is part of a running node: the one-call-after-another baseline in
 //! particular runs in this process, over its own connections to every node.
 
+#![forbid(unsafe_code)]
+
 mod big_node;
 mod light;
 mod nodes;

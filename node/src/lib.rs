@@ -43,6 +43,8 @@
 //! the benchmark (`node-bench`, a crate of its own) and the tests need. Everything
 //! else is private to the crate.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod client;
 mod clock;

@@ -15,6 +15,8 @@
 //! - [`stats`]: the cluster-wide statistics a collection produces (also the `--json`
 //!   output of `node stats`).
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod codec;
 pub mod counter;

@@ -21,10 +21,10 @@
 //! read. Whether the spin pays depends on the machine: on a VM that packs threads onto
 //! few vCPUs it holds the vCPU the other side needs, and costs as much as it saves
 //! elsewhere. So by default (`auto`) each program measures it when it starts
-//! ([`calibrate`]) and spins only if it pays. A commit a client waits for is the
-//! exception: the worker spins until it is done and a moment after, whatever the
-//! measure said (see [`busy_poll`]), because there the two wake-ups it saves are
-//! a fifth of a durable change. `BENCHMARKS.md` has the measurements;
+//! ([`calibrate`]) and spins only if it pays. Commits that clients wait for, one
+//! closely after another, are the exception: the worker spins for a moment after each,
+//! whatever the measure said (see [`busy_poll`]), because there the wake-up it saves
+//! is a tenth of a durable change, for no more CPU. `BENCHMARKS.md` has the measurements;
 //! `--busy-poll-us 0` and `--worker-threads N` restore a plain multi-threaded runtime.
 //!
 //! Every program of this crate (the node, its client commands, `node-bench`) runs its
