@@ -181,9 +181,9 @@ pub(crate) struct ServeArgs {
     /// traffic costs no spinning. `auto` (the default) measures at start whether it
     /// pays on this machine and then spins 100 µs or not at all (it does not on VMs
     /// that pack threads onto few vCPUs). Either way, while clients keep the node busy
-    /// (a client's change committed less than 1 ms after the last one) the worker spins
-    /// for 100 µs after each such commit, so the client's next change wakes no thread.
-    /// 0 turns all spinning off.
+    /// (a commit holding a client's change starts less than 1 ms after the last one
+    /// ended) the worker spins for 100 µs after each such commit, so the client's next
+    /// change wakes no thread. 0 turns all spinning off.
     #[arg(long, env = crate::runtime::BUSY_POLL_ENV, value_name = "MICROS|auto", default_value = "auto",
           value_parser = crate::runtime::parse_busy_poll)]
     pub busy_poll_us: crate::runtime::BusyPoll,

@@ -3,6 +3,8 @@
 //! here (keys present, figures positive, pushes exact, collections complete); the speeds
 //! themselves are reported by the benchmark, never asserted in a test.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

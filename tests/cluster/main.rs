@@ -5,6 +5,7 @@
 //! Built as the `node` package's `cluster` test target, so `cargo test` at the workspace
 //! root builds the binary first and runs these.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 // Test helpers are `pub` for the test modules; the test binary has no public API.
 #![allow(unreachable_pub)]

@@ -7,6 +7,7 @@
 //! runs them with `cargo test --release --test compose -- --ignored --test-threads 1`.
 //! Each prints its detection and recovery times (see BENCHMARKS.md).
 
+#![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 // Test helpers are `pub` for the test modules; the test binary has no public API.
 #![allow(unreachable_pub)]

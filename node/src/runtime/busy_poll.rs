@@ -15,7 +15,7 @@
 //! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
 //! **After a commit a client waited for** ([`spawn_awaited`]) the spinner spins for
-//! [`AFTER_AWAITED`], whether reads start spins or not: the client's answer is on its
+//! [`AFTER_AWAITED`] (or the reads' window, if reads start spins and it is longer): the client's answer is on its
 //! way, and its next change, one round trip later, finds the worker awake. On a VM whose
 //! idle vCPUs halt, each wake-up of a sleeping thread costs tens of microseconds, and a
 //! durable change took a third longer than Redis's (BENCHMARKS.md). Only while clients
@@ -162,9 +162,10 @@ static SPINNER: OnceLock<Spinner> = OnceLock::new();
 /// Blocking tasks started through [`spawn_blocking`] and not finished.
 static BLOCKING: AtomicUsize = AtomicUsize::new(0);
 
-/// When the last commit a client waited for ended, and when the last one followed by a
-/// spin did (see [`since_start`]; 0: never).
+/// When the last commit a client waited for ended (see [`since_start`]; 0: never).
 static AWAITED_ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// When the last such commit that is followed by a spin ended (0: never).
 static SPIN_AFTER_FROM: AtomicU64 = AtomicU64::new(0);
 
 /// Turns of the spinner after a commit a client waited for (for the tests).
@@ -200,26 +201,56 @@ where
 
 /// [`spawn_blocking`] for work a client waits for (a commit holding a client's change):
 /// while clients keep the node busy, the spinner, if there is one, spins for a moment
-/// after it (see the module documentation).
+/// after it (see the module documentation). `f` marks where the work ends with the
+/// [`AwaitedEnd`] it is given (before it tells anyone it is done, so that the next
+/// commit sees the end); if it does not, the end is where `f` returns.
 pub(crate) fn spawn_awaited<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
-    F: FnOnce() -> R + Send + 'static,
+    F: FnOnce(AwaitedEnd) -> R + Send + 'static,
     R: Send + 'static,
 {
-    let spins = spins_after(since(&AWAITED_ENDED, since_start()));
-    spawn_counted(&BLOCKING, move || {
-        let result = f();
+    let end = AwaitedEnd {
+        spins: spins_after(since(&AWAITED_ENDED, since_start())),
+        marked: false,
+    };
+    spawn_counted(&BLOCKING, move || f(end))
+}
+
+/// The end of a commit a client waited for ([`spawn_awaited`]), marked once: by
+/// [`AwaitedEnd::ended`], or when dropped.
+pub(crate) struct AwaitedEnd {
+    /// Whether a spin follows it.
+    spins: bool,
+    marked: bool,
+}
+
+impl AwaitedEnd {
+    /// The work is done: the next commit's gap counts from now, and the spin after it
+    /// (if any) starts.
+    pub(crate) fn ended(mut self) {
+        self.mark();
+    }
+
+    fn mark(&mut self) {
+        if std::mem::replace(&mut self.marked, true) {
+            return;
+        }
         let now = since_start();
         AWAITED_ENDED.fetch_max(now, Ordering::Relaxed);
-        if spins {
+        if self.spins {
             // SeqCst with the spinner's store-then-load, as for a read (see `note`).
             SPIN_AFTER_FROM.fetch_max(now, Ordering::SeqCst);
             if let Some(spinner) = SPINNER.get() {
                 spinner.wake_unless_spinning();
             }
         }
-        result
-    })
+    }
+}
+
+impl Drop for AwaitedEnd {
+    fn drop(&mut self) {
+        self.mark();
+    }
 }
 
 /// One more in a count, for as long as it is held.
@@ -528,12 +559,17 @@ mod tests {
                     Instant::now() < until,
                     "a commit soon after another is followed by a spin within 5 s"
                 );
+                spawn_awaited(drop).await.unwrap();
                 let before = AFTER_TURNS.load(Ordering::Relaxed);
-                spawn_awaited(|| ()).await.unwrap();
-                spawn_awaited(|| ()).await.unwrap();
+                let from = since_start();
+                spawn_awaited(drop).await.unwrap();
+                // This test's commit was followed by a spin (not only another test's).
+                if SPIN_AFTER_FROM.load(Ordering::SeqCst) < from {
+                    continue;
+                }
                 let tried = Instant::now() + Duration::from_millis(50);
                 while AFTER_TURNS.load(Ordering::Relaxed) == before && Instant::now() < tried {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 if AFTER_TURNS.load(Ordering::Relaxed) > before {
                     break;
@@ -552,6 +588,11 @@ mod tests {
             let before = spins_started();
             a.write_all(b"x").await.unwrap();
             reader.read_exact(&mut byte).await.unwrap();
+            let activity = SPINNER.get().unwrap().activity.load(Ordering::SeqCst);
+            assert_eq!(
+                activity, 1,
+                "a read did not reach the spinner while it was on"
+            );
             let until = deadline();
             // Or a spin already under way (another test's commit) took the read on.
             while spins_started() == before && !spinning() {
@@ -567,5 +608,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         });
+        // The spinner stays on, its runtime gone: later tests' reads and commits wake
+        // nothing that runs.
     }
 }

@@ -66,6 +66,7 @@ use super::{CommitOutcome, Entry, InRecord, Outcome, ReceivedTotals, Settled, St
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
 use crate::metrics::{BatchRefusal, NodeMetrics};
+use crate::runtime::busy_poll;
 
 /// The registered name of node `node`'s journal (the host and the load clients find it
 /// by this name).
@@ -342,16 +343,10 @@ impl JournalState {
         // Counted before it leaves this thread: a journal that replaces this one (if it
         // fails now) waits for the commit, even one that has not begun yet.
         let handed_off = Store::hand_off(&self.args.store);
-        // A client waits for this commit: the worker stays awake until it reports back
-        // (see the busy poll), so its answer leaves without waking a thread.
-        let spawn = if batch.clients > 0 {
-            crate::runtime::busy_poll::spawn_awaited
-        } else {
-            crate::runtime::busy_poll::spawn_blocking
-        };
+        let awaited = batch.clients > 0;
         // The blocking thread reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
-        spawn(move || {
+        let job = move |end: Option<busy_poll::AwaitedEnd>| {
             // The store turns a panic of the commit (or of reading it) into its error;
             // one here is of the report itself, and the batch went with it: its waiters
             // hear that it failed as they are dropped, and the journal is restarted. A
@@ -363,8 +358,20 @@ impl JournalState {
                 myself.stop(Some("reporting a commit panicked".into()));
             }
             drop(handed_off);
+            // Before `Landed`, which may start the next commit: that one sees this end.
+            if let Some(end) = end {
+                end.ended();
+            }
             let _ = myself.cast(JournalMessage::Landed);
-        });
+        };
+        // A client waits for this commit: while clients keep the node busy, the worker
+        // spins a moment after it (see the busy poll), so the client's next change
+        // finds it awake.
+        if awaited {
+            busy_poll::spawn_awaited(move |end| job(Some(end)));
+        } else {
+            busy_poll::spawn_blocking(move || job(None));
+        }
     }
 
     /// Takes batch `batch` if it is its stream's next; see the module documentation.
