@@ -36,8 +36,11 @@ const CLEAR_WIN: f64 = 0.8;
 /// more.
 const DEAR_WAKE_UPS: Duration = Duration::from_micros(50);
 
-/// How often [`watch`] measures again.
-pub(crate) const MEASURE_EVERY: Duration = Duration::from_secs(10);
+/// How often [`watch`] measures again. Each measure wakes two threads about two
+/// hundred times: every 10 s that was a fifth of an idle node's CPU (3.0-4.1 against
+/// 2.4-3.05 ms/s every 60 s, BENCHMARKS.md); a VM that changes its ways is still
+/// followed within a minute.
+pub(crate) const MEASURE_EVERY: Duration = Duration::from_secs(60);
 
 /// The last measure taken in this process.
 static LAST: Mutex<Option<Measured>> = Mutex::new(None);
