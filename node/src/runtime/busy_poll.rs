@@ -15,8 +15,9 @@
 //! thread on every turn regardless cost calls and one-message-per-operation pushes.
 //!
 //! **After a commit a client waited for** ([`spawn_awaited`]) the spinner spins for
-//! [`AFTER_AWAITED`] (or the reads' window, if reads start spins and it is longer): the client's answer is on its
-//! way, and its next change, one round trip later, finds the worker awake. On a VM whose
+//! [`AFTER_AWAITED`] (or the reads' window, if reads start spins and it is longer):
+//! the client's answer is on its way, and its next change, one round trip later, finds
+//! the worker awake. On a VM whose
 //! idle vCPUs halt, each wake-up of a sleeping thread costs tens of microseconds, and a
 //! durable change took a third longer than Redis's (BENCHMARKS.md). Only while clients
 //! keep the node busy: a commit that starts less than [`BUSY_CLIENTS_GAP`] after the
@@ -211,30 +212,25 @@ where
 {
     let end = AwaitedEnd {
         spins: spins_after(since(&AWAITED_ENDED, since_start())),
-        marked: false,
     };
     spawn_counted(&BLOCKING, move || f(end))
 }
 
-/// The end of a commit a client waited for ([`spawn_awaited`]), marked once: by
-/// [`AwaitedEnd::ended`], or when dropped.
+/// The end of a commit a client waited for ([`spawn_awaited`]): marked by
+/// [`AwaitedEnd::ended`], or wherever it is dropped.
 pub(crate) struct AwaitedEnd {
     /// Whether a spin follows it.
     spins: bool,
-    marked: bool,
 }
 
 impl AwaitedEnd {
     /// The work is done: the next commit's gap counts from now, and the spin after it
     /// (if any) starts.
-    pub(crate) fn ended(mut self) {
-        self.mark();
-    }
+    pub(crate) fn ended(self) {}
+}
 
-    fn mark(&mut self) {
-        if std::mem::replace(&mut self.marked, true) {
-            return;
-        }
+impl Drop for AwaitedEnd {
+    fn drop(&mut self) {
         let now = since_start();
         AWAITED_ENDED.fetch_max(now, Ordering::Relaxed);
         if self.spins {
@@ -244,12 +240,6 @@ impl AwaitedEnd {
                 spinner.wake_unless_spinning();
             }
         }
-    }
-}
-
-impl Drop for AwaitedEnd {
-    fn drop(&mut self) {
-        self.mark();
     }
 }
 
@@ -519,6 +509,16 @@ mod tests {
         assert!(!spin.go_on(0, t0 + 10_000 * US));
     }
 
+    /// Waits until `done`, checking every millisecond; fails after 5 s (real time, so
+    /// generous) saying `what` did not happen.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < until, "{what}: not within 5 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The spinner of this test process: reads start spins, and it stops (the worker
     /// may sleep) once reads stop. Real time, so deadlines are generous; spins are
     /// counted, so a spin is seen however briefly the test thread looks.
@@ -534,11 +534,7 @@ mod tests {
         start(&runtime, Duration::from_millis(20), false);
         runtime.block_on(async {
             let deadline = || Instant::now() + Duration::from_secs(5);
-            let until = deadline();
-            while spinning() {
-                assert!(Instant::now() < until, "the spinner idle within 5 s");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            wait_until("the spinner idle", || !spinning()).await;
             let (mut a, b) = tokio::io::duplex(64);
             let mut reader = Noted(b);
             let mut byte = [0u8; 1];
@@ -575,14 +571,7 @@ mod tests {
                     break;
                 }
             }
-            let until = deadline();
-            while spinning() {
-                assert!(
-                    Instant::now() < until,
-                    "the spin after the commit ends (100 µs), within 5 s"
-                );
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            wait_until("the spin after the commit ends (100 µs)", || !spinning()).await;
             enable(true);
             assert!(enabled());
             let before = spins_started();
@@ -593,20 +582,12 @@ mod tests {
                 activity, 1,
                 "a read did not reach the spinner while it was on"
             );
-            let until = deadline();
             // Or a spin already under way (another test's commit) took the read on.
-            while spins_started() == before && !spinning() {
-                assert!(Instant::now() < until, "a read starts a spin within 5 s");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            let until = deadline();
-            while spinning() {
-                assert!(
-                    Instant::now() < until,
-                    "the spin ends once reads stop (20 ms), within 5 s"
-                );
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            wait_until("a read starts a spin", || {
+                spins_started() != before || spinning()
+            })
+            .await;
+            wait_until("the spin ends once reads stop (20 ms)", || !spinning()).await;
         });
         // The spinner stays on, its runtime gone: later tests' reads and commits wake
         // nothing that runs.
