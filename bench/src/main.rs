@@ -338,7 +338,45 @@ async fn durable_node(
     .await?;
     report.durable_change_p50_us = applies.p50_us;
     report.durable_change_p99_us = applies.p99_us;
+    // Clients at once share commits (one fsync for whatever arrived during the one
+    // before): a lone client's change committed on the journal's own thread must not
+    // hold the others' back.
+    let commits_before = store_commits(&sink.addr).await?;
+    let together = run_senders(&sink.addr, CLIENTS_AT_ONCE, options.applies).await?;
+    let commits = store_commits(&sink.addr)
+        .await?
+        .saturating_sub(commits_before);
+    let mut p50s: Vec<f64> = together.iter().map(|r| r.p50_us).collect();
+    p50s.sort_by(f64::total_cmp);
+    report.durable_change_clients_at_once = CLIENTS_AT_ONCE;
+    report.durable_change_at_once_p50_us = p50s[p50s.len() / 2];
+    let changes: u64 = together.iter().map(|r| r.messages).sum();
+    report.durable_changes_per_commit_at_once = changes as f64 / commits.max(1) as f64;
     Ok(())
+}
+
+/// Clients sending durable changes at once, for the figure of changes per commit.
+const CLIENTS_AT_ONCE: usize = 4;
+
+/// `clients` senders of `operations` durable changes each (one after another), all at
+/// once against node `addr`.
+async fn run_senders(
+    addr: &str,
+    clients: usize,
+    operations: u64,
+) -> Result<Vec<SenderReport>, CommandError> {
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let addr = addr.to_string();
+        senders.spawn(async move {
+            run_sender(&addr, Measure::Applies, Mode::Coalesced, operations).await
+        });
+    }
+    let mut reports = Vec::with_capacity(clients);
+    while let Some(report) = senders.join_next().await {
+        reports.push(report.map_err(|e| CommandError::Local(format!("a sender task: {e}")))??);
+    }
+    Ok(reports)
 }
 
 /// Redis's one-client `INCR` p50 kept as `keeping` says, or `None` (and a line saying

@@ -31,6 +31,12 @@ pub(crate) struct BenchReport {
     pub(crate) durable_change_p99_us: f64,
     /// Median of the same to a memory-only node.
     pub(crate) memory_change_p50_us: f64,
+    /// Clients sending durable changes at once (each one after another)...
+    pub(crate) durable_change_clients_at_once: usize,
+    /// ...the median of their medians...
+    pub(crate) durable_change_at_once_p50_us: f64,
+    /// ...and their changes per store commit (clients at once share commits).
+    pub(crate) durable_changes_per_commit_at_once: f64,
     /// From restarting a node killed with `kill -9` to a complete collection.
     pub(crate) restart_complete_ms: f64,
     /// Counters on that node.
@@ -145,6 +151,16 @@ pub(crate) fn table(r: &BenchReport) -> String {
                 }
             ),
             "<= 700 and <= 1.2x Redis AOF".to_string(),
+        ),
+        (
+            "durable_change_at_once_p50_us",
+            format!(
+                "{:.0} ({} clients at once; {:.2} changes per commit)",
+                r.durable_change_at_once_p50_us,
+                r.durable_change_clients_at_once,
+                r.durable_changes_per_commit_at_once
+            ),
+            "reported; clients share commits (> 1 per commit)".to_string(),
         ),
         (
             "restart_complete_ms",

@@ -36,7 +36,8 @@ pub(crate) struct SenderReport {
     pub(crate) operations: u64,
     /// Microseconds from the first send to the last acknowledgement.
     pub(crate) elapsed_us: u64,
-    /// Network messages sent for the push.
+    /// Network messages sent for the push, or calls made (the untimed warm-up ones
+    /// included).
     pub(crate) messages: u64,
     /// Whether every counter moved by exactly what was sent to it.
     pub(crate) exact: bool,
@@ -245,6 +246,7 @@ async fn calls(
         elapsed_us: started.elapsed().as_micros() as u64,
         p50_us: at(0.50),
         p99_us: at(0.99),
+        messages: warmup + calls,
         exact: true,
         ..SenderReport::default()
     })

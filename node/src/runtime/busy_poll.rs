@@ -210,13 +210,27 @@ where
     F: FnOnce(AwaitedEnd) -> R + Send + 'static,
     R: Send + 'static,
 {
-    let end = AwaitedEnd {
-        spins: spins_after(since(&AWAITED_ENDED, since_start())),
-    };
+    let end = awaited_starts();
     spawn_counted(&BLOCKING, move || f(end))
 }
 
-/// The end of a commit a client waited for ([`spawn_awaited`]): marked by
+/// [`spawn_awaited`] on the caller's own thread (a commit of one client's change, run
+/// by the journal itself): counted as blocking work while `f` runs, so that a spinning
+/// worker gives its CPU back meanwhile.
+pub(crate) fn run_awaited<R>(f: impl FnOnce(AwaitedEnd) -> R) -> R {
+    let end = awaited_starts();
+    let _running = Counted::new(&BLOCKING);
+    f(end)
+}
+
+/// The end of work a client waits for that starts now.
+fn awaited_starts() -> AwaitedEnd {
+    AwaitedEnd {
+        spins: spins_after(since(&AWAITED_ENDED, since_start())),
+    }
+}
+
+/// The end of a commit a client waited for ([`spawn_awaited`], [`run_awaited`]): marked by
 /// [`AwaitedEnd::ended`], or wherever it is dropped.
 pub(crate) struct AwaitedEnd {
     /// Whether a spin follows it.

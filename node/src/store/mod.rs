@@ -10,6 +10,7 @@
 //! | [`faults`] | the file's storage, with the sync and write errors tests inject |
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //! | [`pace`] | when the journal's next commit may start (the group commit interval) |
+//! | [`own_thread`] | whether the journal commits a lone client's change on its own thread |
 //!
 //! What is durable, all of it changed only by commits (all or nothing, each made durable
 //! by one record of the [redo log](redo), or by a sync of the file itself at a
@@ -42,6 +43,7 @@ pub(crate) mod faults;
 mod file;
 pub(crate) mod journal;
 mod memory;
+mod own_thread;
 mod pace;
 mod plan;
 mod records;
