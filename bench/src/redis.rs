@@ -5,8 +5,8 @@
 //! (Debian: `redis-server`, `redis-tools`); without them, or if Redis fails, the
 //! figure is left out and the output says so.
 //!
-//! Not quite like for like: our client process busy-polls between a call and its answer
-//! (as the node does; see `node::RuntimeOptions`), `redis-benchmark` does not.
+//! Our timed client sleeps between a call and its answer, as `redis-benchmark` does
+//! (`NODE_BUSY_POLL_US` in its environment can make it spin).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -380,6 +380,16 @@ impl StoreFile {
         Arc::clone(&self.faults)
     }
 
+    /// Whether the next commit, if a small one, also syncs the file (a checkpoint).
+    pub(crate) fn checkpoint_next(&self) -> bool {
+        self.owed.load(Ordering::Acquire)
+            || self
+                .redo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .checkpoint_next()
+    }
+
     /// One commit at store time `now_ms`, with `in_bucket` ids held in the current
     /// bucket, up to the moment it is durable: see `Store::commit`. Returns what it did,
     /// how many new ids it stored, and what is left to do: [`Prepared::land`] it.

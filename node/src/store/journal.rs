@@ -364,6 +364,7 @@ impl JournalState {
             entries: batch.len(),
             clients: batch.clients,
             failing: self.failing.is_some(),
+            checkpoint: self.args.store.checkpoint_next(),
         };
         let here = self.own_thread.here(next, now);
         // Whichever thread commits reports back itself: one hand-off fewer than awaiting it

@@ -334,6 +334,15 @@ impl Store {
         })
     }
 
+    /// Whether the next commit, if a small one, also syncs the store file (a
+    /// checkpoint: a second sync); never in memory.
+    pub(crate) fn checkpoint_next(&self) -> bool {
+        match &self.kind {
+            Kind::File(file) => file.checkpoint_next(),
+            Kind::Memory(_) => false,
+        }
+    }
+
     /// Fault injection: the file's storage faults (`None` in memory).
     pub(crate) fn faults(&self) -> Option<Arc<faults::DiskFaults>> {
         match &self.kind {

@@ -19,6 +19,10 @@
 //! commit on blocking threads for a while ([`FIRST_BACKOFF`], doubling up to
 //! [`LAST_BACKOFF`] while it lasts).
 //!
+//! **Not a commit with a checkpoint** (the store file's own sync, one commit in 32): on
+//! a blocking thread its client's answer leaves after the first sync, not after both;
+//! it serves as a probe.
+//!
 //! **Only while commits are quick** ([`QUICK`]), and never while they fail: a slow
 //! disk would hold the worker, so after one slow sync every commit goes to a blocking
 //! thread until one is quick again. (A disk that stalls in the middle of a commit made
@@ -75,6 +79,8 @@ pub(crate) struct Next {
     pub(crate) clients: usize,
     /// Whether commits are failing (the next is a retry).
     pub(crate) failing: bool,
+    /// Whether it will also sync the store file (a checkpoint).
+    pub(crate) checkpoint: bool,
 }
 
 impl OwnThread {
@@ -87,7 +93,9 @@ impl OwnThread {
         if self.shared_until.is_some_and(|until| now < until) {
             return false;
         }
-        if self.streak >= PROBE_EVERY {
+        // A commit with a checkpoint syncs twice: the client's answer is not held
+        // behind the second sync, and it serves as the probe.
+        if self.streak >= PROBE_EVERY || next.checkpoint {
             self.streak = 0;
             return false;
         }
@@ -119,6 +127,7 @@ mod tests {
         entries: 1,
         clients: 1,
         failing: false,
+        checkpoint: false,
     };
 
     fn quick() -> Duration {
@@ -170,6 +179,10 @@ mod tests {
             },
             Next {
                 failing: true,
+                ..LONE
+            },
+            Next {
+                checkpoint: true,
                 ..LONE
             },
         ] {

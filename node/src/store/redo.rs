@@ -275,6 +275,16 @@ impl RedoLog {
         self.at.seq - self.checkpointed.seq
     }
 
+    /// Whether the next commit's record, if a small one, makes the store file's sync
+    /// due (see [`RedoLog::checkpoint_due`]).
+    pub(crate) fn checkpoint_next(&self) -> bool {
+        /// Room left for a record that is not small.
+        const SMALL: u64 = 4096;
+        let records = self.at.seq.saturating_sub(self.checkpointed.seq);
+        let bytes = self.at.offset.saturating_sub(self.checkpointed.offset);
+        records + 1 >= CHECKPOINT_EVERY || bytes + SMALL >= CHECKPOINT_BYTES
+    }
+
     /// Whether the store file is to be synced now: [`CHECKPOINT_EVERY`] records or
     /// [`CHECKPOINT_BYTES`] since the last checkpoint.
     pub(crate) fn checkpoint_due(&self) -> bool {
@@ -395,6 +405,24 @@ mod tests {
         );
         // The old lap's position finds another cycle at its start.
         assert!(reopen(dir.path(), start).1.is_empty());
+    }
+
+    /// A checkpoint is known to be next one record before it is due, and is neither
+    /// after it.
+    #[test]
+    fn the_checkpoint_is_seen_coming_one_record_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RedoLog::open(dir.path(), Arc::default()).unwrap();
+        for n in 0..CHECKPOINT_EVERY as u32 - 2 {
+            assert!(log.append(&ops(n)).unwrap());
+            assert!(!log.checkpoint_next() && !log.checkpoint_due(), "after {n}");
+        }
+        assert!(log.append(&ops(0)).unwrap());
+        assert!(log.checkpoint_next() && !log.checkpoint_due());
+        assert!(log.append(&ops(0)).unwrap());
+        assert!(log.checkpoint_due());
+        log.checkpointed(log.position());
+        assert!(!log.checkpoint_next() && !log.checkpoint_due());
     }
 
     /// A torn or damaged record ends the log there, and the next record goes in its
