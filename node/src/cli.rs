@@ -125,8 +125,9 @@ pub(crate) struct ServeArgs {
     pub collect_timeout: Duration,
 
     /// Seconds within which a dead, frozen or cut-off peer is declared unreachable (its
-    /// session closed, its counters reported missing). Heartbeats go every tenth of it;
-    /// the peer is declared after 0.6 of it in silence. Every node should use the same.
+    /// session closed, its counters reported missing). Heartbeats go every fifth of it
+    /// (silence is checked every tenth); the peer is declared after 0.6 of it in
+    /// silence. Every node should use the same.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_failure_timeout)]
     pub failure_timeout: Duration,
 

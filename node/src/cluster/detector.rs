@@ -14,9 +14,10 @@
 //!   ready resets the backoff.
 //! - **Handshake deadlines.** A session that has not authenticated [`AUTH_GRACE`] after
 //!   it opened is closed. For a dialed one that counts as a failed attempt.
-//! - **Heartbeats and silence.** Every tick sends heartbeats; a peer not heard from for
-//!   the silence is declared unreachable (in the [`Membership`]) and its sessions are
-//!   closed. A closed session of a member is a loss at once, unless another session to
+//! - **Heartbeats and silence.** Every [`TICKS_PER_BEAT`]th tick sends heartbeats (three
+//!   fit in the silence); every tick checks the silence, so a peer not heard from for
+//!   the silence is declared unreachable (in the [`Membership`]) within a tick, and its
+//!   sessions are closed. A closed session of a member is a loss at once, unless another session to
 //!   the same node is still up.
 //! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once; peers
 //!   gone for [`FORGET_AFTER`] are forgotten then.
@@ -44,9 +45,14 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a session may take from TCP connect to authenticated.
 pub(crate) const AUTH_GRACE: Duration = Duration::from_secs(2);
 
-/// The heartbeat interval and the silence after which a peer is declared unreachable,
-/// for a given `--failure-timeout`. The silence leaves room for the detection tick and
-/// for a collection to report it, all within the timeout.
+/// Heartbeats go every this many ticks. Each costs every peer a wake-up: an idle node
+/// of three took 2.8-3.4 ms/s of CPU with one every tick, 2.0-2.7 with one every second
+/// tick (BENCHMARKS.md). Three still fit in the silence.
+pub(crate) const TICKS_PER_BEAT: u64 = 2;
+
+/// The tick (where silence is checked) and the silence after which a peer is declared
+/// unreachable, for a given `--failure-timeout`. The silence leaves room for the
+/// detection tick and for a collection to report it, all within the timeout.
 pub(crate) fn detector_timing(failure_timeout: Duration) -> (Duration, Duration) {
     let interval = (failure_timeout / 10).max(Duration::from_millis(10));
     (interval, failure_timeout.mul_f64(0.6))
@@ -264,6 +270,8 @@ pub(crate) struct Detector {
     /// A peer came up during the round in flight: another round follows it at once.
     gossip_again: bool,
     last_gossip: Option<Instant>,
+    /// Ticks so far (heartbeats go on every [`TICKS_PER_BEAT`]th).
+    ticks: u64,
     rng: fastrand::Rng,
 }
 
@@ -283,6 +291,7 @@ impl Detector {
             gossip_in_flight: false,
             gossip_again: false,
             last_gossip: None,
+            ticks: 0,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -386,7 +395,10 @@ impl Detector {
     }
 
     fn tick(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
-        out.push(Action::SendHeartbeats);
+        if self.ticks.is_multiple_of(TICKS_PER_BEAT) {
+            out.push(Action::SendHeartbeats);
+        }
+        self.ticks += 1;
         self.gossip(now, membership, out);
         self.expire_handshakes(now, out);
 
@@ -1214,7 +1226,7 @@ mod tests {
         assert_eq!(reports(&out), [&lost_b()]);
     }
 
-    /// Heartbeats go every tick; a peer silent for longer than the silence is declared
+    /// Heartbeats go every second tick; a peer silent for longer than the silence is declared
     /// once, and its sessions are closed.
     #[test]
     fn a_silent_peer_is_declared_once_and_its_session_closed() {
@@ -1236,7 +1248,11 @@ mod tests {
                 m.heard("b", 1, now);
             }
             let out = d.run(now, Input::Tick, &m);
-            assert!(out.contains(&Action::SendHeartbeats));
+            assert_eq!(
+                out.contains(&Action::SendHeartbeats),
+                (now - t0).as_millis().is_multiple_of(400),
+                "heartbeats every second tick"
+            );
             for r in reports(&out) {
                 if let Report::Silent { peer, silent, .. } = r {
                     declared.push((now - t0, peer.clone(), *silent));
@@ -1490,11 +1506,11 @@ mod tests {
     #[test]
     fn detection_fits_in_the_failure_timeout() {
         let timeout = Duration::from_secs(2);
-        let (interval, silence) = detector_timing(timeout);
-        assert_eq!(interval, Duration::from_millis(200));
+        let (tick, silence) = detector_timing(timeout);
+        assert_eq!(tick, Duration::from_millis(200));
         // Declared at most one tick after the silence, with room left to report it.
-        assert!(silence + interval <= timeout.mul_f64(0.75));
+        assert!(silence + tick <= timeout.mul_f64(0.75));
         // Several heartbeats must be lost before a healthy peer is declared down.
-        assert!(silence >= interval * 5);
+        assert!(silence >= tick * TICKS_PER_BEAT as u32 * 3);
     }
 }
