@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::nodes::free_port;
 
-/// `INCR`s timed.
-const REQUESTS: u32 = 20_000;
+/// `INCR`s timed in memory.
+pub(crate) const REQUESTS: u32 = 20_000;
 
 /// A `redis-server` of our own, killed when dropped.
 pub(crate) struct Server(Child);
@@ -89,21 +89,28 @@ pub(crate) enum Keeping {
     AofAlways,
 }
 
-/// Redis's one-client `INCR` p50 in microseconds, or `None` where Redis is not
-/// installed.
-pub(crate) async fn incr_p50_us(keeping: Keeping) -> Result<Option<f64>, CommandError> {
+/// Redis's one-client `INCR` p50 over `requests` in microseconds, or `None` where Redis
+/// is not installed.
+pub(crate) async fn incr_p50_us(
+    keeping: Keeping,
+    requests: u32,
+) -> Result<Option<f64>, CommandError> {
     if !installed("redis-server") || !installed("redis-benchmark") {
         return Ok(None);
     }
     let dir = std::env::temp_dir().join(format!("node-bench-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
-    let p50 = timed(keeping, &dir).await;
+    let p50 = timed(keeping, requests, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
     p50
 }
 
-async fn timed(keeping: Keeping, dir: &std::path::Path) -> Result<Option<f64>, CommandError> {
+async fn timed(
+    keeping: Keeping,
+    requests: u32,
+    dir: &std::path::Path,
+) -> Result<Option<f64>, CommandError> {
     let dir_arg = dir.display().to_string();
     let args: &[&str] = match keeping {
         Keeping::Memory => &["--appendonly", "no"],
@@ -131,7 +138,7 @@ async fn timed(keeping: Keeping, dir: &std::path::Path) -> Result<Option<f64>, C
             "-t",
             "incr",
         ])
-        .args(["-n", &REQUESTS.to_string(), "--csv"])
+        .args(["-n", &requests.to_string(), "--csv"])
         .output()
         .await
         .map_err(|e| CommandError::Local(format!("cannot run redis-benchmark: {e}")))?;

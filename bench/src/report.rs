@@ -25,10 +25,13 @@ pub(crate) struct BenchReport {
     /// Store commits per second during the coalesced push.
     pub(crate) fsyncs_per_sec: f64,
     /// Median round trip of one change with an id (client process → host → journal →
-    /// commit → reply), durable.
+    /// commit → reply), durable: the median of the rounds' p50s, each round right after
+    /// one of Redis AOF `always`.
     pub(crate) durable_change_p50_us: f64,
-    /// 99th percentile of the same.
+    /// 99th percentile of the same (the median of the rounds').
     pub(crate) durable_change_p99_us: f64,
+    /// Each round's p50.
+    pub(crate) durable_change_rounds_p50_us: Vec<f64>,
     /// Median of the same to a memory-only node.
     pub(crate) memory_change_p50_us: f64,
     /// Clients sending durable changes at once (each one after another)...
@@ -56,9 +59,11 @@ pub(crate) struct BenchReport {
     /// Redis's median `INCR` round trip for one client, no pipelining, measured right
     /// after the calls (`None`: Redis is not installed; the yardstick is optional).
     pub(crate) redis_incr_p50_us: Option<f64>,
-    /// The same with AOF `always` (an fsync before each answer), beside our durable
-    /// changes.
+    /// The same with AOF `always` (an fsync before each answer), in rounds alternated
+    /// with our durable changes: the median of the rounds' p50s.
     pub(crate) redis_aof_incr_p50_us: Option<f64>,
+    /// Each round's p50 (empty where Redis was left out).
+    pub(crate) redis_aof_rounds_p50_us: Vec<f64>,
     /// Median time of one collection of all counters (one request per node).
     pub(crate) aggregate_10k_ms: f64,
     /// Median time of one collection calling every counter one after another.
@@ -144,7 +149,9 @@ pub(crate) fn table(r: &BenchReport) -> String {
                 r.memory_change_p50_us,
                 match r.redis_aof_incr_p50_us {
                     Some(redis) => format!(
-                        "Redis AOF always p50 {redis:.0}: {:.2}x",
+                        "rounds {}; Redis AOF always p50 {redis:.0}, rounds {}: {:.2}x",
+                        range(&r.durable_change_rounds_p50_us),
+                        range(&r.redis_aof_rounds_p50_us),
                         r.durable_change_p50_us / redis
                     ),
                     None => "Redis AOF not measured".to_string(),
@@ -253,4 +260,11 @@ pub(crate) fn scale_table(r: &ScaleReport) -> String {
         r.scale_rss_mb_max,
         r.scale_peak_rss_mb_max,
     )
+}
+
+/// `min-max` of `values`, whole numbers.
+fn range(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.0}-{max:.0}")
 }

@@ -97,6 +97,14 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     assert_eq!(report["aggregate_counters"], 300, "{report}");
     assert_eq!(report["push_operations"], 200_000, "{report}");
     assert_eq!(report["restart_counters"], 500, "{report}");
+    // The durable changes come in rounds, each after one of Redis's (where installed).
+    let rounds = report["durable_change_rounds_p50_us"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rounds: {report}"));
+    assert_eq!(rounds.len(), 5, "{report}");
+    assert!(rounds
+        .iter()
+        .all(|p50| p50.as_f64().is_some_and(|v| v > 0.0)));
     assert!(
         positive(&report, "remote_call_p99_us") >= positive(&report, "remote_call_p50_us"),
         "p99 below p50: {report}"
