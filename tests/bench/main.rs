@@ -113,10 +113,21 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     // machine kind): about one would mean each waited alone behind another's sync (a
     // lone client's change is committed on the journal's own thread, which must stop
     // while others send; without that stop, 1.17).
-    assert!(
-        positive(&report, "durable_changes_per_commit_at_once") > 1.4,
-        "clients at once did not share commits: {report}"
-    );
+    // Only where the disk's sync takes long enough for others to arrive meanwhile (not
+    // on a tmpfs, say).
+    let sync_costs =
+        positive(&report, "durable_change_p50_us") - positive(&report, "memory_change_p50_us");
+    let per_commit = positive(&report, "durable_changes_per_commit_at_once");
+    if sync_costs >= 50.0 {
+        assert!(
+            per_commit > 1.4,
+            "clients at once did not share commits: {report}"
+        );
+    } else {
+        eprintln!(
+            "a sync costs {sync_costs:.0} µs here: {per_commit:.2} changes per commit not checked"
+        );
+    }
     // Coalescing is what the figure measures: a message must carry more than one operation.
     assert!(
         positive(&report, "remote_increments_ops_per_message") > 1.0,

@@ -17,8 +17,13 @@
 //! - **Heartbeats and silence.** Every [`TICKS_PER_BEAT`]th tick sends heartbeats (three
 //!   fit in the silence); every tick checks the silence, so a peer not heard from for
 //!   the silence is declared unreachable (in the [`Membership`]) within a tick, and its
-//!   sessions are closed. A closed session of a member is a loss at once, unless another session to
-//!   the same node is still up.
+//!   sessions are closed. A closed session of a member is a loss at once, unless
+//!   another session to the same node is still up.
+//! - **A node held itself.** A tick that comes more than a third of the silence after
+//!   the one before finds that this node itself was held (a sync that stalled its only
+//!   worker, a SIGSTOP, a starved host): what peers sent meanwhile may still be unread,
+//!   and the ticks it missed come all at once, so no silence is checked for a third of
+//!   the silence after it.
 //! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once; peers
 //!   gone for [`FORGET_AFTER`] are forgotten then.
 //!
@@ -272,6 +277,11 @@ pub(crate) struct Detector {
     last_gossip: Option<Instant>,
     /// Ticks so far (heartbeats go on every [`TICKS_PER_BEAT`]th).
     ticks: u64,
+    /// When the last tick came.
+    last_tick: Option<Instant>,
+    /// Until when no silence is checked: this node itself was held (see the module
+    /// documentation).
+    held_until: Option<Instant>,
     rng: fastrand::Rng,
 }
 
@@ -292,6 +302,8 @@ impl Detector {
             gossip_again: false,
             last_gossip: None,
             ticks: 0,
+            last_tick: None,
+            held_until: None,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -401,6 +413,17 @@ impl Detector {
         self.ticks += 1;
         self.gossip(now, membership, out);
         self.expire_handshakes(now, out);
+        if self
+            .last_tick
+            .is_some_and(|last| now.saturating_duration_since(last) > self.silence / 3)
+        {
+            self.held_until = Some(now + self.silence / 3);
+        }
+        self.last_tick = Some(now);
+        if self.held_until.is_some_and(|until| now < until) {
+            self.dial_wanted(now, membership, out);
+            return;
+        }
 
         for (peer, silent) in membership.expire_silent(self.silence, now) {
             let name = peer.name.clone();
@@ -1226,8 +1249,8 @@ mod tests {
         assert_eq!(reports(&out), [&lost_b()]);
     }
 
-    /// Heartbeats go every second tick; a peer silent for longer than the silence is declared
-    /// once, and its sessions are closed.
+    /// Heartbeats go every second tick; a peer silent for longer than the silence is
+    /// declared once, and its sessions are closed.
     #[test]
     fn a_silent_peer_is_declared_once_and_its_session_closed() {
         let (mut d, m) = detector("a", &[]);
@@ -1501,6 +1524,53 @@ mod tests {
         );
         assert_eq!(reports(&out).len(), 1);
         assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+    }
+
+    /// A node held past its peers' heartbeats (its own ticks late, the missed ones all
+    /// at once) checks no silence until it has read what they sent meanwhile; one that
+    /// stays silent after that is declared.
+    #[test]
+    fn a_node_held_itself_does_not_declare_its_peers_for_what_it_had_not_read() {
+        let (mut d, m) = detector("a", &[]);
+        let t0 = Instant::now();
+        d.run(
+            t0,
+            Input::Ready {
+                session: id(5),
+                peer: member("b", 2),
+            },
+            &m,
+        );
+        m.heard("b", 1, t0);
+        for n in 0..=1 {
+            d.run(t0 + n * 200 * MS, Input::Tick, &m);
+        }
+        // Held for 1.1 s: past the silence since b was last heard.
+        let back = t0 + 1_300 * MS;
+        for burst in 0..6 {
+            let out = d.run(back + burst * MS, Input::Tick, &m);
+            assert!(reports(&out).is_empty(), "declared while held: {out:?}");
+        }
+        // Its heartbeats, queued meanwhile, are read; the next ticks find it heard.
+        m.heard("b", 1, back + 10 * MS);
+        for n in 1..=3 {
+            let out = d.run(back + n * 200 * MS, Input::Tick, &m);
+            assert!(reports(&out).is_empty(), "{out:?}");
+        }
+        // b then stays silent: declared once the silence has passed, as ever.
+        let mut declared = None;
+        for n in 4..=12 {
+            let out = d.run(back + n * 200 * MS, Input::Tick, &m);
+            if !reports(&out).is_empty() {
+                declared = Some(n * 200);
+                break;
+            }
+        }
+        assert_eq!(
+            declared,
+            Some(1_400),
+            "declared at the first tick past 1.2 s of silence"
+        );
     }
 
     #[test]

@@ -8,11 +8,12 @@
 //! runs again only once the worker has nothing else to run, so a spin never delays
 //! work: it fills the worker's idle moments.
 //!
-//! While blocking work runs ([`spawn_blocking`]: a commit and its fsync), the spinner
-//! also gives its thread's CPU back to the operating system on every turn. On two vCPUs
-//! a spinning worker and a spinning client left a commit's thread waiting for a CPU,
-//! and a durable change took a whole window longer (BENCHMARKS.md). Yielding the
-//! thread on every turn regardless cost calls and one-message-per-operation pushes.
+//! While blocking work runs ([`spawn_blocking`], [`run_awaited`]: a commit and its
+//! fsync), the spinner also gives its thread's CPU back to the operating system on
+//! every turn. On two vCPUs a spinning worker and a spinning client left a commit's
+//! thread waiting for a CPU, and a durable change took a whole window longer
+//! (BENCHMARKS.md). Yielding the thread on every turn regardless cost calls and
+//! one-message-per-operation pushes.
 //!
 //! **After a commit a client waited for** ([`spawn_awaited`]) the spinner spins for
 //! [`AFTER_AWAITED`] (or the reads' window, if reads start spins and it is longer):
@@ -160,7 +161,8 @@ struct Spinner {
 
 static SPINNER: OnceLock<Spinner> = OnceLock::new();
 
-/// Blocking tasks started through [`spawn_blocking`] and not finished.
+/// Blocking work started through [`spawn_blocking`], [`spawn_awaited`] or
+/// [`run_awaited`] and not finished.
 static BLOCKING: AtomicUsize = AtomicUsize::new(0);
 
 /// When the last commit a client waited for ended (see [`since_start`]; 0: never).
@@ -216,7 +218,8 @@ where
 
 /// [`spawn_awaited`] on the caller's own thread (a commit of one client's change, run
 /// by the journal itself): counted as blocking work while `f` runs, so that a spinning
-/// worker gives its CPU back meanwhile.
+/// worker gives its CPU back meanwhile (with more than one worker: with one, the
+/// spinner shares the caller's thread and cannot run meanwhile anyway).
 pub(crate) fn run_awaited<R>(f: impl FnOnce(AwaitedEnd) -> R) -> R {
     let end = awaited_starts();
     let _running = Counted::new(&BLOCKING);
@@ -292,7 +295,7 @@ where
     })
 }
 
-/// Blocking tasks started through [`spawn_blocking`] and still running.
+/// Blocking work (see [`BLOCKING`]) still running.
 pub(crate) fn blocking_running() -> usize {
     BLOCKING.load(Ordering::Relaxed)
 }

@@ -76,6 +76,14 @@ impl DiskFaults {
         self.pending.store(fail, Ordering::Release);
     }
 
+    /// Arms the hook to fail the next commit with `kind` (for the tests).
+    #[cfg(test)]
+    pub(crate) fn arm_one(&self, kind: DiskFault) {
+        self.arm(0, 1);
+        let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+        armed.next_kind = DiskFault::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+    }
+
     /// Faults injected so far.
     pub(crate) fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)

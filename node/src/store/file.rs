@@ -380,14 +380,13 @@ impl StoreFile {
         Arc::clone(&self.faults)
     }
 
-    /// Whether the next commit, if a small one, also syncs the file (a checkpoint).
-    pub(crate) fn checkpoint_next(&self) -> bool {
-        self.owed.load(Ordering::Acquire)
-            || self
-                .redo
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .checkpoint_next()
+    /// Whether the next commit, if a small one, is just its record, written and synced:
+    /// no reopening of the file after a failure, no checkpoint owed or due, no wrap of
+    /// the log. Never waits: a log busy with something else (a replay) says no.
+    pub(crate) fn plain_next(&self) -> bool {
+        !self.broken.load(Ordering::Acquire)
+            && !self.owed.load(Ordering::Acquire)
+            && self.redo.try_lock().is_ok_and(|redo| redo.plain_next())
     }
 
     /// One commit at store time `now_ms`, with `in_bucket` ids held in the current

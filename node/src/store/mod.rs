@@ -159,7 +159,8 @@ impl Store {
         HandedOff(Arc::clone(store))
     }
 
-    /// Whether commits reach a disk (so are worth running off the actor's thread).
+    /// Whether commits reach a disk (so run off the journal's thread, but for a lone
+    /// client's change: see the journal).
     pub(crate) fn is_durable(&self) -> bool {
         matches!(self.kind, Kind::File(_))
     }
@@ -334,12 +335,12 @@ impl Store {
         })
     }
 
-    /// Whether the next commit, if a small one, also syncs the store file (a
-    /// checkpoint: a second sync); never in memory.
-    pub(crate) fn checkpoint_next(&self) -> bool {
+    /// Whether the next commit, if a small one, is just its record written and synced
+    /// (in the file: see `StoreFile::plain_next`); always in memory.
+    pub(crate) fn plain_next(&self) -> bool {
         match &self.kind {
-            Kind::File(file) => file.checkpoint_next(),
-            Kind::Memory(_) => false,
+            Kind::File(file) => file.plain_next(),
+            Kind::Memory(_) => true,
         }
     }
 

@@ -275,14 +275,17 @@ impl RedoLog {
         self.at.seq - self.checkpointed.seq
     }
 
-    /// Whether the next commit's record, if a small one, makes the store file's sync
-    /// due (see [`RedoLog::checkpoint_due`]).
-    pub(crate) fn checkpoint_next(&self) -> bool {
-        /// Room left for a record that is not small.
+    /// Whether the next record, if a small one, is all its commit writes and syncs: it
+    /// leaves no checkpoint due (see [`RedoLog::checkpoint_due`]) and fits before the
+    /// log's end (else its commit wraps the log).
+    pub(crate) fn plain_next(&self) -> bool {
+        /// The size assumed for the next record.
         const SMALL: u64 = 4096;
         let records = self.at.seq.saturating_sub(self.checkpointed.seq);
         let bytes = self.at.offset.saturating_sub(self.checkpointed.offset);
-        records + 1 >= CHECKPOINT_EVERY || bytes + SMALL >= CHECKPOINT_BYTES
+        records + 1 < CHECKPOINT_EVERY
+            && bytes + SMALL < CHECKPOINT_BYTES
+            && self.at.offset + FRAME as u64 + SMALL <= CAPACITY
     }
 
     /// Whether the store file is to be synced now: [`CHECKPOINT_EVERY`] records or
@@ -407,22 +410,26 @@ mod tests {
         assert!(reopen(dir.path(), start).1.is_empty());
     }
 
-    /// A checkpoint is known to be next one record before it is due, and is neither
-    /// after it.
+    /// A checkpoint is seen coming one record before it is due, and so is the log's
+    /// end.
     #[test]
-    fn the_checkpoint_is_seen_coming_one_record_ahead() {
+    fn a_commit_that_is_more_than_its_record_is_seen_coming() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = RedoLog::open(dir.path(), Arc::default()).unwrap();
         for n in 0..CHECKPOINT_EVERY as u32 - 2 {
             assert!(log.append(&ops(n)).unwrap());
-            assert!(!log.checkpoint_next() && !log.checkpoint_due(), "after {n}");
+            assert!(log.plain_next() && !log.checkpoint_due(), "after {n}");
         }
         assert!(log.append(&ops(0)).unwrap());
-        assert!(log.checkpoint_next() && !log.checkpoint_due());
+        assert!(!log.plain_next() && !log.checkpoint_due());
         assert!(log.append(&ops(0)).unwrap());
         assert!(log.checkpoint_due());
         log.checkpointed(log.position());
-        assert!(!log.checkpoint_next() && !log.checkpoint_due());
+        assert!(log.plain_next() && !log.checkpoint_due());
+        // Near the end of the log: the next commit wraps it.
+        log.at.offset = CAPACITY - FRAME as u64 - 100;
+        log.checkpointed(log.position());
+        assert!(!log.plain_next());
     }
 
     /// A torn or damaged record ends the log there, and the next record goes in its
