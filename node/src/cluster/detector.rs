@@ -861,6 +861,18 @@ mod tests {
         )
     }
 
+    /// Node "a" with a ready session (5) to member "b", as of the instant returned.
+    fn with_b_up() -> (Detector, Membership, Instant) {
+        let (mut d, m) = detector("a", &[]);
+        let t0 = Instant::now();
+        let ready = Input::Ready {
+            session: id(5),
+            peer: member("b", 2),
+        };
+        d.run(t0, ready, &m);
+        (d, m, t0)
+    }
+
     fn dials(actions: &[Action]) -> Vec<&str> {
         actions
             .iter()
@@ -1253,16 +1265,7 @@ mod tests {
     /// declared once, and its sessions are closed.
     #[test]
     fn a_silent_peer_is_declared_once_and_its_session_closed() {
-        let (mut d, m) = detector("a", &[]);
-        let t0 = Instant::now();
-        d.run(
-            t0,
-            Input::Ready {
-                session: id(5),
-                peer: member("b", 2),
-            },
-            &m,
-        );
+        let (mut d, m, t0) = with_b_up();
         let mut now = t0;
         let mut declared = Vec::new();
         while now <= t0 + 3 * SILENCE {
@@ -1531,16 +1534,7 @@ mod tests {
     /// stays silent after that is declared.
     #[test]
     fn a_node_held_itself_does_not_declare_its_peers_for_what_it_had_not_read() {
-        let (mut d, m) = detector("a", &[]);
-        let t0 = Instant::now();
-        d.run(
-            t0,
-            Input::Ready {
-                session: id(5),
-                peer: member("b", 2),
-            },
-            &m,
-        );
+        let (mut d, m, t0) = with_b_up();
         m.heard("b", 1, t0);
         for n in 0..=1 {
             d.run(t0 + n * 200 * MS, Input::Tick, &m);
