@@ -18,9 +18,9 @@
 //! **After a commit a client waited for** ([`spawn_awaited`]) the spinner spins for
 //! [`AFTER_AWAITED`] (or the reads' window, if reads start spins and it is longer):
 //! the client's answer is on its way, and its next change, one round trip later, finds
-//! the worker awake. On a VM whose
-//! idle vCPUs halt, each wake-up of a sleeping thread costs tens of microseconds, and a
-//! durable change took a third longer than Redis's (BENCHMARKS.md). Only while clients
+//! the worker awake. On a VM whose idle vCPUs halt, each wake-up of a sleeping thread
+//! costs tens of microseconds, and a durable change took a third longer than Redis's
+//! (BENCHMARKS.md). Only while clients
 //! keep the node busy: a commit that starts less than [`BUSY_CLIENTS_GAP`] after the
 //! last one a client waited for ended. So a trickle of client changes, like the traffic
 //! between nodes (committed every group interval), costs no spinning. (Spinning while

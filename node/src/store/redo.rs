@@ -269,10 +269,18 @@ impl RedoLog {
         self.checkpointed = at;
     }
 
+    /// Records, and bytes of them, since the last checkpoint.
+    fn since_checkpoint(&self) -> (u64, u64) {
+        (
+            self.at.seq.saturating_sub(self.checkpointed.seq),
+            self.at.offset.saturating_sub(self.checkpointed.offset),
+        )
+    }
+
     /// Records since the last checkpoint.
     #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
-        self.at.seq - self.checkpointed.seq
+        self.since_checkpoint().0
     }
 
     /// Whether the next record, if a small one, is all its commit writes and syncs: it
@@ -281,8 +289,7 @@ impl RedoLog {
     pub(crate) fn plain_next(&self) -> bool {
         /// The size assumed for the next record.
         const SMALL: u64 = 4096;
-        let records = self.at.seq.saturating_sub(self.checkpointed.seq);
-        let bytes = self.at.offset.saturating_sub(self.checkpointed.offset);
+        let (records, bytes) = self.since_checkpoint();
         records + 1 < CHECKPOINT_EVERY
             && bytes + SMALL < CHECKPOINT_BYTES
             && self.at.offset + FRAME as u64 + SMALL <= CAPACITY
@@ -291,8 +298,8 @@ impl RedoLog {
     /// Whether the store file is to be synced now: [`CHECKPOINT_EVERY`] records or
     /// [`CHECKPOINT_BYTES`] since the last checkpoint.
     pub(crate) fn checkpoint_due(&self) -> bool {
-        self.at.seq - self.checkpointed.seq >= CHECKPOINT_EVERY
-            || self.at.offset - self.checkpointed.offset >= CHECKPOINT_BYTES
+        let (records, bytes) = self.since_checkpoint();
+        records >= CHECKPOINT_EVERY || bytes >= CHECKPOINT_BYTES
     }
 
     /// Writes `bytes` at `offset` and syncs them, through the fault hook.
