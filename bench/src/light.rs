@@ -6,13 +6,15 @@
 //! `--light-seconds`:
 //!
 //! - CPU per node (user + system, from `/proc/PID/stat`), in ms per second of wall time;
+//! - idle, the times per second a node's threads went to sleep, each ending in a wake-up
+//!   (voluntary context switches, `/proc/PID/task/*/status`), and the CPU per wake-up;
 //! - fsync'd commits per node per second (the store's commit count: one fsync each);
 //! - the operations each node's load clients issued per second (that the rate was met).
 
 use std::path::Path;
 use std::time::Duration;
 
-use node::{cpu_time, ClusterClient, CommandError, DEV_COOKIE};
+use node::{cpu_time, sleeps, ClusterClient, CommandError, DEV_COOKIE};
 use serde::Serialize;
 use shared::agent::NodeInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +40,9 @@ pub(crate) struct LightReport {
     pub(crate) idle_cpu_ms_per_s: f64,
     /// The same, the busiest node.
     pub(crate) idle_cpu_ms_per_s_max: f64,
+    /// Times per second a node's threads went to sleep (and so woke up) with no load,
+    /// mean: what an idle node's CPU goes on.
+    pub(crate) idle_wakeups_per_s: f64,
     /// CPU per node at the rate, mean, ms/s.
     pub(crate) load_cpu_ms_per_s: f64,
     /// The same, the busiest node.
@@ -74,6 +79,7 @@ pub(crate) async fn light(
         let costs = measure(&cluster, window).await?;
         report.idle_cpu_ms_per_s = mean(costs.iter().map(|c| c.cpu_ms_per_s));
         report.idle_cpu_ms_per_s_max = max(costs.iter().map(|c| c.cpu_ms_per_s));
+        report.idle_wakeups_per_s = mean(costs.iter().map(|c| c.wakeups_per_s));
     }
     step(&format!(
         "{nodes} nodes, {rate} ops/s each: CPU and commits over {window:?}"
@@ -163,6 +169,7 @@ async fn wait_for_load(cluster: &[BenchNode]) -> Result<(), CommandError> {
 /// One node's cost over the window.
 struct Cost {
     cpu_ms_per_s: f64,
+    wakeups_per_s: f64,
     commits_per_s: f64,
     issued_per_s: f64,
 }
@@ -176,19 +183,23 @@ async fn measure(cluster: &[BenchNode], window: Duration) -> Result<Vec<Cost>, C
         before.push(info(&node.addr).await?);
     }
     let cpu_before = cpu_of(cluster)?;
+    let sleeps_before = sleeps_of(cluster);
     let began = Instant::now();
     tokio::time::sleep(window).await;
     let cpu_after = cpu_of(cluster)?;
+    let sleeps_after = sleeps_of(cluster);
     let elapsed = began.elapsed().as_secs_f64();
     let mut costs = Vec::new();
-    for ((node, was), (cpu0, cpu1)) in cluster
+    for (((node, was), (cpu0, cpu1)), (sleeps0, sleeps1)) in cluster
         .iter()
         .zip(before)
         .zip(cpu_before.into_iter().zip(cpu_after))
+        .zip(sleeps_before.into_iter().zip(sleeps_after))
     {
         let now = info(&node.addr).await?;
         costs.push(Cost {
             cpu_ms_per_s: (cpu1 - cpu0).as_secs_f64() * 1e3 / elapsed,
+            wakeups_per_s: sleeps1.saturating_sub(sleeps0) as f64 / elapsed,
             commits_per_s: now.store_commits.saturating_sub(was.store_commits) as f64 / elapsed,
             issued_per_s: now.issued_operations.saturating_sub(was.issued_operations) as f64
                 / elapsed,
@@ -210,6 +221,14 @@ fn cpu_of(cluster: &[BenchNode]) -> Result<Vec<Duration>, CommandError> {
                 ))
             })
         })
+        .collect()
+}
+
+/// Every node's sleeps so far (0 for one that is gone: `cpu_of` says so).
+fn sleeps_of(cluster: &[BenchNode]) -> Vec<u64> {
+    cluster
+        .iter()
+        .map(|node| sleeps(node.pid()).unwrap_or(0))
         .collect()
 }
 
@@ -314,6 +333,15 @@ pub(crate) fn light_table(r: &LightReport) -> String {
                 r.idle_cpu_ms_per_s, r.idle_cpu_ms_per_s_max
             ),
             "<= 3 ms/s".to_string(),
+        ),
+        (
+            "idle wake-ups per node".to_string(),
+            format!(
+                "{:.1}/s ({:.0} us of CPU each)",
+                r.idle_wakeups_per_s,
+                r.idle_cpu_ms_per_s * 1e3 / r.idle_wakeups_per_s.max(f64::MIN_POSITIVE)
+            ),
+            "reported".to_string(),
         ),
         (
             format!("CPU per node at {}/s", r.light_rate_per_node),

@@ -1,5 +1,5 @@
-//! This process's (or another's) resident memory and CPU time, from `/proc` (Linux):
-//! what `node-bench` and the tests report and bound.
+//! This process's (or another's) resident memory, CPU time and sleeps, from `/proc`
+//! (Linux): what `node-bench` and the tests report and bound.
 
 use std::time::Duration;
 
@@ -11,6 +11,28 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The times the threads of process `pid` now running have gone to sleep so far (their
+/// voluntary context switches, `/proc/PID/task/*/status`): each sleep ends in a wake-up,
+/// which is what an idle node's CPU goes on. Threads that have ended are not counted.
+/// `None` if the process is not there.
+pub fn sleeps(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .filter_map(|status| {
+                status.lines().find_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+            })
+            .sum(),
+    )
 }
 
 /// `status_kb` in MiB, 0 if unknown.
@@ -44,6 +66,21 @@ mod tests {
         assert!(rss > 0);
         assert!(status_kb(std::process::id(), "NoSuchField").is_none());
         assert_eq!(status_mib(u32::MAX, "VmRSS"), 0.0);
+    }
+
+    #[test]
+    fn a_thread_that_sleeps_is_counted() {
+        let before = sleeps(std::process::id()).unwrap();
+        let sleeper = std::thread::spawn(|| {
+            for _ in 0..5 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // Read while the thread still runs: an ended thread is not counted.
+            sleeps(std::process::id()).unwrap()
+        });
+        let after = sleeper.join().unwrap();
+        assert!(after >= before + 5, "{before} sleeps, then {after}");
+        assert!(sleeps(u32::MAX).is_none());
     }
 
     #[test]

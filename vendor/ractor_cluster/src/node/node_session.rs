@@ -37,8 +37,6 @@ use crate::remote_actor::RemoteActor;
 use crate::remote_actor::RemoteActorMessage;
 use crate::NodeServerMessage;
 
-const MIN_PING_LATENCY_MS: u64 = 1000;
-const MAX_PING_LATENCY_MS: u64 = 5000;
 const MIN_PROTOBUF_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
 const MAX_PROTOBUF_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 const NANOSECONDS_PER_SECOND: i32 = 1_000_000_000;
@@ -106,7 +104,8 @@ impl ReadyState {
 /// 2. `src/node/auth.rs`
 ///
 /// Lastly the node's have an intern-node "ping" operation which occurs to keep the TCP session alive
-/// and additionally measure peer latency.
+/// and additionally measure peer latency. PATCHED (counter-cluster): a session answers a peer's
+/// pings but sends none of its own (see `after_authenticated`).
 #[derive(Debug)]
 pub struct NodeSession {
     node_id: crate::NodeId,
@@ -711,8 +710,10 @@ impl NodeSession {
             state.peer_addr
         );
 
-        // startup the ping healthcheck activity
-        state.start_ping_loop();
+        // PATCHED (counter-cluster): no ping loop. The application sends a heartbeat on
+        // every session several times a second and declares a silent peer itself; a ping
+        // every 1 to 5 s only logged its latency, and cost every idle session a timer
+        // and four frames. A peer's pings are still answered.
 
         // trigger enumeration of the remote peer's node sessions for transitive connections
         if let NodeConnectionMode::Transitive = self.connection_mode {
@@ -843,6 +844,8 @@ struct AbortOnDropTask {
 }
 
 impl AbortOnDropTask {
+    // PATCHED (counter-cluster): made only by the ping loop, which only the tests start.
+    #[cfg(test)]
     fn new(handle: ractor::concurrency::JoinHandle<()>) -> Self {
         Self {
             handle: Some(handle),
@@ -942,10 +945,9 @@ impl NodeSessionState {
         }
     }
 
-    fn start_ping_loop(&mut self) {
-        self.start_ping_loop_with_delay(Self::get_send_delay);
-    }
-
+    // PATCHED (counter-cluster): only the tests start a ping loop (see
+    // `after_authenticated`).
+    #[cfg(test)]
     fn start_ping_loop_with_delay<F>(&mut self, next_delay: F) -> bool
     where
         F: Fn() -> Duration + Send + 'static,
@@ -1032,10 +1034,6 @@ impl NodeSessionState {
             .elapsed()
             .checked_sub(sent_at)
             .ok_or("timestamp is ahead of this session's clock")
-    }
-
-    fn get_send_delay() -> Duration {
-        Duration::from_millis(rand::rng().random_range(MIN_PING_LATENCY_MS..MAX_PING_LATENCY_MS))
     }
 }
 
