@@ -7,14 +7,15 @@
 //!
 //! - CPU per node (user + system, from `/proc/PID/stat`), in ms per second of wall time;
 //! - idle, the times per second a node's threads went to sleep, each ending in a wake-up
-//!   (voluntary context switches, `/proc/PID/task/*/status`), and the CPU per wake-up;
+//!   (voluntary context switches, `/proc/PID/task/*/status`; a thread that ends in the
+//!   window loses its sleeps in it), and the CPU per wake-up;
 //! - fsync'd commits per node per second (the store's commit count: one fsync each);
 //! - the operations each node's load clients issued per second (that the rate was met).
 
 use std::path::Path;
 use std::time::Duration;
 
-use node::{cpu_time, sleeps, ClusterClient, CommandError, DEV_COOKIE};
+use node::{cpu_time, sleeps, ClusterClient, CommandError, Sleeps, DEV_COOKIE};
 use serde::Serialize;
 use shared::agent::NodeInfo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -199,7 +200,7 @@ async fn measure(cluster: &[BenchNode], window: Duration) -> Result<Vec<Cost>, C
         let now = info(&node.addr).await?;
         costs.push(Cost {
             cpu_ms_per_s: (cpu1 - cpu0).as_secs_f64() * 1e3 / elapsed,
-            wakeups_per_s: sleeps1.saturating_sub(sleeps0) as f64 / elapsed,
+            wakeups_per_s: sleeps1.since(&sleeps0) as f64 / elapsed,
             commits_per_s: now.store_commits.saturating_sub(was.store_commits) as f64 / elapsed,
             issued_per_s: now.issued_operations.saturating_sub(was.issued_operations) as f64
                 / elapsed,
@@ -224,11 +225,11 @@ fn cpu_of(cluster: &[BenchNode]) -> Result<Vec<Duration>, CommandError> {
         .collect()
 }
 
-/// Every node's sleeps so far (0 for one that is gone: `cpu_of` says so).
-fn sleeps_of(cluster: &[BenchNode]) -> Vec<u64> {
+/// Every node's sleeps so far, per thread (none for one that is gone: `cpu_of` says so).
+fn sleeps_of(cluster: &[BenchNode]) -> Vec<Sleeps> {
     cluster
         .iter()
-        .map(|node| sleeps(node.pid()).unwrap_or(0))
+        .map(|node| sleeps(node.pid()).unwrap_or_default())
         .collect()
 }
 

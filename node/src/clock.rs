@@ -12,14 +12,23 @@ use ractor::{ActorRef, Message};
 /// state: it goes with the state, however the actor ends, even killed).
 ///
 /// On Linux the period comes from a `timerfd` on the monotonic clock, which the kernel
-/// fires at its instant: one wake-up of the worker per tick. A tokio timer more than
-/// 64 ms ahead sits in the second level of tokio's timer wheel, which wakes the worker
-/// once at the start of the timer's 64 ms slot to move it down a level and again when it
-/// is due: two wake-ups per tick, which with ractor_cluster's pings were nearly half of
-/// an idle node's wake-ups (BENCHMARKS.md, "Cost at light load"). Where no timerfd can
-/// be had, a tokio interval does the same with those extra wake-ups.
+/// fires at its instant: one wake-up of the worker per tick. A tokio timer whose
+/// deadline lies past the next 64 ms boundary of tokio's timer wheel sits in the
+/// wheel's second level: the worker wakes at the start of the timer's 64 ms slot to move
+/// it down a level, and again when it is due. For the mesh's 200 ms ticks that was two
+/// wake-ups per tick, which with ractor_cluster's pings were nearly half of an idle
+/// node's wake-ups (BENCHMARKS.md, "Cost at light load").
+///
+/// Needs a runtime with IO enabled (every runtime here enables everything), and ticks
+/// in real time even where tokio's clock is paused. Where no timerfd can be had, or one
+/// fails, a tokio interval takes over, with those extra wake-ups.
 #[derive(Debug)]
-pub(crate) struct Ticker(JoinHandle<()>);
+pub(crate) struct Ticker {
+    task: JoinHandle<()>,
+    /// Whether the ticks come from a timerfd (for the tests).
+    #[cfg(test)]
+    kernel: bool,
+}
 
 impl Ticker {
     /// Sends `actor` `message()` every `period`, the first one a period from now. With a
@@ -31,23 +40,47 @@ impl Ticker {
         message: impl Fn() -> M + Send + 'static,
     ) -> Self {
         #[cfg(target_os = "linux")]
-        if let Ok(timer) = kernel_timer::Periodic::new(period) {
-            let actor = actor.clone();
-            return Self(tokio::spawn(async move {
-                while timer.next().await.is_ok() {
-                    if actor.cast(message()).is_err() {
-                        break;
+        match kernel_timer::Periodic::new(period) {
+            Ok(timer) => {
+                let actor = actor.clone();
+                let task = tokio::spawn(async move {
+                    let failed = loop {
+                        match timer.next().await {
+                            Ok(()) if actor.cast(message()).is_err() => return,
+                            Ok(()) => {}
+                            Err(error) => break error,
+                        }
+                    };
+                    tracing::warn!(%failed, ?period, "a timerfd failed: ticking with a tokio interval");
+                    let mut interval =
+                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        interval.tick().await;
+                        if actor.cast(message()).is_err() {
+                            return;
+                        }
                     }
-                }
-            }));
+                });
+                return Self {
+                    task,
+                    #[cfg(test)]
+                    kernel: true,
+                };
+            }
+            Err(error) => tracing::debug!(%error, "no timerfd: ticking with a tokio interval"),
         }
-        Self(actor.send_interval(period, message))
+        Self {
+            task: actor.send_interval(period, message),
+            #[cfg(test)]
+            kernel: false,
+        }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -97,7 +130,13 @@ mod kernel_timer {
                 let mut ready = self.0.readable().await?;
                 let mut expirations = [0u8; 8];
                 match ready.try_io(|fd| Ok(rustix::io::read(fd, &mut expirations)?)) {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => {
+                        // Read out: the next call waits for the next firing rather than
+                        // first trying a read that would block (tokio keeps a readiness
+                        // that came meanwhile).
+                        ready.clear_ready();
+                        return Ok(());
+                    }
                     Ok(Err(error)) => return Err(error),
                     Err(_would_block) => continue,
                 }
@@ -171,6 +210,11 @@ mod tests {
         let period = Duration::from_millis(30);
         let started = Instant::now();
         let ticker = Ticker::every(&actor, period, || From::Ticker);
+        assert_eq!(
+            ticker.kernel,
+            cfg!(target_os = "linux"),
+            "on Linux the ticks come from a timerfd"
+        );
         for k in 1..=4u32 {
             let (_, at) = tokio::time::timeout(Duration::from_secs(5), stamps.recv())
                 .await

@@ -98,4 +98,4 @@ pub use net::conn::BUSY_MARKER;
 pub use net::port::unused_loopback_port;
 pub use runtime::busy_poll::enabled as busy_poll_enabled;
 pub use runtime::calibrate::{last as busy_poll_verdict, Measured};
-pub use sys::{cpu_time, sleeps, status_kb, status_mib};
+pub use sys::{cpu_time, sleeps, status_kb, status_mib, Sleeps};

@@ -13,26 +13,48 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// The times the threads of process `pid` now running have gone to sleep so far (their
-/// voluntary context switches, `/proc/PID/task/*/status`): each sleep ends in a wake-up,
-/// which is what an idle node's CPU goes on. Threads that have ended are not counted.
-/// `None` if the process is not there.
-pub fn sleeps(pid: u32) -> Option<u64> {
+/// The times each thread of process `pid` has gone to sleep so far, by thread id (its
+/// voluntary context switches, `/proc/PID/task/TID/status`): each sleep ends in a
+/// wake-up, which is what an idle node's CPU goes on. `None` if the process is not there.
+pub fn sleeps(pid: u32) -> Option<Sleeps> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(
-        tasks
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-            .filter_map(|status| {
-                status.lines().find_map(|line| {
-                    line.strip_prefix("voluntary_ctxt_switches:")?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-            })
-            .sum(),
-    )
+    let by_thread = tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let count = status.lines().find_map(|line| {
+                line.strip_prefix("voluntary_ctxt_switches:")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })?;
+            Some((tid, count))
+        })
+        .collect();
+    Some(Sleeps(by_thread))
+}
+
+/// A process's sleeps so far, per thread: see [`sleeps`].
+#[derive(Debug, Clone, Default)]
+pub struct Sleeps(std::collections::HashMap<u32, u64>);
+
+impl Sleeps {
+    /// The sleeps since `earlier`, of the threads there now. A thread that ended between
+    /// the two loses its sleeps in between (not those before `earlier`), so this is a
+    /// lower bound.
+    pub fn since(&self, earlier: &Sleeps) -> u64 {
+        self.0
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum()
+    }
+
+    /// The sleeps of one thread so far.
+    #[cfg(test)]
+    fn of(&self, tid: u32) -> Option<u64> {
+        self.0.get(&tid).copied()
+    }
 }
 
 /// `status_kb` in MiB, 0 if unknown.
@@ -69,17 +91,39 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_that_sleeps_is_counted() {
-        let before = sleeps(std::process::id()).unwrap();
-        let sleeper = std::thread::spawn(|| {
+    fn a_thread_that_sleeps_is_counted_and_one_that_ends_takes_nothing_away() {
+        let pid = std::process::id();
+        let before = sleeps(pid).unwrap();
+        // A thread that sleeps and ends: what it slept before is not subtracted later.
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(1)))
+            .join()
+            .unwrap();
+        let (tid, own_before, own_after, all_after) = std::thread::spawn(move || {
+            // `/proc/thread-self` links to `PID/task/TID`.
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            let tid: u32 = link.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            let own_before = sleeps(pid).unwrap().of(tid).unwrap();
             for _ in 0..5 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            // Read while the thread still runs: an ended thread is not counted.
-            sleeps(std::process::id()).unwrap()
-        });
-        let after = sleeper.join().unwrap();
-        assert!(after >= before + 5, "{before} sleeps, then {after}");
+            (
+                tid,
+                own_before,
+                sleeps(pid).unwrap().of(tid).unwrap(),
+                sleeps(pid).unwrap(),
+            )
+        })
+        .join()
+        .unwrap();
+        assert!(
+            own_after >= own_before + 5,
+            "thread {tid}: {own_before}, then {own_after}"
+        );
+        assert!(
+            all_after.since(&before) >= 5,
+            "{:?} since {before:?}",
+            all_after
+        );
         assert!(sleeps(u32::MAX).is_none());
     }
 

@@ -21,9 +21,9 @@
 //!   another session to the same node is still up.
 //! - **A node held itself.** A tick that comes more than a third of the silence after
 //!   the one before finds that this node itself was held (a sync that stalled its only
-//!   worker, a SIGSTOP, a starved host): what peers sent meanwhile may still be unread,
-//!   and the ticks it missed come all at once, so no silence is checked for a third of
-//!   the silence after it.
+//!   worker, a SIGSTOP, a starved host): what peers sent meanwhile may still be unread
+//!   when its tick is handled, so no silence is checked for a third of the silence
+//!   after it.
 //! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once; peers
 //!   gone for [`FORGET_AFTER`] are forgotten then.
 //!
