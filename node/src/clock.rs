@@ -42,31 +42,11 @@ impl Ticker {
         #[cfg(target_os = "linux")]
         match kernel_timer::Periodic::new(period) {
             Ok(timer) => {
-                let actor = actor.clone();
-                let task = tokio::spawn(async move {
-                    let failed = loop {
-                        match timer.next().await {
-                            Ok(()) if actor.cast(message()).is_err() => return,
-                            Ok(()) => {}
-                            Err(error) => break error,
-                        }
-                    };
-                    tracing::warn!(%failed, ?period, "a timerfd failed: ticking with a tokio interval");
-                    let mut interval =
-                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        interval.tick().await;
-                        if actor.cast(message()).is_err() {
-                            return;
-                        }
-                    }
-                });
                 return Self {
-                    task,
+                    task: tokio::spawn(kernel_ticks(timer, actor.clone(), period, message)),
                     #[cfg(test)]
                     kernel: true,
-                };
+                }
             }
             Err(error) => tracing::debug!(%error, "no timerfd: ticking with a tokio interval"),
         }
@@ -74,6 +54,33 @@ impl Ticker {
             task: actor.send_interval(period, message),
             #[cfg(test)]
             kernel: false,
+        }
+    }
+}
+
+/// A ticker's task on Linux: a message to `actor` each time `timer` fires, until the
+/// actor is gone; should the timer fail, a tokio interval's ticks instead.
+#[cfg(target_os = "linux")]
+async fn kernel_ticks<M: Message>(
+    timer: kernel_timer::Periodic,
+    actor: ActorRef<M>,
+    period: Duration,
+    message: impl Fn() -> M + Send + 'static,
+) {
+    let failed = loop {
+        match timer.next().await {
+            Ok(()) if actor.cast(message()).is_err() => return,
+            Ok(()) => {}
+            Err(error) => break error,
+        }
+    };
+    tracing::warn!(%failed, ?period, "a timerfd failed: ticking with a tokio interval");
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if actor.cast(message()).is_err() {
+            return;
         }
     }
 }
