@@ -696,8 +696,12 @@ fn busy_poll() -> String {
     let on = |on: bool| if on { "on" } else { "off" };
     match node::busy_poll_verdict() {
         Some(m) => format!(
-            "auto, {} (a wake-up round trip: {} µs asleep, {} µs spinning)",
+            "auto, {} (a wake-up round trip {}: {} µs asleep, {} µs spinning)",
             on(node::busy_poll_enabled()),
+            match m.cpus {
+                Some((asker, answerer)) => format!("across CPUs {asker} and {answerer}"),
+                None => "on CPUs the scheduler chose".to_string(),
+            },
             m.sleeping.as_micros(),
             m.spinning.as_micros()
         ),

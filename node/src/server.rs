@@ -134,6 +134,7 @@ fn say_started(config: &NodeConfig) {
             on = m.spin_pays(),
             round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
             round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+            cpus = ?m.cpus,
             "busy poll: measured whether it pays on this machine"
         );
     }

@@ -25,9 +25,14 @@ fn auto_measures_at_start_and_spins_only_where_wake_ups_are_dear() {
     let line = log.lines().find(|l| l.contains(VERDICT)).unwrap();
     let asleep = field(line, "round_trip_asleep_ns");
     let spinning = field(line, "round_trip_spinning_ns");
-    let pays = asleep >= 50_000 && (spinning as f64) < 0.8 * asleep as f64;
+    let pays = asleep >= 30_000 && (spinning as f64) < 0.8 * asleep as f64;
     assert!(line.contains(&format!("on={pays}")), "{line}");
     assert!(asleep > 0 && spinning > 0, "{line}");
+    // Measured across two CPUs where the node may use two.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg!(target_os = "linux") && cpus >= 2 {
+        assert!(line.contains("cpus=Some(("), "{line}");
+    }
     assert_eq!(
         lines_with(&log, VERDICT),
         1,

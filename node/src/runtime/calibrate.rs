@@ -12,8 +12,14 @@
 //! (asleep) wakes and answers; the first waits for the answer asleep, or spinning for at
 //! most the window, alternately, with both sides idle for a moment between rounds as
 //! between requests. The spin pays if a sleeping round trip is dear and the spinning
-//! one clearly shorter ([`Measured::spin_pays`]). A measure takes about 25 ms of wall
-//! time and a few of CPU. The program takes one before its work starts (the quietest
+//! one clearly shorter ([`Measured::spin_pays`]). On Linux the two threads are held on
+//! two different CPUs for the measure: a node and its client run on different CPUs
+//! while they talk, so the wake-up a spin saves is one across CPUs. Left to the
+//! scheduler, the two threads of a measure sometimes shared a CPU and sometimes did
+//! not, and the verdict followed that placement, not the machine (BENCHMARKS.md). A
+//! process allowed one CPU measures on it, and there a spin only holds the CPU the
+//! answer needs: it never pays. A measure takes about 25 ms of wall time and a few of
+//! CPU. The program takes one before its work starts (the quietest
 //! moment it has), and [`watch`] takes one again every [`MEASURE_EVERY`] on a thread of
 //! its own, since how dear a wake-up is changes with what else the machine runs.
 
@@ -29,12 +35,12 @@ const IDLE: Duration = Duration::from_micros(200);
 /// The spin must take a round trip down to this share of the sleeping one, at most.
 const CLEAR_WIN: f64 = 0.8;
 
-/// A sleeping round trip at least this long: wake-ups are dear here. Below it a spin
-/// saves a few microseconds at best, and where the machine packs threads onto few
-/// vCPUs (where such cheap wake-ups were measured: 11-27 µs a round trip, against
-/// 311-489 µs for a whole call without the spin on a VM whose vCPUs halt) it costs far
-/// more.
-const DEAR_WAKE_UPS: Duration = Duration::from_micros(50);
+/// A sleeping round trip across CPUs at least this long: wake-ups are dear here. Below
+/// it a spin saves a few microseconds at best, and where the machine packs threads
+/// onto few vCPUs (where such cheap wake-ups were measured: 11-27 µs a round trip) it
+/// costs far more. A VM whose idle vCPUs halt measured 34-42 µs across CPUs, and there
+/// the spin took a call from 83-92 to 35-51 µs.
+const DEAR_WAKE_UPS: Duration = Duration::from_micros(30);
 
 /// How often [`watch`] measures again. Each measure wakes two threads about two
 /// hundred times: every 10 s that was a fifth of an idle node's CPU (3.0-4.1 against
@@ -52,6 +58,8 @@ pub struct Measured {
     pub sleeping: Duration,
     /// A round trip waited for spinning.
     pub spinning: Duration,
+    /// The CPUs the asking and the answering thread were held on, if they were.
+    pub cpus: Option<(usize, usize)>,
 }
 
 impl Measured {
@@ -71,6 +79,7 @@ pub(crate) fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> M
     Measured {
         sleeping: median(sleeping),
         spinning: median(spinning),
+        cpus: None,
     }
 }
 
@@ -104,18 +113,46 @@ pub(crate) fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measur
 }
 
 fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {
+    let cpus = two_cpus();
     let (ask, asked) = mpsc::channel::<()>();
     let (answer, answers) = mpsc::channel::<()>();
-    let answering = std::thread::Builder::new()
-        .name("busy-poll-probe".into())
-        .spawn(move || {
-            while asked.recv().is_ok() {
-                if answer.send(()).is_err() {
-                    break;
+    std::thread::scope(|scope| {
+        let answering = std::thread::Builder::new()
+            .name("busy-poll-probe".into())
+            .spawn_scoped(scope, move || {
+                let held = cpus.is_some_and(|(_, cpu)| hold_on(cpu));
+                while asked.recv().is_ok() {
+                    if answer.send(()).is_err() {
+                        break;
+                    }
                 }
-            }
-        })
-        .ok()?;
+                held.then(current_cpu)
+            })
+            .ok()?;
+        // The asking side is a thread of its own too, so that holding it on a CPU
+        // does not hold the caller (the program's main thread at start).
+        let asking = std::thread::Builder::new()
+            .name("busy-poll-probe".into())
+            .spawn_scoped(scope, move || {
+                let held = cpus.is_some_and(|(cpu, _)| hold_on(cpu));
+                let measured = ping_pong(window, rounds, ask, answers);
+                measured.map(|m| (m, held.then(current_cpu)))
+            })
+            .ok()?;
+        let (mut measured, asker) = asking.join().ok()??;
+        let answerer = answering.join().ok()?;
+        measured.cpus = asker.zip(answerer);
+        Some(measured)
+    })
+}
+
+/// The round trips themselves: `rounds` asleep and `rounds` spinning, alternately.
+fn ping_pong(
+    window: Duration,
+    rounds: usize,
+    ask: mpsc::Sender<()>,
+    answers: mpsc::Receiver<()>,
+) -> Option<Measured> {
     let (mut sleeping, mut spinning) = (Vec::new(), Vec::new());
     for round in 0..2 * rounds {
         let spin = round % 2 == 1;
@@ -142,9 +179,47 @@ fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {
         }
         std::thread::sleep(IDLE);
     }
-    drop(ask);
-    let _ = answering.join();
     Some(medians(&mut sleeping, &mut spinning))
+}
+
+/// The first two CPUs this process may run on, or `None` if it may run on one only
+/// (or where that cannot be known).
+#[cfg(target_os = "linux")]
+fn two_cpus() -> Option<(usize, usize)> {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    let allowed = sched_getaffinity(None).ok()?;
+    let mut cpus = (0..CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn two_cpus() -> Option<(usize, usize)> {
+    None
+}
+
+/// Holds the calling thread on `cpu`; whether it could.
+#[cfg(target_os = "linux")]
+fn hold_on(cpu: usize) -> bool {
+    use rustix::thread::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    sched_setaffinity(None, &set).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn hold_on(_cpu: usize) -> bool {
+    false
+}
+
+/// The CPU the calling thread runs on.
+#[cfg(target_os = "linux")]
+fn current_cpu() -> usize {
+    rustix::thread::sched_getcpu()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_cpu() -> usize {
+    0
 }
 
 #[cfg(test)]
@@ -171,14 +246,29 @@ mod tests {
         // Cheap wake-ups: nothing worth spinning for, however the two compare.
         let m = medians(&mut us(&[27]), &mut us(&[15]));
         assert!(!m.spin_pays());
+        // A VM whose idle vCPUs halt, measured across CPUs: the spin halves it.
+        let m = medians(&mut us(&[38, 34, 42]), &mut us(&[18, 17, 24]));
+        assert!(m.spin_pays());
     }
 
     #[test]
-    fn a_measure_gives_both_medians() {
+    fn a_measure_gives_both_medians_from_threads_held_on_two_cpus() {
+        #[cfg(target_os = "linux")]
+        let before = rustix::thread::sched_getaffinity(None).unwrap();
         let m = measure_rounds(Duration::from_micros(100), 4).unwrap();
         assert!(
             m.sleeping > Duration::ZERO && m.spinning > Duration::ZERO,
             "{m:?}"
         );
+        match two_cpus() {
+            Some((asker, answerer)) if cfg!(target_os = "linux") => {
+                assert_ne!(asker, answerer);
+                assert_eq!(m.cpus, Some((asker, answerer)), "{m:?}");
+            }
+            _ => assert_eq!(m.cpus, None, "{m:?}"),
+        }
+        // The caller is not held: it may still run on every CPU it could before.
+        #[cfg(target_os = "linux")]
+        assert_eq!(rustix::thread::sched_getaffinity(None).unwrap(), before);
     }
 }

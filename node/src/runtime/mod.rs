@@ -157,6 +157,7 @@ where
                             on,
                             round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
                             round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+                            cpus = ?m.cpus,
                             "busy poll: measured again, and turned"
                         );
                     })
