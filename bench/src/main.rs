@@ -700,7 +700,7 @@ fn busy_poll() -> String {
             on(node::busy_poll_enabled()),
             match m.cpus {
                 Some((asker, answerer)) => format!("across CPUs {asker} and {answerer}"),
-                None => "on CPUs the scheduler chose".to_string(),
+                None => "(threads not held on two CPUs)".to_string(),
             },
             m.sleeping.as_micros(),
             m.spinning.as_micros()

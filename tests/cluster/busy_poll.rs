@@ -31,7 +31,14 @@ fn auto_measures_at_start_and_spins_only_where_wake_ups_are_dear() {
     // Measured across two CPUs where the node may use two.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cfg!(target_os = "linux") && cpus >= 2 {
-        assert!(line.contains("cpus=Some(("), "{line}");
+        let held = line
+            .split("cpus=Some((")
+            .nth(1)
+            .and_then(|rest| rest.split_once("))"))
+            .and_then(|(pair, _)| pair.split_once(", "))
+            .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)));
+        let (asker, answerer) = held.unwrap_or_else(|| panic!("not held on two CPUs: {line}"));
+        assert_ne!(asker, answerer, "{line}");
     }
     assert_eq!(
         lines_with(&log, VERDICT),

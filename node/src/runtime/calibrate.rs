@@ -13,12 +13,16 @@
 //! most the window, alternately, with both sides idle for a moment between rounds as
 //! between requests. The spin pays if a sleeping round trip is dear and the spinning
 //! one clearly shorter ([`Measured::spin_pays`]). On Linux the two threads are held on
-//! two different CPUs for the measure: a node and its client run on different CPUs
-//! while they talk, so the wake-up a spin saves is one across CPUs. Left to the
-//! scheduler, the two threads of a measure sometimes shared a CPU and sometimes did
-//! not, and the verdict followed that placement, not the machine (BENCHMARKS.md). A
-//! process allowed one CPU measures on it, and there a spin only holds the CPU the
-//! answer needs: it never pays. A measure takes about 25 ms of wall time and a few of
+//! two different CPUs for the measure (the asking thread on the CPU it is on, the
+//! answering one on another): on the VM where this was compared side by side, a node
+//! and the client it answered ran on different CPUs while they talked, so the wake-up a
+//! spin saves was one across CPUs. Left to the scheduler, the two threads of a measure
+//! sometimes shared a CPU and sometimes did not, and the verdict followed that
+//! placement, not the machine (BENCHMARKS.md). What a measure across CPUs cannot see is
+//! a VM that packs a node and its client onto one CPU while they talk: there the spin
+//! holds the CPU the answer needs (docs/operations.md, known limits). A thread allowed
+//! one CPU measures on it, with both threads sharing it. A measure takes about 25 ms of
+//! wall time and a few of
 //! CPU. The program takes one before its work starts (the quietest
 //! moment it has), and [`watch`] takes one again every [`MEASURE_EVERY`] on a thread of
 //! its own, since how dear a wake-up is changes with what else the machine runs.
@@ -84,8 +88,8 @@ pub(crate) fn medians(sleeping: &mut [Duration], spinning: &mut [Duration]) -> M
 }
 
 /// Measures round trips between two threads, waited for asleep and spinning for at
-/// most `window`, [`ROUNDS`] of each, alternately. `None` if the answering thread
-/// could not be started.
+/// most `window`, [`ROUNDS`] of each, alternately. `None` if either thread could not
+/// be started or ended early.
 pub(crate) fn measure(window: Duration) -> Option<Measured> {
     let measured = measure_rounds(window, ROUNDS)?;
     *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(measured);
@@ -113,20 +117,22 @@ pub(crate) fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measur
 }
 
 fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {
-    let cpus = two_cpus();
     let (ask, asked) = mpsc::channel::<()>();
     let (answer, answers) = mpsc::channel::<()>();
+    // Where the answering thread goes: chosen by the asking thread once it is held
+    // on the CPU it runs on.
+    let (place, placed) = mpsc::channel::<Option<usize>>();
     std::thread::scope(|scope| {
         let answering = std::thread::Builder::new()
             .name("busy-poll-probe".into())
             .spawn_scoped(scope, move || {
-                let held = cpus.is_some_and(|(_, cpu)| hold_on(cpu));
+                let held = placed.recv().ok().flatten().filter(|&cpu| hold_on(cpu));
                 while asked.recv().is_ok() {
                     if answer.send(()).is_err() {
                         break;
                     }
                 }
-                held.then(current_cpu)
+                held
             })
             .ok()?;
         // The asking side is a thread of its own too, so that holding it on a CPU
@@ -134,9 +140,10 @@ fn measure_rounds(window: Duration, rounds: usize) -> Option<Measured> {
         let asking = std::thread::Builder::new()
             .name("busy-poll-probe".into())
             .spawn_scoped(scope, move || {
-                let held = cpus.is_some_and(|(cpu, _)| hold_on(cpu));
-                let measured = ping_pong(window, rounds, ask, answers);
-                measured.map(|m| (m, held.then(current_cpu)))
+                let pair = two_cpus().filter(|&(cpu, _)| hold_on(cpu));
+                place.send(pair.map(|(_, other)| other)).ok()?;
+                let measured = ping_pong(window, rounds, ask, answers)?;
+                Some((measured, pair.map(|(cpu, _)| cpu)))
             })
             .ok()?;
         let (mut measured, asker) = asking.join().ok()??;
@@ -182,14 +189,17 @@ fn ping_pong(
     Some(medians(&mut sleeping, &mut spinning))
 }
 
-/// The first two CPUs this process may run on, or `None` if it may run on one only
-/// (or where that cannot be known).
+/// The CPU the calling thread runs on and another it may run on (the next allowed
+/// one, wrapping), or `None` if it may run on one only (or where that cannot be known).
 #[cfg(target_os = "linux")]
 fn two_cpus() -> Option<(usize, usize)> {
-    use rustix::thread::{sched_getaffinity, CpuSet};
+    use rustix::thread::{sched_getaffinity, sched_getcpu, CpuSet};
     let allowed = sched_getaffinity(None).ok()?;
-    let mut cpus = (0..CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
-    Some((cpus.next()?, cpus.next()?))
+    let here = sched_getcpu();
+    let other = (here + 1..CpuSet::MAX_CPU)
+        .chain(0..here)
+        .find(|&cpu| allowed.is_set(cpu))?;
+    Some((here, other))
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -209,17 +219,6 @@ fn hold_on(cpu: usize) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn hold_on(_cpu: usize) -> bool {
     false
-}
-
-/// The CPU the calling thread runs on.
-#[cfg(target_os = "linux")]
-fn current_cpu() -> usize {
-    rustix::thread::sched_getcpu()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn current_cpu() -> usize {
-    0
 }
 
 #[cfg(test)]
@@ -260,15 +259,24 @@ mod tests {
             m.sleeping > Duration::ZERO && m.spinning > Duration::ZERO,
             "{m:?}"
         );
-        match two_cpus() {
-            Some((asker, answerer)) if cfg!(target_os = "linux") => {
-                assert_ne!(asker, answerer);
-                assert_eq!(m.cpus, Some((asker, answerer)), "{m:?}");
-            }
-            _ => assert_eq!(m.cpus, None, "{m:?}"),
-        }
-        // The caller is not held: it may still run on every CPU it could before.
         #[cfg(target_os = "linux")]
-        assert_eq!(rustix::thread::sched_getaffinity(None).unwrap(), before);
+        {
+            // Where this thread may use two CPUs (and may be held on one), the two
+            // threads were held on two of them.
+            let may_hold = std::thread::spawn(|| two_cpus().is_some_and(|(cpu, _)| hold_on(cpu)))
+                .join()
+                .unwrap();
+            if may_hold {
+                let (asker, answerer) = m.cpus.expect("held on two CPUs");
+                assert_ne!(asker, answerer, "{m:?}");
+                assert!(before.is_set(asker) && before.is_set(answerer), "{m:?}");
+            } else {
+                assert_eq!(m.cpus, None, "{m:?}");
+            }
+            // The caller is not held: it may still run on every CPU it could before.
+            assert_eq!(rustix::thread::sched_getaffinity(None).unwrap(), before);
+        }
+        #[cfg(not(target_os = "linux"))]
+        assert_eq!(m.cpus, None, "{m:?}");
     }
 }
