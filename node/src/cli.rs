@@ -71,8 +71,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "HOST", value_parser = parse_host)]
     pub advertise: Option<String>,
 
-    /// A cluster member to join (repeatable; retried until reached).
-    #[arg(long = "join", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    /// A cluster member to join, or a DNS name whose every address is one (repeatable;
+    /// retried until reached). A name is resolved again every 5 s and each address it
+    /// gives is joined, this node's own left out: a Compose service, a Swarm
+    /// `tasks.SERVICE` or a Kubernetes headless service forms the cluster with no
+    /// address typed by hand. PORT defaults to 4697.
+    #[arg(long = "join", value_name = "HOST[:PORT]", value_parser = parse_seed)]
     pub join: Vec<String>,
 
     /// Number of counters this node hosts (at most 1,000,000). A counter runs as an
@@ -358,8 +362,8 @@ impl CrashKind {
 /// How a client reaches the cluster.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ClientArgs {
-    /// Any cluster member.
-    #[arg(long = "join", value_name = "HOST:PORT", default_value = "127.0.0.1:4697", value_parser = parse_host_port)]
+    /// Any cluster member (PORT defaults to 4697).
+    #[arg(long = "join", value_name = "HOST[:PORT]", default_value = "127.0.0.1:4697", value_parser = parse_seed)]
     pub join: String,
     /// The cluster's shared secret.
     #[command(flatten)]
@@ -388,6 +392,29 @@ fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve '{s}': {e}"))?
         .next()
         .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
+/// The cluster port a `--join` without one means.
+pub(crate) const DEFAULT_CLUSTER_PORT: u16 = 4697;
+
+/// A `--join`: `HOST:PORT`, or a host alone (an IPv6 address in brackets, or bare),
+/// which means [`DEFAULT_CLUSTER_PORT`]. Given back as `HOST:PORT`.
+fn parse_seed(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, DEFAULT_CLUSTER_PORT).to_string());
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        let ip: std::net::Ipv6Addr = inner
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IPv6 address in brackets"))?;
+        return Ok(std::net::SocketAddr::from((ip, DEFAULT_CLUSTER_PORT)).to_string());
+    }
+    if !s.contains(':') {
+        parse_host(s)?;
+        return Ok(format!("{s}:{DEFAULT_CLUSTER_PORT}"));
+    }
+    parse_host_port(s)
 }
 
 /// `HOST:PORT` checked for shape only (resolved when dialed, so a peer that is not up
@@ -506,11 +533,35 @@ mod tests {
     }
 
     #[test]
+    fn a_join_without_a_port_means_the_default_one() {
+        let joins = |args: &[&str]| {
+            let args = [&["node"], args].concat();
+            Cli::try_parse_from(args).unwrap().serve.join
+        };
+        assert_eq!(
+            joins(&["--join", "nodes", "--join", "10.0.0.5", "--join", "h:99"]),
+            ["nodes:4697", "10.0.0.5:4697", "h:99"]
+        );
+        assert_eq!(
+            joins(&["--join", "::1", "--join", "[::1]", "--join", "[::1]:5"]),
+            ["[::1]:4697", "[::1]:4697", "[::1]:5"]
+        );
+        let cli = Cli::try_parse_from(["node", "stats", "--join", "worker-2"]).unwrap();
+        let Some(Command::Stats { conn, .. }) = cli.command else {
+            panic!("not stats");
+        };
+        assert_eq!(conn.join, "worker-2:4697");
+    }
+
+    #[test]
     fn bad_input_is_refused() {
         for args in [
             vec!["node", "--role", "leader"],
             vec!["node", "--listen", "nowhere"],
             vec!["node", "--join", "host:99999"],
+            vec!["node", "--join", "bad host"],
+            vec!["node", "--join", "[nodes"],
+            vec!["node", "--join", "[nodes]"],
             vec!["node", "--counters", "-1"],
             vec!["node", "--name", "a/b"],
             vec!["node", "--load-ops", "5"],

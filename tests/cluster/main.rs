@@ -16,6 +16,7 @@ mod busy_poll;
 mod cli_errors;
 mod client_ids;
 mod dashboard;
+mod dns;
 mod durability;
 mod exactly_once;
 mod faults;

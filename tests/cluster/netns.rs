@@ -25,7 +25,8 @@ pub struct NetLab {
     cut: bool,
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
+/// Runs a command; its stderr in the error if it fails.
+pub fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()

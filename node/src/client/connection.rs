@@ -323,22 +323,22 @@ impl Dialing<'_> {
         tls: Option<&Tls>,
     ) -> Result<std::sync::Arc<crate::net::probe::DialProbe>, Attempt> {
         let addr = self.addr.to_string();
-        let (_, probe) =
-            tokio::time::timeout_at(self.deadline, transport::dial(server, self.addr, tls, None))
-                .await
-                .map_err(|_| self.timed_out())?
-                .map_err(|e| match e {
-                    DialError::Busy => Attempt::Busy,
-                    DialError::Resolve(reason) => {
-                        Attempt::Failed(CommandError::Resolve { addr, reason })
-                    }
-                    DialError::Connect(e) => Attempt::Failed(CommandError::Unreachable {
-                        addr,
-                        reason: e.to_string(),
-                    }),
-                    DialError::Tls(reason) => Attempt::Failed(CommandError::Tls { addr, reason }),
-                    DialError::TimedOut(_) => self.timed_out(),
-                })?;
+        let (_, probe) = tokio::time::timeout_at(
+            self.deadline,
+            transport::dial(server, self.addr, None, tls, None),
+        )
+        .await
+        .map_err(|_| self.timed_out())?
+        .map_err(|e| match e {
+            DialError::Busy => Attempt::Busy,
+            DialError::Resolve(reason) => Attempt::Failed(CommandError::Resolve { addr, reason }),
+            DialError::Connect(e) => Attempt::Failed(CommandError::Unreachable {
+                addr,
+                reason: e.to_string(),
+            }),
+            DialError::Tls(reason) => Attempt::Failed(CommandError::Tls { addr, reason }),
+            DialError::TimedOut(_) => self.timed_out(),
+        })?;
         tracing::debug!(elapsed = ?self.began.elapsed(), "connected (TCP)");
         Ok(probe)
     }

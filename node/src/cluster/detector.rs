@@ -8,8 +8,15 @@
 //!
 //! The rules:
 //! - **Dialing.** Every seed is dialed until a session to it is up, and again whenever
-//!   it is lost. A known peer that is not up is dialed by whichever of the two nodes
-//!   has the smaller name, so a pair never opens two sessions. Failed attempts back off
+//!   it is lost. The seeds are addresses; a `--join` name's addresses are found by
+//!   [`seeds`](super::seeds) and come in as [`Input::Seeds`], whenever they change. A
+//!   seed address is reached once a session to it is up, or one to the member a dial
+//!   to it reached before (whichever of the two dialed). A deferred seed (its node
+//!   dials this one: see [`seeds`](super::seeds)) is dialed only by a node that has no
+//!   member at all [`DEFER_DIAL`] after the seed came: a node in the cluster leaves it
+//!   to that node's dial and to gossip.
+//!   A known peer that is not up is dialed by whichever of the two nodes has the
+//!   smaller name, so a pair never opens two sessions. Failed attempts back off
 //!   from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with ±20% jitter; a session that becomes
 //!   ready resets the backoff.
 //! - **Handshake deadlines.** A session that has not authenticated [`AUTH_GRACE`] after
@@ -39,6 +46,7 @@ use shared::agent::NodeInfo;
 use tokio::time::Instant;
 
 use super::membership::{MemberChange, Membership, PeerStatus, PeerView, FORGET_AFTER};
+use super::seeds::DEFER_DIAL;
 
 /// How often peers are asked whom they know.
 pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(500);
@@ -120,6 +128,9 @@ pub(crate) enum Input {
     },
     /// Peers described themselves (a gossip round ended).
     Gossip(Vec<NodeInfo>),
+    /// The seed addresses now (the `--join` addresses, and every address its names
+    /// resolve to), each with whether it is deferred, in place of those before.
+    Seeds(Vec<(String, bool)>),
 }
 
 /// How a dialed peer ended a handshake (see `net::conn`).
@@ -243,6 +254,23 @@ struct DialState {
     failures: u32,
     /// The socket address the last dial reached (to recognise its session).
     resolved: Option<SocketAddr>,
+    /// The member a session this address's dial opened turned out to be: while a
+    /// session to it is up (either side's), the address is reached.
+    member: Option<String>,
+}
+
+impl DialState {
+    /// No attempt yet; the first one not before `first`.
+    fn new(first: Instant) -> Self {
+        Self {
+            dialing: false,
+            next_attempt: first,
+            backoff: BACKOFF_MIN,
+            failures: 0,
+            resolved: None,
+            member: None,
+        }
+    }
 }
 
 /// A session that opened and has not authenticated yet.
@@ -260,6 +288,8 @@ struct Handshake {
 pub(crate) struct Detector {
     name: String,
     seeds: Vec<String>,
+    /// Seeds whose node dials this one: first dialed [`DEFER_DIAL`] after they came.
+    deferred: HashSet<String>,
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
@@ -292,6 +322,7 @@ impl Detector {
         Self {
             name,
             seeds,
+            deferred: HashSet::new(),
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
@@ -350,6 +381,11 @@ impl Detector {
             }
             Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
             Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
+            Input::Seeds(seeds) => {
+                self.deferred = seeds.iter().filter(|s| s.1).map(|s| s.0.clone()).collect();
+                self.seeds = seeds.into_iter().map(|(addr, _)| addr).collect();
+                self.dial_wanted(now, membership, &mut out);
+            }
         }
         if !self.deferred_losses.is_empty() {
             self.settle_deferred_losses(now, membership, &mut out);
@@ -362,12 +398,21 @@ impl Detector {
     /// either direction that authenticated as `name` (it won the election that closed
     /// the one that was ready here).
     fn coming_up(&self, name: &str, addr: &str) -> bool {
+        // A dial to the peer: to its advertised address, or to a seed address that
+        // led to it before (a `--join` name's).
+        let to_peer = |dialed: &str| {
+            dialed == addr
+                || self
+                    .dials
+                    .get(dialed)
+                    .is_some_and(|d| d.member.as_deref() == Some(name))
+        };
         let dialed = self
             .handshakes
             .values()
             .chain(self.authenticated.values())
             .filter(|h| !h.inbound)
-            .any(|h| self.dialed_as(&h.peer_addr).as_deref() == Some(addr));
+            .any(|h| self.dialed_as(&h.peer_addr).is_some_and(|d| to_peer(&d)));
         dialed
             || self
                 .authenticated
@@ -450,15 +495,36 @@ impl Detector {
     fn dial_wanted(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
         let (names, addrs) = self.connected();
         for seed in self.seeds.clone() {
-            let reached = self
-                .dials
-                .get(&seed)
+            let dial = self.dials.get(&seed);
+            let reached = dial
                 .and_then(|d| d.resolved)
                 .is_some_and(|sa| addrs.contains(&sa.to_string()))
+                || dial
+                    .and_then(|d| d.member.as_ref())
+                    .is_some_and(|m| names.contains(m))
                 || addrs.contains(&seed);
-            if !reached {
-                self.dial(now, seed, out);
+            if reached {
+                continue;
             }
+            if self.deferred.contains(&seed) {
+                // Its node dials this one. Once this node is in the cluster, gossip and
+                // that node's own dial bring the two together; only a node with no
+                // member at all dials it, after giving it the time to.
+                if !names.is_empty() {
+                    continue;
+                }
+                if dial.is_none() {
+                    let first = DialState::new(now + DEFER_DIAL);
+                    self.dials.insert(seed.clone(), first);
+                }
+            }
+            self.dial(now, seed, out);
+        }
+        // A seed address whose node is not known yet may be any peer's: its dial
+        // ends first, so that the peer is not dialed twice (once at the seed's
+        // address, once at the one it advertises: a host name, say).
+        if self.seed_of_unknown_node_under_way() {
+            return;
         }
         for peer in membership.snapshot() {
             let ours = self.name < peer.name;
@@ -466,6 +532,26 @@ impl Detector {
                 self.dial(now, peer.addr, out);
             }
         }
+    }
+
+    /// Whether a dial to a seed address that has never led to a member is under way:
+    /// connecting, or in its handshake.
+    fn seed_of_unknown_node_under_way(&self) -> bool {
+        let handshaking: HashSet<&str> = self
+            .handshakes
+            .values()
+            .chain(self.authenticated.values())
+            .filter(|h| !h.inbound)
+            .map(|h| h.peer_addr.as_str())
+            .collect();
+        self.seeds.iter().any(|seed| {
+            self.dials.get(seed).is_some_and(|d| {
+                d.member.is_none()
+                    && (d.dialing
+                        || d.resolved
+                            .is_some_and(|r| handshaking.contains(r.to_string().as_str())))
+            })
+        })
     }
 
     fn gossip(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
@@ -493,13 +579,10 @@ impl Detector {
     }
 
     fn dial(&mut self, now: Instant, addr: String, out: &mut Vec<Action>) {
-        let state = self.dials.entry(addr.clone()).or_insert_with(|| DialState {
-            dialing: false,
-            next_attempt: now,
-            backoff: BACKOFF_MIN,
-            failures: 0,
-            resolved: None,
-        });
+        let state = self
+            .dials
+            .entry(addr.clone())
+            .or_insert_with(|| DialState::new(now));
         if state.dialing || state.next_attempt > now {
             return;
         }
@@ -596,6 +679,18 @@ impl Detector {
                 dial.next_attempt = now;
                 dial.failures = 0;
                 dial.backoff = BACKOFF_MIN;
+                dial.member = Some(name.clone());
+            }
+        }
+        // A deferred seed's node dialed in: the session's socket address is the seed's
+        // IP at an ephemeral port, and its advertised address may be a host name. (One
+        // node per IP: a name's addresses share one port.)
+        let ip = |addr: &str| addr.parse::<SocketAddr>().ok().map(|a| a.ip());
+        if let Some(from) = ip(&peer.peer_addr) {
+            for (addr, dial) in self.dials.iter_mut() {
+                if self.deferred.contains(addr) && ip(addr) == Some(from) {
+                    dial.member = Some(name.clone());
+                }
             }
         }
         let addr = peer.advertised.clone();
@@ -680,12 +775,14 @@ impl Detector {
         };
         // Lost a duplicate-connection election: the peer is connected another way (by
         // its own dial, too: an inbound session's socket address is the peer's
-        // ephemeral port, so its advertised address tells).
-        if self
-            .sessions
-            .values()
-            .any(|p| p.peer_addr == h.peer_addr || p.advertised == addr)
-        {
+        // ephemeral port, so its advertised address tells, or the member this address
+        // led to before).
+        let member = self.dials.get(&addr).and_then(|d| d.member.clone());
+        if self.sessions.values().any(|p| {
+            p.peer_addr == h.peer_addr
+                || p.advertised == addr
+                || (member.is_some() && p.member == member)
+        }) {
             return;
         }
         if let Some(attempts) = self.dial_failed(&addr, now) {
@@ -1042,6 +1139,168 @@ mod tests {
         assert_eq!(
             dials(&d.run(t0 + 1002 * MS, Input::Tick, &m)),
             ["127.0.0.1:1"]
+        );
+    }
+
+    /// New seed addresses (a name's answer changed) are dialed at once; one no
+    /// longer among them is not dialed again.
+    #[test]
+    fn seeds_from_a_name_replace_the_ones_before() {
+        let (mut d, m) = detector("a", &[]);
+        let t0 = Instant::now();
+        assert!(dials(&d.run(t0, Input::Tick, &m)).is_empty());
+        let seeds = vec![
+            ("10.0.0.2:4697".into(), false),
+            ("10.0.0.3:4697".into(), false),
+        ];
+        assert_eq!(
+            dials(&d.run(t0, Input::Seeds(seeds), &m)),
+            ["10.0.0.2:4697", "10.0.0.3:4697"]
+        );
+        for addr in ["10.0.0.2:4697", "10.0.0.3:4697"] {
+            let failed = Input::Dialed {
+                addr: addr.into(),
+                result: Err("connection refused".into()),
+            };
+            d.run(t0 + MS, failed, &m);
+        }
+        d.run(
+            t0 + 2 * MS,
+            Input::Seeds(vec![("10.0.0.3:4697".into(), false)]),
+            &m,
+        );
+        assert_eq!(
+            dials(&d.run(t0 + 2000 * MS, Input::Tick, &m)),
+            ["10.0.0.3:4697"]
+        );
+    }
+
+    /// A deferred seed is left to its node to dial: dialed only by a node with no
+    /// member at all once the deferral is over; not once that node's session is up,
+    /// nor while any other member is.
+    #[test]
+    fn a_deferred_seed_is_dialed_only_if_its_node_has_not_dialed_in_time() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        let seeds = vec![
+            ("10.0.0.1:4697".into(), true),
+            ("10.0.0.3:4697".into(), false),
+        ];
+        assert_eq!(
+            dials(&d.run(t0, Input::Seeds(seeds.clone()), &m)),
+            ["10.0.0.3:4697"]
+        );
+        assert!(dials(&d.run(t0 + DEFER_DIAL - MS, Input::Tick, &m)).is_empty());
+        assert_eq!(
+            dials(&d.run(t0 + DEFER_DIAL, Input::Tick, &m)),
+            ["10.0.0.1:4697"]
+        );
+        // Another node: the deferred seed's node dials in time, and is never dialed.
+        let (mut d, m) = detector("b", &[]);
+        d.run(t0, Input::Seeds(seeds), &m);
+        let opened = Input::Opened {
+            session: id(1),
+            peer_addr: "10.0.0.1:40000".into(),
+            inbound: true,
+        };
+        d.run(t0 + MS, opened, &m);
+        d.run(t0 + MS, authenticated(1, "a"), &m);
+        // It advertises a host name (a container's), not the seed's address.
+        let a = SessionPeer {
+            member: Some("a".into()),
+            peer_addr: "10.0.0.1:40000".into(),
+            advertised: "a-host:4697".into(),
+        };
+        d.run(
+            t0 + 2 * MS,
+            Input::Ready {
+                session: id(1),
+                peer: a,
+            },
+            &m,
+        );
+        assert!(dials(&d.run(t0 + DEFER_DIAL * 2, Input::Tick, &m)).is_empty());
+        // A third node: another member is up, so the deferred seed is left to
+        // gossip and to its node.
+        let (mut d, m) = detector("b", &[]);
+        let seeds = vec![
+            ("10.0.0.1:4697".into(), true),
+            ("10.0.0.3:4697".into(), false),
+        ];
+        d.run(t0, Input::Seeds(seeds), &m);
+        dial_opened(&mut d, &m, t0, 2, "10.0.0.3:4697");
+        d.run(t0, authenticated(2, "c"), &m);
+        let c = SessionPeer {
+            member: Some("c".into()),
+            peer_addr: "10.0.0.3:4697".into(),
+            advertised: "c-host:4697".into(),
+        };
+        d.run(
+            t0 + MS,
+            Input::Ready {
+                session: id(2),
+                peer: c,
+            },
+            &m,
+        );
+        assert!(dials(&d.run(t0 + DEFER_DIAL * 2, Input::Tick, &m)).is_empty());
+    }
+
+    /// A seed address found through a name is reached once the member it led to is
+    /// connected, also by the member's own dial (whose socket address is an ephemeral
+    /// port and whose advertised address is its host name, neither of them the seed).
+    #[test]
+    fn a_seed_is_reached_while_the_member_it_led_to_is_connected_either_way() {
+        let (mut d, m) = detector("a", &["10.0.0.2:4697"]);
+        let t0 = Instant::now();
+        assert_eq!(dials(&d.run(t0, Input::Tick, &m)), ["10.0.0.2:4697"]);
+        dial_opened(&mut d, &m, t0, 1, "10.0.0.2:4697");
+        d.run(t0, authenticated(1, "b"), &m);
+        let b = SessionPeer {
+            member: Some("b".into()),
+            peer_addr: "10.0.0.2:4697".into(),
+            advertised: "b-host:4697".into(),
+        };
+        d.run(
+            t0 + MS,
+            Input::Ready {
+                session: id(1),
+                peer: b,
+            },
+            &m,
+        );
+        // The session goes; b dials back before this node's redial is due.
+        d.run(
+            t0 + 10 * MS,
+            Input::Closed {
+                session: id(1),
+                refusal: HandshakeEnd::Rejected,
+            },
+            &m,
+        );
+        let b_again = SessionPeer {
+            member: Some("b".into()),
+            peer_addr: "10.0.0.2:51234".into(),
+            advertised: "b-host:4697".into(),
+        };
+        let opened = Input::Opened {
+            session: id(2),
+            peer_addr: "10.0.0.2:51234".into(),
+            inbound: true,
+        };
+        d.run(t0 + 11 * MS, opened, &m);
+        d.run(t0 + 11 * MS, authenticated(2, "b"), &m);
+        d.run(
+            t0 + 12 * MS,
+            Input::Ready {
+                session: id(2),
+                peer: b_again,
+            },
+            &m,
+        );
+        assert!(
+            dials(&d.run(t0 + 2000 * MS, Input::Tick, &m)).is_empty(),
+            "redialed a seed whose member is connected"
         );
     }
 
@@ -1408,6 +1667,33 @@ mod tests {
 
     /// Gossip runs at most every 500 ms and one round at a time; what it names is
     /// learned, and the lower name of a pair dials the other.
+    /// A peer learned of by gossip while a seed address whose node is unknown is
+    /// being dialed waits for that dial: the seed may be that very peer (an address a
+    /// name gave, where the peer advertises a host name), and one dial is enough.
+    #[test]
+    fn a_gossiped_peer_is_dialed_once_a_seed_of_an_unknown_node_is_settled() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        d.run(t0, Input::Tick, &m);
+        let seeds = vec![("10.0.0.3:4697".into(), false)];
+        assert_eq!(
+            dials(&d.run(t0, Input::Seeds(seeds), &m)),
+            ["10.0.0.3:4697"]
+        );
+        let gossip = Input::Gossip(vec![info("x", &[("c", "c:1")])]);
+        assert!(dials(&d.run(t0 + 600 * MS, gossip, &m)).is_empty());
+        // The seed's dial fails: c is dialed at its own address.
+        let failed = Input::Dialed {
+            addr: "10.0.0.3:4697".into(),
+            result: Err("connection refused".into()),
+        };
+        d.run(t0 + 700 * MS, failed, &m);
+        let out = d.run(t0 + 800 * MS, Input::Tick, &m);
+        let mut dialed = dials(&out);
+        dialed.sort();
+        assert_eq!(dialed, ["c:1", "x:1"]);
+    }
+
     #[test]
     fn gossip_is_paced_and_the_lower_name_dials() {
         let (mut d, m) = detector("b", &[]);

@@ -7,6 +7,8 @@
 //! only turns session events, timers and finished tasks into the detector's inputs and
 //! carries out its actions:
 //! - dialing (each dial in a task that reports back, one per address at most);
+//! - finding the seeds a `--join` name gives, again and again ([`seeds`](super::seeds),
+//!   in a task that reports each new set and ends with the mesh);
 //! - closing sessions (stopping their `NodeSession`);
 //! - heartbeats to every peer's agent, which records them in the [`Membership`];
 //! - gossip rounds (in a task that asks every peer's agent `GetInfo` and reports back);
@@ -40,6 +42,7 @@ use super::detector::{
 use super::discovery::remote_agents;
 use super::names::{session_node_name, CLIENT_NAME_PREFIX};
 use super::rpc::{ask, gather, gather_timed};
+use super::seeds::{self, SeedAddrs};
 use crate::clock::Ticker;
 use crate::facts::NodeFacts;
 use crate::net::probe::DialProbe;
@@ -80,6 +83,45 @@ fn session_peer(ses: &NodeServerSessionInformation) -> Option<SessionPeer> {
     })
 }
 
+/// The seeds as the detector takes them: each address, and whether it is deferred.
+fn seed_list(addrs: &SeedAddrs) -> Vec<(String, bool)> {
+    addrs
+        .iter()
+        .map(|(addr, seed)| (addr.clone(), seed.defer))
+        .collect()
+}
+
+/// Starts the task that resolves the seeds' names now, every [`seeds::RESOLVE_EVERY`], and
+/// sooner when the mesh asks (a dial to an address a name gave failed: the node may
+/// have come back elsewhere), at most once every [`seeds::RESOLVE_AGAIN_AFTER`]; if any seed
+/// is a name.
+fn resolve_seeds(myself: &ActorRef<MeshMessage>, args: &MeshArgs) -> Option<Resolving> {
+    if !seeds::any_names(&args.seeds) {
+        return None;
+    }
+    let mesh = myself.clone();
+    let (given, listen) = (args.seeds.clone(), args.listen);
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let waiting = Arc::clone(&asked);
+    let task = tokio::spawn(async move {
+        let tick = |soon| {
+            let waiting = Arc::clone(&waiting);
+            async move {
+                seeds::next_round(&waiting, soon).await;
+                true
+            }
+        };
+        seeds::keep_resolving(given, listen, tick, |addrs| {
+            mesh.cast(MeshMessage::Seeds(addrs)).is_ok()
+        })
+        .await;
+    });
+    Some(Resolving {
+        task: task.abort_handle(),
+        asked,
+    })
+}
+
 /// The mesh behaviour.
 #[derive(Debug, Default)]
 pub(crate) struct Mesh;
@@ -91,8 +133,11 @@ pub(crate) struct MeshArgs {
     pub(crate) server: ActorRef<NodeServerMessage>,
     /// This node (its name, incarnation and membership table).
     pub(crate) facts: Arc<NodeFacts>,
-    /// Seed addresses (`--join`).
+    /// Seeds (`--join`): `HOST:PORT`, a host being an IP address or a DNS name.
     pub(crate) seeds: Vec<String>,
+    /// Where this node's cluster port listens (to leave its own address out of the
+    /// seeds a name gives).
+    pub(crate) listen: SocketAddr,
     /// Bound on failure detection (`--failure-timeout`).
     pub(crate) failure_timeout: Duration,
     /// Mutual TLS for the links this node dials, if on.
@@ -113,7 +158,24 @@ pub(crate) struct MeshState {
     probes: HashMap<String, Arc<DialProbe>>,
     /// Sessions that closed before the start-up snapshot arrived (a restarted mesh).
     closed_early: Option<HashSet<ActorId>>,
+    /// The seed addresses now, with what each one's TLS certificate must name.
+    seed_addrs: SeedAddrs,
     _ticker: Ticker,
+    /// The task that resolves the seeds' names, if any is a name.
+    resolving: Option<Resolving>,
+}
+
+/// The seed resolver's task, ended with the mesh, and the way to ask it to resolve
+/// again soon.
+struct Resolving {
+    task: tokio::task::AbortHandle,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Resolving {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A `NodeServer` session event.
@@ -149,6 +211,8 @@ pub(crate) enum MeshMessage {
     },
     /// A gossip round ended: what the peers said about themselves.
     Gossip(Vec<NodeInfo>),
+    /// The seeds' names resolved to a set of addresses unlike the one before.
+    Seeds(SeedAddrs),
     /// The node is stopping cleanly: tell every peer, then answer with how many
     /// acknowledged (within [`LEAVE_TIMEOUT`]).
     Leave(RpcReplyPort<usize>),
@@ -268,9 +332,11 @@ impl MeshState {
         let tls = self.args.tls.clone();
         let myself = myself.clone();
         let facts = Arc::clone(&self.args.facts);
+        // A seed a name gave: its certificate names that name.
+        let host = self.seed_addrs.get(&addr).map(|seed| seed.host.clone());
         tokio::spawn(async move {
             let traffic = Some(&facts.metrics.traffic);
-            let dialing = transport::dial(&server, &addr, tls.as_ref(), traffic);
+            let dialing = transport::dial(&server, &addr, host.as_deref(), tls.as_ref(), traffic);
             let result = tokio::time::timeout(DIAL_TIMEOUT, dialing)
                 .await
                 .unwrap_or(Err(transport::DialError::TimedOut(DIAL_TIMEOUT)))
@@ -410,15 +476,20 @@ impl Actor for Mesh {
         // A random seed for the jitter: nodes restarted together must not redial in
         // lockstep.
         let seed = fastrand::u64(..);
-        let detector = Detector::new(args.facts.name.clone(), args.seeds.clone(), silence, seed);
+        let seed_addrs = seeds::literals(&args.seeds, args.listen);
+        // The seeds given as addresses (never deferred); the names' come later.
+        let given = seed_addrs.keys().cloned().collect();
+        let detector = Detector::new(args.facts.name.clone(), given, silence, seed);
         let _ = myself.cast(MeshMessage::Tick);
         Ok(MeshState {
             _ticker: Ticker::every(&myself, interval, || MeshMessage::Tick),
+            resolving: resolve_seeds(&myself, &args),
             args,
             detector,
             sessions: HashMap::new(),
             probes: HashMap::new(),
             closed_early: Some(HashSet::new()),
+            seed_addrs,
         })
     }
 
@@ -454,6 +525,14 @@ impl Actor for Mesh {
                 }
             }
             MeshMessage::DialFinished { addr, result } => {
+                // An address a name gave that does not answer: its node may have come
+                // back at another address (a container recreated), so resolve again.
+                let from_name = state.seed_addrs.get(&addr).is_some_and(|s| s.host != addr);
+                if result.is_err() && from_name {
+                    if let Some(resolving) = &state.resolving {
+                        resolving.asked.notify_one();
+                    }
+                }
                 let result = result.map(|(reached, probe)| {
                     state.probes.insert(reached.to_string(), probe);
                     reached
@@ -461,6 +540,11 @@ impl Actor for Mesh {
                 state.step(&myself, Input::Dialed { addr, result });
             }
             MeshMessage::Gossip(infos) => state.step(&myself, Input::Gossip(infos)),
+            MeshMessage::Seeds(addrs) => {
+                let seeds = seed_list(&addrs);
+                state.seed_addrs = addrs;
+                state.step(&myself, Input::Seeds(seeds));
+            }
             MeshMessage::Leave(reply) => {
                 let beat = state.beat();
                 tokio::spawn(async move {
@@ -499,6 +583,7 @@ mod tests {
             server: server.clone(),
             facts: Arc::new(NodeFacts::for_tests("mesh-deaf", 0)),
             seeds: vec!["127.0.0.1:1".into()],
+            listen: "127.0.0.1:0".parse().unwrap(),
             failure_timeout: Duration::from_millis(200),
             tls: None,
             inbound: Arc::default(),

@@ -9,6 +9,7 @@
 //! | [`agent`] | the node's face to peers (info, heartbeats, leaving) and to clients |
 //! | [`names`] | whose session is whose: member and client node names |
 //! | [`discovery`] | finding hosts and agents through the process groups |
+//! | [`seeds`] | the addresses `--join` names, its DNS names resolved again and again |
 //! | [`policy`] | what a peer may say: members speak only for themselves |
 //! | [`rpc`] | calls with a deadline, and fan-outs without a task per call |
 
@@ -20,3 +21,4 @@ pub(crate) mod mesh;
 pub(crate) mod names;
 pub(crate) mod policy;
 pub(crate) mod rpc;
+pub(crate) mod seeds;

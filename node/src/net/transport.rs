@@ -499,13 +499,14 @@ pub(crate) enum DialError {
 }
 
 /// Resolves `addr`, connects (over mutual TLS with `tls`, checking that the peer's
-/// certificate names the host of `addr`) and hands the connection to `server`, which
-/// then authenticates it with the cookie. Returns the address connected to, and the
-/// probe that says whether the peer turned the connection away as busy. The caller
-/// bounds the time this takes.
+/// certificate names `host`, or else the host of `addr`) and hands the connection to
+/// `server`, which then authenticates it with the cookie. Returns the address
+/// connected to, and the probe that says whether the peer turned the connection away
+/// as busy. The caller bounds the time this takes.
 pub(crate) async fn dial(
     server: &ActorRef<NodeServerMessage>,
     addr: &str,
+    host: Option<&str>,
     tls: Option<&Tls>,
     traffic: Option<&Traffic>,
 ) -> Result<(SocketAddr, Arc<DialProbe>), DialError> {
@@ -531,7 +532,7 @@ pub(crate) async fn dial(
             traffic,
         ),
         Some(tls) => {
-            let name = server_name(addr).map_err(DialError::Tls)?;
+            let name = server_name(host.unwrap_or(addr)).map_err(DialError::Tls)?;
             let stream = tls.connector().connect(name, dialed).await.map_err(|e| {
                 if probe.refused_busy() {
                     DialError::Busy

@@ -271,6 +271,7 @@ impl Kit {
             server,
             facts: Arc::clone(&self.facts),
             seeds: config.seeds.clone(),
+            listen: config.listen,
             failure_timeout: config.failure_timeout,
             tls: config.tls.clone(),
             inbound: Arc::clone(&self.inbound),
