@@ -290,6 +290,9 @@ pub(crate) struct Detector {
     seeds: Vec<String>,
     /// Seeds whose node dials this one: first dialed [`DEFER_DIAL`] after they came.
     deferred: HashSet<String>,
+    /// When each deferred seed came: for [`DEFER_DIAL`] after, its node is expected to
+    /// dial this one, and may be any peer gossip tells of.
+    deferred_since: HashMap<String, Instant>,
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
@@ -323,6 +326,7 @@ impl Detector {
             name,
             seeds,
             deferred: HashSet::new(),
+            deferred_since: HashMap::new(),
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
@@ -383,6 +387,12 @@ impl Detector {
             Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
             Input::Seeds(seeds) => {
                 self.deferred = seeds.iter().filter(|s| s.1).map(|s| s.0.clone()).collect();
+                let deferred = &self.deferred;
+                self.deferred_since
+                    .retain(|addr, _| deferred.contains(addr));
+                for addr in &self.deferred {
+                    self.deferred_since.entry(addr.clone()).or_insert(now);
+                }
                 self.seeds = seeds.into_iter().map(|(addr, _)| addr).collect();
                 self.dial_wanted(now, membership, &mut out);
             }
@@ -522,8 +532,10 @@ impl Detector {
         }
         // A seed address whose node is not known yet may be any peer's: its dial
         // ends first, so that the peer is not dialed twice (once at the seed's
-        // address, once at the one it advertises: a host name, say).
-        if self.seed_of_unknown_node_under_way() {
+        // address, once at the one it advertises: a host name, say); and a deferred
+        // seed's node, which dials this one, is given its time, so that a peer gossip
+        // tells of is not dialed by its name while it dials this node by address.
+        if self.seed_of_unknown_node_under_way(now) {
             return;
         }
         for peer in membership.snapshot() {
@@ -534,9 +546,18 @@ impl Detector {
         }
     }
 
-    /// Whether a dial to a seed address that has never led to a member is under way:
-    /// connecting, or in its handshake.
-    fn seed_of_unknown_node_under_way(&self) -> bool {
+    /// Whether a dial to a seed address that has never led to a member is under way
+    /// (connecting, or in its handshake), or a deferred seed's node, not known yet, is
+    /// within its time to dial this one.
+    fn seed_of_unknown_node_under_way(&self, now: Instant) -> bool {
+        let unknown = |addr: &str| self.dials.get(addr).is_none_or(|d| d.member.is_none());
+        let awaited = self
+            .deferred_since
+            .iter()
+            .any(|(addr, since)| unknown(addr) && now < *since + DEFER_DIAL);
+        if awaited {
+            return true;
+        }
         let handshaking: HashSet<&str> = self
             .handshakes
             .values()
@@ -1692,6 +1713,27 @@ mod tests {
         let mut dialed = dials(&out);
         dialed.sort();
         assert_eq!(dialed, ["c:1", "x:1"]);
+    }
+
+    /// A deferred seed's node dials this one; while it has the time to, a peer
+    /// gossip tells of (which may be that node, under a host name) is not dialed by
+    /// its name, so that the pair does not open two sessions.
+    #[test]
+    fn a_gossiped_peer_waits_while_a_deferred_seeds_node_may_be_dialing() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        d.run(t0, Input::Tick, &m);
+        // A member already: the deferred seed itself is never dialed.
+        let ready = Input::Ready {
+            session: id(5),
+            peer: member("x", 2),
+        };
+        d.run(t0, ready, &m);
+        let seeds = vec![("10.0.0.1:4697".into(), true)];
+        assert!(dials(&d.run(t0, Input::Seeds(seeds), &m)).is_empty());
+        let gossip = Input::Gossip(vec![info("x", &[("c", "c:1")])]);
+        assert!(dials(&d.run(t0 + 600 * MS, gossip, &m)).is_empty());
+        assert_eq!(dials(&d.run(t0 + DEFER_DIAL, Input::Tick, &m)), ["c:1"]);
     }
 
     #[test]
