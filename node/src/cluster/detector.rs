@@ -14,7 +14,9 @@
 //!   to it reached before (whichever of the two dialed). A deferred seed (its node
 //!   dials this one: see [`seeds`](super::seeds)) is dialed only by a node that has no
 //!   member at all [`DEFER_DIAL`] after the seed came: a node in the cluster leaves it
-//!   to that node's dial and to gossip.
+//!   to that node's dial and to gossip. A peer gossip tells of waits while a seed
+//!   whose node is not known yet is being dialed, or is deferred and within its
+//!   [`DEFER_DIAL`]: it may be that very node, under the host name it advertises.
 //!   A known peer that is not up is dialed by whichever of the two nodes has the
 //!   smaller name, so a pair never opens two sessions. Failed attempts back off
 //!   from [`BACKOFF_MIN`] to [`BACKOFF_MAX`] with ±20% jitter; a session that becomes
@@ -288,11 +290,10 @@ struct Handshake {
 pub(crate) struct Detector {
     name: String,
     seeds: Vec<String>,
-    /// Seeds whose node dials this one: first dialed [`DEFER_DIAL`] after they came.
-    deferred: HashSet<String>,
-    /// When each deferred seed came: for [`DEFER_DIAL`] after, its node is expected to
-    /// dial this one, and may be any peer gossip tells of.
-    deferred_since: HashMap<String, Instant>,
+    /// Deferred seeds (their node dials this one), with when each came: for
+    /// [`DEFER_DIAL`] after, its node is expected to dial this one, and may be any
+    /// peer gossip tells of; after it, only a node with no member dials it.
+    deferred: HashMap<String, Instant>,
     silence: Duration,
     dials: HashMap<String, DialState>,
     handshakes: HashMap<ActorId, Handshake>,
@@ -325,8 +326,7 @@ impl Detector {
         Self {
             name,
             seeds,
-            deferred: HashSet::new(),
-            deferred_since: HashMap::new(),
+            deferred: HashMap::new(),
             silence,
             dials: HashMap::new(),
             handshakes: HashMap::new(),
@@ -386,12 +386,10 @@ impl Detector {
             Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
             Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
             Input::Seeds(seeds) => {
-                self.deferred = seeds.iter().filter(|s| s.1).map(|s| s.0.clone()).collect();
-                let deferred = &self.deferred;
-                self.deferred_since
-                    .retain(|addr, _| deferred.contains(addr));
-                for addr in &self.deferred {
-                    self.deferred_since.entry(addr.clone()).or_insert(now);
+                let was = std::mem::take(&mut self.deferred);
+                for (addr, _) in seeds.iter().filter(|(_, deferred)| *deferred) {
+                    let since = was.get(addr).copied().unwrap_or(now);
+                    self.deferred.insert(addr.clone(), since);
                 }
                 self.seeds = seeds.into_iter().map(|(addr, _)| addr).collect();
                 self.dial_wanted(now, membership, &mut out);
@@ -516,7 +514,7 @@ impl Detector {
             if reached {
                 continue;
             }
-            if self.deferred.contains(&seed) {
+            if self.deferred.contains_key(&seed) {
                 // Its node dials this one. Once this node is in the cluster, gossip and
                 // that node's own dial bring the two together; only a node with no
                 // member at all dials it, after giving it the time to.
@@ -552,7 +550,7 @@ impl Detector {
     fn seed_of_unknown_node_under_way(&self, now: Instant) -> bool {
         let unknown = |addr: &str| self.dials.get(addr).is_none_or(|d| d.member.is_none());
         let awaited = self
-            .deferred_since
+            .deferred
             .iter()
             .any(|(addr, since)| unknown(addr) && now < *since + DEFER_DIAL);
         if awaited {
@@ -709,7 +707,7 @@ impl Detector {
         let ip = |addr: &str| addr.parse::<SocketAddr>().ok().map(|a| a.ip());
         if let Some(from) = ip(&peer.peer_addr) {
             for (addr, dial) in self.dials.iter_mut() {
-                if self.deferred.contains(addr) && ip(addr) == Some(from) {
+                if self.deferred.contains_key(addr) && ip(addr) == Some(from) {
                     dial.member = Some(name.clone());
                 }
             }
