@@ -64,6 +64,11 @@ pub(crate) struct BenchReport {
     pub(crate) redis_aof_incr_p50_us: Option<f64>,
     /// Each round's p50 (empty where Redis was left out).
     pub(crate) redis_aof_rounds_p50_us: Vec<f64>,
+    /// Our durable change p50 over Redis AOF `always`'s, the median of the rounds'
+    /// ratios (each round's pair measured back to back): the figure the goal is on.
+    pub(crate) durable_vs_redis_aof: Option<f64>,
+    /// Each round's ratio.
+    pub(crate) durable_vs_redis_aof_rounds: Vec<f64>,
     /// Median time of one collection of all counters (one request per node).
     pub(crate) aggregate_10k_ms: f64,
     /// Median time of one collection calling every counter one after another.
@@ -147,17 +152,21 @@ pub(crate) fn table(r: &BenchReport) -> String {
                 r.durable_change_p50_us,
                 r.durable_change_p99_us,
                 r.memory_change_p50_us,
-                match r.redis_aof_incr_p50_us {
-                    Some(redis) => format!(
-                        "rounds {}; Redis AOF always p50 {redis:.0}, rounds {}: {:.2}x",
+                match (r.redis_aof_incr_p50_us, r.durable_vs_redis_aof) {
+                    (Some(redis), Some(ratio)) => format!(
+                        "rounds {}; Redis AOF always p50 {redis:.0}, rounds {}; \
+                         each round's ratio {:.2}-{:.2}, median {ratio:.2}x \
+                         (the medians' ratio {:.2}x)",
                         range(&r.durable_change_rounds_p50_us),
                         range(&r.redis_aof_rounds_p50_us),
+                        min(&r.durable_vs_redis_aof_rounds),
+                        max(&r.durable_vs_redis_aof_rounds),
                         r.durable_change_p50_us / redis
                     ),
-                    None => "Redis AOF not measured".to_string(),
+                    _ => "Redis AOF not measured".to_string(),
                 }
             ),
-            "<= 700 and <= 1.2x Redis AOF".to_string(),
+            "<= 700 and <= 1.2x Redis AOF (median of the rounds' ratios)".to_string(),
         ),
         (
             "durable_change_at_once_p50_us",
@@ -264,7 +273,13 @@ pub(crate) fn scale_table(r: &ScaleReport) -> String {
 
 /// `min-max` of `values`, whole numbers.
 fn range(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{min:.0}-{max:.0}")
+    format!("{:.0}-{:.0}", min(values), max(values))
+}
+
+fn min(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }

@@ -101,10 +101,27 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     let rounds = report["durable_change_rounds_p50_us"]
         .as_array()
         .unwrap_or_else(|| panic!("no rounds: {report}"));
-    assert_eq!(rounds.len(), 5, "{report}");
+    assert_eq!(rounds.len(), 10, "{report}");
     assert!(rounds
         .iter()
         .all(|p50| p50.as_f64().is_some_and(|v| v > 0.0)));
+    // Against Redis, each round is its own ratio and the figure is their median.
+    if !report["redis_aof_incr_p50_us"].is_null() {
+        let ratios: Vec<f64> = report["durable_vs_redis_aof_rounds"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no ratios: {report}"))
+            .iter()
+            .map(|ratio| ratio.as_f64().unwrap_or(0.0))
+            .collect();
+        assert_eq!(ratios.len(), 10, "{report}");
+        let median = positive(&report, "durable_vs_redis_aof");
+        let below = ratios.iter().filter(|ratio| **ratio < median).count();
+        let above = ratios.iter().filter(|ratio| **ratio > median).count();
+        assert!(
+            ratios.iter().all(|ratio| *ratio > 0.0) && below <= 5 && above <= 5,
+            "the ratio is not the median of the rounds' ratios: {report}"
+        );
+    }
     assert!(
         positive(&report, "remote_call_p99_us") >= positive(&report, "remote_call_p50_us"),
         "p99 below p50: {report}"
