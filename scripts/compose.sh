@@ -3,6 +3,7 @@
 # or `docker-compose`), making sure the cookie file exists first.
 #
 #   scripts/compose.sh up       # builds the image (scripts/build-image.sh), then `up`
+#   scripts/compose.sh up --scale worker=5   # the same with five workers
 #   scripts/compose.sh down     # stops every node gracefully and removes the containers
 #   scripts/compose.sh ARGS...  # any other Compose command (ps, logs, kill, pause, ...)
 #   TLS=1 scripts/compose.sh up # the same with mutual TLS on every link
@@ -27,6 +28,15 @@ fi
 
 files=(-f docker-compose.yml)
 if [ "${TLS:-0}" = 1 ]; then
+  # A certificate names its node: with TLS the workers are the named worker-1 and
+  # worker-2 (docker-compose.tls.yml), not replicas of a scaled service.
+  for arg in "$@"; do
+    case "$arg" in
+      --scale|--scale=*)
+        echo "compose: --scale does not apply with TLS=1 (each node needs a certificate naming it; see docker-compose.tls.yml)" >&2
+        exit 2 ;;
+    esac
+  done
   for member in coordinator worker-1 worker-2 client; do
     if [ ! -f "certs/$member.pem" ] || [ ! -f "certs/$member-key.pem" ]; then
       scripts/make-certs.sh certs "$member"

@@ -147,6 +147,19 @@ pub(crate) struct ServeArgs {
     )]
     pub data_dir: Option<std::path::PathBuf>,
 
+    /// A directory shared by the replicas of one service (a Compose service scaled with
+    /// --scale, all mounting one volume): this node takes the first slot ROLE-1,
+    /// ROLE-2, ... in it that no running node holds, is named after it and keeps its
+    /// store in DIR/ROLE-N. A replica that replaces one that stopped takes the free
+    /// slot: that node's name and counts. Instead of --name and --data-dir.
+    #[arg(
+        long,
+        env = "NODE_DATA_SLOTS",
+        value_name = "DIR",
+        conflicts_with_all = ["memory_only", "data_dir", "name"]
+    )]
+    pub data_slots: Option<std::path::PathBuf>,
+
     /// Seconds a counter's actor runs without being used (a change, a read) before it
     /// is retired. A counter is an actor only while it is used: started from its
     /// record in the store on its first message (tens of microseconds), retired once

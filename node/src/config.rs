@@ -11,6 +11,7 @@ use crate::http::HttpConfig;
 use crate::load::client::LoadSpec;
 use crate::net::cookie::Cookie;
 use crate::net::tls::Tls;
+use crate::store::slots::{self, Slot};
 
 /// Everything a node needs to run, checked.
 #[derive(Clone)]
@@ -47,6 +48,9 @@ pub(crate) struct NodeConfig {
     pub fault_injection: bool,
     /// Where the counters are kept.
     pub storage: Storage,
+    /// The slot of `--data-slots` this node holds (its name and its data dir), held
+    /// while the node runs.
+    pub slot: Option<Slot>,
     /// The HTTP side, if `--http` was given.
     pub http: Option<HttpConfig>,
 }
@@ -73,6 +77,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("load", &self.load)
             .field("tls", &self.tls.is_some())
             .field("storage", &self.storage)
+            .field("slot", &self.slot.as_ref().map(|slot| slot.number))
             .finish_non_exhaustive()
     }
 }
@@ -91,7 +96,18 @@ impl NodeConfig {
         } else {
             Role::Worker
         });
-        let name = args.name.unwrap_or_else(|| format!("{role}-{port}"));
+        let slot = match &args.data_slots {
+            Some(dir) => Some(
+                slots::claim(dir, &role.to_string())
+                    .map_err(|e| NodeError::Config(format!("--data-slots: {e}")))?,
+            ),
+            None => None,
+        };
+        let name = match (&slot, args.name) {
+            (Some(slot), _) => slot.name.clone(),
+            (None, Some(name)) => name,
+            (None, None) => format!("{role}-{port}"),
+        };
         let advertise_host = args
             .advertise
             .unwrap_or_else(|| default_advertise(args.listen.ip()));
@@ -118,14 +134,16 @@ impl NodeConfig {
             }
             (Some(listen), token) => Some(HttpConfig { listen, token }),
         };
-        let storage = match (args.memory_only, args.data_dir) {
-            (true, _) => Storage::Memory,
-            (false, Some(dir)) => Storage::Dir(dir),
-            (false, None) => Storage::Dir(std::path::Path::new("data").join(&name)),
+        let storage = match (args.memory_only, args.data_dir, &slot) {
+            (true, _, _) => Storage::Memory,
+            (false, _, Some(slot)) => Storage::Dir(slot.dir.clone()),
+            (false, Some(dir), None) => Storage::Dir(dir),
+            (false, None, None) => Storage::Dir(std::path::Path::new("data").join(&name)),
         };
         Ok(Self {
             http,
             storage,
+            slot,
             tls,
             name,
             role,
@@ -177,8 +195,8 @@ mod tests {
     use crate::cli::Cli;
     use clap::Parser;
 
-    /// Parses `args` as the command line, ignoring NODE_COOKIE and NODE_NAME in the
-    /// environment of whoever runs the tests.
+    /// Parses `args` as the command line, ignoring NODE_COOKIE, NODE_NAME and
+    /// NODE_DATA_SLOTS in the environment of whoever runs the tests.
     fn config(args: &[&str]) -> Result<NodeConfig, NodeError> {
         let mut argv = vec!["node"];
         argv.extend_from_slice(args);
@@ -191,6 +209,9 @@ mod tests {
         }
         if !args.contains(&"--name") {
             serve.name = None;
+        }
+        if !args.contains(&"--data-slots") {
+            serve.data_slots = None;
         }
         if !args.contains(&"--http") {
             serve.http = None;
@@ -266,6 +287,33 @@ mod tests {
         assert_eq!(c.storage, Storage::Dir("/x".into()));
         let c = config(&["--listen", "127.0.0.1:5000", "--memory-only"]).unwrap();
         assert_eq!(c.storage, Storage::Memory);
+    }
+
+    #[test]
+    fn data_slots_name_the_node_and_hold_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let slots = dir.path().to_str().unwrap();
+        let join = ["--join", "127.0.0.1:5000", "--data-slots", slots];
+        let first = config(&[&["--listen", "127.0.0.1:5001"][..], &join].concat()).unwrap();
+        let second = config(&[&["--listen", "127.0.0.1:5002"][..], &join].concat()).unwrap();
+        assert_eq!(
+            (first.name.as_str(), second.name.as_str()),
+            ("worker-1", "worker-2")
+        );
+        assert_eq!(second.storage, Storage::Dir(dir.path().join("worker-2")));
+        // The slot is held while the node's configuration lives.
+        drop(first);
+        let third = config(&[&["--listen", "127.0.0.1:5003"][..], &join].concat()).unwrap();
+        assert_eq!(third.name, "worker-1");
+        // A slot names the node and holds its store: neither may also be given.
+        for other in [
+            &["--name", "x"][..],
+            &["--data-dir", "/x"],
+            &["--memory-only"],
+        ] {
+            let argv = [&["node", "--data-slots", slots][..], other].concat();
+            assert!(Cli::try_parse_from(argv).is_err(), "{other:?} was taken");
+        }
     }
 
     #[test]

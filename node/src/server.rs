@@ -127,6 +127,7 @@ fn say_started(config: &NodeConfig) {
         seeds = ?config.seeds,
         failure_timeout = ?config.failure_timeout,
         tls = config.tls.is_some(),
+        data_slot = ?config.slot.as_ref().map(|slot| slot.number),
         "node started"
     );
     if let Some(m) = crate::runtime::calibrate::last() {

@@ -160,3 +160,73 @@ fn memory_only_keeps_nothing_across_a_restart() {
     assert_eq!(value, "0", "a memory-only node kept a value");
     assert!(node.log().contains("memory-only"), "{}", node.log());
 }
+
+/// The name a node took (from its "node started" line).
+fn started_as(node: &NodeProc) -> Option<String> {
+    let log = node.log();
+    let line = log.lines().find(|l| l.contains("node started"))?;
+    let name = line.split("node=").nth(1)?.split_whitespace().next()?;
+    Some(name.to_string())
+}
+
+#[test]
+fn replicas_sharing_data_slots_keep_a_replaced_replicas_name_and_counts() {
+    // Replicas of one service, all given the same --data-slots directory and nothing
+    // else that tells them apart (as `docker compose up --scale` starts them).
+    let coordinator = NodeProc::start("coordinator", &["--role", "coordinator"]);
+    let slots = data_dir("slots");
+    let slots_arg = slots.to_str().unwrap().to_string();
+    let join = coordinator.addr.clone();
+    let replica = |label: &str| {
+        NodeProc::start(
+            label,
+            &["--join", join.as_str(), "--data-slots", slots_arg.as_str()],
+        )
+    };
+    let mut replicas = vec![replica("replica-a"), replica("replica-b")];
+    let names: Vec<String> = replicas
+        .iter()
+        .map(|r| {
+            wait_for("a replica's first line", Duration::from_secs(10), || {
+                started_as(r).ok_or_else(|| r.log())
+            })
+        })
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["worker-1", "worker-2"], "each took its own slot");
+    let cluster = Cluster {
+        nodes: vec![coordinator],
+    };
+    cluster.wait_complete(0, 3, 12);
+    let addr = cluster.nodes[0].addr.clone();
+    assert_eq!(
+        client_ok(&["incr", "worker-2/0", "--by", "7", "--join", &addr]),
+        "7"
+    );
+    assert_eq!(
+        client_ok(&["incr", "worker-1/0", "--by", "5", "--join", &addr]),
+        "5"
+    );
+
+    // The replica holding worker-2 dies (kill -9); a new one takes its free slot, and
+    // with it worker-2's name and counts. Another new one takes a slot of its own.
+    let holder = names.iter().position(|n| n == "worker-2").unwrap();
+    replicas[holder].kill();
+    let newcomer = replica("replica-c");
+    let name = wait_for("the newcomer's first line", Duration::from_secs(10), || {
+        started_as(&newcomer).ok_or_else(|| newcomer.log())
+    });
+    assert_eq!(name, "worker-2", "the freed slot is taken again");
+    let third = replica("replica-d");
+    let name = wait_for("the third's first line", Duration::from_secs(10), || {
+        started_as(&third).ok_or_else(|| third.log())
+    });
+    assert_eq!(name, "worker-3");
+    let stats = cluster.wait_complete(0, 4, 16);
+    assert_eq!(figures(&stats, "worker-2/0"), Some((7, 1)), "{stats}");
+    assert_eq!(figures(&stats, "worker-1/0"), Some((5, 1)), "{stats}");
+    assert!(slots.join("worker-2").is_dir() && slots.join("worker-3").is_dir());
+    drop((newcomer, third, replicas));
+    let _ = std::fs::remove_dir_all(&slots);
+}

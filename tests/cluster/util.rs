@@ -65,19 +65,24 @@ impl NodeProc {
     /// Starts a node listening on `addr`, run through `prefix` if not empty (e.g.
     /// `ip netns exec NS`, or `env NODE_COOKIE=...`). Without a cookie of its own in
     /// `extra` or `prefix`, the node gets `--cookie COOKIE`.
+    ///
+    /// A node given `--data-slots` in `extra` names itself after its slot: `name` is
+    /// then only the label of its log, and it gets neither `--name` nor a data dir.
     pub fn start_at(name: &str, addr: &str, extra: &[&str], prefix: &[&str]) -> NodeProc {
-        let mut args: Vec<String> = ["--name", name, "--listen", addr]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let slotted = extra.contains(&"--data-slots");
+        let mut args: Vec<String> = ["--listen", addr].iter().map(|s| s.to_string()).collect();
+        if !slotted {
+            args.extend(["--name".to_string(), name.to_string()]);
+        }
         let own_cookie = extra.iter().any(|a| a.starts_with("--cookie"))
             || prefix.iter().any(|a| a.starts_with("NODE_COOKIE"));
         if !own_cookie {
             args.extend(["--cookie".to_string(), COOKIE.to_string()]);
         }
-        let own_store = extra
-            .iter()
-            .any(|a| a.starts_with("--data-dir") || *a == "--memory-only");
+        let own_store = slotted
+            || extra
+                .iter()
+                .any(|a| a.starts_with("--data-dir") || *a == "--memory-only");
         let data_dir = (!own_store).then(|| data_dir(name));
         if let Some(dir) = &data_dir {
             args.extend(["--data-dir".to_string(), dir.display().to_string()]);
@@ -216,6 +221,8 @@ fn spawn_node(prefix: &[String], args: &[String], log: &PathBuf) -> Child {
         .env_remove("NODE_COOKIE")
         .env_remove("NODE_COOKIE_FILE")
         .env_remove("NODE_DATA_DIR")
+        .env_remove("NODE_DATA_SLOTS")
+        .env_remove("NODE_NAME")
         .env_remove("NODE_HTTP")
         .env_remove("NODE_HTTP_TOKEN")
         .env_remove("NODE_HTTP_TOKEN_FILE")

@@ -1,6 +1,11 @@
-//! Compose tests: the three-node cluster of `docker-compose.yml`, in real containers,
-//! with faults injected through Compose and Docker. Each scenario runs under its own
-//! Compose project name and host port and takes it down when it ends, also on failure.
+//! Compose tests: the cluster of `docker-compose.yml` (a coordinator and the scaled
+//! service `worker`, two replicas unless scaled), in real containers, with faults
+//! injected through Compose and Docker. Each scenario runs under its own Compose
+//! project name and host port and takes it down when it ends, also on failure.
+//!
+//! A scaled worker takes its name from the slot it holds in the shared volume, not
+//! from its container, so a scenario finds the container of node `worker-2` by the
+//! host name the node advertises ([`Project::container_of`]).
 //!
 //! They need Docker, Compose (`docker compose` or `docker-compose`) and the image
 //! (`scripts/build-image.sh`), so they are `#[ignore]`d; `.ci/run` builds the image and
@@ -58,9 +63,11 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// One Compose project: the three-node cluster under a name of its own.
+/// One Compose project: the cluster under a name of its own.
 struct Project {
     name: String,
+    /// Workers it runs (the service's replicas; with TLS, the named workers).
+    workers: usize,
     port: u16,
     /// The coordinator's HTTP port on the host.
     http_port: u16,
@@ -117,6 +124,7 @@ impl Project {
     fn up_with(scenario: &str, load: &'static str, certs: Option<tempfile::TempDir>) -> Project {
         let project = Project {
             name: format!("cctest{}{scenario}", std::process::id()),
+            workers: 2,
             port: free_port(),
             http_port: free_port(),
             tool: compose_tool(),
@@ -162,22 +170,74 @@ impl Project {
         ok(self.compose(&["ps", "-q", service]), "compose ps")
     }
 
+    /// The names of the nodes it runs: the coordinator and worker-1, worker-2, ...
+    fn nodes(&self) -> Vec<String> {
+        std::iter::once("coordinator".to_string())
+            .chain((1..=self.workers).map(|n| format!("worker-{n}")))
+            .collect()
+    }
+
+    /// The container of node `node`. With TLS each node is a service of its own; a
+    /// scaled worker is the replica whose host name the node advertises.
+    fn container_of(&self, node: &str) -> String {
+        if node == "coordinator" || self.certs.is_some() {
+            return self.container(node);
+        }
+        let advertised = wait_for(&format!("{node} to be in a collection"), REJOIN, || {
+            let s = self.stats()?;
+            let addr = node_entry(&s, node)
+                .and_then(|n| n["advertise"].as_str())
+                .ok_or_else(|| format!("no address for {node} in {s}"))?;
+            Ok(addr
+                .rsplit_once(':')
+                .map_or(addr, |(host, _)| host)
+                .to_string())
+        });
+        let replicas = self.container("worker");
+        replicas
+            .lines()
+            .find(|id| {
+                let host = ok(
+                    run("docker", &["inspect", "-f", "{{.Config.Hostname}}", id]),
+                    "docker inspect",
+                );
+                host == advertised
+            })
+            .unwrap_or_else(|| panic!("no replica of worker has host name {advertised} ({node})"))
+            .to_string()
+    }
+
+    /// `up -d --scale worker=N` (a cluster of N + 1 nodes); waits until the
+    /// coordinator sees all of them, complete.
+    fn scale(&mut self, workers: usize) -> Duration {
+        let scale = format!("worker={workers}");
+        ok(
+            self.compose(&["up", "-d", "--scale", &scale]),
+            "compose up --scale",
+        );
+        self.workers = workers;
+        self.wait_complete(Duration::from_secs(30))
+    }
+
     fn network(&self) -> String {
         format!("{}_cluster", self.name)
     }
 
-    /// A collection run inside `service`'s container, through its own node.
-    fn stats_in(&self, service: &str) -> Result<Value, String> {
-        let out = self.compose(&[
-            "exec",
-            "-T",
-            service,
-            "/usr/local/bin/node",
-            "stats",
-            "--json",
-            "--deadline",
-            "0.3",
-        ]);
+    /// A collection run inside node `node`'s container, through that node.
+    fn stats_in(&self, node: &str) -> Result<Value, String> {
+        let id = self.container_of(node);
+        let out = run(
+            "docker",
+            &[
+                "exec",
+                &id,
+                "/usr/local/bin/node",
+                "stats",
+                "--json",
+                "--deadline",
+                "0.3",
+            ],
+        );
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).to_string());
         }
@@ -226,7 +286,8 @@ impl Project {
 
     fn complete(&self) -> Result<Value, String> {
         let s = self.stats()?;
-        if s["complete"] == true && s["num_nodes"] == 3 && s["num_counters"] == 6 {
+        let nodes = self.workers as u64 + 1;
+        if s["complete"] == true && s["num_nodes"] == nodes && s["num_counters"] == 2 * nodes {
             Ok(s)
         } else {
             Err(format!("not complete: {s}"))
@@ -244,20 +305,21 @@ impl Project {
 
     /// Every node's own view is complete: the full mesh.
     fn wait_mesh(&self) {
-        for service in ["coordinator", "worker-1", "worker-2"] {
-            wait_for(&format!("{service}'s view to be complete"), REJOIN, || {
-                let s = self.stats_in(service)?;
-                (s["complete"] == true && s["num_nodes"] == 3)
+        let nodes = self.workers as u64 + 1;
+        for node in self.nodes() {
+            wait_for(&format!("{node}'s view to be complete"), REJOIN, || {
+                let s = self.stats_in(&node)?;
+                (s["complete"] == true && s["num_nodes"] == nodes)
                     .then_some(())
-                    .ok_or_else(|| format!("{service} sees {s}"))
+                    .ok_or_else(|| format!("{node} sees {s}"))
             });
         }
     }
 
     /// Every container reports healthy, and runs as `user` (never root).
     fn wait_healthy_as(&self, user: &str) {
-        for service in ["coordinator", "worker-1", "worker-2"] {
-            let id = self.container(service);
+        for service in self.nodes() {
+            let id = self.container_of(&service);
             wait_for(
                 &format!("{service} to be healthy"),
                 Duration::from_secs(30),
@@ -385,9 +447,12 @@ fn killed_worker_is_reported_and_comes_back() {
     let before: i64 = client_ok(&["incr", "worker-2/1", "--by", "1000000", "--join", &p.addr()])
         .parse()
         .unwrap();
-    ok(p.compose(&["kill", "worker-2"]), "compose kill");
+    // The container is started again; it takes the slot its node freed (the only one
+    // free), so it is worker-2 again, with worker-2's counts.
+    let id = p.container_of("worker-2");
+    ok(run("docker", &["kill", &id]), "docker kill");
     let detected = p.wait_unreachable("worker-2");
-    ok(p.compose(&["start", "worker-2"]), "compose start");
+    ok(run("docker", &["start", &id]), "docker start");
     let recovered = p.wait_complete(2 * REJOIN);
     report("kill/start worker", detected, recovered);
     p.wait_mesh();
@@ -404,7 +469,8 @@ fn killed_worker_is_reported_and_comes_back() {
 #[ignore = "needs Docker and the image: run by .ci/run"]
 fn paused_worker_is_reported_while_stats_keep_answering() {
     let p = Project::up("pause", "20");
-    ok(p.compose(&["pause", "worker-2"]), "compose pause");
+    let id = p.container_of("worker-2");
+    ok(run("docker", &["pause", &id]), "docker pause");
     let paused = Instant::now();
     let started = Instant::now();
     let s = stats_within(&p.addr(), "0.5").unwrap();
@@ -416,7 +482,7 @@ fn paused_worker_is_reported_while_stats_keep_answering() {
     assert_eq!(s["complete"], false);
     p.wait_unreachable("worker-2");
     let detected = paused.elapsed();
-    ok(p.compose(&["unpause", "worker-2"]), "compose unpause");
+    ok(run("docker", &["unpause", &id]), "docker unpause");
     let recovered = p.wait_complete(2 * REJOIN);
     report("pause/unpause worker", detected, recovered);
     p.wait_mesh();
@@ -426,17 +492,24 @@ fn paused_worker_is_reported_while_stats_keep_answering() {
 #[ignore = "needs Docker and the image: run by .ci/run"]
 fn disconnected_worker_is_reported_and_heals() {
     let p = Project::up("net", "20");
-    let (net, id) = (p.network(), p.container("worker-2"));
+    let (net, id) = (p.network(), p.container_of("worker-2"));
+    let host = ok(
+        run("docker", &["inspect", "-f", "{{.Config.Hostname}}", &id]),
+        "docker inspect",
+    );
     ok(
         run("docker", &["network", "disconnect", &net, &id]),
         "network disconnect",
     );
     let detected = p.wait_unreachable("worker-2");
-    // Reconnect under the service's DNS name, which the other nodes dial.
+    // Reconnect under the service's DNS name and the host name the node advertises,
+    // which the other nodes dial.
     ok(
         run(
             "docker",
-            &["network", "connect", "--alias", "worker-2", &net, &id],
+            &[
+                "network", "connect", "--alias", "worker", "--alias", &host, &net, &id,
+            ],
         ),
         "network connect",
     );
@@ -486,17 +559,65 @@ fn down_keeps_the_counters_and_down_v_wipes_them() {
 
 #[test]
 #[ignore = "needs Docker and the image: run by .ci/run"]
+fn scaled_workers_form_the_cluster_and_a_scaled_away_slot_comes_back_with_its_counts() {
+    let mut p = Project::up("scale", "0");
+    let grown = p.scale(5);
+    println!(
+        "compose --scale worker=5: 6 nodes complete {} ms after up returned",
+        grown.as_millis()
+    );
+    p.wait_mesh();
+    let addr = p.addr();
+    let change = |verb: &str, counter: &str, by: &str| {
+        client_ok(&[verb, counter, "--by", by, "--join", &addr])
+    };
+    assert_eq!(change("incr", "worker-4/0", "40"), "40");
+    assert_eq!(change("decr", "worker-5/1", "5"), "-5");
+    assert_eq!(change("incr", "worker-1/1", "1"), "1");
+
+    // Scaled down to two: the three replicas removed stop cleanly, the cluster is
+    // complete again with three nodes, and their counts have left the totals.
+    p.scale(2);
+    let s = p.complete().unwrap();
+    assert_eq!(
+        (s["num_nodes"].as_u64(), s["total_value"].as_i64()),
+        (Some(3), Some(1)),
+        "{s}"
+    );
+    // Scaled up again: the new replicas take the free slots, names and counts.
+    p.scale(5);
+    p.wait_mesh();
+    let s = p.complete().unwrap();
+    assert_eq!(
+        (s["total_value"].as_i64(), s["total_operations"].as_u64()),
+        (Some(36), Some(3)),
+        "{s}"
+    );
+    let get = |counter: &str| client_ok(&["get", counter, "--join", &addr]);
+    assert_eq!(
+        (get("worker-4/0"), get("worker-5/1")),
+        ("40".into(), "-5".into())
+    );
+}
+
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
 fn down_is_graceful_and_logs_final_values() {
     let p = Project::up("down", "20");
-    let ids: Vec<(String, String)> = ["coordinator", "worker-1", "worker-2"]
-        .iter()
-        .map(|s| (s.to_string(), p.container(s)))
+    let ids: Vec<(String, String)> = p
+        .nodes()
+        .into_iter()
+        .map(|node| {
+            let id = p.container_of(&node);
+            (node, id)
+        })
         .collect();
     let started = Instant::now();
     ok(p.compose(&["stop", "-t", "10"]), "compose stop");
     let took = started.elapsed();
     println!(
-        "compose stop: all three nodes stopped in {} ms",
+        "compose stop: all {} nodes stopped in {} ms",
+        p.workers + 1,
         took.as_millis()
     );
     assert!(

@@ -208,7 +208,9 @@ impl Membership {
     /// Records that `name` (run `incarnation`, if known) can be dialed at `addr`, as
     /// another peer's gossip says. A new peer starts pending; so does a peer that left,
     /// if this is a later run of it (it came back). An address the peer gave itself is
-    /// never replaced by another's word. True if that is news.
+    /// replaced by another's word only while the peer is not up and the word is about
+    /// a later run than the one last heard: a node restarted elsewhere (a replacement
+    /// container, a rescheduled pod) under its name. True if that is news.
     pub(crate) fn learn(
         &self,
         name: &str,
@@ -246,7 +248,7 @@ impl Membership {
                 peer.addr_own |= own;
                 false
             }
-            Some(peer) if peer.addr_own && !own => false,
+            Some(peer) if peer.addr_own && !own && !moved(peer, incarnation) => false,
             Some(peer) => {
                 peer.addr = addr.to_string();
                 peer.addr_own = own;
@@ -438,6 +440,13 @@ impl Membership {
     }
 }
 
+/// Whether gossip about run `incarnation` of `peer` tells of where it runs now: the
+/// peer is not up, and that run is later than the one last heard from it (if any was).
+fn moved(peer: &Peer, incarnation: Option<u64>) -> bool {
+    peer.status != PeerStatus::Up
+        && incarnation.is_some_and(|run| peer.incarnation.is_none_or(|known| run > known))
+}
+
 fn set_status(peer: &mut Peer, status: PeerStatus, now: Instant) -> PeerStatus {
     let old = std::mem::replace(&mut peer.status, status);
     peer.since_ms = now_ms();
@@ -555,6 +564,32 @@ mod tests {
         m.session_up("b", "h:2", t0);
         assert!(!m.learn("b", "h:3", None, t0));
         assert_eq!(addr("b").as_deref(), Some("h:2"));
+    }
+
+    /// A node restarted elsewhere under its name (a replacement container takes the
+    /// name and the data of one that died): gossip of its later run moves it, once the
+    /// run before is no longer up; never an earlier or unknown run, never while up.
+    #[test]
+    fn gossip_of_a_later_run_moves_a_peer_that_is_down() {
+        let m = Membership::default();
+        let t0 = Instant::now();
+        m.session_up("a", "h:1", t0);
+        m.heard("a", 10, t0);
+        assert!(!m.learn("a", "h:9", Some(11), t0), "moved while up");
+        m.lost("a", t0);
+        assert!(!m.learn("a", "h:9", Some(9), t0), "moved by an earlier run");
+        assert!(!m.learn("a", "h:9", None, t0), "moved by an unknown run");
+        assert!(!m.learn("a", "h:9", Some(10), t0), "moved by the same run");
+        assert!(m.learn("a", "h:9", Some(11), t0));
+        let addr = m
+            .snapshot()
+            .into_iter()
+            .find(|p| p.name == "a")
+            .map(|p| p.addr);
+        assert_eq!(addr.as_deref(), Some("h:9"));
+        // Its own word, once its session is up, is what counts again.
+        m.session_up("a", "h:9", t0);
+        assert!(!m.learn("a", "h:1", Some(12), t0));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | [`journal`] | the actor every change goes through: group commits, then the counters |
 //! | [`pace`] | when the journal's next commit may start (the group commit interval) |
 //! | [`own_thread`] | whether the journal commits a lone client's change on its own thread |
+//! | [`slots`] | `--data-slots`: replicas sharing one directory, each holding a slot (its name and store) |
 //!
 //! What is durable, all of it changed only by commits (all or nothing, each made durable
 //! by one record of the [redo log](redo), or by a sync of the file itself at a
@@ -48,6 +49,7 @@ mod pace;
 mod plan;
 mod records;
 mod redo;
+pub(crate) mod slots;
 
 use std::ops::Range;
 use std::path::Path;
