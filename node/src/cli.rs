@@ -109,8 +109,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "OPS_PER_SEC", value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub load: Option<u32>,
 
-    /// Stop the load clients after this many operations.
-    #[arg(long, value_name = "N", requires = "load", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop the load clients once this node has issued this many operations (counting
+    /// what it issued before a restart).
+    #[arg(long, env = "NODE_LOAD_OPS", value_name = "N", requires = "load", value_parser = clap::value_parser!(u64).range(1..))]
     pub load_ops: Option<u64>,
 
     /// How the load clients send: `coalesced` sums changes per counter and sends one
@@ -277,6 +278,11 @@ pub(crate) enum Command {
     /// Check that one node is up and serving: connect, authenticate, ask it to describe
     /// itself. Exits 0 and prints one line if so (a container healthcheck).
     Health {
+        /// Ask the node's HTTP side at HOST:PORT instead (its --http address, plain
+        /// HTTP): GET /health/ready, healthy only once the node has recovered its store
+        /// and joined. No cookie needed; --timeout applies.
+        #[arg(long, value_name = "HOST:PORT")]
+        http: Option<String>,
         /// The member to connect to, and how.
         #[command(flatten)]
         conn: ClientArgs,

@@ -136,6 +136,14 @@ pub enum CommandError {
         /// The time allowed.
         within: Duration,
     },
+    /// The node's HTTP side says it is not ready (`GET /health/ready`).
+    #[error("{addr} is not ready: {reason}")]
+    NotReady {
+        /// The HTTP address.
+        addr: String,
+        /// The node's reason.
+        reason: String,
+    },
     /// The node answered with an error.
     #[error(transparent)]
     Rejected(#[from] shared::agent::ClientError),

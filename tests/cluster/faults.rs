@@ -244,19 +244,28 @@ fn a_wrong_cookie_is_reported_and_retried() {
 fn an_unreachable_seed_is_logged_and_retried_until_it_comes_up() {
     let seed = format!("127.0.0.1:{}", crate::util::free_port());
     let worker = NodeProc::start("worker-1", &["--join", &seed, "--counters", "1"]);
-    wait_for(
-        "the worker to log the unreachable seed twice (backoff)",
-        Duration::from_secs(10),
-        || {
-            let log = worker.log();
-            let logged = log.lines().any(|l| {
-                l.contains("cannot reach peer") && l.contains(&seed) && l.contains("attempts=2")
-            });
-            logged
-                .then_some(())
-                .ok_or_else(|| format!("worker log so far:\n{log}"))
-        },
-    );
+    // The first failures are what a cluster forming looks like (INFO); once they have
+    // lasted about 4 s (the eighth in a row), a warning.
+    let line = |level: &str, attempts: &str| {
+        wait_for(
+            &format!("the worker to log the unreachable seed at {level}, attempts={attempts}"),
+            Duration::from_secs(15),
+            || {
+                let log = worker.log();
+                log.lines()
+                    .find(|l| {
+                        l.contains("cannot reach peer")
+                            && l.contains(&seed)
+                            && l.contains(&format!("attempts={attempts}"))
+                    })
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("worker log so far:\n{log}"))
+            },
+        )
+        .contains(&format!(" {level} "))
+    };
+    assert!(line("INFO", "2"), "{}", worker.log());
+    assert!(line("WARN", "8"), "{}", worker.log());
     // The seed comes up later, on that address: the worker joins it by itself.
     let coordinator = NodeProc::start_at(
         "coordinator",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{free_port, is_closed, wait_for, Cluster, NodeProc};
+use crate::util::{client, free_port, is_closed, wait_for, Cluster, NodeProc};
 
 const TOKEN: &str = "http-test-token";
 
@@ -498,6 +498,29 @@ fn a_node_that_has_not_joined_is_alive_but_not_ready() {
             .ok_or_else(|| "still starting".to_string())
     });
     assert_eq!(ready.status, 503, "{}", ready.text);
+    // `node health --http` (a healthcheck without curl) says the same, and fails.
+    let out = client(&["health", "--http", &http, "--timeout", "2"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("is not ready: not joined yet"), "{said}");
+    // Once a member is there to join, it is ready.
+    let member = NodeProc::start_at("member", &nobody, &["--role", "coordinator"], &[]);
+    let said = wait_for("health --http to pass", Duration::from_secs(20), || {
+        let out = client(&["health", "--http", &http, "--timeout", "2"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).to_string())
+    });
+    assert!(said.starts_with("ready: lonely, 1 peer(s) up"), "{said}");
+    // Its cluster port speaks no HTTP: the probe says so rather than passing.
+    let out = client(&["health", "--http", &member.addr, "--timeout", "2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no HTTP answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

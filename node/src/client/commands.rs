@@ -66,7 +66,11 @@ pub(crate) async fn run(command: Command) -> Result<(), CommandError> {
             let request = ClientRequest::Get { counter };
             print_value(request_once(&conn, request, conn.timeout).await?)?;
         }
-        Command::Health { conn } => {
+        Command::Health {
+            http: Some(addr),
+            conn,
+        } => println!("{}", super::http_probe::ready(&addr, conn.timeout).await?),
+        Command::Health { http: None, conn } => {
             let client = connect(&conn).await?;
             let info = client.info(conn.timeout).await;
             client.close().await;

@@ -400,6 +400,13 @@ impl MeshState {
     }
 }
 
+/// Failures in a row before a dial that cannot connect is worth a warning: about 4 s of
+/// retries (the backoff doubles from 0.1 s to 1 s). Before that, a member that is not
+/// up yet is what forming a cluster looks like (a container started before its seed, a
+/// new peer's host name not in the network's DNS yet: both seen on Compose and Swarm),
+/// and the loss of a peer that was up has been warned of already.
+const WARN_AFTER_ATTEMPTS: u32 = 8;
+
 /// One log line per report, at the level it deserves.
 fn log(report: Report) {
     match report {
@@ -412,6 +419,13 @@ fn log(report: Report) {
             silent_ms = silent.as_millis() as u64,
             "peer unreachable: no heartbeat within the failure timeout; closing its session"
         ),
+        Report::CannotReach {
+            addr,
+            error,
+            attempts,
+        } if attempts < WARN_AFTER_ATTEMPTS => {
+            info!(%addr, %error, attempts, "cannot reach peer yet; retrying with backoff")
+        }
         Report::CannotReach {
             addr,
             error,
