@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::netns::lab_or_skip;
-use crate::util::{client, free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc};
+use crate::util::{
+    applied_from, client, free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc,
+};
 
 /// One client change of the loop.
 pub struct ClientChange {
@@ -287,18 +289,9 @@ pub fn settles(cluster: &Cluster, ops: u64, clients: (i64, u64), what: &str) -> 
     assert_eq!(s["in_flight_operations"], 0, "{what}: {s}");
     // Per sender: what every node applied from it is what it issued, plus what it
     // reports unvouched.
-    let nodes = s["nodes"].as_array().unwrap();
-    for sender in nodes {
+    for sender in s["nodes"].as_array().unwrap() {
         let name = sender["name"].as_str().unwrap();
-        let (mut value, mut operations) = (0i128, 0i128);
-        for receiver in nodes {
-            for from in receiver["received"].as_array().unwrap() {
-                if from["sender"] == name {
-                    value += num(&from["value"]).unwrap();
-                    operations += num(&from["operations"]).unwrap();
-                }
-            }
-        }
+        let (value, operations) = applied_from(&s, name);
         let own = |key: &str| num(&sender[key]).unwrap();
         assert_eq!(
             (value, operations),
@@ -374,7 +367,7 @@ fn a_worker_frozen_three_times_loses_and_doubles_nothing() {
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 10);
     let clients = ClientLoop::start(&cluster);
-    three_times(&cluster, |on| {
+    three_times(&cluster, 12, |on| {
         cluster.nodes[1].signal(if on { "STOP" } else { "CONT" })
     });
     let clients = clients.finish();
@@ -418,9 +411,84 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
     cluster.wait_mesh(12);
     wait_issued(&seed, "worker-2", ops / 10);
     let clients = ClientLoop::start(&cluster);
-    three_times(&cluster, |on| if on { lab.cut() } else { lab.heal() });
+    three_times(&cluster, 12, |on| if on { lab.cut() } else { lab.heal() });
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "worker-2 cut off 3 s, three times");
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn sixteen_nodes_through_two_kills_and_a_quarter_cut_off_lose_and_double_nothing() {
+    let _serial = timing_lock();
+    let Some(mut lab) = lab_or_skip("sixteen_nodes_through_two_kills_and_a_quarter_cut_off") else {
+        return;
+    };
+    // Sixteen nodes, each loading the cluster at 1,000 ops/s: twelve on the host's end
+    // of the link, a quarter of the cluster (four) in the namespace on its far end.
+    let ops = 1_000 * 25;
+    let load = [
+        "--counters",
+        "4",
+        "--load",
+        "1000",
+        "--load-ops",
+        &ops.to_string(),
+    ]
+    .map(str::to_string);
+    let load: Vec<&str> = load.iter().map(String::as_str).collect();
+    let host = |port: u16| format!("{}:{port}", lab.host_ip);
+    let coordinator = NodeProc::start_at(
+        "coordinator",
+        &host(free_port()),
+        &[&["--role", "coordinator"], &load[..]].concat(),
+        &[],
+    );
+    let seed = coordinator.addr.clone();
+    let mut nodes = vec![coordinator];
+    for k in 1..16 {
+        let name = format!("worker-{k:02}");
+        let join = [&["--join", seed.as_str()], &load[..]].concat();
+        nodes.push(if k < 12 {
+            NodeProc::start_at(&name, &host(free_port()), &join, &[])
+        } else {
+            let far = format!("{}:{}", lab.ns_ip, free_port());
+            NodeProc::start_at(&name, &far, &join, &lab.prefix())
+        });
+    }
+    let mut cluster = Cluster { nodes };
+    let counters = 16 * 4;
+    let formed = Instant::now();
+    cluster.wait_mesh(counters);
+    println!("16 nodes: full mesh in {} ms", formed.elapsed().as_millis());
+    wait_issued(&seed, "worker-15", ops / 10);
+    let clients = ClientLoop::start(&cluster);
+    // Two nodes killed with -9 at once (one of them in the far quarter) and restarted.
+    for k in [3, 13] {
+        cluster.nodes[k].kill();
+    }
+    for k in [3, 13] {
+        cluster.nodes[k].restart();
+    }
+    cluster.wait_mesh(counters);
+    // The far quarter cut off silently, three times.
+    three_times(
+        &cluster,
+        counters,
+        |on| {
+            if on {
+                lab.cut()
+            } else {
+                lab.heal()
+            }
+        },
+    );
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "16 nodes: kill -9 of two, a quarter cut off 3 s three times",
+    );
 }
 
 #[test]
@@ -442,14 +510,14 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
 }
 
 /// Three episodes of a fault: `fault(true)` starts it, it lasts 3 s, `fault(false)`
-/// ends it, and the full mesh is back before the next.
-fn three_times(cluster: &Cluster, mut fault: impl FnMut(bool)) {
+/// ends it, and the full mesh (of `counters` counters) is back before the next.
+fn three_times(cluster: &Cluster, counters: u64, mut fault: impl FnMut(bool)) {
     for _ in 0..3 {
         fault(true);
         // The fault lasts 3 s (its length, not a wait for anything).
         std::thread::sleep(Duration::from_secs(3));
         fault(false);
-        cluster.wait_mesh(12);
+        cluster.wait_mesh(counters);
     }
 }
 

@@ -22,6 +22,7 @@ mod exactly_once;
 mod faults;
 mod hostile;
 mod http;
+mod k8s;
 mod large;
 mod load;
 mod lying_member;

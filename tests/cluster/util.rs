@@ -512,3 +512,47 @@ impl Flood {
         self.thread.join().expect("the flood thread")
     }
 }
+
+/// Runs `program` with `args` (for the container tests' `docker` and Compose commands).
+#[allow(dead_code)] // the container tests' (compose, swarm)
+pub fn run_program(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// The stdout of a command that must have succeeded (trimmed); `what` names it when it
+/// did not, with its output.
+#[allow(dead_code)] // the container tests' (compose, swarm)
+pub fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A figure of a collection as an integer (the wide ones come as strings).
+pub fn figure(v: &Value) -> Option<i128> {
+    v.as_i64()
+        .map(i128::from)
+        .or_else(|| v.as_u64().map(i128::from))
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// What every node of collection `s` applied from sender `name`: (value, operations).
+pub fn applied_from(s: &Value, name: &str) -> (i128, i128) {
+    let (mut value, mut operations) = (0i128, 0i128);
+    for receiver in s["nodes"].as_array().into_iter().flatten() {
+        for from in receiver["received"].as_array().into_iter().flatten() {
+            if from["sender"] == name {
+                value += figure(&from["value"]).unwrap_or(0);
+                operations += figure(&from["operations"]).unwrap_or(0);
+            }
+        }
+    }
+    (value, operations)
+}

@@ -26,7 +26,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{client_ok, free_port, node_entry, stats_within, time_until, wait_for, COOKIE};
+use util::{
+    client_ok, free_port, node_entry, run_program as run, stats_within, succeeded as ok,
+    time_until, wait_for, COOKIE,
+};
 
 const DETECT: Duration = Duration::from_secs(2);
 const REJOIN: Duration = Duration::from_secs(5);
@@ -45,22 +48,6 @@ fn compose_tool() -> Vec<String> {
     } else {
         vec!["docker-compose".into()]
     }
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// One Compose project: the cluster under a name of its own.

@@ -55,6 +55,17 @@ pub(crate) enum StoreError {
 }
 
 impl StoreError {
+    /// The data dir (or directory) `path` cannot be opened or made, for `source`.
+    pub(crate) fn open(
+        path: &std::path::Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Open {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
     /// A commit or read failed, for `source`.
     pub(crate) fn write(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StoreError::Write(source.into())

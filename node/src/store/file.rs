@@ -310,9 +310,10 @@ impl StoreFile {
         // What the disk holds, not what a process before this one asked it to: a
         // record whose sync failed may be in the page cache only.
         drop_cached_pages(&dir.join(LOG_NAME));
-        let mut redo = RedoLog::open(dir, Arc::clone(&faults)).map_err(|e| cannot_open(dir, e))?;
+        let mut redo =
+            RedoLog::open(dir, Arc::clone(&faults)).map_err(|e| StoreError::open(dir, e))?;
         let mut owed = replay(&db, &mut redo)
-            .map_err(|e| cannot_open(dir, format!("cannot replay the redo log: {e}")))?;
+            .map_err(|e| StoreError::open(dir, format!("cannot replay the redo log: {e}")))?;
         let mut broken = false;
         if owed {
             // Synced now, with where the log goes on: a clean close of the file would
@@ -698,7 +699,7 @@ impl StoreFile {
 /// Makes `dir`, locks it for this process's life, and opens its database; says
 /// whether the file existed (with something in it) before.
 fn open_locked(dir: &Path, faults: &Arc<DiskFaults>) -> Result<(Database, File, bool), StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| cannot_open(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::open(dir, e))?;
     let lock = lock_dir(dir)?;
     let file = dir.join(FILE_NAME);
     let existed = file.metadata().is_ok_and(|m| m.len() > 0);
@@ -707,7 +708,7 @@ fn open_locked(dir: &Path, faults: &Arc<DiskFaults>) -> Result<(Database, File, 
             path: dir.to_path_buf(),
         },
         other if existed => unreadable(dir, &other),
-        other => cannot_open(dir, other),
+        other => StoreError::open(dir, other),
     })?;
     Ok((db, lock, existed))
 }
@@ -722,12 +723,12 @@ fn claim(db: &Database, dir: &Path, node: &str, existed: bool) -> Result<bool, S
             expected: node.to_string(),
         }),
         Some(_) => {
-            add_missing_tables(db).map_err(|e| cannot_open(dir, e))?;
+            add_missing_tables(db).map_err(|e| StoreError::open(dir, e))?;
             Ok(false)
         }
         None if existed => Err(unreadable(dir, &"it holds no node's name")),
         None => {
-            create_tables(db, node).map_err(|e| cannot_open(dir, e))?;
+            create_tables(db, node).map_err(|e| StoreError::open(dir, e))?;
             Ok(true)
         }
     }
@@ -745,17 +746,6 @@ fn node_name(db: &Database) -> Result<Option<String>, redb::Error> {
     }
 }
 
-/// The store in `dir` cannot be opened (or created), for `source`.
-fn cannot_open(
-    dir: &Path,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> StoreError {
-    StoreError::Open {
-        path: dir.to_path_buf(),
-        source: source.into(),
-    }
-}
-
 /// The store in `dir` exists and cannot be read, for `reason`.
 fn unreadable(dir: &Path, reason: &dyn std::fmt::Display) -> StoreError {
     StoreError::Unreadable {
@@ -768,22 +758,12 @@ fn unreadable(dir: &Path, reason: &dyn std::fmt::Display) -> StoreError {
 /// until the file is closed: when the store is dropped, or the process ends however it
 /// ends).
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join(LOCK_NAME);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| cannot_open(dir, format!("cannot open {}: {e}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+    match super::lock_file::try_lock(&dir.join(LOCK_NAME)) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(StoreError::InUse {
             path: dir.to_path_buf(),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(cannot_open(
-            dir,
-            format!("cannot lock {}: {e}", path.display()),
-        )),
+        Err(why) => Err(StoreError::open(dir, why)),
     }
 }
 

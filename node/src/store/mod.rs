@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`plan`] | the store's rules: what a commit writes, every entry idempotent |
 //! | [`file`] | the redb file: its tables, its lock, opening it (or refusing to), one commit |
+//! | [`lock_file`] | advisory locks on files: the data dir's, a data slot's |
 //! | [`redo`] | the redo log in front of the file: a commit is durable once its record is synced |
 //! | [`memory`] | the same tables in memory (`--memory-only`) |
 //! | [`faults`] | the file's storage, with the sync and write errors tests inject |
@@ -43,6 +44,7 @@ mod error;
 pub(crate) mod faults;
 mod file;
 pub(crate) mod journal;
+mod lock_file;
 mod memory;
 mod own_thread;
 mod pace;

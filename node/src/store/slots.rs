@@ -10,7 +10,7 @@
 //! free slot, and with it that node's name and counts. Two replicas starting at once
 //! cannot take one slot: the lock decides.
 
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,48 +45,24 @@ impl std::fmt::Debug for Slot {
 
 /// Takes the first free slot named `prefix-N` under `dir` (made if missing).
 pub(crate) fn claim(dir: &Path, prefix: &str) -> Result<Slot, StoreError> {
-    std::fs::create_dir_all(dir).map_err(|e| open_error(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::open(dir, e))?;
     for number in 1..=MAX_SLOTS {
         let name = format!("{prefix}-{number}");
-        let lock_path = dir.join(format!("{name}.slot"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| open_error(dir, format!("cannot open {}: {e}", lock_path.display())))?;
-        match file.try_lock() {
-            Ok(()) => {
-                return Ok(Slot {
-                    number,
-                    dir: dir.join(&name),
-                    name,
-                    _held: Arc::new(file),
-                })
-            }
-            Err(TryLockError::WouldBlock) => continue,
-            Err(TryLockError::Error(e)) => {
-                return Err(open_error(
-                    dir,
-                    format!("cannot lock {}: {e}", lock_path.display()),
-                ))
-            }
+        let held = super::lock_file::try_lock(&dir.join(format!("{name}.slot")))
+            .map_err(|why| StoreError::open(dir, why))?;
+        if let Some(file) = held {
+            return Ok(Slot {
+                number,
+                dir: dir.join(&name),
+                name,
+                _held: Arc::new(file),
+            });
         }
     }
-    Err(open_error(
+    Err(StoreError::open(
         dir,
         format!("all {MAX_SLOTS} slots are held by running nodes"),
     ))
-}
-
-fn open_error(
-    dir: &Path,
-    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> StoreError {
-    StoreError::Open {
-        path: dir.to_path_buf(),
-        source: source.into(),
-    }
 }
 
 #[cfg(test)]
