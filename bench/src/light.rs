@@ -168,17 +168,20 @@ async fn wait_for_load(cluster: &[BenchNode]) -> Result<(), CommandError> {
 }
 
 /// One node's cost over the window.
-struct Cost {
-    cpu_ms_per_s: f64,
-    wakeups_per_s: f64,
-    commits_per_s: f64,
-    issued_per_s: f64,
+pub(crate) struct Cost {
+    pub(crate) cpu_ms_per_s: f64,
+    pub(crate) wakeups_per_s: f64,
+    pub(crate) commits_per_s: f64,
+    pub(crate) issued_per_s: f64,
 }
 
 /// Each node's CPU, commits and issued operations over `window`. The node's own
 /// figures are read just outside the CPU readings, so the client's visits are not
 /// counted as the node's work.
-async fn measure(cluster: &[BenchNode], window: Duration) -> Result<Vec<Cost>, CommandError> {
+pub(crate) async fn measure(
+    cluster: &[BenchNode],
+    window: Duration,
+) -> Result<Vec<Cost>, CommandError> {
     let mut before = Vec::new();
     for node in cluster {
         before.push(info(&node.addr).await?);
@@ -233,8 +236,8 @@ fn sleeps_of(cluster: &[BenchNode]) -> Vec<Sleeps> {
         .collect()
 }
 
-/// What the node at `addr` says about itself.
-async fn info(addr: &str) -> Result<NodeInfo, CommandError> {
+/// What the node at `addr` says about itself (and the peers it has up).
+pub(crate) async fn info(addr: &str) -> Result<NodeInfo, CommandError> {
     let client = ClusterClient::connect(addr, DEV_COOKIE, None, Duration::from_secs(10)).await?;
     let info = client.info(Duration::from_secs(5)).await;
     client.close().await;
@@ -299,7 +302,7 @@ async fn redis_aof(dir: &Path, rate: u32, window: Duration) -> Result<(f64, f64)
     ))
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
     if n == 0 {
         0.0
@@ -308,7 +311,7 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-fn max(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn max(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
 }
 

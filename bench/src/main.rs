@@ -10,6 +10,9 @@
 //! | [`sender`] | the client process that pushes increments or times calls |
 //! | [`redis`] | the optional yardstick: Redis's one-client `INCR` latency, in the same run |
 //! | [`sequential`] | the baseline collection: one remote call per counter, one after another |
+//! | [`light`] | `--light`: what a node costs at light load, beside Redis |
+//! | [`big_node`] | `--big-node`: a node of a million counters |
+//! | [`many`] | `--nodes N`: formation, collection, detection and rejoin of N nodes |
 //! | [`report`] | the figures, as a table or JSON |
 //!
 //! Nothing here is part of a running node: the one-call-after-another baseline in
@@ -19,6 +22,7 @@
 
 mod big_node;
 mod light;
+mod many;
 mod nodes;
 mod raw_tcp;
 mod redis;
@@ -80,6 +84,13 @@ struct BenchOptions {
     /// takes.
     #[arg(long, conflicts_with_all = ["scale", "light"])]
     big_node: bool,
+    /// Instead: N nodes on loopback (one process each, 4 counters and a data dir):
+    /// how long they take to form, a full collection, their idle CPU and wake-ups
+    /// (over --light-seconds), a kill -9 and a SIGSTOP seen by every member, and the
+    /// killed node's rejoin.
+    #[arg(long, value_name = "N", conflicts_with_all = ["scale", "light", "big_node"],
+          value_parser = clap::value_parser!(u32).range(3..=128))]
+    nodes: Option<u32>,
     /// Counters on the worker with --big-node.
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     big_counters: u32,
@@ -206,7 +217,15 @@ async fn run(options: BenchOptions) -> Result<(), CommandError> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
     eprintln!("node-bench: node logs in {}", dir.display());
-    let text = if options.light {
+    let text = if let Some(nodes) = options.nodes {
+        let window = Duration::from_secs(options.light_seconds);
+        let report = many::many(&dir, nodes, window).await?;
+        if options.json {
+            json(&report)?
+        } else {
+            many::many_table(&report)
+        }
+    } else if options.light {
         let window = Duration::from_secs(options.light_seconds);
         let report = light::light(&dir, options.light_nodes, options.light_rate, window).await?;
         if options.json {
@@ -714,9 +733,15 @@ fn busy_poll() -> String {
     }
 }
 
+/// The median: the middle value, or the mean of the two middle ones.
 pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn per_sec(report: &SenderReport) -> f64 {

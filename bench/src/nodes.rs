@@ -117,6 +117,34 @@ impl BenchNode {
         Ok(())
     }
 
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again with the same arguments (the same address and data
+    /// dir), killing it first if it still runs.
+    pub(crate) fn restart(&mut self) -> Result<(), CommandError> {
+        self.kill_and_restart()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) with the system's `kill`.
+    pub(crate) fn signal(&self, signal: &str) -> Result<(), CommandError> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .map_err(|e| CommandError::Local(format!("cannot run kill: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(CommandError::Local(format!(
+                "kill -{signal} {} failed ({status})",
+                self.name
+            )))
+        }
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

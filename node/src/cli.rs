@@ -280,8 +280,8 @@ pub(crate) enum Command {
     Health {
         /// Ask the node's HTTP side at HOST:PORT instead (its --http address, plain
         /// HTTP): GET /health/ready, healthy only once the node has recovered its store
-        /// and joined. No cookie needed; --timeout applies.
-        #[arg(long, value_name = "HOST:PORT")]
+        /// and joined. No cookie or certificate is used; --timeout applies.
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "join")]
         http: Option<String>,
         /// The member to connect to, and how.
         #[command(flatten)]

@@ -138,7 +138,7 @@ impl NodeConfig {
             (true, _, _) => Storage::Memory,
             (false, _, Some(slot)) => Storage::Dir(slot.dir.clone()),
             (false, Some(dir), None) => Storage::Dir(dir),
-            (false, None, None) => Storage::Dir(std::path::Path::new("data").join(&name)),
+            (false, None, None) => Storage::Dir(default_data_dir(&name)?),
         };
         Ok(Self {
             http,
@@ -179,6 +179,28 @@ pub(crate) fn host_port(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// `data/NAME`, the store of a node given neither --data-dir nor --data-slots; refused
+/// while `data/` itself holds a store and `data/NAME` does not exist yet. The Docker
+/// image used to set NODE_DATA_DIR=/data, so a node run from it kept its store in
+/// /data; started from today's image (working directory `/`) without --data-dir it
+/// would begin an empty store beside its old counts, which the node never does.
+fn default_data_dir(name: &str) -> Result<std::path::PathBuf, NodeError> {
+    let top = std::path::Path::new("data");
+    let dir = top.join(name);
+    let left = top.join(crate::store::FILE_NAME);
+    if !dir.exists() && left.exists() {
+        return Err(NodeError::Config(format!(
+            "{} holds a node's store and {} does not exist yet: rather than start an empty \
+             store beside it, the node stops. If that store is this node's (kept there by an \
+             older image, which set NODE_DATA_DIR=/data), start it with --data-dir data \
+             (in the image: --data-dir /data); else give it --data-dir of its own",
+            left.display(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 fn default_advertise(ip: IpAddr) -> String {

@@ -135,6 +135,38 @@ fn a_data_dir_holds_one_nodes_data_and_garbage_is_never_replaced() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A store left in `data/` itself (where the Docker image used to keep it, through
+/// NODE_DATA_DIR=/data) is never passed over for an empty `data/NAME`.
+#[test]
+fn a_store_left_at_the_top_of_data_is_not_passed_over_for_an_empty_one() {
+    let work = tempfile::tempdir().unwrap();
+    let old = work.path().join("data");
+    let old_arg = old.display().to_string();
+    let mut node = NodeProc::start("kept", &["--data-dir", &old_arg]);
+    wait_for("the node to serve", Duration::from_secs(10), || {
+        crate::util::stats(&node.addr).map(|_| ())
+    });
+    node.kill();
+    let listen = format!("127.0.0.1:{}", crate::util::free_port());
+    let out = Command::new(node_bin())
+        .args(["--name", "kept", "--listen", &listen, "--cookie", COOKIE])
+        .current_dir(work.path())
+        .env_remove("NODE_DATA_DIR")
+        .env_remove("NODE_DATA_SLOTS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds a node's store") && stderr.contains("--data-dir data"),
+        "{stderr}"
+    );
+    assert!(
+        !work.path().join("data/kept").exists(),
+        "an empty store was made"
+    );
+}
+
 #[test]
 fn memory_only_keeps_nothing_across_a_restart() {
     let mut node = NodeProc::start("ephemeral", &["--memory-only"]);
@@ -223,10 +255,16 @@ fn replicas_sharing_data_slots_keep_a_replaced_replicas_name_and_counts() {
         started_as(&third).ok_or_else(|| third.log())
     });
     assert_eq!(name, "worker-3");
-    let stats = cluster.wait_complete(0, 4, 16);
+    // Every node's own view is complete: worker-1, which had worker-2 at the address
+    // of the replica that died, found it at the newcomer's (others' gossip told it).
+    let survivor = replicas.swap_remove(1 - holder);
+    let mut nodes = cluster.nodes;
+    nodes.extend([survivor, newcomer, third]);
+    let cluster = Cluster { nodes };
+    let stats = cluster.wait_mesh(16);
     assert_eq!(figures(&stats, "worker-2/0"), Some((7, 1)), "{stats}");
     assert_eq!(figures(&stats, "worker-1/0"), Some((5, 1)), "{stats}");
     assert!(slots.join("worker-2").is_dir() && slots.join("worker-3").is_dir());
-    drop((newcomer, third, replicas));
+    drop((cluster, replicas));
     let _ = std::fs::remove_dir_all(&slots);
 }

@@ -8,7 +8,10 @@
 //! cannot drift from the program: the cluster must form with every pod under its pod
 //! name, every probe must answer on the path and port the manifest gives, the node must
 //! fit its resource requests, a pod moved to another IP must come back with its counts,
-//! and a stop must end cleanly within the grace period, after the preStop sleep.
+//! and a stop must end cleanly within the grace period, after the preStop sleep. Each
+//! process runs as the pod's `runAsUser` and `runAsGroup` (`setpriv`), owning its
+//! volumes as `fsGroup` would have it; the read-only root filesystem and the dropped
+//! capabilities are not emulated.
 //!
 //! Needs root, `ip` (iproute2), `curl` and python3 with PyYAML (to read the manifests);
 //! `.ci/run` installs them. Skipped loudly without them, and failing instead where
@@ -103,6 +106,8 @@ struct PodSpec {
     probes: Vec<(String, String, u16)>,
     cpu_request: f64,
     memory_request: f64,
+    /// `runAsUser` and `runAsGroup`.
+    user: (u32, u32),
     grace: Duration,
     pre_stop: Duration,
 }
@@ -200,6 +205,10 @@ fn pods(docs: &[Value]) -> Vec<PodSpec> {
                 probes,
                 cpu_request: millicores(c["resources"]["requests"]["cpu"].as_str().unwrap()),
                 memory_request: mib(c["resources"]["requests"]["memory"].as_str().unwrap()),
+                user: (
+                    spec["securityContext"]["runAsUser"].as_u64().unwrap() as u32,
+                    spec["securityContext"]["runAsGroup"].as_u64().unwrap() as u32,
+                ),
                 grace: Duration::from_secs(spec["terminationGracePeriodSeconds"].as_u64().unwrap()),
                 pre_stop: Duration::from_secs(
                     c["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -325,6 +334,13 @@ struct Pod {
 impl Pod {
     fn start(spec: PodSpec, ns: &str, ip: &str) -> Pod {
         let volumes = tempfile::tempdir().unwrap();
+        // The pod's user owns its volumes (as fsGroup makes them writable for it).
+        for k in 0..spec.mounts.len() {
+            let dir = volumes.path().join(format!("volume-{k}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(spec.user.0), Some(spec.user.1)).unwrap();
+        }
+        std::os::unix::fs::chown(volumes.path(), Some(spec.user.0), Some(spec.user.1)).unwrap();
         let log = volumes.path().join("log");
         let child = launch(&spec, ns, volumes.path(), &log, ip);
         Pod {
@@ -453,8 +469,17 @@ fn launch(spec: &PodSpec, ns: &str, volumes: &Path, log: &Path, ip: &str) -> Chi
         .map(|(k, v)| (k.clone(), mounted(spec, volumes, &v.replace("$POD_IP", ip))))
         .collect();
     let stderr = File::options().create(true).append(true).open(log).unwrap();
+    let (uid, gid) = (spec.user.0.to_string(), spec.user.1.to_string());
     Command::new("ip")
         .args(["netns", "exec", ns])
+        .args([
+            "setpriv",
+            "--reuid",
+            &uid,
+            "--regid",
+            &gid,
+            "--clear-groups",
+        ])
         .arg(node_bin())
         .args(&args)
         .env_clear()
@@ -488,6 +513,7 @@ fn wait_formed(via: &Pod, names: &[String]) -> Value {
 fn can_run(test: &str) -> Option<Vec<Value>> {
     let ready = run(&["ip", "netns", "list"])
         .and_then(|()| run(&["curl", "--version"]))
+        .and_then(|()| run(&["setpriv", "--version"]))
         .and_then(|()| manifests());
     match ready {
         Ok(docs) => Some(docs),

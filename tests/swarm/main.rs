@@ -220,6 +220,16 @@ impl Drop for Stack {
     }
 }
 
+/// The names of the nodes in collection `s`, in its order.
+fn node_names(s: &Value) -> Vec<String> {
+    s["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 #[test]
 #[ignore = "needs Docker and the image: run by .ci/run"]
 fn service_scale_grows_and_shrinks_the_cluster_under_load_and_it_ends_exact() {
@@ -241,16 +251,13 @@ fn service_scale_grows_and_shrinks_the_cluster_under_load_and_it_ends_exact() {
         &stack.addr(),
     ]);
     let s = stack.wait_complete();
-    let names: Vec<&str> = s["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|n| n["name"].as_str())
-        .collect();
+    let names = node_names(&s);
     let slots: Vec<String> = (1..=8).map(|n| format!("worker-{n}")).collect();
     assert_eq!(names[0], "coordinator", "{s}");
     assert_eq!(names[1..], slots, "a task slot names its node");
     stack.scale(3);
+    let kept = node_names(&stack.wait_complete());
+    println!("swarm: Swarm kept {kept:?}");
     // Every slot back, on its own volume: once the load ends, the counts can be
     // checked whole.
     stack.scale(8);

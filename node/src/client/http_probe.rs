@@ -62,7 +62,7 @@ fn verdict(addr: &str, status: StatusCode, body: &[u8]) -> Result<String, Comman
     let said: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let node = said["node"].as_str().unwrap_or("?");
     match status {
-        StatusCode::OK => Ok(format!(
+        StatusCode::OK if said["status"] == "ready" => Ok(format!(
             "ready: {node}, {} peer(s) up",
             said["peers_up"].as_u64().unwrap_or(0)
         )),
@@ -96,5 +96,8 @@ mod tests {
         assert_eq!(starting.to_string(), "h:1 is not ready: not joined yet");
         let other = verdict("h:1", StatusCode::NOT_FOUND, b"nope").unwrap_err();
         assert_eq!(other.to_string(), "h:1 is not ready: HTTP 404 Not Found");
+        // A 200 that is not a node's readiness (another server on that port) fails.
+        let stranger = verdict("h:1", StatusCode::OK, b"<html>hello</html>").unwrap_err();
+        assert_eq!(stranger.to_string(), "h:1 is not ready: HTTP 200 OK");
     }
 }

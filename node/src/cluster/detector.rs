@@ -539,6 +539,18 @@ impl Detector {
         for peer in membership.snapshot() {
             let ours = self.name < peer.name;
             if ours && peer.status != PeerStatus::Up && !names.contains(&peer.name) {
+                // What others say of where it is now, beside its own address; not an
+                // address whose dial led to another member.
+                for told in membership.told(&peer.name) {
+                    let elsewhere = self
+                        .dials
+                        .get(&told)
+                        .and_then(|d| d.member.as_ref())
+                        .is_some_and(|m| *m != peer.name);
+                    if !elsewhere {
+                        self.dial(now, told, out);
+                    }
+                }
                 self.dial(now, peer.addr, out);
             }
         }
@@ -591,7 +603,11 @@ impl Detector {
             .seeds
             .iter()
             .cloned()
-            .chain(membership.snapshot().into_iter().map(|p: PeerView| p.addr))
+            .chain(membership.snapshot().into_iter().flat_map(|p: PeerView| {
+                let mut addrs = membership.told(&p.name);
+                addrs.push(p.addr);
+                addrs
+            }))
             .collect();
         self.dials
             .retain(|addr, dial| dial.dialing || wanted.contains(addr));
@@ -869,10 +885,14 @@ impl Detector {
         for info in infos.into_iter().filter(|info| info.name != self.name) {
             membership.describe(&info, now);
             let known_peers = info.known_peers.clone();
+            let teller = info.name.clone();
             out.push(Action::Member(MemberChange::Describe(Box::new(info))));
             for peer in known_peers {
                 let run = Some(peer.incarnation).filter(|&run| run != 0);
-                if peer.name != self.name && membership.learn(&peer.name, &peer.addr, run, now) {
+                if peer.name == self.name {
+                    continue;
+                }
+                if membership.learn(&peer.name, &peer.addr, run, now) {
                     out.push(Action::Member(MemberChange::Learn {
                         name: peer.name.clone(),
                         addr: peer.addr.clone(),
@@ -881,6 +901,12 @@ impl Detector {
                     out.push(Action::Report(Report::Learned {
                         peer: peer.name,
                         addr: peer.addr,
+                    }));
+                } else if membership.tell(&peer.name, &peer.addr, &teller) {
+                    out.push(Action::Member(MemberChange::Told {
+                        name: peer.name,
+                        addr: peer.addr,
+                        teller: teller.clone(),
                     }));
                 }
             }
@@ -1795,6 +1821,82 @@ mod tests {
         }
         let out = d.run(t0 + MS, Input::Tick, &m);
         assert_eq!(dials(&out), ["127.0.0.1:3"], "b dials c, and a dials b");
+    }
+
+    /// A peer restarted elsewhere under its name (a replacement container): what
+    /// others' gossip says of its new address is dialed beside its own (a liar's word
+    /// would only add a dial: see `Membership::tell`), and a session there brings it
+    /// back at that address.
+    #[test]
+    fn a_lost_peer_others_place_elsewhere_is_dialed_there_too() {
+        let (mut d, m) = detector("b", &[]);
+        let t0 = Instant::now();
+        for (n, name, port) in [(1, "c", 3), (2, "x", 7)] {
+            d.run(
+                t0,
+                Input::Ready {
+                    session: id(n),
+                    peer: member(name, port),
+                },
+                &m,
+            );
+        }
+        d.run(
+            t0,
+            Input::Closed {
+                session: id(1),
+                refusal: HandshakeEnd::Rejected,
+            },
+            &m,
+        );
+        // b redials c at its own address; then x's gossip: c runs at 127.0.0.1:9 now.
+        let out = d.run(t0 + MS, Input::Tick, &m);
+        assert_eq!(dials(&out), ["127.0.0.1:3"]);
+        let out = d.run(
+            t0 + 2 * MS,
+            Input::Gossip(vec![info("x", &[("c", "127.0.0.1:9")])]),
+            &m,
+        );
+        assert_eq!(
+            dials(&out),
+            ["127.0.0.1:9"],
+            "the told address, beside its own"
+        );
+        let addr = m
+            .snapshot()
+            .into_iter()
+            .find(|p| p.name == "c")
+            .map(|p| p.addr);
+        assert_eq!(
+            addr.as_deref(),
+            Some("127.0.0.1:3"),
+            "its own address is kept"
+        );
+        // The dial to 9 comes up as c: c is up at its new address, told no more.
+        d.run(
+            t0 + 3 * MS,
+            Input::Dialed {
+                addr: "127.0.0.1:9".into(),
+                result: Ok("127.0.0.1:9".parse().unwrap()),
+            },
+            &m,
+        );
+        d.run(
+            t0 + 4 * MS,
+            Input::Ready {
+                session: id(3),
+                peer: member("c", 9),
+            },
+            &m,
+        );
+        assert_eq!(m.status("c"), Some(PeerStatus::Up));
+        assert!(m.told("c").is_empty());
+        let addr = m
+            .snapshot()
+            .into_iter()
+            .find(|p| p.name == "c")
+            .map(|p| p.addr);
+        assert_eq!(addr.as_deref(), Some("127.0.0.1:9"));
     }
 
     /// A join reaches everyone in its first exchange: a ready session starts a gossip

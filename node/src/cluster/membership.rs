@@ -82,6 +82,9 @@ struct Peer {
     counters: Option<u32>,
     sees_up: Option<Vec<String>>,
     round_trip: Option<Duration>,
+    /// Addresses other members' gossip gives for it while it is not up and its own
+    /// address differs, one per member that told: see [`Membership::tell`].
+    told: BTreeMap<String, String>,
 }
 
 /// What recording a heartbeat found.
@@ -144,6 +147,16 @@ pub(crate) enum MemberChange {
         /// Its run, if known.
         incarnation: Option<u64>,
     },
+    /// Member `teller`'s gossip gives `name`, not up, the address `addr`: see
+    /// [`Membership::tell`].
+    Told {
+        /// The peer.
+        name: String,
+        /// The address gossip gives.
+        addr: String,
+        /// Who said so.
+        teller: String,
+    },
     /// A peer described itself: see [`Membership::describe`].
     Describe(Box<NodeInfo>),
     /// A session to `name` at `addr` is ready: see [`Membership::session_up`].
@@ -175,6 +188,9 @@ impl Membership {
                 incarnation,
             } => {
                 self.learn(name, addr, *incarnation, now);
+            }
+            MemberChange::Told { name, addr, teller } => {
+                self.tell(name, addr, teller);
             }
             MemberChange::Describe(info) => self.describe(info, now),
             MemberChange::SessionUp { name, addr } => {
@@ -208,9 +224,8 @@ impl Membership {
     /// Records that `name` (run `incarnation`, if known) can be dialed at `addr`, as
     /// another peer's gossip says. A new peer starts pending; so does a peer that left,
     /// if this is a later run of it (it came back). An address the peer gave itself is
-    /// replaced by another's word only while the peer is not up and the word is about
-    /// a later run than the one last heard: a node restarted elsewhere (a replacement
-    /// container, a rescheduled pod) under its name. True if that is news.
+    /// never replaced by another's word (see [`Membership::tell`] for what such a word
+    /// does). True if that is news.
     pub(crate) fn learn(
         &self,
         name: &str,
@@ -248,7 +263,7 @@ impl Membership {
                 peer.addr_own |= own;
                 false
             }
-            Some(peer) if peer.addr_own && !own && !moved(peer, incarnation) => false,
+            Some(peer) if peer.addr_own && !own => false,
             Some(peer) => {
                 peer.addr = addr.to_string();
                 peer.addr_own = own;
@@ -270,6 +285,7 @@ impl Membership {
                         counters: None,
                         sees_up: None,
                         round_trip: None,
+                        told: BTreeMap::new(),
                     },
                 );
                 true
@@ -301,6 +317,40 @@ impl Membership {
         }
     }
 
+    /// Member `teller` says `name` can be dialed at `addr`, where `name` gave itself
+    /// another address and is not up: a node restarted elsewhere under its name (a
+    /// replacement container, a rescheduled pod) is found there. The word is kept
+    /// beside the peer's own address, one per member that tells, and both are dialed
+    /// ([`Membership::told`]); it never replaces the peer's own, so a member that lies
+    /// can add a dial but not cut a link. A session to the peer, wherever it comes up,
+    /// clears it. True if that is news.
+    pub(crate) fn tell(&self, name: &str, addr: &str, teller: &str) -> bool {
+        let mut peers = self.lock();
+        let Some(peer) = peers.get_mut(name) else {
+            return false;
+        };
+        if peer.status == PeerStatus::Up || !peer.addr_own || peer.addr == addr {
+            return false;
+        }
+        peer.told
+            .insert(teller.to_string(), addr.to_string())
+            .as_deref()
+            != Some(addr)
+    }
+
+    /// The addresses others' gossip gives `name` beside its own (see
+    /// [`Membership::tell`]), each once.
+    pub(crate) fn told(&self, name: &str) -> Vec<String> {
+        let peers = self.lock();
+        let mut told: Vec<String> = peers
+            .get(name)
+            .map(|peer| peer.told.values().cloned().collect())
+            .unwrap_or_default();
+        told.sort();
+        told.dedup();
+        told
+    }
+
     /// A session to `name` is ready: the peer is up, and its heartbeat deadline starts
     /// now. Returns the previous status if this is a change.
     pub(crate) fn session_up(&self, name: &str, addr: &str, now: Instant) -> Option<PeerStatus> {
@@ -308,6 +358,7 @@ impl Membership {
         let mut peers = self.lock();
         let peer = peers.get_mut(name)?;
         peer.last_heard = now;
+        peer.told.clear();
         (peer.status != PeerStatus::Up).then(|| set_status(peer, PeerStatus::Up, now))
     }
 
@@ -440,13 +491,6 @@ impl Membership {
     }
 }
 
-/// Whether gossip about run `incarnation` of `peer` tells of where it runs now: the
-/// peer is not up, and that run is later than the one last heard from it (if any was).
-fn moved(peer: &Peer, incarnation: Option<u64>) -> bool {
-    peer.status != PeerStatus::Up
-        && incarnation.is_some_and(|run| peer.incarnation.is_none_or(|known| run > known))
-}
-
 fn set_status(peer: &mut Peer, status: PeerStatus, now: Instant) -> PeerStatus {
     let old = std::mem::replace(&mut peer.status, status);
     peer.since_ms = now_ms();
@@ -567,29 +611,43 @@ mod tests {
     }
 
     /// A node restarted elsewhere under its name (a replacement container takes the
-    /// name and the data of one that died): gossip of its later run moves it, once the
-    /// run before is no longer up; never an earlier or unknown run, never while up.
+    /// name and the data of one that died): others' word of its new address is kept
+    /// beside its own while it is not up, one per teller, and cleared by a session.
     #[test]
-    fn gossip_of_a_later_run_moves_a_peer_that_is_down() {
+    fn others_word_of_a_new_address_is_dialed_beside_the_peers_own() {
         let m = Membership::default();
         let t0 = Instant::now();
         m.session_up("a", "h:1", t0);
-        m.heard("a", 10, t0);
-        assert!(!m.learn("a", "h:9", Some(11), t0), "moved while up");
+        assert!(!m.tell("a", "h:9", "b"), "told while up");
         m.lost("a", t0);
-        assert!(!m.learn("a", "h:9", Some(9), t0), "moved by an earlier run");
-        assert!(!m.learn("a", "h:9", None, t0), "moved by an unknown run");
-        assert!(!m.learn("a", "h:9", Some(10), t0), "moved by the same run");
-        assert!(m.learn("a", "h:9", Some(11), t0));
+        assert!(!m.tell("a", "h:1", "b"), "its own address is no news");
+        assert!(m.tell("a", "h:9", "b"));
+        assert!(!m.tell("a", "h:9", "b"), "the same word twice");
+        assert!(m.tell("a", "evil:1", "liar"));
+        assert_eq!(m.told("a"), ["evil:1", "h:9"]);
+        // A liar's word adds a dial; it never replaces the peer's own address.
         let addr = m
             .snapshot()
             .into_iter()
             .find(|p| p.name == "a")
             .map(|p| p.addr);
-        assert_eq!(addr.as_deref(), Some("h:9"));
-        // Its own word, once its session is up, is what counts again.
-        m.session_up("a", "h:9", t0);
-        assert!(!m.learn("a", "h:1", Some(12), t0));
+        assert_eq!(addr.as_deref(), Some("h:1"));
+        // A teller's newer word replaces its older one.
+        assert!(m.tell("a", "h:8", "b"));
+        assert_eq!(m.told("a"), ["evil:1", "h:8"]);
+        // Its session, wherever it came up, is what counts.
+        m.session_up("a", "h:8", t0);
+        assert!(m.told("a").is_empty());
+        let addr = m
+            .snapshot()
+            .into_iter()
+            .find(|p| p.name == "a")
+            .map(|p| p.addr);
+        assert_eq!(addr.as_deref(), Some("h:8"));
+        // Only a peer whose address came from itself is told of: gossip's own word
+        // about one that never spoke is corrected by `learn`.
+        assert!(m.learn("c", "h:3", None, t0));
+        assert!(!m.tell("c", "h:4", "b"));
     }
 
     #[test]

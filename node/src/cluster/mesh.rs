@@ -401,7 +401,8 @@ impl MeshState {
 }
 
 /// Failures in a row before a dial that cannot connect is worth a warning: about 4 s of
-/// retries (the backoff doubles from 0.1 s to 1 s). Before that, a member that is not
+/// retries (the backoff doubles from 0.1 s to 1 s; failures are reported at the 1st,
+/// 2nd, 4th, 8th, ... in a row). Before that, a member that is not
 /// up yet is what forming a cluster looks like (a container started before its seed, a
 /// new peer's host name not in the network's DNS yet: both seen on Compose and Swarm),
 /// and the loss of a peer that was up has been warned of already.

@@ -60,6 +60,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use crate::counters::record::CounterRecord;
 
 pub(crate) use error::StoreError;
+pub(crate) use file::FILE_NAME;
 pub(crate) use plan::{CommitOutcome, Outcome};
 pub(crate) use records::{
     id_bucket, Adopt, Discrepancy, Entry, InRecord, OutBatch, OutStream, OutboxRecord,

@@ -50,7 +50,17 @@ pub(crate) fn claim(dir: &Path, prefix: &str) -> Result<Slot, StoreError> {
         let name = format!("{prefix}-{number}");
         let held = super::lock_file::try_lock(&dir.join(format!("{name}.slot")))
             .map_err(|why| StoreError::open(dir, why))?;
-        if let Some(file) = held {
+        let Some(file) = held else {
+            continue;
+        };
+        // A node given the slot's directory as its --data-dir (not taking the slot)
+        // may hold its store: then the slot is not free either.
+        let store_lock = dir.join(&name).join(super::file::LOCK_NAME);
+        let store_free = !store_lock.exists()
+            || super::lock_file::try_lock(&store_lock)
+                .map_err(|why| StoreError::open(dir, why))?
+                .is_some();
+        if store_free {
             return Ok(Slot {
                 number,
                 dir: dir.join(&name),
@@ -91,6 +101,20 @@ mod tests {
         assert_eq!((again.number, again.name.as_str()), (2, "worker-2"));
         // Each role has slots of its own.
         assert_eq!(claim(dir.path(), "coordinator").unwrap().number, 1);
+    }
+
+    /// A node that was given a slot's directory as its `--data-dir` (a named worker
+    /// beside scaled ones) holds that store without the slot: the slot is skipped.
+    #[test]
+    fn a_slot_whose_store_another_node_holds_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("worker-1")).unwrap();
+        let lock = dir
+            .path()
+            .join("worker-1")
+            .join(crate::store::file::LOCK_NAME);
+        let _named = super::super::lock_file::try_lock(&lock).unwrap().unwrap();
+        assert_eq!(claim(dir.path(), "worker").unwrap().name, "worker-2");
     }
 
     #[test]

@@ -1,0 +1,249 @@
+//! `node-bench --nodes N`: a cluster of N nodes on loopback, one process each with 4
+//! counters, a data dir and the coordinator's periodic collections on, and what it
+//! takes to run it:
+//!
+//! - formed: from the first process started to a complete collection of every node;
+//! - a full collection (the median of several, all complete);
+//! - idle CPU and wake-ups per node over `--light-seconds` (heartbeats, gossip and
+//!   collections are all an idle node does, so they are its cost);
+//! - a `kill -9` seen by every member (none lists the node as up any more), a frozen
+//!   node (SIGSTOP) declared by every member, against `--failure-timeout` (2 s);
+//! - the killed node restarted: the cluster complete again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use node::{ClusterClient, CommandError, DEV_COOKIE};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::light::{info, max, mean, measure};
+use super::nodes::BenchNode;
+use super::{median, stats, step, wait_for_cluster};
+
+/// Counters per node.
+const COUNTERS: u32 = 4;
+/// Collections timed.
+const COLLECTIONS: usize = 9;
+/// The nodes' failure timeout (their default).
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `--nodes` measures.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ManyReport {
+    /// Nodes in the cluster.
+    pub(crate) many_nodes: u32,
+    /// From the first process started to a complete collection of all, ms.
+    pub(crate) formed_ms: f64,
+    /// Median time of a full collection (all complete), ms.
+    pub(crate) collection_ms: f64,
+    /// Idle CPU per node, mean and busiest, ms/s.
+    pub(crate) idle_cpu_ms_per_s: f64,
+    pub(crate) idle_cpu_ms_per_s_max: f64,
+    /// Idle wake-ups per node per second, mean.
+    pub(crate) idle_wakeups_per_s: f64,
+    /// From `kill -9` of a node until no member lists it as up, ms.
+    pub(crate) kill_seen_by_all_ms: f64,
+    /// From SIGSTOP of a node until no member lists it as up, ms.
+    pub(crate) frozen_declared_by_all_ms: f64,
+    /// From the killed node's restart to a complete collection of all, ms.
+    pub(crate) rejoined_ms: f64,
+}
+
+/// Runs the many-node measurements.
+pub(crate) async fn many(
+    dir: &Path,
+    nodes: u32,
+    window: Duration,
+) -> Result<ManyReport, CommandError> {
+    let mut report = ManyReport {
+        many_nodes: nodes,
+        ..ManyReport::default()
+    };
+    step(&format!("{nodes} nodes, one process each: formation"));
+    let began = Instant::now();
+    let extra = ["--stats-interval", "2"];
+    let mut cluster = vec![BenchNode::start_with(dir, "n-00", COUNTERS, None, &extra)?];
+    let seed = cluster[0].addr.clone();
+    for i in 1..nodes {
+        let name = format!("n-{i:02}");
+        cluster.push(BenchNode::start_with(
+            dir,
+            &name,
+            COUNTERS,
+            Some(&seed),
+            &extra,
+        )?);
+    }
+    let counters = nodes * COUNTERS;
+    wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(120)).await?;
+    report.formed_ms = began.elapsed().as_secs_f64() * 1e3;
+
+    step(&format!(
+        "{COLLECTIONS} full collections of {counters} counters"
+    ));
+    report.collection_ms = time_collections(&seed, counters).await?;
+
+    step(&format!("idle CPU per node over {window:?}"));
+    let costs = measure(&cluster, window).await?;
+    report.idle_cpu_ms_per_s = mean(costs.iter().map(|c| c.cpu_ms_per_s));
+    report.idle_cpu_ms_per_s_max = max(costs.iter().map(|c| c.cpu_ms_per_s));
+    report.idle_wakeups_per_s = mean(costs.iter().map(|c| c.wakeups_per_s));
+
+    // The last node is killed, the one before it frozen; the others watch.
+    let (killed, frozen) = (cluster.len() - 1, cluster.len() - 2);
+    step(&format!("kill -9 of {}", cluster[killed].name));
+    let at = Instant::now();
+    cluster[killed].kill();
+    let watchers: Vec<String> = cluster[..frozen].iter().map(|n| n.addr.clone()).collect();
+    let name = cluster[killed].name.clone();
+    seen_gone_by_all(&watchers, &name, Duration::from_secs(10)).await?;
+    report.kill_seen_by_all_ms = at.elapsed().as_secs_f64() * 1e3;
+
+    step(&format!("SIGSTOP of {}", cluster[frozen].name));
+    let at = Instant::now();
+    cluster[frozen].signal("STOP")?;
+    let name = cluster[frozen].name.clone();
+    let declared = seen_gone_by_all(&watchers, &name, FAILURE_TIMEOUT * 5).await;
+    report.frozen_declared_by_all_ms = at.elapsed().as_secs_f64() * 1e3;
+    cluster[frozen].signal("CONT")?;
+    declared?;
+
+    step(&format!("{} restarted", cluster[killed].name));
+    let at = Instant::now();
+    cluster[killed].restart()?;
+    wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(60)).await?;
+    report.rejoined_ms = at.elapsed().as_secs_f64() * 1e3;
+    Ok(report)
+}
+
+/// The median of [`COLLECTIONS`] full collections through `addr`, after one not timed.
+async fn time_collections(addr: &str, counters: u32) -> Result<f64, CommandError> {
+    let client = ClusterClient::connect(addr, DEV_COOKIE, None, Duration::from_secs(10)).await?;
+    let mut times = Vec::new();
+    for run in 0..=COLLECTIONS {
+        let at = Instant::now();
+        let collected = stats(&client, Duration::from_secs(10)).await;
+        let took = at.elapsed().as_secs_f64() * 1e3;
+        let collected = match collected {
+            Ok(s) => s,
+            Err(e) => {
+                client.close().await;
+                return Err(e);
+            }
+        };
+        if !collected.complete || collected.num_counters != counters as usize {
+            client.close().await;
+            return Err(CommandError::Local(format!(
+                "an incomplete collection ({} of {counters} counters)",
+                collected.num_counters
+            )));
+        }
+        if run > 0 {
+            times.push(took);
+        }
+    }
+    client.close().await;
+    Ok(median(&mut times))
+}
+
+/// Waits until no node at `watchers` lists `name` among the peers it has up, asking
+/// them all at once, round after round.
+async fn seen_gone_by_all(
+    watchers: &[String],
+    name: &str,
+    within: Duration,
+) -> Result<(), CommandError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let asked: Vec<_> = watchers
+            .iter()
+            .map(|addr| {
+                let addr = addr.clone();
+                tokio::spawn(async move { info(&addr).await })
+            })
+            .collect();
+        let mut views = Vec::new();
+        for view in asked {
+            views.push(
+                view.await
+                    .unwrap_or_else(|e| Err(CommandError::Local(e.to_string()))),
+            );
+        }
+        let still: Vec<&String> = watchers
+            .iter()
+            .zip(&views)
+            .filter(|(_, view)| match view {
+                Ok(info) => info.known_peers.iter().any(|p| p.name == name),
+                Err(_) => true,
+            })
+            .map(|(addr, _)| addr)
+            .collect();
+        if still.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(CommandError::Local(format!(
+                "{} node(s) still list {name} as up after {within:?} (e.g. {})",
+                still.len(),
+                still[0]
+            )));
+        }
+    }
+}
+
+/// The figures beside their goals (issue 25's, for 64 nodes).
+pub(crate) fn many_table(r: &ManyReport) -> String {
+    let rows = [
+        (
+            "formed, complete",
+            format!("{:.0} ms", r.formed_ms),
+            "<= 3,000 ms (64 nodes)".to_string(),
+        ),
+        (
+            "full collection",
+            format!(
+                "{:.1} ms ({} counters)",
+                r.collection_ms,
+                r.many_nodes * COUNTERS
+            ),
+            "<= 50 ms (64 x 4)".to_string(),
+        ),
+        (
+            "idle CPU per node",
+            format!(
+                "{:.1} ms/s (busiest {:.1})",
+                r.idle_cpu_ms_per_s, r.idle_cpu_ms_per_s_max
+            ),
+            "reported; constant in N once the detector is bounded".to_string(),
+        ),
+        (
+            "idle wake-ups per node",
+            format!("{:.1}/s", r.idle_wakeups_per_s),
+            "reported (heartbeats, gossip, collections)".to_string(),
+        ),
+        (
+            "kill -9 seen by every member",
+            format!("{:.0} ms", r.kill_seen_by_all_ms),
+            "<= 500 ms".to_string(),
+        ),
+        (
+            "SIGSTOP declared by every member",
+            format!("{:.0} ms", r.frozen_declared_by_all_ms),
+            format!("<= {} ms (--failure-timeout)", FAILURE_TIMEOUT.as_millis()),
+        ),
+        (
+            "killed node restarted: complete again",
+            format!("{:.0} ms", r.rejoined_ms),
+            "reported".to_string(),
+        ),
+    ];
+    let mut out = format!(
+        "{} nodes on loopback, {COUNTERS} counters and a data dir each\n{:<40} {:<32} goal\n",
+        r.many_nodes, "figure", "value"
+    );
+    for (figure, value, goal) in rows {
+        out.push_str(&format!("{figure:<40} {value:<32} {goal}\n"));
+    }
+    out
+}
