@@ -4,8 +4,10 @@
 //!
 //! - formed: from the first process started to a complete collection of every node;
 //! - a full collection (the median of several, all complete);
-//! - idle CPU and wake-ups per node over `--light-seconds` (heartbeats, gossip and
-//!   collections are all an idle node does, so they are its cost);
+//! - idle CPU, wake-ups and messages sent to peers per node over `--light-seconds`
+//!   (heartbeats, gossip and collections are all an idle node does, so they are its
+//!   cost; the messages are the frames its member links carried out, from each node's
+//!   `/metrics`);
 //! - a `kill -9` seen by every member (none lists the node as up any more), a frozen
 //!   node (SIGSTOP) declared by every member, against `--failure-timeout` (2 s);
 //! - the killed node restarted: the cluster complete again.
@@ -18,7 +20,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::light::{info, max, mean, measure};
-use super::nodes::BenchNode;
+use super::nodes::{free_port, BenchNode};
 use super::{median, stats, step, wait_for_cluster};
 
 /// Counters per node.
@@ -42,6 +44,9 @@ pub(crate) struct ManyReport {
     pub(crate) idle_cpu_ms_per_s_max: f64,
     /// Idle wake-ups per node per second, mean.
     pub(crate) idle_wakeups_per_s: f64,
+    /// Messages (frames) an idle node sent to its peers per second, mean and busiest.
+    pub(crate) idle_messages_per_s: f64,
+    pub(crate) idle_messages_per_s_max: f64,
     /// From `kill -9` of a node until no member lists it as up, ms.
     pub(crate) kill_seen_by_all_ms: f64,
     /// From SIGSTOP of a node until no member lists it as up, ms.
@@ -62,19 +67,23 @@ pub(crate) async fn many(
     };
     step(&format!("{nodes} nodes, one process each: formation"));
     let began = Instant::now();
-    let extra = ["--stats-interval", "2"];
-    let mut cluster = vec![BenchNode::start_with(dir, "n-00", COUNTERS, None, &extra)?];
-    let seed = cluster[0].addr.clone();
-    for i in 1..nodes {
+    let mut cluster = Vec::new();
+    let mut https = Vec::new();
+    for i in 0..nodes {
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let extra = ["--stats-interval", "2", "--http", http.as_str()];
+        let seed = cluster.first().map(|first: &BenchNode| first.addr.clone());
         let name = format!("n-{i:02}");
         cluster.push(BenchNode::start_with(
             dir,
             &name,
             COUNTERS,
-            Some(&seed),
+            seed.as_deref(),
             &extra,
         )?);
+        https.push(http);
     }
+    let seed = cluster[0].addr.clone();
     let counters = nodes * COUNTERS;
     wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(120)).await?;
     report.formed_ms = began.elapsed().as_secs_f64() * 1e3;
@@ -84,11 +93,24 @@ pub(crate) async fn many(
     ));
     report.collection_ms = time_collections(&seed, counters).await?;
 
-    step(&format!("idle CPU per node over {window:?}"));
+    step(&format!(
+        "idle CPU, wake-ups and messages per node over {window:?}"
+    ));
+    let sent_before = messages_sent(&https).await?;
+    let at = Instant::now();
     let costs = measure(&cluster, window).await?;
+    let sent_after = messages_sent(&https).await?;
+    let seconds = at.elapsed().as_secs_f64();
+    let rates: Vec<f64> = sent_before
+        .iter()
+        .zip(&sent_after)
+        .map(|(before, after)| (after - before) / seconds)
+        .collect();
     report.idle_cpu_ms_per_s = mean(costs.iter().map(|c| c.cpu_ms_per_s));
     report.idle_cpu_ms_per_s_max = max(costs.iter().map(|c| c.cpu_ms_per_s));
     report.idle_wakeups_per_s = mean(costs.iter().map(|c| c.wakeups_per_s));
+    report.idle_messages_per_s = mean(rates.iter().copied());
+    report.idle_messages_per_s_max = max(rates.iter().copied());
 
     // The last node is killed, the one before it frozen; the others watch.
     let (killed, frozen) = (cluster.len() - 1, cluster.len() - 2);
@@ -115,6 +137,31 @@ pub(crate) async fn many(
     wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(60)).await?;
     report.rejoined_ms = at.elapsed().as_secs_f64() * 1e3;
     Ok(report)
+}
+
+/// The metric of the messages (frames) a node sent to each peer over its member links.
+const SENT_MESSAGES: &str = "counter_cluster_peer_sent_messages_total{";
+
+/// Each node's messages sent to its peers so far, from its `/metrics` (their sum over
+/// peers), in the order of `https`.
+async fn messages_sent(https: &[String]) -> Result<Vec<f64>, CommandError> {
+    let mut sent = Vec::new();
+    for http in https {
+        let (status, body) = node::http_get(http, "/metrics", Duration::from_secs(10)).await?;
+        if status != 200 {
+            return Err(CommandError::Local(format!(
+                "GET {http}/metrics answered {status}"
+            )));
+        }
+        let text = String::from_utf8_lossy(&body);
+        let total: f64 = text
+            .lines()
+            .filter(|line| line.starts_with(SENT_MESSAGES))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        sent.push(total);
+    }
+    Ok(sent)
 }
 
 /// The median of [`COLLECTIONS`] full collections through `addr`, after one not timed.
@@ -221,6 +268,14 @@ pub(crate) fn many_table(r: &ManyReport) -> String {
             "idle wake-ups per node",
             format!("{:.1}/s", r.idle_wakeups_per_s),
             "reported (heartbeats, gossip, collections)".to_string(),
+        ),
+        (
+            "idle messages sent per node",
+            format!(
+                "{:.1}/s (busiest {:.1})",
+                r.idle_messages_per_s, r.idle_messages_per_s_max
+            ),
+            "constant in N (heartbeats, gossip, collections)".to_string(),
         ),
         (
             "kill -9 seen by every member",

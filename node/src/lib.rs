@@ -82,6 +82,7 @@ pub use runtime::{run as run_on_runtime, BusyPoll, RuntimeOptions};
 // Talking to a cluster from another program: a client's connection, calls with a
 // deadline, finding a node's actors.
 pub use client::connection::ClusterClient;
+pub use client::http_probe::http_get;
 pub use cluster::discovery::{find_host, remote_agents};
 pub use cluster::rpc::call_until;
 pub use error::CommandError;

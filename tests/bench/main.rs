@@ -271,6 +271,7 @@ fn nodes_mode_forms_collects_detects_and_rejoins() {
         "kill_seen_by_all_ms",
         "frozen_declared_by_all_ms",
         "rejoined_ms",
+        "idle_messages_per_s",
     ] {
         positive(&report, key);
     }

@@ -1,6 +1,7 @@
-//! `node health --http`: a node's readiness asked of its HTTP side (`GET /health/ready`,
-//! open to anyone, no cookie), for a container's healthcheck where the orchestrator
-//! runs a command rather than an HTTP probe (Compose, Swarm).
+//! A `GET` of a node's HTTP side (plain HTTP, the open paths: no token): `node health
+//! --http`, a node's readiness (`/health/ready`) for a container's healthcheck where
+//! the orchestrator runs a command rather than an HTTP probe (Compose, Swarm); and
+//! `node-bench`'s reads of a node's `/metrics`.
 
 use std::time::Duration;
 
@@ -12,13 +13,34 @@ use tokio::net::TcpStream;
 
 use crate::error::CommandError;
 
-/// The most of an answer read: a readiness answer is a line of JSON.
-const MAX_ANSWER: usize = 64 * 1024;
+/// The most of an answer read: a readiness answer is a line of JSON, a node's metrics
+/// a few hundred lines.
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// Whether the node whose HTTP side listens at `addr` is ready: its own words if so
 /// (`ready: NODE, N peer(s) up`), else why not.
 pub(crate) async fn ready(addr: &str, timeout: Duration) -> Result<String, CommandError> {
-    tokio::time::timeout(timeout, ask(addr))
+    let (status, body) = get(addr, "/health/ready", timeout).await?;
+    verdict(addr, status, &body)
+}
+
+/// `GET path` of the HTTP side at `addr`, within `timeout`: the status code and the
+/// body.
+pub async fn http_get(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), CommandError> {
+    let (status, body) = get(addr, path, timeout).await?;
+    Ok((status.as_u16(), body))
+}
+
+async fn get(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(StatusCode, Vec<u8>), CommandError> {
+    tokio::time::timeout(timeout, ask(addr, path))
         .await
         .map_err(|_| CommandError::RequestTimeout {
             addr: addr.to_string(),
@@ -26,7 +48,7 @@ pub(crate) async fn ready(addr: &str, timeout: Duration) -> Result<String, Comma
         })?
 }
 
-async fn ask(addr: &str) -> Result<String, CommandError> {
+async fn ask(addr: &str, path: &str) -> Result<(StatusCode, Vec<u8>), CommandError> {
     let unreachable = |reason: String| CommandError::Unreachable {
         addr: addr.to_string(),
         reason,
@@ -44,7 +66,7 @@ async fn ask(addr: &str) -> Result<String, CommandError> {
         .map_err(not_http)?;
     // The connection is driven beside the request, and ends with it.
     let driven = tokio::spawn(connection);
-    let request = Request::get("/health/ready")
+    let request = Request::get(path)
         .header(HOST, addr)
         .body(Body::empty())
         .map_err(|e| CommandError::Local(e.to_string()))?;
@@ -54,7 +76,7 @@ async fn ask(addr: &str) -> Result<String, CommandError> {
         .await
         .map_err(|e| unreachable(format!("the answer broke off: {e}")))?;
     driven.abort();
-    verdict(addr, status, &body)
+    Ok((status, body.to_vec()))
 }
 
 /// What an answer of `GET /health/ready` says.

@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | [`connection`] | a client's connection to the node it dialed, and its requests |
 //! | [`commands`] | running a command and printing its answer |
-//! | [`http_probe`] | `node health --http`: readiness from a node's HTTP side |
+//! | [`http_probe`] | a `GET` of a node's HTTP side: `node health --http`, `node-bench`'s metrics |
 
 pub(crate) mod commands;
 pub(crate) mod connection;
-mod http_probe;
+pub(crate) mod http_probe;
