@@ -182,10 +182,10 @@ pub(crate) fn host_port(host: &str, port: u16) -> String {
 }
 
 /// `data/NAME`, the store of a node given neither --data-dir nor --data-slots; refused
-/// while `data/` itself holds a store and `data/NAME` does not exist yet. The Docker
-/// image used to set NODE_DATA_DIR=/data, so a node run from it kept its store in
-/// /data; started from today's image (working directory `/`) without --data-dir it
-/// would begin an empty store beside its old counts, which the node never does.
+/// while `data/` itself holds a store and `data/NAME` does not exist yet. That store
+/// may be this node's (kept there with `--data-dir data`, or by an image that set
+/// NODE_DATA_DIR=/data: in the image, `data/` is the volume `/data`), and a node never
+/// starts an empty store beside its own counts.
 fn default_data_dir(name: &str) -> Result<std::path::PathBuf, NodeError> {
     let top = std::path::Path::new("data");
     let dir = top.join(name);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::netns::lab_or_skip;
+use crate::netns::{lab_or_skip, NetLab};
 use crate::util::{
     applied_from, client, free_port, stats_within, timing_lock, wait_for, Cluster, NodeProc,
 };
@@ -385,26 +385,10 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
     let ops = budget(15);
     let args = load_args(ops);
     let load: Vec<&str> = args.iter().map(String::as_str).collect();
-    let host = |port: u16| format!("{}:{port}", lab.host_ip);
-    let coordinator = NodeProc::start_at(
-        "coordinator",
-        &host(free_port()),
-        &[&["--role", "coordinator"], &load[..]].concat(),
-        &[],
-    );
+    let coordinator = lab_node(&lab, "coordinator", false, &load, None);
     let seed = coordinator.addr.clone();
-    let w1 = NodeProc::start_at(
-        "worker-1",
-        &host(free_port()),
-        &[&["--join", seed.as_str()], &load[..]].concat(),
-        &[],
-    );
-    let w2 = NodeProc::start_at(
-        "worker-2",
-        &format!("{}:{}", lab.ns_ip, free_port()),
-        &[&["--join", seed.as_str()], &load[..]].concat(),
-        &lab.prefix(),
-    );
+    let w1 = lab_node(&lab, "worker-1", false, &load, Some(&seed));
+    let w2 = lab_node(&lab, "worker-2", true, &load, Some(&seed));
     let cluster = Cluster {
         nodes: vec![coordinator, w1, w2],
     };
@@ -436,24 +420,12 @@ fn sixteen_nodes_through_two_kills_and_a_quarter_cut_off_lose_and_double_nothing
     ]
     .map(str::to_string);
     let load: Vec<&str> = load.iter().map(String::as_str).collect();
-    let host = |port: u16| format!("{}:{port}", lab.host_ip);
-    let coordinator = NodeProc::start_at(
-        "coordinator",
-        &host(free_port()),
-        &[&["--role", "coordinator"], &load[..]].concat(),
-        &[],
-    );
+    let coordinator = lab_node(&lab, "coordinator", false, &load, None);
     let seed = coordinator.addr.clone();
     let mut nodes = vec![coordinator];
     for k in 1..16 {
         let name = format!("worker-{k:02}");
-        let join = [&["--join", seed.as_str()], &load[..]].concat();
-        nodes.push(if k < 12 {
-            NodeProc::start_at(&name, &host(free_port()), &join, &[])
-        } else {
-            let far = format!("{}:{}", lab.ns_ip, free_port());
-            NodeProc::start_at(&name, &far, &join, &lab.prefix())
-        });
+        nodes.push(lab_node(&lab, &name, k >= 12, &load, Some(&seed)));
     }
     let mut cluster = Cluster { nodes };
     let counters = 16 * 4;
@@ -507,6 +479,23 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
     cluster.wait_mesh(12);
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "SIGTERM worker-2 mid-load, restart");
+}
+
+/// Node `name` with `args`, joining `seed` (else the coordinator), on the host's end of
+/// the lab's link, or (`far`) in its namespace, beyond the link a cut silences.
+fn lab_node(lab: &NetLab, name: &str, far: bool, args: &[&str], seed: Option<&str>) -> NodeProc {
+    let role: &[&str] = match seed {
+        Some(seed) => &["--join", seed],
+        None => &["--role", "coordinator"],
+    };
+    let args = [role, args].concat();
+    if far {
+        let addr = format!("{}:{}", lab.ns_ip, free_port());
+        NodeProc::start_at(name, &addr, &args, &lab.prefix())
+    } else {
+        let addr = format!("{}:{}", lab.host_ip, free_port());
+        NodeProc::start_at(name, &addr, &args, &[])
+    }
 }
 
 /// Three episodes of a fault: `fault(true)` starts it, it lasts 3 s, `fault(false)`

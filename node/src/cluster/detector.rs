@@ -1841,14 +1841,7 @@ mod tests {
                 &m,
             );
         }
-        d.run(
-            t0,
-            Input::Closed {
-                session: id(1),
-                refusal: HandshakeEnd::Rejected,
-            },
-            &m,
-        );
+        close(&mut d, &m, t0, 1);
         // b redials c at its own address; then x's gossip: c runs at 127.0.0.1:9 now.
         let out = d.run(t0 + MS, Input::Tick, &m);
         assert_eq!(dials(&out), ["127.0.0.1:3"]);
@@ -1862,13 +1855,8 @@ mod tests {
             ["127.0.0.1:9"],
             "the told address, beside its own"
         );
-        let addr = m
-            .snapshot()
-            .into_iter()
-            .find(|p| p.name == "c")
-            .map(|p| p.addr);
         assert_eq!(
-            addr.as_deref(),
+            m.addr("c").as_deref(),
             Some("127.0.0.1:3"),
             "its own address is kept"
         );
@@ -1891,12 +1879,7 @@ mod tests {
         );
         assert_eq!(m.status("c"), Some(PeerStatus::Up));
         assert!(m.told("c").is_empty());
-        let addr = m
-            .snapshot()
-            .into_iter()
-            .find(|p| p.name == "c")
-            .map(|p| p.addr);
-        assert_eq!(addr.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(m.addr("c").as_deref(), Some("127.0.0.1:9"));
     }
 
     /// A join reaches everyone in its first exchange: a ready session starts a gossip

@@ -468,6 +468,12 @@ impl Membership {
         self.lock().get(name).map(|p| p.status)
     }
 
+    /// The address `name` is dialed at, if known.
+    #[cfg(test)]
+    pub(crate) fn addr(&self, name: &str) -> Option<String> {
+        self.lock().get(name).map(|p| p.addr.clone())
+    }
+
     /// Every known peer that has not left, sorted by name.
     pub(crate) fn snapshot(&self) -> Vec<PeerView> {
         self.lock()
@@ -597,17 +603,11 @@ mod tests {
         assert!(!m.learn("a", "evil:1", None, t0));
         assert!(m.learn("b", "h:2", None, t0));
         assert!(m.learn("b", "h:3", None, t0), "gossip may correct gossip");
-        let addr = |name: &str| {
-            m.snapshot()
-                .into_iter()
-                .find(|p| p.name == name)
-                .map(|p| p.addr)
-        };
-        assert_eq!(addr("a").as_deref(), Some("h:1"));
-        assert_eq!(addr("b").as_deref(), Some("h:3"));
+        assert_eq!(m.addr("a").as_deref(), Some("h:1"));
+        assert_eq!(m.addr("b").as_deref(), Some("h:3"));
         m.session_up("b", "h:2", t0);
         assert!(!m.learn("b", "h:3", None, t0));
-        assert_eq!(addr("b").as_deref(), Some("h:2"));
+        assert_eq!(m.addr("b").as_deref(), Some("h:2"));
     }
 
     /// A node restarted elsewhere under its name (a replacement container takes the
@@ -626,24 +626,14 @@ mod tests {
         assert!(m.tell("a", "evil:1", "liar"));
         assert_eq!(m.told("a"), ["evil:1", "h:9"]);
         // A liar's word adds a dial; it never replaces the peer's own address.
-        let addr = m
-            .snapshot()
-            .into_iter()
-            .find(|p| p.name == "a")
-            .map(|p| p.addr);
-        assert_eq!(addr.as_deref(), Some("h:1"));
+        assert_eq!(m.addr("a").as_deref(), Some("h:1"));
         // A teller's newer word replaces its older one.
         assert!(m.tell("a", "h:8", "b"));
         assert_eq!(m.told("a"), ["evil:1", "h:8"]);
         // Its session, wherever it came up, is what counts.
         m.session_up("a", "h:8", t0);
         assert!(m.told("a").is_empty());
-        let addr = m
-            .snapshot()
-            .into_iter()
-            .find(|p| p.name == "a")
-            .map(|p| p.addr);
-        assert_eq!(addr.as_deref(), Some("h:8"));
+        assert_eq!(m.addr("a").as_deref(), Some("h:8"));
         // Only a peer whose address came from itself is told of: gossip's own word
         // about one that never spoke is corrected by `learn`.
         assert!(m.learn("c", "h:3", None, t0));
