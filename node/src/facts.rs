@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use shared::agent::NodeInfo;
+use shared::agent::{Beat, NodeInfo, PeerAddr, View};
 use shared::protocol::{Role, PROTOCOL_VERSION};
 
 use crate::cluster::membership::Membership;
@@ -64,6 +64,30 @@ impl NodeFacts {
             received: self.received.by_sender(),
             store_commits: self.received.commits(),
             known_peers: self.membership.gossip(),
+        }
+    }
+
+    /// This node's answer to gossip from a member whose view has digest `digest`: who
+    /// it is, and whom it sees up unless the asker sees the same.
+    pub(crate) fn view(&self, digest: u64) -> View {
+        let same = self.membership.digest(&self.name, &self.advertise) == digest;
+        View {
+            node: PeerAddr {
+                name: self.name.clone(),
+                addr: self.advertise.clone(),
+                incarnation: self.incarnation,
+            },
+            role: self.role,
+            counters: self.table.len(),
+            peers: (!same).then(|| self.membership.gossip()),
+        }
+    }
+
+    /// This node's heartbeat: its name and run.
+    pub(crate) fn beat(&self) -> Beat {
+        Beat {
+            from: self.name.clone(),
+            incarnation: self.incarnation,
         }
     }
 

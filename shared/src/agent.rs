@@ -17,12 +17,24 @@ pub enum AgentMessage {
     /// Describe this node: who it is, what its load clients issued, whom it knows.
     #[rpc]
     GetInfo(RpcReplyPort<NodeInfo>),
+    /// Gossip: "here is the digest of the members I see up; who are you, and whom do
+    /// you see?" Answered with a [`View`] that lists its members only if its digest
+    /// differs, so a cluster that does not change exchanges digests, not views.
+    #[rpc]
+    Gossip(u64, RpcReplyPort<View>),
     /// Serve a client command.
     #[rpc]
     Client(ClientRequest, RpcReplyPort<ClientReply>),
-    /// "I am alive": every peer's mesh sends one every heartbeat interval. A peer not
-    /// heard from for long enough is declared unreachable.
-    Heartbeat(Beat),
+    /// "Are you alive? I am": a watcher's mesh sends one to each member it watches
+    /// every heartbeat interval, and to a suspect it is asked to check; the answer is
+    /// the member's own beat. A watched member not heard from for long enough is
+    /// declared unreachable.
+    #[rpc]
+    Heartbeat(Beat, RpcReplyPort<Beat>),
+    /// "I found this member silent and declared it unreachable": sent by its watcher to
+    /// every other member, each of which checks the suspect itself before it believes
+    /// it (see `node/src/cluster/detector.rs`).
+    Suspect(Beat, PeerAddr),
     /// "I am leaving the cluster": sent by a node that stops cleanly, so that its peers
     /// forget it instead of reporting it unreachable. Answered, so the leaving node
     /// knows the notice arrived before it closes its sessions.
@@ -90,6 +102,21 @@ pub struct NodeInfo {
     pub store_commits: u64,
     /// Every cluster node this node knows how to reach (itself excluded), for gossip.
     pub known_peers: Vec<PeerAddr>,
+}
+
+/// A node's answer to gossip ([`AgentMessage::Gossip`]): who it is, and the members it
+/// sees up unless the asker sees the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// The answering node: its name, advertised `host:port` and run.
+    pub node: PeerAddr,
+    /// Coordinator or worker.
+    pub role: Role,
+    /// How many counters it hosts.
+    pub counters: u32,
+    /// Every member it sees up (itself excluded), or `None` when the digest of those
+    /// and itself equals the one the asker sent.
+    pub peers: Option<Vec<PeerAddr>>,
 }
 
 /// A client command, served by whichever node the client connected to.
@@ -255,4 +282,4 @@ pub const MISSING_NAMES: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
 
-crate::wire_type!(Beat, PeerAddr, NodeInfo, ClientRequest, ClientReply);
+crate::wire_type!(Beat, PeerAddr, View, NodeInfo, ClientRequest, ClientReply);

@@ -4,7 +4,7 @@
 use ractor::message::SerializedMessage;
 use ractor::{BytesConvertable, Message, RpcReplyPort};
 use serde::{de::DeserializeOwned, Serialize};
-use shared::agent::{AgentMessage, Beat, PeerAddr};
+use shared::agent::{AgentMessage, Beat, PeerAddr, View};
 use shared::codec::{decode, encode, CodecError};
 use shared::protocol::{Role, PROTOCOL_VERSION};
 use shared::stats::SenderTotals;
@@ -249,9 +249,16 @@ fn cast_messages_round_trip_and_garbage_is_refused() {
         from: "n".into(),
         incarnation: 3,
     };
-    let serialized = AgentMessage::Heartbeat(beat.clone()).serialize().unwrap();
+    let suspect = PeerAddr {
+        name: "m".into(),
+        addr: "h:1".into(),
+        incarnation: 0,
+    };
+    let serialized = AgentMessage::Suspect(beat.clone(), suspect.clone())
+        .serialize()
+        .unwrap();
     match AgentMessage::deserialize(serialized).unwrap() {
-        AgentMessage::Heartbeat(b) => assert_eq!(b, beat),
+        AgentMessage::Suspect(b, s) => assert_eq!((b, s), (beat, suspect)),
         _ => panic!("wrong variant"),
     }
     let unknown = SerializedMessage::Cast {
@@ -344,6 +351,41 @@ async fn rpc_messages_round_trip_through_bytes() {
             value: -9,
             operations: 12,
         },
+    )
+    .await;
+    let beat = Beat {
+        from: "n".into(),
+        incarnation: 3,
+    };
+    rpc_round_trip(
+        |reply| AgentMessage::Heartbeat(beat.clone(), reply),
+        |m, r| match m {
+            AgentMessage::Heartbeat(b, reply) if b == beat => reply.send(r).unwrap(),
+            _ => panic!("wrong variant"),
+        },
+        Beat {
+            from: "m".into(),
+            incarnation: 4,
+        },
+    )
+    .await;
+    let view = View {
+        node: PeerAddr {
+            name: "m".into(),
+            addr: "h:1".into(),
+            incarnation: 4,
+        },
+        role: shared::protocol::Role::Worker,
+        counters: 3,
+        peers: None,
+    };
+    rpc_round_trip(
+        |reply| AgentMessage::Gossip(77, reply),
+        |m, r| match m {
+            AgentMessage::Gossip(77, reply) => reply.send(r).unwrap(),
+            _ => panic!("wrong variant"),
+        },
+        view,
     )
     .await;
     rpc_round_trip(

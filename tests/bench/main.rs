@@ -284,4 +284,6 @@ fn nodes_mode_forms_collects_detects_and_rejoins() {
         positive(&report, "kill_seen_by_all_ms") < frozen,
         "a kill should be seen before a freeze: {report}"
     );
+    assert_eq!(report["false_alarms"], 0, "{report}");
+    positive(&report, "false_alarm_window_s");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
-use shared::agent::{AgentMessage, Beat, NodeInfo, PeerAddr};
+use shared::agent::{AgentMessage, Beat, NodeInfo, PeerAddr, View};
 use shared::counter::{ApplyOutcome, CounterError, Delta};
 use shared::host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
 use shared::protocol::{Role, HOSTS_GROUP, NODES_GROUP, PROTOCOL_VERSION};
@@ -41,7 +41,8 @@ fn lie() -> NodeInfo {
     }
 }
 
-/// An actor that answers what it is asked with lies, and holds everything else.
+/// An actor that answers what it is asked with lies (but heartbeats truly), and holds
+/// everything else.
 struct Liar;
 
 impl Actor for Liar {
@@ -64,8 +65,31 @@ impl Actor for Liar {
         message: AgentMessage,
         _: &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        if let AgentMessage::GetInfo(reply) = message {
-            let _ = reply.send(lie());
+        match message {
+            AgentMessage::GetInfo(reply) => {
+                let _ = reply.send(lie());
+            }
+            AgentMessage::Gossip(_, reply) => {
+                let lie = lie();
+                let _ = reply.send(View {
+                    node: PeerAddr {
+                        name: lie.name,
+                        addr: lie.advertise,
+                        incarnation: lie.incarnation,
+                    },
+                    role: lie.role,
+                    counters: lie.counters,
+                    peers: Some(lie.known_peers),
+                });
+            }
+            // It stays up: it answers heartbeats, in its own name.
+            AgentMessage::Heartbeat(_, reply) => {
+                let _ = reply.send(Beat {
+                    from: "liar".into(),
+                    incarnation: 1,
+                });
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -187,9 +211,42 @@ fn a_lying_member_speaks_only_for_itself() {
         })
         .await;
         assert_eq!(left, None, "a leave notice in another's name was taken");
-        coordinator_agent
-            .cast(AgentMessage::Heartbeat(leaving("worker-1")))
-            .unwrap();
+        let beat = ask(&coordinator_agent, |r| {
+            AgentMessage::Heartbeat(leaving("worker-1"), r)
+        })
+        .await;
+        assert_eq!(beat, None, "a heartbeat in another's name was answered");
+        // Word that worker-1 went silent: in worker-1's own name (refused), and in
+        // the liar's (which it may say: the coordinator checks it, and worker-1
+        // answers).
+        let worker_1_at = PeerAddr {
+            name: "worker-1".into(),
+            addr: worker_1_addr.clone(),
+            incarnation: 0,
+        };
+        for from in ["worker-1", "liar"] {
+            coordinator_agent
+                .cast(AgentMessage::Suspect(leaving(from), worker_1_at.clone()))
+                .unwrap();
+        }
+        let checked = |outcome: &str| {
+            format!(
+                "counter_cluster_suspicions_checked_total{{node=\"coordinator\",outcome=\"{outcome}\"}}"
+            )
+        };
+        wait_for(
+            "the coordinator to check the liar's word against worker-1 itself",
+            Duration::from_secs(10),
+            || {
+                let metrics = scrape(&https[0])?;
+                match sample(&metrics, &checked("refuted")) {
+                    Some(n) if n >= 1.0 => Ok(()),
+                    _ => Err(format!("no refuted check in\n{metrics}")),
+                }
+            },
+        );
+        let metrics = scrape(&https[0]).unwrap();
+        assert_eq!(sample(&metrics, &checked("confirmed")), None, "{metrics}");
 
         // Batches in worker-1's name, and a flood of streams of its own.
         let batch = |sender: &str, origin: u64, delta: i128| Batch {

@@ -4,7 +4,8 @@
 //! counted as a cluster member. Counters are not reached through the agent: their one
 //! remote face is the [counter host](crate::counters::host).
 //!
-//! `GetInfo`, heartbeats and leave notices are answered in the handler at once. A
+//! `GetInfo`, gossip, heartbeats and leave notices are answered in the handler at once;
+//! word that a peer suspects another goes to the [mesh](super::mesh), which checks it. A
 //! client command may wait on the network (a collection, a counter on another node),
 //! so each runs in its own task: at most [`MAX_CLIENT_REQUESTS`] at once (a semaphore
 //! whose permits free themselves when a task ends); beyond that the client is told the
@@ -27,7 +28,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::discovery::{find_host, hosts};
-use super::membership::Heard;
+use super::mesh::{mesh_name, MeshMessage};
 use super::rpc::call_until;
 use crate::facts::NodeFacts;
 use crate::stats::aggregator::AggregatorMessage;
@@ -95,13 +96,20 @@ impl Actor for NodeAgent {
             AgentMessage::GetInfo(reply) => {
                 let _ = reply.send(facts.info());
             }
-            AgentMessage::Heartbeat(beat) => {
-                let heard = facts
-                    .membership
-                    .heard(&beat.from, beat.incarnation, Instant::now());
-                if heard == Heard::Restarted {
-                    facts.membership.event(&beat.from, "restarted");
-                    info!(peer = %beat.from, "peer restarted (new incarnation)");
+            AgentMessage::Gossip(digest, reply) => {
+                let _ = reply.send(facts.view(digest));
+            }
+            AgentMessage::Heartbeat(beat, reply) => {
+                facts.membership.beat(&beat, Instant::now());
+                let _ = reply.send(facts.beat());
+            }
+            AgentMessage::Suspect(by, suspect) => {
+                // The mesh checks the suspect itself before it believes the word.
+                if let Some(mesh) = ActorRef::<MeshMessage>::where_is(mesh_name(&facts.name)) {
+                    let _ = mesh.cast(MeshMessage::Suspected {
+                        name: suspect.name,
+                        by: by.from,
+                    });
                 }
             }
             AgentMessage::Leaving(beat, reply) => {

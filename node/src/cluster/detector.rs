@@ -23,28 +23,44 @@
 //!   ready resets the backoff.
 //! - **Handshake deadlines.** A session that has not authenticated [`AUTH_GRACE`] after
 //!   it opened is closed. For a dialed one that counts as a failed attempt.
-//! - **Heartbeats and silence.** Every [`TICKS_PER_BEAT`]th tick sends heartbeats (three
-//!   fit in the silence); every tick checks the silence, so a peer not heard from for
-//!   the silence is declared unreachable (in the [`Membership`]) within a tick, and its
-//!   sessions are closed. A closed session of a member is a loss at once, unless
-//!   another session to the same node is still up.
+//! - **Watching.** The members up, this node among them, form a ring in name order;
+//!   each node watches the next [`WATCHED`] on it (all of them in a smaller cluster),
+//!   so heartbeats per node stay the same however large the cluster grows. The ring is
+//!   worked out again at every tick: a member that comes up, or is lost, moves the
+//!   watch, and a peer newly watched has the whole silence from then on.
+//! - **Heartbeats and silence.** Every [`TICKS_PER_BEAT`]th tick sends each watched
+//!   peer a heartbeat, which it answers with its own (three fit in the silence); every
+//!   tick checks the silence, so a watched peer heard from neither way for the silence
+//!   is declared unreachable (in the [`Membership`]) within a tick, its sessions are
+//!   closed, and every other member is told ([`Action::Suspect`]). A closed session of
+//!   a member is a loss at once, unless another session to the same node is still up:
+//!   every node sees that itself, watcher or not.
+//! - **Confirming a suspicion.** A member told that a watcher found a peer silent
+//!   does not take its word: it sends the peer a heartbeat of its own, and declares it
+//!   unreachable only if no heartbeat from it arrives within [`Detector::check_window`]
+//!   (a third of the silence). Nothing one member says can cut another off anywhere
+//!   else. Silence, the check and its report fit in `--failure-timeout` together.
 //! - **A node held itself.** A tick that comes more than a third of the silence after
 //!   the one before finds that this node itself was held (a sync that stalled its only
 //!   worker, a SIGSTOP, a starved host): what peers sent meanwhile may still be unread
 //!   when its tick is handled, so no silence is checked for a third of the silence
 //!   after it.
-//! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once; peers
-//!   gone for [`FORGET_AFTER`] are forgotten then.
+//! - **Gossip.** At most every [`GOSSIP_EVERY`], and never two rounds at once, this node
+//!   asks [`GOSSIP_FANOUT`] members (each in turn, so every member is asked within
+//!   `members / GOSSIP_FANOUT` rounds) and any member whose session just came up. It
+//!   sends the digest of the members it sees up; a member that sees the same answers
+//!   without its list, so a steady cluster exchanges digests, not views. Peers gone for
+//!   [`FORGET_AFTER`] are forgotten then.
 //!
 //! A log line is a [`Report`]: the first failure of an address and then every
 //! power-of-two attempt, so a peer that stays away does not fill the log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ractor::ActorId;
-use shared::agent::NodeInfo;
+use shared::agent::View;
 use tokio::time::Instant;
 
 use super::membership::{MemberChange, Membership, PeerStatus, PeerView, FORGET_AFTER};
@@ -52,6 +68,13 @@ use super::seeds::DEFER_DIAL;
 
 /// How often peers are asked whom they know.
 pub(crate) const GOSSIP_EVERY: Duration = Duration::from_millis(500);
+/// Members asked in each gossip round (besides those whose session just came up).
+pub(crate) const GOSSIP_FANOUT: usize = 3;
+/// Members each node watches: the next ones on the ring of names. Each is watched by
+/// as many, so a frozen member is found by the first of its watchers' ticks past the
+/// silence, and a group of cut-off members is found within one silence per this many
+/// of them in a row on the ring (each found one moves its watchers' watch on).
+pub(crate) const WATCHED: usize = 3;
 /// First retry delay after a failed dial.
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest retry delay (before jitter): a peer that comes back is redialed within
@@ -128,8 +151,15 @@ pub(crate) enum Input {
         /// The socket address reached, or the error.
         result: Result<SocketAddr, String>,
     },
-    /// Peers described themselves (a gossip round ended).
-    Gossip(Vec<NodeInfo>),
+    /// Peers answered gossip (a round ended).
+    Gossip(Vec<View>),
+    /// Member `by` found member `name` silent and declared it unreachable.
+    Suspected {
+        /// The suspect.
+        name: String,
+        /// Its watcher, who says so.
+        by: String,
+    },
     /// The seed addresses now (the `--join` addresses, and every address its names
     /// resolve to), each with whether it is deferred, in place of those before.
     Seeds(Vec<(String, bool)>),
@@ -161,10 +191,15 @@ pub(crate) enum Action {
     },
     /// Change the membership table so.
     Member(MemberChange),
-    /// Send every peer a heartbeat.
-    SendHeartbeats,
-    /// Ask every peer whom it knows, then report back with [`Input::Gossip`].
-    AskGossip,
+    /// Send each of these members a heartbeat; their answers are recorded in the
+    /// [`Membership`] as they arrive.
+    Heartbeat(Vec<String>),
+    /// Tell every other member that this one was found silent and declared unreachable.
+    Suspect(String),
+    /// Ask these members whom they see, then report back with [`Input::Gossip`].
+    AskGossip(Vec<String>),
+    /// Step again ([`Input::Deadlines`]) after this long: a check of a suspect ends.
+    Wake(Duration),
     /// Log this.
     Report(Report),
 }
@@ -192,6 +227,23 @@ pub(crate) enum Report {
         peer: String,
         /// Its address.
         addr: String,
+    },
+    /// A member another found silent did not answer a heartbeat from here in time:
+    /// declared unreachable, its sessions closed.
+    Confirmed {
+        /// Node name.
+        peer: String,
+        /// Its address.
+        addr: String,
+        /// The watcher that found it silent.
+        by: String,
+    },
+    /// A member another found silent answered a heartbeat from here: it stays up.
+    Refuted {
+        /// Node name.
+        peer: String,
+        /// The member that found it silent.
+        by: String,
     },
     /// A peer went silent: declared unreachable, its sessions closed.
     Silent {
@@ -316,6 +368,15 @@ pub(crate) struct Detector {
     /// Until when no silence is checked: this node itself was held (see the module
     /// documentation).
     held_until: Option<Instant>,
+    /// The members watched (see the module documentation), each with when its watch
+    /// began.
+    watching: HashMap<String, Instant>,
+    /// Suspects being checked: since when, and who suspected each.
+    checks: HashMap<String, (Instant, String)>,
+    /// Members whose session just came up: asked in the next gossip round.
+    gossip_first: Vec<String>,
+    /// Members still to be asked in this turn of gossip rounds.
+    gossip_turn: VecDeque<String>,
     rng: fastrand::Rng,
 }
 
@@ -339,6 +400,10 @@ impl Detector {
             ticks: 0,
             last_tick: None,
             held_until: None,
+            watching: HashMap::new(),
+            checks: HashMap::new(),
+            gossip_first: Vec::new(),
+            gossip_turn: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -357,7 +422,12 @@ impl Detector {
         let mut out = Vec::new();
         match input {
             Input::Tick => self.tick(now, membership, &mut out),
-            Input::Deadlines => self.expire_handshakes(now, &mut out),
+            Input::Deadlines => {
+                self.expire_handshakes(now, &mut out);
+                if !self.held(now) {
+                    self.end_checks(now, membership, &mut out);
+                }
+            }
             Input::Opened {
                 session,
                 peer_addr,
@@ -384,7 +454,8 @@ impl Detector {
                 self.closed(now, session, refusal, membership, &mut out)
             }
             Input::Dialed { addr, result } => self.dialed(now, addr, result, &mut out),
-            Input::Gossip(infos) => self.gossiped(now, infos, membership, &mut out),
+            Input::Gossip(views) => self.gossiped(now, views, membership, &mut out),
+            Input::Suspected { name, by } => self.suspected(now, name, by, membership, &mut out),
             Input::Seeds(seeds) => {
                 let was = std::mem::take(&mut self.deferred);
                 for (addr, _) in seeds.iter().filter(|(_, deferred)| *deferred) {
@@ -459,9 +530,33 @@ impl Detector {
         }
     }
 
+    /// How long a member told of a suspect waits for a heartbeat from it before it
+    /// declares it too: a third of the silence, so that the watcher's silence, its
+    /// tick, this check and a collection's report fit in the failure timeout.
+    pub(crate) fn check_window(&self) -> Duration {
+        self.silence / 3
+    }
+
+    /// Whether this node was held itself so recently that what peers sent meanwhile
+    /// may still be unread (see the module documentation).
+    fn held(&self, now: Instant) -> bool {
+        self.held_until.is_some_and(|until| now < until)
+    }
+
     fn tick(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
+        self.watch(now, membership);
         if self.ticks.is_multiple_of(TICKS_PER_BEAT) {
-            out.push(Action::SendHeartbeats);
+            let mut beat: Vec<String> = self.watching.keys().cloned().collect();
+            beat.extend(
+                self.checks
+                    .keys()
+                    .filter(|n| !self.watching.contains_key(*n))
+                    .cloned(),
+            );
+            beat.sort();
+            if !beat.is_empty() {
+                out.push(Action::Heartbeat(beat));
+            }
         }
         self.ticks += 1;
         self.gossip(now, membership, out);
@@ -473,28 +568,120 @@ impl Detector {
             self.held_until = Some(now + self.silence / 3);
         }
         self.last_tick = Some(now);
-        if self.held_until.is_some_and(|until| now < until) {
+        if self.held(now) {
             self.dial_wanted(now, membership, out);
             return;
         }
 
-        for (peer, silent) in membership.expire_silent(self.silence, now) {
-            let name = peer.name.clone();
-            out.push(Action::Member(MemberChange::Lost { name }));
-            for (session, _) in self.sessions_of(&peer.name) {
-                out.push(Action::Close {
-                    session,
-                    reason: "peer unreachable",
-                });
-            }
+        let mut silent = membership.expire_silent(&self.watching, self.silence, now);
+        silent.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        for (peer, silent) in silent {
+            self.declare(now, &peer.name, membership, out);
+            out.push(Action::Suspect(peer.name.clone()));
             out.push(Action::Report(Report::Silent {
                 peer: peer.name,
                 addr: peer.addr,
                 silent,
             }));
         }
+        self.end_checks(now, membership, out);
+        // Whom those declared leave unwatched is watched from now.
+        self.watch(now, membership);
 
         self.dial_wanted(now, membership, out);
+    }
+
+    /// Moves the watch to the next [`WATCHED`] members up on the ring; a member newly
+    /// watched is watched from `now`.
+    fn watch(&mut self, now: Instant, membership: &Membership) {
+        let up: Vec<String> = membership
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.status == PeerStatus::Up)
+            .map(|p| p.name)
+            .collect();
+        let next = ring_successors(&self.name, &up, WATCHED);
+        self.watching.retain(|name, _| next.contains(name));
+        for name in next {
+            self.watching.entry(name).or_insert(now);
+        }
+    }
+
+    /// `name` is unreachable: the change (made to `membership` too, this step's copy),
+    /// and its sessions closed.
+    fn declare(
+        &mut self,
+        now: Instant,
+        name: &str,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        membership.lost(name, now);
+        self.watching.remove(name);
+        self.checks.remove(name);
+        out.push(Action::Member(MemberChange::Lost {
+            name: name.to_string(),
+        }));
+        for (session, _) in self.sessions_of(name) {
+            out.push(Action::Close {
+                session,
+                reason: "peer unreachable",
+            });
+        }
+    }
+
+    /// A watcher says `name` went silent: check it with a heartbeat of this node's own,
+    /// unless it is this node, or not up here, or being checked already.
+    fn suspected(
+        &mut self,
+        now: Instant,
+        name: String,
+        by: String,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        if name == self.name
+            || membership.last_heard(&name).is_none()
+            || self.checks.contains_key(&name)
+        {
+            return;
+        }
+        out.push(Action::Heartbeat(vec![name.clone()]));
+        out.push(Action::Wake(self.check_window() + Duration::from_millis(1)));
+        self.checks.insert(name, (now, by));
+    }
+
+    /// Ends each check of a suspect that has been heard from since it began (it is
+    /// alive), or is no longer up, or whose window has passed without a word (it is
+    /// declared unreachable).
+    fn end_checks(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
+        let mut ended: Vec<(String, Instant, String)> = self
+            .checks
+            .iter()
+            .map(|(name, (since, by))| (name.clone(), *since, by.clone()))
+            .collect();
+        ended.sort();
+        for (name, since, by) in ended {
+            match membership.last_heard(&name) {
+                Some(heard) if heard >= since => {
+                    self.checks.remove(&name);
+                    out.push(Action::Report(Report::Refuted { peer: name, by }));
+                }
+                Some(_) if now >= since + self.check_window() => {
+                    let addr = membership.addr(&name).unwrap_or_default();
+                    self.declare(now, &name, membership, out);
+                    out.push(Action::Report(Report::Confirmed {
+                        peer: name,
+                        addr,
+                        by,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    self.checks.remove(&name);
+                }
+            }
+        }
     }
 
     /// Dials every seed not connected, and every known peer not up whose name sorts
@@ -591,7 +778,8 @@ impl Detector {
         }
         self.gossip_in_flight = true;
         self.last_gossip = Some(now);
-        out.push(Action::AskGossip);
+        let asked = self.gossip_targets(membership);
+        out.push(Action::AskGossip(asked));
         for peer in membership.forget_stale(FORGET_AFTER, now) {
             let name = peer.clone();
             out.push(Action::Member(MemberChange::Forget { name }));
@@ -734,16 +922,22 @@ impl Detector {
             name: name.clone(),
             addr: addr.clone(),
         }));
-        match membership.session_up(&name, &addr, now) {
-            Some(PeerStatus::Unreachable) => {
-                out.push(Action::Report(Report::Back { peer: name, addr }))
-            }
-            Some(_) => out.push(Action::Report(Report::Connected { peer: name, addr })),
-            None => {}
-        }
+        let report = match membership.session_up(&name, &addr, now) {
+            Some(PeerStatus::Unreachable) => Some(Report::Back {
+                peer: name.clone(),
+                addr,
+            }),
+            Some(_) => Some(Report::Connected {
+                peer: name.clone(),
+                addr,
+            }),
+            None => None,
+        };
+        out.extend(report.map(Action::Report));
+        self.watch(now, membership);
         // Learn whom the new peer knows at once, rather than at the next round: a node
         // that joins reaches every member in its first exchange.
-        self.gossip_now(now, out);
+        self.gossip_now(now, name, membership, out);
     }
 
     fn closed(
@@ -860,34 +1054,100 @@ impl Detector {
         }
     }
 
-    /// Starts a gossip round now, or right after the one in flight.
-    fn gossip_now(&mut self, now: Instant, out: &mut Vec<Action>) {
+    /// Starts a gossip round that asks `first` now, or right after the one in flight.
+    fn gossip_now(
+        &mut self,
+        now: Instant,
+        first: String,
+        membership: &Membership,
+        out: &mut Vec<Action>,
+    ) {
+        self.gossip_first.push(first);
         if self.gossip_in_flight {
             self.gossip_again = true;
         } else {
             self.gossip_in_flight = true;
             self.last_gossip = Some(now);
-            out.push(Action::AskGossip);
+            let asked = self.gossip_targets(membership);
+            out.push(Action::AskGossip(asked));
         }
+    }
+
+    /// Whom a gossip round asks: every member whose session just came up, and the next
+    /// [`GOSSIP_FANOUT`] members up in this turn (a turn asks every member up once, in
+    /// a random order).
+    fn gossip_targets(&mut self, membership: &Membership) -> Vec<String> {
+        let up: HashSet<String> = membership
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.status == PeerStatus::Up)
+            .map(|p| p.name)
+            .collect();
+        let mut asked: Vec<String> = std::mem::take(&mut self.gossip_first)
+            .into_iter()
+            .filter(|name| up.contains(name))
+            .collect();
+        asked.sort();
+        asked.dedup();
+        let mut refilled = false;
+        let mut taken = 0;
+        while taken < GOSSIP_FANOUT && taken < up.len() {
+            let Some(name) = self.gossip_turn.pop_front() else {
+                if refilled {
+                    break;
+                }
+                refilled = true;
+                let mut turn: Vec<String> = up.iter().cloned().collect();
+                turn.sort();
+                self.rng.shuffle(&mut turn);
+                self.gossip_turn = turn.into();
+                continue;
+            };
+            if up.contains(&name) && !asked.contains(&name) {
+                asked.push(name);
+                taken += 1;
+            }
+        }
+        asked
     }
 
     fn gossiped(
         &mut self,
         now: Instant,
-        infos: Vec<NodeInfo>,
+        views: Vec<View>,
         membership: &Membership,
         out: &mut Vec<Action>,
     ) {
         self.gossip_in_flight = false;
         if std::mem::take(&mut self.gossip_again) {
-            self.gossip_now(now, out);
+            self.gossip_in_flight = true;
+            self.last_gossip = Some(now);
+            let asked = self.gossip_targets(membership);
+            out.push(Action::AskGossip(asked));
         }
-        for info in infos.into_iter().filter(|info| info.name != self.name) {
-            membership.describe(&info, now);
-            let known_peers = info.known_peers.clone();
-            let teller = info.name.clone();
-            out.push(Action::Member(MemberChange::Describe(Box::new(info))));
-            for peer in known_peers {
+        // What this node sees up, itself included: what a member whose digest matched
+        // sees too.
+        let mut seen: Vec<String> = membership
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.status == PeerStatus::Up)
+            .map(|p| p.name)
+            .chain(std::iter::once(self.name.clone()))
+            .collect();
+        seen.sort();
+        for mut view in views.into_iter().filter(|v| v.node.name != self.name) {
+            let teller = view.node.name.clone();
+            let known_peers = view.peers.take();
+            let sees: Vec<String> = match &known_peers {
+                Some(peers) => peers.iter().map(|p| p.name.clone()).collect(),
+                None => seen.iter().filter(|n| **n != teller).cloned().collect(),
+            };
+            membership.viewed(&view, sees.clone(), now);
+            out.push(Action::Member(MemberChange::Viewed {
+                view: Box::new(view),
+                sees,
+            }));
+            for peer in known_peers.unwrap_or_default() {
                 let run = Some(peer.incarnation).filter(|&run| run != 0);
                 if peer.name == self.name {
                     continue;
@@ -914,6 +1174,20 @@ impl Detector {
         // Whom it just learned of is dialed now, not at the next tick.
         self.dial_wanted(now, membership, out);
     }
+}
+
+/// The next `k` names after `me` on the ring of `me` and `others`, in name order.
+fn ring_successors(me: &str, others: &[String], k: usize) -> Vec<String> {
+    let mut ring: Vec<&String> = others.iter().filter(|n| n.as_str() != me).collect();
+    ring.sort();
+    ring.dedup();
+    let after = ring.partition_point(|n| n.as_str() < me);
+    ring.iter()
+        .cycle()
+        .skip(after)
+        .take(k.min(ring.len()))
+        .map(|n| n.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -986,7 +1260,7 @@ mod tests {
         assert_eq!(m.snapshot()[0].status, PeerStatus::Unreachable);
     }
     use shared::agent::PeerAddr;
-    use shared::protocol::{Role, PROTOCOL_VERSION};
+    use shared::protocol::Role;
 
     const MS: Duration = Duration::from_millis(1);
     const SILENCE: Duration = Duration::from_millis(1200);
@@ -1053,31 +1327,46 @@ mod tests {
         }
     }
 
-    fn info(name: &str, peers: &[(&str, &str)]) -> NodeInfo {
-        NodeInfo {
-            name: name.into(),
+    /// `name`'s answer to gossip, listing `peers`.
+    fn info(name: &str, peers: &[(&str, &str)]) -> View {
+        View {
+            node: PeerAddr {
+                name: name.into(),
+                addr: format!("{name}:1"),
+                incarnation: 1,
+            },
             role: Role::Worker,
-            advertise: format!("{name}:1"),
-            protocol_version: PROTOCOL_VERSION,
-            incarnation: 1,
             counters: 2,
-            counter_restarts: 0,
-            issued_value: 0,
-            issued_operations: 0,
-            in_flight_operations: 0,
-            unvouched_value: 0,
-            unvouched_operations: 0,
-            received: Vec::new(),
-            store_commits: 0,
-            known_peers: peers
-                .iter()
-                .map(|(n, a)| PeerAddr {
-                    name: n.to_string(),
-                    addr: a.to_string(),
-                    incarnation: 1,
-                })
-                .collect(),
+            peers: Some(
+                peers
+                    .iter()
+                    .map(|(n, a)| PeerAddr {
+                        name: n.to_string(),
+                        addr: a.to_string(),
+                        incarnation: 1,
+                    })
+                    .collect(),
+            ),
         }
+    }
+
+    fn asked(actions: &[Action]) -> Option<&[String]> {
+        actions.iter().find_map(|a| match a {
+            Action::AskGossip(names) => Some(names.as_slice()),
+            _ => None,
+        })
+    }
+
+    fn beats(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Heartbeat(names) => Some(names),
+                _ => None,
+            })
+            .flatten()
+            .map(String::as_str)
+            .collect()
     }
 
     /// A seed that refuses connections is redialed with growing, jittered, capped
@@ -1577,16 +1866,18 @@ mod tests {
             if now <= t0 + Duration::from_secs(1) {
                 m.heard("b", 1, now);
             }
+            let watched = m.status("b") == Some(PeerStatus::Up);
             let out = d.run(now, Input::Tick, &m);
             assert_eq!(
-                out.contains(&Action::SendHeartbeats),
-                (now - t0).as_millis().is_multiple_of(400),
-                "heartbeats every second tick"
+                beats(&out) == ["b"],
+                watched && (now - t0).as_millis().is_multiple_of(400),
+                "heartbeats every second tick, while b is up"
             );
             for r in reports(&out) {
                 if let Report::Silent { peer, silent, .. } = r {
                     declared.push((now - t0, peer.clone(), *silent));
                     assert_eq!(closes(&out), [id(5)]);
+                    assert!(out.contains(&Action::Suspect("b".into())), "others told");
                 }
             }
             now += 200 * MS;
@@ -1764,7 +2055,7 @@ mod tests {
     fn gossip_is_paced_and_the_lower_name_dials() {
         let (mut d, m) = detector("b", &[]);
         let t0 = Instant::now();
-        let asked = |out: &[Action]| out.contains(&Action::AskGossip);
+        let asked = |out: &[Action]| asked(out).is_some();
         assert!(asked(&d.run(t0, Input::Tick, &m)));
         assert!(
             !asked(&d.run(t0 + 600 * MS, Input::Tick, &m)),
@@ -1895,12 +2186,13 @@ mod tests {
             peer: member(name, n as u16),
         };
         let out = d.run(t0 + 10 * MS, ready(1, "a"), &m);
-        assert!(out.contains(&Action::AskGossip), "{out:?}");
-        // Another peer comes up while that round is out: asked as soon as it is back.
+        assert_eq!(asked(&out), Some(&["a".to_string()][..]), "{out:?}");
+        // Another peer comes up while that round is out: asked as soon as it is back
+        // (with a as well: the only other member up, this turn's next).
         let out = d.run(t0 + 11 * MS, ready(2, "c"), &m);
-        assert!(!out.contains(&Action::AskGossip), "{out:?}");
+        assert_eq!(asked(&out), None, "{out:?}");
         let out = d.run(t0 + 12 * MS, Input::Gossip(vec![]), &m);
-        assert!(out.contains(&Action::AskGossip), "{out:?}");
+        assert_eq!(asked(&out).map(|a| a[0].as_str()), Some("c"), "{out:?}");
     }
 
     /// A closed duplicate session does not make a connected peer unreachable.
@@ -1978,6 +2270,197 @@ mod tests {
         );
     }
 
+    /// Node `me` with a ready session to each of `peers` (session `n + 1` for the `n`th,
+    /// at port `n + 2`), as of the instant returned.
+    fn with_up(me: &str, peers: &[&str]) -> (Detector, Membership, Instant) {
+        let (mut d, m) = detector(me, &[]);
+        let t0 = Instant::now();
+        for (n, name) in peers.iter().enumerate() {
+            let ready = Input::Ready {
+                session: id(n as u64 + 1),
+                peer: member(name, n as u16 + 2),
+            };
+            d.run(t0, ready, &m);
+        }
+        (d, m, t0)
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i:02}")).collect()
+    }
+
+    #[test]
+    fn the_ring_gives_each_node_the_members_after_it() {
+        let others = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let all = others(&["a", "b", "d", "e", "f"]);
+        assert_eq!(ring_successors("c", &all, 3), ["d", "e", "f"]);
+        assert_eq!(ring_successors("e", &all, 3), ["f", "a", "b"]);
+        assert_eq!(ring_successors("f", &all, 3), ["a", "b", "d"]);
+        assert_eq!(ring_successors("a", &others(&["b", "b", "a"]), 3), ["b"]);
+        assert!(ring_successors("a", &[], 3).is_empty());
+    }
+
+    /// However many members are up, a node sends heartbeats to the next [`WATCHED`] on
+    /// the ring only, and declares no other for its silence: that is its watchers'
+    /// business.
+    #[test]
+    fn a_node_beats_and_watches_only_the_next_members_on_the_ring() {
+        let all = names(40);
+        let peers: Vec<&str> = all.iter().skip(1).map(String::as_str).collect();
+        let (mut d, m, t0) = with_up("n00", &peers);
+        let mut now = t0;
+        let mut sent = Vec::new();
+        while now <= t0 + 5 * SILENCE {
+            // Only the watched answer: the rest are never heard from.
+            for name in ["n01", "n02", "n03"] {
+                m.heard(name, 1, now);
+            }
+            let out = d.run(now, Input::Tick, &m);
+            assert!(reports(&out).is_empty(), "{out:?}");
+            sent.extend(beats(&out).into_iter().map(str::to_string));
+            now += 200 * MS;
+        }
+        sent.sort();
+        sent.dedup();
+        assert_eq!(sent, ["n01", "n02", "n03"]);
+        assert!(m.snapshot().iter().all(|p| p.status == PeerStatus::Up));
+        // The last node on the ring watches the first ones.
+        let others: Vec<&str> = all.iter().take(39).map(String::as_str).collect();
+        let (mut d, m, t0) = with_up("n39", &others);
+        assert_eq!(beats(&d.run(t0, Input::Tick, &m)), ["n00", "n01", "n02"]);
+    }
+
+    /// A peer that begins to be watched (its watcher's watch moved on) has a whole
+    /// silence from then, however long it had not been heard from here.
+    #[test]
+    fn a_newly_watched_member_has_the_whole_silence() {
+        let (mut d, m, t0) = with_up("a", &["b", "c", "d", "e"]);
+        let mut now = t0;
+        // a watches b, c and d; e is heard from by its own watchers only.
+        while m.status("b") == Some(PeerStatus::Up) {
+            assert!(now < t0 + 3 * SILENCE, "b never declared");
+            for name in ["c", "d"] {
+                m.heard(name, 1, now);
+            }
+            m.heard("b", 1, now.min(t0 + SILENCE));
+            let out = d.run(now, Input::Tick, &m);
+            for r in reports(&out) {
+                assert!(
+                    matches!(r, Report::Silent { peer, .. } if peer == "b"),
+                    "{r:?}"
+                );
+            }
+            now += 200 * MS;
+        }
+        let moved = now - 200 * MS;
+        assert_eq!(m.status("b"), Some(PeerStatus::Unreachable));
+        // e is watched since b was declared: declared a silence after that, not before.
+        let mut declared = None;
+        while now < moved + 2 * SILENCE && declared.is_none() {
+            for name in ["c", "d"] {
+                m.heard(name, 1, now);
+            }
+            let out = d.run(now, Input::Tick, &m);
+            if reports(&out)
+                .iter()
+                .any(|r| matches!(r, Report::Silent { peer, .. } if peer == "e"))
+            {
+                declared = Some(now - moved);
+            }
+            now += 200 * MS;
+        }
+        let after = declared.expect("e never declared");
+        assert!(after > SILENCE && after <= SILENCE + 200 * MS, "{after:?}");
+    }
+
+    /// Word that a member is silent is checked with a heartbeat from here: a suspect
+    /// that answers stays up whoever said otherwise; one that does not is declared when
+    /// the check's window ends. Word about this node itself, or about a member not up
+    /// here, is not acted on.
+    #[test]
+    fn a_suspicion_is_checked_before_it_is_believed() {
+        let (mut d, m, t0) = with_up("a", &["b", "c"]);
+        let window = d.check_window();
+        let suspect = |name: &str| Input::Suspected {
+            name: name.into(),
+            by: "b".into(),
+        };
+        let out = d.run(t0, suspect("c"), &m);
+        assert_eq!(beats(&out), ["c"]);
+        assert!(out.contains(&Action::Wake(window + MS)), "{out:?}");
+        assert!(beats(&d.run(t0 + MS, suspect("c"), &m)).is_empty(), "once");
+        // c answers: the word was wrong (a lying or cut-off watcher).
+        m.heard("c", 1, t0 + 50 * MS);
+        let out = d.run(t0 + window + MS, Input::Deadlines, &m);
+        assert_eq!(
+            reports(&out),
+            [&Report::Refuted {
+                peer: "c".into(),
+                by: "b".into()
+            }]
+        );
+        assert_eq!(m.status("c"), Some(PeerStatus::Up));
+
+        // Suspected again, and silent this time.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(beats(&d.run(t1, suspect("c"), &m)), ["c"]);
+        let out = d.run(t1 + window - MS, Input::Deadlines, &m);
+        assert!(reports(&out).is_empty(), "before the window ends: {out:?}");
+        let out = d.run(t1 + window + MS, Input::Deadlines, &m);
+        assert_eq!(
+            reports(&out),
+            [&Report::Confirmed {
+                peer: "c".into(),
+                addr: "127.0.0.1:3".into(),
+                by: "b".into()
+            }]
+        );
+        assert_eq!(closes(&out), [id(2)]);
+        assert_eq!(m.status("c"), Some(PeerStatus::Unreachable));
+
+        // About this node, or a member not up here: nothing to check.
+        assert!(d.run(t1, suspect("a"), &m).is_empty());
+        assert!(d.run(t1, suspect("c"), &m).is_empty());
+        assert!(d.run(t1, suspect("zz"), &m).is_empty());
+    }
+
+    /// A gossip round asks [`GOSSIP_FANOUT`] members, each in turn: every member is
+    /// asked within a turn of rounds, and no round asks more.
+    #[test]
+    fn gossip_asks_a_few_members_and_every_one_within_a_turn() {
+        let all = names(11);
+        let peers: Vec<&str> = all.iter().skip(1).map(String::as_str).collect();
+        let (mut d, m, t0) = with_up("n00", &peers);
+        // The rounds the sessions started (each new member asked first) end.
+        while asked(&d.run(t0, Input::Gossip(vec![]), &m)).is_some() {}
+        let mut now = t0 + Duration::from_secs(1);
+        let mut asked_in_turn = Vec::new();
+        for _ in 0..4 {
+            let out = d.run(now, Input::Tick, &m);
+            let round = asked(&out).expect("a round").to_vec();
+            assert!(round.len() <= GOSSIP_FANOUT, "{round:?}");
+            asked_in_turn.extend(round);
+            d.run(now + 10 * MS, Input::Gossip(vec![]), &m);
+            now += GOSSIP_EVERY;
+        }
+        asked_in_turn.sort();
+        asked_in_turn.dedup();
+        assert_eq!(asked_in_turn, &all[1..], "each member once a turn");
+    }
+
+    /// A member whose digest matched answers without its list: it sees what this node
+    /// sees, this node included.
+    #[test]
+    fn a_matching_digest_means_the_peer_sees_what_this_node_sees() {
+        let (mut d, m, t0) = with_up("a", &["b", "c"]);
+        let mut view = info("b", &[]);
+        view.peers = None;
+        d.run(t0, Input::Gossip(vec![view]), &m);
+        let b = m.snapshot().into_iter().find(|p| p.name == "b").unwrap();
+        assert_eq!(b.sees_up, Some(vec!["a".to_string(), "c".to_string()]));
+        assert_eq!(b.counters, Some(2));
+    }
+
     #[test]
     fn detection_fits_in_the_failure_timeout() {
         let timeout = Duration::from_secs(2);
@@ -1985,6 +2468,10 @@ mod tests {
         assert_eq!(tick, Duration::from_millis(200));
         // Declared at most one tick after the silence, with room left to report it.
         assert!(silence + tick <= timeout.mul_f64(0.75));
+        // Told of it at once, the others check it within a window: all within the
+        // timeout, with a tick to spare.
+        let d = Detector::new("a".into(), vec![], silence, 7);
+        assert!(silence + tick + d.check_window() + tick <= timeout);
         // Several heartbeats must be lost before a healthy peer is declared down.
         assert!(silence >= tick * TICKS_PER_BEAT as u32 * 3);
     }

@@ -18,11 +18,11 @@
 //! A peer that stays in any state but `Up` for [`FORGET_AFTER`] is forgotten, so a
 //! node that is gone for good stops making every collection incomplete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use shared::agent::{NodeInfo, PeerAddr};
+use shared::agent::{Beat, NodeInfo, PeerAddr, View};
 use shared::protocol::Role;
 use tokio::time::Instant;
 
@@ -157,8 +157,13 @@ pub(crate) enum MemberChange {
         /// Who said so.
         teller: String,
     },
-    /// A peer described itself: see [`Membership::describe`].
-    Describe(Box<NodeInfo>),
+    /// A peer answered gossip: see [`Membership::viewed`].
+    Viewed {
+        /// What it said of itself.
+        view: Box<View>,
+        /// The members it sees up.
+        sees: Vec<String>,
+    },
     /// A session to `name` at `addr` is ready: see [`Membership::session_up`].
     SessionUp {
         /// The peer.
@@ -192,7 +197,7 @@ impl Membership {
             MemberChange::Told { name, addr, teller } => {
                 self.tell(name, addr, teller);
             }
-            MemberChange::Describe(info) => self.describe(info, now),
+            MemberChange::Viewed { view, sees } => self.viewed(view, sees.clone(), now),
             MemberChange::SessionUp { name, addr } => {
                 self.session_up(name, addr, now);
             }
@@ -296,18 +301,63 @@ impl Membership {
     /// Records what a peer said about itself (its agent's `GetInfo`, or its part of a
     /// collection). The caller checks that it came from that peer ([`crate::cluster::policy::of_itself`]).
     pub(crate) fn describe(&self, info: &NodeInfo, now: Instant) {
-        self.learn_from(
-            &info.name,
-            &info.advertise,
-            Some(info.incarnation),
-            now,
-            true,
-        );
-        if let Some(peer) = self.lock().get_mut(&info.name) {
-            peer.role = Some(info.role);
-            peer.counters = Some(info.counters);
-            peer.sees_up = Some(info.known_peers.iter().map(|p| p.name.clone()).collect());
+        let sees = info.known_peers.iter().map(|p| p.name.clone()).collect();
+        let node = PeerAddr {
+            name: info.name.clone(),
+            addr: info.advertise.clone(),
+            incarnation: info.incarnation,
+        };
+        self.described(&node, info.role, info.counters, sees, now);
+    }
+
+    /// Records what a peer's answer to gossip said about itself, and that it sees
+    /// `sees` up (what it listed, or, when its digest matched this node's, what this
+    /// node sees). The caller checks that it came from that peer.
+    pub(crate) fn viewed(&self, view: &View, sees: Vec<String>, now: Instant) {
+        self.described(&view.node, view.role, view.counters, sees, now);
+    }
+
+    fn described(
+        &self,
+        node: &PeerAddr,
+        role: Role,
+        counters: u32,
+        sees: Vec<String>,
+        now: Instant,
+    ) {
+        self.learn_from(&node.name, &node.addr, Some(node.incarnation), now, true);
+        if let Some(peer) = self.lock().get_mut(&node.name) {
+            peer.role = Some(role);
+            peer.counters = Some(counters);
+            peer.sees_up = Some(sees);
         }
+    }
+
+    /// When `name` was last heard from (a heartbeat either way, or its session coming
+    /// up), if it is up.
+    pub(crate) fn last_heard(&self, name: &str) -> Option<Instant> {
+        let peers = self.lock();
+        let peer = peers.get(name).filter(|p| p.status == PeerStatus::Up)?;
+        Some(peer.last_heard)
+    }
+
+    /// A digest of the members this node (`me`, at `addr`) sees up, itself included:
+    /// their names and addresses, sorted. Two nodes with the same digest see the same
+    /// cluster. (The std hasher is the same within one build; nodes of two builds at
+    /// worst send each other whole views.)
+    pub(crate) fn digest(&self, me: &str, addr: &str) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let peers = self.lock();
+        let mut up: Vec<(&str, &str)> = peers
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Up)
+            .map(|(name, p)| (name.as_str(), p.addr.as_str()))
+            .chain(std::iter::once((me, addr)))
+            .collect();
+        up.sort_unstable();
+        let mut hasher = DefaultHasher::new();
+        up.hash(&mut hasher);
+        hasher.finish()
     }
 
     /// The last exchange with `name`'s agent took `round_trip`.
@@ -378,6 +428,15 @@ impl Membership {
         }
     }
 
+    /// A heartbeat `beat` arrived (a watcher's, or a watched member's answer): records
+    /// it, and a restart it reveals as an event and a log line.
+    pub(crate) fn beat(&self, beat: &Beat, now: Instant) {
+        if self.heard(&beat.from, beat.incarnation, now) == Heard::Restarted {
+            self.event(&beat.from, "restarted");
+            tracing::info!(peer = %beat.from, "peer restarted (new incarnation)");
+        }
+    }
+
     /// `name` is lost (its session closed, or it went silent). True if it was up.
     pub(crate) fn lost(&self, name: &str, now: Instant) -> bool {
         let mut peers = self.lock();
@@ -390,17 +449,23 @@ impl Membership {
         }
     }
 
-    /// Up peers not heard from for longer than `silence`, marked unreachable; with
-    /// how long each was silent.
+    /// Watched peers that are up and have not been heard from for longer than
+    /// `silence`, marked unreachable; with how long each was silent. `watched` gives
+    /// each watched peer with when it began to be watched: its silence counts from
+    /// then at the earliest.
     pub(crate) fn expire_silent(
         &self,
+        watched: &HashMap<String, Instant>,
         silence: Duration,
         now: Instant,
     ) -> Vec<(PeerView, Duration)> {
         let mut peers = self.lock();
         let mut expired = Vec::new();
-        for (name, peer) in peers.iter_mut() {
-            let quiet = now.saturating_duration_since(peer.last_heard);
+        for (name, since) in watched {
+            let Some(peer) = peers.get_mut(name) else {
+                continue;
+            };
+            let quiet = now.saturating_duration_since(peer.last_heard.max(*since));
             if peer.status == PeerStatus::Up && quiet > silence {
                 set_status(peer, PeerStatus::Unreachable, now);
                 expired.push((view(name, peer), quiet));
@@ -469,7 +534,6 @@ impl Membership {
     }
 
     /// The address `name` is dialed at, if known.
-    #[cfg(test)]
     pub(crate) fn addr(&self, name: &str) -> Option<String> {
         self.lock().get(name).map(|p| p.addr.clone())
     }
@@ -545,23 +609,60 @@ mod tests {
         assert_eq!(m.heard("b", 8, t0 + 3 * S), Heard::Restarted);
     }
 
+    /// Silence expires a watched peer that is up, once, counted from when it was last
+    /// heard or began to be watched, whichever is later; a peer not watched is left
+    /// alone however long it has been quiet.
     #[test]
-    fn silence_expires_only_up_peers_once() {
+    fn silence_expires_only_watched_up_peers_once() {
         let m = Membership::default();
         let t0 = Instant::now();
-        m.session_up("a", "h:1", t0);
-        m.session_up("b", "h:2", t0);
+        for (name, addr) in [("a", "h:1"), ("b", "h:2"), ("d", "h:4"), ("e", "h:5")] {
+            m.session_up(name, addr, t0);
+        }
         m.learn("c", "h:3", None, t0);
         m.heard("b", 1, t0 + S);
-        let expired = m.expire_silent(Duration::from_millis(1500), t0 + 2 * S);
+        let watched: HashMap<String, Instant> = [("a", t0), ("b", t0), ("c", t0), ("d", t0 + S)]
+            .into_iter()
+            .map(|(name, since)| (name.to_string(), since))
+            .collect();
+        let silence = Duration::from_millis(1500);
+        let expired = m.expire_silent(&watched, silence, t0 + 2 * S);
         let names: Vec<_> = expired.iter().map(|(v, _)| v.name.as_str()).collect();
         assert_eq!(names, ["a"]);
         assert_eq!(expired[0].1, 2 * S);
-        assert!(m
-            .expire_silent(Duration::from_millis(1500), t0 + 2 * S)
-            .is_empty());
+        assert!(m.expire_silent(&watched, silence, t0 + 2 * S).is_empty());
         assert_eq!(m.status("b"), Some(PeerStatus::Up));
         assert_eq!(m.status("c"), Some(PeerStatus::Pending));
+        assert_eq!(m.status("d"), Some(PeerStatus::Up), "watched for 1 s only");
+        assert_eq!(m.status("e"), Some(PeerStatus::Up), "not watched");
+        assert_eq!(m.last_heard("b"), Some(t0 + S));
+        assert_eq!(m.last_heard("a"), None, "not up");
+    }
+
+    /// Nodes that see the same members up, each counting itself, share a digest; a
+    /// member more, a member down or at another address changes it.
+    #[test]
+    fn the_digest_is_of_the_members_up_whoever_counts_them() {
+        let t0 = Instant::now();
+        let from_a = Membership::default();
+        from_a.session_up("b", "h:2", t0);
+        from_a.session_up("c", "h:3", t0);
+        let from_b = Membership::default();
+        from_b.session_up("c", "h:3", t0);
+        from_b.session_up("a", "h:1", t0);
+        let digest = from_a.digest("a", "h:1");
+        assert_eq!(digest, from_b.digest("b", "h:2"));
+        from_b.learn("d", "h:4", None, t0);
+        assert_eq!(
+            digest,
+            from_b.digest("b", "h:2"),
+            "a pending peer is not up"
+        );
+        from_b.session_up("d", "h:4", t0);
+        assert_ne!(digest, from_b.digest("b", "h:2"));
+        from_a.lost("c", t0);
+        assert_ne!(digest, from_a.digest("a", "h:1"));
+        assert_ne!(digest, from_b.digest("b", "h:9"));
     }
 
     #[test]

@@ -10,8 +10,13 @@
 //! - finding the seeds a `--join` name gives, again and again ([`seeds`](super::seeds),
 //!   in a task that reports each new set and ends with the mesh);
 //! - closing sessions (stopping their `NodeSession`);
-//! - heartbeats to every peer's agent, which records them in the [`Membership`];
-//! - gossip rounds (in a task that asks every peer's agent `GetInfo` and reports back);
+//! - heartbeats to the agents of the members it watches (and of a suspect it checks),
+//!   each answered with the member's own, recorded in the [`Membership`] by a task per
+//!   heartbeat as it arrives;
+//! - telling every member of a peer this node found silent (`Suspect`), and taking
+//!   such word from the agent ([`MeshMessage::Suspected`]);
+//! - gossip rounds (in a task that asks a few members' agents `Gossip` with this node's
+//!   digest, and reports back);
 //! - log lines.
 //!
 //! **No handler waits.** The session view comes from the `NodeServer`'s session events,
@@ -31,7 +36,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
-use shared::agent::{AgentMessage, Beat, NodeInfo};
+use shared::agent::{AgentMessage, Beat, PeerAddr, View};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -48,6 +53,11 @@ use crate::facts::NodeFacts;
 use crate::net::probe::DialProbe;
 use crate::net::tls::Tls;
 use crate::net::transport::{self, Inbound};
+
+/// The mesh's registry name on node `node`: the agent hands it what peers suspect.
+pub(crate) fn mesh_name(node: &str) -> String {
+    format!("{node}/mesh")
+}
 
 /// How long one dial (name resolution, TCP connect, TLS) may take.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -210,7 +220,14 @@ pub(crate) enum MeshMessage {
         result: Result<(SocketAddr, Arc<DialProbe>), String>,
     },
     /// A gossip round ended: what the peers said about themselves.
-    Gossip(Vec<NodeInfo>),
+    Gossip(Vec<View>),
+    /// Member `by` says it found member `name` silent (from the agent).
+    Suspected {
+        /// The suspect.
+        name: String,
+        /// Who says so.
+        by: String,
+    },
     /// The seeds' names resolved to a set of addresses unlike the one before.
     Seeds(SeedAddrs),
     /// The node is stopping cleanly: tell every peer, then answer with how many
@@ -255,10 +272,7 @@ impl NodeEventSubscription for SessionEvents {
 
 impl MeshState {
     fn beat(&self) -> Beat {
-        Beat {
-            from: self.args.facts.name.clone(),
-            incarnation: self.args.facts.incarnation,
-        }
+        self.args.facts.beat()
     }
 
     fn step(&mut self, myself: &ActorRef<MeshMessage>, input: Input) {
@@ -278,20 +292,36 @@ impl MeshState {
                     ses.stop(Some(reason.to_string()));
                 }
             }
-            Action::SendHeartbeats => {
-                for (_, agent) in remote_agents() {
-                    let _ = agent.cast(AgentMessage::Heartbeat(self.beat()));
+            Action::Heartbeat(names) => self.heartbeats(&names),
+            Action::Suspect(name) => {
+                let facts = &self.args.facts;
+                let suspect = PeerAddr {
+                    addr: facts.membership.addr(&name).unwrap_or_default(),
+                    name,
+                    incarnation: 0,
+                };
+                for (node, agent) in remote_agents() {
+                    if node != suspect.name {
+                        let _ = agent.cast(AgentMessage::Suspect(self.beat(), suspect.clone()));
+                    }
                 }
             }
-            Action::AskGossip => {
+            Action::Wake(after) => {
+                myself.send_after(after, || MeshMessage::Deadlines);
+            }
+            Action::AskGossip(names) => {
                 let myself = myself.clone();
-                let membership = self.args.facts.membership.clone();
+                let facts = &self.args.facts;
+                let membership = facts.membership.clone();
+                let digest = membership.digest(&facts.name, &facts.advertise);
+                let agents = agents_of(&names);
                 tokio::spawn(async move {
                     let sent = Instant::now();
-                    let pending = remote_agents()
+                    let pending = agents
                         .into_iter()
                         .map(|(node, agent)| {
-                            (node, ask(&agent, AgentMessage::GetInfo, GOSSIP_EVERY * 2))
+                            let gossip = |reply| AgentMessage::Gossip(digest, reply);
+                            (node, ask(&agent, gossip, GOSSIP_EVERY * 2))
                         })
                         .collect();
                     let answers = gather_timed(pending, sent, sent + GOSSIP_EVERY * 2).await;
@@ -301,15 +331,15 @@ impl MeshState {
                         }
                     }
                     // A peer's answer is about itself, or it is not believed.
-                    let infos = answers
+                    let views = answers
                         .into_iter()
                         .filter_map(|(node, answer)| {
                             answer
-                                .map(|(info, _)| info)
-                                .filter(|info| super::policy::of_itself(&node, info))
+                                .map(|(view, _)| view)
+                                .filter(|view| super::policy::view_of_itself(&node, view))
                         })
                         .collect();
-                    let _ = myself.cast(MeshMessage::Gossip(infos));
+                    let _ = myself.cast(MeshMessage::Gossip(views));
                 });
             }
             Action::Report(report) => {
@@ -320,10 +350,39 @@ impl MeshState {
                     Report::Lost { peer, .. } | Report::Silent { peer, .. } => {
                         membership.event(peer, "unreachable")
                     }
+                    Report::Confirmed { peer, .. } => {
+                        membership.event(peer, "unreachable");
+                        self.args.facts.metrics.suspicion_checked(true);
+                    }
+                    Report::Refuted { .. } => self.args.facts.metrics.suspicion_checked(false),
                     _ => {}
                 }
                 log(report)
             }
+        }
+    }
+
+    /// Sends each of `names` a heartbeat, and records each answer as it arrives (a
+    /// task per heartbeat, gone by the next beat: at most [`super::detector::WATCHED`]
+    /// and a suspect or two at a time).
+    fn heartbeats(&self, names: &[String]) {
+        let (tick, _) = detector_timing(self.args.failure_timeout);
+        let timeout = tick * super::detector::TICKS_PER_BEAT as u32;
+        for (_, agent) in agents_of(names) {
+            let beat = self.beat();
+            let Some(answer) = ask(
+                &agent,
+                |reply| AgentMessage::Heartbeat(beat, reply),
+                timeout,
+            ) else {
+                continue;
+            };
+            let membership = self.args.facts.membership.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(beat)) = tokio::time::timeout(timeout, answer).await {
+                    membership.beat(&beat, Instant::now());
+                }
+            });
         }
     }
 
@@ -408,12 +467,32 @@ impl MeshState {
 /// and the loss of a peer that was up has been warned of already.
 const WARN_AFTER_ATTEMPTS: u32 = 8;
 
+/// The agents of the members named in `names` (each found in the process group).
+fn agents_of(names: &[String]) -> Vec<(String, ActorRef<AgentMessage>)> {
+    remote_agents()
+        .into_iter()
+        .filter(|(node, _)| names.contains(node))
+        .collect()
+}
+
 /// One log line per report, at the level it deserves.
 fn log(report: Report) {
     match report {
         Report::Connected { peer, addr } => info!(%peer, %addr, "peer connected"),
         Report::Back { peer, addr } => info!(%peer, %addr, "peer reachable again"),
         Report::Lost { peer, addr } => warn!(%peer, %addr, "peer unreachable: connection closed"),
+        Report::Confirmed { peer, addr, by } => warn!(
+            %peer,
+            %addr,
+            %by,
+            "peer unreachable: {by} found it silent, and it did not answer a heartbeat from \
+             here either; closing its session"
+        ),
+        Report::Refuted { peer, by } => info!(
+            %peer,
+            %by,
+            "{by} found {peer} silent, but it answered a heartbeat from here: still up"
+        ),
         Report::Silent { peer, addr, silent } => warn!(
             %peer,
             %addr,
@@ -554,7 +633,10 @@ impl Actor for Mesh {
                 });
                 state.step(&myself, Input::Dialed { addr, result });
             }
-            MeshMessage::Gossip(infos) => state.step(&myself, Input::Gossip(infos)),
+            MeshMessage::Gossip(views) => state.step(&myself, Input::Gossip(views)),
+            MeshMessage::Suspected { name, by } => {
+                state.step(&myself, Input::Suspected { name, by })
+            }
             MeshMessage::Seeds(addrs) => {
                 let seeds = seed_list(&addrs);
                 state.seed_addrs = addrs;

@@ -11,7 +11,7 @@
 //! | its name | with TLS: a member's name only from a node certificate naming it ([`Tls::admits`]); a client certificate opens a client's session only |
 //! | its actors (`NAME/host`, `NAME/agent`) | named after the peer itself: nobody else's host or agent can be mirrored here |
 //! | a batch, a `Sync` or a `SyncedBatch`, of stream `S` | `S`'s sender is the peer (a client's streams carry its own session name) |
-//! | a heartbeat or a leave notice | from a member, in its own name |
+//! | a heartbeat, a leave notice or a suspicion | from a member, in its own name |
 //!
 //! and each peer has at most [`MAX_MIRRORED`] actors mirrored here. What a member says
 //! of itself in its answers (its counters, whom it sees) is checked where it is read
@@ -152,7 +152,9 @@ impl ractor_cluster::PeerPolicy for MemberPolicy {
         // (the variant is looked at first: it costs nothing).
         let (about, clients_may, refusal) = match variant {
             "Batch" | "Sync" | "SyncedBatch" => (&self.host, true, PolicyRefusal::AnotherStream),
-            "Heartbeat" | "Leaving" => (&self.agent, false, PolicyRefusal::AnotherHeartbeat),
+            "Heartbeat" | "Leaving" | "Suspect" => {
+                (&self.agent, false, PolicyRefusal::AnotherHeartbeat)
+            }
             _ => return true,
         };
         if target.get_name().as_ref() != Some(about) {
@@ -173,6 +175,14 @@ pub(crate) fn of_itself(node: &str, info: &shared::agent::NodeInfo) -> bool {
     info.name == node
         && validate_node_name(node).is_ok()
         && info.counters <= shared::protocol::MAX_COUNTERS
+}
+
+/// Whether `view`, an answer to gossip from node `node`'s own agent, speaks for that
+/// node and stays within what any node may claim.
+pub(crate) fn view_of_itself(node: &str, view: &shared::agent::View) -> bool {
+    view.node.name == node
+        && validate_node_name(node).is_ok()
+        && view.counters <= shared::protocol::MAX_COUNTERS
 }
 
 #[cfg(test)]
@@ -217,10 +227,24 @@ mod tests {
             cast_args(HostMessage::SyncedBatch(stream_batch(sender), reply.into()))
         };
         let beat = |from: &str| {
-            cast_args(AgentMessage::Heartbeat(Beat {
+            let (reply, _) = ractor::concurrency::oneshot();
+            let beat = Beat {
                 from: from.into(),
                 incarnation: 1,
-            }))
+            };
+            cast_args(AgentMessage::Heartbeat(beat, reply.into()))
+        };
+        let suspect = |from: &str| {
+            let beat = Beat {
+                from: from.into(),
+                incarnation: 1,
+            };
+            let whom = shared::agent::PeerAddr {
+                name: "w3".into(),
+                addr: "h:3".into(),
+                incarnation: 1,
+            };
+            cast_args(AgentMessage::Suspect(beat, whom))
         };
         let host_cell = host.get_cell();
         let agent_cell = agent.get_cell();
@@ -249,12 +273,12 @@ mod tests {
             &agent_cell,
             beat("~client-7-0")
         ));
-        // Reads and client requests are for anyone.
-        let get = cast_args(AgentMessage::Heartbeat(Beat {
-            from: String::new(),
-            incarnation: 0,
-        }));
-        assert!(!deliver("w1@h:1", &agent_cell, get.clone()));
+        assert!(deliver("w1@h:1", &agent_cell, suspect("w1")));
+        assert!(
+            !deliver("w1@h:1", &agent_cell, suspect("w2")),
+            "a suspicion in another's name"
+        );
+        assert!(!deliver("w1@h:1", &agent_cell, beat("")));
         assert!(deliver(
             "w1@h:1",
             &host_cell,
@@ -286,7 +310,7 @@ mod tests {
         let text = crate::metrics::encode(&crate::metrics::registry(Arc::clone(&facts)));
         for (reason, n) in [
             ("another_stream", 4),
-            ("another_heartbeat", 3),
+            ("another_heartbeat", 4),
             ("another_nodes_actor", 1),
             ("client_actor", 1),
             ("own_name", 1),

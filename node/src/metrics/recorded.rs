@@ -105,6 +105,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// How a check of a suspect ended (the `outcome` label): `confirmed` (it did not
+/// answer: declared unreachable here too) or `refuted` (it answered).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// Which part of the node (the `part` label): one of the root's children.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartLabel {
@@ -241,6 +248,7 @@ pub(crate) struct NodeMetrics {
     batches_refused: Family<ReasonLabel, Counter>,
     part_restarts: Family<PartLabel, Counter>,
     part_waiting: Family<PartLabel, Gauge>,
+    suspicions: Family<OutcomeLabel, Counter>,
     /// Bytes and frames per session link.
     pub(crate) traffic: Traffic,
 }
@@ -267,6 +275,7 @@ impl Default for NodeMetrics {
             batches_refused: Family::default(),
             part_restarts: Family::default(),
             part_waiting: Family::default(),
+            suspicions: Family::default(),
             traffic: Traffic::default(),
         }
     }
@@ -341,6 +350,21 @@ impl NodeMetrics {
              can start again (1) or not (0), by part",
             self.part_waiting.clone(),
         );
+        registry.register(
+            "suspicions_checked",
+            "Members another member found silent that this node checked with a heartbeat \
+             of its own, by outcome: confirmed (no answer: declared unreachable here too) \
+             or refuted (it answered)",
+            self.suspicions.clone(),
+        );
+    }
+
+    /// A check of a member another found silent ended: `confirmed` or `refuted`.
+    pub(crate) fn suspicion_checked(&self, confirmed: bool) {
+        let outcome = if confirmed { "confirmed" } else { "refuted" };
+        self.suspicions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     /// A commit took `seconds` and applied `applied` operations to counters, refusing

@@ -11,7 +11,7 @@ use shared::protocol::{agent_name, host_name, Role};
 use tokio::net::TcpListener;
 
 use crate::cluster::agent::{AgentArgs, NodeAgent};
-use crate::cluster::mesh::{Mesh, MeshArgs};
+use crate::cluster::mesh::{mesh_name, Mesh, MeshArgs};
 use crate::cluster::policy::MemberPolicy;
 use crate::config::NodeConfig;
 use crate::counters::host::{CounterHost, HostArgs};
@@ -185,7 +185,10 @@ impl Kit {
                 link(Some(aggregator_name(name)), Aggregator, args, me).await
             }
             Child::Agent => link(Some(agent_name(name)), NodeAgent, self.agent_args(), me).await,
-            Child::Mesh => link(None, Mesh, self.mesh_args(server(children)?), me).await,
+            Child::Mesh => {
+                let args = self.mesh_args(server(children)?);
+                link(Some(mesh_name(name)), Mesh, args, me).await
+            }
             Child::Acceptor => {
                 let args = self.acceptor_args(server(children)?);
                 link(None, Acceptor, args, me).await
