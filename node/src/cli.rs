@@ -287,6 +287,20 @@ pub(crate) enum Command {
         #[command(flatten)]
         conn: ClientArgs,
     },
+    /// Make the node --join names leave the cluster and stop. Without --for-good it
+    /// leaves for a while, as on SIGTERM: it may come back with its data, and until it
+    /// does, collections list it as departed with what its counters held. With
+    /// --for-good it leaves for good, only if its counters hold no count and nothing
+    /// it issued is in flight (else it says why and stays); it then never starts again
+    /// on its data dir.
+    Leave {
+        /// Leave for good (an operator's decision), not for a while.
+        #[arg(long)]
+        for_good: bool,
+        /// The member to connect to (the one that leaves), and how.
+        #[command(flatten)]
+        conn: ClientArgs,
+    },
     /// Fault injection for tests and drills.
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),

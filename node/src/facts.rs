@@ -8,6 +8,7 @@ use std::sync::Arc;
 use shared::agent::{Beat, NodeInfo, PeerAddr, View};
 use shared::protocol::{Role, PROTOCOL_VERSION};
 
+use crate::cluster::departure::Departing;
 use crate::cluster::membership::Membership;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
@@ -41,6 +42,8 @@ pub(crate) struct NodeFacts {
     /// The store's disk fault hook, when fault injection is enabled (for the count of
     /// disk errors it injected).
     pub(crate) disk_faults: Option<Arc<DiskFaults>>,
+    /// Whether the node is leaving the cluster, and whether it takes changes meanwhile.
+    pub(crate) departing: Departing,
 }
 
 impl NodeFacts {
@@ -59,6 +62,7 @@ impl NodeFacts {
             issued_value: issued.value,
             issued_operations: issued.operations,
             in_flight_operations: self.issued.in_flight(),
+            in_flight_to: self.issued.in_flight_to(),
             unvouched_value: unvouched.value,
             unvouched_operations: unvouched.operations,
             received: self.received.by_sender(),
@@ -106,6 +110,7 @@ impl NodeFacts {
             metrics: Arc::default(),
             recovered_commit: 0,
             disk_faults: None,
+            departing: Departing::default(),
         }
     }
 }

@@ -12,12 +12,14 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::clock::unix_micros;
+use crate::cluster::departure::Departing;
 use crate::cluster::membership::Membership;
 use crate::config::{NodeConfig, Storage};
 use crate::counters::table::CounterTable;
 use crate::error::NodeError;
 use crate::facts::NodeFacts;
 use crate::root::{NodeRoot, RootArgs, RootMessage};
+use crate::store::left_mark::left_for_good;
 use crate::store::{Store, Sum};
 use crate::supervision::root_cause;
 
@@ -67,6 +69,7 @@ pub(crate) async fn run(
                 reason: startup_failure(&source),
                 source,
             })?;
+    let leaving = Arc::clone(&facts);
     if let Some(http) = &http {
         http.started(facts);
     }
@@ -74,6 +77,11 @@ pub(crate) async fn run(
 
     let failure = tokio::select! {
         () = shutdown => None,
+        () = leaving.departing.asked() => {
+            let how = if leaving.departing.for_good() { "for good" } else { "for a while" };
+            info!("asked to leave the cluster {how}: stopping");
+            None
+        }
         Some(failure) = failures.recv() => Some(failure),
         // The root itself ended (it panicked): every part went with it.
         _ = &mut root_handle => {
@@ -112,6 +120,10 @@ fn node_facts(config: &NodeConfig, opened: &OpenedStore) -> Arc<NodeFacts> {
             .fault_injection
             .then(|| opened.store.faults())
             .flatten(),
+        departing: Departing::new(match &config.storage {
+            Storage::Dir(dir) => Some(dir.clone()),
+            Storage::Memory => None,
+        }),
     })
 }
 
@@ -175,6 +187,14 @@ async fn open_store(config: &NodeConfig) -> Result<OpenedStore, NodeError> {
             Store::memory(counters)
         }
         Storage::Dir(dir) => {
+            if let Some(why) = left_for_good(&dir) {
+                return Err(NodeError::Config(format!(
+                    "the node whose store is in {} left the cluster for good ({}); its data \
+                     is kept for reference. To start a new node, give it an empty --data-dir",
+                    dir.display(),
+                    why.trim()
+                )));
+            }
             let opened = crate::runtime::busy_poll::spawn_blocking(move || {
                 Store::open(&dir, &name, counters, Arc::default()).map(|o| (o, dir))
             })

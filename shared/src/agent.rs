@@ -36,10 +36,11 @@ pub enum AgentMessage {
     /// it (see `node/src/cluster/detector.rs`).
     Suspect(Beat, PeerAddr),
     /// "I am leaving the cluster": sent by a node that stops cleanly, so that its peers
-    /// forget it instead of reporting it unreachable. Answered, so the leaving node
-    /// knows the notice arrived before it closes its sessions.
+    /// take it out of their collections instead of reporting it unreachable, and say
+    /// what it took with it. Answered, so the leaving node knows the notice arrived
+    /// before it closes its sessions.
     #[rpc]
-    Leaving(Beat, RpcReplyPort<bool>),
+    Leaving(Beat, Departure, RpcReplyPort<bool>),
 }
 
 /// Who sent a heartbeat or a leave notice.
@@ -49,6 +50,38 @@ pub struct Beat {
     pub from: String,
     /// The sender's incarnation (see [`NodeInfo::incarnation`]).
     pub incarnation: u64,
+}
+
+/// What a node that leaves takes with it, as it says in its leave notice: its counters'
+/// totals once it has stopped taking changes and committed every one it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Departure {
+    /// Whether it left for good (an operator's decision, taken only by a node that holds
+    /// no counts) or for a while (it stopped cleanly and may come back with its data).
+    pub for_good: bool,
+    /// How many counters it hosts.
+    pub counters: u32,
+    /// Whether its store could be read as it left (a failing disk): if not, what its
+    /// counters hold is not known, and `value` and `operations` are 0.
+    pub known: bool,
+    /// The sum of its counters' values.
+    pub value: i128,
+    /// The sum of its counters' operations.
+    pub operations: u128,
+    /// Net value its load clients issued, over its life (the other side of what
+    /// its destinations applied from it).
+    pub issued_value: i64,
+    /// Operations its load clients issued.
+    pub issued_operations: u64,
+}
+
+/// Operations a node issued that one destination has not acknowledged yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlightTo {
+    /// The destination node.
+    pub node: String,
+    /// Operations in flight to it.
+    pub operations: u64,
 }
 
 /// A peer as other nodes should dial it.
@@ -88,6 +121,8 @@ pub struct NodeInfo {
     pub issued_operations: u64,
     /// Issued operations not yet acknowledged by their destination (committed there).
     pub in_flight_operations: u64,
+    /// The same, per destination (those with any in flight only).
+    pub in_flight_to: Vec<InFlightTo>,
     /// Net value that this node's streams and their receivers disagree on: what the
     /// receivers hold of them beyond (or, when negative, short of) what this node's store
     /// issued. Non-zero only after a store was restored from an older copy (or lost) on
@@ -151,6 +186,14 @@ pub enum ClientRequest {
         /// Cluster-wide counter name.
         counter: String,
     },
+    /// Leave the cluster: for a while (stop cleanly, as SIGTERM does: the node may come
+    /// back with its data), or for good. A node leaves for good only if it holds no
+    /// counts and nothing it issued is in flight; it then stops, tells its peers, and
+    /// never starts again on its data dir. Answered before it stops.
+    Leave {
+        /// For good, rather than for a while.
+        for_good: bool,
+    },
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
     /// the supervision tree in docs/architecture.md). Fault injection for tests and drills:
     /// refused unless the node runs with `--enable-fault-injection`, and only ever
@@ -204,6 +247,13 @@ pub enum ClientAnswer {
     Applied(crate::counter::Applied),
     /// The request was carried out; there is nothing to report.
     Done,
+    /// The node is leaving the cluster (for good or not): it stops now.
+    Leaving {
+        /// The node.
+        node: String,
+        /// For good, rather than for a while.
+        for_good: bool,
+    },
 }
 
 /// Why a client command failed.
@@ -269,6 +319,14 @@ pub enum ClientError {
         /// The most a message carries.
         limit: u64,
     },
+    /// The node refused to leave the cluster for good, and why.
+    #[error("{node} cannot leave the cluster for good: {why}")]
+    CannotLeave {
+        /// The node.
+        node: String,
+        /// Why not.
+        why: String,
+    },
     /// The node could not serve the request for an internal reason.
     #[error("node failed to serve the request: {0}")]
     Internal(String),
@@ -282,4 +340,12 @@ pub const MISSING_NAMES: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientReply(pub Result<ClientAnswer, ClientError>);
 
-crate::wire_type!(Beat, PeerAddr, View, NodeInfo, ClientRequest, ClientReply);
+crate::wire_type!(
+    Beat,
+    Departure,
+    PeerAddr,
+    View,
+    NodeInfo,
+    ClientRequest,
+    ClientReply
+);

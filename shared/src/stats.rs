@@ -74,6 +74,36 @@ pub struct ClusterStats {
     pub missing_links: Vec<String>,
     /// Per node, sorted by name.
     pub nodes: Vec<NodeStats>,
+    /// Members that left the cluster (cleanly, saying so), sorted by name: what their
+    /// counters held as they left, which is in none of the sums above. Once a member
+    /// comes back it is a node again.
+    pub departed: Vec<DepartedNode>,
+}
+
+/// A member that left the cluster, and the counts it took with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepartedNode {
+    /// Node name.
+    pub name: String,
+    /// Whether it left for good (an operator's decision) or for a while.
+    pub for_good: bool,
+    /// When it left, in milliseconds since the Unix epoch (as the collecting node heard).
+    pub left_at_ms: u64,
+    /// How many counters it hosts.
+    pub counters: u32,
+    /// Whether what its counters held is known (its store could be read as it left).
+    pub known: bool,
+    /// The sum of its counters' values as it left.
+    pub value: i128,
+    /// The sum of its counters' operations as it left.
+    pub operations: u128,
+    /// Net value its load clients issued (in none of the cluster's issued sums above).
+    pub issued_value: i64,
+    /// Operations its load clients issued.
+    pub issued_operations: u64,
+    /// Operations the nodes that answered issued to it and it never acknowledged: kept
+    /// by their senders until it comes back, so never applied if it left for good.
+    pub in_flight_to_it: u128,
 }
 
 /// One node's part of a collection.

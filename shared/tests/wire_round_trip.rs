@@ -69,6 +69,18 @@ fn sample_stats() -> ClusterStats {
             }],
             missing_counters: vec!["w/1".into()],
         }],
+        departed: vec![shared::stats::DepartedNode {
+            name: "v".into(),
+            for_good: true,
+            left_at_ms: 1_700_000_000_000,
+            counters: 3,
+            known: true,
+            value: -(1 << 65),
+            operations: 1 << 65,
+            issued_value: -1,
+            issued_operations: 2,
+            in_flight_to_it: 4,
+        }],
     }
 }
 
@@ -133,6 +145,10 @@ fn data_types_round_trip() {
         issued_value: -1,
         issued_operations: 1,
         in_flight_operations: 1,
+        in_flight_to: vec![shared::agent::InFlightTo {
+            node: "w".into(),
+            operations: 1,
+        }],
         unvouched_value: 0,
         unvouched_operations: -2,
         store_commits: 3,
@@ -181,6 +197,7 @@ fn data_types_round_trip() {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            in_flight_to: Vec::new(),
             unvouched_value: 0,
             unvouched_operations: -2,
             received: vec![],
@@ -444,6 +461,7 @@ fn sample_info() -> NodeInfo {
         issued_value: 0,
         issued_operations: 0,
         in_flight_operations: 0,
+        in_flight_to: Vec::new(),
         unvouched_value: 0,
         unvouched_operations: -2,
         received: vec![],

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::util::{client, free_port, is_closed, wait_for, Cluster, NodeProc};
 
-const TOKEN: &str = "http-test-token";
+pub const TOKEN: &str = "http-test-token";
 
 /// One answer: status, headers (lowercased names), body as JSON (Null if not JSON).
 #[derive(Debug)]
@@ -119,7 +119,7 @@ pub fn get(addr: &str, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"")
 }
 
-fn post(addr: &str, path: &str, key: Option<&str>, body: &str) -> Reply {
+pub fn post(addr: &str, path: &str, key: Option<&str>, body: &str) -> Reply {
     let auth = format!("Bearer {TOKEN}");
     let mut headers = vec![("Authorization", auth.as_str())];
     if let Some(key) = key {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
-use shared::agent::{AgentMessage, Beat, NodeInfo, PeerAddr, View};
+use shared::agent::{AgentMessage, Beat, Departure, NodeInfo, PeerAddr, View};
 use shared::counter::{ApplyOutcome, CounterError, Delta};
 use shared::host::{Batch, Change, CollectReply, HostMessage, LocalReport, StreamId};
 use shared::protocol::{Role, HOSTS_GROUP, NODES_GROUP, PROTOCOL_VERSION};
@@ -29,6 +29,7 @@ fn lie() -> NodeInfo {
         issued_value: 0,
         issued_operations: 0,
         in_flight_operations: 0,
+        in_flight_to: Vec::new(),
         unvouched_value: 0,
         unvouched_operations: 0,
         received: Vec::new(),
@@ -38,6 +39,19 @@ fn lie() -> NodeInfo {
             addr: "127.0.0.1:1".into(),
             incarnation: 99,
         }],
+    }
+}
+
+/// What the liar says it takes with it when it leaves.
+fn farewell() -> Departure {
+    Departure {
+        for_good: true,
+        counters: 0,
+        known: true,
+        value: 0,
+        operations: 0,
+        issued_value: 0,
+        issued_operations: 0,
     }
 }
 
@@ -207,7 +221,7 @@ fn a_lying_member_speaks_only_for_itself() {
             incarnation: u64::MAX,
         };
         let left = ask(&coordinator_agent, |r| {
-            AgentMessage::Leaving(leaving("worker-1"), r)
+            AgentMessage::Leaving(leaving("worker-1"), farewell(), r)
         })
         .await;
         assert_eq!(left, None, "a leave notice in another's name was taken");
@@ -350,7 +364,7 @@ fn a_lying_member_speaks_only_for_itself() {
 
         // The liar leaves, in its own name: that it may.
         let left = ask(&coordinator_agent, |r| {
-            AgentMessage::Leaving(leaving("liar"), r)
+            AgentMessage::Leaving(leaving("liar"), farewell(), r)
         })
         .await;
         assert_eq!(left, Some(true));

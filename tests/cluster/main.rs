@@ -24,6 +24,7 @@ mod hostile;
 mod http;
 mod k8s;
 mod large;
+mod leaving;
 mod load;
 mod lying_member;
 mod membership;

@@ -84,6 +84,18 @@ pub(crate) async fn run(command: Command) -> Result<(), CommandError> {
                 info.counters
             );
         }
+        Command::Leave { for_good, conn } => {
+            let request = ClientRequest::Leave { for_good };
+            // Leaving for good first commits what the node took: more than a round trip.
+            let timeout = conn.timeout.max(Duration::from_secs(15));
+            match request_once(&conn, request, timeout).await? {
+                ClientAnswer::Leaving { node, for_good } => {
+                    let how = if for_good { "for good" } else { "for a while" };
+                    println!("{node} is leaving the cluster {how}: it stops now");
+                }
+                _ => return Err(CommandError::Local("unexpected answer to leave".into())),
+            }
+        }
         Command::Debug(DebugCommand::Crash {
             target,
             counter,

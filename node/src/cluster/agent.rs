@@ -28,12 +28,14 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::discovery::{find_host, hosts};
+use super::leave::leave_for_good;
 use super::mesh::{mesh_name, MeshMessage};
 use super::rpc::call_until;
 use crate::facts::NodeFacts;
 use crate::stats::aggregator::AggregatorMessage;
 use crate::stats::collect::{collect, Collection};
 use crate::stats::lines::ANSWER_LIMIT;
+use crate::store::Store;
 use crate::supervision::{Drill, DrillPort};
 
 /// Client commands served at once.
@@ -60,6 +62,8 @@ pub(crate) struct AgentArgs {
     /// Where fault injection is carried out (the node's root); `None` unless the node
     /// runs with `--enable-fault-injection`.
     pub(crate) drills: Option<DrillPort>,
+    /// The node's store (what its counters hold, for leaving for good).
+    pub(crate) store: Arc<Store>,
 }
 
 /// The agent's state.
@@ -104,21 +108,36 @@ impl Actor for NodeAgent {
                 let _ = reply.send(facts.beat());
             }
             AgentMessage::Suspect(by, suspect) => {
-                // The mesh checks the suspect itself before it believes the word.
-                if let Some(mesh) = ActorRef::<MeshMessage>::where_is(mesh_name(&facts.name)) {
+                // The mesh checks the suspect itself before it believes the word; word
+                // about this node, or a member not up here, is nothing to check.
+                let worth = suspect.name != facts.name
+                    && facts.membership.last_heard(&suspect.name).is_some();
+                let mesh = ActorRef::<MeshMessage>::where_is(mesh_name(&facts.name));
+                if let Some(mesh) = mesh.filter(|_| worth) {
                     let _ = mesh.cast(MeshMessage::Suspected {
                         name: suspect.name,
                         by: by.from,
                     });
                 }
             }
-            AgentMessage::Leaving(beat, reply) => {
+            AgentMessage::Leaving(beat, departure, reply) => {
+                let now = Instant::now();
                 if facts
                     .membership
-                    .left(&beat.from, beat.incarnation, Instant::now())
+                    .left(&beat.from, beat.incarnation, departure, now)
                 {
                     facts.membership.event(&beat.from, "left");
-                    info!(peer = %beat.from, "peer left the cluster");
+                    let how = if departure.for_good {
+                        "for good"
+                    } else {
+                        "for a while"
+                    };
+                    info!(
+                        peer = %beat.from,
+                        value = %departure.value,
+                        operations = %departure.operations,
+                        "peer left the cluster {how}"
+                    );
                 }
                 let _ = reply.send(true);
             }
@@ -207,6 +226,14 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
         ClientRequest::DiskErrors { pass, fail } => {
             fault(args, Drill::DiskErrors { pass, fail }).await
         }
+        ClientRequest::Leave { for_good: true } => leave_for_good(facts, &args.store).await,
+        ClientRequest::Leave { for_good: false } => {
+            facts.departing.ask(false);
+            Ok(ClientAnswer::Leaving {
+                node: facts.name.clone(),
+                for_good: false,
+            })
+        }
     }
 }
 
@@ -252,6 +279,7 @@ fn detail(stats: &ClusterStats, per_counter: bool) -> ClusterStats {
         collected_by: stats.collected_by.clone(),
         missing_counters: first_names(&stats.missing_counters),
         missing_links: stats.missing_links.clone(),
+        departed: stats.departed.clone(),
         nodes,
         ..*stats
     }
@@ -443,6 +471,7 @@ mod tests {
             facts,
             aggregator: None,
             drills: None,
+            store: Arc::new(crate::store::Store::memory(0).0),
         };
         let (agent, agent_handle) = Actor::spawn(None, NodeAgent, args).await.unwrap();
         let stats = || ClientRequest::Stats {

@@ -83,9 +83,9 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a session may take from TCP connect to authenticated.
 pub(crate) const AUTH_GRACE: Duration = Duration::from_secs(2);
 
-/// Heartbeats go every this many ticks. Each costs every peer a wake-up: an idle node
-/// of three took 2.8-3.4 ms/s of CPU with one every tick, 2.0-2.7 with one every second
-/// tick (BENCHMARKS.md). Three still fit in the silence.
+/// Heartbeats go every this many ticks. Each costs the watched members a wake-up: an
+/// idle node of three took 2.8-3.4 ms/s of CPU with one every tick, 2.0-2.7 with one
+/// every second tick (BENCHMARKS.md). Three still fit in the silence.
 pub(crate) const TICKS_PER_BEAT: u64 = 2;
 
 /// The tick (where silence is checked) and the silence after which a peer is declared
@@ -244,6 +244,8 @@ pub(crate) enum Report {
         peer: String,
         /// The member that found it silent.
         by: String,
+        /// How many of that member's words have been refuted here so far.
+        times: u32,
     },
     /// A peer went silent: declared unreachable, its sessions closed.
     Silent {
@@ -377,6 +379,11 @@ pub(crate) struct Detector {
     gossip_first: Vec<String>,
     /// Members still to be asked in this turn of gossip rounds.
     gossip_turn: VecDeque<String>,
+    /// Whom this node saw up (itself included) when the round in flight asked: what a
+    /// member whose digest matched sees.
+    gossip_seen: Vec<String>,
+    /// Checks each member's word failed, by the member (for the log's pace).
+    refuted: HashMap<String, u32>,
     rng: fastrand::Rng,
 }
 
@@ -404,6 +411,8 @@ impl Detector {
             checks: HashMap::new(),
             gossip_first: Vec::new(),
             gossip_turn: VecDeque::new(),
+            gossip_seen: Vec::new(),
+            refuted: HashMap::new(),
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -538,9 +547,14 @@ impl Detector {
     }
 
     /// Whether this node was held itself so recently that what peers sent meanwhile
-    /// may still be unread (see the module documentation).
+    /// may still be unread (see the module documentation), or is being held now: its
+    /// last tick is more than a third of the silence old (a timer that fired before
+    /// that late tick is handled finds so).
     fn held(&self, now: Instant) -> bool {
         self.held_until.is_some_and(|until| now < until)
+            || self
+                .last_tick
+                .is_some_and(|last| now.saturating_duration_since(last) > self.silence / 3)
     }
 
     fn tick(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
@@ -665,7 +679,14 @@ impl Detector {
             match membership.last_heard(&name) {
                 Some(heard) if heard >= since => {
                     self.checks.remove(&name);
-                    out.push(Action::Report(Report::Refuted { peer: name, by }));
+                    let times = self.refuted.entry(by.clone()).or_default();
+                    *times += 1;
+                    let times = *times;
+                    out.push(Action::Report(Report::Refuted {
+                        peer: name,
+                        by,
+                        times,
+                    }));
                 }
                 Some(_) if now >= since + self.check_window() => {
                     let addr = membership.addr(&name).unwrap_or_default();
@@ -776,10 +797,7 @@ impl Detector {
         if self.gossip_in_flight || self.last_gossip.is_some_and(|t| now - t < GOSSIP_EVERY) {
             return;
         }
-        self.gossip_in_flight = true;
-        self.last_gossip = Some(now);
-        let asked = self.gossip_targets(membership);
-        out.push(Action::AskGossip(asked));
+        self.ask_gossip(now, membership, out);
         for peer in membership.forget_stale(FORGET_AFTER, now) {
             let name = peer.clone();
             out.push(Action::Member(MemberChange::Forget { name }));
@@ -1066,11 +1084,25 @@ impl Detector {
         if self.gossip_in_flight {
             self.gossip_again = true;
         } else {
-            self.gossip_in_flight = true;
-            self.last_gossip = Some(now);
-            let asked = self.gossip_targets(membership);
-            out.push(Action::AskGossip(asked));
+            self.ask_gossip(now, membership, out);
         }
+    }
+
+    /// Starts a gossip round: whom it asks, and what this node sees as they are asked.
+    fn ask_gossip(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
+        self.gossip_in_flight = true;
+        self.last_gossip = Some(now);
+        let mut seen: Vec<String> = membership
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.status == PeerStatus::Up)
+            .map(|p| p.name)
+            .chain(std::iter::once(self.name.clone()))
+            .collect();
+        seen.sort();
+        self.gossip_seen = seen;
+        let asked = self.gossip_targets(membership);
+        out.push(Action::AskGossip(asked));
     }
 
     /// Whom a gossip round asks: every member whose session just came up, and the next
@@ -1119,22 +1151,12 @@ impl Detector {
         out: &mut Vec<Action>,
     ) {
         self.gossip_in_flight = false;
+        // What this node saw up, itself included, when it asked: what a member whose
+        // digest matched sees too.
+        let seen = std::mem::take(&mut self.gossip_seen);
         if std::mem::take(&mut self.gossip_again) {
-            self.gossip_in_flight = true;
-            self.last_gossip = Some(now);
-            let asked = self.gossip_targets(membership);
-            out.push(Action::AskGossip(asked));
+            self.ask_gossip(now, membership, out);
         }
-        // What this node sees up, itself included: what a member whose digest matched
-        // sees too.
-        let mut seen: Vec<String> = membership
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.status == PeerStatus::Up)
-            .map(|p| p.name)
-            .chain(std::iter::once(self.name.clone()))
-            .collect();
-        seen.sort();
         for mut view in views.into_iter().filter(|v| v.node.name != self.name) {
             let teller = view.node.name.clone();
             let known_peers = view.peers.take();
@@ -2396,7 +2418,8 @@ mod tests {
             reports(&out),
             [&Report::Refuted {
                 peer: "c".into(),
-                by: "b".into()
+                by: "b".into(),
+                times: 1
             }]
         );
         assert_eq!(m.status("c"), Some(PeerStatus::Up));
@@ -2422,6 +2445,37 @@ mod tests {
         assert!(d.run(t1, suspect("a"), &m).is_empty());
         assert!(d.run(t1, suspect("c"), &m).is_empty());
         assert!(d.run(t1, suspect("zz"), &m).is_empty());
+    }
+
+    /// A check whose window ends while this node is held itself (its tick late: the
+    /// suspect's answer may be unread) confirms nothing until the node has caught up.
+    #[test]
+    fn a_check_that_ends_while_this_node_is_held_waits() {
+        let (mut d, m, t0) = with_up("a", &["b", "c"]);
+        m.heard("b", 1, t0);
+        m.heard("c", 1, t0);
+        d.run(t0, Input::Tick, &m);
+        let suspect = Input::Suspected {
+            name: "c".into(),
+            by: "b".into(),
+        };
+        d.run(t0 + 10 * MS, suspect, &m);
+        // Held: no tick for a second; the window's timer fires first.
+        let late = t0 + Duration::from_secs(1);
+        let out = d.run(late, Input::Deadlines, &m);
+        assert!(reports(&out).is_empty(), "confirmed while held: {out:?}");
+        // The late tick comes, then c's answer, read at last.
+        d.run(late + MS, Input::Tick, &m);
+        m.heard("c", 1, late + 2 * MS);
+        m.heard("b", 1, late + 2 * MS);
+        let out = d.run(late + 3 * MS, Input::Deadlines, &m);
+        assert!(
+            !reports(&out)
+                .iter()
+                .any(|r| matches!(r, Report::Confirmed { .. })),
+            "{out:?}"
+        );
+        assert_eq!(m.status("c"), Some(PeerStatus::Up));
     }
 
     /// A gossip round asks [`GOSSIP_FANOUT`] members, each in turn: every member is
@@ -2453,9 +2507,22 @@ mod tests {
     #[test]
     fn a_matching_digest_means_the_peer_sees_what_this_node_sees() {
         let (mut d, m, t0) = with_up("a", &["b", "c"]);
+        // The rounds the sessions started end; the next asks what a sees then.
+        while asked(&d.run(t0, Input::Gossip(vec![]), &m)).is_some() {}
+        assert!(asked(&d.run(t0 + Duration::from_secs(1), Input::Tick, &m)).is_some());
+        // c is lost while the round is out: b's matching digest was of what a saw
+        // when it asked.
+        d.run(
+            t0 + Duration::from_secs(1),
+            Input::Closed {
+                session: id(2),
+                refusal: HandshakeEnd::Rejected,
+            },
+            &m,
+        );
         let mut view = info("b", &[]);
         view.peers = None;
-        d.run(t0, Input::Gossip(vec![view]), &m);
+        d.run(t0 + Duration::from_secs(1), Input::Gossip(vec![view]), &m);
         let b = m.snapshot().into_iter().find(|p| p.name == "b").unwrap();
         assert_eq!(b.sees_up, Some(vec!["a".to_string(), "c".to_string()]));
         assert_eq!(b.counters, Some(2));

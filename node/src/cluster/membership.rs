@@ -2,8 +2,9 @@
 //! is reachable right now, since when, and when it was last heard from.
 //!
 //! The [`mesh`](super::mesh) writes it (through its [`detector`](super::detector):
-//! sessions opening and closing, heartbeats going silent, gossip); the
-//! [`agent`](super::agent) records heartbeats as they arrive; collections read it to
+//! sessions opening and closing, heartbeats going silent, gossip; and its heartbeat
+//! tasks, as the answers arrive); the [`agent`](super::agent) records the heartbeats
+//! and leave notices peers send; collections read it to
 //! say which nodes they cover. It is plain data behind a mutex that outlives every
 //! actor of the node (a restarted mesh finds it as it was), and every rule here is
 //! tested without a network.
@@ -12,17 +13,19 @@
 //! - `Pending`: known (a seed's gossip named it) but no session has been up yet;
 //! - `Up`: a session is up and heartbeats arrive;
 //! - `Unreachable`: it was up, then its session closed or it went silent;
-//! - `Left`: it said it was leaving. It is hidden from everything but kept as a
-//!   tombstone, so that stale gossip cannot bring it back; only a new session can.
+//! - `Left`: it said it was leaving, for a while or for good, and what its counters held
+//!   as it left. It is hidden from everything but the collections' list of departed
+//!   members, and kept, so that stale gossip cannot bring it back (only a new session
+//!   can) and what it took with it is never forgotten.
 //!
-//! A peer that stays in any state but `Up` for [`FORGET_AFTER`] is forgotten, so a
-//! node that is gone for good stops making every collection incomplete.
+//! A peer that stays pending or unreachable for [`FORGET_AFTER`] is forgotten, so a
+//! node that is gone without a word stops making every collection incomplete.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use shared::agent::{Beat, NodeInfo, PeerAddr, View};
+use shared::agent::{Beat, Departure, NodeInfo, PeerAddr, View};
 use shared::protocol::Role;
 use tokio::time::Instant;
 
@@ -78,6 +81,8 @@ struct Peer {
     incarnation: Option<u64>,
     /// The run that said it was leaving, while `Left`.
     left_incarnation: Option<u64>,
+    /// What it said it took with it, while `Left`.
+    departure: Option<Departure>,
     role: Option<Role>,
     counters: Option<u32>,
     sees_up: Option<Vec<String>>,
@@ -260,6 +265,7 @@ impl Membership {
                     peer.addr_own = own;
                     peer.incarnation = incarnation;
                     peer.left_incarnation = None;
+                    peer.departure = None;
                     set_status(peer, PeerStatus::Pending, now);
                 }
                 later
@@ -286,6 +292,7 @@ impl Membership {
                         last_heard: now,
                         incarnation: incarnation.filter(|&run| run != 0),
                         left_incarnation: None,
+                        departure: None,
                         role: None,
                         counters: None,
                         sees_up: None,
@@ -409,6 +416,7 @@ impl Membership {
         let peer = peers.get_mut(name)?;
         peer.last_heard = now;
         peer.told.clear();
+        peer.departure = None;
         (peer.status != PeerStatus::Up).then(|| set_status(peer, PeerStatus::Up, now))
     }
 
@@ -476,15 +484,32 @@ impl Membership {
 
     /// Run `incarnation` of `name` left the cluster cleanly: hide it (until a later run
     /// of it is heard of). True if it was known and not left.
-    pub(crate) fn left(&self, name: &str, incarnation: u64, now: Instant) -> bool {
+    pub(crate) fn left(
+        &self,
+        name: &str,
+        incarnation: u64,
+        departure: Departure,
+        now: Instant,
+    ) -> bool {
         match self.lock().get_mut(name) {
             Some(peer) if peer.status != PeerStatus::Left => {
                 set_status(peer, PeerStatus::Left, now);
                 peer.left_incarnation = Some(incarnation);
+                peer.departure = Some(departure);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The members that left, each with when (ms since the Unix epoch) and what it took
+    /// with it, sorted by name.
+    pub(crate) fn departed(&self) -> Vec<(String, u64, Departure)> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Left)
+            .filter_map(|(name, p)| Some((name.clone(), p.since_ms, p.departure?)))
+            .collect()
     }
 
     /// Forgets peers that have been pending or unreachable for longer than `after`.
@@ -493,7 +518,8 @@ impl Membership {
         let stale: Vec<String> = peers
             .iter()
             .filter(|(_, p)| {
-                p.status != PeerStatus::Up && now.saturating_duration_since(p.changed) > after
+                matches!(p.status, PeerStatus::Pending | PeerStatus::Unreachable)
+                    && now.saturating_duration_since(p.changed) > after
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -665,15 +691,33 @@ mod tests {
         assert_ne!(digest, from_b.digest("b", "h:9"));
     }
 
+    fn departure(value: i128) -> Departure {
+        Departure {
+            for_good: false,
+            counters: 2,
+            known: true,
+            value,
+            operations: 1,
+            issued_value: 0,
+            issued_operations: 0,
+        }
+    }
+
+    /// A peer that leaves is hidden, and listed as departed with what it took, until a
+    /// later run of it comes back; a peer that stays pending is forgotten, one that left
+    /// never is.
     #[test]
-    fn leaving_and_staleness_forget_a_peer() {
+    fn a_peer_that_left_is_kept_with_what_it_took_until_it_comes_back() {
         let m = Membership::default();
         let t0 = Instant::now();
         m.session_up("a", "h:1", t0);
         m.learn("b", "h:2", None, t0);
         m.session_up("c", "h:3", t0);
-        assert!(m.left("c", 1, t0));
-        assert!(!m.left("c", 1, t0));
+        assert!(m.left("c", 1, departure(5), t0));
+        assert!(!m.left("c", 1, departure(6), t0));
+        let departed = m.departed();
+        assert_eq!(departed.len(), 1);
+        assert_eq!((departed[0].0.as_str(), departed[0].2), ("c", departure(5)));
         // Gossip about the run that left (or an unknown run) does not bring it back...
         assert!(!m.learn("c", "h:9", None, t0));
         assert!(!m.learn("c", "h:9", Some(1), t0));
@@ -684,14 +728,21 @@ mod tests {
         assert_eq!(m.status("c"), Some(PeerStatus::Pending));
         let c = m.snapshot().into_iter().find(|p| p.name == "c").unwrap();
         assert_eq!(c.addr, "h:9");
+        assert!(m.departed().is_empty(), "back: no longer departed");
         // A session brings it back too.
-        m.left("c", 2, t0);
+        m.left("c", 2, departure(7), t0);
         m.session_up("c", "h:3", t0);
         assert_eq!(m.status("c"), Some(PeerStatus::Up));
-        m.left("c", 3, t0);
-        assert_eq!(m.forget_stale(10 * S, t0 + 11 * S), ["b", "c"]);
+        assert!(m.departed().is_empty());
+        m.left("c", 3, departure(8), t0);
+        assert_eq!(m.forget_stale(10 * S, t0 + 11 * S), ["b"]);
         let names: Vec<_> = m.snapshot().into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["a"]);
+        assert_eq!(
+            m.departed()[0].2,
+            departure(8),
+            "what left is never forgotten"
+        );
     }
 
     /// Another peer's gossip never replaces the address a peer gave itself, but gives

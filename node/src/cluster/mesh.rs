@@ -36,7 +36,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage, RactorMessage};
-use shared::agent::{AgentMessage, Beat, PeerAddr, View};
+use shared::agent::{AgentMessage, Beat, Departure, PeerAddr, View};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -230,9 +230,9 @@ pub(crate) enum MeshMessage {
     },
     /// The seeds' names resolved to a set of addresses unlike the one before.
     Seeds(SeedAddrs),
-    /// The node is stopping cleanly: tell every peer, then answer with how many
-    /// acknowledged (within [`LEAVE_TIMEOUT`]).
-    Leave(RpcReplyPort<usize>),
+    /// The node is stopping cleanly, taking this with it: tell every peer, then answer
+    /// with how many acknowledged (within [`LEAVE_TIMEOUT`]).
+    Leave(Departure, RpcReplyPort<usize>),
 }
 
 /// Forwards `NodeServer` session events into the mesh's mailbox, and lets an inbound
@@ -362,13 +362,13 @@ impl MeshState {
         }
     }
 
-    /// Sends each of `names` a heartbeat, and records each answer as it arrives (a
-    /// task per heartbeat, gone by the next beat: at most [`super::detector::WATCHED`]
-    /// and a suspect or two at a time).
+    /// Sends each of `names` a heartbeat, and records each answer as it arrives, if it
+    /// is in that member's own name (a task per heartbeat, each gone within the
+    /// silence: an answer late but within it still counts; at most three per watched
+    /// member and per suspect at a time).
     fn heartbeats(&self, names: &[String]) {
-        let (tick, _) = detector_timing(self.args.failure_timeout);
-        let timeout = tick * super::detector::TICKS_PER_BEAT as u32;
-        for (_, agent) in agents_of(names) {
+        let (_, timeout) = detector_timing(self.args.failure_timeout);
+        for (node, agent) in agents_of(names) {
             let beat = self.beat();
             let Some(answer) = ask(
                 &agent,
@@ -380,7 +380,9 @@ impl MeshState {
             let membership = self.args.facts.membership.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(beat)) = tokio::time::timeout(timeout, answer).await {
-                    membership.beat(&beat, Instant::now());
+                    if beat.from == node {
+                        membership.beat(&beat, Instant::now());
+                    }
                 }
             });
         }
@@ -488,11 +490,13 @@ fn log(report: Report) {
             "peer unreachable: {by} found it silent, and it did not answer a heartbeat from \
              here either; closing its session"
         ),
-        Report::Refuted { peer, by } => info!(
+        Report::Refuted { peer, by, times } if times.is_power_of_two() => info!(
             %peer,
             %by,
+            times,
             "{by} found {peer} silent, but it answered a heartbeat from here: still up"
         ),
+        Report::Refuted { .. } => {}
         Report::Silent { peer, addr, silent } => warn!(
             %peer,
             %addr,
@@ -642,7 +646,7 @@ impl Actor for Mesh {
                 state.seed_addrs = addrs;
                 state.step(&myself, Input::Seeds(seeds));
             }
-            MeshMessage::Leave(reply) => {
+            MeshMessage::Leave(departure, reply) => {
                 let beat = state.beat();
                 tokio::spawn(async move {
                     let pending = remote_agents()
@@ -651,7 +655,11 @@ impl Actor for Mesh {
                             let beat = beat.clone();
                             (
                                 node,
-                                ask(&agent, |r| AgentMessage::Leaving(beat, r), LEAVE_TIMEOUT),
+                                ask(
+                                    &agent,
+                                    |r| AgentMessage::Leaving(beat, departure, r),
+                                    LEAVE_TIMEOUT,
+                                ),
                             )
                         })
                         .collect();
@@ -691,7 +699,16 @@ mod tests {
             mesh.cast(MeshMessage::Tick).unwrap();
         }
         // Answered after every tick before it has been handled.
-        let told = ractor::call_t!(mesh, MeshMessage::Leave, 5000).unwrap();
+        let departure = Departure {
+            for_good: false,
+            counters: 0,
+            known: true,
+            value: 0,
+            operations: 0,
+            issued_value: 0,
+            issued_operations: 0,
+        };
+        let told = ractor::call_t!(mesh, MeshMessage::Leave, 5000, departure).unwrap();
         assert_eq!(told, 0);
         let took = started.elapsed();
         assert!(took < Duration::from_secs(3), "10,000 ticks took {took:?}");

@@ -84,7 +84,9 @@ fn said(why: PolicyRefusal) -> &'static str {
         PolicyRefusal::TooManyActors => "more actors than a node has",
         PolicyRefusal::AnotherNodesActor => "an actor named for another node",
         PolicyRefusal::AnotherStream => "a batch or sync of another's stream",
-        PolicyRefusal::AnotherHeartbeat => "a heartbeat or leave notice for another",
+        PolicyRefusal::AnotherHeartbeat => {
+            "a heartbeat, a leave notice or a suspicion in another's name"
+        }
     }
 }
 

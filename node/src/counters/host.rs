@@ -295,6 +295,10 @@ impl Actor for CounterHost {
     ) -> Result<(), ActorProcessingErr> {
         // A caller that gave up has dropped its reply port: failing to answer it is not
         // the host's problem, so send errors on reply ports are ignored.
+        let message = match closed(&state.facts, message) {
+            Some(message) => message,
+            None => return Ok(()),
+        };
         match message {
             HostMessage::Batch(batch) => state.batch(batch, &myself),
             HostMessage::Flush => state.flush(),
@@ -357,6 +361,27 @@ impl Actor for CounterHost {
             }
         }
         Ok(())
+    }
+}
+
+/// While the node is leaving ([`crate::cluster::departure`]), what would change a
+/// counter is not taken: a batch or a sync is dropped unanswered (its sender sends it
+/// again, as to a node that does not answer, and it is in flight meanwhile), and a
+/// client's change is refused with nothing applied. Everything else passes (a flush of
+/// batches taken before among it).
+fn closed(facts: &NodeFacts, message: HostMessage) -> Option<HostMessage> {
+    if !facts.departing.closing() {
+        return Some(message);
+    }
+    match message {
+        HostMessage::Batch(_) | HostMessage::Sync(..) | HostMessage::SyncedBatch(..) => None,
+        HostMessage::Apply { reply, .. } => {
+            let _ = reply.send(ApplyOutcome(Err(CounterError::Unavailable(
+                "the node is leaving the cluster".into(),
+            ))));
+            None
+        }
+        other => Some(other),
     }
 }
 

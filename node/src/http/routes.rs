@@ -12,6 +12,7 @@
 //! | `GET /cluster/members` | the [members view](super::members) |
 //! | `GET /counters/NODE/INDEX` | `{"counter", "value"}` |
 //! | `POST /counters/NODE/INDEX/increment`, `/decrement` | body `{"by": N}`, header `Idempotency-Key` |
+//! | `POST /cluster/leave[?for_good=true]` | `node leave [--for-good]`: 202 and the node stops, or 409 and why not |
 //!
 //! A counter's name may also be given whole and percent-encoded
 //! (`/counters/worker-1%2F0`). Errors are JSON, `{"error": "..."}`, with a status that
@@ -107,6 +108,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .route("/cluster/members", get(cluster_members))
+        .route("/cluster/leave", axum::routing::post(leave))
         .route("/counters/{a}", get(read_encoded))
         .route("/counters/{a}/{b}", get(read_split).post(change_encoded))
         .route("/counters/{a}/{b}/{c}", axum::routing::post(change_split))
@@ -196,6 +198,7 @@ impl From<ClientError> for ApiError {
             }
             E::FaultInjectionDisabled(_) => StatusCode::FORBIDDEN,
             E::TooLarge { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            E::CannotLeave { .. } => StatusCode::CONFLICT,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, error.to_string())
@@ -206,7 +209,8 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such route: see GET /health/alive, /health/ready, /stats, /cluster/members, \
-         /counters/NODE/INDEX, and POST /counters/NODE/INDEX/increment or /decrement",
+         /counters/NODE/INDEX, and POST /counters/NODE/INDEX/increment or /decrement, \
+         /cluster/leave",
     )
 }
 
@@ -381,6 +385,53 @@ async fn cluster_members(
     };
     let view = members(&me, &facts.membership.snapshot(), facts.membership.events());
     Ok(Json(view).into_response())
+}
+
+/// `POST /cluster/leave`'s query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveQuery {
+    /// Leave for good, rather than for a while.
+    #[serde(default)]
+    for_good: bool,
+}
+
+/// How long a departure may take to be decided (the node settles its store first).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `POST /cluster/leave[?for_good=true]`: as `node leave [--for-good]`. A change: it
+/// needs the token.
+async fn leave(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(query): Query<LeaveQuery>,
+) -> Result<Response, ApiError> {
+    state.access.check(Need::Change, &headers)?;
+    let request = ClientRequest::Leave {
+        for_good: query.for_good,
+    };
+    match ask(
+        &state.node()?.facts,
+        request,
+        Instant::now() + LEAVE_TIMEOUT,
+    )
+    .await
+    {
+        Some(Ok(ClientAnswer::Leaving { node, for_good })) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "node": node, "for_good": for_good, "leaving": true })),
+        )
+            .into_response()),
+        Some(Ok(_)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unexpected answer",
+        )),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the node did not decide in time whether it can leave",
+        )),
+    }
 }
 
 async fn read_encoded(

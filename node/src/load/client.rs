@@ -253,6 +253,7 @@ async fn start_pusher(
     args.facts
         .issued
         .set_in_flight(pusher.in_flight_operations());
+    args.facts.issued.set_in_flight_to(pusher.in_flight_to());
     Ok((pusher, outbox.issued.operations))
 }
 
@@ -325,6 +326,8 @@ impl Actor for LoadClient {
                 if !state.pusher.flush_all() {
                     state.refreshed = None;
                 }
+                let issued = &state.args.facts.issued;
+                issued.set_in_flight_to(state.pusher.in_flight_to());
             }
             LoadMessage::Push(event) => {
                 if let Err(why) = state.pusher.on_event(event) {
@@ -342,11 +345,12 @@ impl Actor for LoadClient {
                 state.pump();
             }
         }
-        state
-            .args
-            .facts
-            .issued
-            .set_in_flight(state.pusher.in_flight_operations());
+        let in_flight = state.pusher.in_flight_operations();
+        state.args.facts.issued.set_in_flight(in_flight);
+        if in_flight == 0 {
+            // Per destination it is otherwise updated at each tick.
+            state.args.facts.issued.set_in_flight_to(Vec::new());
+        }
         if state.finished() {
             // Send the rest and wait for it to be acknowledged, then stop.
             state.pusher.drain();

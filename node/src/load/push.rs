@@ -59,6 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{ActorId, ActorRef};
+use shared::agent::InFlightTo;
 use shared::counter::Delta;
 use shared::host::{Batch, Change, HostMessage, StreamId, StreamMark};
 use tracing::{error, info};
@@ -946,6 +947,18 @@ impl Pusher {
     /// Operations issued and not yet acknowledged by their destination.
     pub(crate) fn in_flight_operations(&self) -> u64 {
         self.in_flight
+    }
+
+    /// Operations issued and not acknowledged, per destination (those with any).
+    pub(crate) fn in_flight_to(&self) -> Vec<InFlightTo> {
+        self.lanes
+            .iter()
+            .map(|lane| InFlightTo {
+                node: lane.node.clone(),
+                operations: lane.batches.iter().map(|b| b.operations).sum(),
+            })
+            .filter(|to| to.operations > 0)
+            .collect()
     }
 
     /// Messages sent so far (batches, counting those sent again), over all nodes.

@@ -5,6 +5,9 @@
 //! the node's store; this one is what the node reports.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use shared::agent::InFlightTo;
 
 use crate::store::{Discrepancy, Sum};
 
@@ -16,6 +19,8 @@ pub struct IssuedTally {
     value: AtomicI64,
     operations: AtomicU64,
     in_flight: AtomicU64,
+    /// The same per destination, as of the load client's last tick.
+    in_flight_to: Mutex<Vec<InFlightTo>>,
     unvouched_value: AtomicI64,
     unvouched_operations: AtomicI64,
 }
@@ -59,6 +64,20 @@ impl IssuedTally {
     /// Issued operations not acknowledged yet.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Sets how many issued operations each destination has not acknowledged yet
+    /// (those with any).
+    pub(crate) fn set_in_flight_to(&self, by_destination: Vec<InFlightTo>) {
+        *self.in_flight_to.lock().unwrap_or_else(|e| e.into_inner()) = by_destination;
+    }
+
+    /// Issued operations not acknowledged yet, per destination (those with any).
+    pub(crate) fn in_flight_to(&self) -> Vec<InFlightTo> {
+        self.in_flight_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// What was issued so far.

@@ -265,6 +265,7 @@ impl Kit {
             facts: Arc::clone(&self.facts),
             aggregator: (config.role == Role::Coordinator).then(|| aggregator_name(&config.name)),
             drills: self.drills.clone(),
+            store: Arc::clone(&self.store),
         }
     }
 

@@ -17,8 +17,9 @@
 //! waiting to authenticate. What a restart loses is the failed actor's mailbox.
 //!
 //! The root also stops the node in order ([`RootMessage::Shutdown`]: the accept loop,
-//! load, a leave notice to the peers, mesh, aggregator, agent, host, journal (its last
-//! commit), counters, then the network) and carries out fault injection
+//! load; the node closed to changes and what it took committed; a leave notice to the
+//! peers saying what it takes with it (see [`crate::cluster::leave`]); mesh, aggregator,
+//! agent, host, journal (its last commit), counters, then the network) and carries out fault injection
 //! ([`RootMessage::Drill`], only with `--enable-fault-injection`).
 
 mod children;
@@ -37,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::cluster::leave;
 use crate::cluster::mesh::{MeshMessage, LEAVE_TIMEOUT};
 use crate::config::NodeConfig;
 use crate::counters::counter::CounterMessage;
@@ -200,10 +202,20 @@ impl RootState {
             }
         }
         if let Some(mesh) = c.actor::<MeshMessage>(Child::Mesh) {
+            // Nothing changes a counter from here on, and what was taken is committed:
+            // what the leave notice says the node takes with it is final.
+            let facts = &self.kit.facts;
+            facts.departing.close(true);
+            if !leave::quiesce(&facts.name).await {
+                warn!("the node's last changes were not committed before its leave notice");
+            }
+            let for_good = facts.departing.for_good();
+            let departure = leave::departure(facts, &self.kit.store, for_good).await;
             let left = ractor::call_t!(
                 mesh,
                 MeshMessage::Leave,
-                (LEAVE_TIMEOUT * 2).as_millis() as u64
+                (LEAVE_TIMEOUT * 2).as_millis() as u64,
+                departure
             );
             if left.is_err() {
                 warn!("could not tell peers this node is leaving");

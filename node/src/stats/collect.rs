@@ -31,7 +31,7 @@ use shared::stats::ClusterStats;
 use tokio::time::Instant;
 
 use super::lines::{LineBudget, NodeCounters, ANSWER_LIMIT};
-use super::summarize::{summarize, NodeAnswer};
+use super::summarize::{departed_nodes, summarize, NodeAnswer};
 use crate::clock::unix_millis;
 use crate::cluster::discovery::hosts;
 use crate::cluster::rpc::ask;
@@ -210,10 +210,12 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> Collection
         )
         .sum::<usize>()
         .saturating_sub(nodes.iter().map(|n| n.counters.read as usize).sum());
+    let departed = departed_nodes(facts.membership.departed(), &nodes);
     let sum = {
         let budget = Arc::clone(&budget);
         move || {
             let mut stats = summarize(&me, peers, nodes, &budget);
+            stats.departed = departed;
             if let Some(mine) = stats.nodes.iter_mut().find(|n| n.name == me) {
                 mine.since_ms = started_ms;
             }

@@ -70,7 +70,35 @@ pub(crate) fn summary_line(s: &ClusterStats) -> String {
     if !s.missing_links.is_empty() {
         let _ = write!(line, " not_linked=[{}]", s.missing_links.join(","));
     }
+    if !s.departed.is_empty() {
+        let _ = write!(line, " departed=[{}]", departed_list(s).join(","));
+    }
     line
+}
+
+/// Each departed member, what it took with it, and what is in flight to it: one item
+/// each.
+fn departed_list(s: &ClusterStats) -> Vec<String> {
+    s.departed
+        .iter()
+        .map(|d| {
+            let how = if d.for_good {
+                "for good"
+            } else {
+                "for a while"
+            };
+            let held = if d.known {
+                format!("value {} in {} operations", d.value, d.operations)
+            } else {
+                "counts unknown".to_string()
+            };
+            let mut item = format!("{} {how} with {held}", d.name);
+            if d.in_flight_to_it > 0 {
+                let _ = write!(item, ", {} operations in flight to it", d.in_flight_to_it);
+            }
+            item
+        })
+        .collect()
 }
 
 /// The human-readable `node stats` output: totals, then a table per node.
@@ -108,6 +136,13 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
             out,
             "  members that do not see each other: {}",
             s.missing_links.join(", ")
+        );
+    }
+    if !s.departed.is_empty() {
+        let _ = writeln!(
+            out,
+            "  departed (their counts are in none of the sums): {}",
+            departed_list(s).join("; ")
         );
     }
     for node in &s.nodes {

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use shared::agent::{NodeInfo, PeerAddr, MISSING_NAMES};
-use shared::stats::{ClusterStats, NodeStats};
+use shared::agent::{Departure, NodeInfo, PeerAddr, MISSING_NAMES};
+use shared::stats::{ClusterStats, DepartedNode, NodeStats};
 
 use super::lines::{CounterTotals, LineBudget, NodeCounters};
 use crate::cluster::membership::{PeerStatus, PeerView};
@@ -38,6 +38,36 @@ pub(crate) fn summarize(
     summary.add_seen_by_others(&sees);
     summary.add_unread_counters(budget);
     summary.finish(budget.kept(), missing_links(&sees))
+}
+
+/// The members that left (`departed`: each with when, in ms since the Unix epoch, and
+/// what it took), and what the answering `nodes` issued to each and it never
+/// acknowledged.
+pub(crate) fn departed_nodes(
+    departed: Vec<(String, u64, Departure)>,
+    nodes: &[NodeAnswer],
+) -> Vec<DepartedNode> {
+    departed
+        .into_iter()
+        .map(|(name, left_at_ms, d)| DepartedNode {
+            in_flight_to_it: nodes
+                .iter()
+                .filter_map(|n| n.info.as_ref())
+                .flat_map(|info| &info.in_flight_to)
+                .filter(|to| to.node == name)
+                .map(|to| u128::from(to.operations))
+                .sum(),
+            name,
+            for_good: d.for_good,
+            left_at_ms,
+            counters: d.counters,
+            known: d.known,
+            value: d.value,
+            operations: d.operations,
+            issued_value: d.issued_value,
+            issued_operations: d.issued_operations,
+        })
+        .collect()
 }
 
 /// Whom each answering node sees as up: a node any member sees must be covered, and
@@ -228,6 +258,7 @@ impl Summary {
             missing_counters,
             missing_links,
             nodes,
+            departed: Vec::new(),
         }
     }
 }
@@ -264,6 +295,7 @@ mod tests {
             issued_value,
             issued_operations,
             in_flight_operations: 0,
+            in_flight_to: Vec::new(),
             unvouched_value: 0,
             unvouched_operations: 0,
             received: Vec::new(),
@@ -501,5 +533,59 @@ mod tests {
         assert_eq!(s.missing_counters.len(), MISSING_NAMES);
         assert_eq!(s.missing_counters[..2], ["c/0", "c/1"]);
         assert_eq!(s.nodes[1].missing_counters.len(), MISSING_NAMES);
+    }
+
+    /// A member that left is listed with what it took, and what the nodes that
+    /// answered issued to it and it never acknowledged.
+    #[test]
+    fn a_departed_member_is_listed_with_its_counts_and_what_is_in_flight_to_it() {
+        let in_flight = |node: &str, operations| shared::agent::InFlightTo {
+            node: node.into(),
+            operations,
+        };
+        let nodes = vec![
+            answer(
+                "a",
+                Some(NodeInfo {
+                    in_flight_to: vec![in_flight("gone", 3), in_flight("b", 9)],
+                    ..info("a", 0, 0)
+                }),
+                vec![],
+            ),
+            answer(
+                "b",
+                Some(NodeInfo {
+                    in_flight_to: vec![in_flight("gone", 4)],
+                    ..info("b", 0, 0)
+                }),
+                vec![],
+            ),
+            answer("c", None, vec![]),
+        ];
+        let left = Departure {
+            for_good: true,
+            counters: 2,
+            known: true,
+            value: 0,
+            operations: 0,
+            issued_value: 5,
+            issued_operations: 2,
+        };
+        let departed = departed_nodes(vec![("gone".into(), 1_000, left)], &nodes);
+        assert_eq!(
+            departed,
+            [DepartedNode {
+                name: "gone".into(),
+                for_good: true,
+                left_at_ms: 1_000,
+                counters: 2,
+                known: true,
+                value: 0,
+                operations: 0,
+                issued_value: 5,
+                issued_operations: 2,
+                in_flight_to_it: 7,
+            }]
+        );
     }
 }

@@ -13,6 +13,7 @@
 //! | [`pace`] | when the journal's next commit may start (the group commit interval) |
 //! | [`own_thread`] | whether the journal commits a lone client's change on its own thread |
 //! | [`slots`] | `--data-slots`: replicas sharing one directory, each holding a slot (its name and store) |
+//! | [`left_mark`] | the mark of a node that left for good: its store never opened again |
 //!
 //! What is durable, all of it changed only by commits (all or nothing, each made durable
 //! by one record of the [redo log](redo), or by a sync of the file itself at a
@@ -44,6 +45,7 @@ mod error;
 pub(crate) mod faults;
 mod file;
 pub(crate) mod journal;
+pub(crate) mod left_mark;
 mod lock_file;
 mod memory;
 mod own_thread;

@@ -8,7 +8,9 @@
 //! process lives. The kernel drops the lock when the process ends, however it ends, so
 //! a replica that replaces one that stopped (or crashed, or was scaled away) takes the
 //! free slot, and with it that node's name and counts. Two replicas starting at once
-//! cannot take one slot: the lock decides.
+//! cannot take one slot: the lock decides. A slot whose node left the cluster for good
+//! (its directory holds [`LEFT_MARK`](super::left_mark::LEFT_MARK)) is never taken: its
+//! name is not used again.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,9 @@ pub(crate) fn claim(dir: &Path, prefix: &str) -> Result<Slot, StoreError> {
         let Some(file) = held else {
             continue;
         };
+        if super::left_mark::left_for_good(&dir.join(&name)).is_some() {
+            continue;
+        }
         // A node given the slot's directory as its --data-dir (not taking the slot)
         // may hold its store: then the slot is not free either.
         let store_lock = dir.join(&name).join(super::file::LOCK_NAME);
@@ -114,6 +119,16 @@ mod tests {
             .join("worker-1")
             .join(crate::store::file::LOCK_NAME);
         let _named = super::super::lock_file::try_lock(&lock).unwrap().unwrap();
+        assert_eq!(claim(dir.path(), "worker").unwrap().name, "worker-2");
+    }
+
+    /// A slot whose node left the cluster for good is passed over: its name and store
+    /// are not used again.
+    #[test]
+    fn a_slot_whose_node_left_for_good_is_never_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("worker-1")).unwrap();
+        crate::store::left_mark::mark_left(&dir.path().join("worker-1"), "gone").unwrap();
         assert_eq!(claim(dir.path(), "worker").unwrap().name, "worker-2");
     }
 
