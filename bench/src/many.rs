@@ -2,7 +2,9 @@
 //! counters, a data dir and the coordinator's periodic collections on, and what it
 //! takes to run it:
 //!
-//! - formed: from the first process started to a complete collection of every node;
+//! - formed: from the first process started to a complete collection of every node, and
+//!   from the last one started (starting N processes, each making its store, takes
+//!   most of a second per 25 nodes here by itself);
 //! - a full collection (the median of several, all complete);
 //! - idle CPU, wake-ups and messages sent to peers per node over `--light-seconds`
 //!   (heartbeats, gossip and collections are all an idle node does, so they are its
@@ -39,6 +41,8 @@ pub(crate) struct ManyReport {
     pub(crate) many_nodes: u32,
     /// From the first process started to a complete collection of all, ms.
     pub(crate) formed_ms: f64,
+    /// From the last process started to a complete collection of all, ms.
+    pub(crate) formed_after_last_start_ms: f64,
     /// Median time of a full collection (all complete), ms.
     pub(crate) collection_ms: f64,
     /// Idle CPU per node, mean and busiest, ms/s.
@@ -90,10 +94,12 @@ pub(crate) async fn many(
         )?);
         https.push(http);
     }
+    let all_started = Instant::now();
     let seed = cluster[0].addr.clone();
     let counters = nodes * COUNTERS;
     wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(120)).await?;
     report.formed_ms = began.elapsed().as_secs_f64() * 1e3;
+    report.formed_after_last_start_ms = all_started.elapsed().as_secs_f64() * 1e3;
 
     step(&format!(
         "{COLLECTIONS} full collections of {counters} counters"
@@ -268,7 +274,10 @@ pub(crate) fn many_table(r: &ManyReport) -> String {
     let rows = [
         (
             "formed, complete",
-            format!("{:.0} ms", r.formed_ms),
+            format!(
+                "{:.0} ms ({:.0} after the last start)",
+                r.formed_ms, r.formed_after_last_start_ms
+            ),
             "<= 3,000 ms (64 nodes)".to_string(),
         ),
         (

@@ -187,13 +187,24 @@ async fn open_store(config: &NodeConfig) -> Result<OpenedStore, NodeError> {
             Store::memory(counters)
         }
         Storage::Dir(dir) => {
-            if let Some(why) = left_for_good(&dir) {
-                return Err(NodeError::Config(format!(
-                    "the node whose store is in {} left the cluster for good ({}); its data \
-                     is kept for reference. To start a new node, give it an empty --data-dir",
-                    dir.display(),
-                    why.trim()
-                )));
+            match left_for_good(&dir) {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    return Err(NodeError::Config(format!(
+                        "the node whose store is in {} left the cluster for good ({}); its \
+                         data is kept for reference. To start a new node, give it an empty \
+                         --data-dir",
+                        dir.display(),
+                        why.trim()
+                    )))
+                }
+                Err(error) => {
+                    return Err(NodeError::Config(format!(
+                        "cannot tell whether the node whose store is in {} left the cluster \
+                         for good: {error}",
+                        dir.display()
+                    )))
+                }
             }
             let opened = crate::runtime::busy_poll::spawn_blocking(move || {
                 Store::open(&dir, &name, counters, Arc::default()).map(|o| (o, dir))

@@ -73,6 +73,9 @@ pub struct Departure {
     pub issued_value: i64,
     /// Operations its load clients issued.
     pub issued_operations: u64,
+    /// Of those, the ones their destinations had not acknowledged (kept in its outbox,
+    /// sent when it comes back).
+    pub in_flight_operations: u64,
 }
 
 /// Operations a node issued that one destination has not acknowledged yet.

@@ -101,6 +101,8 @@ pub struct DepartedNode {
     pub issued_value: i64,
     /// Operations its load clients issued.
     pub issued_operations: u64,
+    /// Of those, the ones not acknowledged when it left (in its outbox).
+    pub in_flight_operations: u64,
     /// Operations the nodes that answered issued to it and it never acknowledged: kept
     /// by their senders until it comes back, so never applied if it left for good.
     pub in_flight_to_it: u128,

@@ -79,6 +79,7 @@ fn sample_stats() -> ClusterStats {
             operations: 1 << 65,
             issued_value: -1,
             issued_operations: 2,
+            in_flight_operations: 0,
             in_flight_to_it: 4,
         }],
     }

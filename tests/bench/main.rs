@@ -130,7 +130,10 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     // Clients sending at once share commits (about 2 changes per commit with 4 on this
     // machine kind): about one would mean each waited alone behind another's sync (a
     // lone client's change is committed on the journal's own thread, which must stop
-    // while others send; without that stop, 1.17).
+    // while others send; without that stop, 1.17). Run beside other tests on two vCPUs
+    // (`cargo nextest run --workspace`, 7 December) fewer clients overlap: 1.37 in three
+    // runs of four, of this code and of the code of the day before alike; so the bound
+    // sits between what a regression gives and that.
     // Only where the disk's sync takes long enough for others to arrive meanwhile (not
     // on a tmpfs, say).
     let sync_costs =
@@ -138,7 +141,7 @@ fn bench_reports_every_figure_and_its_pushes_are_exact() {
     let per_commit = positive(&report, "durable_changes_per_commit_at_once");
     if sync_costs >= 50.0 {
         assert!(
-            per_commit > 1.4,
+            per_commit > 1.25,
             "clients at once did not share commits: {report}"
         );
     } else {
@@ -267,6 +270,7 @@ fn nodes_mode_forms_collects_detects_and_rejoins() {
     assert_eq!(report["many_nodes"], 4, "{report}");
     for key in [
         "formed_ms",
+        "formed_after_last_start_ms",
         "collection_ms",
         "kill_seen_by_all_ms",
         "frozen_declared_by_all_ms",

@@ -52,6 +52,7 @@ fn farewell() -> Departure {
         operations: 0,
         issued_value: 0,
         issued_operations: 0,
+        in_flight_operations: 0,
     }
 }
 

@@ -228,10 +228,10 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
         }
         ClientRequest::Leave { for_good: true } => leave_for_good(facts, &args.store).await,
         ClientRequest::Leave { for_good: false } => {
-            facts.departing.ask(false);
+            let for_good = facts.departing.stop();
             Ok(ClientAnswer::Leaving {
                 node: facts.name.clone(),
-                for_good: false,
+                for_good,
             })
         }
     }

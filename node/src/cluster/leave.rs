@@ -11,22 +11,31 @@
 //!   left for good leaves a mark in its data dir and never starts there again.
 //!
 //! Either way what the leave notice says the node took is exact: the counter host
-//! takes no change from the moment the node closes ([`Departing::close`]), what it took
-//! before is committed ([`quiesce`]), and only then are the store's totals read.
+//! takes no change from the moment the node closes (see
+//! [`departure`](super::departure)), what it took before is committed ([`quiesce`]),
+//! and only then are the store's totals read; if they cannot be settled, the notice
+//! says the counts are not known.
 //!
-//! [`Departing::close`]: super::departure::Departing::close
+//! Leaving for good also needs nothing in flight either way: the node runs no load
+//! client and has nothing of its own unacknowledged, every member up says it holds
+//! nothing for this node's counters, and the closed host turned nothing away while
+//! the node decided. A decision takes the node's departure state from `Deciding` to
+//! leaving for good, or back to open (see [`departure`](super::departure)): one at a
+//! time, and a clean stop meanwhile wins.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use shared::agent::{ClientAnswer, ClientError, Departure};
+use shared::agent::{AgentMessage, ClientAnswer, ClientError, Departure};
 use shared::host::HostMessage;
 use shared::protocol::host_name;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::rpc::call_until;
+use super::discovery::remote_agents;
+use super::membership::PeerStatus;
+use super::rpc::{ask, call_until, gather};
 use crate::facts::NodeFacts;
 use crate::store::journal::{journal_name, JournalMessage};
 use crate::store::Store;
@@ -48,11 +57,13 @@ pub(crate) async fn quiesce(node: &str) -> bool {
             }
         }
     }
+    // No journal (it is restarting): a commit its predecessor handed off may still
+    // land, so the store is not settled.
     match ActorRef::<JournalMessage>::where_is(journal_name(node)) {
         Some(journal) => call_until(journal, JournalMessage::Drain, until)
             .await
             .is_some(),
-        None => true,
+        None => false,
     }
 }
 
@@ -73,6 +84,7 @@ pub(crate) async fn departure(facts: &NodeFacts, store: &Arc<Store>, for_good: b
         operations: 0,
         issued_value: issued.value,
         issued_operations: issued.operations,
+        in_flight_operations: facts.issued.in_flight(),
     };
     match records {
         Ok(Ok(records)) => {
@@ -88,6 +100,9 @@ pub(crate) async fn departure(facts: &NodeFacts, store: &Arc<Store>, for_good: b
     departure
 }
 
+/// How long peers have to say what they hold for this node before it leaves for good.
+const PEERS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `node leave --for-good`: closes the node, and either leaves (marks its data dir and
 /// asks the node to stop, telling its peers it left for good) or opens it again and
 /// says why it cannot.
@@ -95,38 +110,108 @@ pub(crate) async fn leave_for_good(
     facts: &NodeFacts,
     store: &Arc<Store>,
 ) -> Result<ClientAnswer, ClientError> {
-    let refuse = |why: String| {
-        facts.departing.close(false);
-        Err(ClientError::CannotLeave {
-            node: facts.name.clone(),
-            why,
-        })
+    let refused = |why: String| ClientError::CannotLeave {
+        node: facts.name.clone(),
+        why,
     };
-    facts.departing.close(true);
+    facts
+        .departing
+        .decide()
+        .map_err(|e| refused(e.to_string()))?;
+    let decided = decide(facts, store).await;
+    let why = match decided {
+        Ok(()) => {
+            let mark = format!(
+                "{} left the cluster for good at {} ms since the Unix epoch (node leave \
+                 --for-good)\n",
+                facts.name,
+                crate::clock::unix_millis()
+            );
+            match facts.departing.leave_for_good(&mark) {
+                Ok(()) => {
+                    info!("leaving the cluster for good: it holds no counts, and nothing is in flight to or from it");
+                    return Ok(ClientAnswer::Leaving {
+                        node: facts.name.clone(),
+                        for_good: true,
+                    });
+                }
+                Err(error) => error.to_string(),
+            }
+        }
+        Err(why) => why,
+    };
+    facts.departing.reopen();
+    Err(refused(why))
+}
+
+/// With the node closed: whether it can leave for good (`Err`: why not).
+async fn decide(facts: &NodeFacts, store: &Arc<Store>) -> Result<(), String> {
+    if facts.issued.running() {
+        return Err(
+            "its load clients are running (it was started with --load): start it \
+                    without, or let its --load-ops finish, and try again"
+                .into(),
+        );
+    }
+    let in_flight = facts.issued.in_flight();
+    if in_flight > 0 {
+        return Err(in_flight_why(in_flight));
+    }
     if !quiesce(&facts.name).await {
-        return refuse(format!(
+        return Err(format!(
             "its changes could not be committed within {QUIESCE_TIMEOUT:?} (its store is \
              busy or failing); try again"
         ));
     }
     let departure = departure(facts, store, true).await;
     if let Some(why) = why_it_stays(&departure, facts.issued.in_flight()) {
-        return refuse(why);
+        return Err(why);
     }
-    let mark = format!(
-        "{} left the cluster for good at {} ms since the Unix epoch (node leave --for-good)\n",
-        facts.name,
-        crate::clock::unix_millis()
-    );
-    if let Err(error) = facts.departing.mark(&mark) {
-        return refuse(format!("cannot mark its data dir: {error}"));
+    let held = held_for_me(facts).await?;
+    let dropped = facts.departing.dropped();
+    if held > 0 || dropped > 0 {
+        return Err(format!(
+            "its peers hold {held} operations for its counters not yet delivered (and it \
+             turned away {dropped} batches while deciding): they would never be applied. \
+             Stop the load on its counters, and try again once they are delivered"
+        ));
     }
-    info!("leaving the cluster for good: it holds no counts and has nothing in flight");
-    facts.departing.ask(true);
-    Ok(ClientAnswer::Leaving {
-        node: facts.name.clone(),
-        for_good: true,
-    })
+    Ok(())
+}
+
+/// What the members up hold for this node's counters, issued and not acknowledged;
+/// `Err` if one of them does not say (it may hold some).
+async fn held_for_me(facts: &NodeFacts) -> Result<u64, String> {
+    let up: Vec<String> = facts
+        .membership
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.status == PeerStatus::Up)
+        .map(|p| p.name)
+        .collect();
+    let pending = remote_agents()
+        .into_iter()
+        .filter(|(node, _)| up.contains(node))
+        .map(|(node, agent)| (node, ask(&agent, AgentMessage::GetInfo, PEERS_TIMEOUT)))
+        .collect();
+    let answers = gather(pending, Instant::now() + PEERS_TIMEOUT).await;
+    let mut held = 0;
+    for node in &up {
+        let info = answers
+            .iter()
+            .find(|(n, _)| n == node)
+            .and_then(|(_, info)| info.as_ref())
+            .ok_or_else(|| {
+                format!("{node} did not say in time what it holds for this node; try again")
+            })?;
+        held += info
+            .in_flight_to
+            .iter()
+            .filter(|to| to.node == facts.name)
+            .map(|to| to.operations)
+            .sum::<u64>();
+    }
+    Ok(held)
 }
 
 /// Why a node that would take `departure` with it, with `in_flight` operations it
@@ -143,14 +228,14 @@ fn why_it_stays(departure: &Departure, in_flight: u64) -> Option<String> {
             departure.counters, departure.value, departure.operations
         ));
     }
-    if in_flight > 0 {
-        return Some(format!(
-            "{in_flight} operations it issued are not acknowledged by their destinations \
-             yet; stop its load (or let its --load-ops finish) and try again once \
-             node stats shows none in flight"
-        ));
-    }
-    None
+    (in_flight > 0).then(|| in_flight_why(in_flight))
+}
+
+fn in_flight_why(in_flight: u64) -> String {
+    format!(
+        "{in_flight} operations it issued are not acknowledged by their destinations yet; \
+         try again once node stats shows none in flight"
+    )
 }
 
 #[cfg(test)]
@@ -166,6 +251,7 @@ mod tests {
             operations,
             issued_value: 0,
             issued_operations: 0,
+            in_flight_operations: 0,
         }
     }
 
@@ -183,13 +269,15 @@ mod tests {
         assert!(why_it_stays(&departure(0, 0, false), 0).is_some());
     }
 
-    /// A node asked to leave for good that holds counts stays open: it takes changes
-    /// again, and nothing was marked or asked.
+    /// A node asked to leave for good that cannot stays open: it takes changes again,
+    /// nothing is marked, and the next ask is decided afresh.
     #[tokio::test]
     async fn a_refused_departure_opens_the_node_again() {
+        let dir = tempfile::tempdir().unwrap();
         let (store, _) = Store::memory(2);
         let store = Arc::new(store);
-        let facts = NodeFacts::for_tests("leave-test", 2);
+        let mut facts = NodeFacts::for_tests("leave-test", 2);
+        facts.departing = crate::cluster::departure::Departing::new(Some(dir.path().into()));
         facts.issued.set_in_flight(4);
         let refused = leave_for_good(&facts, &store).await;
         assert!(
@@ -197,17 +285,15 @@ mod tests {
             "{refused:?}"
         );
         assert!(!facts.departing.closing());
-        assert!(!facts.departing.for_good());
         facts.issued.set_in_flight(0);
-        let left = leave_for_good(&facts, &store).await;
-        assert_eq!(
-            left,
-            Ok(ClientAnswer::Leaving {
-                node: "leave-test".into(),
-                for_good: true
-            })
+        facts.issued.set_running(true);
+        let refused = leave_for_good(&facts, &store).await;
+        assert!(
+            matches!(&refused, Err(ClientError::CannotLeave { why, .. }) if why.contains("load clients")),
+            "{refused:?}"
         );
-        assert!(facts.departing.for_good());
-        assert!(facts.departing.closing(), "it takes no change any more");
+        assert!(!facts.departing.closing());
+        let mark = crate::store::left_mark::left_for_good(dir.path()).unwrap();
+        assert_eq!(mark, None, "marked although it stays");
     }
 }

@@ -62,8 +62,9 @@ pub(crate) struct PeerView {
     pub(crate) role: Option<Role>,
     /// How many counters it hosts, once it has described itself.
     pub(crate) counters: Option<u32>,
-    /// The peers it said it sees up, the last time it described itself.
-    pub(crate) sees_up: Option<Vec<String>>,
+    /// The peers it said it sees up, the last time it described itself (shared: the
+    /// table is copied at every step of the detector).
+    pub(crate) sees_up: Option<Arc<Vec<String>>>,
     /// The round trip of the last exchange with its agent (a gossip round).
     pub(crate) round_trip: Option<Duration>,
 }
@@ -85,7 +86,7 @@ struct Peer {
     departure: Option<Departure>,
     role: Option<Role>,
     counters: Option<u32>,
-    sees_up: Option<Vec<String>>,
+    sees_up: Option<Arc<Vec<String>>>,
     round_trip: Option<Duration>,
     /// Addresses other members' gossip gives for it while it is not up and its own
     /// address differs, one per member that told: see [`Membership::tell`].
@@ -336,7 +337,7 @@ impl Membership {
         if let Some(peer) = self.lock().get_mut(&node.name) {
             peer.role = Some(role);
             peer.counters = Some(counters);
-            peer.sees_up = Some(sees);
+            peer.sees_up = Some(Arc::new(sees));
         }
     }
 
@@ -497,6 +498,14 @@ impl Membership {
                 peer.left_incarnation = Some(incarnation);
                 peer.departure = Some(departure);
                 true
+            }
+            // A later run left too (it came back and left before a session here): what
+            // it took is what counts now.
+            Some(peer) if peer.left_incarnation.is_some_and(|run| incarnation > run) => {
+                peer.left_incarnation = Some(incarnation);
+                peer.departure = Some(departure);
+                peer.since_ms = now_ms();
+                false
             }
             _ => false,
         }
@@ -700,6 +709,7 @@ mod tests {
             operations: 1,
             issued_value: 0,
             issued_operations: 0,
+            in_flight_operations: 0,
         }
     }
 

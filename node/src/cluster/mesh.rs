@@ -707,6 +707,7 @@ mod tests {
             operations: 0,
             issued_value: 0,
             issued_operations: 0,
+            in_flight_operations: 0,
         };
         let told = ractor::call_t!(mesh, MeshMessage::Leave, 5000, departure).unwrap();
         assert_eq!(told, 0);

@@ -41,9 +41,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
 use shared::counter::{ApplyOutcome, CounterError, StatsOutcome, ValueOutcome};
-use shared::host::{Batch, CollectReply, HostMessage, LocalReport, COLLECT_PAGE};
+use shared::host::{Batch, CollectReply, HostMessage, LocalReport, StreamMark, COLLECT_PAGE};
 use shared::protocol::{counter_name, validate_change_id, HOSTS_GROUP};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -94,9 +94,45 @@ pub(crate) struct HostState {
     malformed: u64,
     /// Batches received and not yet handed to the journal (a `Flush` is on its way).
     pending: Vec<Batch>,
+    /// Syncs held unanswered while the node is closed (see [`HostState::closed`]).
+    held_syncs: Vec<RpcReplyPort<StreamMark>>,
 }
 
+/// Syncs a closed host holds unanswered, at most (beyond, it drops them).
+const MAX_HELD_SYNCS: usize = 1_024;
+
 impl HostState {
+    /// While the node is closed ([`crate::cluster::departure`]), what would change a
+    /// counter is not taken: a batch is dropped, a sync is held unanswered (so that its
+    /// sender waits out its fence's timeout, as for a node that does not answer, rather
+    /// than send again at once), and a client's change is refused with nothing
+    /// applied; each batch and sync turned away is counted. Everything else passes (a
+    /// flush of batches taken before among it); syncs held are let go once the node is
+    /// open again. `None`: the message was dealt with here.
+    fn closed(&mut self, message: HostMessage) -> Option<HostMessage> {
+        let departing = &self.facts.departing;
+        if !departing.closing() {
+            self.held_syncs.clear();
+            return Some(message);
+        }
+        match message {
+            HostMessage::Batch(_) => departing.dropped_one(),
+            HostMessage::Sync(_, reply) | HostMessage::SyncedBatch(_, reply) => {
+                departing.dropped_one();
+                if self.held_syncs.len() < MAX_HELD_SYNCS {
+                    self.held_syncs.push(reply);
+                }
+            }
+            HostMessage::Apply { reply, .. } => {
+                let _ = reply.send(ApplyOutcome(Err(CounterError::Unavailable(
+                    "the node is leaving the cluster".into(),
+                ))));
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
     fn name(&self, index: u32) -> String {
         counter_name(&self.facts.name, index)
     }
@@ -284,6 +320,7 @@ impl Actor for CounterHost {
             unknown: 0,
             malformed: 0,
             pending: Vec::new(),
+            held_syncs: Vec::new(),
         })
     }
 
@@ -295,9 +332,8 @@ impl Actor for CounterHost {
     ) -> Result<(), ActorProcessingErr> {
         // A caller that gave up has dropped its reply port: failing to answer it is not
         // the host's problem, so send errors on reply ports are ignored.
-        let message = match closed(&state.facts, message) {
-            Some(message) => message,
-            None => return Ok(()),
+        let Some(message) = state.closed(message) else {
+            return Ok(());
         };
         match message {
             HostMessage::Batch(batch) => state.batch(batch, &myself),
@@ -361,27 +397,6 @@ impl Actor for CounterHost {
             }
         }
         Ok(())
-    }
-}
-
-/// While the node is leaving ([`crate::cluster::departure`]), what would change a
-/// counter is not taken: a batch or a sync is dropped unanswered (its sender sends it
-/// again, as to a node that does not answer, and it is in flight meanwhile), and a
-/// client's change is refused with nothing applied. Everything else passes (a flush of
-/// batches taken before among it).
-fn closed(facts: &NodeFacts, message: HostMessage) -> Option<HostMessage> {
-    if !facts.departing.closing() {
-        return Some(message);
-    }
-    match message {
-        HostMessage::Batch(_) | HostMessage::Sync(..) | HostMessage::SyncedBatch(..) => None,
-        HostMessage::Apply { reply, .. } => {
-            let _ = reply.send(ApplyOutcome(Err(CounterError::Unavailable(
-                "the node is leaving the cluster".into(),
-            ))));
-            None
-        }
-        other => Some(other),
     }
 }
 

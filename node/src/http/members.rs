@@ -154,7 +154,8 @@ mod tests {
             since_ms: 7,
             role: Some(Role::Worker),
             counters: Some(4),
-            sees_up: sees_up.map(|s| s.iter().map(|n| n.to_string()).collect()),
+            sees_up: sees_up
+                .map(|s| std::sync::Arc::new(s.iter().map(|n| n.to_string()).collect())),
             round_trip: Some(std::time::Duration::from_micros(250)),
         }
     }

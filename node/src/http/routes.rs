@@ -429,7 +429,7 @@ async fn leave(
         Some(Err(e)) => Err(e.into()),
         None => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "the node did not decide in time whether it can leave",
+            "the node did not answer in time: whether it leaves is not known (see node stats)",
         )),
     }
 }

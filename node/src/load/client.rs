@@ -273,6 +273,7 @@ impl Actor for LoadClient {
             mode,
         } = args.spec;
         let (pusher, issued) = start_pusher(&args, &myself).await?;
+        args.facts.issued.set_running(true);
         info!(rate, max_ops = ?max_ops, mode = ?mode, issued, in_flight = pusher.in_flight_operations(), "load clients started");
         Ok(LoadState {
             rng: fastrand::Rng::new(),
@@ -296,6 +297,7 @@ impl Actor for LoadClient {
         // not a batch is on its way: the journal commits it before the node stops, and
         // the next run sends it.
         state.pusher.flush_pending();
+        state.args.facts.issued.set_running(false);
         let issued = state.args.facts.issued.read();
         info!(
             value = issued.value,

@@ -4,7 +4,7 @@
 //! flight once the load has stopped and every fault has healed). The durable copy is in
 //! the node's store; this one is what the node reports.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use shared::agent::InFlightTo;
@@ -21,6 +21,8 @@ pub struct IssuedTally {
     in_flight: AtomicU64,
     /// The same per destination, as of the load client's last tick.
     in_flight_to: Mutex<Vec<InFlightTo>>,
+    /// Whether a load client runs (it may issue more at any moment).
+    running: AtomicBool,
     unvouched_value: AtomicI64,
     unvouched_operations: AtomicI64,
 }
@@ -64,6 +66,16 @@ impl IssuedTally {
     /// Issued operations not acknowledged yet.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A load client started (`true`) or stopped.
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+
+    /// Whether a load client runs.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
     }
 
     /// Sets how many issued operations each destination has not acknowledged yet

@@ -205,12 +205,14 @@ impl RootState {
             // Nothing changes a counter from here on, and what was taken is committed:
             // what the leave notice says the node takes with it is final.
             let facts = &self.kit.facts;
-            facts.departing.close(true);
-            if !leave::quiesce(&facts.name).await {
+            let for_good = facts.departing.stop();
+            let settled = leave::quiesce(&facts.name).await;
+            let mut departure = leave::departure(facts, &self.kit.store, for_good).await;
+            if !settled {
+                // A commit may still land after the totals were read: not known.
                 warn!("the node's last changes were not committed before its leave notice");
+                departure.known = false;
             }
-            let for_good = facts.departing.for_good();
-            let departure = leave::departure(facts, &self.kit.store, for_good).await;
             let left = ractor::call_t!(
                 mesh,
                 MeshMessage::Leave,

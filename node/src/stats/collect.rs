@@ -162,8 +162,19 @@ pub(crate) async fn collect(facts: &NodeFacts, deadline: Duration) -> Collection
 
     // A chain of pages per node, in a task each (as many as there are members, each
     // gone by the deadline): a slow node does not hold up another's next page.
+    // A member that said it left is counted under `departed` with what it took: its
+    // host, still up for the moment it takes to stop, is not read as well.
+    let departed: Vec<String> = facts
+        .membership
+        .departed()
+        .into_iter()
+        .map(|(name, ..)| name)
+        .collect();
     let mut reading = tokio::task::JoinSet::new();
-    for (node, host) in hosts() {
+    for (node, host) in hosts()
+        .into_iter()
+        .filter(|(node, _)| !departed.contains(node))
+    {
         reading.spawn(Reading::new(node, host, Arc::clone(&budget)).read(until));
     }
     let mut readings = Vec::new();

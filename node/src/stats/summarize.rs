@@ -66,6 +66,7 @@ pub(crate) fn departed_nodes(
             operations: d.operations,
             issued_value: d.issued_value,
             issued_operations: d.issued_operations,
+            in_flight_operations: d.in_flight_operations,
         })
         .collect()
 }
@@ -570,6 +571,7 @@ mod tests {
             operations: 0,
             issued_value: 5,
             issued_operations: 2,
+            in_flight_operations: 0,
         };
         let departed = departed_nodes(vec![("gone".into(), 1_000, left)], &nodes);
         assert_eq!(
@@ -584,6 +586,7 @@ mod tests {
                 operations: 0,
                 issued_value: 5,
                 issued_operations: 2,
+                in_flight_operations: 0,
                 in_flight_to_it: 7,
             }]
         );

@@ -55,7 +55,8 @@ pub(crate) fn claim(dir: &Path, prefix: &str) -> Result<Slot, StoreError> {
         let Some(file) = held else {
             continue;
         };
-        if super::left_mark::left_for_good(&dir.join(&name)).is_some() {
+        // Left for good (or a mark that cannot be read): never taken again.
+        if !matches!(super::left_mark::left_for_good(&dir.join(&name)), Ok(None)) {
             continue;
         }
         // A node given the slot's directory as its --data-dir (not taking the slot)
@@ -76,7 +77,7 @@ pub(crate) fn claim(dir: &Path, prefix: &str) -> Result<Slot, StoreError> {
     }
     Err(StoreError::open(
         dir,
-        format!("all {MAX_SLOTS} slots are held by running nodes"),
+        format!("all {MAX_SLOTS} slots are held by running nodes or were left for good"),
     ))
 }
 
