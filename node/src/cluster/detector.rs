@@ -609,12 +609,7 @@ impl Detector {
     /// Moves the watch to the next [`WATCHED`] members up on the ring; a member newly
     /// watched is watched from `now`.
     fn watch(&mut self, now: Instant, membership: &Membership) {
-        let up: Vec<String> = membership
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.status == PeerStatus::Up)
-            .map(|p| p.name)
-            .collect();
+        let up = membership.up_names();
         let next = ring_successors(&self.name, &up, WATCHED);
         self.watching.retain(|name, _| next.contains(name));
         for name in next {
@@ -1094,10 +1089,8 @@ impl Detector {
         self.gossip_in_flight = true;
         self.last_gossip = Some(now);
         let mut seen: Vec<String> = membership
-            .snapshot()
+            .up_names()
             .into_iter()
-            .filter(|p| p.status == PeerStatus::Up)
-            .map(|p| p.name)
             .chain(std::iter::once(self.name.clone()))
             .collect();
         seen.sort();
@@ -1110,12 +1103,7 @@ impl Detector {
     /// [`GOSSIP_FANOUT`] members up in this turn (a turn asks every member up once, in
     /// a random order).
     fn gossip_targets(&mut self, membership: &Membership) -> Vec<String> {
-        let up: HashSet<String> = membership
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.status == PeerStatus::Up)
-            .map(|p| p.name)
-            .collect();
+        let up: HashSet<String> = membership.up_names().into_iter().collect();
         let mut asked: Vec<String> = std::mem::take(&mut self.gossip_first)
             .into_iter()
             .filter(|name| up.contains(name))

@@ -34,7 +34,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::discovery::remote_agents;
-use super::membership::PeerStatus;
 use super::rpc::{ask, call_until, gather};
 use crate::facts::NodeFacts;
 use crate::store::journal::{journal_name, JournalMessage};
@@ -182,13 +181,7 @@ async fn decide(facts: &NodeFacts, store: &Arc<Store>) -> Result<(), String> {
 /// What the members up hold for this node's counters, issued and not acknowledged;
 /// `Err` if one of them does not say (it may hold some).
 async fn held_for_me(facts: &NodeFacts) -> Result<u64, String> {
-    let up: Vec<String> = facts
-        .membership
-        .snapshot()
-        .into_iter()
-        .filter(|p| p.status == PeerStatus::Up)
-        .map(|p| p.name)
-        .collect();
+    let up = facts.membership.up_names();
     let pending = remote_agents()
         .into_iter()
         .filter(|(node, _)| up.contains(node))

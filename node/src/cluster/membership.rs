@@ -582,6 +582,15 @@ impl Membership {
             .collect()
     }
 
+    /// The names of the peers that are up, sorted.
+    pub(crate) fn up_names(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Up)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// The peers worth telling others about: those that are up.
     pub(crate) fn gossip(&self) -> Vec<PeerAddr> {
         self.lock()
