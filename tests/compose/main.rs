@@ -563,7 +563,8 @@ fn scaled_workers_form_the_cluster_and_a_scaled_away_slot_comes_back_with_its_co
     assert_eq!(change("incr", "worker-1/1", "1"), "1");
 
     // Scaled down to two: the three replicas removed stop cleanly, the cluster is
-    // complete again with three nodes, and their counts have left the totals.
+    // complete again with three nodes, and their counts have left the totals, to be
+    // listed under `departed`, each with what it took, for a while.
     p.scale(2);
     let s = p.complete().unwrap();
     assert_eq!(
@@ -571,10 +572,26 @@ fn scaled_workers_form_the_cluster_and_a_scaled_away_slot_comes_back_with_its_co
         (Some(3), Some(1)),
         "{s}"
     );
+    let departed = s["departed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(departed.len(), 3, "{s}");
+    assert!(
+        departed
+            .iter()
+            .all(|d| d["for_good"] == false && d["known"] == true),
+        "{s}"
+    );
+    let took = |field: &str| {
+        departed
+            .iter()
+            .filter_map(|d| d[field].as_i64())
+            .sum::<i64>()
+    };
+    assert_eq!((took("value"), took("operations")), (35, 2), "{s}");
     // Scaled up again: the new replicas take the free slots, names and counts.
     p.scale(5);
     p.wait_mesh();
     let s = p.complete().unwrap();
+    assert_eq!(s["departed"].as_array().map(Vec::len), Some(0), "{s}");
     assert_eq!(
         (s["total_value"].as_i64(), s["total_operations"].as_u64()),
         (Some(36), Some(3)),
