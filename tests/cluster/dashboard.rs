@@ -3,7 +3,9 @@
 //! the test reads the rendered page (3 nodes, throughput above zero), freezes a worker
 //! (SIGSTOP) and requires the page to show it unreachable within 3 s, then back after
 //! SIGCONT. A second test loads the dashboard of 900 counters, more than it lists: it
-//! must show the totals, list no counter and say why. Screenshots are saved under
+//! must show the totals, list no counter and say why. A third has a worker leave for a
+//! while and requires the page to show it departed with its count. Screenshots are
+//! saved under
 //! `target/tmp/` for people to look at. Chromium comes from Debian's `chromium` package
 //! (`.ci/run` installs it).
 
@@ -251,5 +253,58 @@ fn the_dashboard_of_many_counters_shows_totals_and_lists_none() {
     println!(
         "dashboard of 900 counters: {}",
         browser.screenshot("dashboard-many-counters.png")
+    );
+}
+
+/// A worker that leaves for a while is shown departed, with the count it took; the
+/// collection stays complete.
+#[test]
+fn the_dashboard_shows_a_departed_worker_with_its_count() {
+    let test = "the_dashboard_shows_a_departed_worker_with_its_count";
+    if !tool_or_skip("chromium", test) {
+        return;
+    }
+    let (mut cluster, http) = Cluster::start_with_http(
+        &["coordinator", "worker-1", "worker-2"],
+        &["--counters", "2"],
+    );
+    cluster.wait_mesh(6);
+    let via = cluster.nodes[0].addr.clone();
+    crate::util::client_ok(&["incr", "worker-2/1", "--by", "1234", "--join", &via]);
+    let mut browser = Browser::open(&format!("http://{}/", http[0]));
+    let read = r#"JSON.stringify({
+  departed: document.getElementById('departed').textContent,
+  complete: document.getElementById('complete').textContent
+})"#;
+    wait_for(
+        "the page to show nobody departed",
+        Duration::from_secs(30),
+        || {
+            let page = browser.eval(read);
+            let page: Value =
+                serde_json::from_str(page.as_str().unwrap_or("null")).unwrap_or_default();
+            (page["departed"] == "none")
+                .then_some(())
+                .ok_or(page.to_string())
+        },
+    );
+    let worker_2 = cluster.nodes[2].addr.clone();
+    crate::util::client_ok(&["leave", "--join", &worker_2]);
+    assert_eq!(cluster.nodes[2].wait_exit(Duration::from_secs(20)), Some(0));
+    wait_for(
+        "the page to show worker-2 departed with 1,234",
+        Duration::from_secs(30),
+        || {
+            let page = browser.eval(read);
+            let page: Value =
+                serde_json::from_str(page.as_str().unwrap_or("null")).unwrap_or_default();
+            (page["departed"] == "worker-2: 1,234" && page["complete"] == "complete")
+                .then_some(())
+                .ok_or(page.to_string())
+        },
+    );
+    println!(
+        "dashboard with a departed worker: {}",
+        browser.screenshot("dashboard-departed.png")
     );
 }
