@@ -135,6 +135,11 @@ impl ApiError {
         }
     }
 
+    /// The agent answered with something other than what was asked for.
+    fn unexpected() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer")
+    }
+
     fn with_key(mut self, key: &str) -> Self {
         self.key = Some(key.to_string());
         self
@@ -358,10 +363,7 @@ async fn stats(
     let until = Instant::now() + deadline + Duration::from_secs(2);
     match ask(&state.node()?.facts, request, until).await {
         Some(Ok(ClientAnswer::Stats(stats))) => Ok(Json(stats).into_response()),
-        Some(Ok(_)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected answer",
-        )),
+        Some(Ok(_)) => Err(ApiError::unexpected()),
         Some(Err(e)) => Err(e.into()),
         None => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -422,10 +424,7 @@ async fn leave(
             Json(json!({ "node": node, "for_good": for_good, "leaving": true })),
         )
             .into_response()),
-        Some(Ok(_)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected answer",
-        )),
+        Some(Ok(_)) => Err(ApiError::unexpected()),
         Some(Err(e)) => Err(e.into()),
         None => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -459,10 +458,7 @@ async fn read(state: HttpState, headers: HeaderMap, counter: String) -> Result<R
         Some(Ok(ClientAnswer::Value(value))) => {
             Ok(Json(json!({ "counter": counter, "value": value })).into_response())
         }
-        Some(Ok(_)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected answer",
-        )),
+        Some(Ok(_)) => Err(ApiError::unexpected()),
         Some(Err(e)) => Err(e.into()),
         None => Err(ClientError::CounterTimeout(counter).into()),
     }

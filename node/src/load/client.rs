@@ -348,11 +348,13 @@ impl Actor for LoadClient {
             }
         }
         let in_flight = state.pusher.in_flight_operations();
-        state.args.facts.issued.set_in_flight(in_flight);
-        if in_flight == 0 {
-            // Per destination it is otherwise updated at each tick.
-            state.args.facts.issued.set_in_flight_to(Vec::new());
+        let issued = &state.args.facts.issued;
+        if in_flight == 0 && issued.in_flight() != 0 {
+            // Per destination it is otherwise updated at each tick; cleared once, when
+            // the last acknowledgement comes, not at every message.
+            issued.set_in_flight_to(Vec::new());
         }
+        issued.set_in_flight(in_flight);
         if state.finished() {
             // Send the rest and wait for it to be acknowledged, then stop.
             state.pusher.drain();
