@@ -10,14 +10,16 @@
 # service name) or, if it starts with "client", a client: a client's certificate is
 # good for client links only (extended key usage clientAuth), and a node refuses it as
 # a member. Each certificate names NAME, localhost, 127.0.0.1 and ::1; add more with
-# SAN="DNS:node1.example.com,IP:10.0.0.5". An existing CA in DIR is reused, so running
-# it again adds members to the same cluster. Keys are written readable by you only.
+# SAN="DNS:node1.example.com,IP:10.0.0.5", where {} stands for each NAME (for pods that
+# others dial at NAME.SERVICE: SAN='DNS:{}.counter-peers,DNS:counter-peers'). An
+# existing CA in DIR is reused, so running it again adds members to the same cluster.
+# Keys are written readable by you only.
 #
 #   scripts/make-certs.sh certs coordinator worker-1 worker-2 client
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
 command -v openssl >/dev/null || {
@@ -69,7 +71,9 @@ for name in "$@"; do
   ext=$(mktemp)
   trap 'rm -f "$ext" "$dir/$name.csr"' EXIT
   {
-    printf 'subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1%s\n' "$name" "${SAN:+,$SAN}"
+    san=${SAN:-}
+    san=${san//\{\}/$name}
+    printf 'subjectAltName=DNS:%s,DNS:localhost,IP:127.0.0.1,IP:::1%s\n' "$name" "${san:+,$san}"
     printf 'basicConstraints=critical,CA:FALSE\n'
     printf 'keyUsage=critical,digitalSignature\n'
     printf 'extendedKeyUsage=%s\n' "$usage"

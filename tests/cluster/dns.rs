@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::netns::run;
-use crate::util::{lines_with, node_bin, wait_for, NodeProc, COOKIE};
+use crate::util::{lines_with, node_bin, wait_for, Certs, NodeProc, COOKIE};
 
 /// A network namespace with its loopback up and its own hosts file.
 struct Names {
@@ -240,31 +240,8 @@ fn with_tls_an_address_a_name_gave_is_checked_against_the_name() {
         return;
     };
     names.set(&["127.0.10.1", "127.0.10.2"]).unwrap();
-    let certs = tempfile::tempdir().unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
-    let made = Command::new("bash")
-        .arg(&script)
-        .arg(certs.path())
-        .args(["n1", "n2", "client"])
-        .env("SAN", "DNS:nodes")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let file = |f: &str| certs.path().join(f).to_str().unwrap().to_string();
-    let tls = |name: &str| {
-        [
-            "--tls-cert".to_string(),
-            file(&format!("{name}.pem")),
-            "--tls-key".to_string(),
-            file(&format!("{name}-key.pem")),
-            "--tls-ca".to_string(),
-            file("ca.pem"),
-        ]
-    };
+    let certs = Certs::make_with_san(&["n1", "n2", "client"], "DNS:nodes");
+    let tls = |name: &str| certs.args(name);
     let mut nodes = Vec::new();
     for (name, ip) in [("n2", "127.0.10.2"), ("n1", "127.0.10.1")] {
         let mut args = vec!["--join".to_string(), "nodes".to_string()];

@@ -1,12 +1,15 @@
 //! The Kubernetes manifests (`deploy/k8s/`) against the real binary: every pod their
 //! StatefulSets make is run as a real process with exactly the arguments and
 //! environment the manifests give it (`$(VAR)` expanded as the kubelet does, the pod's
-//! name and IP from the downward API, the Secret's keys, each volume mount a directory
-//! of its own), each in a network namespace of its own with the pod's IP on a shared
+//! name and IP from the downward API, the Secrets' keys, each volume mount a directory
+//! of its own, a Secret volume holding the Secret's files: certificates from
+//! `scripts/make-certs.sh` for every pod, as docs/operations.md makes them), each in a
+//! network namespace of its own with the pod's IP on a shared
 //! bridge and a hosts file that answers for the headless Service as the cluster's DNS
 //! does (`counter-peers`: every pod; `POD.counter-peers`: that pod). So the manifests
 //! cannot drift from the program: the cluster must form with every pod under its pod
-//! name, every probe must answer on the path and port the manifest gives, the node must
+//! name, with mutual TLS on every link, every probe must answer on the path, port and
+//! scheme the manifest gives (HTTPS unverified, as the kubelet asks), the node must
 //! fit its resource requests, a pod moved to another IP must come back with its counts,
 //! and a stop must end cleanly within the grace period, after the preStop sleep. Each
 //! process runs as the pod's `runAsUser` and `runAsGroup` (`setpriv`), owning its
@@ -26,7 +29,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::netns::run;
-use crate::util::{lines_with, node_bin, wait_for};
+use crate::util::{lines_with, node_bin, wait_for, Certs};
+
+/// The Secret of the certificates, and what each pod's certificate names besides the
+/// pod (as docs/operations.md makes them).
+const TLS_SECRET: &str = "counter-tls";
+const TLS_SAN: &str = "DNS:{}.counter-peers,DNS:counter-peers,DNS:counter";
 
 /// What the test gives the Secret `counter-secrets`.
 const SECRETS: [(&str, &str); 2] = [
@@ -91,19 +99,33 @@ fn mib(memory: &str) -> f64 {
     }
 }
 
+/// A volume mount: its path in the container, and the Secret it holds, if it is a
+/// Secret volume (with the files' mode).
+struct Mount {
+    path: String,
+    secret: Option<(String, u32)>,
+}
+
+/// A probe the kubelet (or Prometheus) makes: what, path, port, and whether over HTTPS.
+struct Probe {
+    what: String,
+    path: String,
+    port: u16,
+    https: bool,
+}
+
 /// One pod a StatefulSet makes, as the kubelet would run its one container.
 struct PodSpec {
     name: String,
     args: Vec<String>,
     /// With the pod's IP still to be filled in (`$POD_IP`).
     env: Vec<(String, String)>,
-    /// Each volume mount's path in the container.
-    mounts: Vec<String>,
+    /// Each volume mount.
+    mounts: Vec<Mount>,
     /// Named container ports.
     ports: HashMap<String, u16>,
-    /// (probe, path, port) of every httpGet probe, and of the Prometheus scrape the
-    /// pod's annotations ask for.
-    probes: Vec<(String, String, u16)>,
+    /// Every httpGet probe, and the Prometheus scrape the pod's annotations ask for.
+    probes: Vec<Probe>,
     cpu_request: f64,
     memory_request: f64,
     /// `runAsUser` and `runAsGroup`.
@@ -163,34 +185,42 @@ fn pods(docs: &[Value]) -> Vec<PodSpec> {
                     )
                 })
                 .collect();
-            let mut probes: Vec<(String, String, u16)> =
-                ["startupProbe", "readinessProbe", "livenessProbe"]
-                    .iter()
-                    .filter(|probe| !c[**probe].is_null())
-                    .map(|probe| {
-                        let get = &c[*probe]["httpGet"];
-                        let port = match &get["port"] {
-                            Value::String(named) => ports[named],
-                            number => number.as_u64().unwrap() as u16,
-                        };
-                        (
-                            probe.to_string(),
-                            get["path"].as_str().unwrap().to_string(),
-                            port,
-                        )
-                    })
-                    .collect();
+            let mut probes: Vec<Probe> = ["startupProbe", "readinessProbe", "livenessProbe"]
+                .iter()
+                .filter(|probe| !c[**probe].is_null())
+                .map(|probe| {
+                    let get = &c[*probe]["httpGet"];
+                    let port = match &get["port"] {
+                        Value::String(named) => ports[named],
+                        number => number.as_u64().unwrap() as u16,
+                    };
+                    Probe {
+                        what: probe.to_string(),
+                        path: get["path"].as_str().unwrap().to_string(),
+                        port,
+                        https: get["scheme"] == "HTTPS",
+                    }
+                })
+                .collect();
             let scrape = &set["spec"]["template"]["metadata"]["annotations"];
             assert_eq!(scrape["prometheus.io/scrape"], "true", "{name}");
-            probes.push((
-                "the Prometheus scrape".into(),
-                scrape["prometheus.io/path"].as_str().unwrap().to_string(),
-                scrape["prometheus.io/port"]
+            probes.push(Probe {
+                what: "the Prometheus scrape".into(),
+                path: scrape["prometheus.io/path"].as_str().unwrap().to_string(),
+                port: scrape["prometheus.io/port"]
                     .as_str()
                     .unwrap()
                     .parse()
                     .unwrap(),
-            ));
+                https: scrape["prometheus.io/scheme"] == "https",
+            });
+            let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+            let secret_of = |volume: &Value| {
+                let v = volumes.iter().find(|v| v["name"] == *volume)?;
+                let secret = v["secret"]["secretName"].as_str()?.to_string();
+                let mode = v["secret"]["defaultMode"].as_u64().unwrap_or(0o644) as u32;
+                Some((secret, mode))
+            };
             pods.push(PodSpec {
                 name: pod,
                 args,
@@ -199,7 +229,10 @@ fn pods(docs: &[Value]) -> Vec<PodSpec> {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|m| m["mountPath"].as_str().unwrap().to_string())
+                    .map(|m| Mount {
+                        path: m["mountPath"].as_str().unwrap().to_string(),
+                        secret: secret_of(&m["name"]),
+                    })
                     .collect(),
                 ports,
                 probes,
@@ -321,6 +354,23 @@ impl Drop for PodNet {
     }
 }
 
+/// The files of the Secret `secret`, from `certs` (made for every pod of `pods`).
+fn secret_files(secret: &str, certs: &Certs, pods: &[String]) -> Vec<(String, PathBuf)> {
+    assert_eq!(secret, TLS_SECRET, "Secret volume {secret} is not emulated");
+    let mut files = vec!["ca.pem".to_string()];
+    for pod in pods {
+        files.push(format!("{pod}.pem"));
+        files.push(format!("{pod}-key.pem"));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let path = certs.dir().join(&f);
+            (f, path)
+        })
+        .collect()
+}
+
 /// A running pod: its process, log and volumes.
 struct Pod {
     spec: PodSpec,
@@ -329,18 +379,38 @@ struct Pod {
     log: PathBuf,
     /// Each volume mount's directory.
     volumes: tempfile::TempDir,
+    /// A client's `--tls-*` arguments for this cluster.
+    client_tls: Vec<String>,
 }
 
 impl Pod {
-    fn start(spec: PodSpec, ns: &str, ip: &str) -> Pod {
+    /// Starts pod `spec` in namespace `ns` at `ip`; its Secret volumes hold what
+    /// `certs` made for `pods`.
+    fn start(spec: PodSpec, ns: &str, ip: &str, certs: &Certs, pods: &[String]) -> Pod {
         let volumes = tempfile::tempdir().unwrap();
-        // The pod's user owns its volumes (as fsGroup makes them writable for it).
-        for k in 0..spec.mounts.len() {
+        let (uid, gid) = spec.user;
+        for (k, mount) in spec.mounts.iter().enumerate() {
             let dir = volumes.path().join(format!("volume-{k}"));
             std::fs::create_dir(&dir).unwrap();
-            std::os::unix::fs::chown(&dir, Some(spec.user.0), Some(spec.user.1)).unwrap();
+            match &mount.secret {
+                // The pod's user owns its volumes (as fsGroup makes them writable for it).
+                None => std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap(),
+                // A Secret's files belong to root, in the fsGroup, with the volume's mode.
+                Some((secret, mode)) => {
+                    for (name, from) in secret_files(secret, certs, pods) {
+                        let to = dir.join(name);
+                        std::fs::copy(&from, &to).unwrap();
+                        std::os::unix::fs::chown(&to, Some(0), Some(gid)).unwrap();
+                        std::fs::set_permissions(
+                            &to,
+                            std::os::unix::fs::PermissionsExt::from_mode(*mode),
+                        )
+                        .unwrap();
+                    }
+                }
+            }
         }
-        std::os::unix::fs::chown(volumes.path(), Some(spec.user.0), Some(spec.user.1)).unwrap();
+        std::os::unix::fs::chown(volumes.path(), Some(uid), Some(gid)).unwrap();
         let log = volumes.path().join("log");
         let child = launch(&spec, ns, volumes.path(), &log, ip);
         Pod {
@@ -349,6 +419,7 @@ impl Pod {
             child,
             log,
             volumes,
+            client_tls: certs.args("client"),
         }
     }
 
@@ -365,8 +436,10 @@ impl Pod {
         self.child.id()
     }
 
-    /// `curl` from the pod's own namespace to `ip:port/path`: the HTTP status.
-    fn http_status(&self, ip: &str, port: u16, path: &str) -> String {
+    /// `curl` from the pod's own namespace to `ip`, as `probe` asks: the HTTP status.
+    /// Over HTTPS the certificate is not checked, as the kubelet does not.
+    fn http_status(&self, ip: &str, probe: &Probe) -> String {
+        let scheme = if probe.https { "https" } else { "http" };
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -374,19 +447,20 @@ impl Pod {
                 &self.ns,
                 "curl",
                 "-s",
+                "-k",
                 "-o",
                 "/dev/null",
                 "-w",
                 "%{http_code}",
             ])
-            .arg(format!("http://{ip}:{port}{path}"))
+            .arg(format!("{scheme}://{ip}:{}{}", probe.port, probe.path))
             .output()
             .expect("cannot run curl");
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// `node stats --json` through this pod's own node, from inside its namespace, with
-    /// the cookie the Secret gives.
+    /// the cookie the Secret gives and a client certificate.
     fn stats(&self) -> Result<Value, String> {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -399,6 +473,7 @@ impl Pod {
                 "--join",
                 "127.0.0.1:4697",
             ])
+            .args(&self.client_tls)
             .env("NODE_COOKIE", SECRETS[0].1)
             .output()
             .map_err(|e| e.to_string())?;
@@ -421,6 +496,7 @@ impl Pod {
                 "--join",
                 "127.0.0.1:4697",
             ])
+            .args(&self.client_tls)
             .env("NODE_COOKIE", SECRETS[0].1)
             .output()
             .unwrap();
@@ -447,9 +523,10 @@ impl Drop for Pod {
 fn mounted(spec: &PodSpec, volumes: &Path, text: &str) -> String {
     let mut out = text.to_string();
     for (k, mount) in spec.mounts.iter().enumerate() {
-        if out == *mount || out.starts_with(&format!("{mount}/")) {
+        let path = &mount.path;
+        if out == *path || out.starts_with(&format!("{path}/")) {
             let dir = volumes.join(format!("volume-{k}"));
-            out = format!("{}{}", dir.display(), &out[mount.len()..]);
+            out = format!("{}{}", dir.display(), &out[path.len()..]);
         }
     }
     out
@@ -551,10 +628,13 @@ fn the_manifests_pods_form_the_cluster_answer_their_probes_and_fit_their_request
         }
         Err(why) => panic!("cannot make the pods' network: {why}"),
     };
+    let mut made: Vec<&str> = names.iter().map(String::as_str).collect();
+    made.push("client");
+    let certs = Certs::make_with_san(&made, TLS_SAN);
     let mut pods: Vec<Pod> = specs
         .into_iter()
         .enumerate()
-        .map(|(k, spec)| Pod::start(spec, &net.namespaces[k], &net.ips[k]))
+        .map(|(k, spec)| Pod::start(spec, &net.namespaces[k], &net.ips[k], &certs, &names))
         .collect();
     let started = Instant::now();
     wait_formed(&pods[0], &names);
@@ -564,20 +644,35 @@ fn the_manifests_pods_form_the_cluster_answer_their_probes_and_fit_their_request
         started.elapsed().as_millis()
     );
 
-    // Every probe of every pod answers 200 on the path and port the manifest gives,
-    // at the pod's IP, as the kubelet asks.
+    // Every probe of every pod answers 200 on the path, port and scheme the manifest
+    // gives, at the pod's IP, as the kubelet asks.
     for (k, pod) in pods.iter().enumerate() {
-        for (probe, path, port) in &pod.spec.probes {
+        for probe in &pod.spec.probes {
             let status = wait_for(
-                &format!("{}'s {probe}", pod.spec.name),
+                &format!("{}'s {}", pod.spec.name, probe.what),
                 Duration::from_secs(10),
                 || {
-                    let status = pod.http_status(&net.ips[k], *port, path);
+                    let status = pod.http_status(&net.ips[k], probe);
                     (status == "200").then_some(status.clone()).ok_or(status)
                 },
             );
             assert_eq!(status, "200");
         }
+        // Every link is TLS: the cluster port refuses a plain client.
+        let plain = Command::new("ip")
+            .args(["netns", "exec", &pod.ns])
+            .arg(node_bin())
+            .args(["stats", "--json", "--join", "127.0.0.1:4697"])
+            .env("NODE_COOKIE", SECRETS[0].1)
+            .output()
+            .unwrap();
+        assert!(
+            !plain.status.success()
+                && String::from_utf8_lossy(&plain.stderr).contains("requires TLS"),
+            "{}: a plain client: {}",
+            pod.spec.name,
+            String::from_utf8_lossy(&plain.stderr)
+        );
         assert!(pod.spec.ports.contains_key("cluster") && pod.spec.ports.contains_key("http"));
     }
 

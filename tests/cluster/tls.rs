@@ -4,54 +4,13 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{is_closed, lines_with, node_bin, wait_for, NodeProc, COOKIE};
-
-/// A CA and certificates made by the project's script, in a temporary directory.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn make(names: &[&str]) -> Certs {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(dir.path())
-            .args(names)
-            .output()
-            .expect("cannot run bash");
-        assert!(
-            out.status.success(),
-            "scripts/make-certs.sh failed (the TLS tests need openssl): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Certs { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        let path: PathBuf = self.dir.path().join(file);
-        path.to_str().unwrap().to_string()
-    }
-
-    /// `--tls-cert NAME.pem --tls-key NAME-key.pem --tls-ca ca.pem`.
-    fn args(&self, name: &str) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.path(&format!("{name}.pem")),
-            "--tls-key".into(),
-            self.path(&format!("{name}-key.pem")),
-            "--tls-ca".into(),
-            self.path("ca.pem"),
-        ]
-    }
-}
+use crate::util::{is_closed, lines_with, node_bin, wait_for, Certs, NodeProc, COOKIE};
 
 fn start(name: &str, certs: &Certs, extra: &[&str]) -> NodeProc {
     let tls = certs.args(name);

@@ -2,7 +2,7 @@
 //! conditions with a deadline (never a fixed sleep).
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -555,4 +555,59 @@ pub fn applied_from(s: &Value, name: &str) -> (i128, i128) {
         }
     }
     (value, operations)
+}
+
+/// A CA and certificates made by the project's script, in a temporary directory.
+pub struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    /// Certificates for `names` (see `scripts/make-certs.sh`).
+    pub fn make(names: &[&str]) -> Certs {
+        Self::make_with_san(names, "")
+    }
+
+    /// [`Certs::make`], each certificate also naming `san` (the script's `SAN`, where
+    /// `{}` stands for each name).
+    pub fn make_with_san(names: &[&str], san: &str) -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-certs.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .args(names)
+            .env("SAN", san)
+            .output()
+            .expect("cannot run bash");
+        assert!(
+            out.status.success(),
+            "scripts/make-certs.sh failed (the TLS tests need openssl): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Certs { dir }
+    }
+
+    /// The directory they are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The path of one of them.
+    pub fn path(&self, file: &str) -> String {
+        let path: PathBuf = self.dir.path().join(file);
+        path.to_str().unwrap().to_string()
+    }
+
+    /// `--tls-cert NAME.pem --tls-key NAME-key.pem --tls-ca ca.pem`.
+    pub fn args(&self, name: &str) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.path(&format!("{name}.pem")),
+            "--tls-key".into(),
+            self.path(&format!("{name}-key.pem")),
+            "--tls-ca".into(),
+            self.path("ca.pem"),
+        ]
+    }
 }

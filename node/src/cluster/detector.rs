@@ -609,8 +609,7 @@ impl Detector {
     /// Moves the watch to the next [`WATCHED`] members up on the ring; a member newly
     /// watched is watched from `now`.
     fn watch(&mut self, now: Instant, membership: &Membership) {
-        let up = membership.up_names();
-        let next = ring_successors(&self.name, &up, WATCHED);
+        let next = membership.up_after(&self.name, WATCHED);
         self.watching.retain(|name, _| next.contains(name));
         for name in next {
             self.watching.entry(name).or_insert(now);
@@ -705,20 +704,20 @@ impl Detector {
     /// after ours (so a pair never opens two sessions at once: ractor_cluster would
     /// close one, and a peer would see the other go down).
     fn dial_wanted(&mut self, now: Instant, membership: &Membership, out: &mut Vec<Action>) {
-        let (names, addrs) = self.connected();
-        for seed in self.seeds.clone() {
-            let dial = self.dials.get(&seed);
+        let (names, addrs) = connected(&self.sessions);
+        for seed in &self.seeds {
+            let dial = self.dials.get(seed);
             let reached = dial
                 .and_then(|d| d.resolved)
-                .is_some_and(|sa| addrs.contains(&sa.to_string()))
+                .is_some_and(|sa| addrs.contains(sa.to_string().as_str()))
                 || dial
-                    .and_then(|d| d.member.as_ref())
+                    .and_then(|d| d.member.as_deref())
                     .is_some_and(|m| names.contains(m))
-                || addrs.contains(&seed);
+                || addrs.contains(seed.as_str());
             if reached {
                 continue;
             }
-            if self.deferred.contains_key(&seed) {
+            if self.deferred.contains_key(seed) {
                 // Its node dials this one. Once this node is in the cluster, gossip and
                 // that node's own dial bring the two together; only a node with no
                 // member at all dials it, after giving it the time to.
@@ -730,7 +729,7 @@ impl Detector {
                     self.dials.insert(seed.clone(), first);
                 }
             }
-            self.dial(now, seed, out);
+            dial_in(&mut self.dials, now, seed.clone(), out);
         }
         // A seed address whose node is not known yet may be any peer's: its dial
         // ends first, so that the peer is not dialed twice (once at the seed's
@@ -740,23 +739,23 @@ impl Detector {
         if self.seed_of_unknown_node_under_way(now) {
             return;
         }
-        for peer in membership.snapshot() {
-            let ours = self.name < peer.name;
-            if ours && peer.status != PeerStatus::Up && !names.contains(&peer.name) {
-                // What others say of where it is now, beside its own address; not an
-                // address whose dial led to another member.
-                for told in membership.told(&peer.name) {
-                    let elsewhere = self
-                        .dials
-                        .get(&told)
-                        .and_then(|d| d.member.as_ref())
-                        .is_some_and(|m| *m != peer.name);
-                    if !elsewhere {
-                        self.dial(now, told, out);
-                    }
-                }
-                self.dial(now, peer.addr, out);
+        for (name, addr) in membership.down_after(&self.name) {
+            if names.contains(name.as_str()) {
+                continue;
             }
+            // What others say of where it is now, beside its own address; not an
+            // address whose dial led to another member.
+            for told in membership.told(&name) {
+                let elsewhere = self
+                    .dials
+                    .get(&told)
+                    .and_then(|d| d.member.as_ref())
+                    .is_some_and(|m| *m != name);
+                if !elsewhere {
+                    dial_in(&mut self.dials, now, told, out);
+                }
+            }
+            dial_in(&mut self.dials, now, addr, out);
         }
     }
 
@@ -772,19 +771,17 @@ impl Detector {
         if awaited {
             return true;
         }
-        let handshaking: HashSet<&str> = self
+        let handshaking: HashSet<SocketAddr> = self
             .handshakes
             .values()
             .chain(self.authenticated.values())
             .filter(|h| !h.inbound)
-            .map(|h| h.peer_addr.as_str())
+            .filter_map(|h| h.peer_addr.parse().ok())
             .collect();
         self.seeds.iter().any(|seed| {
             self.dials.get(seed).is_some_and(|d| {
                 d.member.is_none()
-                    && (d.dialing
-                        || d.resolved
-                            .is_some_and(|r| handshaking.contains(r.to_string().as_str())))
+                    && (d.dialing || d.resolved.is_some_and(|r| handshaking.contains(&r)))
             })
         })
     }
@@ -815,18 +812,6 @@ impl Detector {
             .retain(|addr, dial| dial.dialing || wanted.contains(addr));
     }
 
-    fn dial(&mut self, now: Instant, addr: String, out: &mut Vec<Action>) {
-        let state = self
-            .dials
-            .entry(addr.clone())
-            .or_insert_with(|| DialState::new(now));
-        if state.dialing || state.next_attempt > now {
-            return;
-        }
-        state.dialing = true;
-        out.push(Action::Dial(addr));
-    }
-
     /// Schedules the next attempt at `addr` after a failure; `Some(attempts)` if it is
     /// worth a log line (the first failure, then every power of two).
     fn dial_failed(&mut self, addr: &str, now: Instant) -> Option<u32> {
@@ -840,24 +825,11 @@ impl Detector {
 
     /// The configured or gossiped address whose last dial reached `peer_addr`.
     fn dialed_as(&self, peer_addr: &str) -> Option<String> {
+        let reached = peer_addr.parse::<SocketAddr>().ok();
         self.dials
             .iter()
-            .find(|(_, d)| d.resolved.is_some_and(|r| r.to_string() == peer_addr))
+            .find(|(_, d)| d.resolved.is_some_and(|r| Some(r) == reached))
             .map(|(addr, _)| addr.clone())
-    }
-
-    /// Node names connected right now, and every address they are known by.
-    fn connected(&self) -> (HashSet<String>, HashSet<String>) {
-        let mut names = HashSet::new();
-        let mut addrs = HashSet::new();
-        for peer in self.sessions.values() {
-            if let Some(name) = &peer.member {
-                names.insert(name.clone());
-            }
-            addrs.insert(peer.peer_addr.clone());
-            addrs.insert(peer.advertised.clone());
-        }
-        (names, addrs)
     }
 
     fn sessions_of(&self, name: &str) -> Vec<(ActorId, &SessionPeer)> {
@@ -908,11 +880,9 @@ impl Detector {
             // A client: not a member, nothing to track.
             return;
         };
+        let reached = peer.peer_addr.parse::<SocketAddr>().ok();
         for dial in self.dials.values_mut() {
-            if dial
-                .resolved
-                .is_some_and(|r| r.to_string() == peer.peer_addr)
-            {
+            if dial.resolved.is_some_and(|r| Some(r) == reached) {
                 dial.next_attempt = now;
                 dial.failures = 0;
                 dial.backoff = BACKOFF_MIN;
@@ -1193,18 +1163,36 @@ impl Detector {
     }
 }
 
-/// The next `k` names after `me` on the ring of `me` and `others`, in name order.
-fn ring_successors(me: &str, others: &[String], k: usize) -> Vec<String> {
-    let mut ring: Vec<&String> = others.iter().filter(|n| n.as_str() != me).collect();
-    ring.sort();
-    ring.dedup();
-    let after = ring.partition_point(|n| n.as_str() < me);
-    ring.iter()
-        .cycle()
-        .skip(after)
-        .take(k.min(ring.len()))
-        .map(|n| n.to_string())
-        .collect()
+/// Dials `addr` (one dial at a time per address, none before its backoff ends).
+fn dial_in(
+    dials: &mut HashMap<String, DialState>,
+    now: Instant,
+    addr: String,
+    out: &mut Vec<Action>,
+) {
+    let state = dials
+        .entry(addr.clone())
+        .or_insert_with(|| DialState::new(now));
+    if state.dialing || state.next_attempt > now {
+        return;
+    }
+    state.dialing = true;
+    out.push(Action::Dial(addr));
+}
+
+/// The members the `sessions` are with, and the addresses they are at (each peer's
+/// socket address and the address it advertises).
+fn connected(sessions: &HashMap<ActorId, SessionPeer>) -> (HashSet<&str>, HashSet<&str>) {
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for peer in sessions.values() {
+        if let Some(name) = &peer.member {
+            names.insert(name.as_str());
+        }
+        addrs.insert(peer.peer_addr.as_str());
+        addrs.insert(peer.advertised.as_str());
+    }
+    (names, addrs)
 }
 
 #[cfg(test)]
@@ -2305,17 +2293,6 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("n{i:02}")).collect()
-    }
-
-    #[test]
-    fn the_ring_gives_each_node_the_members_after_it() {
-        let others = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-        let all = others(&["a", "b", "d", "e", "f"]);
-        assert_eq!(ring_successors("c", &all, 3), ["d", "e", "f"]);
-        assert_eq!(ring_successors("e", &all, 3), ["f", "a", "b"]);
-        assert_eq!(ring_successors("f", &all, 3), ["a", "b", "d"]);
-        assert_eq!(ring_successors("a", &others(&["b", "b", "a"]), 3), ["b"]);
-        assert!(ring_successors("a", &[], 3).is_empty());
     }
 
     /// However many members are up, a node sends heartbeats to the next [`WATCHED`] on

@@ -22,6 +22,7 @@
 //! node that is gone without a word stops making every collection incomplete.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -93,6 +94,19 @@ struct Peer {
     told: BTreeMap<String, String>,
 }
 
+/// What [`Membership::learn_from`] changes.
+#[derive(Debug, Clone, Copy)]
+enum Learned {
+    /// A peer that left is back (a later run of it).
+    Back,
+    /// The peer itself confirmed the address it had.
+    Own,
+    /// The peer is at another address.
+    Moved,
+    /// A peer not known before.
+    New,
+}
+
 /// What recording a heartbeat found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Heard {
@@ -118,10 +132,16 @@ pub(crate) struct MemberEvent {
 /// Membership events kept (the oldest go first).
 pub(crate) const EVENTS_KEPT: usize = 64;
 
+/// The peers by name. A copy ([`Membership::detached`]) shares the map and every peer
+/// until one side changes: the change copies the map's nodes (its keys and peers are
+/// reference counts) and the one peer it touches, so the failure detector's copy at
+/// every step costs next to nothing however many members there are.
+type Table = BTreeMap<Arc<str>, Arc<Peer>>;
+
 /// The shared membership table. Cloning shares it.
 #[derive(Debug, Clone)]
 pub(crate) struct Membership {
-    peers: Arc<Mutex<BTreeMap<String, Peer>>>,
+    peers: Arc<Mutex<Arc<Table>>>,
     /// The latest membership events, oldest first.
     events: Arc<Mutex<std::collections::VecDeque<MemberEvent>>>,
     /// When this node started (ms since the Unix epoch): its own "since".
@@ -211,25 +231,32 @@ impl Membership {
                 self.lost(name, now);
             }
             MemberChange::Forget { name } => {
-                self.lock().remove(name);
+                self.change(|peers| peers.remove(name.as_str()));
             }
         }
     }
 
-    /// A copy of the table that shares nothing with it (and keeps no events): what the
-    /// failure detector works on within one step.
+    /// A copy of the table that no change to either affects (and keeps no events):
+    /// what the failure detector works on within one step. It shares the table until
+    /// one of them changes ([`Table`]).
     pub(crate) fn detached(&self) -> Membership {
         Membership {
-            peers: Arc::new(Mutex::new(self.lock().clone())),
+            peers: Arc::new(Mutex::new(Arc::clone(&self.lock()))),
             events: Arc::default(),
             started_ms: self.started_ms,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Peer>> {
+    fn lock(&self) -> MutexGuard<'_, Arc<Table>> {
         // A panic while holding the lock cannot leave the map half-updated in a way
         // that matters: every method changes one entry.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the table to change it (a copy of its own if a detached copy shares
+    /// it).
+    fn change<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
+        f(Arc::make_mut(&mut self.lock()))
     }
 
     /// Records that `name` (run `incarnation`, if known) can be dialed at `addr`, as
@@ -256,35 +283,45 @@ impl Membership {
         now: Instant,
         own: bool,
     ) -> bool {
-        let mut peers = self.lock();
-        match peers.get_mut(name) {
-            Some(peer) if peer.status == PeerStatus::Left => {
-                let later = incarnation
-                    .is_some_and(|run| peer.left_incarnation.is_none_or(|gone| run > gone));
-                if later {
-                    peer.addr = addr.to_string();
-                    peer.addr_own = own;
-                    peer.incarnation = incarnation;
-                    peer.left_incarnation = None;
-                    peer.departure = None;
-                    set_status(peer, PeerStatus::Pending, now);
-                }
-                later
+        let mut guard = self.lock();
+        // What to do, decided on the table as it is: most words change nothing, and
+        // only a change copies what a detached table shares.
+        let change = match guard.get(name) {
+            Some(peer) if peer.status == PeerStatus::Left => incarnation
+                .is_some_and(|run| peer.left_incarnation.is_none_or(|gone| run > gone))
+                .then_some(Learned::Back),
+            Some(peer) if peer.addr == addr => (own && !peer.addr_own).then_some(Learned::Own),
+            Some(peer) if peer.addr_own && !own => None,
+            Some(_) => Some(Learned::Moved),
+            None => Some(Learned::New),
+        };
+        let Some(change) = change else {
+            return false;
+        };
+        let peers = Arc::make_mut(&mut guard);
+        match (change, peers.get_mut(name).map(Arc::make_mut)) {
+            (Learned::Back, Some(peer)) => {
+                peer.addr = addr.to_string();
+                peer.addr_own = own;
+                peer.incarnation = incarnation;
+                peer.left_incarnation = None;
+                peer.departure = None;
+                set_status(peer, PeerStatus::Pending, now);
+                true
             }
-            Some(peer) if peer.addr == addr => {
-                peer.addr_own |= own;
+            (Learned::Own, Some(peer)) => {
+                peer.addr_own = true;
                 false
             }
-            Some(peer) if peer.addr_own && !own => false,
-            Some(peer) => {
+            (Learned::Moved, Some(peer)) => {
                 peer.addr = addr.to_string();
                 peer.addr_own = own;
                 true
             }
-            None => {
+            (Learned::New, _) | (_, None) => {
                 peers.insert(
-                    name.to_string(),
-                    Peer {
+                    Arc::from(name),
+                    Arc::new(Peer {
                         addr: addr.to_string(),
                         addr_own: own,
                         status: PeerStatus::Pending,
@@ -299,7 +336,7 @@ impl Membership {
                         sees_up: None,
                         round_trip: None,
                         told: BTreeMap::new(),
-                    },
+                    }),
                 );
                 true
             }
@@ -334,11 +371,13 @@ impl Membership {
         now: Instant,
     ) {
         self.learn_from(&node.name, &node.addr, Some(node.incarnation), now, true);
-        if let Some(peer) = self.lock().get_mut(&node.name) {
-            peer.role = Some(role);
-            peer.counters = Some(counters);
-            peer.sees_up = Some(Arc::new(sees));
-        }
+        self.change(|peers| {
+            if let Some(peer) = peer_mut(peers, &node.name) {
+                peer.role = Some(role);
+                peer.counters = Some(counters);
+                peer.sees_up = Some(Arc::new(sees));
+            }
+        });
     }
 
     /// When `name` was last heard from (a heartbeat either way, or its session coming
@@ -356,23 +395,36 @@ impl Membership {
     pub(crate) fn digest(&self, me: &str, addr: &str) -> u64 {
         use std::hash::{DefaultHasher, Hash, Hasher};
         let peers = self.lock();
-        let mut up: Vec<(&str, &str)> = peers
-            .iter()
-            .filter(|(_, p)| p.status == PeerStatus::Up)
-            .map(|(name, p)| (name.as_str(), p.addr.as_str()))
-            .chain(std::iter::once((me, addr)))
-            .collect();
-        up.sort_unstable();
         let mut hasher = DefaultHasher::new();
-        up.hash(&mut hasher);
+        // As a sorted `Vec` of the pairs hashes (its length, then each pair), so nodes
+        // that built the digest from such a `Vec` agree; the table is in name order
+        // already, and this node goes in its place.
+        let up = peers
+            .values()
+            .filter(|p| p.status == PeerStatus::Up)
+            .count();
+        hasher.write_usize(up + 1);
+        let mut me_hashed = false;
+        for (name, peer) in peers.iter().filter(|(_, p)| p.status == PeerStatus::Up) {
+            if !me_hashed && me < &**name {
+                (me, addr).hash(&mut hasher);
+                me_hashed = true;
+            }
+            (&**name, peer.addr.as_str()).hash(&mut hasher);
+        }
+        if !me_hashed {
+            (me, addr).hash(&mut hasher);
+        }
         hasher.finish()
     }
 
     /// The last exchange with `name`'s agent took `round_trip`.
     pub(crate) fn round_trip(&self, name: &str, round_trip: Duration) {
-        if let Some(peer) = self.lock().get_mut(name) {
-            peer.round_trip = Some(round_trip);
-        }
+        self.change(|peers| {
+            if let Some(peer) = peer_mut(peers, name) {
+                peer.round_trip = Some(round_trip);
+            }
+        });
     }
 
     /// Member `teller` says `name` can be dialed at `addr`, where `name` gave itself
@@ -383,17 +435,23 @@ impl Membership {
     /// can add a dial but not cut a link. A session to the peer, wherever it comes up,
     /// clears it. True if that is news.
     pub(crate) fn tell(&self, name: &str, addr: &str, teller: &str) -> bool {
-        let mut peers = self.lock();
-        let Some(peer) = peers.get_mut(name) else {
-            return false;
+        let news = {
+            let peers = self.lock();
+            peers.get(name).is_some_and(|peer| {
+                peer.status != PeerStatus::Up
+                    && peer.addr_own
+                    && peer.addr != addr
+                    && peer.told.get(teller).map(String::as_str) != Some(addr)
+            })
         };
-        if peer.status == PeerStatus::Up || !peer.addr_own || peer.addr == addr {
-            return false;
+        if news {
+            self.change(|peers| {
+                if let Some(peer) = peer_mut(peers, name) {
+                    peer.told.insert(teller.to_string(), addr.to_string());
+                }
+            });
         }
-        peer.told
-            .insert(teller.to_string(), addr.to_string())
-            .as_deref()
-            != Some(addr)
+        news
     }
 
     /// The addresses others' gossip gives `name` beside its own (see
@@ -413,28 +471,31 @@ impl Membership {
     /// now. Returns the previous status if this is a change.
     pub(crate) fn session_up(&self, name: &str, addr: &str, now: Instant) -> Option<PeerStatus> {
         self.learn_from(name, addr, None, now, true);
-        let mut peers = self.lock();
-        let peer = peers.get_mut(name)?;
-        peer.last_heard = now;
-        peer.told.clear();
-        peer.departure = None;
-        (peer.status != PeerStatus::Up).then(|| set_status(peer, PeerStatus::Up, now))
+        self.change(|peers| {
+            let peer = peer_mut(peers, name)?;
+            peer.last_heard = now;
+            peer.told.clear();
+            peer.departure = None;
+            (peer.status != PeerStatus::Up).then(|| set_status(peer, PeerStatus::Up, now))
+        })
     }
 
     /// A heartbeat from `name` (incarnation `incarnation`) arrived.
     pub(crate) fn heard(&self, name: &str, incarnation: u64, now: Instant) -> Heard {
-        let mut peers = self.lock();
-        let Some(peer) = peers.get_mut(name) else {
-            return Heard::Ignored;
-        };
-        if peer.status != PeerStatus::Up {
-            return Heard::Ignored;
-        }
-        peer.last_heard = now;
-        match peer.incarnation.replace(incarnation) {
-            Some(old) if old != incarnation => Heard::Restarted,
-            _ => Heard::Alive,
-        }
+        self.change(|peers| {
+            let Some(peer) = peers.get_mut(name) else {
+                return Heard::Ignored;
+            };
+            if peer.status != PeerStatus::Up {
+                return Heard::Ignored;
+            }
+            let peer = Arc::make_mut(peer);
+            peer.last_heard = now;
+            match peer.incarnation.replace(incarnation) {
+                Some(old) if old != incarnation => Heard::Restarted,
+                _ => Heard::Alive,
+            }
+        })
     }
 
     /// A heartbeat `beat` arrived (a watcher's, or a watched member's answer): records
@@ -448,14 +509,13 @@ impl Membership {
 
     /// `name` is lost (its session closed, or it went silent). True if it was up.
     pub(crate) fn lost(&self, name: &str, now: Instant) -> bool {
-        let mut peers = self.lock();
-        match peers.get_mut(name) {
+        self.change(|peers| match peers.get_mut(name) {
             Some(peer) if peer.status == PeerStatus::Up => {
-                set_status(peer, PeerStatus::Unreachable, now);
+                set_status(Arc::make_mut(peer), PeerStatus::Unreachable, now);
                 true
             }
             _ => false,
-        }
+        })
     }
 
     /// Watched peers that are up and have not been heard from for longer than
@@ -468,18 +528,32 @@ impl Membership {
         silence: Duration,
         now: Instant,
     ) -> Vec<(PeerView, Duration)> {
-        let mut peers = self.lock();
         let mut expired = Vec::new();
-        for (name, since) in watched {
-            let Some(peer) = peers.get_mut(name) else {
-                continue;
-            };
-            let quiet = now.saturating_duration_since(peer.last_heard.max(*since));
-            if peer.status == PeerStatus::Up && quiet > silence {
-                set_status(peer, PeerStatus::Unreachable, now);
-                expired.push((view(name, peer), quiet));
-            }
+        let any = {
+            let peers = self.lock();
+            watched.iter().any(|(name, since)| {
+                peers.get(name.as_str()).is_some_and(|peer| {
+                    peer.status == PeerStatus::Up
+                        && now.saturating_duration_since(peer.last_heard.max(*since)) > silence
+                })
+            })
+        };
+        if !any {
+            return expired;
         }
+        self.change(|peers| {
+            for (name, since) in watched {
+                let Some(peer) = peers.get_mut(name.as_str()) else {
+                    continue;
+                };
+                let quiet = now.saturating_duration_since(peer.last_heard.max(*since));
+                if peer.status == PeerStatus::Up && quiet > silence {
+                    let peer = Arc::make_mut(peer);
+                    set_status(peer, PeerStatus::Unreachable, now);
+                    expired.push((view(name, peer), quiet));
+                }
+            }
+        });
         expired
     }
 
@@ -492,7 +566,7 @@ impl Membership {
         departure: Departure,
         now: Instant,
     ) -> bool {
-        match self.lock().get_mut(name) {
+        self.change(|peers| match peers.get_mut(name).map(Arc::make_mut) {
             Some(peer) if peer.status != PeerStatus::Left => {
                 set_status(peer, PeerStatus::Left, now);
                 peer.left_incarnation = Some(incarnation);
@@ -508,7 +582,7 @@ impl Membership {
                 false
             }
             _ => false,
-        }
+        })
     }
 
     /// The members that left, each with when (ms since the Unix epoch) and what it took
@@ -517,23 +591,27 @@ impl Membership {
         self.lock()
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Left)
-            .filter_map(|(name, p)| Some((name.clone(), p.since_ms, p.departure?)))
+            .filter_map(|(name, p)| Some((name.to_string(), p.since_ms, p.departure?)))
             .collect()
     }
 
     /// Forgets peers that have been pending or unreachable for longer than `after`.
     pub(crate) fn forget_stale(&self, after: Duration, now: Instant) -> Vec<String> {
-        let mut peers = self.lock();
-        let stale: Vec<String> = peers
+        let stale: Vec<String> = self
+            .lock()
             .iter()
             .filter(|(_, p)| {
                 matches!(p.status, PeerStatus::Pending | PeerStatus::Unreachable)
                     && now.saturating_duration_since(p.changed) > after
             })
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.to_string())
             .collect();
-        for name in &stale {
-            peers.remove(name);
+        if !stale.is_empty() {
+            self.change(|peers| {
+                for name in &stale {
+                    peers.remove(name.as_str());
+                }
+            });
         }
         stale
     }
@@ -582,12 +660,36 @@ impl Membership {
             .collect()
     }
 
+    /// The next `k` peers up after `me` on the ring of names (`me` and every peer up,
+    /// in name order, the last followed by the first), `me` left out.
+    pub(crate) fn up_after(&self, me: &str, k: usize) -> Vec<String> {
+        let peers = self.lock();
+        let after = peers.range::<str, _>((Bound::Excluded(me), Bound::Unbounded));
+        let before = peers.range::<str, _>((Bound::Unbounded, Bound::Excluded(me)));
+        after
+            .chain(before)
+            .filter(|(_, p)| p.status == PeerStatus::Up)
+            .take(k)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// The peers whose names sort after `me` that are pending or unreachable, each with
+    /// its address: those this node dials.
+    pub(crate) fn down_after(&self, me: &str) -> Vec<(String, String)> {
+        self.lock()
+            .range::<str, _>((Bound::Excluded(me), Bound::Unbounded))
+            .filter(|(_, p)| matches!(p.status, PeerStatus::Pending | PeerStatus::Unreachable))
+            .map(|(name, p)| (name.to_string(), p.addr.clone()))
+            .collect()
+    }
+
     /// The names of the peers that are up, sorted.
     pub(crate) fn up_names(&self) -> Vec<String> {
         self.lock()
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Up)
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.to_string())
             .collect()
     }
 
@@ -597,12 +699,17 @@ impl Membership {
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Up)
             .map(|(name, p)| PeerAddr {
-                name: name.clone(),
+                name: name.to_string(),
                 addr: p.addr.clone(),
                 incarnation: p.incarnation.unwrap_or(0),
             })
             .collect()
     }
+}
+
+/// `name`'s entry to change (a copy of its own if a detached table shares it).
+fn peer_mut<'a>(peers: &'a mut Table, name: &str) -> Option<&'a mut Peer> {
+    peers.get_mut(name).map(Arc::make_mut)
 }
 
 fn set_status(peer: &mut Peer, status: PeerStatus, now: Instant) -> PeerStatus {
@@ -630,6 +737,39 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    /// The ring: the members up after a node, in name order, wrapping round, never the
+    /// node itself nor a member that is not up; those this node dials: the members
+    /// after it that are not up.
+    #[test]
+    fn the_ring_gives_each_node_the_members_after_it() {
+        let t0 = Instant::now();
+        let m = Membership::default();
+        for name in ["a", "b", "d", "e", "f", "g"] {
+            m.session_up(name, &format!("{name}:1"), t0);
+        }
+        m.learn("c", "c:1", None, t0);
+        m.lost("g", t0);
+        assert_eq!(m.up_after("c", 3), ["d", "e", "f"]);
+        assert_eq!(m.up_after("e", 3), ["f", "a", "b"]);
+        assert_eq!(m.up_after("f", 3), ["a", "b", "d"]);
+        assert_eq!(m.up_after("a", 3), ["b", "d", "e"], "not itself");
+        assert_eq!(m.up_after("a", 9), ["b", "d", "e", "f"]);
+        assert!(Membership::default().up_after("a", 3).is_empty());
+        let down = |me| {
+            m.down_after(me)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(down("a"), ["c", "g"]);
+        assert_eq!(down("d"), ["g"]);
+        assert!(down("g").is_empty());
+        assert_eq!(
+            m.down_after("b"),
+            [("c".into(), "c:1".into()), ("g".into(), "g:1".into())]
+        );
+    }
 
     #[test]
     fn a_peer_goes_pending_up_unreachable_up() {
@@ -707,6 +847,18 @@ mod tests {
         from_a.lost("c", t0);
         assert_ne!(digest, from_a.digest("a", "h:1"));
         assert_ne!(digest, from_b.digest("b", "h:9"));
+        // The same as the hash of the sorted pairs in a `Vec`, wherever this node sorts.
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let of_vec = |pairs: &[(&str, &str)]| {
+            let mut hasher = DefaultHasher::new();
+            pairs.to_vec().hash(&mut hasher);
+            hasher.finish()
+        };
+        assert_eq!(digest, of_vec(&[("a", "h:1"), ("b", "h:2"), ("c", "h:3")]));
+        let up = [("a", "h:1"), ("b", "h:2"), ("c", "h:3"), ("d", "h:4")];
+        assert_eq!(from_b.digest("b", "h:2"), of_vec(&up));
+        let last = [("a", "h:1"), ("c", "h:3"), ("d", "h:4"), ("e", "h:5")];
+        assert_eq!(from_b.digest("e", "h:5"), of_vec(&last));
     }
 
     fn departure(value: i128) -> Departure {

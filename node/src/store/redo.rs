@@ -17,7 +17,8 @@
 //! store file holds.
 //!
 //! **Layout.** The file is [`CAPACITY`] bytes of zeros written once (so a record's sync
-//! changes no metadata), then a header naming the file. Records follow from
+//! changes no metadata), then a header naming the file. A log made longer by an
+//! earlier version is used whole: its records may lie beyond [`CAPACITY`]. Records follow from
 //! [`RECORDS_START`], each `[length][crc32][cycle][sequence][payload]`. A checkpoint
 //! commits, in the store file, where the log's next record goes ([`Position`]: its
 //! cycle, offset and number); the log is the run of records from there, of that cycle,
@@ -54,8 +55,13 @@ use super::faults::{DiskFault, DiskFaults};
 /// The log's file name in the data dir.
 pub(crate) const LOG_NAME: &str = "redo.log";
 
-/// The log file's size, zeros written once.
-pub(crate) const CAPACITY: u64 = 8 * 1024 * 1024;
+/// A new log file's size, zeros written once. It holds the records between two
+/// checkpoints ([`CHECKPOINT_BYTES`] at most, plus one record) nearly four times over, so
+/// a wrap, a commit that is a checkpoint of its own, replaces about one checkpoint in
+/// four, and under a steady load none more often. Writing and syncing the zeros is
+/// what making a store costs: at 8 MiB, 100 nodes started on two vCPUs spent a sixth
+/// of their CPU on it (BENCHMARKS.md, `node-bench --nodes`).
+pub(crate) const CAPACITY: u64 = 1024 * 1024;
 
 /// Where records start (the header has the first page to itself).
 const RECORDS_START: u64 = 4096;
@@ -121,6 +127,8 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) struct RedoLog {
     file: File,
+    /// The file's size: [`CAPACITY`], or more for a log an earlier version made.
+    capacity: u64,
     faults: Arc<DiskFaults>,
     /// Where the next record goes.
     at: Position,
@@ -149,8 +157,9 @@ impl RedoLog {
             .metadata()
             .map_err(|e| io_error("cannot read its size", e))?
             .len();
-        if len < CAPACITY {
-            zero_fill(&file, len)?;
+        let capacity = len.max(CAPACITY);
+        if len < capacity {
+            zero_fill(&file, len, capacity)?;
             // The log's name in the dir is durable before any record is acknowledged.
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -176,6 +185,7 @@ impl RedoLog {
         };
         Ok(Self {
             file,
+            capacity,
             faults,
             at: start,
             checkpointed: start,
@@ -190,7 +200,7 @@ impl RedoLog {
         let mut at = from;
         loop {
             let mut frame = [0u8; FRAME];
-            if at.offset + FRAME as u64 > CAPACITY {
+            if at.offset + FRAME as u64 > self.capacity {
                 break;
             }
             self.file
@@ -200,7 +210,7 @@ impl RedoLog {
             let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
             let cycle = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
             let seq = u64::from_le_bytes(frame[16..24].try_into().expect("8 bytes"));
-            let fits = len <= MAX_RECORD && at.offset + (FRAME + len) as u64 <= CAPACITY;
+            let fits = len <= MAX_RECORD && at.offset + (FRAME + len) as u64 <= self.capacity;
             if cycle != at.cycle || seq != at.seq || !fits {
                 break;
             }
@@ -232,7 +242,7 @@ impl RedoLog {
         let payload = shared::codec::encode(&ops)
             .map_err(|e| StoreError::write(format!("redo log: cannot encode: {e}")))?;
         let end = self.at.offset + (FRAME + payload.len()) as u64;
-        if payload.len() > MAX_RECORD || end > CAPACITY {
+        if payload.len() > MAX_RECORD || end > self.capacity {
             return Ok(false);
         }
         let Position { cycle, offset, seq } = self.at;
@@ -292,7 +302,7 @@ impl RedoLog {
         let (records, bytes) = self.since_checkpoint();
         records + 1 < CHECKPOINT_EVERY
             && bytes + SMALL < CHECKPOINT_BYTES
-            && self.at.offset + FRAME as u64 + SMALL <= CAPACITY
+            && self.at.offset + FRAME as u64 + SMALL <= self.capacity
     }
 
     /// Whether the store file is to be synced now: [`CHECKPOINT_EVERY`] records or
@@ -344,13 +354,13 @@ fn checksum(cycle: u64, seq: u64, payload: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Writes zeros from `from` to [`CAPACITY`] and syncs them (and the file's size), so
-/// that a record's sync later changes no metadata.
-fn zero_fill(file: &File, from: u64) -> Result<(), StoreError> {
-    let zeros = vec![0u8; 1024 * 1024];
+/// Writes zeros from `from` to `to` and syncs them (and the file's size), so that a
+/// record's sync later changes no metadata.
+fn zero_fill(file: &File, from: u64, to: u64) -> Result<(), StoreError> {
+    let zeros = vec![0u8; 256 * 1024];
     let mut at = from;
-    while at < CAPACITY {
-        let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
         file.write_all_at(&zeros[..n], at)
             .map_err(|e| match e.kind() {
                 ErrorKind::StorageFull => io_error("no room for the log", e),
@@ -434,7 +444,7 @@ mod tests {
         log.checkpointed(log.position());
         assert!(log.plain_next() && !log.checkpoint_due());
         // Near the end of the log: the next commit wraps it.
-        log.at.offset = CAPACITY - FRAME as u64 - 100;
+        log.at.offset = log.capacity - FRAME as u64 - 100;
         log.checkpointed(log.position());
         assert!(!log.plain_next());
     }
@@ -491,6 +501,33 @@ mod tests {
         assert!(!log.append(&huge).unwrap());
         drop(log);
         assert_eq!(reopen(dir.path(), start).1, [ops(0), ops(1), ops(2)]);
+    }
+
+    /// A log longer than a new one (an earlier version made it) is used whole: the
+    /// records beyond [`CAPACITY`] are read back and the log fills it before wrapping.
+    #[test]
+    fn a_longer_log_from_before_is_used_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedoLog::open(dir.path(), Arc::default()).unwrap());
+        let file = File::options()
+            .write(true)
+            .open(dir.path().join(LOG_NAME))
+            .unwrap();
+        file.set_len(8 * CAPACITY).unwrap();
+        drop(file);
+        let mut log = RedoLog::open(dir.path(), Arc::default()).unwrap();
+        assert_eq!(log.capacity, 8 * CAPACITY);
+        log.at.offset = 5 * CAPACITY;
+        let from = log.position();
+        log.checkpointed(from);
+        for n in 0..3 {
+            assert!(log.append(&ops(n)).unwrap());
+        }
+        assert!(log.plain_next());
+        drop(log);
+        assert_eq!(reopen(dir.path(), from).1, [ops(0), ops(1), ops(2)]);
+        let len = std::fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
+        assert_eq!(len, 8 * CAPACITY);
     }
 
     /// A file that is not a log is refused, not written over.

@@ -198,6 +198,13 @@ pub enum NodeSessionMessage {
     /// so the reader knows when it may go direct again. Sent by the reader only.
     #[doc(hidden)]
     FrameForwarded(crate::protocol::NetworkMessage),
+
+    /// PATCHED (counter-cluster): a change to this node's actors that peers may see (a
+    /// `ProcessGroupChanged` or a `PidLifecycleEvent` with an actor that supports
+    /// remoting), handed on by the [NodeServer], which alone watches the process groups
+    /// and the PID registry. Sent by the [NodeServer] only.
+    #[doc(hidden)]
+    LocalActorsChanged(SupervisionEvent),
 }
 
 /// Node connection mode from the [Erlang](https://www.erlang.org/doc/reference_manual/distributed.html#node-connections)
@@ -624,6 +631,17 @@ impl Actor for NodeServer {
         let (actor_ref, _) =
             Actor::spawn_linked(None, listener, myself.clone(), myself.get_cell()).await?;
 
+        // PATCHED (counter-cluster): one watcher of the PID registry and the process
+        // groups for all sessions (see NodeServer::hand_on_local_change). Upstream each
+        // session watched them itself, so every change, a peer's actor mirrored here
+        // included, went to every session: with N peers, each of the N sessions' group
+        // joins was N messages.
+        ractor::registry::pid_registry::monitor(myself.get_cell());
+        ractor::pg::monitor_scope(
+            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
+            myself.get_cell(),
+        );
+
         Ok(Self::State {
             node_sessions: HashMap::new(),
             listener: actor_ref,
@@ -880,11 +898,64 @@ impl Actor for NodeServer {
                     }
                 }
             }
+            // PATCHED (counter-cluster): see NodeServer::hand_on_local_change.
+            event @ (SupervisionEvent::ProcessGroupChanged(_)
+            | SupervisionEvent::PidLifecycleEvent(_)) => hand_on_local_change(state, event),
             _ => {
                 //no-op
             }
         }
         Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // PATCHED (counter-cluster): see pre_start.
+        ractor::pg::demonitor_scope(
+            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
+            myself.get_id(),
+        );
+        ractor::registry::pid_registry::demonitor(myself.get_id());
+        Ok(())
+    }
+}
+
+/// PATCHED (counter-cluster): hands a change to the process groups or the PID registry
+/// on to every session, if it concerns an actor of this node that supports remoting
+/// (the only ones a session tells its peer about); a change to a peer's actors
+/// mirrored here, or to local actors peers cannot reach, goes nowhere. A session not
+/// synchronised yet leaves it out: its scan, later, sees it.
+fn hand_on_local_change(state: &NodeServerState, event: SupervisionEvent) {
+    let concerns_peers = match &event {
+        SupervisionEvent::ProcessGroupChanged(
+            ractor::pg::GroupChangeMessage::Join(_, _, actors)
+            | ractor::pg::GroupChangeMessage::Leave(_, _, actors),
+        ) => actors.iter().any(|a| a.supports_remoting()),
+        SupervisionEvent::PidLifecycleEvent(
+            ractor::registry::PidLifecycleEvent::Spawn(who)
+            | ractor::registry::PidLifecycleEvent::Terminate(who),
+        ) => who.supports_remoting(),
+        _ => false,
+    };
+    if !concerns_peers {
+        return;
+    }
+    for session in state.node_sessions.values() {
+        let copy = match &event {
+            SupervisionEvent::ProcessGroupChanged(change) => {
+                SupervisionEvent::ProcessGroupChanged(change.clone())
+            }
+            SupervisionEvent::PidLifecycleEvent(change) => {
+                SupervisionEvent::PidLifecycleEvent(change.clone())
+            }
+            _ => return,
+        };
+        let _ = session
+            .actor
+            .cast(NodeSessionMessage::LocalActorsChanged(copy));
     }
 }
 

@@ -701,7 +701,7 @@ impl NodeSession {
     /// Called once the session is authenticated
     fn after_authenticated(
         &self,
-        myself: ActorRef<super::NodeSessionMessage>,
+        _myself: ActorRef<super::NodeSessionMessage>,
         state: &mut NodeSessionState,
     ) {
         tracing::info!(
@@ -726,8 +726,10 @@ impl NodeSession {
             });
         }
 
-        // setup PID monitoring
-        ractor::registry::pid_registry::monitor(myself.get_cell());
+        // PATCHED (counter-cluster): the NodeServer watches the PID registry and the
+        // process groups for every session, and hands on the changes to local actors
+        // (NodeSessionMessage::LocalActorsChanged); those from now on are sent to the
+        // peer after this scan.
 
         // Scan all PIDs and spawn them on the remote host
         let pids = ractor::registry::pid_registry::get_all_pids()
@@ -747,17 +749,6 @@ impl NodeSession {
             };
             state.tcp_send_control(msg);
         }
-
-        // setup scope monitoring
-        ractor::pg::monitor_scope(
-            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
-            myself.get_cell(),
-        );
-        // setup PG monitoring
-        ractor::pg::monitor(
-            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
-            myself.get_cell(),
-        );
 
         // Scan all scopes with their PG groups + synchronize them
         let scopes_and_groups = which_scopes_and_groups();
@@ -1096,7 +1087,7 @@ impl Actor for NodeSession {
 
     async fn post_stop(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         // PATCHED (counter-cluster): nothing more goes direct once this session stops
@@ -1105,16 +1096,6 @@ impl Actor for NodeSession {
         if let Some(mut ping_task) = state.ping_task.take() {
             ping_task.abort();
         }
-        // unhook monitoring sessions
-        ractor::pg::demonitor_scope(
-            ractor::pg::ALL_SCOPES_NOTIFICATION.to_string(),
-            myself.get_id(),
-        );
-        ractor::pg::demonitor(
-            ractor::pg::ALL_GROUPS_NOTIFICATION.to_string(),
-            myself.get_id(),
-        );
-        ractor::registry::pid_registry::demonitor(myself.get_id());
 
         Ok(())
     }
@@ -1212,6 +1193,14 @@ impl Actor for NodeSession {
             }
             Self::Msg::GetReadyState(reply) => {
                 let _ = reply.send(state.ready.is_ok());
+            }
+            // PATCHED (counter-cluster): a change the NodeServer handed on. Before the
+            // scan in after_authenticated it is left out: the scan, later, sees it.
+            Self::Msg::LocalActorsChanged(change)
+                if state.tcp.is_some()
+                    && matches!(state.ready, ReadyState::SyncSent | ReadyState::Ready) =>
+            {
+                self.handle_supervisor_evt(myself, change, state).await?;
             }
             _ => {
                 // no-op, ignore
