@@ -435,21 +435,17 @@ impl Membership {
     /// can add a dial but not cut a link. A session to the peer, wherever it comes up,
     /// clears it. True if that is news.
     pub(crate) fn tell(&self, name: &str, addr: &str, teller: &str) -> bool {
-        let news = {
-            let peers = self.lock();
-            peers.get(name).is_some_and(|peer| {
-                peer.status != PeerStatus::Up
-                    && peer.addr_own
-                    && peer.addr != addr
-                    && peer.told.get(teller).map(String::as_str) != Some(addr)
-            })
-        };
+        let mut guard = self.lock();
+        let news = guard.get(name).is_some_and(|peer| {
+            peer.status != PeerStatus::Up
+                && peer.addr_own
+                && peer.addr != addr
+                && peer.told.get(teller).map(String::as_str) != Some(addr)
+        });
         if news {
-            self.change(|peers| {
-                if let Some(peer) = peer_mut(peers, name) {
-                    peer.told.insert(teller.to_string(), addr.to_string());
-                }
-            });
+            if let Some(peer) = peer_mut(Arc::make_mut(&mut guard), name) {
+                peer.told.insert(teller.to_string(), addr.to_string());
+            }
         }
         news
     }
@@ -528,33 +524,27 @@ impl Membership {
         silence: Duration,
         now: Instant,
     ) -> Vec<(PeerView, Duration)> {
-        let mut expired = Vec::new();
-        let any = {
-            let peers = self.lock();
-            watched.iter().any(|(name, since)| {
-                peers.get(name.as_str()).is_some_and(|peer| {
-                    peer.status == PeerStatus::Up
-                        && now.saturating_duration_since(peer.last_heard.max(*since)) > silence
-                })
-            })
-        };
-        if !any {
-            return expired;
-        }
-        self.change(|peers| {
-            for (name, since) in watched {
-                let Some(peer) = peers.get_mut(name.as_str()) else {
-                    continue;
-                };
+        let mut guard = self.lock();
+        // Found on the table as it is: only an expiry copies what a detached table shares.
+        let due: Vec<(&String, Duration)> = watched
+            .iter()
+            .filter_map(|(name, since)| {
+                let peer = guard.get(name.as_str())?;
                 let quiet = now.saturating_duration_since(peer.last_heard.max(*since));
-                if peer.status == PeerStatus::Up && quiet > silence {
-                    let peer = Arc::make_mut(peer);
-                    set_status(peer, PeerStatus::Unreachable, now);
-                    expired.push((view(name, peer), quiet));
-                }
-            }
-        });
-        expired
+                (peer.status == PeerStatus::Up && quiet > silence).then_some((name, quiet))
+            })
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let peers = Arc::make_mut(&mut guard);
+        due.into_iter()
+            .filter_map(|(name, quiet)| {
+                let peer = peer_mut(peers, name)?;
+                set_status(peer, PeerStatus::Unreachable, now);
+                Some((view(name, peer), quiet))
+            })
+            .collect()
     }
 
     /// Run `incarnation` of `name` left the cluster cleanly: hide it (until a later run
@@ -597,8 +587,8 @@ impl Membership {
 
     /// Forgets peers that have been pending or unreachable for longer than `after`.
     pub(crate) fn forget_stale(&self, after: Duration, now: Instant) -> Vec<String> {
-        let stale: Vec<String> = self
-            .lock()
+        let mut guard = self.lock();
+        let stale: Vec<String> = guard
             .iter()
             .filter(|(_, p)| {
                 matches!(p.status, PeerStatus::Pending | PeerStatus::Unreachable)
@@ -607,11 +597,10 @@ impl Membership {
             .map(|(name, _)| name.to_string())
             .collect();
         if !stale.is_empty() {
-            self.change(|peers| {
-                for name in &stale {
-                    peers.remove(name.as_str());
-                }
-            });
+            let peers = Arc::make_mut(&mut guard);
+            for name in &stale {
+                peers.remove(name.as_str());
+            }
         }
         stale
     }

@@ -17,9 +17,9 @@
 //! store file holds.
 //!
 //! **Layout.** The file is [`CAPACITY`] bytes of zeros written once (so a record's sync
-//! changes no metadata), then a header naming the file. A log made longer by an
-//! earlier version is used whole: its records may lie beyond [`CAPACITY`]. Records follow from
-//! [`RECORDS_START`], each `[length][crc32][cycle][sequence][payload]`. A checkpoint
+//! changes no metadata), then a header naming the file; a longer log (an earlier
+//! version made 8 MiB ones) is used whole. Records follow from [`RECORDS_START`], each
+//! `[length][crc32][cycle][sequence][payload]`. A checkpoint
 //! commits, in the store file, where the log's next record goes ([`Position`]: its
 //! cycle, offset and number); the log is the run of records from there, of that cycle,
 //! numbered one after another, whose checksums hold. A record of another cycle, a torn
