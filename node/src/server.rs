@@ -127,7 +127,7 @@ fn node_facts(config: &NodeConfig, opened: &OpenedStore) -> Arc<NodeFacts> {
     })
 }
 
-/// The node's one line on starting (and, if it measured, whether spinning pays).
+/// The node's one line on starting (and, once it has measured, whether spinning pays).
 fn say_started(config: &NodeConfig) {
     info!(
         node = %config.name,
@@ -142,15 +142,18 @@ fn say_started(config: &NodeConfig) {
         data_slot = ?config.slot.as_ref().map(|slot| slot.number),
         "node started"
     );
-    if let Some(m) = crate::runtime::calibrate::last() {
-        info!(
-            on = m.spin_pays(),
-            round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
-            round_trip_spinning_ns = m.spinning.as_nanos() as u64,
-            cpus = ?m.cpus,
-            "busy poll: measured whether it pays on this machine"
-        );
-    }
+    // The measure runs beside the start (runtime::calibrate): its verdict follows.
+    tokio::spawn(async {
+        if let Some(m) = crate::runtime::calibrate::first().await {
+            info!(
+                on = m.spin_pays(),
+                round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
+                round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+                cpus = ?m.cpus,
+                "busy poll: measured whether it pays on this machine"
+            );
+        }
+    });
 }
 
 /// Asks the root to stop every part in order, then stops the root.

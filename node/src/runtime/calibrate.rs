@@ -22,13 +22,20 @@
 //! a VM that packs a node and its client onto one CPU while they talk: there the spin
 //! holds the CPU the answer needs (docs/operations.md, known limits). A thread allowed
 //! one CPU measures on it, with both threads sharing it. A measure takes about 25 ms of
-//! wall time and a few of
-//! CPU. The program takes one before its work starts (the quietest
-//! moment it has), and [`watch`] takes one again every [`MEASURE_EVERY`] on a thread of
-//! its own, since how dear a wake-up is changes with what else the machine runs.
+//! wall time and a few of CPU.
+//!
+//! The program takes the first measure as it starts, on a thread of its own beside
+//! its work ([`watch`]; the spin is off until the verdict, and [`first`] waits for it),
+//! and takes one again every [`MEASURE_EVERY`], since how dear a wake-up is changes
+//! with what else the machine runs. Its work does not wait for the measure: where many
+//! nodes start at once on few vCPUs, a measure takes ten times as long, and waiting for
+//! it made 100 nodes on two vCPUs form 0.2-0.5 s later (BENCHMARKS.md, "Grow and shrink").
 
-use std::sync::{mpsc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// Round trips measured each way.
 const ROUNDS: usize = 48;
@@ -54,6 +61,15 @@ pub(crate) const MEASURE_EVERY: Duration = Duration::from_secs(60);
 
 /// The last measure taken in this process.
 static LAST: Mutex<Option<Measured>> = Mutex::new(None);
+
+/// Whether [`watch`] runs in this process, so a first measure is coming.
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// The first measure's outcome once it is taken (`None` inside: it could not be).
+static FIRST: OnceLock<Option<Measured>> = OnceLock::new();
+
+/// Wakes those waiting in [`first`] once [`FIRST`] is set.
+static FIRST_TAKEN: Notify = Notify::const_new();
 
 /// The medians the verdict came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,9 +117,53 @@ pub fn last() -> Option<Measured> {
     *LAST.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Measures again every [`MEASURE_EVERY`], for as long as the process runs, and hands
-/// each verdict that differs from the one before to `apply`.
-pub(crate) fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measured)) {
+/// The first measure of this process, once it is taken: `None` if it could not be, or
+/// if none is taken here (the busy poll was given a window, or this is not a program's
+/// runtime).
+pub(crate) async fn first() -> Option<Measured> {
+    loop {
+        let taken = FIRST_TAKEN.notified();
+        tokio::pin!(taken);
+        // Registered before looking, so a measure taken in between still wakes it.
+        taken.as_mut().enable();
+        if let Some(&measured) = FIRST.get() {
+            return measured;
+        }
+        if !WATCHING.load(Ordering::Acquire) {
+            return None;
+        }
+        taken.await;
+    }
+}
+
+/// Records the first measure (`None`: it could not be taken) and wakes [`first`].
+fn set_first(measured: Option<Measured>) {
+    let _ = FIRST.set(measured);
+    FIRST_TAKEN.notify_waiters();
+}
+
+/// Starts [`watch`] on a thread of its own. If the thread cannot be started, the first
+/// measure counts as not taken.
+pub(crate) fn spawn_watch(
+    window: Duration,
+    apply: impl Fn(bool, Option<&Measured>) + Send + 'static,
+) -> std::io::Result<()> {
+    WATCHING.store(true, Ordering::Release);
+    std::thread::Builder::new()
+        .name("busy-poll-measure".into())
+        .spawn(move || watch(window, apply))
+        .map(drop)
+        .inspect_err(|_| set_first(None))
+}
+
+/// Measures at once and hands the verdict to `apply` (with `None` if it could not
+/// measure), then measures again every [`MEASURE_EVERY`], for as long as the process
+/// runs, and hands each verdict that differs from the one before to `apply`.
+fn watch(window: Duration, apply: impl Fn(bool, Option<&Measured>)) {
+    let measured = measure(window);
+    set_first(measured);
+    let mut on = measured.is_some_and(|m| m.spin_pays());
+    apply(on, measured.as_ref());
     loop {
         std::thread::sleep(MEASURE_EVERY);
         let Some(measured) = measure(window) else {
@@ -111,7 +171,7 @@ pub(crate) fn watch(window: Duration, mut on: bool, apply: impl Fn(bool, &Measur
         };
         if measured.spin_pays() != on {
             on = measured.spin_pays();
-            apply(on, &measured);
+            apply(on, Some(&measured));
         }
     }
 }
@@ -248,6 +308,28 @@ mod tests {
         // A VM whose idle vCPUs halt, measured across CPUs: the spin halves it.
         let m = medians(&mut us(&[38, 34, 42]), &mut us(&[18, 17, 24]));
         assert!(m.spin_pays());
+    }
+
+    /// [`first`] has nothing to wait for until a watch runs, and then gives what the
+    /// watch measured and handed on.
+    #[tokio::test]
+    async fn the_first_measure_is_taken_beside_the_work_and_waited_for_only_by_first() {
+        assert_eq!(first().await, None, "no watch, no measure");
+        let (applied, verdicts) = mpsc::channel();
+        spawn_watch(Duration::from_micros(100), move |on, m| {
+            let _ = applied.send((on, m.copied()));
+        })
+        .unwrap();
+        let measured = tokio::time::timeout(Duration::from_secs(20), first())
+            .await
+            .expect("the first measure within 20 s")
+            .expect("measured");
+        let (on, handed) = verdicts.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(handed, Some(measured));
+        assert_eq!(on, measured.spin_pays());
+        assert_eq!(last(), Some(measured));
+        // Asked again, the same.
+        assert_eq!(first().await, Some(measured));
     }
 
     #[test]

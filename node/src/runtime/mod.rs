@@ -4,7 +4,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`busy_poll`] | the spin window (a pure core on a fake clock), the task that spins, the reader wrapper that reports traffic, and the counted `spawn_blocking` the spin gives way to |
-//! | [`calibrate`] | whether a busy poll pays on this machine, measured at start |
+//! | [`calibrate`] | whether a busy poll pays on this machine, measured at start and every minute |
 //!
 //! **Why one worker and a busy poll.** Per message, this node's time on a virtual
 //! machine goes mostly to waking threads: a thread that sleeps in `epoll_wait` or on a
@@ -20,8 +20,8 @@
 //! not spin: only traffic starts a window, and the window ends that long after the last
 //! read. Whether the spin pays depends on the machine: on a VM that packs threads onto
 //! few vCPUs it holds the vCPU the other side needs, and costs as much as it saves
-//! elsewhere. So by default (`auto`) each program measures it when it starts
-//! ([`calibrate`]) and spins only if it pays. Commits that clients wait for, one
+//! elsewhere. So by default (`auto`) each program measures it as it starts, beside its
+//! work ([`calibrate`]), and spins only once a measure says it pays. Commits that clients wait for, one
 //! closely after another, are the exception: the worker spins for a moment after each,
 //! whatever the measure said (see [`busy_poll`]), because there the wake-up it saves
 //! is a tenth of a durable change, for no more CPU. `BENCHMARKS.md` has the measurements;
@@ -139,31 +139,25 @@ where
         BusyPoll::Window(window) if window.is_zero() => {}
         BusyPoll::Window(window) => busy_poll::start(&runtime, window, true),
         BusyPoll::Auto => {
-            // Before the work starts: the quietest moment this process has.
-            let measured = calibrate::measure(DEFAULT_BUSY_POLL);
-            let on = measured.is_some_and(|m| m.spin_pays());
-            busy_poll::start(&runtime, DEFAULT_BUSY_POLL, on);
-            // The verdict is the program's to report (a node logs it once it has
-            // started: one that refuses to start says only why).
-            if measured.is_none() {
-                tracing::warn!("busy poll: cannot measure whether it pays; off");
-            }
-            let watching = std::thread::Builder::new()
-                .name("busy-poll-measure".into())
-                .spawn(move || {
-                    calibrate::watch(DEFAULT_BUSY_POLL, on, |on, m| {
-                        busy_poll::enable(on);
-                        tracing::debug!(
-                            on,
-                            round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
-                            round_trip_spinning_ns = m.spinning.as_nanos() as u64,
-                            cpus = ?m.cpus,
-                            "busy poll: measured again, and turned"
-                        );
-                    })
-                });
+            // Off until the first measure, which runs beside the work (see calibrate).
+            busy_poll::start(&runtime, DEFAULT_BUSY_POLL, false);
+            let watching = calibrate::spawn_watch(DEFAULT_BUSY_POLL, |on, measured| {
+                busy_poll::enable(on);
+                // The first verdict is the program's to report (a node logs it once it
+                // has started: one that refuses to start says only why).
+                match measured {
+                    None => tracing::warn!("busy poll: cannot measure whether it pays; off"),
+                    Some(m) => tracing::debug!(
+                        on,
+                        round_trip_asleep_ns = m.sleeping.as_nanos() as u64,
+                        round_trip_spinning_ns = m.spinning.as_nanos() as u64,
+                        cpus = ?m.cpus,
+                        "busy poll: measured"
+                    ),
+                }
+            });
             if let Err(error) = watching {
-                tracing::warn!(%error, "busy poll: cannot keep measuring; stays as measured");
+                tracing::warn!(%error, "busy poll: cannot measure whether it pays; off");
             }
         }
     }
