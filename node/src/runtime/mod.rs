@@ -21,11 +21,12 @@
 //! read. Whether the spin pays depends on the machine: on a VM that packs threads onto
 //! few vCPUs it holds the vCPU the other side needs, and costs as much as it saves
 //! elsewhere. So by default (`auto`) each program measures it as it starts, beside its
-//! work ([`calibrate`]), and spins only once a measure says it pays. Commits that clients wait for, one
-//! closely after another, are the exception: the worker spins for a moment after each,
-//! whatever the measure said (see [`busy_poll`]), because there the wake-up it saves
-//! is a tenth of a durable change, for no more CPU. `BENCHMARKS.md` has the measurements;
-//! `--busy-poll-us 0` and `--worker-threads N` restore a plain multi-threaded runtime.
+//! work ([`calibrate`]), and spins only once a measure says it pays. Commits that
+//! clients wait for, one closely after another, are the exception: the worker spins for
+//! a moment after each, whatever the measure said (see [`busy_poll`]), because there
+//! the wake-up it saves is a tenth of a durable change, for no more CPU.
+//! `BENCHMARKS.md` has the measurements; `--busy-poll-us 0` and `--worker-threads N`
+//! restore a plain multi-threaded runtime.
 //!
 //! Every program of this crate (the node, its client commands, `node-bench`) runs its
 //! work through [`run`], which also keeps that work off the thread that blocks on it:
