@@ -78,9 +78,8 @@ pub(crate) async fn many(
     };
     step(&format!("{nodes} nodes, one process each: formation"));
     let began = Instant::now();
-    let (cluster, https) = start_all(dir, nodes)?;
+    let (mut cluster, https) = start_all(dir, nodes)?;
     let all_started = Instant::now();
-    let mut cluster = cluster;
     let seed = cluster[0].addr.clone();
     let counters = nodes * COUNTERS;
     wait_for_cluster(&seed, nodes as usize, counters, Duration::from_secs(120)).await?;
@@ -146,8 +145,8 @@ const STARTERS: usize = 8;
 /// Starts `nodes` nodes: the first (the seed), then the others from [`STARTERS`]
 /// threads at once, as an orchestrator starts replicas in parallel. Started one after
 /// another, each start waits for its process to be scheduled and exec the binary, and
-/// with the nodes already started taking both CPUs, 100 starts took 0.8-1.2 s of the
-/// formation measured. Each node with its HTTP address, in name order.
+/// with the nodes already started taking both CPUs, 100 starts took 0.8-1.45 s of
+/// the formation measured. Each node with its HTTP address, in name order.
 fn start_all(dir: &Path, nodes: u32) -> Result<(Vec<BenchNode>, Vec<String>), CommandError> {
     let start = |i: u32, seed: Option<&str>| -> Result<(BenchNode, String), CommandError> {
         let http = format!("127.0.0.1:{}", free_port()?);

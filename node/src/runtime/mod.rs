@@ -145,7 +145,7 @@ where
             let watching = calibrate::spawn_watch(DEFAULT_BUSY_POLL, |on, measured| {
                 busy_poll::enable(on);
                 // The first verdict is the program's to report (a node logs it once it
-                // has started: one that refuses to start says only why).
+                // has started and it is in: one that refuses to start says only why).
                 match measured {
                     None => tracing::warn!("busy poll: cannot measure whether it pays; off"),
                     Some(m) => tracing::debug!(
