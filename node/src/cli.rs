@@ -136,6 +136,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_failure_timeout)]
     pub failure_timeout: Duration,
 
+    /// Copies of this node's store, its own included: 2 keeps a second one on the next
+    /// member up on the ring of names, and a change is acknowledged only once it is on
+    /// both disks (while no other member is up, or the copy is being brought in step,
+    /// on this one alone). A node started with a lost (blank) data dir starts from its
+    /// copy, fetched through a member it joins (--join). 1 keeps no copy. Every node
+    /// should use the same; needs a data dir.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub copies: u32,
+
     /// Directory of this node's store: every counter's value, operations and rejections,
     /// committed before a change is acknowledged, so they survive a crash or restart.
     /// It holds one node's data (another --name on it is refused). Default:

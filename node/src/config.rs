@@ -40,6 +40,8 @@ pub(crate) struct NodeConfig {
     pub collect_timeout: Duration,
     /// Bound on failure detection.
     pub failure_timeout: Duration,
+    /// Copies of the node's store, its own included (`--copies`).
+    pub copies: u32,
     /// The least time between two commits that hold only traffic between nodes.
     pub group_commit: Duration,
     /// How long a counter's actor runs without being used.
@@ -160,6 +162,7 @@ impl NodeConfig {
             stats_interval: args.stats_interval,
             collect_timeout: args.collect_timeout,
             failure_timeout: args.failure_timeout,
+            copies: args.copies,
             group_commit: Duration::from_millis(args.group_commit_ms),
             counter_idle: args.counter_idle_secs,
             fault_injection: args.enable_fault_injection,

@@ -21,6 +21,7 @@
 //! | [`root`] | the supervision tree: every long-lived actor, and what its failure does |
 //! | [`counters`] | counters, their table and supervisor, and the counter host |
 //! | [`store`] | the durable store (redb) and the journal every change is committed by |
+//! | [`copies`] | each node's store copied on a second node, and started from after a loss |
 //! | [`load`] | load clients, the pusher and its windows, the issued tally |
 //! | [`stats`] | collections, the aggregator, summing up, output |
 //! | [`cluster`] | mesh, failure detector, membership, agent, discovery, calls |
@@ -50,6 +51,7 @@ mod client;
 mod clock;
 mod cluster;
 mod config;
+mod copies;
 mod counters;
 mod error;
 mod facts;

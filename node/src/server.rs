@@ -15,12 +15,13 @@ use crate::clock::unix_micros;
 use crate::cluster::departure::Departing;
 use crate::cluster::membership::Membership;
 use crate::config::{NodeConfig, Storage};
+use crate::copies::outgoing::Outgoing;
 use crate::counters::table::CounterTable;
 use crate::error::NodeError;
 use crate::facts::NodeFacts;
 use crate::root::{NodeRoot, RootArgs, RootMessage};
 use crate::store::left_mark::left_for_good;
-use crate::store::{Store, Sum};
+use crate::store::{Ship, Store, Sum};
 use crate::supervision::root_cause;
 
 /// How long the ordered stop of every part may take in all.
@@ -51,9 +52,18 @@ pub(crate) async fn run(
         )),
         None => None,
     };
+    if let Storage::Dir(dir) = &config.storage {
+        crate::copies::restore::if_behind(&config, dir).await?;
+    }
     let opened = open_store(&config).await?;
     let facts = node_facts(&config, &opened);
     let store = opened.store;
+    // Every commit from the first goes to the copy as well (see crate::copies).
+    let outgoing = (config.copies >= 2 && store.is_durable()).then(|| {
+        let outgoing = Arc::new(Outgoing::default());
+        store.ship_to(Arc::clone(&outgoing) as Arc<dyn Ship>);
+        outgoing
+    });
     let (fatal, mut failures) = mpsc::unbounded_channel();
     let args = RootArgs {
         config: config.clone(),
@@ -61,6 +71,7 @@ pub(crate) async fn run(
         facts: Arc::clone(&facts),
         store,
         fatal,
+        outgoing,
     };
     let (root, mut root_handle) =
         Actor::spawn(None, NodeRoot, args)

@@ -108,6 +108,7 @@ impl WritePath {
                 received: Arc::clone(&facts.received),
                 metrics: Arc::clone(&facts.metrics),
                 group_commit: std::time::Duration::ZERO,
+                covered: None,
             },
         )
         .await

@@ -197,6 +197,16 @@ pub enum ClientRequest {
         /// For good, rather than for a while.
         for_good: bool,
     },
+    /// Part `part` of the best copy of node `node`'s store the cluster keeps (the one
+    /// furthest on, among the keepers on the ring after `node`): what a node whose own
+    /// store is lost, or older, starts from. Asked by that node as it starts, before it
+    /// is a member.
+    FetchCopy {
+        /// The node whose store it is.
+        node: String,
+        /// The part (0 first: its answer says how many there are).
+        part: u32,
+    },
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
     /// the supervision tree in docs/architecture.md). Fault injection for tests and drills:
     /// refused unless the node runs with `--enable-fault-injection`, and only ever
@@ -250,6 +260,9 @@ pub enum ClientAnswer {
     Applied(crate::counter::Applied),
     /// The request was carried out; there is nothing to report.
     Done,
+    /// A part of a copy of a node's store, and the node that keeps it; `None` if no
+    /// member asked keeps a whole copy.
+    Copy(Option<(String, crate::copies::CopyPart)>),
     /// The node is leaving the cluster (for good or not): it stops now.
     Leaving {
         /// The node.

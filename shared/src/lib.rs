@@ -10,6 +10,8 @@
 //! - [`host`]: messages a node's counter host answers: the one remote entry point to
 //!   the node's counters, with coalesced batches, the acknowledgements behind
 //!   backpressure, and a node's part of a collection.
+//! - [`copies`]: messages a node's keeper of copies answers: other nodes' stores,
+//!   shipped commit by commit, and fetched back by a node that lost its own.
 //! - [`agent`]: messages a node's agent answers: membership gossip, heartbeats and
 //!   client requests.
 //! - [`stats`]: the cluster-wide statistics a collection produces (also the `--json`
@@ -19,6 +21,7 @@
 
 pub mod agent;
 pub mod codec;
+pub mod copies;
 pub mod counter;
 pub mod host;
 pub mod protocol;

@@ -15,6 +15,7 @@ mod util;
 mod busy_poll;
 mod cli_errors;
 mod client_ids;
+mod copies;
 mod dashboard;
 mod dns;
 mod durability;

@@ -222,6 +222,9 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 call_until(host, |reply| HostMessage::GetValue(index, reply), until).await;
             value_answer(facts, counter, outcome)
         }
+        ClientRequest::FetchCopy { node, part } => Ok(ClientAnswer::Copy(
+            crate::copies::keeper::best_copy(facts, &node, part).await,
+        )),
         ClientRequest::Crash(target) => fault(args, Drill::Crash(target)).await,
         ClientRequest::DiskErrors { pass, fail } => {
             fault(args, Drill::DiskErrors { pass, fail }).await

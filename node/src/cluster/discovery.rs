@@ -1,6 +1,7 @@
 //! Finding the cluster's actors through ractor's process groups: each node's counter
-//! host ([`HOSTS_GROUP`]) and agent ([`NODES_GROUP`]). A member's actor name,
-//! `NODE/host` or `NODE/agent`, says which node it belongs to.
+//! host ([`HOSTS_GROUP`]), agent ([`NODES_GROUP`]) and keeper of copies
+//! ([`COPIES_GROUP`]). A member's actor name, `NODE/host`, `NODE/agent` or
+//! `NODE/copies`, says which node it belongs to.
 //!
 //! Groups are process-wide and hold this node's own actors as well as the `RemoteActor`
 //! shims ractor_cluster creates for every connected peer's. That is sound in a node
@@ -12,6 +13,7 @@ use std::collections::HashSet;
 
 use ractor::{pg, ActorCell, ActorRef};
 use shared::agent::AgentMessage;
+use shared::copies::{CopiesMessage, COPIES_GROUP};
 use shared::host::HostMessage;
 use shared::protocol::{owner_node, validate_node_name, HOSTS_GROUP, NODES_GROUP};
 
@@ -54,6 +56,22 @@ pub fn remote_agents() -> Vec<(String, ActorRef<AgentMessage>)> {
     by_node(NODES_GROUP)
         .into_iter()
         .filter(|(_, cell)| !cell.get_id().is_local())
+        .map(|(node, cell)| (node, cell.into()))
+        .collect()
+}
+
+/// Node `node`'s keeper of copies, if it is known (this node's own included).
+pub(crate) fn keeper(node: &str) -> Option<ActorRef<CopiesMessage>> {
+    keepers()
+        .into_iter()
+        .find(|(n, _)| n == node)
+        .map(|(_, k)| k)
+}
+
+/// Every keeper of copies known (this node's and its peers'), by node name.
+pub(crate) fn keepers() -> Vec<(String, ActorRef<CopiesMessage>)> {
+    by_node(COPIES_GROUP)
+        .into_iter()
         .map(|(node, cell)| (node, cell.into()))
         .collect()
 }

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use shared::copies::keeper_name;
 use shared::protocol::{agent_name, host_name, Role};
 use tokio::net::TcpListener;
 
 use crate::cluster::agent::{AgentArgs, NodeAgent};
 use crate::cluster::mesh::{mesh_name, Mesh, MeshArgs};
 use crate::cluster::policy::MemberPolicy;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Storage};
+use crate::copies::keeper::{Keeper, KeeperArgs, COPIES_DIR};
+use crate::copies::outgoing::Outgoing;
+use crate::copies::shipper::{Shipper, ShipperArgs};
 use crate::counters::host::{CounterHost, HostArgs};
 use crate::counters::supervisor::{CounterSupervisor, SupervisorArgs};
 use crate::error::NodeError;
@@ -36,6 +40,10 @@ pub(crate) enum Child {
     Journal,
     /// The counter host.
     Host,
+    /// The keeper of other nodes' copies (with a data dir and `--copies` 2 or more).
+    Keeper,
+    /// The shipper of this node's store to its copy (as the keeper).
+    Shipper,
     /// The aggregator (coordinator only).
     Aggregator,
     /// The node agent.
@@ -59,6 +67,8 @@ impl Child {
             Child::CounterSupervisor,
             Child::Journal,
             Child::Host,
+            Child::Keeper,
+            Child::Shipper,
         ];
         if role == Role::Coordinator {
             order.push(Child::Aggregator);
@@ -79,6 +89,8 @@ impl Child {
             Child::CounterSupervisor => "counter supervisor",
             Child::Journal => "journal",
             Child::Host => "counter host",
+            Child::Keeper => "keeper of copies",
+            Child::Shipper => "shipper of the store's copy",
             Child::Aggregator => "aggregator",
             Child::Agent => "node agent",
             Child::Mesh => "mesh",
@@ -152,6 +164,8 @@ pub(crate) struct Kit {
     pub(crate) inbound: Arc<Inbound>,
     /// Where the agent hands drills (only with `--enable-fault-injection`).
     pub(crate) drills: Option<DrillPort>,
+    /// The commits the copy of the store does not hold yet (`None`: one copy).
+    pub(crate) outgoing: Option<Arc<Outgoing>>,
 }
 
 impl Kit {
@@ -180,6 +194,14 @@ impl Kit {
                 };
                 link(Some(host_name(name)), CounterHost, args, me).await
             }
+            Child::Keeper => match self.keeper_args() {
+                Some(args) => link(Some(keeper_name(name)), Keeper, args, me).await,
+                None => return Ok(None),
+            },
+            Child::Shipper => match self.shipper_args() {
+                Some(args) => link(None, Shipper, args, me).await,
+                None => return Ok(None),
+            },
             Child::Aggregator => {
                 let args = self.aggregator_args();
                 link(Some(aggregator_name(name)), Aggregator, args, me).await
@@ -248,7 +270,30 @@ impl Kit {
             } else {
                 std::time::Duration::ZERO
             },
+            covered: self.outgoing.as_ref().map(|o| o.watch()),
         }
+    }
+
+    /// With copies kept, and a disk to keep them on.
+    fn keeper_args(&self) -> Option<KeeperArgs> {
+        let Storage::Dir(dir) = &self.config.storage else {
+            return None;
+        };
+        (self.config.copies >= 2).then(|| KeeperArgs {
+            me: self.config.name.clone(),
+            dir: dir.join(COPIES_DIR),
+        })
+    }
+
+    /// With copies kept (an outgoing queue installed in the store).
+    fn shipper_args(&self) -> Option<ShipperArgs> {
+        Some(ShipperArgs {
+            facts: Arc::clone(&self.facts),
+            store: Arc::clone(&self.store),
+            outgoing: Arc::clone(self.outgoing.as_ref()?),
+            copies: self.config.copies,
+            timeout: self.config.failure_timeout,
+        })
     }
 
     fn aggregator_args(&self) -> AggregatorArgs {

@@ -41,6 +41,7 @@ use tracing::{error, info, warn};
 use crate::cluster::leave;
 use crate::cluster::mesh::{MeshMessage, LEAVE_TIMEOUT};
 use crate::config::NodeConfig;
+use crate::copies::outgoing::Outgoing;
 use crate::counters::counter::CounterMessage;
 use crate::counters::supervisor::SupervisorMessage;
 use crate::error::NodeError;
@@ -80,6 +81,8 @@ pub(crate) struct RootArgs {
     pub(crate) store: Arc<Store>,
     /// Where the root reports that the node cannot go on (the node then stops).
     pub(crate) fatal: mpsc::UnboundedSender<NodeError>,
+    /// The commits the copy of the store does not hold yet (`None`: one copy).
+    pub(crate) outgoing: Option<Arc<Outgoing>>,
 }
 
 /// The root's state.
@@ -241,6 +244,12 @@ impl RootState {
             }
             stop(journal.get_cell(), Child::Journal).await;
         }
+        // After the journal: its last commits went to the copy as well.
+        for child in [Child::Shipper, Child::Keeper] {
+            if let Some(cell) = c.cell(child) {
+                stop(cell, child).await;
+            }
+        }
         if let Some(supervisor) = c.actor::<SupervisorMessage>(Child::CounterSupervisor) {
             let _ = ractor::call_t!(
                 supervisor,
@@ -306,27 +315,31 @@ async fn stop(cell: ActorCell, child: Child) {
 
 /// What the children are made from; drills go to `root` only with
 /// `--enable-fault-injection`.
-fn kit(
-    config: NodeConfig,
-    listener: Arc<TcpListener>,
-    facts: Arc<NodeFacts>,
-    store: Arc<Store>,
-    root: &ActorRef<RootMessage>,
-) -> Kit {
+fn kit(args: RootArgs, root: &ActorRef<RootMessage>) -> (Kit, mpsc::UnboundedSender<NodeError>) {
+    let RootArgs {
+        config,
+        listener,
+        facts,
+        store,
+        fatal,
+        outgoing,
+    } = args;
     let root = root.clone();
     let drills = config.fault_injection.then(|| {
         DrillPort::new(move |drill, reply| {
             let _ = root.cast(RootMessage::Drill(drill, reply));
         })
     });
-    Kit {
+    let kit = Kit {
         inbound: Arc::new(Inbound::new(Arc::clone(&facts.metrics))),
         config,
         listener,
         facts,
         store,
         drills,
-    }
+        outgoing,
+    };
+    (kit, fatal)
 }
 
 impl Actor for NodeRoot {
@@ -339,9 +352,10 @@ impl Actor for NodeRoot {
         myself: ActorRef<Self::Msg>,
         args: RootArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let (kit, fatal) = kit(args, &myself);
         let mut state = RootState {
-            kit: kit(args.config, args.listener, args.facts, args.store, &myself),
-            fatal: args.fatal,
+            kit,
+            fatal,
             children: Children::default(),
             ids: HashMap::new(),
             budget: RestartBudget::new(MAX_RESTARTS, RESTART_WINDOW),

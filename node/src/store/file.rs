@@ -34,6 +34,7 @@ use super::records::{
     OutboxRecord, Recovered, Sum, ID_PRUNE_PER_COMMIT,
 };
 use super::redo::{Op, Position, RedoLog, LOG_NAME};
+use super::ship::Ship;
 use crate::counters::record::CounterRecord;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -190,6 +191,18 @@ impl Drop for Prepared<'_> {
 /// Where the store file keeps where its last checkpoint put the redo log: cycle,
 /// offset and number of the next record.
 const REDO_FROM: &str = "redo_from";
+
+/// The last commit's number, in `meta`: strictly increasing from commit to commit, so
+/// two copies of one store tell which is further on.
+const LAST_COMMIT: &str = "commit";
+
+/// Whether a copy of another node's store is whole (`[1]`) or a state transfer into it
+/// is under way (`[0]`); absent in a node's own store.
+pub(crate) const COPY_STATE: &str = "copy_state";
+
+/// The `meta` keys that describe this file, not the store it holds: a copy of the
+/// store leaves them out.
+const FILE_ONLY: [&str; 2] = [REDO_FROM, COPY_STATE];
 
 /// Commits `write` with a sync, carrying where the redo log's next record goes (see
 /// [`super::redo`]): the log's records before it are in the file from then on.
@@ -399,6 +412,7 @@ impl StoreFile {
         now_ms: u64,
         in_bucket: u64,
         entries: &[Entry],
+        ship: Option<&dyn Ship>,
     ) -> Result<(CommitOutcome, u64, Prepared<'_>), StoreError> {
         let panicked = || StoreError::write("the commit panicked");
         let (db, mut taken) = loop {
@@ -413,7 +427,7 @@ impl StoreFile {
             }
         };
         let attempt = std::panic::AssertUnwindSafe(|| {
-            self.prepare_in(&db, &mut taken, number, now_ms, in_bucket, entries)
+            self.prepare_in((&db, &mut taken), number, now_ms, in_bucket, entries, ship)
         });
         let result = std::panic::catch_unwind(attempt).unwrap_or_else(|_| Err(panicked()));
         match result {
@@ -449,12 +463,12 @@ impl StoreFile {
     /// (`None` returned), and the log starts again.
     fn prepare_in(
         &self,
-        db: &Option<Database>,
-        taken: &mut Taken,
+        (db, taken): (&Option<Database>, &mut Taken),
         number: u64,
         now_ms: u64,
         in_bucket: u64,
         entries: &[Entry],
+        ship: Option<&dyn Ship>,
     ) -> Result<(CommitOutcome, u64, Option<WriteTransaction>), StoreError> {
         let db = db.as_ref().ok_or_else(closed)?;
         let mut redo = self.redo.lock().unwrap_or_else(|e| e.into_inner());
@@ -466,7 +480,7 @@ impl StoreFile {
         let mut tables = FileTables::new(&write);
         let (writes, outcomes) = plan(number, now_ms, in_bucket, entries, &mut tables)?;
         let new_ids = writes.ids.len() as u64;
-        tables.write(&writes, now_ms)?;
+        tables.write(&writes, now_ms, number)?;
         let ops = std::mem::take(&mut tables.redo);
         drop(tables);
         let outcome = CommitOutcome {
@@ -475,6 +489,11 @@ impl StoreFile {
             operations: writes.operations,
             streams: writes.streams_in.into_iter().collect(),
         };
+        // Shipped before the local sync, so the copy's round trip and sync run beside
+        // it (see crate::copies).
+        if let Some(ship) = ship {
+            ship.ship(number, &ops);
+        }
         if redo.append(&ops)? {
             return Ok((outcome, new_ids, Some(write)));
         }
@@ -494,7 +513,8 @@ impl StoreFile {
         in_bucket: u64,
         entries: &[Entry],
     ) -> Result<(CommitOutcome, u64), StoreError> {
-        let (outcome, new_ids, prepared) = self.prepare(number, now_ms, in_bucket, entries)?;
+        let (outcome, new_ids, prepared) =
+            self.prepare(number, now_ms, in_bucket, entries, None)?;
         prepared.land();
         Ok((outcome, new_ids))
     }
@@ -611,12 +631,13 @@ impl StoreFile {
         self.read(|read| counter_in(&read.open_table(COUNTERS).map_err(write_error)?, index))
     }
 
-    /// The last commit's number: the highest any counter holds (a commit that changed
-    /// no counter leaves no number behind, and none is needed).
+    /// The last commit's number: every commit writes it (a store made by an earlier
+    /// version has it only in its counters' records, the highest of which is it).
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
         self.read(|read| {
+            let meta = read.open_table(META).map_err(write_error)?;
+            let mut last = read_u64s::<1>(&meta, LAST_COMMIT)?.map_or(0, |[n]| n);
             let table = read.open_table(COUNTERS).map_err(write_error)?;
-            let mut last = 0;
             for row in table.iter().map_err(write_error)? {
                 let (_, record) = row.map_err(write_error)?;
                 last = last.max(CounterRecord::from_tuple(record.value()).commit);
@@ -688,6 +709,166 @@ impl StoreFile {
                 });
             Ok(OutboxRecord { streams, issued })
         })
+    }
+
+    /// Every row of the store, as the writes that make it (the redo log's [`Op`]s),
+    /// `meta`'s rows about this file left out: what a copy of the store starts from.
+    pub(crate) fn rows(&self) -> Result<Vec<Op>, StoreError> {
+        self.read(|read| {
+            let mut ops = Vec::new();
+            for row in read
+                .open_table(META)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (key, value) = row.map_err(write_error)?;
+                if !FILE_ONLY.contains(&key.value()) {
+                    ops.push(Op::Meta(key.value().into(), value.value().to_vec()));
+                }
+            }
+            for row in read
+                .open_table(COUNTERS)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (index, record) = row.map_err(write_error)?;
+                ops.push(Op::Counter(index.value(), record.value()));
+            }
+            for row in read
+                .open_table(STREAMS_IN)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (key, record) = row.map_err(write_error)?;
+                ops.push(Op::StreamIn(key.value().into(), record.value()));
+            }
+            for row in read
+                .open_table(CLIENT_IDS)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (key, record) = row.map_err(write_error)?;
+                let (bucket, id) = key.value();
+                ops.push(Op::ClientId(bucket, id.into(), record.value().to_vec()));
+            }
+            for row in read
+                .open_table(OUTBOX)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (key, batch) = row.map_err(write_error)?;
+                let (dest, seq) = key.value();
+                ops.push(Op::Outbox(dest.into(), seq, batch.value().to_vec()));
+            }
+            for row in read
+                .open_table(STREAMS_OUT)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (dest, marks) = row.map_err(write_error)?;
+                ops.push(Op::StreamOut(dest.value().into(), marks.value()));
+            }
+            for row in read
+                .open_table(OUT_TOTALS)
+                .map_err(write_error)?
+                .iter()
+                .map_err(write_error)?
+            {
+                let (dest, totals) = row.map_err(write_error)?;
+                ops.push(Op::OutTotals(dest.value().into(), totals.value()));
+            }
+            Ok(ops)
+        })
+    }
+
+    /// Applies `ops`, writes another store made (its rows, or its commits' records, in
+    /// order), as one commit of this file, durable on return. `reset` first empties
+    /// every table but this file's own `meta` rows (a state transfer's first part).
+    /// `copy_state` is written with them, if given (see [`COPY_STATE`]).
+    pub(crate) fn apply_copied(
+        &self,
+        ops: &[Op],
+        reset: bool,
+        copy_state: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.reopen_if_broken()?;
+        let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let attempt = std::panic::AssertUnwindSafe(|| {
+            self.apply_copied_in(&db, &mut taken, ops, reset, copy_state)
+        });
+        let result = std::panic::catch_unwind(attempt)
+            .unwrap_or_else(|_| Err(StoreError::write("applying a copy panicked")));
+        match result {
+            Ok(write) => {
+                Prepared {
+                    file: self,
+                    write,
+                    taken,
+                    db,
+                }
+                .land();
+                Ok(())
+            }
+            Err(e) => {
+                self.failed();
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_copied_in(
+        &self,
+        db: &Option<Database>,
+        taken: &mut Taken,
+        ops: &[Op],
+        reset: bool,
+        copy_state: Option<u64>,
+    ) -> Result<Option<WriteTransaction>, StoreError> {
+        let db = db.as_ref().ok_or_else(closed)?;
+        let mut redo = self.redo.lock().unwrap_or_else(|e| e.into_inner());
+        if self.owed.load(Ordering::Acquire) {
+            checkpoint(writer(taken, db)?, &mut redo)?;
+            self.owed.store(false, Ordering::Release);
+        }
+        let write = writer(taken, db)?;
+        if reset {
+            empty_tables(&write)?;
+        }
+        let mut record: Vec<Op> = Vec::with_capacity(ops.len() + 1);
+        if let Some(state) = copy_state {
+            record.push(Op::Meta(COPY_STATE.into(), state.to_be_bytes().to_vec()));
+        }
+        for op in record.iter().chain(ops) {
+            apply(&write, op)?;
+        }
+        // A reset cannot be a record of the log (replaying it over a later state would
+        // undo that): it is made durable in the file itself, as a checkpoint.
+        if !reset {
+            record.extend_from_slice(ops);
+            if redo.append(&record)? {
+                return Ok(Some(write));
+            }
+        }
+        redo.wrap();
+        checkpoint(write, &mut redo)?;
+        Ok(None)
+    }
+
+    /// Whether this file holds a whole copy of another node's store ([`COPY_STATE`]).
+    pub(crate) fn copy_whole(&self) -> Result<bool, StoreError> {
+        Ok(self.meta_u64s::<1>(COPY_STATE)? == Some([1]))
+    }
+
+    /// Whether a transfer into this file is under way, or stopped midway.
+    pub(crate) fn copy_incomplete(&self) -> Result<bool, StoreError> {
+        Ok(self.meta_u64s::<1>(COPY_STATE)? == Some([0]))
     }
 
     /// Meta entry `key` as `N` big-endian u64s, if present.
@@ -808,6 +989,46 @@ fn create_tables(db: &Database, node: &str) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// Empties every table, `meta` but for this file's own rows.
+fn empty_tables(write: &WriteTransaction) -> Result<(), StoreError> {
+    write
+        .open_table(META)
+        .map_err(write_error)?
+        .retain(|key, _| FILE_ONLY.contains(&key))
+        .map_err(write_error)?;
+    write
+        .open_table(COUNTERS)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    write
+        .open_table(STREAMS_IN)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    write
+        .open_table(CLIENT_IDS)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    write
+        .open_table(OUTBOX)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    write
+        .open_table(STREAMS_OUT)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    write
+        .open_table(OUT_TOTALS)
+        .map_err(write_error)?
+        .retain(|_, _| false)
+        .map_err(write_error)?;
+    Ok(())
+}
+
 /// Opens (and so makes) every table but `meta`.
 fn open_all_tables(write: &WriteTransaction) -> Result<(), redb::TableError> {
     write.open_table(COUNTERS)?;
@@ -921,9 +1142,14 @@ impl<'txn> FileTables<'txn> {
         }
     }
 
-    /// Writes what the plan worked out.
-    fn write(&mut self, writes: &Writes, now_ms: u64) -> Result<(), StoreError> {
+    /// Writes what the plan worked out, and commit `number`'s number.
+    fn write(&mut self, writes: &Writes, now_ms: u64, number: u64) -> Result<(), StoreError> {
         let write = self.write;
+        {
+            let bytes = number.to_be_bytes();
+            put(write, META, LAST_COMMIT, bytes.as_slice())?;
+            self.redo.push(Op::Meta(LAST_COMMIT.into(), bytes.to_vec()));
+        }
         if !writes.ids.is_empty() {
             let ids = opened(&mut self.client_ids, write, CLIENT_IDS)?;
             prune_ids(ids, id_bucket(now_ms), &mut self.redo)?;
@@ -1146,6 +1372,52 @@ mod tests {
         }
     }
 
+    /// The writes each commit ships, collected.
+    #[derive(Debug, Default)]
+    struct Shipped(std::sync::Mutex<Vec<(u64, Vec<Op>)>>);
+
+    impl Ship for Shipped {
+        fn ship(&self, number: u64, ops: &[Op]) {
+            self.0.lock().unwrap().push((number, ops.to_vec()));
+        }
+    }
+
+    /// A copy made from a store's rows, then given each later commit's shipped writes,
+    /// in order, holds what the store holds, row for row; again after it starts again
+    /// (the writes are in its redo log); and a transfer stopped midway is marked so.
+    #[test]
+    fn a_copy_from_rows_and_shipped_commits_holds_what_the_store_holds() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = open(a.path(), "n", 2).unwrap().file;
+        source.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
+        let copy = open(b.path(), "n", 0).unwrap().file;
+        copy.apply_copied(&source.rows().unwrap(), true, Some(0))
+            .unwrap();
+        assert!(copy.copy_incomplete().unwrap() && !copy.copy_whole().unwrap());
+        copy.apply_copied(&[], false, Some(1)).unwrap();
+        assert!(copy.copy_whole().unwrap());
+        let shipped = Shipped::default();
+        for (number, by) in [(2, 3), (3, -7)] {
+            let (_, _, prepared) = source
+                .prepare(number, 0, 0, &[batch(number, by)], Some(&shipped))
+                .unwrap();
+            prepared.land();
+        }
+        for (number, ops) in shipped.0.lock().unwrap().iter() {
+            assert!(ops.contains(&Op::Meta(LAST_COMMIT.into(), number.to_be_bytes().to_vec())));
+            copy.apply_copied(ops, false, None).unwrap();
+        }
+        assert_eq!(copy.rows().unwrap(), source.rows().unwrap());
+        assert_eq!(copy.last_commit().unwrap(), 3);
+        drop(copy);
+        let reopened = open(b.path(), "n", 1).unwrap();
+        assert_eq!(reopened.file.rows().unwrap(), source.rows().unwrap());
+        assert_eq!(reopened.recovered.records[0].value, 5 + 3 - 7);
+        // A reset empties what the copy held before.
+        reopened.file.apply_copied(&[], true, Some(1)).unwrap();
+        assert_eq!(reopened.file.last_commit().unwrap(), 0);
+    }
+
     /// A commit is answered once its record is in the redo log, before the file has
     /// it: one that never reached the file (the process died first) is there after a
     /// restart, read from the log, with the stream record that makes it happen once.
@@ -1155,7 +1427,7 @@ mod tests {
         {
             let store = open(dir.path(), "n", 1).unwrap().file;
             store.commit(1, 0, 0, &[batch(1, 5)]).unwrap();
-            let (_, _, prepared) = store.prepare(2, 0, 0, &[batch(2, 3)]).unwrap();
+            let (_, _, prepared) = store.prepare(2, 0, 0, &[batch(2, 3)], None).unwrap();
             // Dropped unlanded, its transaction aborted: the file never holds commit 2.
             drop(prepared);
         }

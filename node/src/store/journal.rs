@@ -64,6 +64,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{ApplyOutcome, CounterError};
 use shared::host::{Batch, StreamId, StreamMark};
+use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::own_thread::{Next, OwnThread};
@@ -114,6 +115,9 @@ pub(crate) struct JournalArgs {
     /// The least time between two commits that hold only traffic between nodes
     /// (`--group-commit-ms`; zero: no pacing).
     pub(crate) group_commit: Duration,
+    /// How far the copy of the store on another node covers the commits (see
+    /// `crate::copies`): a commit is answered only once covered. `None`: one copy.
+    pub(crate) covered: Option<watch::Receiver<u64>>,
 }
 
 /// Called once with `true` when an entry is committed, or with `false` if it never will
@@ -260,6 +264,10 @@ pub(crate) struct JournalState {
     retry_scheduled: bool,
     /// `Drain`s waiting for the queue to empty.
     drains: Vec<RpcReplyPort<()>>,
+    /// Commits durable here and waiting for the copy to cover them, in order.
+    parked: VecDeque<(u64, Queue, CommitOutcome)>,
+    /// Whether a [`JournalMessage::Covered`] is on its way.
+    cover_awaited: bool,
 }
 
 /// Messages to the journal (local only).
@@ -297,6 +305,8 @@ pub(crate) enum JournalMessage {
     Due,
     /// Answer once everything appended so far is committed (a clean stop waits for it).
     Drain(RpcReplyPort<()>),
+    /// The copy covers more commits: those parked that it covers are answered.
+    Covered,
 }
 
 impl JournalState {
@@ -529,11 +539,7 @@ impl JournalState {
     }
 
     /// A commit returned: hand its changes on and answer whoever waited for them.
-    fn committed(&mut self, number: u64, mut batch: Queue, outcome: CommitOutcome) {
-        if let Some(why) = self.failing.take() {
-            info!("the store takes writes again (it had failed: {why})");
-        }
-        self.next_commit = number + 1;
+    fn committed(&mut self, mut batch: Queue, outcome: CommitOutcome) {
         self.committed += batch.len() as u64;
         for (key, record) in &outcome.streams {
             self.note_committed(key, *record);
@@ -566,7 +572,7 @@ impl JournalState {
         if self.spare.entries.capacity() < batch.entries.capacity() {
             self.spare = batch.recycle();
         }
-        if self.queue.is_empty() {
+        if self.queue.is_empty() && self.parked.is_empty() {
             for reply in self.drains.drain(..) {
                 let _ = reply.send(());
             }
@@ -580,6 +586,56 @@ impl JournalState {
                 self.answer(reply);
             }
         }
+    }
+}
+
+impl JournalState {
+    /// Commit `number` is durable here: answered now if the copy covers it (or there
+    /// is none), else parked until it does, behind any commit parked before it.
+    fn durable(
+        &mut self,
+        number: u64,
+        batch: Queue,
+        outcome: CommitOutcome,
+        myself: &ActorRef<JournalMessage>,
+    ) {
+        if let Some(why) = self.failing.take() {
+            info!("the store takes writes again (it had failed: {why})");
+        }
+        self.next_commit = number + 1;
+        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| *c.borrow());
+        if self.parked.is_empty() && covered >= number {
+            return self.committed(batch, outcome);
+        }
+        self.parked.push_back((number, batch, outcome));
+        self.await_cover(myself);
+    }
+
+    /// Answers the parked commits the copy covers now, in order.
+    fn covered(&mut self, myself: &ActorRef<JournalMessage>) {
+        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| *c.borrow());
+        while self.parked.front().is_some_and(|(n, _, _)| *n <= covered) {
+            if let Some((_, batch, outcome)) = self.parked.pop_front() {
+                self.committed(batch, outcome);
+            }
+        }
+        self.await_cover(myself);
+    }
+
+    /// Makes sure a [`JournalMessage::Covered`] comes once the copy covers the first
+    /// parked commit.
+    fn await_cover(&mut self, myself: &ActorRef<JournalMessage>) {
+        let (Some((first, _, _)), Some(covered), false) =
+            (self.parked.front(), &self.args.covered, self.cover_awaited)
+        else {
+            return;
+        };
+        let (first, mut covered, myself) = (*first, covered.clone(), myself.clone());
+        self.cover_awaited = true;
+        tokio::spawn(async move {
+            let _ = covered.wait_for(|c| *c >= first).await;
+            let _ = myself.cast(JournalMessage::Covered);
+        });
     }
 }
 
@@ -681,6 +737,8 @@ impl Actor for Journal {
             failing: None,
             retry_scheduled: false,
             drains: Vec::new(),
+            parked: VecDeque::new(),
+            cover_awaited: false,
         })
     }
 
@@ -734,7 +792,7 @@ impl Actor for Journal {
                             .args
                             .metrics
                             .committed(seconds, ops.applied, ops.rejected);
-                        state.committed(number, *batch, outcome);
+                        state.durable(number, *batch, outcome, &myself);
                     }
                     Err(why) => {
                         state.args.metrics.commit_failed();
@@ -758,8 +816,12 @@ impl Actor for Journal {
                 state.landing = false;
                 state.commit_next(&myself);
             }
+            JournalMessage::Covered => {
+                state.cover_awaited = false;
+                state.covered(&myself);
+            }
             JournalMessage::Drain(reply) => {
-                if state.queue.is_empty() && !state.in_flight {
+                if state.queue.is_empty() && !state.in_flight && state.parked.is_empty() {
                     let _ = reply.send(());
                 } else {
                     state.drains.push(reply);
@@ -851,6 +913,7 @@ mod tests {
                 received: Arc::default(),
                 metrics: Arc::default(),
                 group_commit: Duration::from_secs(3600),
+                covered: None,
             },
         )
         .await
@@ -921,6 +984,7 @@ mod tests {
                 received: Arc::clone(&received),
                 metrics: Arc::default(),
                 group_commit: Duration::ZERO,
+                covered: None,
             },
         )
         .await
@@ -999,6 +1063,7 @@ mod tests {
                 received,
                 metrics: Arc::default(),
                 group_commit: Duration::ZERO,
+                covered: None,
             },
         )
         .await
@@ -1064,6 +1129,20 @@ mod tests {
         ActorRef<JournalMessage>,
         Vec<ActorRef<CounterMessage>>,
     ) {
+        file_path_covered(dir, counters, None).await
+    }
+
+    /// [`file_path`] with a copy whose cover the journal waits on.
+    async fn file_path_covered(
+        dir: &std::path::Path,
+        counters: u32,
+        covered: Option<watch::Receiver<u64>>,
+    ) -> (
+        Arc<Store>,
+        Arc<CounterTable>,
+        ActorRef<JournalMessage>,
+        Vec<ActorRef<CounterMessage>>,
+    ) {
         let table = Arc::new(CounterTable::new("journal-disk", counters));
         let (store, _) = Store::open(dir, "journal-disk", counters, Arc::default()).unwrap();
         let store = Arc::new(store);
@@ -1081,11 +1160,52 @@ mod tests {
                 received: Arc::default(),
                 metrics: Arc::default(),
                 group_commit: Duration::ZERO,
+                covered,
             },
         )
         .await
         .unwrap();
         (store, table, journal, actors)
+    }
+
+    /// Waits (10 s at most) until the store's last commit is `number` or later.
+    async fn committed_through(store: &Arc<Store>, number: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.last_commit().unwrap() < number {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "commit {number} was not made within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// With a copy, a change is answered only once the copy covers its commit; the
+    /// commits after it are made meanwhile, and answered in order as the cover grows.
+    #[tokio::test]
+    async fn a_change_is_answered_only_once_the_copy_covers_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cover, covered) = watch::channel(0u64);
+        let (store, _table, journal, _counters) =
+            file_path_covered(dir.path(), 1, Some(covered)).await;
+        let ask = |id: &str| {
+            let (journal, id) = (journal.clone(), id.to_string());
+            tokio::spawn(async move { change(&journal, &id, 1).await })
+        };
+        let first = ask("a");
+        // Committed here, and not answered: the copy does not cover it.
+        committed_through(&store, 1).await;
+        let second = ask("b");
+        committed_through(&store, 2).await;
+        assert!(!first.is_finished() && !second.is_finished());
+        cover.send_replace(1);
+        assert!(
+            !first.await.unwrap(),
+            "the first is answered, as applied once"
+        );
+        assert!(!second.is_finished(), "the second waits for its own cover");
+        cover.send_replace(2);
+        assert!(!second.await.unwrap());
     }
 
     /// Under disk errors of every kind (a sync that fails after the data landed, one

@@ -14,6 +14,7 @@
 //! | [`own_thread`] | whether the journal commits a lone client's change on its own thread |
 //! | [`slots`] | `--data-slots`: replicas sharing one directory, each holding a slot (its name and store) |
 //! | [`left_mark`] | the mark of a node that left for good: its store never opened again |
+//! | [`ship`] | where each commit's writes go besides the disk: the store's copy on another node |
 //!
 //! What is durable, all of it changed only by commits (all or nothing, each made durable
 //! by one record of the [redo log](redo), or by a sync of the file itself at a
@@ -53,11 +54,12 @@ mod pace;
 mod plan;
 mod records;
 mod redo;
+mod ship;
 pub(crate) mod slots;
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::counters::record::CounterRecord;
 
@@ -68,6 +70,8 @@ pub(crate) use records::{
     id_bucket, Adopt, Discrepancy, Entry, InRecord, OutBatch, OutStream, OutboxRecord,
     ReceivedTotals, Recovered, StoreClock, Sum,
 };
+pub(crate) use redo::Op;
+pub(crate) use ship::Ship;
 #[cfg(test)]
 pub(crate) use {
     plan::OperationTally,
@@ -89,6 +93,8 @@ pub(crate) struct Store {
     /// Commits handed to another thread and not returned yet (counted from the
     /// hand-off, before they take `committing`), and their end: see [`Store::settled`].
     handed_off: (Mutex<u64>, Condvar),
+    /// Where each commit's writes go as well: the node's copy on another node.
+    ship: OnceLock<Arc<dyn Ship>>,
 }
 
 /// How long a journal that starts waits for its predecessor's commits to return.
@@ -135,6 +141,7 @@ impl Store {
             ids: Mutex::new((bucket, ids)),
             committing: Mutex::default(),
             handed_off: Default::default(),
+            ship: OnceLock::new(),
         };
         Ok((store, opened.recovered))
     }
@@ -148,6 +155,7 @@ impl Store {
             ids: Mutex::default(),
             committing: Mutex::default(),
             handed_off: Default::default(),
+            ship: OnceLock::new(),
         };
         let recovered = Recovered {
             records: vec![CounterRecord::default(); counters as usize],
@@ -242,7 +250,13 @@ impl Store {
             }
         };
         match &self.kind {
-            Kind::File(file) => match file.prepare(number, now_ms, in_bucket, batch.as_ref()) {
+            Kind::File(file) => match file.prepare(
+                number,
+                now_ms,
+                in_bucket,
+                batch.as_ref(),
+                self.ship.get().map(|s| &**s),
+            ) {
                 Ok((outcome, new_ids, prepared)) => {
                     count_ids(new_ids);
                     let answer = durable(batch, Ok(outcome));
@@ -340,6 +354,57 @@ impl Store {
             records: self.records(0..counters)?,
             streams: self.streams_in()?,
         })
+    }
+
+    /// From now on, every commit's writes go to `ship` as well (once: a second call
+    /// changes nothing). A store in memory has nothing to ship.
+    pub(crate) fn ship_to(&self, ship: Arc<dyn Ship>) -> bool {
+        self.is_durable() && self.ship.set(ship).is_ok()
+    }
+
+    /// Between two commits: the last commit's number and every row of the store (see
+    /// `StoreFile::rows`); `then` runs before the next commit may start, with the
+    /// number. What a copy of the store starts from. Blocks.
+    pub(crate) fn rows_then(&self, then: impl FnOnce(u64)) -> Result<(u64, Vec<Op>), StoreError> {
+        let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        let Kind::File(file) = &self.kind else {
+            return Err(StoreError::write("a store in memory has no copies"));
+        };
+        let last = file.last_commit()?;
+        let rows = file.rows()?;
+        then(last);
+        Ok((last, rows))
+    }
+
+    /// Applies another store's writes to this one, a copy of it (see
+    /// `StoreFile::apply_copied`). Blocks.
+    pub(crate) fn apply_copied(
+        &self,
+        ops: &[Op],
+        reset: bool,
+        copy_state: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let _committing = self.committing.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.kind {
+            Kind::File(file) => file.apply_copied(ops, reset, copy_state),
+            Kind::Memory(_) => Err(StoreError::write("a store in memory holds no copies")),
+        }
+    }
+
+    /// Whether a transfer into this store is under way, or stopped midway.
+    pub(crate) fn copy_incomplete(&self) -> Result<bool, StoreError> {
+        match &self.kind {
+            Kind::File(file) => file.copy_incomplete(),
+            Kind::Memory(_) => Ok(false),
+        }
+    }
+
+    /// Whether this store is a whole copy of another node's (no transfer under way).
+    pub(crate) fn copy_whole(&self) -> Result<bool, StoreError> {
+        match &self.kind {
+            Kind::File(file) => file.copy_whole(),
+            Kind::Memory(_) => Ok(false),
+        }
     }
 
     /// Whether the next commit, if a small one, is just its record written and synced

@@ -1,0 +1,268 @@
+//! The keeper of copies: this node's half of keeping other nodes' stores. It holds a
+//! copy of the store of each node that ships to it, under `DATA/copies/NODE/` (a store
+//! like the node's own: redb file and redo log), applies each shipment in its session's
+//! order and answers once it is on disk, and hands a copy back, part by part, to the
+//! node that lost its own (see [`shared::copies`]).
+//!
+//! Sessions are held in memory: a keeper that starts again asks every node shipping to
+//! it for a state transfer first ([`ShipReply::NeedTransfer`]), so a shipment it did
+//! not apply is never skipped. A copy being transferred into is marked so on its disk,
+//! and is neither offered nor fetched until the transfer's last part.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use shared::copies::{
+    CopiesMessage, CopyPart, Fetched, HeldCopy, ShipReply, Shipment, COPIES_GROUP,
+    TRANSFER_PART_OPS,
+};
+use shared::protocol::validate_node_name;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::cluster::discovery::keeper as keeper_named;
+use crate::cluster::rpc::call_until;
+use crate::facts::NodeFacts;
+use crate::runtime::busy_poll::spawn_blocking;
+use crate::store::{Op, Store, StoreError};
+
+/// Where in a node's data dir the copies it keeps are: one dir per node.
+pub(crate) const COPIES_DIR: &str = "copies";
+
+/// The keeper behaviour.
+#[derive(Debug, Default)]
+pub(crate) struct Keeper;
+
+/// What the keeper starts with.
+pub(crate) struct KeeperArgs {
+    /// This node's name (it keeps no copy of its own store).
+    pub(crate) me: String,
+    /// Where the copies are: `DATA/copies`.
+    pub(crate) dir: PathBuf,
+}
+
+/// A copy held, and the session that ships to it.
+struct Kept {
+    store: Arc<Store>,
+    /// The session and the last shipment applied in it.
+    session: Option<(u64, u64)>,
+    /// Whether the copy is whole (no transfer into it under way).
+    whole: bool,
+}
+
+/// The keeper's state.
+pub(crate) struct KeeperState {
+    args: KeeperArgs,
+    kept: HashMap<String, Kept>,
+}
+
+impl KeeperState {
+    /// The copy of `node`'s store, opened (made, if `make`) the first time it is needed;
+    /// `None` if there is none and `make` is false.
+    async fn copy(&mut self, node: &str, make: bool) -> Result<Option<&mut Kept>, StoreError> {
+        if !self.kept.contains_key(node) {
+            let dir = self.args.dir.join(node);
+            if !make && !dir.join(crate::store::FILE_NAME).exists() {
+                return Ok(None);
+            }
+            let name = node.to_string();
+            let (store, whole) = spawn_blocking(move || {
+                let (store, _) = Store::open(&dir, &name, 0, Arc::default())?;
+                let whole = store.copy_whole()?;
+                Ok::<_, StoreError>((store, whole))
+            })
+            .await
+            .map_err(|e| StoreError::write(e.to_string()))??;
+            let kept = Kept {
+                store: Arc::new(store),
+                session: None,
+                whole,
+            };
+            self.kept.insert(node.to_string(), kept);
+        }
+        Ok(self.kept.get_mut(node))
+    }
+
+    /// Applies `shipment` if it is its session's next (or starts one).
+    async fn ship(&mut self, shipment: Shipment) -> ShipReply {
+        if validate_node_name(&shipment.from).is_err() || shipment.from == self.args.me {
+            return ShipReply::Failed(format!("no copy is kept for '{}'", shipment.from));
+        }
+        let ops: Vec<Op> = match shared::codec::decode(&shipment.ops) {
+            Ok(ops) => ops,
+            Err(e) => return ShipReply::Failed(format!("unreadable writes: {e}")),
+        };
+        let kept = match self.copy(&shipment.from, shipment.reset).await {
+            Ok(Some(kept)) => kept,
+            Ok(None) => return ShipReply::NeedTransfer,
+            Err(e) => return ShipReply::Failed(e.to_string()),
+        };
+        let next = kept.session.map(|(session, seq)| (session, seq + 1));
+        if !shipment.reset && next != Some((shipment.session, shipment.seq)) {
+            kept.session = None;
+            return ShipReply::NeedTransfer;
+        }
+        // The mark changes only at a transfer's first and last parts.
+        let state = match (shipment.reset, shipment.whole) {
+            (_, false) => shipment.reset.then_some(0),
+            (true, true) => Some(1),
+            (false, true) => (!kept.whole).then_some(1),
+        };
+        let store = Arc::clone(&kept.store);
+        let reset = shipment.reset;
+        let applied = spawn_blocking(move || store.apply_copied(&ops, reset, state)).await;
+        match applied {
+            Ok(Ok(())) => {
+                kept.session = Some((shipment.session, shipment.seq));
+                kept.whole = shipment.whole;
+                if shipment.reset {
+                    info!(node = %shipment.from, through = shipment.through,
+                        "keeping a copy of this node's store: a transfer begins");
+                }
+                ShipReply::Applied
+            }
+            Ok(Err(e)) => {
+                kept.session = None;
+                warn!(node = %shipment.from, error = %e, "a copy could not take a shipment");
+                ShipReply::Failed(e.to_string())
+            }
+            Err(e) => {
+                kept.session = None;
+                ShipReply::Failed(e.to_string())
+            }
+        }
+    }
+
+    /// The last commit in the whole copy of `node`'s store, if one is kept here.
+    async fn held(&mut self, node: &str) -> Option<u64> {
+        let kept = self.copy(node, false).await.ok()??;
+        if !kept.whole {
+            return None;
+        }
+        let store = Arc::clone(&kept.store);
+        spawn_blocking(move || store.last_commit()).await.ok()?.ok()
+    }
+
+    /// Part `part` of the whole copy of `node`'s store, if one is kept here.
+    async fn fetch(&mut self, node: &str, part: u32) -> Option<CopyPart> {
+        let kept = self.copy(node, false).await.ok()??;
+        if !kept.whole {
+            return None;
+        }
+        let store = Arc::clone(&kept.store);
+        let (through, rows) = spawn_blocking(move || store.rows_then(|_| ()))
+            .await
+            .ok()?
+            .ok()?;
+        let chunks: Vec<&[Op]> = rows.chunks(TRANSFER_PART_OPS).collect();
+        let parts = chunks.len().max(1) as u32;
+        let ops = chunks.get(part as usize).copied().unwrap_or(&[]);
+        if part >= parts {
+            return None;
+        }
+        let ops = shared::codec::encode(&ops.to_vec()).ok()?;
+        Some(CopyPart {
+            through,
+            parts,
+            ops,
+        })
+    }
+}
+
+/// Keepers asked for a node's copy: the members after it on the ring, this one
+/// included (a copy is kept on the node's successor; one that joined since, or went
+/// down, moved it one or two places on).
+const ASKED: usize = 3;
+
+/// How long keepers have to answer what they hold.
+const HELD_WITHIN: Duration = Duration::from_secs(2);
+
+/// Part `part` of the best copy of `node`'s store (the furthest on) among the keepers
+/// after it on the ring, and which keeper it is; `None` if none of them has a whole
+/// copy.
+pub(crate) async fn best_copy(
+    facts: &NodeFacts,
+    node: &str,
+    part: u32,
+) -> Option<(String, CopyPart)> {
+    let mut ring = facts.membership.up_names();
+    ring.push(facts.name.clone());
+    ring.retain(|n| n != node);
+    ring.sort();
+    ring.dedup();
+    let split = ring.partition_point(|n| n.as_str() < node);
+    ring.rotate_left(split);
+    let until = Instant::now() + HELD_WITHIN;
+    let mut best: Option<(u64, String, ActorRef<CopiesMessage>)> = None;
+    for name in ring.into_iter().take(ASKED) {
+        let Some(keeper) = keeper_named(&name) else {
+            continue;
+        };
+        let held = call_until(
+            keeper.clone(),
+            |r| CopiesMessage::Held(node.to_string(), r),
+            until,
+        )
+        .await;
+        if let Some(HeldCopy(Some(through))) = held {
+            if best.as_ref().is_none_or(|(b, _, _)| through > *b) {
+                best = Some((through, name, keeper));
+            }
+        }
+    }
+    let (_, name, keeper) = best?;
+    let until = Instant::now() + FETCH_WITHIN;
+    let Fetched(part) = call_until(
+        keeper,
+        |r| CopiesMessage::Fetch(node.to_string(), part, r),
+        until,
+    )
+    .await?;
+    let part = part?;
+    Some((name, part))
+}
+
+/// How long a keeper has to hand over a part of a copy.
+const FETCH_WITHIN: Duration = Duration::from_secs(20);
+
+impl Actor for Keeper {
+    type Msg = CopiesMessage;
+    type State = KeeperState;
+    type Arguments = KeeperArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: KeeperArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        pg::join(COPIES_GROUP.to_string(), vec![myself.get_cell()]);
+        Ok(KeeperState {
+            args,
+            kept: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CopiesMessage::Ship(shipment, reply) => {
+                let answer = state.ship(shipment).await;
+                let _ = reply.send(answer);
+            }
+            CopiesMessage::Held(node, reply) => {
+                let _ = reply.send(HeldCopy(state.held(&node).await));
+            }
+            CopiesMessage::Fetch(node, part, reply) => {
+                let _ = reply.send(Fetched(state.fetch(&node, part).await));
+            }
+        }
+        Ok(())
+    }
+}
