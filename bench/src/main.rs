@@ -13,6 +13,7 @@
 //! | [`light`] | `--light`: what a node costs at light load, beside Redis |
 //! | [`big_node`] | `--big-node`: a node of a million counters |
 //! | [`many`] | `--nodes N`: formation, collection, detection and rejoin of N nodes |
+//! | [`copies`] | `--copies`: one copy against two, and a node back from a lost disk |
 //! | [`report`] | the figures, as a table or JSON |
 //!
 //! Nothing here is part of a running node: the one-call-after-another baseline in
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod big_node;
+mod copies;
 mod light;
 mod many;
 mod nodes;
@@ -91,6 +93,11 @@ struct BenchOptions {
     #[arg(long, value_name = "N", conflicts_with_all = ["scale", "light", "big_node"],
           value_parser = clap::value_parser!(u32).range(3..=128))]
     nodes: Option<u32>,
+    /// Instead: --copies 1 against --copies 2, side by side (coalesced durable
+    /// increments/s, a durable change's p50), and a node of --restart-counters counters
+    /// whose disk is lost: how long until it is back, from its copy.
+    #[arg(long, conflicts_with_all = ["scale", "light", "big_node", "nodes"])]
+    copies: bool,
     /// Counters on the worker with --big-node.
     #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     big_counters: u32,
@@ -217,7 +224,15 @@ async fn run(options: BenchOptions) -> Result<(), CommandError> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| CommandError::Local(format!("cannot create {}: {e}", dir.display())))?;
     eprintln!("node-bench: node logs in {}", dir.display());
-    let text = if let Some(nodes) = options.nodes {
+    let text = if options.copies {
+        let report =
+            copies::copies(&dir, options.ops, options.applies, options.restart_counters).await?;
+        if options.json {
+            json(&report)?
+        } else {
+            copies::copies_table(&report)
+        }
+    } else if let Some(nodes) = options.nodes {
         let window = Duration::from_secs(options.light_seconds);
         let report = many::many(&dir, nodes, window).await?;
         if options.json {
@@ -766,12 +781,12 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-fn per_sec(report: &SenderReport) -> f64 {
+pub(crate) fn per_sec(report: &SenderReport) -> f64 {
     report.operations as f64 / (report.elapsed_us.max(1) as f64 / 1e6)
 }
 
 /// Starts `node-bench sender` against `addr` and reads its report.
-async fn run_sender(
+pub(crate) async fn run_sender(
     addr: &str,
     measure: Measure,
     mode: Mode,

@@ -38,6 +38,8 @@ pub(crate) struct BenchNode {
     child: Child,
     /// How it was started (for [`BenchNode::kill_and_restart`]).
     command: Vec<std::ffi::OsString>,
+    /// Its data dir (none with `--memory-only`).
+    data: Option<PathBuf>,
 }
 
 impl BenchNode {
@@ -78,12 +80,13 @@ impl BenchNode {
         if !extra.contains(&"--load") {
             command.args(["--load", "0"]);
         }
+        let mut data = None;
         if !extra.contains(&"--memory-only") {
             // A fresh store for every node started, in the run's own directory.
             let n = STARTED.fetch_add(1, Ordering::Relaxed);
-            command
-                .arg("--data-dir")
-                .arg(dir.join(format!("{name}-{n}.data")));
+            let path = dir.join(format!("{name}-{n}.data"));
+            command.arg("--data-dir").arg(&path);
+            data = Some(path);
         }
         match join {
             Some(seed) => command.args(["--join", seed]),
@@ -99,7 +102,13 @@ impl BenchNode {
             log,
             child,
             command,
+            data,
         })
+    }
+
+    /// Its data dir (none with `--memory-only`).
+    pub(crate) fn data_dir(&self) -> Option<PathBuf> {
+        self.data.clone()
     }
 
     /// Kills the process (SIGKILL) and starts it again with the same arguments (the

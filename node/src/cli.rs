@@ -138,10 +138,11 @@ pub(crate) struct ServeArgs {
 
     /// Copies of this node's store, its own included: 2 keeps a second one on the next
     /// member up on the ring of names, and a change is acknowledged only once it is on
-    /// both disks (while no other member is up, or the copy is being brought in step,
-    /// on this one alone). A node started with a lost (blank) data dir starts from its
-    /// copy, fetched through a member it joins (--join). 1 keeps no copy. Every node
-    /// should use the same; needs a data dir.
+    /// both disks (while the copy is not in step, changes wait: at most the failure
+    /// timeout and a state transfer; with no other member up, on this disk alone). A
+    /// node started on a lost (blank) data dir, or one older than its copy, starts from
+    /// its copy, fetched through a member it joins (--join). 1 keeps no copy. Needs a
+    /// data dir.
     #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=2))]
     pub copies: u32,
 

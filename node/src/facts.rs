@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use shared::agent::{Beat, NodeInfo, PeerAddr, View};
+use shared::copies::CopyStatus;
 use shared::protocol::{Role, PROTOCOL_VERSION};
 
 use crate::cluster::departure::Departing;
 use crate::cluster::membership::Membership;
+use crate::copies::outgoing::Outgoing;
 use crate::counters::table::CounterTable;
 use crate::load::tally::IssuedTally;
 use crate::metrics::NodeMetrics;
@@ -44,6 +46,8 @@ pub(crate) struct NodeFacts {
     pub(crate) disk_faults: Option<Arc<DiskFaults>>,
     /// Whether the node is leaving the cluster, and whether it takes changes meanwhile.
     pub(crate) departing: Departing,
+    /// The commits its store's copy does not hold yet (`None`: one copy).
+    pub(crate) outgoing: Option<Arc<Outgoing>>,
 }
 
 impl NodeFacts {
@@ -68,6 +72,13 @@ impl NodeFacts {
             received: self.received.by_sender(),
             store_commits: self.received.commits(),
             known_peers: self.membership.gossip(),
+            copy: self.outgoing.as_ref().map_or(
+                CopyStatus {
+                    copies: 1,
+                    ..CopyStatus::default()
+                },
+                |o| o.status(),
+            ),
         }
     }
 
@@ -111,6 +122,7 @@ impl NodeFacts {
             recovered_commit: 0,
             disk_faults: None,
             departing: Departing::default(),
+            outgoing: None,
         }
     }
 }

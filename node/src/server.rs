@@ -56,14 +56,14 @@ pub(crate) async fn run(
         crate::copies::restore::if_behind(&config, dir).await?;
     }
     let opened = open_store(&config).await?;
-    let facts = node_facts(&config, &opened);
-    let store = opened.store;
     // Every commit from the first goes to the copy as well (see crate::copies).
-    let outgoing = (config.copies >= 2 && store.is_durable()).then(|| {
+    let outgoing = (config.copies >= 2 && opened.store.is_durable()).then(|| {
         let outgoing = Arc::new(Outgoing::default());
-        store.ship_to(Arc::clone(&outgoing) as Arc<dyn Ship>);
+        opened.store.ship_to(Arc::clone(&outgoing) as Arc<dyn Ship>);
         outgoing
     });
+    let facts = node_facts(&config, &opened, outgoing.clone());
+    let store = opened.store;
     let (fatal, mut failures) = mpsc::unbounded_channel();
     let args = RootArgs {
         config: config.clone(),
@@ -112,7 +112,11 @@ pub(crate) async fn run(
 
 /// What the node says about itself, shared by every part and outliving them all; its
 /// issued tally starts from what the store holds.
-fn node_facts(config: &NodeConfig, opened: &OpenedStore) -> Arc<NodeFacts> {
+fn node_facts(
+    config: &NodeConfig,
+    opened: &OpenedStore,
+    outgoing: Option<Arc<Outgoing>>,
+) -> Arc<NodeFacts> {
     let tally = crate::load::tally::IssuedTally::default();
     tally.set(opened.issued);
     Arc::new(NodeFacts {
@@ -135,6 +139,7 @@ fn node_facts(config: &NodeConfig, opened: &OpenedStore) -> Arc<NodeFacts> {
             Storage::Dir(dir) => Some(dir.clone()),
             Storage::Memory => None,
         }),
+        outgoing,
     })
 }
 

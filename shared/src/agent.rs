@@ -140,6 +140,8 @@ pub struct NodeInfo {
     pub store_commits: u64,
     /// Every cluster node this node knows how to reach (itself excluded), for gossip.
     pub known_peers: Vec<PeerAddr>,
+    /// Where its store is copied, and how far the copy lags.
+    pub copy: crate::copies::CopyStatus,
 }
 
 /// A node's answer to gossip ([`AgentMessage::Gossip`]): who it is, and the members it
@@ -198,14 +200,18 @@ pub enum ClientRequest {
         for_good: bool,
     },
     /// Part `part` of the best copy of node `node`'s store the cluster keeps (the one
-    /// furthest on, among the keepers on the ring after `node`): what a node whose own
-    /// store is lost, or older, starts from. Asked by that node as it starts, before it
-    /// is a member.
+    /// furthest on, among the keepers on the ring after `node`), if it is further on
+    /// than commit `after`: what a node whose own store is lost, or older, starts from.
+    /// Asked by that node as it starts, before it is a member.
     FetchCopy {
         /// The node whose store it is.
         node: String,
         /// The part (0 first: its answer says how many there are).
         part: u32,
+        /// Only a copy further on than this commit (`None`: any copy).
+        after: Option<u64>,
+        /// Only a copy of this store (`None`: of any store of the node's).
+        store_id: Option<u64>,
     },
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
     /// the supervision tree in docs/architecture.md). Fault injection for tests and drills:

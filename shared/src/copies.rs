@@ -37,7 +37,8 @@ pub enum CopiesMessage {
     #[rpc]
     Ship(Shipment, RpcReplyPort<ShipReply>),
     /// What whole copy of node `node`'s store this keeper holds: the number of the
-    /// last commit in it, or `None` (no copy, or a transfer into it under way).
+    /// last commit in it and the store's id, or `None` (no copy, or a transfer into it
+    /// under way).
     #[rpc]
     Held(String, RpcReplyPort<HeldCopy>),
     /// Part `part` of the copy of node `node`'s store (for the node to start again
@@ -84,22 +85,48 @@ pub enum ShipReply {
 pub struct CopyPart {
     /// The number of the last commit in the copy.
     pub through: u64,
+    /// The store's id.
+    pub store_id: u64,
     /// How many parts the copy is in.
     pub parts: u32,
     /// The writes that make this part's rows, encoded as in [`Shipment::ops`].
     pub ops: Vec<u8>,
 }
 
-/// What whole copy of a node's store a keeper holds: the number of the last commit in
-/// it, or `None`.
+/// Where a node's store is copied, as the node says in its description.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStatus {
+    /// Copies wanted, the node's own store included (`--copies`).
+    pub copies: u32,
+    /// The member whose copy is in step (every commit acknowledged is on its disk), if
+    /// any: with none, and copies wanted, commits wait for one (or, with no other
+    /// member up, are on this node's disk alone).
+    pub kept_by: Option<String>,
+    /// Commits made on the node that its copy does not hold yet.
+    pub lag_commits: u64,
+}
+
+/// What whole copy of a node's store a keeper holds, or `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldCopy(pub Option<u64>);
+pub struct HeldCopy(pub Option<Held>);
+
+/// A whole copy of a node's store, as its keeper describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The number of the last commit in it.
+    pub through: u64,
+    /// The store's id (a store made anew, on a blank disk, has another).
+    pub store_id: u64,
+    /// When the store was made (wall-clock milliseconds; 0 if it does not say): of
+    /// copies of two stores of one node, the later store's is the node's.
+    pub made_ms: u64,
+}
 
 /// A part of a copy, or `None` if the keeper holds no whole copy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fetched(pub Option<CopyPart>);
 
-crate::wire_type!(Shipment, ShipReply, CopyPart, HeldCopy, Fetched);
+crate::wire_type!(Shipment, ShipReply, CopyPart, HeldCopy, Fetched, Held);
 
 #[cfg(test)]
 mod tests {
@@ -123,6 +150,7 @@ mod tests {
         );
         let part = CopyPart {
             through: 42,
+            store_id: 9,
             parts: 2,
             ops: vec![9; 100],
         };

@@ -141,6 +141,8 @@ pub struct NodeStats {
     pub received: Vec<SenderTotals>,
     /// Counter restarts on this node.
     pub counter_restarts: u64,
+    /// Where its store is copied, and how far the copy lags (as the node said).
+    pub copy: crate::copies::CopyStatus,
     /// Counters that answered, sorted by name.
     pub counters: Vec<CounterReport>,
     /// Counters of this node that did not answer in time (all of them, by name, when

@@ -59,6 +59,11 @@ fn sample_stats() -> ClusterStats {
                 operations: 12,
             }],
             counter_restarts: 1,
+            copy: shared::copies::CopyStatus {
+                copies: 2,
+                kept_by: Some("b".into()),
+                lag_commits: 3,
+            },
             counters: vec![CounterReport {
                 name: "w/0".into(),
                 value: i64::MIN,
@@ -154,6 +159,7 @@ fn data_types_round_trip() {
         unvouched_operations: -2,
         store_commits: 3,
         received: vec![],
+        copy: shared::copies::CopyStatus::default(),
         known_peers: vec![PeerAddr {
             name: "m".into(),
             addr: "m:4697".into(),
@@ -203,6 +209,7 @@ fn data_types_round_trip() {
             unvouched_operations: -2,
             received: vec![],
             store_commits: 0,
+            copy: shared::copies::CopyStatus::default(),
             known_peers: vec![],
         },
         first: 50_000,
@@ -467,6 +474,7 @@ fn sample_info() -> NodeInfo {
         unvouched_operations: -2,
         received: vec![],
         store_commits: 0,
+        copy: shared::copies::CopyStatus::default(),
         known_peers: vec![],
     }
 }

@@ -6,20 +6,39 @@
 use std::time::Duration;
 
 use crate::exactly_once::{
-    budget, loaded_cluster_with, settles_exactly, wait_issued, wait_metric, ClientLoop,
+    budget, loaded_cluster_with, settles_exactly, three_times, wait_issued, wait_metric, ClientLoop,
 };
-use crate::util::{client_ok, timing_lock, Cluster, NodeProc};
+use crate::util::{client_ok, node_entry, stats, timing_lock, wait_for, Cluster, NodeProc};
 
 /// The line a node logs when it starts from its copy.
 const RESTORED: &str = "started this node's store from its copy";
 
-/// Deletes `node`'s data dir (the node is not running).
-fn lose_disk(node: &NodeProc) {
-    let dir = node
-        .data_dir
-        .as_ref()
-        .expect("the harness gave it a data dir");
+/// Deletes a data dir (its node is not running).
+fn lose_disk(dir: &std::path::Path) {
     std::fs::remove_dir_all(dir).expect("removing the data dir");
+}
+
+/// Kills `node` (`kill -9`), does `to_disk` to its data dir, and starts it again.
+fn restart_with(node: &mut NodeProc, to_disk: impl FnOnce(&std::path::Path)) {
+    node.kill();
+    to_disk(
+        node.data_dir
+            .as_ref()
+            .expect("the harness gave it a data dir"),
+    );
+    node.restart();
+}
+
+/// [`restart_with`], then waits until the node says it started from its copy.
+fn restart_from_copy(node: &mut NodeProc, to_disk: impl FnOnce(&std::path::Path)) {
+    restart_with(node, to_disk);
+    let what = format!("{} to start from its copy", node.name);
+    node.wait_for_log(&what, RESTORED, Duration::from_secs(20));
+}
+
+/// Counter `counter`'s value, read through `via`.
+fn value_of(counter: &str, via: &str) -> i64 {
+    client_ok(&["get", counter, "--join", via]).parse().unwrap()
 }
 
 #[test]
@@ -37,35 +56,45 @@ fn a_node_whose_disk_is_lost_starts_from_its_copy() {
         value += k;
         assert_eq!(printed, value);
     }
-    let worker = &mut cluster.nodes[1];
-    worker.kill();
-    lose_disk(worker);
-    worker.restart();
-    worker.wait_for_log(
-        "worker-1 to start from its copy",
-        RESTORED,
-        Duration::from_secs(20),
-    );
+    restart_from_copy(&mut cluster.nodes[1], lose_disk);
     cluster.wait_mesh(12);
-    let got: i64 = client_ok(&["get", "worker-1/2", "--join", &via])
-        .parse()
-        .unwrap();
-    assert_eq!(got, value, "worker-1/2 after its disk was lost");
+    assert_eq!(
+        value_of("worker-1/2", &via),
+        value,
+        "worker-1/2 after its disk was lost"
+    );
+    // Each node says where its copy is: on the next member on the ring of names.
+    let ring = [
+        ("coordinator", "worker-1"),
+        ("worker-1", "worker-2"),
+        ("worker-2", "coordinator"),
+    ];
+    for (node, keeper) in ring {
+        wait_for(
+            &format!("{node}'s copy on {keeper}"),
+            Duration::from_secs(10),
+            || {
+                let s = stats(&via)?;
+                let copy = &node_entry(&s, node).ok_or("not in the stats")?["copy"];
+                (copy["kept_by"] == keeper && copy["copies"] == 2)
+                    .then_some(())
+                    .ok_or(format!("copy: {copy}"))
+            },
+        );
+    }
     // And with one copy, the same loss starts the node from nothing: the test above
     // would fail without the copy.
     let mut single = Cluster::start(1, &["--counters", "4", "--copies", "1"]);
     single.wait_mesh(8);
     let via = single.nodes[0].addr.clone();
     client_ok(&["incr", "worker-1/0", "--by", "5", "--join", &via]);
-    let worker = &mut single.nodes[1];
-    worker.kill();
-    lose_disk(worker);
-    worker.restart();
+    restart_with(&mut single.nodes[1], lose_disk);
     single.wait_mesh(8);
-    let got: i64 = client_ok(&["get", "worker-1/0", "--join", &via])
-        .parse()
-        .unwrap();
-    assert_eq!(got, 0, "with one copy a lost disk loses the counts");
+    assert_eq!(
+        value_of("worker-1/0", &via),
+        0,
+        "with one copy a lost disk loses the counts"
+    );
 }
 
 #[test]
@@ -77,14 +106,7 @@ fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
     let via = cluster.nodes[0].addr.clone();
     wait_issued(&via, "worker-1", ops / 3);
     let clients = ClientLoop::start(&cluster);
-    cluster.nodes[1].kill();
-    lose_disk(&cluster.nodes[1]);
-    cluster.nodes[1].restart();
-    cluster.nodes[1].wait_for_log(
-        "worker-1 to start from its copy",
-        RESTORED,
-        Duration::from_secs(20),
-    );
+    restart_from_copy(&mut cluster.nodes[1], lose_disk);
     wait_metric(
         "worker-1 to open the store it started from",
         &https[1],
@@ -99,5 +121,144 @@ fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
         ops,
         clients,
         "kill -9 worker-1 mid-load, its disk lost, restart",
+    );
+}
+
+/// Copies `from` (a data dir) to `to`, as a backup of it.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("running cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+#[test]
+fn a_node_whose_data_dir_is_put_back_from_an_older_backup_starts_from_its_copy() {
+    let mut cluster = Cluster::start(2, &["--counters", "4", "--copies", "2"]);
+    cluster.wait_mesh(12);
+    let via = cluster.nodes[0].addr.clone();
+    let incr = |by: i64| -> i64 {
+        client_ok(&[
+            "incr",
+            "worker-1/3",
+            "--by",
+            &by.to_string(),
+            "--join",
+            &via,
+        ])
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(incr(7), 7);
+    // A backup of worker-1's data dir, taken while it is stopped.
+    let worker = &mut cluster.nodes[1];
+    worker.signal("TERM");
+    assert_eq!(worker.wait_exit(Duration::from_secs(15)), Some(0));
+    let dir = worker.data_dir.clone().unwrap();
+    let backup = dir.with_extension("backup");
+    copy_dir(&dir, &backup);
+    worker.restart();
+    cluster.wait_mesh(12);
+    assert_eq!(incr(5), 12);
+    assert_eq!(incr(4), 16);
+    // The backup put back: older than its copy.
+    restart_from_copy(&mut cluster.nodes[1], |dir| {
+        lose_disk(dir);
+        std::fs::rename(&backup, dir).unwrap();
+    });
+    cluster.wait_mesh(12);
+    assert_eq!(
+        value_of("worker-1/3", &via),
+        16,
+        "worker-1/3 after its data dir was put back from a backup"
+    );
+    assert_eq!(incr(1), 17);
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn a_keeper_frozen_three_times_mid_load_loses_and_doubles_nothing() {
+    let _serial = timing_lock();
+    let ops = budget(15);
+    let (cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
+    let via = cluster.nodes[0].addr.clone();
+    wait_issued(&via, "worker-2", ops / 10);
+    let clients = ClientLoop::start(&cluster);
+    // worker-2 keeps worker-1's copy: worker-1's changes wait for it, then move to the
+    // coordinator once it is found down, and back once it is up again.
+    three_times(&cluster, 12, |on| {
+        cluster.nodes[2].signal(if on { "STOP" } else { "CONT" })
+    });
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "--copies 2: SIGSTOP worker-2 (worker-1's keeper) 3 s, three times",
+    );
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn both_copies_nodes_frozen_in_turn_lose_and_double_nothing() {
+    let _serial = timing_lock();
+    let ops = budget(15);
+    let (cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
+    let via = cluster.nodes[0].addr.clone();
+    wait_issued(&via, "worker-1", ops / 10);
+    let clients = ClientLoop::start(&cluster);
+    // worker-1's store and its copy (on worker-2), frozen one after the other.
+    let mut turn = 0;
+    three_times(&cluster, 12, |on| {
+        let node = &cluster.nodes[1 + turn % 2];
+        node.signal(if on { "STOP" } else { "CONT" });
+        if !on {
+            turn += 1;
+        }
+    });
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "--copies 2: worker-1 and its keeper worker-2 frozen 3 s in turn",
+    );
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn a_rolling_restart_with_copies_loses_and_doubles_nothing() {
+    let _serial = timing_lock();
+    let ops = budget(12);
+    let (mut cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
+    let via = cluster.nodes[0].addr.clone();
+    wait_issued(&via, "worker-2", ops / 10);
+    let clients = ClientLoop::start(&cluster);
+    for k in [1, 2, 0] {
+        let node = &mut cluster.nodes[k];
+        node.signal("TERM");
+        assert_eq!(
+            node.wait_exit(Duration::from_secs(15)),
+            Some(0),
+            "{} stopped cleanly",
+            node.name
+        );
+        node.restart();
+        cluster.wait_mesh(12);
+    }
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "--copies 2: a rolling restart of every node",
     );
 }

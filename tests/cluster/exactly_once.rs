@@ -500,7 +500,7 @@ fn lab_node(lab: &NetLab, name: &str, far: bool, args: &[&str], seed: Option<&st
 
 /// Three episodes of a fault: `fault(true)` starts it, it lasts 3 s, `fault(false)`
 /// ends it, and the full mesh (of `counters` counters) is back before the next.
-fn three_times(cluster: &Cluster, counters: u64, mut fault: impl FnMut(bool)) {
+pub fn three_times(cluster: &Cluster, counters: u64, mut fault: impl FnMut(bool)) {
     for _ in 0..3 {
         fault(true);
         // The fault lasts 3 s (its length, not a wait for anything).

@@ -34,6 +34,7 @@ fn lie() -> NodeInfo {
         unvouched_operations: 0,
         received: Vec::new(),
         store_commits: 0,
+        copy: Default::default(),
         known_peers: vec![PeerAddr {
             name: "worker-1".into(),
             addr: "127.0.0.1:1".into(),

@@ -222,8 +222,13 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
                 call_until(host, |reply| HostMessage::GetValue(index, reply), until).await;
             value_answer(facts, counter, outcome)
         }
-        ClientRequest::FetchCopy { node, part } => Ok(ClientAnswer::Copy(
-            crate::copies::keeper::best_copy(facts, &node, part).await,
+        ClientRequest::FetchCopy {
+            node,
+            part,
+            after,
+            store_id,
+        } => Ok(ClientAnswer::Copy(
+            crate::copies::keeper::best_copy(facts, &node, part, after, store_id).await,
         )),
         ClientRequest::Crash(target) => fault(args, Drill::Crash(target)).await,
         ClientRequest::DiskErrors { pass, fail } => {
@@ -275,6 +280,7 @@ fn detail(stats: &ClusterStats, per_counter: bool) -> ClusterStats {
             name: node.name.clone(),
             role: node.role,
             advertise: node.advertise.clone(),
+            copy: node.copy.clone(),
             ..*node
         })
         .collect();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
 use shared::copies::{
-    CopiesMessage, CopyPart, Fetched, HeldCopy, ShipReply, Shipment, COPIES_GROUP,
+    CopiesMessage, CopyPart, Fetched, Held, HeldCopy, ShipReply, Shipment, COPIES_GROUP,
     TRANSFER_PART_OPS,
 };
 use shared::protocol::validate_node_name;
@@ -31,6 +31,9 @@ use crate::store::{Op, Store, StoreError};
 
 /// Where in a node's data dir the copies it keeps are: one dir per node.
 pub(crate) const COPIES_DIR: &str = "copies";
+
+/// The most writes a shipment applied on the keeper's own thread holds.
+const INLINE_OPS: usize = 1_000;
 
 /// The keeper behaviour.
 #[derive(Debug, Default)]
@@ -113,7 +116,17 @@ impl KeeperState {
         };
         let store = Arc::clone(&kept.store);
         let reset = shipment.reset;
-        let applied = spawn_blocking(move || store.apply_copied(&ops, reset, state)).await;
+        // A few commits' shipment (one record of the copy's log, and its sync) is applied
+        // on this thread, as the journal commits a lone client's change: one thread
+        // fewer to wake in the path every acknowledgement waits on. A larger one (a part
+        // of a transfer) goes to a blocking thread.
+        let applied = if reset || ops.len() > INLINE_OPS {
+            spawn_blocking(move || store.apply_copied(&ops, reset, state)).await
+        } else {
+            Ok(crate::runtime::busy_poll::run_awaited(|_| {
+                store.apply_copied(&ops, reset, state)
+            }))
+        };
         match applied {
             Ok(Ok(())) => {
                 kept.session = Some((shipment.session, shipment.seq));
@@ -136,14 +149,23 @@ impl KeeperState {
         }
     }
 
-    /// The last commit in the whole copy of `node`'s store, if one is kept here.
-    async fn held(&mut self, node: &str) -> Option<u64> {
+    /// The whole copy of `node`'s store, if one is kept here: its last commit, its id.
+    async fn held(&mut self, node: &str) -> Option<Held> {
         let kept = self.copy(node, false).await.ok()??;
         if !kept.whole {
             return None;
         }
         let store = Arc::clone(&kept.store);
-        spawn_blocking(move || store.last_commit()).await.ok()?.ok()
+        let read = spawn_blocking(move || {
+            let through = store.last_commit()?;
+            let id = store.store_id()?;
+            Ok::<_, StoreError>(id.map(|(store_id, made_ms)| Held {
+                through,
+                store_id,
+                made_ms,
+            }))
+        });
+        read.await.ok()?.ok()?
     }
 
     /// Part `part` of the whole copy of `node`'s store, if one is kept here.
@@ -153,10 +175,12 @@ impl KeeperState {
             return None;
         }
         let store = Arc::clone(&kept.store);
-        let (through, rows) = spawn_blocking(move || store.rows_then(|_| ()))
-            .await
-            .ok()?
-            .ok()?;
+        let read = spawn_blocking(move || {
+            let (through, rows) = store.rows_then(|_| ())?;
+            Ok::<_, StoreError>((through, rows, store.store_id()?))
+        });
+        let (through, rows, store_id) = read.await.ok()?.ok()?;
+        let (store_id, _) = store_id?;
         let chunks: Vec<&[Op]> = rows.chunks(TRANSFER_PART_OPS).collect();
         let parts = chunks.len().max(1) as u32;
         let ops = chunks.get(part as usize).copied().unwrap_or(&[]);
@@ -166,6 +190,7 @@ impl KeeperState {
         let ops = shared::codec::encode(&ops.to_vec()).ok()?;
         Some(CopyPart {
             through,
+            store_id,
             parts,
             ops,
         })
@@ -182,11 +207,13 @@ const HELD_WITHIN: Duration = Duration::from_secs(2);
 
 /// Part `part` of the best copy of `node`'s store (the furthest on) among the keepers
 /// after it on the ring, and which keeper it is; `None` if none of them has a whole
-/// copy.
+/// copy further on than commit `after` (of store `store_id`, if given).
 pub(crate) async fn best_copy(
     facts: &NodeFacts,
     node: &str,
     part: u32,
+    after: Option<u64>,
+    store_id: Option<u64>,
 ) -> Option<(String, CopyPart)> {
     let mut ring = facts.membership.up_names();
     ring.push(facts.name.clone());
@@ -196,7 +223,8 @@ pub(crate) async fn best_copy(
     let split = ring.partition_point(|n| n.as_str() < node);
     ring.rotate_left(split);
     let until = Instant::now() + HELD_WITHIN;
-    let mut best: Option<(u64, String, ActorRef<CopiesMessage>)> = None;
+    // The furthest on of the latest store (see `Held::made_ms`).
+    let mut best: Option<((u64, u64), String, ActorRef<CopiesMessage>)> = None;
     for name in ring.into_iter().take(ASKED) {
         let Some(keeper) = keeper_named(&name) else {
             continue;
@@ -207,13 +235,18 @@ pub(crate) async fn best_copy(
             until,
         )
         .await;
-        if let Some(HeldCopy(Some(through))) = held {
-            if best.as_ref().is_none_or(|(b, _, _)| through > *b) {
-                best = Some((through, name, keeper));
+        if let Some(HeldCopy(Some(held))) = held {
+            let same = store_id.is_none_or(|id| id == held.store_id);
+            let rank = (held.made_ms, held.through);
+            if same && best.as_ref().is_none_or(|(b, _, _)| rank > *b) {
+                best = Some((rank, name, keeper));
             }
         }
     }
-    let (_, name, keeper) = best?;
+    let ((_, through), name, keeper) = best?;
+    if after.is_some_and(|after| through <= after) {
+        return None;
+    }
     let until = Instant::now() + FETCH_WITHIN;
     let Fetched(part) = call_until(
         keeper,

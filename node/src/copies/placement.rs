@@ -1,8 +1,8 @@
 //! Where a node's copy lives: a pure function of the membership, so every node
 //! computes it alike.
 //!
-//! The ring of names: the node and every member up, in name order, the last followed
-//! by the first. A node's store is copied to the first member up after it on the ring
+//! The ring of names: the node and every member up that keeps copies, in name order,
+//! the last followed by the first. A node's store is copied to the first member up after it on the ring
 //! (its successor). So each node keeps the copy of its predecessor's store, a node that
 //! joins takes over the copy of the node before it, and a node found down has its
 //! place taken by the next one up.

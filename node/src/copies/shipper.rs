@@ -6,12 +6,15 @@
 //! far the copy covers the commits ([`Outgoing::covered`]): it acknowledges a commit
 //! only once it is on both disks.
 //!
-//! **While no copy is in step** (one copy wanted; no other member up; the keeper did
-//! not answer within the failure timeout, or asked for a transfer; a transfer under
-//! way) commits are acknowledged on this node's disk alone, the only current copy, as
-//! Kafka's in-sync replicas shrink to the leader. A keeper that did not answer is tried
-//! again with a new transfer, and once the detector finds it down the placement names
-//! the next member up, which gets the transfer instead.
+//! **While the copy is not in step** (the keeper did not answer within the failure
+//! timeout, asked for a transfer, or failed; a transfer under way) commits wait: a
+//! keeper that did not answer is tried again with a new transfer, and once the
+//! detector finds it down the placement names the next member up, which gets the
+//! transfer instead. So changes stall for at most the failure timeout and a transfer.
+//! Only with no other member up (or one copy wanted) is a commit acknowledged on this
+//! node's disk alone, the one current copy; a node that starts waits the failure
+//! timeout for its peers before it does (until then, and until its first transfer,
+//! nothing is acknowledged: what its store holds may not be on its copy yet).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,61 +62,113 @@ pub(crate) struct ShipperArgs {
 struct Session {
     keeper: String,
     actor: ActorRef<CopiesMessage>,
+    /// The session's id on the wire.
     id: u64,
+    /// The last shipment sent in it.
     seq: u64,
+    /// Its epoch in [`Outgoing`]: answers count only while it is the current one.
+    epoch: u64,
 }
 
-/// Why a session ended.
+/// Why a session ends when a commit failed under it.
+const COMMIT_FAILED: &str = "a commit failed here: the copy starts again from a transfer";
+
+/// Why a session ended, or did not begin.
 enum Ended {
     /// The placement names another keeper, or none.
     Moved,
+    /// The keeper's node has no keeper of copies in the process groups any more.
+    NoKeeper,
     /// The keeper did not answer in time, asked for a transfer, or failed.
     Failed(String),
 }
 
 impl ShipperArgs {
-    /// The keeper the placement names now.
+    /// The keeper the placement names now: among the members up that run a keeper of
+    /// copies (a member started with `--copies 1` keeps none).
     fn placed(&self) -> Option<String> {
         let me = &self.facts.name;
-        keeper_of(me, &self.facts.membership.up_names(), self.copies)
+        let keeping: Vec<String> = crate::cluster::discovery::keepers()
+            .into_iter()
+            .map(|(node, _)| node)
+            .collect();
+        let mut up = self.facts.membership.up_names();
+        up.retain(|n| keeping.contains(n));
+        keeper_of(me, &up, self.copies)
     }
 
-    /// Sends `shipment` to the session's keeper, within the timeout.
-    async fn send(&self, session: &Session, shipment: Shipment) -> Result<(), String> {
+    /// Sends `shipment` to the session's keeper, within the timeout; gives up at once
+    /// if the placement moves meanwhile (the keeper left, or was found down).
+    async fn send(&self, session: &Session, shipment: Shipment) -> Result<(), Ended> {
         let until = Instant::now() + self.timeout;
-        match call_until(
+        let call = call_until(
             session.actor.clone(),
             |r| CopiesMessage::Ship(shipment, r),
             until,
-        )
-        .await
-        {
+        );
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer,
+                () = tokio::time::sleep(LOOK_EVERY) => {
+                    if self.placed().as_deref() != Some(session.keeper.as_str()) {
+                        return Err(Ended::Moved);
+                    }
+                }
+            }
+        };
+        // A keeper that left (a clean stop) answers nothing: the placement has moved.
+        if answer.is_none() && self.placed().as_deref() != Some(session.keeper.as_str()) {
+            return Err(Ended::Moved);
+        }
+        match answer {
             Some(ShipReply::Applied) => Ok(()),
-            Some(ShipReply::NeedTransfer) => Err("the keeper asked for a new transfer".into()),
-            Some(ShipReply::Failed(why)) => Err(format!("the keeper failed: {why}")),
-            None => Err(format!("no answer within {:?}", self.timeout)),
+            Some(ShipReply::NeedTransfer) => {
+                Err(Ended::Failed("the keeper asked for a new transfer".into()))
+            }
+            Some(ShipReply::Failed(why)) => Err(Ended::Failed(format!("the keeper failed: {why}"))),
+            None if Instant::now() < until => {
+                Err(Ended::Failed("the keeper's node went away".into()))
+            }
+            None => Err(Ended::Failed(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
     /// Opens a session with `keeper`: every row of the store, in parts; commits made
-    /// meanwhile are queued, and acknowledged on this node's disk alone.
-    async fn transfer(&self, keeper: String) -> Result<Session, String> {
-        let actor = keeper_named(&keeper)
-            .ok_or_else(|| format!("{keeper} has no keeper of copies running"))?;
-        self.outgoing.alone();
+    /// meanwhile are queued, and wait for it.
+    async fn transfer(&self, keeper: String) -> Result<Session, Ended> {
+        let Some(actor) = keeper_named(&keeper) else {
+            return Err(Ended::NoKeeper);
+        };
+        self.transfer_to(keeper, actor).await
+    }
+
+    async fn transfer_to(
+        &self,
+        keeper: String,
+        actor: ActorRef<CopiesMessage>,
+    ) -> Result<Session, Ended> {
+        let failed = |why: String| Ended::Failed(why);
         self.outgoing.keep();
         let store = Arc::clone(&self.store);
         let outgoing = Arc::clone(&self.outgoing);
-        let (through, rows) =
-            spawn_blocking(move || store.rows_then(|last| outgoing.drop_through(last)))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("reading the store: {e}"))?;
+        let (through, rows, epoch) = spawn_blocking(move || {
+            let mut epoch = 0;
+            let (through, rows) = store.rows_then(|last| epoch = outgoing.start_session(last))?;
+            Ok::<_, crate::store::StoreError>((through, rows, epoch))
+        })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(format!("reading the store: {e}")))?;
         let mut session = Session {
             keeper,
             actor,
             id: fastrand::u64(..),
             seq: 0,
+            epoch,
         };
         let parts: Vec<&[Op]> = rows.chunks(TRANSFER_PART_OPS).collect();
         let count = parts.len().max(1);
@@ -126,12 +181,14 @@ impl ShipperArgs {
                 reset: i == 0,
                 whole: i + 1 == count,
                 through,
-                ops: shared::codec::encode(&ops.to_vec()).map_err(|e| e.to_string())?,
+                ops: shared::codec::encode(&ops.to_vec()).map_err(|e| failed(e.to_string()))?,
             };
             self.send(&session, shipment).await?;
             session.seq = i as u64;
         }
-        self.outgoing.covered(through);
+        if !self.outgoing.covered_in(session.epoch, through) {
+            return Err(failed(COMMIT_FAILED.into()));
+        }
         Ok(session)
     }
 
@@ -155,11 +212,15 @@ impl ShipperArgs {
                         Err(e) => return Ended::Failed(e.to_string()),
                     },
                 };
-                if let Err(why) = self.send(session, shipment).await {
-                    return Ended::Failed(why);
+                if let Err(ended) = self.send(session, shipment).await {
+                    return ended;
                 }
                 session.seq += 1;
-                self.outgoing.covered(through);
+                if !self.outgoing.covered_in(session.epoch, through) {
+                    return Ended::Failed(COMMIT_FAILED.into());
+                }
+            } else if self.outgoing.epoch() != session.epoch {
+                return Ended::Failed(COMMIT_FAILED.into());
             }
             if self.placed().as_deref() != Some(session.keeper.as_str()) {
                 return Ended::Moved;
@@ -170,40 +231,43 @@ impl ShipperArgs {
     /// The shipper's life: follow the placement, keep a session in step.
     async fn run(self) {
         let mut troubled = false;
+        let started = Instant::now();
         loop {
             let Some(keeper) = self.placed() else {
+                // A node that starts gives its peers the failure timeout to come up
+                // before it acknowledges on its own disk alone.
+                if started.elapsed() < self.timeout {
+                    tokio::time::sleep(LOOK_EVERY).await;
+                    continue;
+                }
+                if self.outgoing.keeping() {
+                    info!("no other member up: changes are acknowledged on this node's disk alone until one is");
+                }
                 self.outgoing.alone();
                 tokio::time::sleep(LOOK_EVERY).await;
                 continue;
             };
-            match self.transfer(keeper.clone()).await {
+            let ended = match self.transfer(keeper.clone()).await {
                 Ok(mut session) => {
-                    if troubled {
-                        info!(%keeper, "this node's store is copied again: changes are acknowledged once on both disks");
-                        troubled = false;
-                    } else {
-                        info!(%keeper, "this node's store is copied: changes are acknowledged once on both disks");
-                    }
-                    match self.keep_in_step(&mut session).await {
-                        Ended::Moved => {
-                            info!(from = %keeper, "the copy of this node's store moves");
-                        }
-                        Ended::Failed(why) => {
-                            if !troubled {
-                                warn!(%keeper, %why, "the copy of this node's store is not in step: changes are acknowledged on this node's disk alone until it is");
-                            }
-                            troubled = true;
-                            self.outgoing.alone();
-                            tokio::time::sleep(RETRY_AFTER).await;
-                        }
-                    }
+                    self.outgoing.kept_by(Some(&keeper));
+                    let again = if troubled { " again" } else { "" };
+                    info!(%keeper, "this node's store is copied{again}: changes are acknowledged once on both disks");
+                    troubled = false;
+                    self.keep_in_step(&mut session).await
                 }
-                Err(why) => {
+                Err(ended) => ended,
+            };
+            self.outgoing.kept_by(None);
+            match ended {
+                Ended::Moved => info!(from = %keeper, "the copy of this node's store moves"),
+                // Gone from the groups since the placement was worked out: the next
+                // look names another.
+                Ended::NoKeeper => tokio::time::sleep(LOOK_EVERY).await,
+                Ended::Failed(why) => {
                     if !troubled {
-                        warn!(%keeper, %why, "the copy of this node's store could not be made: changes are acknowledged on this node's disk alone until it is");
+                        warn!(%keeper, %why, "the copy of this node's store is not in step: changes wait until it is (on the next member up once this one is found down)");
                     }
                     troubled = true;
-                    self.outgoing.alone();
                     tokio::time::sleep(RETRY_AFTER).await;
                 }
             }
@@ -211,10 +275,19 @@ impl ShipperArgs {
     }
 }
 
+/// The shipping task, aborted when dropped (however the actor ends).
+pub(crate) struct Shipping(JoinHandle<()>);
+
+impl Drop for Shipping {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Actor for Shipper {
     type Msg = ();
     /// The shipping task, and what it ships.
-    type State = (JoinHandle<()>, Arc<Outgoing>);
+    type State = (Shipping, Arc<Outgoing>);
     type Arguments = ShipperArgs;
 
     async fn pre_start(
@@ -223,17 +296,21 @@ impl Actor for Shipper {
         args: ShipperArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let outgoing = Arc::clone(&args.outgoing);
-        Ok((tokio::spawn(args.run()), outgoing))
+        Ok((Shipping(tokio::spawn(args.run())), outgoing))
     }
 
-    /// Commits waiting for the copy are acknowledged on this node's disk alone: the
-    /// shipper that starts next (or the node's next run) begins with a transfer.
+    /// Commits waiting for the copy are acknowledged on this node's disk alone (the
+    /// node is stopping, or the shipper failed): the shipper that starts next (or the
+    /// node's next run) begins with a transfer.
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
         (task, outgoing): &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        task.abort();
+        task.0.abort();
+        // Stopped at its next await: after this, it changes nothing (an answer for its
+        // session no longer counts once alone() ends the session).
+        let _ = (&mut task.0).await;
         outgoing.alone();
         Ok(())
     }

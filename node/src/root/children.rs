@@ -270,7 +270,7 @@ impl Kit {
             } else {
                 std::time::Duration::ZERO
             },
-            covered: self.outgoing.as_ref().map(|o| o.watch()),
+            covered: self.outgoing.as_ref().map(|o| o.cover()),
         }
     }
 

@@ -163,6 +163,16 @@ pub(crate) fn stats_table(s: &ClusterStats) -> String {
             node.in_flight_operations,
             node.counter_restarts
         );
+        if node.copy.copies >= 2 {
+            let _ = match &node.copy.kept_by {
+                Some(keeper) => writeln!(
+                    out,
+                    "  copy of its store on {keeper} (lag {} commits)",
+                    node.copy.lag_commits
+                ),
+                None => writeln!(out, "  copy of its store: none in step"),
+            };
+        }
         if !node.received.is_empty() {
             let from: Vec<String> = node
                 .received

@@ -112,6 +112,7 @@ fn empty_node(name: &str) -> NodeStats {
         unvouched_operations: 0,
         received: Vec::new(),
         counter_restarts: 0,
+        copy: Default::default(),
         counters: Vec::new(),
         missing_counters: Vec::new(),
     }
@@ -178,6 +179,7 @@ impl Summary {
                 entry.unvouched_operations = info.unvouched_operations;
                 entry.received = info.received;
                 entry.counter_restarts = info.counter_restarts;
+                entry.copy = info.copy;
                 self.hosts.insert(node.name, info.counters);
             }
         }
@@ -300,6 +302,7 @@ mod tests {
             unvouched_value: 0,
             unvouched_operations: 0,
             received: Vec::new(),
+            copy: Default::default(),
             store_commits: 0,
             known_peers: vec![],
         }

@@ -192,6 +192,9 @@ impl Drop for Prepared<'_> {
 /// offset and number of the next record.
 const REDO_FROM: &str = "redo_from";
 
+/// When the store was made (wall-clock milliseconds), in `meta`.
+const MADE_MS: &str = "made_ms";
+
 /// The last commit's number, in `meta`: strictly increasing from commit to commit, so
 /// two copies of one store tell which is further on.
 const LAST_COMMIT: &str = "commit";
@@ -636,7 +639,10 @@ impl StoreFile {
     pub(crate) fn last_commit(&self) -> Result<u64, StoreError> {
         self.read(|read| {
             let meta = read.open_table(META).map_err(write_error)?;
-            let mut last = read_u64s::<1>(&meta, LAST_COMMIT)?.map_or(0, |[n]| n);
+            if let Some([last]) = read_u64s::<1>(&meta, LAST_COMMIT)? {
+                return Ok(last);
+            }
+            let mut last = 0;
             let table = read.open_table(COUNTERS).map_err(write_error)?;
             for row in table.iter().map_err(write_error)? {
                 let (_, record) = row.map_err(write_error)?;
@@ -867,8 +873,16 @@ impl StoreFile {
     }
 
     /// Whether a transfer into this file is under way, or stopped midway.
+    #[cfg(test)]
     pub(crate) fn copy_incomplete(&self) -> Result<bool, StoreError> {
         Ok(self.meta_u64s::<1>(COPY_STATE)? == Some([0]))
+    }
+
+    /// The id of the store the file holds now (a copy's is its node's), and when that
+    /// store was made (0 for a store made before stores said so).
+    pub(crate) fn store_id(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let made = self.meta_u64s::<1>(MADE_MS)?.map_or(0, |[ms]| ms);
+        Ok(self.meta_u64s::<1>("store_id")?.map(|[id]| (id, made)))
     }
 
     /// Meta entry `key` as `N` big-endian u64s, if present.
@@ -979,6 +993,12 @@ fn create_tables(db: &Database, node: &str) -> Result<(), redb::Error> {
         let mut meta = write.open_table(META)?;
         meta.insert("node", node.as_bytes())?;
         meta.insert("store_id", fastrand::u64(..).to_be_bytes().as_slice())?;
+        // When the store was made: of two stores of one node (one made on a blank disk
+        // after the other was lost), the later is the node's.
+        meta.insert(
+            MADE_MS,
+            crate::clock::unix_millis().to_be_bytes().as_slice(),
+        )?;
         meta.insert(
             "clock",
             crate::clock::unix_millis().to_be_bytes().as_slice(),
@@ -1380,6 +1400,8 @@ mod tests {
         fn ship(&self, number: u64, ops: &[Op]) {
             self.0.lock().unwrap().push((number, ops.to_vec()));
         }
+
+        fn failed(&self, _number: u64) {}
     }
 
     /// A copy made from a store's rows, then given each later commit's shipped writes,

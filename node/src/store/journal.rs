@@ -64,12 +64,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use shared::counter::{ApplyOutcome, CounterError};
 use shared::host::{Batch, StreamId, StreamMark};
-use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::own_thread::{Next, OwnThread};
 use super::pace::{Pace, Queued, Start};
-use super::{CommitOutcome, Entry, InRecord, Outcome, ReceivedTotals, Settled, Store};
+use super::{CommitOutcome, Cover, Entry, InRecord, Outcome, ReceivedTotals, Settled, Store};
 use crate::counters::counter::CounterMessage;
 use crate::counters::table::CounterTable;
 use crate::metrics::{BatchRefusal, NodeMetrics};
@@ -117,7 +116,7 @@ pub(crate) struct JournalArgs {
     pub(crate) group_commit: Duration,
     /// How far the copy of the store on another node covers the commits (see
     /// `crate::copies`): a commit is answered only once covered. `None`: one copy.
-    pub(crate) covered: Option<watch::Receiver<u64>>,
+    pub(crate) covered: Option<Arc<Cover>>,
 }
 
 /// Called once with `true` when an entry is committed, or with `false` if it never will
@@ -376,9 +375,13 @@ impl JournalState {
             clients: batch.clients,
             failing: self.failing.is_some(),
         };
-        let here = self
-            .own_thread
-            .here(next, now, || self.args.store.plain_next());
+        // With a copy, never here: the commit ships its writes before its sync, and the
+        // shipper, woken from this worker, would wait in its queue until the sync is
+        // over; from a blocking thread it ships while this one syncs.
+        let here = self.args.covered.is_none()
+            && self
+                .own_thread
+                .here(next, now, || self.args.store.plain_next());
         // Whichever thread commits reports back itself: one hand-off fewer than awaiting it
         // from a task, and each costs tens of microseconds on a small machine.
         let job = move |end: Option<busy_poll::AwaitedEnd>| {
@@ -490,9 +493,10 @@ impl JournalState {
         self.queue.push(entry, waiter);
     }
 
-    /// Answers `reply` now if everything appended is committed, else once it is.
+    /// Answers `reply` now if everything appended is committed (and covered by the
+    /// copy), else once it is.
     fn sync(&mut self, reply: SyncReply) {
-        if self.committed >= self.appended {
+        if self.committed >= self.appended && self.parked.is_empty() {
             self.answer(reply);
         } else {
             self.syncs.push_back((self.appended, reply));
@@ -603,7 +607,7 @@ impl JournalState {
             info!("the store takes writes again (it had failed: {why})");
         }
         self.next_commit = number + 1;
-        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| *c.borrow());
+        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| c.get());
         if self.parked.is_empty() && covered >= number {
             return self.committed(batch, outcome);
         }
@@ -613,7 +617,7 @@ impl JournalState {
 
     /// Answers the parked commits the copy covers now, in order.
     fn covered(&mut self, myself: &ActorRef<JournalMessage>) {
-        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| *c.borrow());
+        let covered = self.args.covered.as_ref().map_or(u64::MAX, |c| c.get());
         while self.parked.front().is_some_and(|(n, _, _)| *n <= covered) {
             if let Some((_, batch, outcome)) = self.parked.pop_front() {
                 self.committed(batch, outcome);
@@ -630,12 +634,14 @@ impl JournalState {
         else {
             return;
         };
-        let (first, mut covered, myself) = (*first, covered.clone(), myself.clone());
+        let (first, myself) = (*first, myself.clone());
         self.cover_awaited = true;
-        tokio::spawn(async move {
-            let _ = covered.wait_for(|c| *c >= first).await;
-            let _ = myself.cast(JournalMessage::Covered);
-        });
+        covered.wake_at(
+            first,
+            Box::new(move || {
+                let _ = myself.cast(JournalMessage::Covered);
+            }),
+        );
     }
 }
 
@@ -687,7 +693,7 @@ impl Actor for Journal {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: JournalArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = Arc::clone(&args.store);
@@ -716,7 +722,22 @@ impl Actor for Journal {
         }
         args.received.update(settled.streams);
         let pace = Pace::new(args.group_commit);
-        Ok(JournalState {
+        // What the store holds may not all be on the copy yet (this node stopped, or
+        // the journal failed, before the copy had it): nothing is answered from it
+        // (a sender's `Sync` above all) until the copy covers it.
+        let mut parked = VecDeque::new();
+        if args
+            .covered
+            .as_ref()
+            .is_some_and(|c| c.get() < settled.last_commit)
+        {
+            parked.push_back((
+                settled.last_commit,
+                Queue::default(),
+                CommitOutcome::default(),
+            ));
+        }
+        let mut state = JournalState {
             args,
             queue: Queue::default(),
             spare: Queue::default(),
@@ -737,9 +758,11 @@ impl Actor for Journal {
             failing: None,
             retry_scheduled: false,
             drains: Vec::new(),
-            parked: VecDeque::new(),
+            parked,
             cover_awaited: false,
-        })
+        };
+        state.await_cover(&myself);
+        Ok(state)
     }
 
     async fn handle(
@@ -1136,7 +1159,7 @@ mod tests {
     async fn file_path_covered(
         dir: &std::path::Path,
         counters: u32,
-        covered: Option<watch::Receiver<u64>>,
+        covered: Option<Arc<Cover>>,
     ) -> (
         Arc<Store>,
         Arc<CounterTable>,
@@ -1185,9 +1208,9 @@ mod tests {
     #[tokio::test]
     async fn a_change_is_answered_only_once_the_copy_covers_its_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (cover, covered) = watch::channel(0u64);
+        let cover = Arc::new(Cover::default());
         let (store, _table, journal, _counters) =
-            file_path_covered(dir.path(), 1, Some(covered)).await;
+            file_path_covered(dir.path(), 1, Some(Arc::clone(&cover))).await;
         let ask = |id: &str| {
             let (journal, id) = (journal.clone(), id.to_string());
             tokio::spawn(async move { change(&journal, &id, 1).await })
@@ -1198,13 +1221,13 @@ mod tests {
         let second = ask("b");
         committed_through(&store, 2).await;
         assert!(!first.is_finished() && !second.is_finished());
-        cover.send_replace(1);
+        cover.set(|_| 1);
         assert!(
             !first.await.unwrap(),
             "the first is answered, as applied once"
         );
         assert!(!second.is_finished(), "the second waits for its own cover");
-        cover.send_replace(2);
+        cover.set(|_| 2);
         assert!(!second.await.unwrap());
     }
 

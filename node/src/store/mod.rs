@@ -71,7 +71,7 @@ pub(crate) use records::{
     ReceivedTotals, Recovered, StoreClock, Sum,
 };
 pub(crate) use redo::Op;
-pub(crate) use ship::Ship;
+pub(crate) use ship::{Cover, Ship};
 #[cfg(test)]
 pub(crate) use {
     plan::OperationTally,
@@ -263,7 +263,12 @@ impl Store {
                     prepared.land();
                     answer
                 }
-                Err(e) => durable(batch, Err(e)),
+                Err(e) => {
+                    if let Some(ship) = self.ship.get() {
+                        ship.failed(number);
+                    }
+                    durable(batch, Err(e))
+                }
             },
             Kind::Memory(memory) => {
                 let attempt = std::panic::AssertUnwindSafe(|| {
@@ -391,11 +396,13 @@ impl Store {
         }
     }
 
-    /// Whether a transfer into this store is under way, or stopped midway.
-    pub(crate) fn copy_incomplete(&self) -> Result<bool, StoreError> {
+    /// The id of the store this one holds now (a copy's is its node's: see
+    /// [`Store::origin`] for this node's own, as it was opened), and when that store
+    /// was made (wall-clock milliseconds; 0 if it does not say).
+    pub(crate) fn store_id(&self) -> Result<Option<(u64, u64)>, StoreError> {
         match &self.kind {
-            Kind::File(file) => file.copy_incomplete(),
-            Kind::Memory(_) => Ok(false),
+            Kind::File(file) => file.store_id(),
+            Kind::Memory(_) => Ok(Some((self.origin, 0))),
         }
     }
 
