@@ -212,6 +212,8 @@ pub enum ClientRequest {
         after: Option<u64>,
         /// Only a copy of this store (`None`: of any store of the node's).
         store_id: Option<u64>,
+        /// From this keeper (the one part 0 came from), rather than the best one.
+        keeper: Option<String>,
     },
     /// Make one of the node's actors fail, so that its supervisor deals with it (see
     /// the supervision tree in docs/architecture.md). Fault injection for tests and drills:

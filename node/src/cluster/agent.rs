@@ -227,9 +227,17 @@ async fn serve(args: &AgentArgs, request: ClientRequest) -> Result<ClientAnswer,
             part,
             after,
             store_id,
-        } => Ok(ClientAnswer::Copy(
-            crate::copies::keeper::best_copy(facts, &node, part, after, store_id).await,
-        )),
+            keeper,
+        } => {
+            let wanted = crate::copies::keeper::Wanted {
+                after,
+                store_id,
+                keeper,
+            };
+            Ok(ClientAnswer::Copy(
+                crate::copies::keeper::best_copy(facts, &node, part, wanted).await,
+            ))
+        }
         ClientRequest::Crash(target) => fault(args, Drill::Crash(target)).await,
         ClientRequest::DiskErrors { pass, fail } => {
             fault(args, Drill::DiskErrors { pass, fail }).await

@@ -32,9 +32,6 @@ use crate::store::{Op, Store, StoreError};
 /// Where in a node's data dir the copies it keeps are: one dir per node.
 pub(crate) const COPIES_DIR: &str = "copies";
 
-/// The most writes a shipment applied on the keeper's own thread holds.
-const INLINE_OPS: usize = 1_000;
-
 /// The keeper behaviour.
 #[derive(Debug, Default)]
 pub(crate) struct Keeper;
@@ -60,6 +57,8 @@ struct Kept {
 pub(crate) struct KeeperState {
     args: KeeperArgs,
     kept: HashMap<String, Kept>,
+    /// The rows of the last copy fetched.
+    fetched: Option<FetchedRows>,
 }
 
 impl KeeperState {
@@ -116,17 +115,9 @@ impl KeeperState {
         };
         let store = Arc::clone(&kept.store);
         let reset = shipment.reset;
-        // A few commits' shipment (one record of the copy's log, and its sync) is applied
-        // on this thread, as the journal commits a lone client's change: one thread
-        // fewer to wake in the path every acknowledgement waits on. A larger one (a part
-        // of a transfer) goes to a blocking thread.
-        let applied = if reset || ops.len() > INLINE_OPS {
-            spawn_blocking(move || store.apply_copied(&ops, reset, state)).await
-        } else {
-            Ok(crate::runtime::busy_poll::run_awaited(|_| {
-                store.apply_copied(&ops, reset, state)
-            }))
-        };
+        // On a blocking thread: the node's async workers (one, by default) also carry
+        // its heartbeats and its own journal, and a sync may take long on a slow disk.
+        let applied = spawn_blocking(move || store.apply_copied(&ops, reset, state)).await;
         match applied {
             Ok(Ok(())) => {
                 kept.session = Some((shipment.session, shipment.seq));
@@ -168,33 +159,57 @@ impl KeeperState {
         read.await.ok()?.ok()?
     }
 
-    /// Part `part` of the whole copy of `node`'s store, if one is kept here.
+    /// Part `part` of the whole copy of `node`'s store, if one is kept here. The copy's
+    /// rows are read once for all the parts of a fetch, and again only if the copy
+    /// changed meanwhile.
     async fn fetch(&mut self, node: &str, part: u32) -> Option<CopyPart> {
         let kept = self.copy(node, false).await.ok()??;
         if !kept.whole {
             return None;
         }
         let store = Arc::clone(&kept.store);
+        let cached = self.fetched.take().filter(|f| f.node == node);
         let read = spawn_blocking(move || {
+            let through = store.last_commit()?;
+            if let Some(fetched) = cached.filter(|f| f.through == through) {
+                return Ok(fetched);
+            }
             let (through, rows) = store.rows_then(|_| ())?;
-            Ok::<_, StoreError>((through, rows, store.store_id()?))
+            let (store_id, _) = store
+                .store_id()?
+                .ok_or_else(|| StoreError::write("the copy holds no store id"))?;
+            Ok::<_, StoreError>(FetchedRows {
+                node: String::new(),
+                through,
+                store_id,
+                rows: Arc::new(rows),
+            })
         });
-        let (through, rows, store_id) = read.await.ok()?.ok()?;
-        let (store_id, _) = store_id?;
-        let chunks: Vec<&[Op]> = rows.chunks(TRANSFER_PART_OPS).collect();
+        let mut fetched = read.await.ok()?.ok()?;
+        fetched.node = node.to_string();
+        let chunks: Vec<&[Op]> = fetched.rows.chunks(TRANSFER_PART_OPS).collect();
         let parts = chunks.len().max(1) as u32;
         let ops = chunks.get(part as usize).copied().unwrap_or(&[]);
-        if part >= parts {
-            return None;
-        }
-        let ops = shared::codec::encode(&ops.to_vec()).ok()?;
-        Some(CopyPart {
-            through,
-            store_id,
-            parts,
-            ops,
-        })
+        let answer = (part < parts).then(|| {
+            let ops = shared::codec::encode(&ops.to_vec()).ok()?;
+            Some(CopyPart {
+                through: fetched.through,
+                store_id: fetched.store_id,
+                parts,
+                ops,
+            })
+        });
+        self.fetched = Some(fetched);
+        answer.flatten()
     }
+}
+
+/// A copy's rows read for a fetch, kept for its next parts.
+struct FetchedRows {
+    node: String,
+    through: u64,
+    store_id: u64,
+    rows: Arc<Vec<Op>>,
 }
 
 /// Keepers asked for a node's copy: the members after it on the ring, this one
@@ -205,16 +220,55 @@ const ASKED: usize = 3;
 /// How long keepers have to answer what they hold.
 const HELD_WITHIN: Duration = Duration::from_secs(2);
 
-/// Part `part` of the best copy of `node`'s store (the furthest on) among the keepers
-/// after it on the ring, and which keeper it is; `None` if none of them has a whole
-/// copy further on than commit `after` (of store `store_id`, if given).
+/// Which copy a node that starts from its copy will take.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wanted {
+    /// Only one further on than this commit.
+    pub(crate) after: Option<u64>,
+    /// Only a copy of this store.
+    pub(crate) store_id: Option<u64>,
+    /// From this keeper (the one the first part came from), not the best one.
+    pub(crate) keeper: Option<String>,
+}
+
+/// Part `part` of the best copy of `node`'s store among the keepers after it on the
+/// ring (the latest store's, furthest on; or `wanted.keeper`'s), and which keeper it
+/// is; `None` if none of them has a whole copy as `wanted`.
 pub(crate) async fn best_copy(
     facts: &NodeFacts,
     node: &str,
     part: u32,
-    after: Option<u64>,
-    store_id: Option<u64>,
+    wanted: Wanted,
 ) -> Option<(String, CopyPart)> {
+    let (name, keeper) = match wanted.keeper {
+        Some(name) => {
+            let keeper = keeper_named(&name)?;
+            (name, keeper)
+        }
+        None => best_keeper(facts, node, wanted.store_id).await?,
+    };
+    let until = Instant::now() + FETCH_WITHIN;
+    let Fetched(part) = call_until(
+        keeper,
+        |r| CopiesMessage::Fetch(node.to_string(), part, r),
+        until,
+    )
+    .await?;
+    let fits = |p: &CopyPart| {
+        wanted.store_id.is_none_or(|id| id == p.store_id)
+            && wanted.after.is_none_or(|after| p.through > after)
+    };
+    Some((name, part.filter(fits)?))
+}
+
+/// The keeper of the best whole copy of `node`'s store among the keepers after it on
+/// the ring (of store `store_id`, if given): the latest store's (see
+/// `Held::made_ms`), furthest on.
+async fn best_keeper(
+    facts: &NodeFacts,
+    node: &str,
+    store_id: Option<u64>,
+) -> Option<(String, ActorRef<CopiesMessage>)> {
     let mut ring = facts.membership.up_names();
     ring.push(facts.name.clone());
     ring.retain(|n| n != node);
@@ -223,7 +277,6 @@ pub(crate) async fn best_copy(
     let split = ring.partition_point(|n| n.as_str() < node);
     ring.rotate_left(split);
     let until = Instant::now() + HELD_WITHIN;
-    // The furthest on of the latest store (see `Held::made_ms`).
     let mut best: Option<((u64, u64), String, ActorRef<CopiesMessage>)> = None;
     for name in ring.into_iter().take(ASKED) {
         let Some(keeper) = keeper_named(&name) else {
@@ -243,19 +296,7 @@ pub(crate) async fn best_copy(
             }
         }
     }
-    let ((_, through), name, keeper) = best?;
-    if after.is_some_and(|after| through <= after) {
-        return None;
-    }
-    let until = Instant::now() + FETCH_WITHIN;
-    let Fetched(part) = call_until(
-        keeper,
-        |r| CopiesMessage::Fetch(node.to_string(), part, r),
-        until,
-    )
-    .await?;
-    let part = part?;
-    Some((name, part))
+    best.map(|(_, name, keeper)| (name, keeper))
 }
 
 /// How long a keeper has to hand over a part of a copy.
@@ -275,6 +316,7 @@ impl Actor for Keeper {
         Ok(KeeperState {
             args,
             kept: HashMap::new(),
+            fetched: None,
         })
     }
 

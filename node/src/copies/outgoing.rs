@@ -74,7 +74,8 @@ impl Ship for Outgoing {
 
     fn failed(&self, number: u64) {
         let mut queued = self.lock();
-        if !queued.keeping {
+        // Nothing of it was shipped (it failed before): the session holds.
+        if !queued.keeping || self.last.load(Ordering::Relaxed) < number {
             return;
         }
         queued.epoch += 1;
@@ -127,9 +128,9 @@ impl Outgoing {
     }
 
     /// The records queued, in commit order (whole commits, about [`TRANSFER_PART_OPS`]
-    /// writes at most, or one commit), and the last one's number; waits for one if none
-    /// is queued.
-    pub(crate) async fn take(&self) -> (u64, Vec<Op>) {
+    /// writes at most, or one commit), the epoch of the session they were queued in,
+    /// and the last one's number; waits for one if none is queued.
+    pub(crate) async fn take(&self) -> (u64, u64, Vec<Op>) {
         loop {
             let notified = self.ready.notified();
             {
@@ -145,7 +146,7 @@ impl Outgoing {
                     }
                 }
                 if let Some(last) = last {
-                    return (last, ops);
+                    return (queued.epoch, last, ops);
                 }
             }
             notified.await;
@@ -230,8 +231,8 @@ mod tests {
         let epoch = out.start_session(2);
         assert_eq!(covered(&out), 2);
         out.ship(4, &op(4));
-        let (last, ops) = out.take().await;
-        assert_eq!(last, 4);
+        let (taken_in, last, ops) = out.take().await;
+        assert_eq!((taken_in, last), (epoch, 4));
         assert_eq!(ops, [op(3), op(4)].concat());
         assert!(out.covered_in(epoch, 4));
         assert_eq!(covered(&out), 4);
@@ -257,6 +258,9 @@ mod tests {
             out.ship(n, &op(n as u32));
         }
         assert!(out.covered_in(epoch, 1));
+        // A commit that failed before it shipped anything leaves the session be.
+        out.failed(4);
+        assert_eq!(out.epoch(), epoch);
         out.failed(3);
         assert_eq!(covered(&out), 1);
         assert_eq!(out.lag(), 2, "commits before the failed one stay queued");
@@ -276,9 +280,9 @@ mod tests {
         for n in 1..=3 {
             out.ship(n, &big);
         }
-        let (last, ops) = out.take().await;
+        let (_, last, ops) = out.take().await;
         assert_eq!((last, ops.len()), (1, big.len()));
-        let (last, _) = out.take().await;
+        let (_, last, _) = out.take().await;
         assert_eq!(last, 2);
         assert_eq!(out.lag(), 1);
     }

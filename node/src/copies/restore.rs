@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use shared::agent::{ClientAnswer, ClientRequest};
 use shared::copies::CopyPart;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::client::connection::ClusterClient;
 use crate::config::NodeConfig;
@@ -51,15 +51,15 @@ fn local_store(dir: &Path, node: &str) -> Result<Option<(u64, u64)>, StoreError>
     Ok(Some((recovered.last_commit, store.origin())))
 }
 
-/// Makes (`true`) or removes the [`RESTORING`] mark in `dir`, durably.
-fn mark(dir: &Path, on: bool) -> Result<(), NodeError> {
+/// Makes the [`RESTORING`] mark in `dir`, naming the copy it is replaced with (its
+/// store's id and last commit), or removes it (`None`); durably.
+fn mark(dir: &Path, copy: Option<(u64, u64)>) -> Result<(), NodeError> {
     let path = dir.join(RESTORING);
-    let done = if on {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, b"a restore from the copy is under way\n"))
-            .and_then(|()| std::fs::File::open(&path)?.sync_all())
-    } else {
-        std::fs::remove_file(&path)
+    let done = match copy {
+        Some((store_id, through)) => std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, format!("{store_id} {through}\n")))
+            .and_then(|()| std::fs::File::open(&path)?.sync_all()),
+        None => std::fs::remove_file(&path),
     };
     done.and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(|e| {
@@ -67,10 +67,34 @@ fn mark(dir: &Path, on: bool) -> Result<(), NodeError> {
         })
 }
 
+/// The copy a replacement under way was made with: its store's id and last commit
+/// (`None`: no mark; an unreadable mark is an error).
+fn marked(dir: &Path) -> Result<Option<(u64, u64)>, NodeError> {
+    let path = dir.join(RESTORING);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(NodeError::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut words = text.split_whitespace().map(str::parse::<u64>);
+    match (words.next(), words.next()) {
+        (Some(Ok(store_id)), Some(Ok(through))) => Ok(Some((store_id, through))),
+        _ => Err(NodeError::Config(format!(
+            "{} does not say which copy the store was being replaced with; remove the data dir to start a new store",
+            path.display()
+        ))),
+    }
+}
+
 /// Replaces the store in `dir` with the copy in `parts` (see the module
 /// documentation).
 fn replace(dir: &Path, node: &str, parts: &[CopyPart]) -> Result<(), NodeError> {
-    mark(dir, true)?;
+    mark(dir, Some((parts[0].store_id, parts[0].through)))?;
     {
         let (store, _) = Store::open(dir, node, 0, Arc::default())?;
         for (i, part) in parts.iter().enumerate() {
@@ -80,7 +104,7 @@ fn replace(dir: &Path, node: &str, parts: &[CopyPart]) -> Result<(), NodeError> 
             store.apply_copied(&ops, i == 0, None)?;
         }
     }
-    mark(dir, false)
+    mark(dir, None)
 }
 
 /// The error of a node whose store was being replaced and cannot be now.
@@ -97,18 +121,26 @@ fn unfinished(dir: &Path, why: &str) -> NodeError {
 /// Starts the node's store from its copy if the copy is further on (see the module
 /// documentation). Needs a data dir, copies and a member to join through.
 pub(crate) async fn if_behind(config: &NodeConfig, dir: &Path) -> Result<(), NodeError> {
-    let unfinished_before = dir.join(RESTORING).exists();
+    let unfinished_before = marked(dir)?;
     if config.copies < 2 || config.seeds.is_empty() {
-        if unfinished_before {
+        if unfinished_before.is_some() {
             return Err(unfinished(dir, "it runs without --copies 2 and --join now"));
         }
         return Ok(());
     }
-    let local = if unfinished_before {
-        None
-    } else {
-        let (at, name) = (dir.to_path_buf(), config.name.clone());
-        spawn_blocking(move || local_store(&at, &name)).await??
+    let local = match unfinished_before {
+        Some(_) => None,
+        None => {
+            let (at, name) = (dir.to_path_buf(), config.name.clone());
+            spawn_blocking(move || local_store(&at, &name)).await??
+        }
+    };
+    // What copy will do: one further on than the local store, of the same store; or,
+    // to finish a replacement, the copy it began with or one further on.
+    let wanted = match (local, unfinished_before) {
+        (Some((commit, store_id)), _) => Some((commit, store_id)),
+        (None, Some((store_id, through))) => Some((through.saturating_sub(1), store_id)),
+        (None, None) => None,
     };
     // A node with a store of its own has something to start from: it waits less (a
     // whole cluster started again at once finds nobody up for a moment).
@@ -118,7 +150,7 @@ pub(crate) async fn if_behind(config: &NodeConfig, dir: &Path) -> Result<(), Nod
         ASK_WITHIN
     };
     let Some(client) = connect(config, within).await else {
-        if unfinished_before {
+        if unfinished_before.is_some() {
             return Err(unfinished(dir, "no member answered"));
         }
         if local.is_none() {
@@ -127,19 +159,28 @@ pub(crate) async fn if_behind(config: &NodeConfig, dir: &Path) -> Result<(), Nod
         }
         return Ok(());
     };
-    let fetched = fetch(&client, &config.name, local).await;
+    let fetched = fetch(&client, &config.name, wanted).await;
     client.close().await;
-    let Some((keeper, parts)) = fetched? else {
-        if unfinished_before {
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        // A store of its own to start from: better than none.
+        Err(e) if local.is_some() => {
+            warn!(error = %e, "could not fetch the copy of this node's store to compare: starting from the data dir's");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let Some((keeper, parts)) = fetched else {
+        if unfinished_before.is_some() {
             return Err(unfinished(dir, "no member up keeps its copy"));
         }
         return Ok(());
     };
     let through = parts[0].through;
-    let was = match local {
-        Some((commit, _)) => format!("commit {commit}"),
-        None if unfinished_before => "an unfinished replacement".to_string(),
-        None => "none".to_string(),
+    let was = match (local, unfinished_before) {
+        (Some((commit, _)), _) => format!("commit {commit}"),
+        (None, Some(_)) => "an unfinished replacement".to_string(),
+        (None, None) => "none".to_string(),
     };
     let (at, name) = (dir.to_path_buf(), config.name.clone());
     spawn_blocking(move || replace(&at, &name, &parts)).await??;
@@ -171,12 +212,12 @@ async fn connect(config: &NodeConfig, within: Duration) -> Option<ClusterClient>
 }
 
 /// Every part of the best copy of `node`'s store, and its keeper; `None` if none is
-/// kept further on than `local` (the local store's last commit, and its id: only a
-/// copy of that store).
+/// kept further on than `wanted` (a commit, and a store's id: only a copy of that
+/// store).
 async fn fetch(
     client: &ClusterClient,
     node: &str,
-    local: Option<(u64, u64)>,
+    wanted: Option<(u64, u64)>,
 ) -> Result<Option<(String, Vec<CopyPart>)>, NodeError> {
     let mut parts: Vec<CopyPart> = Vec::new();
     let mut keeper = String::new();
@@ -184,8 +225,9 @@ async fn fetch(
         let request = ClientRequest::FetchCopy {
             node: node.to_string(),
             part: parts.len() as u32,
-            after: local.map(|(commit, _)| commit),
-            store_id: local.map(|(_, id)| id),
+            after: wanted.map(|(commit, _)| commit),
+            store_id: wanted.map(|(_, id)| id),
+            keeper: (!keeper.is_empty()).then(|| keeper.clone()),
         };
         let answer = client.request(request, PART_WITHIN).await.map_err(|e| {
             NodeError::Config(format!("fetching the copy of this node's store: {e}"))
@@ -217,5 +259,23 @@ async fn fetch(
         if parts.len() >= count {
             return Ok(Some((keeper, parts)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mark_of_a_replacement_names_its_copy_and_goes_when_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(marked(dir.path()).unwrap(), None);
+        mark(dir.path(), Some((7, 42))).unwrap();
+        assert_eq!(marked(dir.path()).unwrap(), Some((7, 42)));
+        mark(dir.path(), None).unwrap();
+        assert_eq!(marked(dir.path()).unwrap(), None);
+        // A mark that does not say which copy: refused, not guessed.
+        std::fs::write(dir.path().join(RESTORING), "what\n").unwrap();
+        assert!(marked(dir.path()).is_err());
     }
 }

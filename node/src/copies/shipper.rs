@@ -199,7 +199,12 @@ impl ShipperArgs {
                 next = self.outgoing.take() => Some(next),
                 () = tokio::time::sleep(LOOK_EVERY) => None,
             };
-            if let Some((through, ops)) = next {
+            if let Some((epoch, through, ops)) = next {
+                // A commit failed since (its retry may be among these): not this
+                // session's to ship.
+                if epoch != session.epoch {
+                    return Ended::Failed(COMMIT_FAILED.into());
+                }
                 let shipment = Shipment {
                     from: self.facts.name.clone(),
                     session: session.id,
@@ -232,11 +237,20 @@ impl ShipperArgs {
     async fn run(self) {
         let mut troubled = false;
         let started = Instant::now();
+        let mut no_keeper_since: Option<Instant> = None;
         loop {
             let Some(keeper) = self.placed() else {
+                let alone = self.facts.membership.up_names().is_empty();
                 // A node that starts gives its peers the failure timeout to come up
-                // before it acknowledges on its own disk alone.
-                if started.elapsed() < self.timeout {
+                // before it acknowledges on its own disk alone; a member up whose
+                // keeper is not seen (a moment's disconnection, a keeper starting
+                // again) is waited for, never passed over for this disk alone.
+                if !alone || started.elapsed() < self.timeout {
+                    let since = *no_keeper_since.get_or_insert_with(Instant::now);
+                    if !alone && !troubled && since.elapsed() > self.timeout {
+                        warn!("members are up but none keeps copies (are they started with --copies 1?): changes wait until one does");
+                        troubled = true;
+                    }
                     tokio::time::sleep(LOOK_EVERY).await;
                     continue;
                 }
@@ -247,6 +261,7 @@ impl ShipperArgs {
                 tokio::time::sleep(LOOK_EVERY).await;
                 continue;
             };
+            no_keeper_since = None;
             let ended = match self.transfer(keeper.clone()).await {
                 Ok(mut session) => {
                     self.outgoing.kept_by(Some(&keeper));

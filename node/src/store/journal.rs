@@ -375,10 +375,14 @@ impl JournalState {
             clients: batch.clients,
             failing: self.failing.is_some(),
         };
-        // With a copy, never here: the commit ships its writes before its sync, and the
-        // shipper, woken from this worker, would wait in its queue until the sync is
-        // over; from a blocking thread it ships while this one syncs.
-        let here = self.args.covered.is_none()
+        // With a copy in step, never here: the commit ships its writes before its sync,
+        // and the shipper, woken from this worker, would wait in its queue until the
+        // sync is over; from a blocking thread it ships while this one syncs.
+        let here = self
+            .args
+            .covered
+            .as_ref()
+            .is_none_or(|c| c.get() == u64::MAX)
             && self
                 .own_thread
                 .here(next, now, || self.args.store.plain_next());
