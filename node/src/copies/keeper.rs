@@ -65,6 +65,12 @@ impl KeeperState {
     /// The copy of `node`'s store, opened (made, if `make`) the first time it is needed;
     /// `None` if there is none and `make` is false.
     async fn copy(&mut self, node: &str, make: bool) -> Result<Option<&mut Kept>, StoreError> {
+        // A name from the wire becomes a directory: only another node's name, never a
+        // path of its own ("." or "..", which node names allow).
+        let named = validate_node_name(node).is_ok() && !matches!(node, "." | "..");
+        if !named || node == self.args.me {
+            return Err(StoreError::write(format!("no copy is kept for '{node}'")));
+        }
         if !self.kept.contains_key(node) {
             let dir = self.args.dir.join(node);
             if !make && !dir.join(crate::store::FILE_NAME).exists() {
@@ -90,9 +96,6 @@ impl KeeperState {
 
     /// Applies `shipment` if it is its session's next (or starts one).
     async fn ship(&mut self, shipment: Shipment) -> ShipReply {
-        if validate_node_name(&shipment.from).is_err() || shipment.from == self.args.me {
-            return ShipReply::Failed(format!("no copy is kept for '{}'", shipment.from));
-        }
         let ops: Vec<Op> = match shared::codec::decode(&shipment.ops) {
             Ok(ops) => ops,
             Err(e) => return ShipReply::Failed(format!("unreadable writes: {e}")),
@@ -339,5 +342,30 @@ impl Actor for Keeper {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name from the wire never opens this node's own store, or one outside the
+    /// copies' directory.
+    #[tokio::test]
+    async fn only_another_nodes_name_opens_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = KeeperState {
+            args: KeeperArgs {
+                me: "a".into(),
+                dir: dir.path().join(COPIES_DIR),
+            },
+            kept: HashMap::new(),
+            fetched: None,
+        };
+        for name in ["a", "..", ".", "x/y", ""] {
+            assert!(state.copy(name, true).await.is_err(), "{name:?}");
+        }
+        assert!(state.copy("b", false).await.unwrap().is_none());
+        assert!(state.copy("b", true).await.unwrap().is_some());
     }
 }
