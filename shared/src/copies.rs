@@ -45,6 +45,10 @@ pub enum CopiesMessage {
     /// from, its own store lost or older): `None` if this keeper holds no whole copy.
     #[rpc]
     Fetch(String, u32, RpcReplyPort<Fetched>),
+    /// Remove the copies of nodes that left the cluster for good. The keeper sends it
+    /// to itself every few seconds; which copies go is decided by its own node's
+    /// membership, whoever sends it.
+    Sweep,
 }
 
 /// A part of a node's store, shipped to the keeper of its copy.

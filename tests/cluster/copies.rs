@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use crate::exactly_once::{
-    budget, loaded_cluster_with, settles_exactly, three_times, wait_issued, wait_metric, ClientLoop,
+    budget, lab_node, load_args, loaded_cluster_with, settles_exactly, three_times, wait_issued,
+    wait_metric, ClientLoop,
 };
+use crate::netns::lab_or_skip;
 use crate::util::{client_ok, node_entry, stats, timing_lock, wait_for, Cluster, NodeProc};
 
 /// The line a node logs when it starts from its copy.
@@ -34,6 +36,32 @@ fn restart_from_copy(node: &mut NodeProc, to_disk: impl FnOnce(&std::path::Path)
     restart_with(node, to_disk);
     let what = format!("{} to start from its copy", node.name);
     node.wait_for_log(&what, RESTORED, Duration::from_secs(20));
+}
+
+/// Waits until every node of `cluster` says its copy is in step on another node, with
+/// no commit missing from it: after a fault, the copies are whole again.
+fn copies_in_step(cluster: &Cluster, what: &str) {
+    let via = cluster.nodes[0].addr.clone();
+    wait_for(
+        &format!("every copy in step after {what}"),
+        Duration::from_secs(20),
+        || {
+            let s = stats(&via)?;
+            for node in &cluster.nodes {
+                let entry = node_entry(&s, &node.name)
+                    .ok_or_else(|| format!("{} not in the stats: {s}", node.name))?;
+                let copy = &entry["copy"];
+                let kept_by = copy["kept_by"].as_str();
+                if kept_by.is_none() || kept_by == Some(node.name.as_str()) {
+                    return Err(format!("{}'s copy is not in step: {copy}", node.name));
+                }
+                if copy["lag_commits"] != 0 {
+                    return Err(format!("{}'s copy lags: {copy}", node.name));
+                }
+            }
+            Ok(())
+        },
+    );
 }
 
 /// Counter `counter`'s value, read through `via`.
@@ -97,6 +125,42 @@ fn a_node_whose_disk_is_lost_starts_from_its_copy() {
     );
 }
 
+/// A node that leaves for good (holding no count) leaves no stale copy behind: its
+/// keeper removes it, and the copy it kept moves to the next member on the ring.
+#[test]
+fn the_copy_of_a_node_that_leaves_for_good_is_removed() {
+    let mut cluster = Cluster::start(2, &["--counters", "4", "--copies", "2"]);
+    cluster.wait_mesh(12);
+    copies_in_step(&cluster, "the start");
+    let data = |k: usize| cluster.nodes[k].data_dir.clone().expect("a data dir");
+    // worker-2's store is copied on the coordinator, and it keeps worker-1's.
+    let copy = data(0).join("copies").join("worker-2");
+    assert!(copy.exists(), "no copy of worker-2 at {}", copy.display());
+    let worker_2 = cluster.nodes[2].addr.clone();
+    let left = client_ok(&["leave", "--for-good", "--join", &worker_2]);
+    assert!(left.contains("leaving the cluster for good"), "{left}");
+    assert_eq!(cluster.nodes[2].wait_exit(Duration::from_secs(20)), Some(0));
+    wait_for(
+        "the coordinator to remove worker-2's copy",
+        Duration::from_secs(10),
+        || (!copy.exists()).then_some(()).ok_or(cluster.nodes[0].log()),
+    );
+    cluster.nodes[0].wait_for_log(
+        "the coordinator to say it removed the copy",
+        "removed the copy of a node's store: it left the cluster for good",
+        Duration::from_secs(1),
+    );
+    cluster.nodes.truncate(2);
+    copies_in_step(&cluster, "worker-2 left for good");
+    let via = cluster.nodes[0].addr.clone();
+    let s = stats(&via).unwrap();
+    assert_eq!(
+        node_entry(&s, "worker-1").unwrap()["copy"]["kept_by"],
+        "coordinator",
+        "{s}"
+    );
+}
+
 #[test]
 #[ignore = "slow suite: run by .ci/run"]
 fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
@@ -122,6 +186,7 @@ fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
         clients,
         "kill -9 worker-1 mid-load, its disk lost, restart",
     );
+    copies_in_step(&cluster, "the disk's loss");
 }
 
 /// Copies `from` (a data dir) to `to`, as a backup of it.
@@ -204,6 +269,7 @@ fn a_keeper_frozen_three_times_mid_load_loses_and_doubles_nothing() {
         clients,
         "--copies 2: SIGSTOP worker-2 (worker-1's keeper) 3 s, three times",
     );
+    copies_in_step(&cluster, "SIGSTOPs");
 }
 
 #[test]
@@ -231,6 +297,7 @@ fn both_copies_nodes_frozen_in_turn_lose_and_double_nothing() {
         clients,
         "--copies 2: worker-1 and its keeper worker-2 frozen 3 s in turn",
     );
+    copies_in_step(&cluster, "SIGSTOPs");
 }
 
 #[test]
@@ -261,4 +328,45 @@ fn a_rolling_restart_with_copies_loses_and_doubles_nothing() {
         clients,
         "--copies 2: a rolling restart of every node",
     );
+    copies_in_step(&cluster, "a rolling restart");
+}
+
+#[test]
+#[ignore = "slow suite: run by .ci/run"]
+fn a_keeper_cut_off_three_times_mid_load_loses_and_doubles_nothing() {
+    let _serial = timing_lock();
+    let test = "a_keeper_cut_off_three_times_mid_load_loses_and_doubles_nothing";
+    let Some(mut lab) = lab_or_skip(test) else {
+        return;
+    };
+    let ops = budget(15);
+    let args = load_args(ops);
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .chain(["--copies", "2"])
+        .collect();
+    let coordinator = lab_node(&lab, "coordinator", false, &args, None);
+    let seed = coordinator.addr.clone();
+    let w1 = lab_node(&lab, "worker-1", false, &args, Some(&seed));
+    let w2 = lab_node(&lab, "worker-2", true, &args, Some(&seed));
+    let cluster = Cluster {
+        nodes: vec![coordinator, w1, w2],
+    };
+    cluster.wait_mesh(12);
+    copies_in_step(&cluster, "the start");
+    wait_issued(&seed, "worker-2", ops / 10);
+    let clients = ClientLoop::start(&cluster);
+    // worker-2 keeps worker-1's copy, and its own is on the coordinator: cut off, its
+    // keeper and its copy are both out of reach (and worker-1's copy with it), while
+    // it takes changes alone until it finds every member down.
+    three_times(&cluster, 12, |on| if on { lab.cut() } else { lab.heal() });
+    let clients = clients.finish();
+    settles_exactly(
+        &cluster,
+        ops,
+        clients,
+        "--copies 2: worker-2 (worker-1's keeper) cut off 3 s, three times",
+    );
+    copies_in_step(&cluster, "three partitions");
 }

@@ -483,7 +483,13 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
 
 /// Node `name` with `args`, joining `seed` (else the coordinator), on the host's end of
 /// the lab's link, or (`far`) in its namespace, beyond the link a cut silences.
-fn lab_node(lab: &NetLab, name: &str, far: bool, args: &[&str], seed: Option<&str>) -> NodeProc {
+pub fn lab_node(
+    lab: &NetLab,
+    name: &str,
+    far: bool,
+    args: &[&str],
+    seed: Option<&str>,
+) -> NodeProc {
     let role: &[&str] = match seed {
         Some(seed) => &["--join", seed],
         None => &["--role", "coordinator"],

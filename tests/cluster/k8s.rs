@@ -700,6 +700,12 @@ fn the_manifests_pods_form_the_cluster_answer_their_probes_and_fit_their_request
             "k8s: {} used {cpu:.1} ms/s of CPU (request {:.0}m) and {peak:.1} MiB at most (request {:.0} MiB)",
             pod.spec.name, pod.spec.cpu_request, pod.spec.memory_request
         );
+        // The requests are for the release build the image holds: a debug build's
+        // footprint is several times larger, and .ci/run runs this test in release too.
+        if cfg!(debug_assertions) {
+            println!("k8s: a debug build: the footprint is checked against the requests in release builds only");
+            continue;
+        }
         assert!(
             cpu <= pod.spec.cpu_request,
             "{}: {cpu:.1} ms/s over its request",

@@ -60,6 +60,8 @@ struct Project {
     http_port: u16,
     tool: Vec<String>,
     load: &'static str,
+    /// Copies of each node's store (`COPIES`).
+    copies: &'static str,
     /// With mutual TLS: the certificates (`docker-compose.tls.yml`).
     certs: Option<tempfile::TempDir>,
 }
@@ -68,7 +70,12 @@ impl Project {
     /// `up -d` with `LOAD` ops/s per node and 2 counters per node; waits until the
     /// coordinator sees the complete cluster.
     fn up(scenario: &str, load: &'static str) -> Project {
-        Self::up_with(scenario, load, None)
+        Self::up_with(scenario, load, "1", None)
+    }
+
+    /// [`Project::up`] with `COPIES` copies of each node's store.
+    fn up_copies(scenario: &str, load: &'static str, copies: &'static str) -> Project {
+        Self::up_with(scenario, load, copies, None)
     }
 
     /// The same with mutual TLS, certificates made by `scripts/make-certs.sh` the way
@@ -105,10 +112,15 @@ impl Project {
             .unwrap();
         }
         std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o750)).unwrap();
-        Self::up_with(scenario, "0", Some(certs))
+        Self::up_with(scenario, "0", "1", Some(certs))
     }
 
-    fn up_with(scenario: &str, load: &'static str, certs: Option<tempfile::TempDir>) -> Project {
+    fn up_with(
+        scenario: &str,
+        load: &'static str,
+        copies: &'static str,
+        certs: Option<tempfile::TempDir>,
+    ) -> Project {
         let project = Project {
             name: format!("cctest{}{scenario}", std::process::id()),
             workers: 2,
@@ -116,6 +128,7 @@ impl Project {
             http_port: free_port(),
             tool: compose_tool(),
             load,
+            copies,
             certs,
         };
         ok(project.compose(&["up", "-d"]), "compose up");
@@ -144,7 +157,8 @@ impl Project {
             .env("HTTP_PORT", self.http_port.to_string())
             .env("NODE_HTTP_TOKEN", HTTP_TOKEN)
             .env("COUNTERS", "2")
-            .env("LOAD", self.load);
+            .env("LOAD", self.load)
+            .env("COPIES", self.copies);
         command.output().expect("cannot run compose")
     }
 
@@ -601,6 +615,74 @@ fn scaled_workers_form_the_cluster_and_a_scaled_away_slot_comes_back_with_its_co
     assert_eq!(
         (get("worker-4/0"), get("worker-5/1")),
         ("40".into(), "-5".into())
+    );
+}
+
+/// With two copies (`COPIES=2`), a worker whose container is removed with its data (its
+/// slot in the shared volume) comes back, in the replica that takes the slot, from the
+/// copy of its store on another node: every count it acknowledged, none twice.
+#[test]
+#[ignore = "needs Docker and the image: run by .ci/run"]
+fn a_worker_removed_with_its_data_comes_back_from_its_copy() {
+    let mut p = Project::up_copies("copies", "0", "2");
+    p.wait_mesh();
+    let addr = p.addr();
+    // Each store is copied on the next node on the ring: worker-2's on the coordinator.
+    wait_for("worker-2's copy on the coordinator", REJOIN, || {
+        let s = p.stats()?;
+        let copy = &node_entry(&s, "worker-2").ok_or("worker-2 not in the stats")?["copy"];
+        (copy["kept_by"] == "coordinator" && copy["lag_commits"] == 0)
+            .then_some(())
+            .ok_or(format!("worker-2's copy: {copy}"))
+    });
+    let change = |verb: &str, counter: &str, by: &str| {
+        client_ok(&[verb, counter, "--by", by, "--join", &addr])
+    };
+    assert_eq!(change("incr", "worker-2/0", "7"), "7");
+    assert_eq!(change("decr", "worker-2/1", "3"), "-3");
+    assert_eq!(change("incr", "worker-1/0", "1"), "1");
+
+    // Its container removed (killed first) and its slot deleted from the volume.
+    let gone = p.container_of("worker-2");
+    ok(run("docker", &["rm", "-f", &gone]), "docker rm -f");
+    let volume = format!("{}_worker-data", p.name);
+    let on_host = ok(
+        run(
+            "docker",
+            &["volume", "inspect", "-f", "{{.Mountpoint}}", &volume],
+        ),
+        "docker volume inspect",
+    );
+    let slot = PathBuf::from(on_host).join("worker-2");
+    std::fs::remove_dir_all(&slot)
+        .unwrap_or_else(|e| panic!("deleting {} (needs root): {e}", slot.display()));
+
+    // The replica Compose starts in its place takes the free slot, blank, and starts
+    // from the copy.
+    let took = p.scale(2);
+    let back = p.container_of("worker-2");
+    assert_ne!(back, gone, "worker-2 runs in a new container");
+    wait_for("worker-2 to say it started from its copy", REJOIN, || {
+        let logs = run("docker", &["logs", &back]);
+        let said = String::from_utf8_lossy(&logs.stderr).to_string();
+        said.contains("started this node's store from its copy")
+            .then_some(())
+            .ok_or(said)
+    });
+    let get = |counter: &str| client_ok(&["get", counter, "--join", &addr]);
+    assert_eq!(
+        (get("worker-2/0"), get("worker-2/1"), get("worker-1/0")),
+        ("7".into(), "-3".into(), "1".into())
+    );
+    let s = p.complete().unwrap();
+    assert_eq!(
+        (s["total_value"].as_i64(), s["total_operations"].as_u64()),
+        (Some(5), Some(3)),
+        "{s}"
+    );
+    println!(
+        "compose, COPIES=2: worker-2 removed with its data, complete again from its copy {} ms after up returned",
+        took.as_millis()
     );
 }
 

@@ -4,6 +4,10 @@
 //! order and answers once it is on disk, and hands a copy back, part by part, to the
 //! node that lost its own (see [`shared::copies`]).
 //!
+//! A copy of a node that left the cluster for good (a decision it takes only holding
+//! no count) is of no more use: the keeper removes it once its membership lists the
+//! node as departed for good ([`SWEEP_EVERY`]).
+//!
 //! Sessions are held in memory: a keeper that starts again asks every node shipping to
 //! it for a state transfer first ([`ShipReply::NeedTransfer`]), so a shipment it did
 //! not apply is never skipped. A copy being transferred into is marked so on its disk,
@@ -23,7 +27,9 @@ use shared::protocol::validate_node_name;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::clock::Ticker;
 use crate::cluster::discovery::keeper as keeper_named;
+use crate::cluster::membership::Membership;
 use crate::cluster::rpc::call_until;
 use crate::facts::NodeFacts;
 use crate::runtime::busy_poll::spawn_blocking;
@@ -42,7 +48,12 @@ pub(crate) struct KeeperArgs {
     pub(crate) me: String,
     /// Where the copies are: `DATA/copies`.
     pub(crate) dir: PathBuf,
+    /// The cluster as this node sees it: which nodes left for good.
+    pub(crate) membership: Membership,
 }
+
+/// How often the keeper looks for copies of nodes that left for good.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// A copy held, and the session that ships to it.
 struct Kept {
@@ -55,6 +66,8 @@ struct Kept {
 
 /// The keeper's state.
 pub(crate) struct KeeperState {
+    /// The sweeps' ticks (see [`SWEEP_EVERY`]).
+    _sweeping: Option<Ticker>,
     args: KeeperArgs,
     kept: HashMap<String, Kept>,
     /// The rows of the last copy fetched.
@@ -65,14 +78,10 @@ impl KeeperState {
     /// The copy of `node`'s store, opened (made, if `make`) the first time it is needed;
     /// `None` if there is none and `make` is false.
     async fn copy(&mut self, node: &str, make: bool) -> Result<Option<&mut Kept>, StoreError> {
-        // A name from the wire becomes a directory: only another node's name, never a
-        // path of its own ("." or "..", which node names allow).
-        let named = validate_node_name(node).is_ok() && !matches!(node, "." | "..");
-        if !named || node == self.args.me {
+        let Some(dir) = self.dir_of(node) else {
             return Err(StoreError::write(format!("no copy is kept for '{node}'")));
-        }
+        };
         if !self.kept.contains_key(node) {
-            let dir = self.args.dir.join(node);
             if !make && !dir.join(crate::store::FILE_NAME).exists() {
                 return Ok(None);
             }
@@ -92,6 +101,35 @@ impl KeeperState {
             self.kept.insert(node.to_string(), kept);
         }
         Ok(self.kept.get_mut(node))
+    }
+
+    /// Where the copy of `node`'s store is: `None` unless `node` is another node's
+    /// name. A name from the wire becomes a directory, so never a path of its own
+    /// ("." or "..", which node names allow).
+    fn dir_of(&self, node: &str) -> Option<PathBuf> {
+        let named = validate_node_name(node).is_ok() && !matches!(node, "." | "..");
+        (named && node != self.args.me).then(|| self.args.dir.join(node))
+    }
+
+    /// Removes the copies of the nodes that left for good.
+    async fn sweep(&mut self) {
+        let gone = self.args.membership.departed().into_iter();
+        for (node, _, departure) in gone.filter(|(_, _, d)| d.for_good) {
+            let Some(dir) = self.dir_of(&node).filter(|dir| dir.exists()) else {
+                continue;
+            };
+            self.kept.remove(&node);
+            self.fetched.take_if(|f| f.node == node);
+            let removed = spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            match removed {
+                Ok(Ok(())) => info!(%node, counters = departure.counters,
+                    "removed the copy of a node's store: it left the cluster for good"),
+                Ok(Err(e)) => warn!(%node, error = %e,
+                    "cannot remove the copy of a node that left for good"),
+                Err(e) => warn!(%node, error = %e,
+                    "cannot remove the copy of a node that left for good"),
+            }
+        }
     }
 
     /// Applies `shipment` if it is its session's next (or starts one).
@@ -316,7 +354,9 @@ impl Actor for Keeper {
         args: KeeperArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         pg::join(COPIES_GROUP.to_string(), vec![myself.get_cell()]);
+        let sweeping = Ticker::every(&myself, SWEEP_EVERY, || CopiesMessage::Sweep);
         Ok(KeeperState {
+            _sweeping: Some(sweeping),
             args,
             kept: HashMap::new(),
             fetched: None,
@@ -340,6 +380,7 @@ impl Actor for Keeper {
             CopiesMessage::Fetch(node, part, reply) => {
                 let _ = reply.send(Fetched(state.fetch(&node, part).await));
             }
+            CopiesMessage::Sweep => state.sweep().await,
         }
         Ok(())
     }
@@ -355,9 +396,11 @@ mod tests {
     async fn only_another_nodes_name_opens_a_copy() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = KeeperState {
+            _sweeping: None,
             args: KeeperArgs {
                 me: "a".into(),
                 dir: dir.path().join(COPIES_DIR),
+                membership: Membership::default(),
             },
             kept: HashMap::new(),
             fetched: None,
@@ -367,5 +410,44 @@ mod tests {
         }
         assert!(state.copy("b", false).await.unwrap().is_none());
         assert!(state.copy("b", true).await.unwrap().is_some());
+    }
+
+    /// The copy of a node that left for good is removed; one that left for a while
+    /// keeps its copy (it may come back, or come back with a lost disk).
+    #[tokio::test]
+    async fn the_copy_of_a_node_that_left_for_good_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let membership = Membership::default();
+        let mut state = KeeperState {
+            _sweeping: None,
+            args: KeeperArgs {
+                me: "a".into(),
+                dir: dir.path().join(COPIES_DIR),
+                membership: membership.clone(),
+            },
+            kept: HashMap::new(),
+            fetched: None,
+        };
+        let now = Instant::now();
+        for (node, for_good) in [("b", true), ("c", false)] {
+            assert!(state.copy(node, true).await.unwrap().is_some());
+            membership.session_up(node, "127.0.0.1:1", now);
+            let departure = shared::agent::Departure {
+                for_good,
+                counters: 4,
+                known: true,
+                value: 0,
+                operations: 0,
+                issued_value: 0,
+                issued_operations: 0,
+                in_flight_operations: 0,
+            };
+            assert!(membership.left(node, 1, departure, now));
+        }
+        state.sweep().await;
+        assert!(!dir.path().join(COPIES_DIR).join("b").exists());
+        assert!(state.copy("b", false).await.unwrap().is_none());
+        assert!(dir.path().join(COPIES_DIR).join("c").exists());
+        assert!(state.copy("c", false).await.unwrap().is_some());
     }
 }

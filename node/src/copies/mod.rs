@@ -31,10 +31,10 @@
 //! **What is not done yet** (see CHANGELOG.md), and why the default stays 1 until it
 //! is: a copy serves neither reads nor changes while its node is down (the node's
 //! counters wait for it, as with one copy, and stats are incomplete meanwhile); a node
-//! restored from an older copy of its data dir is not brought forward (only a blank
-//! one is); a node whose keeper is down too when it starts on a lost disk, or that
-//! joins through no member (the coordinator without `--join`), starts new; a node
-//! that leaves for good does not hand its copies on.
+//! whose keepers are down too when it starts on a lost disk, or that joins through no
+//! member (the coordinator without `--join`), starts new; a node that leaves for good
+//! does not hand its counters on (it leaves only holding no count, and its keeper then
+//! removes its copy).
 
 pub(crate) mod keeper;
 pub(crate) mod outgoing;

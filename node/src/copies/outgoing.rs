@@ -44,6 +44,8 @@ struct Queued {
     keeping: bool,
     /// The current session's epoch.
     epoch: u64,
+    /// No shipper runs (see [`Outgoing::stop`]): no session may start.
+    stopped: bool,
     records: VecDeque<(u64, Vec<Op>)>,
 }
 
@@ -101,14 +103,31 @@ impl Outgoing {
 
     /// A session opens with a transfer of the store as of commit `number`: call it
     /// between two commits (under the store's commit lock). Records up to it are
-    /// dropped, commits after it wait for their shipment; returns the session's epoch.
-    pub(crate) fn start_session(&self, number: u64) -> u64 {
+    /// dropped, commits after it wait for their shipment; returns the session's epoch,
+    /// or `None` if the shipper has stopped since it began reading the store.
+    pub(crate) fn start_session(&self, number: u64) -> Option<u64> {
         let mut queued = self.lock();
+        if queued.stopped {
+            return None;
+        }
         queued.keeping = true;
         queued.epoch += 1;
         queued.records.retain(|(n, _)| *n > number);
         self.covered.set(|c| c.min(number));
-        queued.epoch
+        Some(queued.epoch)
+    }
+
+    /// The shipper stopped: every commit is covered (see [`Outgoing::alone`]), and
+    /// stays so until a shipper starts again ([`Outgoing::resume`]), whatever a read of
+    /// the store it began before it stopped does after.
+    pub(crate) fn stop(&self) {
+        self.lock().stopped = true;
+        self.alone();
+    }
+
+    /// A shipper starts: sessions may start again.
+    pub(crate) fn resume(&self) {
+        self.lock().stopped = false;
     }
 
     /// The current session's epoch.
@@ -228,7 +247,7 @@ mod tests {
         out.ship(2, &op(2));
         out.ship(3, &op(3));
         // The transfer holds the store as of commit 2: what follows waits for it.
-        let epoch = out.start_session(2);
+        let epoch = out.start_session(2).unwrap();
         assert_eq!(covered(&out), 2);
         out.ship(4, &op(4));
         let (taken_in, last, ops) = out.take().await;
@@ -253,7 +272,7 @@ mod tests {
     async fn a_failed_commit_ends_the_session_and_is_not_covered_by_it() {
         let out = Outgoing::default();
         out.keep();
-        let epoch = out.start_session(0);
+        let epoch = out.start_session(0).unwrap();
         for n in 1..=3 {
             out.ship(n, &op(n as u32));
         }
@@ -267,6 +286,21 @@ mod tests {
         assert!(!out.covered_in(epoch, 3), "the failed commit's shipment");
         assert_eq!(covered(&out), 1);
         assert_ne!(out.epoch(), epoch);
+    }
+
+    /// A shipper that stopped while it read the store for a transfer leaves every
+    /// commit covered: the read's session never starts, until a shipper runs again.
+    #[test]
+    fn a_stopped_shipper_starts_no_session() {
+        let out = Outgoing::default();
+        out.keep();
+        out.stop();
+        assert_eq!(out.start_session(7), None);
+        assert_eq!(covered(&out), ALONE);
+        assert!(!out.keeping());
+        out.resume();
+        assert!(out.start_session(7).is_some());
+        assert_eq!(covered(&out), 7);
     }
 
     /// A backlog goes in shipments of whole commits, none much larger than a part of a

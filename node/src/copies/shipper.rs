@@ -156,13 +156,14 @@ impl ShipperArgs {
         let store = Arc::clone(&self.store);
         let outgoing = Arc::clone(&self.outgoing);
         let (through, rows, epoch) = spawn_blocking(move || {
-            let mut epoch = 0;
+            let mut epoch = None;
             let (through, rows) = store.rows_then(|last| epoch = outgoing.start_session(last))?;
             Ok::<_, crate::store::StoreError>((through, rows, epoch))
         })
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(format!("reading the store: {e}")))?;
+        let epoch = epoch.ok_or_else(|| failed("the shipper stopped".into()))?;
         let mut session = Session {
             keeper,
             actor,
@@ -311,12 +312,13 @@ impl Actor for Shipper {
         args: ShipperArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let outgoing = Arc::clone(&args.outgoing);
+        outgoing.resume();
         Ok((Shipping(tokio::spawn(args.run())), outgoing))
     }
 
     /// Commits waiting for the copy are acknowledged on this node's disk alone (the
-    /// node is stopping, or the shipper failed): the shipper that starts next (or the
-    /// node's next run) begins with a transfer.
+    /// node is stopping, or the shipper failed), until a shipper starts again: the one
+    /// that starts next (or the node's next run) begins with a transfer.
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,
@@ -324,9 +326,10 @@ impl Actor for Shipper {
     ) -> Result<(), ActorProcessingErr> {
         task.0.abort();
         // Stopped at its next await: after this, it changes nothing (an answer for its
-        // session no longer counts once alone() ends the session).
+        // session no longer counts once the session ends, and a read of the store for
+        // a transfer still running on a blocking thread starts none).
         let _ = (&mut task.0).await;
-        outgoing.alone();
+        outgoing.stop();
         Ok(())
     }
 }

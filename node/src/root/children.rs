@@ -282,6 +282,7 @@ impl Kit {
         (self.config.copies >= 2).then(|| KeeperArgs {
             me: self.config.name.clone(),
             dir: dir.join(COPIES_DIR),
+            membership: self.facts.membership.clone(),
         })
     }
 

@@ -722,73 +722,27 @@ impl StoreFile {
     pub(crate) fn rows(&self) -> Result<Vec<Op>, StoreError> {
         self.read(|read| {
             let mut ops = Vec::new();
-            for row in read
-                .open_table(META)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (key, value) = row.map_err(write_error)?;
-                if !FILE_ONLY.contains(&key.value()) {
-                    ops.push(Op::Meta(key.value().into(), value.value().to_vec()));
-                }
-            }
-            for row in read
-                .open_table(COUNTERS)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (index, record) = row.map_err(write_error)?;
-                ops.push(Op::Counter(index.value(), record.value()));
-            }
-            for row in read
-                .open_table(STREAMS_IN)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (key, record) = row.map_err(write_error)?;
-                ops.push(Op::StreamIn(key.value().into(), record.value()));
-            }
-            for row in read
-                .open_table(CLIENT_IDS)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (key, record) = row.map_err(write_error)?;
-                let (bucket, id) = key.value();
-                ops.push(Op::ClientId(bucket, id.into(), record.value().to_vec()));
-            }
-            for row in read
-                .open_table(OUTBOX)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (key, batch) = row.map_err(write_error)?;
-                let (dest, seq) = key.value();
-                ops.push(Op::Outbox(dest.into(), seq, batch.value().to_vec()));
-            }
-            for row in read
-                .open_table(STREAMS_OUT)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (dest, marks) = row.map_err(write_error)?;
-                ops.push(Op::StreamOut(dest.value().into(), marks.value()));
-            }
-            for row in read
-                .open_table(OUT_TOTALS)
-                .map_err(write_error)?
-                .iter()
-                .map_err(write_error)?
-            {
-                let (dest, totals) = row.map_err(write_error)?;
-                ops.push(Op::OutTotals(dest.value().into(), totals.value()));
-            }
+            rows_of(read, META, &mut ops, |key, value| {
+                (!FILE_ONLY.contains(&key)).then(|| Op::Meta(key.into(), value.to_vec()))
+            })?;
+            rows_of(read, COUNTERS, &mut ops, |index, record| {
+                Some(Op::Counter(index, record))
+            })?;
+            rows_of(read, STREAMS_IN, &mut ops, |key, record| {
+                Some(Op::StreamIn(key.into(), record))
+            })?;
+            rows_of(read, CLIENT_IDS, &mut ops, |(bucket, id), record| {
+                Some(Op::ClientId(bucket, id.into(), record.to_vec()))
+            })?;
+            rows_of(read, OUTBOX, &mut ops, |(dest, seq), batch| {
+                Some(Op::Outbox(dest.into(), seq, batch.to_vec()))
+            })?;
+            rows_of(read, STREAMS_OUT, &mut ops, |dest, marks| {
+                Some(Op::StreamOut(dest.into(), marks))
+            })?;
+            rows_of(read, OUT_TOTALS, &mut ops, |dest, totals| {
+                Some(Op::OutTotals(dest.into(), totals))
+            })?;
             Ok(ops)
         })
     }
@@ -1367,6 +1321,21 @@ fn read_u64s<const N: usize>(
         *slot = u64::from_be_bytes(word);
     }
     Ok(Some(out))
+}
+
+/// Every row of `table` that `op` makes a write of, appended to `ops` in key order.
+fn rows_of<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+    ops: &mut Vec<Op>,
+    op: impl for<'a> Fn(K::SelfType<'a>, V::SelfType<'a>) -> Option<Op>,
+) -> Result<(), StoreError> {
+    let table = read.open_table(table).map_err(write_error)?;
+    for row in table.iter().map_err(write_error)? {
+        let (key, value) = row.map_err(write_error)?;
+        ops.extend(op(key.value(), value.value()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
