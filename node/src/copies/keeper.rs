@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{pg, Actor, ActorProcessingErr, ActorRef};
+use ractor::{pg, Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use shared::copies::{
     CopiesMessage, CopyPart, Fetched, Held, HeldCopy, ShipReply, Shipment, COPIES_GROUP,
     TRANSFER_PART_OPS,
@@ -132,21 +132,32 @@ impl KeeperState {
         }
     }
 
-    /// Applies `shipment` if it is its session's next (or starts one).
-    async fn ship(&mut self, shipment: Shipment) -> ShipReply {
+    /// Applies `shipment` if it is its session's next (or starts one), and answers
+    /// `reply`.
+    async fn ship(&mut self, shipment: Shipment, reply: RpcReplyPort<ShipReply>) {
         let ops: Vec<Op> = match shared::codec::decode(&shipment.ops) {
             Ok(ops) => ops,
-            Err(e) => return ShipReply::Failed(format!("unreadable writes: {e}")),
+            Err(e) => {
+                let _ = reply.send(ShipReply::Failed(format!("unreadable writes: {e}")));
+                return;
+            }
         };
         let kept = match self.copy(&shipment.from, shipment.reset).await {
             Ok(Some(kept)) => kept,
-            Ok(None) => return ShipReply::NeedTransfer,
-            Err(e) => return ShipReply::Failed(e.to_string()),
+            Ok(None) => {
+                let _ = reply.send(ShipReply::NeedTransfer);
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(ShipReply::Failed(e.to_string()));
+                return;
+            }
         };
         let next = kept.session.map(|(session, seq)| (session, seq + 1));
         if !shipment.reset && next != Some((shipment.session, shipment.seq)) {
             kept.session = None;
-            return ShipReply::NeedTransfer;
+            let _ = reply.send(ShipReply::NeedTransfer);
+            return;
         }
         // The mark changes only at a transfer's first and last parts.
         let state = match (shipment.reset, shipment.whole) {
@@ -158,7 +169,18 @@ impl KeeperState {
         let reset = shipment.reset;
         // On a blocking thread: the node's async workers (one, by default) also carry
         // its heartbeats and its own journal, and a sync may take long on a slow disk.
-        let applied = spawn_blocking(move || store.apply_copied(&ops, reset, state)).await;
+        // It answers the shipper itself as soon as the copy is on disk, before this
+        // actor is woken to note it: the next shipment waits in the mailbox meanwhile.
+        let applied = spawn_blocking(move || {
+            let applied = store.apply_copied(&ops, reset, state);
+            let answer = match &applied {
+                Ok(()) => ShipReply::Applied,
+                Err(e) => ShipReply::Failed(e.to_string()),
+            };
+            let _ = reply.send(answer);
+            applied
+        })
+        .await;
         match applied {
             Ok(Ok(())) => {
                 kept.session = Some((shipment.session, shipment.seq));
@@ -167,17 +189,13 @@ impl KeeperState {
                     info!(node = %shipment.from, through = shipment.through,
                         "keeping a copy of this node's store: a transfer begins");
                 }
-                ShipReply::Applied
             }
             Ok(Err(e)) => {
                 kept.session = None;
                 warn!(node = %shipment.from, error = %e, "a copy could not take a shipment");
-                ShipReply::Failed(e.to_string())
             }
-            Err(e) => {
-                kept.session = None;
-                ShipReply::Failed(e.to_string())
-            }
+            // It panicked: its answer went unsent, which the shipper takes as a failure.
+            Err(_) => kept.session = None,
         }
     }
 
@@ -371,8 +389,7 @@ impl Actor for Keeper {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CopiesMessage::Ship(shipment, reply) => {
-                let answer = state.ship(shipment).await;
-                let _ = reply.send(answer);
+                state.ship(shipment, reply).await;
             }
             CopiesMessage::Held(node, reply) => {
                 let _ = reply.send(HeldCopy(state.held(&node).await));
