@@ -76,6 +76,10 @@ pub struct Departure {
     /// Of those, the ones their destinations had not acknowledged (kept in its outbox,
     /// sent when it comes back).
     pub in_flight_operations: u64,
+    /// The id of the store it ran on (0: none on disk, or unreadable): a node that left
+    /// for good has its copy removed, that store's and no later one's (a new node may
+    /// take the name, with a new store).
+    pub store_id: u64,
 }
 
 /// Operations a node issued that one destination has not acknowledged yet.

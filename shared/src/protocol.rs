@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 /// Bumped whenever a wire type or message variant changes incompatibly. Nodes report
 /// it in [`crate::NodeInfo`] so a mixed-version cluster is visible in `node stats`.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// The process group of counter hosts, one per node: the one remote entry point to a
 /// node's counters, for changes and reads alike (see [`crate::host::HostMessage`]).

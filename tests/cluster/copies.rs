@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::exactly_once::{
-    budget, lab_node, load_args, loaded_cluster_with, settles_exactly, three_times, wait_issued,
+    budget, lab_cluster, loaded_cluster_with, settles_exactly, three_times, wait_issued,
     wait_metric, ClientLoop,
 };
 use crate::netns::lab_or_skip;
@@ -91,6 +91,7 @@ fn a_node_whose_disk_is_lost_starts_from_its_copy() {
         value,
         "worker-1/2 after its disk was lost"
     );
+    copies_in_step(&cluster, "a lost disk");
     // Each node says where its copy is: on the next member on the ring of names.
     let ring = [
         ("coordinator", "worker-1"),
@@ -246,6 +247,7 @@ fn a_node_whose_data_dir_is_put_back_from_an_older_backup_starts_from_its_copy()
         "worker-1/3 after its data dir was put back from a backup"
     );
     assert_eq!(incr(1), 17);
+    copies_in_step(&cluster, "a backup put back");
 }
 
 #[test]
@@ -340,20 +342,8 @@ fn a_keeper_cut_off_three_times_mid_load_loses_and_doubles_nothing() {
         return;
     };
     let ops = budget(15);
-    let args = load_args(ops);
-    let args: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .chain(["--copies", "2"])
-        .collect();
-    let coordinator = lab_node(&lab, "coordinator", false, &args, None);
-    let seed = coordinator.addr.clone();
-    let w1 = lab_node(&lab, "worker-1", false, &args, Some(&seed));
-    let w2 = lab_node(&lab, "worker-2", true, &args, Some(&seed));
-    let cluster = Cluster {
-        nodes: vec![coordinator, w1, w2],
-    };
-    cluster.wait_mesh(12);
+    let cluster = lab_cluster(&lab, ops, &["--copies", "2"]);
+    let seed = cluster.nodes[0].addr.clone();
     copies_in_step(&cluster, "the start");
     wait_issued(&seed, "worker-2", ops / 10);
     let clients = ClientLoop::start(&cluster);

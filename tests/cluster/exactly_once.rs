@@ -383,16 +383,8 @@ fn a_worker_cut_off_three_times_loses_and_doubles_nothing() {
         return;
     };
     let ops = budget(15);
-    let args = load_args(ops);
-    let load: Vec<&str> = args.iter().map(String::as_str).collect();
-    let coordinator = lab_node(&lab, "coordinator", false, &load, None);
-    let seed = coordinator.addr.clone();
-    let w1 = lab_node(&lab, "worker-1", false, &load, Some(&seed));
-    let w2 = lab_node(&lab, "worker-2", true, &load, Some(&seed));
-    let cluster = Cluster {
-        nodes: vec![coordinator, w1, w2],
-    };
-    cluster.wait_mesh(12);
+    let cluster = lab_cluster(&lab, ops, &[]);
+    let seed = cluster.nodes[0].addr.clone();
     wait_issued(&seed, "worker-2", ops / 10);
     let clients = ClientLoop::start(&cluster);
     three_times(&cluster, 12, |on| if on { lab.cut() } else { lab.heal() });
@@ -481,15 +473,29 @@ fn sigterm_and_restart_of_the_last_worker_loses_and_doubles_nothing() {
     settles_exactly(&cluster, ops, clients, "SIGTERM worker-2 mid-load, restart");
 }
 
+/// The loaded cluster (see [`load_args`], and `extra`) with worker-2 in the lab's
+/// namespace, beyond the link a cut silences; formed.
+pub fn lab_cluster(lab: &NetLab, ops: u64, extra: &[&str]) -> Cluster {
+    let args = load_args(ops);
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
+    let coordinator = lab_node(lab, "coordinator", false, &args, None);
+    let seed = coordinator.addr.clone();
+    let w1 = lab_node(lab, "worker-1", false, &args, Some(&seed));
+    let w2 = lab_node(lab, "worker-2", true, &args, Some(&seed));
+    let cluster = Cluster {
+        nodes: vec![coordinator, w1, w2],
+    };
+    cluster.wait_mesh(12);
+    cluster
+}
+
 /// Node `name` with `args`, joining `seed` (else the coordinator), on the host's end of
 /// the lab's link, or (`far`) in its namespace, beyond the link a cut silences.
-pub fn lab_node(
-    lab: &NetLab,
-    name: &str,
-    far: bool,
-    args: &[&str],
-    seed: Option<&str>,
-) -> NodeProc {
+fn lab_node(lab: &NetLab, name: &str, far: bool, args: &[&str], seed: Option<&str>) -> NodeProc {
     let role: &[&str] = match seed {
         Some(seed) => &["--join", seed],
         None => &["--role", "coordinator"],

@@ -54,6 +54,7 @@ fn farewell() -> Departure {
         issued_value: 0,
         issued_operations: 0,
         in_flight_operations: 0,
+        store_id: 0,
     }
 }
 

@@ -72,8 +72,11 @@ pub(crate) async fn quiesce(node: &str) -> bool {
 pub(crate) async fn departure(facts: &NodeFacts, store: &Arc<Store>, for_good: bool) -> Departure {
     let counters = facts.table.len();
     let reading = Arc::clone(store);
-    let records =
-        crate::runtime::busy_poll::spawn_blocking(move || reading.records(0..counters)).await;
+    let records = crate::runtime::busy_poll::spawn_blocking(move || {
+        let id = reading.store_id().ok().flatten().map_or(0, |(id, _)| id);
+        reading.records(0..counters).map(|records| (id, records))
+    })
+    .await;
     let issued = facts.issued.read();
     let mut departure = Departure {
         for_good,
@@ -84,10 +87,12 @@ pub(crate) async fn departure(facts: &NodeFacts, store: &Arc<Store>, for_good: b
         issued_value: issued.value,
         issued_operations: issued.operations,
         in_flight_operations: facts.issued.in_flight(),
+        store_id: 0,
     };
     match records {
-        Ok(Ok(records)) => {
+        Ok(Ok((store_id, records))) => {
             departure.known = true;
+            departure.store_id = store_id;
             for record in records {
                 departure.value += i128::from(record.value);
                 departure.operations += u128::from(record.operations);
@@ -245,6 +250,7 @@ mod tests {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            store_id: 0,
         }
     }
 

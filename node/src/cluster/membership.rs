@@ -860,6 +860,7 @@ mod tests {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            store_id: 0,
         }
     }
 

@@ -708,6 +708,7 @@ mod tests {
             issued_value: 0,
             issued_operations: 0,
             in_flight_operations: 0,
+            store_id: 0,
         };
         let told = ractor::call_t!(mesh, MeshMessage::Leave, 5000, departure).unwrap();
         assert_eq!(told, 0);

@@ -5,15 +5,17 @@
 //! node that lost its own (see [`shared::copies`]).
 //!
 //! A copy of a node that left the cluster for good (a decision it takes only holding
-//! no count) is of no more use: the keeper removes it once its membership lists the
-//! node as departed for good ([`SWEEP_EVERY`]).
+//! no count) is of no more use: a keeper that hears it leave removes it (looking every
+//! [`SWEEP_EVERY`]), if it is a copy of the store the node said it left from (a node
+//! that takes the name later has a store of its own). A keeper that was down or cut
+//! off as the node left keeps the copy.
 //!
 //! Sessions are held in memory: a keeper that starts again asks every node shipping to
 //! it for a state transfer first ([`ShipReply::NeedTransfer`]), so a shipment it did
 //! not apply is never skipped. A copy being transferred into is marked so on its disk,
 //! and is neither offered nor fetched until the transfer's last part.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +74,8 @@ pub(crate) struct KeeperState {
     kept: HashMap<String, Kept>,
     /// The rows of the last copy fetched.
     fetched: Option<FetchedRows>,
+    /// Copies of nodes that left for good that could not be removed (said once).
+    unremovable: HashSet<String>,
 }
 
 impl KeeperState {
@@ -111,23 +115,42 @@ impl KeeperState {
         (named && node != self.args.me).then(|| self.args.dir.join(node))
     }
 
-    /// Removes the copies of the nodes that left for good.
+    /// Removes the copies of the nodes that left for good: each the copy of the store
+    /// the node said it left from, never a later store of a node that took its name.
     async fn sweep(&mut self) {
         let gone = self.args.membership.departed().into_iter();
-        for (node, _, departure) in gone.filter(|(_, _, d)| d.for_good) {
+        for (node, _, departure) in gone.filter(|(_, _, d)| d.for_good && d.store_id != 0) {
             let Some(dir) = self.dir_of(&node).filter(|dir| dir.exists()) else {
                 continue;
             };
-            self.kept.remove(&node);
+            if self.unremovable.contains(&node) {
+                continue;
+            }
+            let Ok(Some(kept)) = self.copy(&node, false).await else {
+                continue;
+            };
+            let store = Arc::clone(&kept.store);
+            let id = spawn_blocking(move || store.store_id()).await;
+            if !matches!(id, Ok(Ok(Some((id, _)))) if id == departure.store_id) {
+                continue;
+            }
             self.fetched.take_if(|f| f.node == node);
-            let removed = spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            let kept = self.kept.remove(&node);
+            // Closing the copy syncs its file: off the async worker, as every disk wait.
+            let removed = spawn_blocking(move || {
+                drop(kept);
+                std::fs::remove_dir_all(dir)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|removed| removed);
             match removed {
-                Ok(Ok(())) => info!(%node, counters = departure.counters,
+                Ok(()) => info!(%node, counters = departure.counters,
                     "removed the copy of a node's store: it left the cluster for good"),
-                Ok(Err(e)) => warn!(%node, error = %e,
-                    "cannot remove the copy of a node that left for good"),
-                Err(e) => warn!(%node, error = %e,
-                    "cannot remove the copy of a node that left for good"),
+                Err(error) => {
+                    warn!(%node, %error, "cannot remove the copy of a node that left for good: it stays");
+                    self.unremovable.insert(node);
+                }
             }
         }
     }
@@ -378,6 +401,7 @@ impl Actor for Keeper {
             args,
             kept: HashMap::new(),
             fetched: None,
+            unremovable: HashSet::new(),
         })
     }
 
@@ -421,6 +445,7 @@ mod tests {
             },
             kept: HashMap::new(),
             fetched: None,
+            unremovable: HashSet::new(),
         };
         for name in ["a", "..", ".", "x/y", ""] {
             assert!(state.copy(name, true).await.is_err(), "{name:?}");
@@ -430,7 +455,9 @@ mod tests {
     }
 
     /// The copy of a node that left for good is removed; one that left for a while
-    /// keeps its copy (it may come back, or come back with a lost disk).
+    /// keeps its copy (it may come back, or come back with a lost disk), and so does a
+    /// copy of another store than the one the node left from (a node that took its
+    /// name since, with a new store).
     #[tokio::test]
     async fn the_copy_of_a_node_that_left_for_good_is_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -444,10 +471,14 @@ mod tests {
             },
             kept: HashMap::new(),
             fetched: None,
+            unremovable: HashSet::new(),
         };
         let now = Instant::now();
-        for (node, for_good) in [("b", true), ("c", false)] {
-            assert!(state.copy(node, true).await.unwrap().is_some());
+        for (node, for_good, same_store) in
+            [("b", true, true), ("c", false, true), ("d", true, false)]
+        {
+            let kept = state.copy(node, true).await.unwrap().unwrap();
+            let (id, _) = kept.store.store_id().unwrap().unwrap();
             membership.session_up(node, "127.0.0.1:1", now);
             let departure = shared::agent::Departure {
                 for_good,
@@ -458,13 +489,19 @@ mod tests {
                 issued_value: 0,
                 issued_operations: 0,
                 in_flight_operations: 0,
+                store_id: if same_store { id } else { id ^ 1 },
             };
             assert!(membership.left(node, 1, departure, now));
         }
         state.sweep().await;
-        assert!(!dir.path().join(COPIES_DIR).join("b").exists());
+        let held = |node: &str| dir.path().join(COPIES_DIR).join(node).exists();
+        assert!(!held("b"), "the copy of the store b left for good from");
         assert!(state.copy("b", false).await.unwrap().is_none());
-        assert!(dir.path().join(COPIES_DIR).join("c").exists());
-        assert!(state.copy("c", false).await.unwrap().is_some());
+        assert!(held("c"), "the copy of c, which left for a while");
+        assert!(
+            held("d"),
+            "a copy of another store than the one d left from"
+        );
+        assert!(state.copy("d", false).await.unwrap().is_some());
     }
 }

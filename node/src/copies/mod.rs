@@ -33,8 +33,8 @@
 //! counters wait for it, as with one copy, and stats are incomplete meanwhile); a node
 //! whose keepers are down too when it starts on a lost disk, or that joins through no
 //! member (the coordinator without `--join`), starts new; a node that leaves for good
-//! does not hand its counters on (it leaves only holding no count, and its keeper then
-//! removes its copy).
+//! does not hand its counters on (it leaves only holding no count, and a keeper that
+//! hears it leave removes its copy).
 
 pub(crate) mod keeper;
 pub(crate) mod outgoing;

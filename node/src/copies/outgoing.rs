@@ -44,8 +44,9 @@ struct Queued {
     keeping: bool,
     /// The current session's epoch.
     epoch: u64,
-    /// No shipper runs (see [`Outgoing::stop`]): no session may start.
-    stopped: bool,
+    /// Shippers stopped so far (see [`Outgoing::stop`]): a session starts only under
+    /// the shipper that began it.
+    stopped: u64,
     records: VecDeque<(u64, Vec<Op>)>,
 }
 
@@ -102,12 +103,13 @@ impl Outgoing {
     }
 
     /// A session opens with a transfer of the store as of commit `number`: call it
-    /// between two commits (under the store's commit lock). Records up to it are
-    /// dropped, commits after it wait for their shipment; returns the session's epoch,
-    /// or `None` if the shipper has stopped since it began reading the store.
-    pub(crate) fn start_session(&self, number: u64) -> Option<u64> {
+    /// between two commits (under the store's commit lock), with the [`Outgoing::shipper`]
+    /// read before the transfer began. Records up to it are dropped, commits after it
+    /// wait for their shipment; returns the session's epoch, or `None` if that shipper
+    /// has stopped since.
+    pub(crate) fn start_session(&self, number: u64, shipper: u64) -> Option<u64> {
         let mut queued = self.lock();
-        if queued.stopped {
+        if queued.stopped != shipper {
             return None;
         }
         queued.keeping = true;
@@ -117,17 +119,17 @@ impl Outgoing {
         Some(queued.epoch)
     }
 
-    /// The shipper stopped: every commit is covered (see [`Outgoing::alone`]), and
-    /// stays so until a shipper starts again ([`Outgoing::resume`]), whatever a read of
-    /// the store it began before it stopped does after.
-    pub(crate) fn stop(&self) {
-        self.lock().stopped = true;
-        self.alone();
+    /// Which shipper runs now, for [`Outgoing::start_session`].
+    pub(crate) fn shipper(&self) -> u64 {
+        self.lock().stopped
     }
 
-    /// A shipper starts: sessions may start again.
-    pub(crate) fn resume(&self) {
-        self.lock().stopped = false;
+    /// The shipper stopped: every commit is covered (see [`Outgoing::alone`]), whatever
+    /// a read of the store it began before it stopped does after; the next shipper
+    /// starts its own sessions.
+    pub(crate) fn stop(&self) {
+        self.lock().stopped += 1;
+        self.alone();
     }
 
     /// The current session's epoch.
@@ -247,7 +249,7 @@ mod tests {
         out.ship(2, &op(2));
         out.ship(3, &op(3));
         // The transfer holds the store as of commit 2: what follows waits for it.
-        let epoch = out.start_session(2).unwrap();
+        let epoch = out.start_session(2, out.shipper()).unwrap();
         assert_eq!(covered(&out), 2);
         out.ship(4, &op(4));
         let (taken_in, last, ops) = out.take().await;
@@ -272,7 +274,7 @@ mod tests {
     async fn a_failed_commit_ends_the_session_and_is_not_covered_by_it() {
         let out = Outgoing::default();
         out.keep();
-        let epoch = out.start_session(0).unwrap();
+        let epoch = out.start_session(0, out.shipper()).unwrap();
         for n in 1..=3 {
             out.ship(n, &op(n as u32));
         }
@@ -289,18 +291,30 @@ mod tests {
     }
 
     /// A shipper that stopped while it read the store for a transfer leaves every
-    /// commit covered: the read's session never starts, until a shipper runs again.
+    /// commit covered: the read's session never starts, not even once the next
+    /// shipper runs; that one's own sessions do.
     #[test]
-    fn a_stopped_shipper_starts_no_session() {
+    fn a_stopped_shippers_read_starts_no_session() {
         let out = Outgoing::default();
         out.keep();
+        let first = out.shipper();
         out.stop();
-        assert_eq!(out.start_session(7), None);
+        assert_eq!(out.start_session(7, first), None);
         assert_eq!(covered(&out), ALONE);
         assert!(!out.keeping());
-        out.resume();
-        assert!(out.start_session(7).is_some());
+        let epoch = out.epoch();
+        assert!(out.start_session(7, out.shipper()).is_some());
         assert_eq!(covered(&out), 7);
+        assert_eq!(
+            out.start_session(8, first),
+            None,
+            "a later read of the first"
+        );
+        assert_eq!(
+            out.epoch(),
+            epoch + 1,
+            "the session of the running shipper holds"
+        );
     }
 
     /// A backlog goes in shipments of whole commits, none much larger than a part of a
@@ -309,7 +323,7 @@ mod tests {
     async fn a_backlog_is_taken_in_bounded_shipments() {
         let out = Outgoing::default();
         out.keep();
-        out.start_session(0);
+        out.start_session(0, out.shipper());
         let big: Vec<Op> = (0..TRANSFER_PART_OPS as u32 / 2 + 1).flat_map(op).collect();
         for n in 1..=3 {
             out.ship(n, &big);

@@ -155,9 +155,11 @@ impl ShipperArgs {
         self.outgoing.keep();
         let store = Arc::clone(&self.store);
         let outgoing = Arc::clone(&self.outgoing);
+        let shipper = outgoing.shipper();
         let (through, rows, epoch) = spawn_blocking(move || {
             let mut epoch = None;
-            let (through, rows) = store.rows_then(|last| epoch = outgoing.start_session(last))?;
+            let (through, rows) =
+                store.rows_then(|last| epoch = outgoing.start_session(last, shipper))?;
             Ok::<_, crate::store::StoreError>((through, rows, epoch))
         })
         .await
@@ -312,13 +314,12 @@ impl Actor for Shipper {
         args: ShipperArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let outgoing = Arc::clone(&args.outgoing);
-        outgoing.resume();
         Ok((Shipping(tokio::spawn(args.run())), outgoing))
     }
 
     /// Commits waiting for the copy are acknowledged on this node's disk alone (the
-    /// node is stopping, or the shipper failed), until a shipper starts again: the one
-    /// that starts next (or the node's next run) begins with a transfer.
+    /// node is stopping, or the shipper failed), until the shipper that starts next (or
+    /// the node's next run) opens a session, with a transfer.
     async fn post_stop(
         &self,
         _myself: ActorRef<Self::Msg>,

@@ -575,6 +575,7 @@ mod tests {
             issued_value: 5,
             issued_operations: 2,
             in_flight_operations: 0,
+            store_id: 0,
         };
         let departed = departed_nodes(vec![("gone".into(), 1_000, left)], &nodes);
         assert_eq!(
