@@ -64,6 +64,26 @@ fn copies_in_step(cluster: &Cluster, what: &str) {
     );
 }
 
+/// A fault under load: once `issuer` has issued `ops / share`, client changes with
+/// ids go through random nodes while `fault` runs; then the cluster must settle
+/// exactly (every acknowledged change applied once, nothing lost or doubled) and every
+/// copy be in step again.
+fn exact_through(
+    cluster: &mut Cluster,
+    ops: u64,
+    (issuer, share): (&str, u64),
+    what: &str,
+    fault: impl FnOnce(&mut Cluster),
+) {
+    let via = cluster.nodes[0].addr.clone();
+    wait_issued(&via, issuer, ops / share);
+    let clients = ClientLoop::start(cluster);
+    fault(cluster);
+    let clients = clients.finish();
+    settles_exactly(cluster, ops, clients, what);
+    copies_in_step(cluster, what);
+}
+
 /// Counter `counter`'s value, read through `via`.
 fn value_of(counter: &str, via: &str) -> i64 {
     client_ok(&["get", counter, "--join", via]).parse().unwrap()
@@ -168,26 +188,18 @@ fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(8);
     let (mut cluster, https) = loaded_cluster_with(ops, &["--copies", "2"]);
-    let via = cluster.nodes[0].addr.clone();
-    wait_issued(&via, "worker-1", ops / 3);
-    let clients = ClientLoop::start(&cluster);
-    restart_from_copy(&mut cluster.nodes[1], lose_disk);
-    wait_metric(
-        "worker-1 to open the store it started from",
-        &https[1],
-        r#"counter_cluster_store_recovered_commit{node="worker-1"}"#,
-        Duration::from_secs(10),
-        |commit| commit > 0.0,
-    );
-    cluster.wait_mesh(12);
-    let clients = clients.finish();
-    settles_exactly(
-        &cluster,
-        ops,
-        clients,
-        "kill -9 worker-1 mid-load, its disk lost, restart",
-    );
-    copies_in_step(&cluster, "the disk's loss");
+    let what = "kill -9 worker-1 mid-load, its disk lost, restart";
+    exact_through(&mut cluster, ops, ("worker-1", 3), what, |cluster| {
+        restart_from_copy(&mut cluster.nodes[1], lose_disk);
+        wait_metric(
+            "worker-1 to open the store it started from",
+            &https[1],
+            r#"counter_cluster_store_recovered_commit{node="worker-1"}"#,
+            Duration::from_secs(10),
+            |commit| commit > 0.0,
+        );
+        cluster.wait_mesh(12);
+    });
 }
 
 /// Copies `from` (a data dir) to `to`, as a backup of it.
@@ -255,23 +267,15 @@ fn a_node_whose_data_dir_is_put_back_from_an_older_backup_starts_from_its_copy()
 fn a_keeper_frozen_three_times_mid_load_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(15);
-    let (cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
-    let via = cluster.nodes[0].addr.clone();
-    wait_issued(&via, "worker-2", ops / 10);
-    let clients = ClientLoop::start(&cluster);
+    let (mut cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
+    let what = "--copies 2: SIGSTOP worker-2 (worker-1's keeper) 3 s, three times";
     // worker-2 keeps worker-1's copy: worker-1's changes wait for it, then move to the
     // coordinator once it is found down, and back once it is up again.
-    three_times(&cluster, 12, |on| {
-        cluster.nodes[2].signal(if on { "STOP" } else { "CONT" })
+    exact_through(&mut cluster, ops, ("worker-2", 10), what, |cluster| {
+        three_times(cluster, 12, |on| {
+            cluster.nodes[2].signal(if on { "STOP" } else { "CONT" })
+        });
     });
-    let clients = clients.finish();
-    settles_exactly(
-        &cluster,
-        ops,
-        clients,
-        "--copies 2: SIGSTOP worker-2 (worker-1's keeper) 3 s, three times",
-    );
-    copies_in_step(&cluster, "SIGSTOPs");
 }
 
 #[test]
@@ -279,27 +283,19 @@ fn a_keeper_frozen_three_times_mid_load_loses_and_doubles_nothing() {
 fn both_copies_nodes_frozen_in_turn_lose_and_double_nothing() {
     let _serial = timing_lock();
     let ops = budget(15);
-    let (cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
-    let via = cluster.nodes[0].addr.clone();
-    wait_issued(&via, "worker-1", ops / 10);
-    let clients = ClientLoop::start(&cluster);
+    let (mut cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
+    let what = "--copies 2: worker-1 and its keeper worker-2 frozen 3 s in turn";
     // worker-1's store and its copy (on worker-2), frozen one after the other.
-    let mut turn = 0;
-    three_times(&cluster, 12, |on| {
-        let node = &cluster.nodes[1 + turn % 2];
-        node.signal(if on { "STOP" } else { "CONT" });
-        if !on {
-            turn += 1;
-        }
+    exact_through(&mut cluster, ops, ("worker-1", 10), what, |cluster| {
+        let mut turn = 0;
+        three_times(cluster, 12, |on| {
+            let node = &cluster.nodes[1 + turn % 2];
+            node.signal(if on { "STOP" } else { "CONT" });
+            if !on {
+                turn += 1;
+            }
+        });
     });
-    let clients = clients.finish();
-    settles_exactly(
-        &cluster,
-        ops,
-        clients,
-        "--copies 2: worker-1 and its keeper worker-2 frozen 3 s in turn",
-    );
-    copies_in_step(&cluster, "SIGSTOPs");
 }
 
 #[test]
@@ -308,29 +304,21 @@ fn a_rolling_restart_with_copies_loses_and_doubles_nothing() {
     let _serial = timing_lock();
     let ops = budget(12);
     let (mut cluster, _) = loaded_cluster_with(ops, &["--copies", "2"]);
-    let via = cluster.nodes[0].addr.clone();
-    wait_issued(&via, "worker-2", ops / 10);
-    let clients = ClientLoop::start(&cluster);
-    for k in [1, 2, 0] {
-        let node = &mut cluster.nodes[k];
-        node.signal("TERM");
-        assert_eq!(
-            node.wait_exit(Duration::from_secs(15)),
-            Some(0),
-            "{} stopped cleanly",
-            node.name
-        );
-        node.restart();
-        cluster.wait_mesh(12);
-    }
-    let clients = clients.finish();
-    settles_exactly(
-        &cluster,
-        ops,
-        clients,
-        "--copies 2: a rolling restart of every node",
-    );
-    copies_in_step(&cluster, "a rolling restart");
+    let what = "--copies 2: a rolling restart of every node";
+    exact_through(&mut cluster, ops, ("worker-2", 10), what, |cluster| {
+        for k in [1, 2, 0] {
+            let node = &mut cluster.nodes[k];
+            node.signal("TERM");
+            assert_eq!(
+                node.wait_exit(Duration::from_secs(15)),
+                Some(0),
+                "{} stopped cleanly",
+                node.name
+            );
+            node.restart();
+            cluster.wait_mesh(12);
+        }
+    });
 }
 
 #[test]
@@ -342,21 +330,13 @@ fn a_keeper_cut_off_three_times_mid_load_loses_and_doubles_nothing() {
         return;
     };
     let ops = budget(15);
-    let cluster = lab_cluster(&lab, ops, &["--copies", "2"]);
-    let seed = cluster.nodes[0].addr.clone();
+    let mut cluster = lab_cluster(&lab, ops, &["--copies", "2"]);
     copies_in_step(&cluster, "the start");
-    wait_issued(&seed, "worker-2", ops / 10);
-    let clients = ClientLoop::start(&cluster);
+    let what = "--copies 2: worker-2 (worker-1's keeper) cut off 3 s, three times";
     // worker-2 keeps worker-1's copy, and its own is on the coordinator: cut off, its
     // keeper and its copy are both out of reach (and worker-1's copy with it), while
     // it takes changes alone until it finds every member down.
-    three_times(&cluster, 12, |on| if on { lab.cut() } else { lab.heal() });
-    let clients = clients.finish();
-    settles_exactly(
-        &cluster,
-        ops,
-        clients,
-        "--copies 2: worker-2 (worker-1's keeper) cut off 3 s, three times",
-    );
-    copies_in_step(&cluster, "three partitions");
+    exact_through(&mut cluster, ops, ("worker-2", 10), what, |cluster| {
+        three_times(cluster, 12, |on| if on { lab.cut() } else { lab.heal() });
+    });
 }
