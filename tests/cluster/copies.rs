@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::exactly_once::{
     budget, lab_cluster, loaded_cluster_with, settles_exactly, three_times, wait_issued,
-    wait_metric, ClientLoop,
+    wait_recovered, ClientLoop,
 };
 use crate::netns::lab_or_skip;
 use crate::util::{client_ok, node_entry, stats, timing_lock, wait_for, Cluster, NodeProc};
@@ -191,13 +191,7 @@ fn a_worker_whose_disk_is_lost_mid_load_loses_and_doubles_nothing() {
     let what = "kill -9 worker-1 mid-load, its disk lost, restart";
     exact_through(&mut cluster, ops, ("worker-1", 3), what, |cluster| {
         restart_from_copy(&mut cluster.nodes[1], lose_disk);
-        wait_metric(
-            "worker-1 to open the store it started from",
-            &https[1],
-            r#"counter_cluster_store_recovered_commit{node="worker-1"}"#,
-            Duration::from_secs(10),
-            |commit| commit > 0.0,
-        );
+        wait_recovered(&https[1], "worker-1");
         cluster.wait_mesh(12);
     });
 }

@@ -177,6 +177,19 @@ pub fn loaded_cluster_with(ops: u64, extra: &[&str]) -> (Cluster, Vec<String>) {
     (cluster, https)
 }
 
+/// Waits until node `node`, whose HTTP side is `http`, serves its metrics having
+/// opened a store that holds commits (recovered, or started from its copy), not a new
+/// one.
+pub fn wait_recovered(http: &str, node: &str) {
+    wait_metric(
+        &format!("{node} to open a store that holds commits"),
+        http,
+        &format!(r#"counter_cluster_store_recovered_commit{{node="{node}"}}"#),
+        Duration::from_secs(10),
+        |commit| commit > 0.0,
+    );
+}
+
 /// The value of `series` on the node whose HTTP side is `http`, once the node serves
 /// its metrics and `ok` holds of it (within `timeout`); `what` says what is awaited.
 pub fn wait_metric(
@@ -325,13 +338,7 @@ fn kill_9_of_a_worker_mid_load_loses_and_doubles_nothing() {
     cluster.nodes[1].restart();
     // The restarted worker serves its metrics once it has opened its store: it
     // recovered commits, not a new store.
-    wait_metric(
-        "worker-1 to recover its store",
-        &https[1],
-        r#"counter_cluster_store_recovered_commit{node="worker-1"}"#,
-        Duration::from_secs(10),
-        |commit| commit > 0.0,
-    );
+    wait_recovered(&https[1], "worker-1");
     cluster.wait_mesh(12);
     let clients = clients.finish();
     settles_exactly(&cluster, ops, clients, "kill -9 worker-1 mid-load, restart");
